@@ -1,0 +1,1 @@
+"""Domain of the flash-sale pipeline: inventory in Redis, orders in SQL, settlement, payments."""

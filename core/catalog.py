@@ -1,0 +1,90 @@
+"""Users and products in SQL."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+import bcrypt
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from core.inventory import ProductTerms, to_ms
+from core.models import Product, User
+
+
+class UsernameTaken(ValueError):
+    pass
+
+
+def hash_password(password: str, rounds: int) -> str:
+    return bcrypt.hashpw(password.encode(), bcrypt.gensalt(rounds=rounds)).decode()
+
+
+def check_password(password: str, password_hash: str) -> bool:
+    return bcrypt.checkpw(password.encode(), password_hash.encode())
+
+
+# A hash to compare against when the user does not exist, so a login takes as long either way.
+_DUMMY_HASH = bcrypt.hashpw(b"not-a-password", bcrypt.gensalt(rounds=4)).decode()
+
+
+def create_user(
+    session: Session, username: str, password: str, rounds: int, role: str = "buyer"
+) -> User:
+    user = User(username=username, password_hash=hash_password(password, rounds), role=role)
+    session.add(user)
+    try:
+        session.flush()
+    except IntegrityError as exc:
+        session.rollback()
+        raise UsernameTaken(username) from exc
+    return user
+
+
+def authenticate(session: Session, username: str, password: str) -> User | None:
+    user = session.scalar(select(User).where(User.username == username))
+    if user is None:
+        check_password(password, _DUMMY_HASH)
+        return None
+    return user if check_password(password, user.password_hash) else None
+
+
+def terms_of(product: Product) -> ProductTerms:
+    return ProductTerms(
+        product_id=product.id,
+        initial_stock=product.initial_stock,
+        max_per_user=product.max_per_user,
+        starts_ms=to_ms(product.sale_starts_at),
+        ends_ms=to_ms(product.sale_ends_at),
+        price_minor=product.price_minor,
+        currency=product.currency,
+    )
+
+
+def create_product(
+    session: Session,
+    name: str,
+    price_minor: int,
+    currency: str,
+    stock: int,
+    max_per_user: int,
+    sale_starts_at: datetime | None,
+    sale_ends_at: datetime | None,
+) -> Product:
+    product = Product(
+        name=name,
+        price_minor=price_minor,
+        currency=currency,
+        initial_stock=stock,
+        max_per_user=max_per_user,
+        sale_starts_at=sale_starts_at,
+        sale_ends_at=sale_ends_at,
+    )
+    session.add(product)
+    session.flush()
+    return product
+
+
+def list_products(session: Session) -> list[Product]:
+    return list(session.scalars(select(Product).order_by(Product.id)))

@@ -1,0 +1,82 @@
+"""Redis key layout. Every key of one product carries the hash tag {<product_id>}, so each script
+touches a single Redis Cluster slot."""
+
+from __future__ import annotations
+
+import re
+import secrets
+from dataclasses import dataclass
+
+SETTLE_GROUP = "settlers"
+_TICKET = re.compile(r"^([1-9][0-9]{0,9})-[0-9a-f]{24}$")
+
+
+@dataclass(frozen=True)
+class ProductKeys:
+    prefix: str
+    product_id: int
+
+    @property
+    def tag(self) -> str:
+        return f"{self.prefix}:{{{self.product_id}}}"
+
+    @property
+    def stock(self) -> str:
+        return f"{self.tag}:stock"
+
+    @property
+    def holds(self) -> str:
+        return f"{self.tag}:holds"
+
+    @property
+    def deadlines(self) -> str:
+        return f"{self.tag}:deadlines"
+
+    @property
+    def users(self) -> str:
+        return f"{self.tag}:users"
+
+    @property
+    def idempotency(self) -> str:
+        return f"{self.tag}:idempotency"
+
+    @property
+    def settle(self) -> str:
+        return f"{self.tag}:settle"
+
+    @property
+    def events(self) -> str:
+        return f"{self.tag}:events"
+
+    @property
+    def lock_prefix(self) -> str:
+        return f"{self.tag}:lock:"
+
+    @property
+    def lock_stats(self) -> str:
+        return f"{self.tag}:lockstats"
+
+    def lock(self, ticket_id: str) -> str:
+        return self.lock_prefix + ticket_id
+
+    def all(self) -> list[str]:
+        return [
+            self.stock,
+            self.holds,
+            self.deadlines,
+            self.users,
+            self.idempotency,
+            self.settle,
+            self.events,
+            self.lock_stats,
+        ]
+
+
+def new_ticket_id(product_id: int) -> str:
+    """The product id leads the ticket id, so a ticket's keys are found without a lookup."""
+    return f"{product_id}-{secrets.token_hex(12)}"
+
+
+def product_of_ticket(ticket_id: str) -> int | None:
+    match = _TICKET.match(ticket_id)
+    return int(match.group(1)) if match else None

@@ -1,0 +1,41 @@
+-- A settler takes a hold: reserved -> processing, and the hold's deadline is extended by a lease
+-- so that it is not reclaimed while its payment is in flight. A reserved hold already past its
+-- deadline is expired instead.
+-- KEYS: stock, holds, deadlines, users, events
+-- ARGV: ticket, now_ms, lease_ms
+local ticket = ARGV[1]
+local now = tonumber(ARGV[2])
+if redis.call('EXISTS', KEYS[1]) == 0 then
+  return {'unavailable', ''}
+end
+local raw = redis.call('HGET', KEYS[2], ticket)
+if not raw then
+  return {'missing', ''}
+end
+local hold = cjson.decode(raw)
+if hold.s == 'reserved' and hold.d <= now then
+  hold.s = 'expired'
+  hold.r = 'hold_expired'
+  hold.m = now
+  redis.call('ZREM', KEYS[3], ticket)
+  return_to_stock(KEYS[1], KEYS[4], hold)
+  redis.call('HINCRBY', KEYS[1], 'version', 1)
+  emit(KEYS[5], 'expire', ticket, hold.q, hold.u, now)
+elseif OPEN[hold.s] then
+  local first = hold.s == 'reserved'
+  hold.s = 'processing'
+  hold.m = now
+  local lease_end = now + tonumber(ARGV[3])
+  local current = tonumber(redis.call('ZSCORE', KEYS[3], ticket) or '0')
+  if lease_end > current then
+    redis.call('ZADD', KEYS[3], lease_end, ticket)
+  end
+  if first then
+    emit(KEYS[5], 'process', ticket, hold.q, hold.u, now)
+  end
+else
+  return {hold.s, raw}
+end
+local encoded = cjson.encode(hold)
+redis.call('HSET', KEYS[2], ticket, encoded)
+return {hold.s, encoded}

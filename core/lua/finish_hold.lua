@@ -1,0 +1,37 @@
+-- Settles a hold: confirmed (held -> sold) or failed / expired / cancelled (held -> available).
+-- Only an open hold moves; asking again for the state it is in answers 'already'.
+-- KEYS: stock, holds, deadlines, users, events
+-- ARGV: ticket, outcome, reason, now_ms, only_from ('' = any open state, else that one state)
+local ticket, outcome = ARGV[1], ARGV[2]
+local now = tonumber(ARGV[4])
+if redis.call('EXISTS', KEYS[1]) == 0 then
+  return {'unavailable', ''}
+end
+local raw = redis.call('HGET', KEYS[2], ticket)
+if not raw then
+  return {'missing', ''}
+end
+local hold = cjson.decode(raw)
+if hold.s == outcome then
+  return {'already', raw}
+end
+if not OPEN[hold.s] or (ARGV[5] ~= '' and hold.s ~= ARGV[5]) then
+  return {'conflict', raw}
+end
+if outcome == 'confirmed' then
+  redis.call('HINCRBY', KEYS[1], 'held', -hold.q)
+  redis.call('HINCRBY', KEYS[1], 'sold', hold.q)
+else
+  return_to_stock(KEYS[1], KEYS[4], hold)
+end
+redis.call('HINCRBY', KEYS[1], 'version', 1)
+hold.s = outcome
+hold.m = now
+if ARGV[3] ~= '' then
+  hold.r = ARGV[3]
+end
+local encoded = cjson.encode(hold)
+redis.call('HSET', KEYS[2], ticket, encoded)
+redis.call('ZREM', KEYS[3], ticket)
+emit(KEYS[5], outcome == 'confirmed' and 'confirm' or 'release', ticket, hold.q, hold.u, now)
+return {'ok', encoded}

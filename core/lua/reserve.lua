@@ -1,0 +1,56 @@
+-- The whole purchase decision in one atomic call.
+-- KEYS: stock, holds, deadlines, users, idempotency, settle stream, events
+-- ARGV: now_ms, user, quantity, ticket, hold_ms, idempotency_key ('' = none), payment_method,
+--       lock_prefix, reclaim_limit
+local now = tonumber(ARGV[1])
+local user = ARGV[2]
+local qty = tonumber(ARGV[3])
+local ticket = ARGV[4]
+local idem = ARGV[6]
+
+local stock = redis.call('HMGET', KEYS[1], 'available', 'max_per_user', 'starts_ms', 'ends_ms', 'price',
+  'currency')
+if not stock[1] then
+  return {'unavailable'}
+end
+if idem ~= '' then
+  local existing = redis.call('HGET', KEYS[5], user .. ':' .. idem)
+  if existing then
+    return {'duplicate', existing, redis.call('HGET', KEYS[2], existing) or ''}
+  end
+end
+local starts, ends = tonumber(stock[3]), tonumber(stock[4])
+if starts > 0 and now < starts then
+  return {'sale_not_started'}
+end
+if ends > 0 and now >= ends then
+  return {'sale_ended'}
+end
+
+local available = tonumber(stock[1]) +
+  reclaim_expired(KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[7], ARGV[8], now, tonumber(ARGV[9]))
+local limit = tonumber(stock[2])
+local bought = tonumber(redis.call('HGET', KEYS[4], user) or '0')
+if limit > 0 and bought + qty > limit then
+  return {'per_user_limit', tostring(limit - bought)}
+end
+if available < qty then
+  return {'sold_out', tostring(available)}
+end
+
+local deadline = now + tonumber(ARGV[5])
+local hold = {t = ticket, u = user, q = qty, a = qty * tonumber(stock[5]), d = deadline,
+              s = 'reserved', pm = ARGV[7], cur = stock[6], c = now, m = now}
+local encoded = cjson.encode(hold)
+redis.call('HINCRBY', KEYS[1], 'available', -qty)
+redis.call('HINCRBY', KEYS[1], 'held', qty)
+redis.call('HINCRBY', KEYS[1], 'version', 1)
+redis.call('HINCRBY', KEYS[4], user, qty)
+redis.call('HSET', KEYS[2], ticket, encoded)
+redis.call('ZADD', KEYS[3], deadline, ticket)
+if idem ~= '' then
+  redis.call('HSET', KEYS[5], user .. ':' .. idem, ticket)
+end
+redis.call('XADD', KEYS[6], '*', 'ticket', ticket)
+emit(KEYS[7], 'reserve', ticket, qty, user, now)
+return {'reserved', ticket, encoded}

@@ -1,0 +1,163 @@
+"""Orders in SQL and their state machine. State changes are single atomic UPDATE ... WHERE
+statements, so concurrent settlers never overwrite each other."""
+
+from __future__ import annotations
+
+from sqlalchemy import func, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.orm import Session
+
+from core.inventory import Hold, from_ms
+from core.models import OPEN_STATUSES, Order, OrderStatus, Payment, utcnow
+from core.payments import PaymentIntent
+
+S = OrderStatus
+# Which states an order may move into, from which states.
+ALLOWED_FROM: dict[OrderStatus, tuple[str, ...]] = {
+    S.PROCESSING: (S.RESERVED,),
+    S.CONFIRMED: OPEN_STATUSES,
+    S.FAILED: OPEN_STATUSES,
+    S.EXPIRED: OPEN_STATUSES,
+    S.CANCELLED: (*OPEN_STATUSES, S.CONFIRMED),
+    S.REFUNDED: (*OPEN_STATUSES, S.CONFIRMED, S.EXPIRED, S.CANCELLED),
+}
+
+
+def _insert(session: Session, table):  # type: ignore[no-untyped-def]
+    dialect = postgresql if session.get_bind().dialect.name == "postgresql" else sqlite
+    return dialect.insert(table)
+
+
+def record_order(
+    session: Session, hold: Hold, product_id: int, currency: str, status: OrderStatus
+) -> None:
+    """Inserts the order for a hold once; a second call for the same ticket changes nothing."""
+    statement = (
+        _insert(session, Order)
+        .values(
+            ticket_id=hold.ticket_id,
+            user_id=hold.user_id,
+            product_id=product_id,
+            quantity=hold.quantity,
+            amount_minor=hold.amount_minor,
+            currency=currency,
+            status=status.value,
+            failure_reason=hold.reason if status.is_terminal else None,
+            payment_method=hold.payment_method,
+            expires_at=from_ms(hold.deadline_ms),
+            created_at=from_ms(hold.created_ms),
+            updated_at=utcnow(),
+        )
+        .on_conflict_do_nothing(index_elements=["ticket_id"])
+    )
+    session.execute(statement)
+
+
+def transition(
+    session: Session, ticket_id: str, to: OrderStatus, reason: str | None = None
+) -> bool:
+    """Moves an order to `to` if its current state allows it; True when it moved."""
+    values: dict[str, object] = {"status": to.value, "updated_at": utcnow()}
+    if reason is not None:
+        values["failure_reason"] = reason
+    result = session.execute(
+        update(Order)
+        .where(Order.ticket_id == ticket_id, Order.status.in_(ALLOWED_FROM[to]))
+        .values(**values)
+    )
+    return result.rowcount == 1
+
+
+def get_order(session: Session, ticket_id: str) -> Order | None:
+    return session.scalar(select(Order).where(Order.ticket_id == ticket_id))
+
+
+def get_payment(session: Session, ticket_id: str) -> Payment | None:
+    return session.scalar(select(Payment).where(Payment.ticket_id == ticket_id))
+
+
+def record_payment(session: Session, ticket_id: str, provider: str, intent: PaymentIntent) -> None:
+    """Keeps the provider's intent id (never card data); updates its status on later calls."""
+    now = utcnow()
+    statement = (
+        _insert(session, Payment)
+        .values(
+            ticket_id=ticket_id,
+            provider=provider,
+            intent_id=intent.id,
+            amount_minor=intent.amount_minor,
+            amount_refunded_minor=intent.amount_refunded_minor,
+            currency=intent.currency,
+            status=intent.status,
+            created_at=now,
+            updated_at=now,
+        )
+        .on_conflict_do_update(
+            index_elements=["ticket_id"],
+            set_={
+                "status": intent.status,
+                "amount_refunded_minor": intent.amount_refunded_minor,
+                "updated_at": now,
+            },
+        )
+    )
+    session.execute(statement)
+
+
+def list_orders(session: Session, user_id: int, limit: int, offset: int) -> tuple[list[Order], int]:
+    rows = session.scalars(
+        select(Order)
+        .where(Order.user_id == user_id)
+        .order_by(Order.created_at.desc(), Order.id.desc())
+        .limit(limit)
+        .offset(offset)
+    ).all()
+    total = session.scalar(select(func.count()).where(Order.user_id == user_id)) or 0
+    return list(rows), total
+
+
+def confirmed_quantity(session: Session, product_id: int) -> int:
+    total = session.scalar(
+        select(func.coalesce(func.sum(Order.quantity), 0)).where(
+            Order.product_id == product_id, Order.status == S.CONFIRMED.value
+        )
+    )
+    return int(total or 0)
+
+
+def confirmed_among(session: Session, ticket_ids: list[str]) -> set[str]:
+    if not ticket_ids:
+        return set()
+    rows = session.scalars(
+        select(Order.ticket_id).where(
+            Order.ticket_id.in_(ticket_ids), Order.status == S.CONFIRMED.value
+        )
+    )
+    return set(rows)
+
+
+def open_orders(session: Session, product_id: int) -> list[Order]:
+    return list(
+        session.scalars(
+            select(Order).where(Order.product_id == product_id, Order.status.in_(OPEN_STATUSES))
+        )
+    )
+
+
+def quantities_by_user(session: Session, product_id: int) -> dict[int, int]:
+    """Units each buyer holds or bought: what the per-user limit counts."""
+    rows = session.execute(
+        select(Order.user_id, func.sum(Order.quantity))
+        .where(
+            Order.product_id == product_id,
+            Order.status.in_((*OPEN_STATUSES, S.CONFIRMED.value)),
+        )
+        .group_by(Order.user_id)
+    )
+    return {int(user): int(qty) for user, qty in rows}
+
+
+def known_tickets(session: Session, ticket_ids: list[str]) -> set[str]:
+    if not ticket_ids:
+        return set()
+    return set(session.scalars(select(Order.ticket_id).where(Order.ticket_id.in_(ticket_ids))))

@@ -1,0 +1,44 @@
+"""Payment gateways, shaped like Stripe's PaymentIntents: the idempotency key is the ticket id."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+
+class PaymentUnavailable(RuntimeError):
+    """The provider could not be reached or answered with a transient error: try again later."""
+
+
+@dataclass(frozen=True)
+class PaymentIntent:
+    id: str
+    status: str  # requires_confirmation, processing, requires_action, succeeded, failed, canceled
+    amount_minor: int
+    currency: str
+    failure_code: str | None = None
+    client_secret: str | None = None
+    amount_refunded_minor: int = 0
+
+    @property
+    def succeeded(self) -> bool:
+        return self.status == "succeeded"
+
+
+class PaymentGateway(Protocol):
+    name: str
+
+    def create_intent(
+        self,
+        ticket_id: str,
+        amount_minor: int,
+        currency: str,
+        payment_method: str,
+        metadata: dict[str, str],
+    ) -> PaymentIntent: ...
+
+    def confirm_intent(self, intent_id: str, ticket_id: str) -> PaymentIntent: ...
+
+    def retrieve_intent(self, intent_id: str) -> PaymentIntent: ...
+
+    def refund(self, intent_id: str, amount_minor: int, ticket_id: str) -> PaymentIntent: ...

@@ -1,0 +1,112 @@
+"""A gateway that behaves like Stripe's test mode for Stripe's test payment methods, keeping its
+intents in Redis as a provider keeps them on its side."""
+
+from __future__ import annotations
+
+import json
+import secrets
+import time
+
+from redis import Redis
+
+from core.payments import PaymentIntent
+
+SUCCEEDS = {"pm_card_visa", "pm_card_mastercard", "pm_card_amex", "pm_card_us"}
+DECLINES = {
+    "pm_card_chargeDeclined": "generic_decline",
+    "pm_card_visa_chargeDeclined": "generic_decline",
+    "pm_card_chargeDeclinedInsufficientFunds": "insufficient_funds",
+    "pm_card_visa_chargeDeclinedInsufficientFunds": "insufficient_funds",
+    "pm_card_chargeDeclinedExpiredCard": "expired_card",
+    "pm_card_chargeCustomerFail": "generic_decline",
+}
+NEEDS_ACTION = {"pm_card_authenticationRequired", "pm_card_threeDSecure2Required"}
+
+
+class SimulatedGateway:
+    name = "simulated"
+
+    def __init__(self, redis: Redis, prefix: str, latency_ms: int = 0) -> None:
+        self.redis = redis
+        self.latency_s = latency_ms / 1000
+        self.intents_key = f"{prefix}:simpay:intents"
+        self.idempotency_key = f"{prefix}:simpay:idempotency"
+        self.charges_key = f"{prefix}:simpay:charges"
+
+    def create_intent(
+        self,
+        ticket_id: str,
+        amount_minor: int,
+        currency: str,
+        payment_method: str,
+        metadata: dict[str, str],
+    ) -> PaymentIntent:
+        self._wait()
+        intent_id = f"pi_sim_{secrets.token_hex(12)}"
+        if not self.redis.hsetnx(self.idempotency_key, ticket_id, intent_id):
+            return self.retrieve_intent(_text(self.redis.hget(self.idempotency_key, ticket_id)))
+        record = {
+            "id": intent_id, "status": "requires_confirmation", "amount": amount_minor,
+            "currency": currency, "payment_method": payment_method, "metadata": metadata,
+            "refunded": 0,
+        }  # fmt: skip
+        self.redis.hset(self.intents_key, intent_id, json.dumps(record))
+        return _intent(record)
+
+    def confirm_intent(self, intent_id: str, ticket_id: str) -> PaymentIntent:
+        self._wait()
+        record = self._load(intent_id)
+        if record["status"] != "requires_confirmation":
+            return _intent(record)
+        method = record["payment_method"]
+        if method in DECLINES:
+            record.update(status="failed", failure_code=DECLINES[method])
+        elif method in NEEDS_ACTION:
+            record.update(status="requires_action", client_secret=f"{intent_id}_secret_sim")
+        elif method in SUCCEEDS:
+            record["status"] = "succeeded"
+            self.redis.hincrby(self.charges_key, ticket_id, 1)
+        else:
+            record.update(status="failed", failure_code="invalid_payment_method")
+        self.redis.hset(self.intents_key, intent_id, json.dumps(record))
+        return _intent(record)
+
+    def retrieve_intent(self, intent_id: str) -> PaymentIntent:
+        return _intent(self._load(intent_id))
+
+    def refund(self, intent_id: str, amount_minor: int, ticket_id: str) -> PaymentIntent:
+        self._wait()
+        record = self._load(intent_id)
+        record["refunded"] = min(record["amount"], record["refunded"] + amount_minor)
+        self.redis.hset(self.intents_key, intent_id, json.dumps(record))
+        return _intent(record)
+
+    def charges(self, ticket_id: str) -> int:
+        """How many times the ticket's buyer was charged (tests and audits)."""
+        return int(self.redis.hget(self.charges_key, ticket_id) or 0)
+
+    def _load(self, intent_id: str) -> dict:
+        raw = self.redis.hget(self.intents_key, intent_id)
+        if raw is None:
+            raise KeyError(intent_id)
+        return json.loads(raw)
+
+    def _wait(self) -> None:
+        if self.latency_s:
+            time.sleep(self.latency_s)
+
+
+def _intent(record: dict) -> PaymentIntent:
+    return PaymentIntent(
+        id=record["id"],
+        status=record["status"],
+        amount_minor=record["amount"],
+        currency=record["currency"],
+        failure_code=record.get("failure_code"),
+        client_secret=record.get("client_secret"),
+        amount_refunded_minor=record.get("refunded", 0),
+    )
+
+
+def _text(value: object) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)

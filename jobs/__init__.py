@@ -1,0 +1,1 @@
+"""RQ jobs (settlement, sweeps, reconciliation) and the periodic schedule."""

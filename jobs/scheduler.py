@@ -1,0 +1,92 @@
+"""The periodic schedule, registered idempotently: each schedule has a fixed job id, so
+restarting the scheduler (or running several) never doubles a job.
+
+Run with `python -m jobs.scheduler`.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from rq_scheduler import Scheduler
+
+from core.config import Settings
+from jobs.queues import MAINTENANCE_TIMEOUT_S, JsonJob, rq_connection
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Periodic:
+    job_id: str
+    func: str
+    interval_s: int
+
+
+def periodic_jobs(settings: Settings) -> list[Periodic]:
+    return [
+        Periodic("periodic-sweep", "jobs.maintenance.sweep", settings.sweep_interval_seconds),
+        Periodic(
+            "periodic-reconcile",
+            "jobs.maintenance.reconcile_all",
+            settings.reconcile_interval_seconds,
+        ),
+    ]
+
+
+def register_periodic_jobs(scheduler: Scheduler, settings: Settings) -> int:
+    """Adds missing schedules and replaces changed ones; answers how many it (re)created."""
+    created = 0
+    for spec in periodic_jobs(settings):
+        if spec.job_id in scheduler:
+            job = JsonJob.fetch(spec.job_id, connection=scheduler.connection)
+            if job.meta.get("interval") == spec.interval_s and job.func_name == spec.func:
+                continue
+            scheduler.cancel(spec.job_id)
+            job.delete()
+        scheduler.schedule(
+            scheduled_time=datetime.now(UTC).replace(tzinfo=None),
+            func=spec.func,
+            interval=spec.interval_s,
+            repeat=None,
+            id=spec.job_id,
+            timeout=MAINTENANCE_TIMEOUT_S,
+            result_ttl=spec.interval_s * 10,
+            queue_name=settings.queue_name,
+        )
+        created += 1
+    return created
+
+
+class SettlementScheduler(Scheduler):
+    """Re-checks the schedule on every pass, so it comes back by itself if Redis lost its data."""
+
+    job_class = JsonJob
+
+    def __init__(self, settings: Settings, **kwargs) -> None:  # type: ignore[no-untyped-def]
+        super().__init__(
+            queue_name=settings.queue_name,
+            connection=rq_connection(settings.redis_url),
+            interval=settings.scheduler_poll_seconds,
+            job_class=JsonJob,
+            **kwargs,
+        )
+        self.settings = settings
+
+    def enqueue_jobs(self):  # type: ignore[no-untyped-def]
+        register_periodic_jobs(self, self.settings)
+        return super().enqueue_jobs()
+
+
+def main() -> None:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s scheduler %(message)s")
+    settings = Settings.from_env()
+    scheduler = SettlementScheduler(settings)
+    log.info("registered %s periodic jobs", register_periodic_jobs(scheduler, settings))
+    scheduler.run()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,144 @@
+"""Test set-up: a real Redis and a real database.
+
+TEST_DATABASE_URL (PostgreSQL) and TEST_REDIS_URL point the suite at running servers; the suite
+then works in a database it creates and drops, and in the Redis database number the URL names
+(reserved for the tests: the suite deletes every key in it). Unset, it uses SQLite in a temporary
+folder and starts its own redis-server on a free port.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+import pytest
+from sqlalchemy import create_engine, text
+
+from tests.servers import RedisServer
+
+_TMP = Path(tempfile.mkdtemp(prefix="flashsale-tests-"))
+_REDIS: RedisServer | None = None
+_PG_ADMIN_URL: str | None = None
+_PG_DB = f"flashsale_test_{secrets.token_hex(4)}"
+
+
+def _setup_environment() -> None:
+    global _REDIS, _PG_ADMIN_URL
+    redis_url = os.environ.get("TEST_REDIS_URL")
+    if not redis_url:
+        _REDIS = RedisServer(_TMP / "redis").start()
+        redis_url = _REDIS.url
+    database_url = os.environ.get("TEST_DATABASE_URL")
+    if database_url:
+        _PG_ADMIN_URL = database_url
+        parts = urlsplit(database_url)
+        database_url = urlunsplit(parts._replace(path=f"/{_PG_DB}"))
+        _create_pg_database()
+    else:
+        database_url = f"sqlite:///{_TMP / 'flashsale.db'}"
+    os.environ.update(
+        {
+            "APP_ENV": "test",
+            "DATABASE_URL": database_url,
+            "REDIS_URL": redis_url,
+            "REDIS_KEY_PREFIX": f"t{secrets.token_hex(3)}",
+            "JWT_SECRET_KEY": secrets.token_hex(32),
+            "BCRYPT_ROUNDS": "4",
+            "RATELIMIT_ENABLED": "false",
+            "CLAIM_IDLE_SECONDS": "1",
+        }
+    )
+
+
+def _admin_engine():  # type: ignore[no-untyped-def]
+    from core.config import normalize_database_url
+
+    assert _PG_ADMIN_URL
+    return create_engine(normalize_database_url(_PG_ADMIN_URL), isolation_level="AUTOCOMMIT")
+
+
+def _create_pg_database() -> None:
+    engine = _admin_engine()
+    with engine.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{_PG_DB}"'))
+    engine.dispose()
+
+
+def _drop_pg_database() -> None:
+    engine = _admin_engine()
+    with engine.connect() as conn:
+        conn.execute(text(f'DROP DATABASE IF EXISTS "{_PG_DB}" WITH (FORCE)'))
+    engine.dispose()
+
+
+def _wipe_redis() -> None:
+    from redis import Redis
+
+    client = Redis.from_url(os.environ["REDIS_URL"])
+    keys = list(client.scan_iter(count=1000))
+    for start in range(0, len(keys), 1000):
+        client.delete(*keys[start : start + 1000])
+    client.close()
+
+
+_setup_environment()
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    try:
+        if _REDIS is None:
+            _wipe_redis()
+        if _PG_ADMIN_URL:
+            from core.runtime import Runtime  # noqa: F401  (engines are disposed at exit)
+
+            _drop_pg_database()
+    finally:
+        if _REDIS is not None:
+            _REDIS.stop()
+
+
+@pytest.fixture(scope="session")
+def settings():  # type: ignore[no-untyped-def]
+    from core.config import Settings
+
+    return Settings.from_env()
+
+
+@pytest.fixture(scope="session")
+def app(settings):  # type: ignore[no-untyped-def]
+    from flask_migrate import upgrade
+
+    from web import create_app
+
+    flask_app = create_app(settings)
+    flask_app.config["TESTING"] = True
+    with flask_app.app_context():
+        upgrade()
+    yield flask_app
+    from web.extensions import db
+
+    with flask_app.app_context():
+        db.engine.dispose()
+
+
+@pytest.fixture()
+def client(app):  # type: ignore[no-untyped-def]
+    return app.test_client()
+
+
+@pytest.fixture(scope="session")
+def rt(app):  # type: ignore[no-untyped-def]
+    """The runtime a worker process uses (its own engine and Redis client)."""
+    from jobs.runtime import runtime
+
+    yield runtime()
+    runtime().engine.dispose()
+
+
+@pytest.fixture()
+def env_file_dir() -> Iterator[Path]:
+    yield _TMP

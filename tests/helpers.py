@@ -1,0 +1,74 @@
+"""Helpers for the tests: users with tokens, products, and running real RQ workers."""
+
+from __future__ import annotations
+
+import secrets
+from dataclasses import dataclass
+from typing import Any
+
+from flask import Flask
+from flask_jwt_extended import create_access_token
+from rq import SimpleWorker
+
+from core.catalog import create_user
+from core.config import Settings
+from core.models import User
+from jobs.queues import JsonJob, rq_connection, settlement_queue
+from web.extensions import db
+
+
+@dataclass(frozen=True)
+class Account:
+    id: int
+    username: str
+    token: str
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.token}"}
+
+
+def make_user(app: Flask, role: str = "buyer", password: str = "correct horse") -> Account:
+    name = f"{role}_{secrets.token_hex(5)}"
+    with app.app_context():
+        user = create_user(db.session, name, password, 4, role=role)
+        db.session.commit()
+        token = create_access_token(identity=str(user.id), additional_claims={"role": role})
+        return Account(user.id, name, token)
+
+
+def make_users(app: Flask, count: int) -> list[Account]:
+    """Many buyers at once (one transaction), for rush tests."""
+    with app.app_context():
+        users = [
+            User(username=f"b_{secrets.token_hex(6)}", password_hash="x", role="buyer")
+            for _ in range(count)
+        ]
+        db.session.add_all(users)
+        db.session.commit()
+        return [
+            Account(
+                u.id,
+                u.username,
+                create_access_token(identity=str(u.id), additional_claims={"role": "buyer"}),
+            )
+            for u in users
+        ]
+
+
+def create_product(client: Any, admin: Account, **fields: Any) -> dict[str, Any]:
+    body = {"name": f"drop {secrets.token_hex(3)}", "price": "25.00", "stock": 10} | fields
+    response = client.post("/products", json=body, headers=admin.headers)
+    assert response.status_code == 201, response.get_json()
+    return response.get_json()
+
+
+def run_workers(settings: Settings) -> None:
+    """Runs a real RQ worker in burst mode: every queued job, then back."""
+    worker = SimpleWorker(
+        [settlement_queue(settings)],
+        connection=rq_connection(settings.redis_url),
+        job_class=JsonJob,
+        serializer=settlement_queue(settings).serializer,
+    )
+    worker.work(burst=True, with_scheduler=False)

@@ -1,0 +1,105 @@
+"""The HTTP API. `create_app` is found by `flask --app web` and by gunicorn (`web:create_app()`)."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from pathlib import Path
+
+import click
+from flask import Flask, Response
+
+from core.catalog import UsernameTaken, create_user
+from core.config import Settings
+from core.db import engine_options, prepare_engine
+from core.runtime import Runtime
+from web import admin, auth, health, orders, products
+from web.errors import error_response, register_error_handlers
+from web.extensions import db, jwt, limiter, migrate
+from web.kicker import SettlementKicker
+
+MIGRATIONS_DIR = str(Path(__file__).resolve().parent.parent / "migrations")
+
+
+def create_app(settings: Settings | None = None) -> Flask:
+    settings = settings or Settings.from_env()
+    app = Flask(__name__)
+    app.config.update(
+        SQLALCHEMY_DATABASE_URI=settings.database_url,
+        SQLALCHEMY_ENGINE_OPTIONS=engine_options(settings.database_url),
+        JWT_SECRET_KEY=settings.jwt_secret_key,
+        JWT_ALGORITHM="HS256",
+        JWT_DECODE_ALGORITHMS=["HS256"],
+        JWT_ACCESS_TOKEN_EXPIRES=timedelta(minutes=settings.jwt_access_minutes),
+        JWT_REFRESH_TOKEN_EXPIRES=timedelta(days=settings.jwt_refresh_days),
+        JWT_TOKEN_LOCATION=["headers"],
+        RATELIMIT_ENABLED=settings.ratelimit_enabled,
+        RATELIMIT_STORAGE_URI=settings.redis_url,
+        RATELIMIT_KEY_PREFIX=f"{settings.key_prefix}:limits",
+        RATELIMIT_HEADERS_ENABLED=True,
+        RATELIMIT_SWALLOW_ERRORS=True,
+        MAX_CONTENT_LENGTH=settings.max_body_bytes,
+        JSON_SORT_KEYS=False,
+    )
+    app.extensions["flashsale"] = Runtime(settings)
+    app.extensions["flashsale_kicker"] = SettlementKicker(settings)
+
+    db.init_app(app)
+    with app.app_context():
+        prepare_engine(db.engine)
+    migrate.init_app(app, db, directory=MIGRATIONS_DIR)
+    jwt.init_app(app)
+    limiter.init_app(app)
+    _register_jwt_callbacks(settings)
+    register_error_handlers(app)
+    for module in (auth, products, orders, admin, health):
+        app.register_blueprint(module.bp)
+    admin.mount_rq_dashboard(app)
+    _register_cli(app, settings)
+
+    @app.after_request
+    def _security_headers(response: Response) -> Response:
+        response.headers.setdefault("X-Content-Type-Options", "nosniff")
+        response.headers.setdefault("X-Frame-Options", "DENY")
+        response.headers.setdefault("Referrer-Policy", "no-referrer")
+        return response
+
+    return app
+
+
+def _register_jwt_callbacks(settings: Settings) -> None:
+    def unauthorized(code: str, message: str) -> Response:
+        return error_response(401, code, message)
+
+    jwt.unauthorized_loader(lambda reason: unauthorized("unauthorized", reason))
+    jwt.invalid_token_loader(lambda reason: unauthorized("invalid_token", reason))
+    jwt.expired_token_loader(lambda _h, _p: unauthorized("token_expired", "the token has expired"))
+    jwt.revoked_token_loader(lambda _h, _p: unauthorized("token_revoked", "the token was revoked"))
+    jwt.needs_fresh_token_loader(
+        lambda _h, _p: unauthorized("fresh_token_required", "log in again")
+    )
+    jwt.user_lookup_error_loader(lambda _h, _p: unauthorized("unauthorized", "unknown user"))
+
+    @jwt.token_verification_failed_loader
+    def _claims_failed(_h, _p):  # type: ignore[no-untyped-def]
+        return unauthorized("invalid_token", "the token's claims were refused")
+
+    @jwt.token_in_blocklist_loader
+    def _is_revoked(_header: dict, payload: dict) -> bool:
+        from web.auth import revoked_key
+        from web.common import runtime
+
+        return bool(runtime().redis.exists(revoked_key(payload["jti"])))
+
+
+def _register_cli(app: Flask, settings: Settings) -> None:
+    @app.cli.command("create-admin")
+    @click.argument("username")
+    @click.password_option("--password", help="prompted for when left out")
+    def create_admin(username: str, password: str) -> None:
+        """Create an admin user."""
+        try:
+            create_user(db.session, username, password, settings.bcrypt_rounds, role="admin")
+            db.session.commit()
+        except UsernameTaken:
+            raise click.ClickException(f"user {username!r} exists") from None
+        click.echo(f"admin {username!r} created")

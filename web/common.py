@@ -1,0 +1,63 @@
+"""Small helpers shared by the route modules."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from functools import wraps
+from typing import Any, TypeVar
+
+from flask import current_app, request
+from flask_jwt_extended import get_jwt, get_jwt_identity, verify_jwt_in_request
+from pydantic import BaseModel
+
+from core.runtime import Runtime
+from web.errors import ApiError
+from web.kicker import SettlementKicker
+
+M = TypeVar("M", bound=BaseModel)
+F = TypeVar("F", bound=Callable[..., Any])
+MAX_DB_ID = 2_147_483_647
+
+
+def runtime() -> Runtime:
+    return current_app.extensions["flashsale"]
+
+
+def kicker() -> SettlementKicker:
+    return current_app.extensions["flashsale_kicker"]
+
+
+def parse_body(model: type[M]) -> M:
+    if not request.is_json:
+        raise ApiError(415, "unsupported_media_type", "send the body as application/json")
+    data = request.get_json(silent=True)
+    if data is None:
+        raise ApiError(400, "invalid_json", "the body is not valid JSON")
+    if not isinstance(data, dict):
+        raise ApiError(400, "invalid_request", "the body must be a JSON object")
+    return model.model_validate(data)
+
+
+def current_user_id() -> int:
+    return int(get_jwt_identity())
+
+
+def is_admin() -> bool:
+    return get_jwt().get("role") == "admin"
+
+
+def admin_required(view: F) -> F:
+    @wraps(view)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        verify_jwt_in_request()
+        if not is_admin():
+            raise ApiError(403, "forbidden", "admins only")
+        return view(*args, **kwargs)
+
+    return wrapper  # type: ignore[return-value]
+
+
+def check_id(value: int, what: str = "product") -> int:
+    if value < 1 or value > MAX_DB_ID:
+        raise ApiError(404, "not_found", f"no such {what}")
+    return value

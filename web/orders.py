@@ -1,0 +1,239 @@
+"""The purchase path and order status. A purchase is one Lua call in Redis and a 202."""
+
+from __future__ import annotations
+
+import re
+from contextlib import suppress
+
+from flask import Blueprint, Response, jsonify, request, url_for
+from flask_jwt_extended import jwt_required
+from redis.exceptions import RedisError
+
+from core.inventory import Hold, from_ms
+from core.keys import new_ticket_id, product_of_ticket
+from core.locks import LockTimeout, locked
+from core.models import Order, OrderStatus, Product
+from core.money import to_decimal_string
+from core.orders import get_order, get_payment, list_orders
+from jobs.queues import enqueue_rebuild
+from web.common import check_id, current_user_id, is_admin, kicker, parse_body, runtime
+from web.errors import ApiError
+from web.extensions import db, limiter, user_key
+from web.schemas import PurchaseRequest
+
+bp = Blueprint("orders", __name__)
+IDEMPOTENCY_KEY = re.compile(r"^[A-Za-z0-9_.:-]{1,100}$")
+POLL_AFTER_MS = 1000
+REFUSALS = {
+    "sold_out": "sold out",
+    "per_user_limit": "the per-user limit for this product is reached",
+    "sale_not_started": "the sale has not started yet",
+    "sale_ended": "the sale has ended",
+}
+
+
+def _purchase_limit() -> str:
+    return runtime().settings.ratelimit_purchase
+
+
+@bp.post("/purchase/<int:product_id>")
+@jwt_required()
+@limiter.limit(_purchase_limit, key_func=user_key)
+def purchase(product_id: int) -> tuple[Response, int]:
+    body = parse_body(PurchaseRequest)
+    idempotency_key = request.headers.get("Idempotency-Key", "")
+    if idempotency_key and not IDEMPOTENCY_KEY.match(idempotency_key):
+        raise ApiError(400, "invalid_idempotency_key", "Idempotency-Key: 1-100 of [A-Za-z0-9_.:-]")
+    check_id(product_id)
+    try:
+        outcome = runtime().inventory.reserve(
+            product_id,
+            current_user_id(),
+            body.quantity,
+            new_ticket_id(product_id),
+            body.payment_method,
+            idempotency_key,
+        )
+    except RedisError:
+        raise ApiError(
+            503, "inventory_unavailable", "inventory is unavailable, retry shortly"
+        ) from None
+    if outcome.result == "reserved":
+        kicker().kick(product_id)
+        return jsonify(_reserved_json(product_id, outcome.ticket_id, outcome.hold)), 202
+    if outcome.result == "duplicate":
+        return jsonify(_reserved_json(product_id, outcome.ticket_id, outcome.hold)), 202
+    if outcome.result in REFUSALS:
+        extra = {} if outcome.remaining is None else {"remaining": outcome.remaining}
+        response = jsonify({"error": outcome.result, "message": REFUSALS[outcome.result], **extra})
+        return response, 409
+    return _stock_missing(product_id)
+
+
+def _stock_missing(product_id: int) -> tuple[Response, int]:
+    """No stock key: an unknown product, or Redis lost it and it is being rebuilt from SQL."""
+    exists = db.session.get(Product, product_id) is not None
+    db.session.rollback()
+    if not exists:
+        raise ApiError(404, "not_found", "no such product")
+    with suppress(RedisError):
+        enqueue_rebuild(runtime().settings, product_id)
+    raise ApiError(
+        503, "inventory_unavailable", "stock is being rebuilt, retry shortly", {"Retry-After": "2"}
+    )
+
+
+def _reserved_json(product_id: int, ticket_id: str | None, hold: Hold | None) -> dict[str, object]:
+    return {
+        "ticket_id": ticket_id,
+        "status": hold.status if hold else OrderStatus.RESERVED.value,
+        "product_id": product_id,
+        "quantity": hold.quantity if hold else None,
+        "expires_at": _iso_ms(hold.deadline_ms) if hold else None,
+        "status_url": url_for("orders.status", ticket_id=ticket_id),
+    }
+
+
+def _iso_ms(ms: int) -> str:
+    return from_ms(ms).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def _iso(moment) -> str | None:  # type: ignore[no-untyped-def]
+    return None if moment is None else moment.isoformat().replace("+00:00", "Z")
+
+
+@bp.get("/orders/<ticket_id>")
+@jwt_required()
+def status(ticket_id: str) -> Response:
+    product_id = product_of_ticket(ticket_id)
+    if product_id is None:
+        raise ApiError(404, "not_found", "no such order")
+    try:
+        hold = runtime().inventory.get_hold(ticket_id)
+    except RedisError:
+        hold = None
+    if hold is not None:
+        if hold.user_id != current_user_id() and not is_admin():
+            raise ApiError(404, "not_found", "no such order")
+        return _with_poll_hint(_hold_json(product_id, hold))
+    order = _owned_order(ticket_id)
+    payment = get_payment(db.session, ticket_id)
+    body = _order_json(order) | {"payment": _payment_json(payment)}
+    db.session.rollback()
+    return _with_poll_hint(body)
+
+
+def _with_poll_hint(body: dict[str, object]) -> Response:
+    if OrderStatus(str(body["status"])).is_terminal:
+        return jsonify(body)
+    response = jsonify(body | {"poll_after_ms": POLL_AFTER_MS})
+    response.headers["Retry-After"] = str(max(1, POLL_AFTER_MS // 1000))
+    return response
+
+
+def _hold_json(product_id: int, hold: Hold) -> dict[str, object]:
+    return {
+        "ticket_id": hold.ticket_id,
+        "status": hold.status,
+        "product_id": product_id,
+        "quantity": hold.quantity,
+        "amount": to_decimal_string(hold.amount_minor, hold.currency) if hold.currency else None,
+        "currency": hold.currency or None,
+        "created_at": _iso_ms(hold.created_ms),
+        "updated_at": _iso_ms(hold.modified_ms),
+        "expires_at": _iso_ms(hold.deadline_ms),
+        "failure_reason": hold.reason,
+        "payment": {},
+    }
+
+
+def _order_json(order: Order) -> dict[str, object]:
+    return {
+        "ticket_id": order.ticket_id,
+        "status": order.status,
+        "product_id": order.product_id,
+        "quantity": order.quantity,
+        "amount": to_decimal_string(order.amount_minor, order.currency),
+        "currency": order.currency,
+        "created_at": _iso(order.created_at),
+        "updated_at": _iso(order.updated_at),
+        "expires_at": _iso(order.expires_at),
+        "failure_reason": order.failure_reason,
+    }
+
+
+def _payment_json(payment) -> dict[str, object]:  # type: ignore[no-untyped-def]
+    if payment is None:
+        return {}
+    return {
+        "provider": payment.provider,
+        "intent_id": payment.intent_id,
+        "status": payment.status,
+        "amount": to_decimal_string(payment.amount_minor, payment.currency),
+        "amount_refunded": to_decimal_string(payment.amount_refunded_minor, payment.currency),
+        "currency": payment.currency,
+    }
+
+
+def _owned_order(ticket_id: str) -> Order:
+    order = get_order(db.session, ticket_id)
+    if order is None or (order.user_id != current_user_id() and not is_admin()):
+        db.session.rollback()
+        raise ApiError(404, "not_found", "no such order")
+    return order
+
+
+@bp.get("/orders")
+@jwt_required()
+def index() -> Response:
+    page = request.args.get("page", "1")
+    per_page = request.args.get("per_page", "20")
+    if not (page.isdigit() and per_page.isdigit()) or not (
+        1 <= int(page) <= 100_000 and 1 <= int(per_page) <= 100
+    ):
+        raise ApiError(400, "invalid_request", "page >= 1 and 1 <= per_page <= 100")
+    orders, total = list_orders(
+        db.session, current_user_id(), int(per_page), (int(page) - 1) * int(per_page)
+    )
+    db.session.rollback()
+    return jsonify(
+        {
+            "orders": [_order_json(o) for o in orders],
+            "page": int(page),
+            "per_page": int(per_page),
+            "total": total,
+        }
+    )
+
+
+@bp.post("/orders/<ticket_id>/cancel")
+@jwt_required()
+def cancel(ticket_id: str) -> Response:
+    """Releases a hold that no payment has started on; the workers record it in SQL."""
+    product_id = product_of_ticket(ticket_id)
+    if product_id is None:
+        raise ApiError(404, "not_found", "no such order")
+    inventory = runtime().inventory
+    hold = inventory.get_hold(ticket_id)
+    if hold is None:
+        order = _owned_order(ticket_id)
+        db.session.rollback()
+        raise ApiError(409, f"already_{order.status}", f"the order is already {order.status}")
+    if hold.user_id != current_user_id() and not is_admin():
+        raise ApiError(404, "not_found", "no such order")
+    try:
+        with locked(inventory.lock(product_id, ticket_id)):
+            state, after = inventory.finish_hold(
+                product_id, ticket_id, OrderStatus.CANCELLED.value, "cancelled_by_buyer", "reserved"
+            )
+    except LockTimeout:
+        raise ApiError(409, "payment_in_progress", "the order is being settled") from None
+    if state in ("ok", "already"):
+        kicker().kick(product_id)
+        return jsonify({"ticket_id": ticket_id, "status": OrderStatus.CANCELLED.value})
+    current = after.status if after else "settled"
+    if current == OrderStatus.PROCESSING.value:
+        raise ApiError(
+            409, "payment_in_progress", "the payment has started; it cannot be cancelled"
+        )
+    raise ApiError(409, f"already_{current}", f"the order is already {current}")

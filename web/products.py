@@ -1,0 +1,130 @@
+"""The catalogue: products with their live availability from Redis."""
+
+from __future__ import annotations
+
+from flask import Blueprint, Response, jsonify
+from redis.exceptions import RedisError
+
+from core.catalog import create_product, list_products, terms_of
+from core.inventory import to_ms
+from core.models import Product
+from core.money import AmountError, to_decimal_string, to_minor
+from core.stock import setup_stock
+from web.common import admin_required, check_id, parse_body, runtime
+from web.errors import ApiError
+from web.extensions import db, limiter
+from web.schemas import ProductCreate, ProductUpdate
+
+bp = Blueprint("products", __name__)
+
+
+def _reads_limit() -> str:
+    return runtime().settings.ratelimit_product_reads
+
+
+def product_json(product: Product, available: int | None) -> dict[str, object]:
+    return {
+        "id": product.id,
+        "name": product.name,
+        "price": to_decimal_string(product.price_minor, product.currency),
+        "currency": product.currency,
+        "initial_stock": product.initial_stock,
+        "available": available,
+        "max_per_user": product.max_per_user,
+        "sale_starts_at": _iso(product.sale_starts_at),
+        "sale_ends_at": _iso(product.sale_ends_at),
+    }
+
+
+def _iso(moment) -> str | None:  # type: ignore[no-untyped-def]
+    return None if moment is None else moment.isoformat().replace("+00:00", "Z")
+
+
+def _available(product_ids: list[int]) -> dict[int, int | None]:
+    try:
+        return runtime().inventory.available_many(product_ids)
+    except RedisError:
+        return dict.fromkeys(product_ids)
+
+
+def _get_product(product_id: int) -> Product:
+    product = db.session.get(Product, check_id(product_id))
+    if product is None:
+        raise ApiError(404, "not_found", "no such product")
+    return product
+
+
+@bp.get("/products")
+@limiter.limit(_reads_limit)
+def index() -> Response:
+    products = list_products(db.session)
+    db.session.rollback()
+    available = _available([p.id for p in products])
+    return jsonify({"products": [product_json(p, available[p.id]) for p in products]})
+
+
+@bp.get("/products/<int:product_id>")
+@limiter.limit(_reads_limit)
+def show(product_id: int) -> Response:
+    product = _get_product(product_id)
+    db.session.rollback()
+    return jsonify(product_json(product, _available([product.id])[product.id]))
+
+
+@bp.post("/products")
+@admin_required
+def create() -> tuple[Response, int]:
+    body = parse_body(ProductCreate)
+    rt = runtime()
+    currency = body.currency or rt.settings.default_currency
+    try:
+        price_minor = to_minor(body.price, currency)
+    except AmountError as exc:
+        raise ApiError(400, "invalid_request", f"price: {exc}") from None
+    product = create_product(
+        db.session,
+        name=body.name,
+        price_minor=price_minor,
+        currency=currency,
+        stock=body.stock,
+        max_per_user=body.max_per_user,
+        sale_starts_at=body.sale_starts_at,
+        sale_ends_at=body.sale_ends_at,
+    )
+    db.session.commit()
+    try:
+        setup_stock(rt.inventory, product)
+    except RedisError:
+        # SQL has the product; the sweep builds its stock once Redis answers again.
+        raise ApiError(
+            503, "inventory_unavailable", "product saved, stock not yet on sale"
+        ) from None
+    return jsonify(product_json(product, product.initial_stock)), 201
+
+
+@bp.patch("/products/<int:product_id>")
+@admin_required
+def update(product_id: int) -> Response:
+    body = parse_body(ProductUpdate)
+    product = _get_product(product_id)
+    given = body.model_fields_set
+    if "name" in given and body.name is not None:
+        product.name = body.name
+    if "max_per_user" in given and body.max_per_user is not None:
+        product.max_per_user = body.max_per_user
+    if "sale_starts_at" in given:
+        product.sale_starts_at = body.sale_starts_at
+    if "sale_ends_at" in given:
+        product.sale_ends_at = body.sale_ends_at
+    starts, ends = to_ms(product.sale_starts_at), to_ms(product.sale_ends_at)
+    if starts and ends and ends <= starts:
+        raise ApiError(400, "invalid_request", "sale_ends_at must be after sale_starts_at")
+    product.initial_stock += body.add_stock
+    db.session.commit()
+    try:
+        runtime().inventory.update_terms(terms_of(product), body.add_stock)
+    except RedisError:
+        raise ApiError(
+            503, "inventory_unavailable", "saved; Redis will follow on rebuild"
+        ) from None
+    return jsonify(product_json(product, _available([product.id])[product.id]))

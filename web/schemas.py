@@ -1,0 +1,88 @@
+"""Request bodies, validated with pydantic (strict types: "2" is not a quantity)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import Annotated
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    field_validator,
+    model_validator,
+)
+
+Username = Annotated[
+    str, StringConstraints(min_length=3, max_length=50, pattern=r"^[A-Za-z0-9_.-]+$")
+]
+Password = Annotated[str, StringConstraints(min_length=8, max_length=128)]
+PaymentMethod = Annotated[
+    str, StringConstraints(min_length=4, max_length=255, pattern=r"^pm_[A-Za-z0-9_]+$")
+]
+Currency = Annotated[str, StringConstraints(pattern=r"^[A-Z]{3}$")]
+MAX_STOCK = 10_000_000
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+
+def _utc(value: datetime | None) -> datetime | None:
+    if value is None:
+        return None
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+class Credentials(Strict):
+    username: Username
+    password: Password
+
+
+class LoginRequest(Strict):
+    username: Annotated[str, StringConstraints(min_length=1, max_length=50)]
+    password: Annotated[str, StringConstraints(min_length=1, max_length=128)]
+
+
+class SaleWindow(Strict):
+    sale_starts_at: datetime | None = Field(default=None, strict=False)
+    sale_ends_at: datetime | None = Field(default=None, strict=False)
+
+    @field_validator("sale_starts_at", "sale_ends_at")
+    @classmethod
+    def _as_utc(cls, value: datetime | None) -> datetime | None:
+        return _utc(value)
+
+    @model_validator(mode="after")
+    def _ordered(self) -> SaleWindow:
+        if self.sale_starts_at and self.sale_ends_at and self.sale_ends_at <= self.sale_starts_at:
+            raise ValueError("sale_ends_at must be after sale_starts_at")
+        return self
+
+
+class ProductCreate(SaleWindow):
+    name: Annotated[str, StringConstraints(min_length=1, max_length=200, strip_whitespace=True)]
+    price: Decimal = Field(strict=False, gt=0, le=Decimal("1000000000"))
+    currency: Currency | None = None
+    stock: int = Field(ge=1, le=MAX_STOCK)
+    max_per_user: int = Field(default=0, ge=0, le=1000)
+
+    @field_validator("price", mode="before")
+    @classmethod
+    def _price_is_number_or_string(cls, value: object) -> object:
+        if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+            raise ValueError("price must be a number or a decimal string")
+        return str(value) if isinstance(value, float) else value
+
+
+class ProductUpdate(SaleWindow):
+    add_stock: int = Field(default=0, ge=0, le=MAX_STOCK)
+    max_per_user: int | None = Field(default=None, ge=0, le=1000)
+    name: Annotated[str, StringConstraints(min_length=1, max_length=200)] | None = None
+
+
+class PurchaseRequest(Strict):
+    quantity: int = Field(ge=1, le=100)
+    payment_method: PaymentMethod
