@@ -125,6 +125,12 @@ def app(settings):  # type: ignore[no-untyped-def]
         db.engine.dispose()
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _migrated(app):  # type: ignore[no-untyped-def]
+    """Every test runs against the migrated schema."""
+    return app
+
+
 @pytest.fixture()
 def client(app):  # type: ignore[no-untyped-def]
     return app.test_client()
