@@ -126,6 +126,8 @@ class ProductTerms:
 
 
 class Inventory:
+    """Works on a Redis client created with decode_responses=True."""
+
     def __init__(self, redis: Redis, settings: Settings) -> None:
         self.redis = redis
         self.settings = settings
@@ -159,11 +161,11 @@ class Inventory:
                 RECLAIM_PER_CALL,
             ],
         )
-        result = _text(reply[0])
+        result = reply[0]
         if result in ("reserved", "duplicate"):
-            raw = _text(reply[2])
+            raw = reply[2]
             hold = Hold.from_json(raw) if raw else None
-            return Reservation(result, ticket_id=_text(reply[1]), hold=hold)
+            return Reservation(result, ticket_id=reply[1], hold=hold)
         remaining = int(reply[1]) if len(reply) > 1 else None
         return Reservation(result, remaining=remaining)
 
@@ -172,7 +174,7 @@ class Inventory:
         if product_id is None:
             return None
         raw = self.redis.hget(self.keys(product_id).holds, ticket_id)
-        return Hold.from_json(_text(raw)) if raw else None
+        return Hold.from_json(raw) if raw else None
 
     # --- settlement --------------------------------------------------------------------------
     def lock(self, product_id: int, ticket_id: str) -> RedisLock:
@@ -238,11 +240,7 @@ class Inventory:
                 raise
             self.ensure_settle_group(product_id)
             return []
-        return [
-            (_text(entry_id), _text(fields[_key(fields, "ticket")]))
-            for entry_id, fields in [*claimed, *fresh]
-            if fields
-        ]
+        return [(entry_id, fields["ticket"]) for entry_id, fields in [*claimed, *fresh] if fields]
 
     def settle_backlog(self, product_id: int) -> int:
         return int(self.redis.xlen(self.keys(product_id).settle))
@@ -282,13 +280,13 @@ class Inventory:
             return None
         figures = StockFigures(*(int(v) for v in reply[:5]))
         pairs = reply[6]
-        confirmed = {_text(pairs[i]): int(pairs[i + 1]) for i in range(0, len(pairs), 2)}
+        confirmed = {pairs[i]: int(pairs[i + 1]) for i in range(0, len(pairs), 2)}
         return Snapshot(figures, int(reply[5]), confirmed)
 
     def confirmed_holds(self, product_id: int) -> dict[str, int]:
         """Confirmed holds still in Redis (SQL may not have recorded them yet)."""
         raw = self.redis.hvals(self.keys(product_id).holds)
-        holds = (Hold.from_json(_text(r)) for r in raw)
+        holds = (Hold.from_json(r) for r in raw)
         return {h.ticket_id: h.quantity for h in holds if h.status == "confirmed"}
 
     def repair(self, product_id: int, version: int, sold: int, held: int) -> bool:
@@ -296,7 +294,7 @@ class Inventory:
         reply = self.scripts.repair_stock(
             keys=[k.stock, k.events], args=[version, sold, held, now_ms()]
         )
-        return _text(reply[0]) == "repaired"
+        return reply[0] == "repaired"
 
     def restore(
         self,
@@ -324,7 +322,7 @@ class Inventory:
                 now_ms(),
             ],
         )
-        return _text(reply[0]) == "created"
+        return reply[0] == "created"
 
     def update_terms(self, terms: ProductTerms, added_stock: int) -> bool:
         k = self.keys(terms.product_id)
@@ -344,22 +342,13 @@ class Inventory:
     def recent_events(self, product_id: int, count: int = 100) -> list[dict[str, str]]:
         entries = self.redis.xrevrange(self.keys(product_id).events, count=count)
         return [
-            {_text(k): _text(v) for k, v in fields.items()} | {"id": _text(entry_id)}
-            for entry_id, fields in entries
+            {k: v for k, v in fields.items()} | {"id": entry_id} for entry_id, fields in entries
         ]
 
     def drop_product(self, product_id: int) -> None:
         self.redis.delete(*self.keys(product_id).all())
 
 
-def _text(value: object) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
-
-
-def _key(fields: dict, name: str) -> object:
-    return name if name in fields else name.encode()
-
-
 def _state_and_hold(reply: list) -> tuple[str, Hold | None]:
-    raw = _text(reply[1])
-    return _text(reply[0]), Hold.from_json(raw) if raw else None
+    raw = reply[1]
+    return reply[0], Hold.from_json(raw) if raw else None

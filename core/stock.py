@@ -60,8 +60,7 @@ def rebuild_stock(inventory: Inventory, sessions: sessionmaker[Session], product
     """Recreates a missing stock key from SQL; False if the product is unknown or the key exists."""
     lease_ms = inventory.settings.settle_lease_seconds * 1000
     redis_holds = [
-        Hold.from_json(_text(raw))
-        for raw in inventory.redis.hvals(inventory.keys(product_id).holds)
+        Hold.from_json(raw) for raw in inventory.redis.hvals(inventory.keys(product_id).holds)
     ]
     redis_confirmed = {h.ticket_id: h.quantity for h in redis_holds if h.status == "confirmed"}
     with sessions() as session:
@@ -145,7 +144,3 @@ def _recorded(inventory: Inventory, outcome: Reconciliation) -> Reconciliation:
         json.dumps(record),
     )
     return outcome
-
-
-def _text(value: object) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)

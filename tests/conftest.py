@@ -46,6 +46,7 @@ def _setup_environment() -> None:
             "DATABASE_URL": database_url,
             "REDIS_URL": redis_url,
             "REDIS_KEY_PREFIX": f"t{secrets.token_hex(3)}",
+            "SETTLEMENT_QUEUE": f"settlement-{secrets.token_hex(3)}",
             "JWT_SECRET_KEY": secrets.token_hex(32),
             "BCRYPT_ROUNDS": "4",
             "RATELIMIT_ENABLED": "false",

@@ -44,7 +44,7 @@ class SimulatedGateway:
         self._wait()
         intent_id = f"pi_sim_{secrets.token_hex(12)}"
         if not self.redis.hsetnx(self.idempotency_key, ticket_id, intent_id):
-            return self.retrieve_intent(_text(self.redis.hget(self.idempotency_key, ticket_id)))
+            return self.retrieve_intent(self.redis.hget(self.idempotency_key, ticket_id))
         record = {
             "id": intent_id, "status": "requires_confirmation", "amount": amount_minor,
             "currency": currency, "payment_method": payment_method, "metadata": metadata,
@@ -106,7 +106,3 @@ def _intent(record: dict) -> PaymentIntent:
         client_secret=record.get("client_secret"),
         amount_refunded_minor=record.get("refunded", 0),
     )
-
-
-def _text(value: object) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
