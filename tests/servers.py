@@ -68,7 +68,7 @@ class RedisServer:
                 "no",
                 "--dir",
                 str(self.workdir),
-            ],  # fmt: skip
+            ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
@@ -121,7 +121,7 @@ class Gunicorn:
                 "--backlog",
                 "2048",
                 "web:create_app()",
-            ],  # fmt: skip
+            ],
             cwd=ROOT,
             env=self.env,
         )

@@ -57,8 +57,11 @@ def test_rush_sells_exactly_the_stock(server, app, settings, rt, capsys):
     assert codes.count(202) == UNITS, sorted(set(codes))
     assert codes.count(409) == BUYERS - UNITS
     assert {r.json()["error"] for r in responses if r.status_code == 409} == {"sold_out"}
-    tickets = {r.json()["ticket_id"]: b for r, b in zip(responses, buyers, strict=True)
-               if r.status_code == 202}  # fmt: skip
+    tickets = {
+        r.json()["ticket_id"]: b
+        for r, b in zip(responses, buyers, strict=True)
+        if r.status_code == 202
+    }
     assert len(tickets) == UNITS
 
     def all_confirmed() -> bool:

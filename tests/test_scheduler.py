@@ -30,7 +30,9 @@ def test_registration_is_idempotent_across_restarts(settings):
 def test_a_changed_interval_replaces_the_schedule(settings):
     scheduler = SettlementScheduler(settings)
     register_periodic_jobs(scheduler, settings)
-    slower = dataclasses.replace(settings, sweep_interval_seconds=settings.sweep_interval_seconds + 7)
+    slower = dataclasses.replace(
+        settings, sweep_interval_seconds=settings.sweep_interval_seconds + 7
+    )
     assert register_periodic_jobs(scheduler, slower) == 1
     sweep = JsonJob.fetch("periodic-sweep", connection=scheduler.connection)
     assert sweep.meta["interval"] == slower.sweep_interval_seconds

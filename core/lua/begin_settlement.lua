@@ -5,14 +5,10 @@
 -- ARGV: ticket, now_ms, lease_ms
 local ticket = ARGV[1]
 local now = tonumber(ARGV[2])
-if redis.call('EXISTS', KEYS[1]) == 0 then
-  return {'unavailable', ''}
+local hold, raw = load_hold(KEYS[1], KEYS[2], ticket)
+if not hold then
+  return raw
 end
-local raw = redis.call('HGET', KEYS[2], ticket)
-if not raw then
-  return {'missing', ''}
-end
-local hold = cjson.decode(raw)
 if hold.s == 'reserved' and hold.d <= now then
   hold.s = 'expired'
   hold.r = 'hold_expired'

@@ -4,14 +4,10 @@
 -- ARGV: ticket, outcome, reason, now_ms, only_from ('' = any open state, else that one state)
 local ticket, outcome = ARGV[1], ARGV[2]
 local now = tonumber(ARGV[4])
-if redis.call('EXISTS', KEYS[1]) == 0 then
-  return {'unavailable', ''}
+local hold, raw = load_hold(KEYS[1], KEYS[2], ticket)
+if not hold then
+  return raw
 end
-local raw = redis.call('HGET', KEYS[2], ticket)
-if not raw then
-  return {'missing', ''}
-end
-local hold = cjson.decode(raw)
 if hold.s == outcome then
   return {'already', raw}
 end

@@ -3,6 +3,18 @@
 -- d deadline (ms), s status, r reason, pm payment method, c created (ms), m modified (ms).
 local OPEN = {reserved = true, processing = true}
 
+-- The hold's record and its raw JSON, or nil and the reply to give when stock or hold is missing.
+local function load_hold(stock_key, holds_key, ticket)
+  if redis.call('EXISTS', stock_key) == 0 then
+    return nil, {'unavailable', ''}
+  end
+  local raw = redis.call('HGET', holds_key, ticket)
+  if not raw then
+    return nil, {'missing', ''}
+  end
+  return cjson.decode(raw), raw
+end
+
 local function emit(events_key, action, ticket, qty, user, now)
   redis.call('XADD', events_key, 'MAXLEN', '~', 100000, '*',
     'action', action, 'ticket', ticket, 'quantity', qty, 'user', user, 'at', now)
