@@ -22,7 +22,10 @@ def hash_password(password: str, rounds: int) -> str:
 
 
 def check_password(password: str, password_hash: str) -> bool:
-    return bcrypt.checkpw(password.encode(), password_hash.encode())
+    try:
+        return bcrypt.checkpw(password.encode(), password_hash.encode())
+    except ValueError:  # over bcrypt's 72 bytes, or a NUL: no stored password is like that
+        return False
 
 
 # A hash to compare against when the user does not exist, so a login takes as long either way.

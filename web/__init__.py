@@ -32,7 +32,8 @@ def create_app(settings: Settings | None = None) -> Flask:
         JWT_ACCESS_TOKEN_EXPIRES=timedelta(minutes=settings.jwt_access_minutes),
         JWT_REFRESH_TOKEN_EXPIRES=timedelta(days=settings.jwt_refresh_days),
         JWT_TOKEN_LOCATION=["headers"],
-        RATELIMIT_ENABLED=settings.ratelimit_enabled,
+        RATELIMIT_ENABLED=True,  # the Limiter is shared: each app switches itself (below)
+        FLASHSALE_RATELIMIT_ENABLED=settings.ratelimit_enabled,
         RATELIMIT_STORAGE_URI=settings.redis_url,
         RATELIMIT_KEY_PREFIX=f"{settings.key_prefix}:limits",
         RATELIMIT_HEADERS_ENABLED=True,

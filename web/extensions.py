@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from flask import request
+from flask import current_app, request
 from flask_jwt_extended import JWTManager, get_jwt_identity
 from flask_limiter import Limiter
 from flask_limiter.util import get_remote_address
@@ -17,11 +17,19 @@ migrate = Migrate()
 limiter = Limiter(key_func=get_remote_address, headers_enabled=True)
 
 
+@limiter.request_filter
+def _limits_switched_off() -> bool:
+    return not current_app.config.get("FLASHSALE_RATELIMIT_ENABLED", True)
+
+
 def user_key() -> str:
     return f"user:{get_jwt_identity()}"
 
 
 def login_username_key() -> str:
-    body = request.get_json(silent=True)
+    try:
+        body = request.get_json(silent=True)
+    except RecursionError:
+        body = None
     username = body.get("username") if isinstance(body, dict) else None
     return f"login:{str(username)[:50].lower()}"

@@ -16,13 +16,14 @@ from core.models import Order, OrderStatus, Product
 from core.money import to_decimal_string
 from core.orders import get_order, get_payment, list_orders
 from jobs.queues import enqueue_rebuild
-from web.common import check_id, current_user_id, is_admin, kicker, parse_body, runtime
+from web.common import check_id, current_user_id, is_admin, iso, kicker, parse_body, runtime
 from web.errors import ApiError
 from web.extensions import db, limiter, user_key
 from web.schemas import PurchaseRequest
 
 bp = Blueprint("orders", __name__)
 IDEMPOTENCY_KEY = re.compile(r"^[A-Za-z0-9_.:-]{1,100}$")
+PAGE_NUMBER = re.compile(r"[0-9]{1,6}")
 POLL_AFTER_MS = 1000
 REFUSALS = {
     "sold_out": "sold out",
@@ -98,10 +99,6 @@ def _iso_ms(ms: int) -> str:
     return from_ms(ms).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
-def _iso(moment) -> str | None:  # type: ignore[no-untyped-def]
-    return None if moment is None else moment.isoformat().replace("+00:00", "Z")
-
-
 @bp.get("/orders/<ticket_id>")
 @jwt_required()
 def status(ticket_id: str) -> Response:
@@ -155,9 +152,9 @@ def _order_json(order: Order) -> dict[str, object]:
         "quantity": order.quantity,
         "amount": to_decimal_string(order.amount_minor, order.currency),
         "currency": order.currency,
-        "created_at": _iso(order.created_at),
-        "updated_at": _iso(order.updated_at),
-        "expires_at": _iso(order.expires_at),
+        "created_at": iso(order.created_at),
+        "updated_at": iso(order.updated_at),
+        "expires_at": iso(order.expires_at),
         "failure_reason": order.failure_reason,
     }
 
@@ -188,7 +185,7 @@ def _owned_order(ticket_id: str) -> Order:
 def index() -> Response:
     page = request.args.get("page", "1")
     per_page = request.args.get("per_page", "20")
-    if not (page.isdigit() and per_page.isdigit()) or not (
+    if not (PAGE_NUMBER.fullmatch(page) and PAGE_NUMBER.fullmatch(per_page)) or not (
         1 <= int(page) <= 100_000 and 1 <= int(per_page) <= 100
     ):
         raise ApiError(400, "invalid_request", "page >= 1 and 1 <= per_page <= 100")

@@ -10,7 +10,7 @@ from core.inventory import to_ms
 from core.models import Product
 from core.money import AmountError, to_decimal_string, to_minor
 from core.stock import setup_stock
-from web.common import admin_required, check_id, parse_body, runtime
+from web.common import admin_required, check_id, iso, parse_body, runtime
 from web.errors import ApiError
 from web.extensions import db, limiter
 from web.schemas import ProductCreate, ProductUpdate
@@ -31,13 +31,9 @@ def product_json(product: Product, available: int | None) -> dict[str, object]:
         "initial_stock": product.initial_stock,
         "available": available,
         "max_per_user": product.max_per_user,
-        "sale_starts_at": _iso(product.sale_starts_at),
-        "sale_ends_at": _iso(product.sale_ends_at),
+        "sale_starts_at": iso(product.sale_starts_at),
+        "sale_ends_at": iso(product.sale_ends_at),
     }
-
-
-def _iso(moment) -> str | None:  # type: ignore[no-untyped-def]
-    return None if moment is None else moment.isoformat().replace("+00:00", "Z")
 
 
 def _available(product_ids: list[int]) -> dict[int, int | None]:

@@ -18,7 +18,13 @@ from pydantic import (
 Username = Annotated[
     str, StringConstraints(min_length=3, max_length=50, pattern=r"^[A-Za-z0-9_.-]+$")
 ]
-Password = Annotated[str, StringConstraints(min_length=8, max_length=128)]
+Password = Annotated[str, StringConstraints(min_length=8, max_length=72)]
+Name = Annotated[
+    str,
+    StringConstraints(
+        min_length=1, max_length=200, strip_whitespace=True, pattern=r"^[^\x00-\x1f\x7f]+$"
+    ),
+]
 PaymentMethod = Annotated[
     str, StringConstraints(min_length=4, max_length=255, pattern=r"^pm_[A-Za-z0-9_]+$")
 ]
@@ -33,12 +39,22 @@ class Strict(BaseModel):
 def _utc(value: datetime | None) -> datetime | None:
     if value is None:
         return None
-    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+    try:
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+    except OverflowError:
+        raise ValueError("date out of range") from None
 
 
 class Credentials(Strict):
     username: Username
     password: Password
+
+    @field_validator("password")
+    @classmethod
+    def _fits_bcrypt(cls, value: str) -> str:
+        if len(value.encode()) > 72 or "\x00" in value:
+            raise ValueError("password: at most 72 bytes, no NUL characters")
+        return value
 
 
 class LoginRequest(Strict):
@@ -63,7 +79,7 @@ class SaleWindow(Strict):
 
 
 class ProductCreate(SaleWindow):
-    name: Annotated[str, StringConstraints(min_length=1, max_length=200, strip_whitespace=True)]
+    name: Name
     price: Decimal = Field(strict=False, gt=0, le=Decimal("1000000000"))
     currency: Currency | None = None
     stock: int = Field(ge=1, le=MAX_STOCK)
@@ -80,7 +96,7 @@ class ProductCreate(SaleWindow):
 class ProductUpdate(SaleWindow):
     add_stock: int = Field(default=0, ge=0, le=MAX_STOCK)
     max_per_user: int | None = Field(default=None, ge=0, le=1000)
-    name: Annotated[str, StringConstraints(min_length=1, max_length=200)] | None = None
+    name: Name | None = None
 
 
 class PurchaseRequest(Strict):
