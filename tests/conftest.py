@@ -11,7 +11,6 @@ from __future__ import annotations
 import os
 import secrets
 import tempfile
-from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
@@ -146,6 +145,17 @@ def rt(app):  # type: ignore[no-untyped-def]
     runtime().engine.dispose()
 
 
-@pytest.fixture()
-def env_file_dir() -> Iterator[Path]:
-    yield _TMP
+@pytest.fixture(scope="module")
+def admin(app):  # type: ignore[no-untyped-def]
+    """An admin shared by the tests of one module."""
+    from tests.helpers import make_user
+
+    return make_user(app, "admin")
+
+
+@pytest.fixture(scope="module")
+def buyer(app):  # type: ignore[no-untyped-def]
+    """A buyer shared by the tests of one module."""
+    from tests.helpers import make_user
+
+    return make_user(app)

@@ -33,16 +33,6 @@ def assert_error(response: Any, status: int, code: str | None = None) -> dict[st
 
 
 @pytest.fixture(scope="module")
-def admin(app) -> Account:  # type: ignore[no-untyped-def]
-    return make_user(app, "admin")
-
-
-@pytest.fixture(scope="module")
-def buyer(app) -> Account:  # type: ignore[no-untyped-def]
-    return make_user(app)
-
-
-@pytest.fixture(scope="module")
 def product(app, admin) -> dict[str, Any]:  # type: ignore[no-untyped-def]
     return create_product(app.test_client(), admin, stock=50, max_per_user=1)
 

@@ -13,7 +13,7 @@ from typing import Any
 import jwt as pyjwt
 import pytest
 
-from tests.helpers import Account, create_product, make_user
+from tests.helpers import create_product
 
 PASSWORD = "correct horse battery"
 
@@ -64,16 +64,6 @@ def signed(app: Any, key: str | None = None, algorithm: str = "HS256", **claims:
 def b64(data: dict[str, Any]) -> str:
     raw = json.dumps(data, separators=(",", ":")).encode()
     return base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
-
-
-@pytest.fixture(scope="module")
-def admin(app) -> Account:  # type: ignore[no-untyped-def]
-    return make_user(app, "admin")
-
-
-@pytest.fixture(scope="module")
-def buyer(app) -> Account:  # type: ignore[no-untyped-def]
-    return make_user(app)
 
 
 # --- registration, login, me ---------------------------------------------------------------------
