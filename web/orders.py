@@ -59,11 +59,11 @@ def purchase(product_id: int) -> tuple[Response, int]:
         raise ApiError(
             503, "inventory_unavailable", "inventory is unavailable, retry shortly"
         ) from None
-    if outcome.result == "reserved":
+    if outcome.result == "reserved" and outcome.hold:
         kicker().kick(product_id)
-        return jsonify(_reserved_json(product_id, outcome.ticket_id, outcome.hold)), 202
-    if outcome.result == "duplicate":
-        return jsonify(_reserved_json(product_id, outcome.ticket_id, outcome.hold)), 202
+        return jsonify(_reserved_json(product_id, outcome.hold)), 202
+    if outcome.result == "duplicate" and outcome.ticket_id:
+        return jsonify(_replayed_json(product_id, outcome.ticket_id, outcome.hold)), 202
     if outcome.result in REFUSALS:
         extra = {} if outcome.remaining is None else {"remaining": outcome.remaining}
         response = jsonify({"error": outcome.result, "message": REFUSALS[outcome.result], **extra})
@@ -84,13 +84,29 @@ def _stock_missing(product_id: int) -> tuple[Response, int]:
     )
 
 
-def _reserved_json(product_id: int, ticket_id: str | None, hold: Hold | None) -> dict[str, object]:
+def _reserved_json(product_id: int, hold: Hold) -> dict[str, object]:
+    return {
+        "ticket_id": hold.ticket_id,
+        "status": hold.status,
+        "product_id": product_id,
+        "quantity": hold.quantity,
+        "expires_at": _iso_ms(hold.deadline_ms),
+        "status_url": url_for("orders.status", ticket_id=hold.ticket_id),
+    }
+
+
+def _replayed_json(product_id: int, ticket_id: str, hold: Hold | None) -> dict[str, object]:
+    """The first answer again; once the hold is settled and gone from Redis, SQL has it."""
+    if hold is not None:
+        return _reserved_json(product_id, hold)
+    order = get_order(db.session, ticket_id)
+    db.session.rollback()
     return {
         "ticket_id": ticket_id,
-        "status": hold.status if hold else OrderStatus.RESERVED.value,
+        "status": order.status if order else OrderStatus.RESERVED.value,
         "product_id": product_id,
-        "quantity": hold.quantity if hold else None,
-        "expires_at": _iso_ms(hold.deadline_ms) if hold else None,
+        "quantity": order.quantity if order else None,
+        "expires_at": iso(order.expires_at) if order else None,
         "status_url": url_for("orders.status", ticket_id=ticket_id),
     }
 
