@@ -245,15 +245,14 @@ class Inventory:
     def settle_backlog(self, product_id: int) -> int:
         return int(self.redis.xlen(self.keys(product_id).settle))
 
-    def forget(self, product_id: int, ticket_id: str, entry_id: str | None) -> None:
+    def forget(self, product_id: int, ticket_id: str, entry_id: str | None) -> bool:
         """Drops a settled hold from Redis once SQL holds its final state."""
         k = self.keys(product_id)
-        pipe = self.redis.pipeline(transaction=False)
-        pipe.hdel(k.holds, ticket_id)
-        if entry_id:
-            pipe.xack(k.settle, SETTLE_GROUP, entry_id)
-            pipe.xdel(k.settle, entry_id)
-        pipe.execute()
+        return bool(
+            self.scripts.forget_hold(
+                keys=[k.stock, k.holds, k.settle], args=[ticket_id, entry_id or "", SETTLE_GROUP]
+            )
+        )
 
     # --- stock figures, rebuild and repair ---------------------------------------------------
     def figures(self, product_id: int) -> StockFigures | None:
@@ -289,10 +288,10 @@ class Inventory:
         holds = (Hold.from_json(r) for r in raw)
         return {h.ticket_id: h.quantity for h in holds if h.status == "confirmed"}
 
-    def repair(self, product_id: int, version: int, sold: int, held: int) -> bool:
+    def repair(self, product_id: int, version: int, initial: int, sold: int, held: int) -> bool:
         k = self.keys(product_id)
         reply = self.scripts.repair_stock(
-            keys=[k.stock, k.events], args=[version, sold, held, now_ms()]
+            keys=[k.stock, k.events], args=[version, initial, sold, held, now_ms()]
         )
         return reply[0] == "repaired"
 
@@ -324,12 +323,13 @@ class Inventory:
         )
         return reply[0] == "created"
 
-    def update_terms(self, terms: ProductTerms, added_stock: int) -> bool:
+    def update_terms(self, terms: ProductTerms) -> bool:
+        """Applies SQL's terms (absolute figures: safe to repeat) to a stock that is in Redis."""
         k = self.keys(terms.product_id)
         reply = self.scripts.update_product(
             keys=[k.stock, k.events],
             args=[
-                added_stock,
+                terms.initial_stock,
                 terms.starts_ms,
                 terms.ends_ms,
                 terms.max_per_user,

@@ -144,20 +144,12 @@ def open_orders(session: Session, product_id: int) -> list[Order]:
     )
 
 
-def quantities_by_user(session: Session, product_id: int) -> dict[int, int]:
-    """Units each buyer holds or bought: what the per-user limit counts."""
+def counted_orders(session: Session, product_id: int) -> dict[str, tuple[int, int]]:
+    """Orders the per-user limit counts (open or confirmed): ticket -> (user, quantity)."""
     rows = session.execute(
-        select(Order.user_id, func.sum(Order.quantity))
-        .where(
+        select(Order.ticket_id, Order.user_id, Order.quantity).where(
             Order.product_id == product_id,
             Order.status.in_((*OPEN_STATUSES, S.CONFIRMED.value)),
         )
-        .group_by(Order.user_id)
     )
-    return {int(user): int(qty) for user, qty in rows}
-
-
-def known_tickets(session: Session, ticket_ids: list[str]) -> set[str]:
-    if not ticket_ids:
-        return set()
-    return set(session.scalars(select(Order.ticket_id).where(Order.ticket_id.in_(ticket_ids))))
+    return {ticket: (int(user), int(qty)) for ticket, user, qty in rows}

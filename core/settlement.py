@@ -19,7 +19,7 @@ from core.db import transaction
 from core.inventory import Hold, Inventory, now_ms
 from core.locks import locked
 from core.models import OrderStatus, Product
-from core.orders import get_payment, record_order, record_payment, transition
+from core.orders import get_order, get_payment, record_order, record_payment, transition
 from core.payments import PaymentGateway, PaymentIntent, PaymentUnavailable
 
 log = logging.getLogger(__name__)
@@ -136,7 +136,10 @@ class Settler:
             work.outcome = "confirmed"
         elif intent.status in ("failed", "requires_payment_method", "canceled"):
             work.outcome, work.reason = "failed", intent.failure_code or "payment_failed"
-        else:  # requires_action or processing: settled later by the provider's answer or expiry
+        elif hold.deadline_ms <= now_ms():
+            # Never paid in time: the hold ends; a payment completing later is refunded.
+            work.outcome, work.reason = "expired", "hold_expired"
+        else:  # requires_action or processing: asked again on the next delivery
             work.outcome, work.reason = "retry", intent.status
 
     def _charge(self, work: Work) -> PaymentIntent | None:
@@ -184,9 +187,22 @@ class Settler:
         if state == "unavailable":
             raise StockUnavailable(product_id)
         if hold is None:  # forgotten: another settler already recorded the final state
+            if work.outcome == "confirmed":
+                self._refund_unless_confirmed(report, ticket_id)
             self.inventory.forget(product_id, ticket_id, work.entry_id)
             return
         self._record_final(report, product_id, currency, hold, work.entry_id)
+
+    def _refund_unless_confirmed(self, report: SettleReport, ticket_id: str) -> None:
+        """Our payment succeeded, but the order was already settled otherwise (say expired)."""
+        with self.sessions() as session:
+            order = get_order(session, ticket_id)
+        if order is None or order.status == OrderStatus.CONFIRMED.value:
+            return
+        if self._refund_if_paid(ticket_id):
+            with transaction(self.sessions) as session:
+                transition(session, ticket_id, OrderStatus.REFUNDED, f"refunded:{order.status}")
+            report.count(OrderStatus.REFUNDED.value)
 
     def _record_final(
         self,

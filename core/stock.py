@@ -12,13 +12,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from core.catalog import terms_of
 from core.inventory import Hold, Inventory, StockFigures, now_ms, to_ms
 from core.models import Product
-from core.orders import (
-    confirmed_among,
-    confirmed_quantity,
-    known_tickets,
-    open_orders,
-    quantities_by_user,
-)
+from core.orders import confirmed_among, confirmed_quantity, counted_orders, open_orders
 
 log = logging.getLogger(__name__)
 OPEN_HOLD_STATES = ("reserved", "processing")
@@ -56,6 +50,20 @@ def _expected_sold(
     return sold_in_db, sold_in_db + pending
 
 
+def _units_per_user(session: Session, product_id: int, redis_holds: list[Hold]) -> dict[int, int]:
+    """Units each buyer holds or bought: Redis' state for the tickets it still has (it moves
+    first), SQL's for the rest."""
+    in_redis = {h.ticket_id: h for h in redis_holds}
+    users: dict[int, int] = {}
+    for ticket_id, (user_id, quantity) in counted_orders(session, product_id).items():
+        if ticket_id not in in_redis:
+            users[user_id] = users.get(user_id, 0) + quantity
+    for hold in redis_holds:
+        if hold.status in (*OPEN_HOLD_STATES, "confirmed"):
+            users[hold.user_id] = users.get(hold.user_id, 0) + hold.quantity
+    return users
+
+
 def rebuild_stock(inventory: Inventory, sessions: sessionmaker[Session], product_id: int) -> bool:
     """Recreates a missing stock key from SQL; False if the product is unknown or the key exists."""
     lease_ms = inventory.settings.settle_lease_seconds * 1000
@@ -68,12 +76,7 @@ def rebuild_stock(inventory: Inventory, sessions: sessionmaker[Session], product
         if product is None:
             return False
         _, sold = _expected_sold(session, product_id, redis_confirmed)
-        users = quantities_by_user(session, product_id)
-        counted = [h for h in redis_holds if h.status in (*OPEN_HOLD_STATES, "confirmed")]
-        recorded = known_tickets(session, [h.ticket_id for h in counted])
-        for hold in counted:
-            if hold.ticket_id not in recorded:
-                users[hold.user_id] = users.get(hold.user_id, 0) + hold.quantity
+        users = _units_per_user(session, product_id, redis_holds)
         holds = [
             Hold(
                 ticket_id=o.ticket_id,
@@ -110,14 +113,23 @@ def reconcile_product(
             result = "rebuilt" if rebuilt else "unknown_product"
             return _recorded(inventory, Reconciliation(product_id, result, None, 0, 0))
         with sessions() as session:
+            product = session.get(Product, product_id)
             sold_in_db, sold = _expected_sold(session, product_id, snapshot.confirmed_holds)
+        if product is None:
+            return _recorded(inventory, Reconciliation(product_id, "unknown_product", None, 0, 0))
         figures = snapshot.figures
-        if figures.balanced and figures.sold == sold and figures.held == snapshot.open_quantity:
+        initial = product.initial_stock
+        if (
+            figures.balanced
+            and figures.initial == initial
+            and figures.sold == sold
+            and figures.held == snapshot.open_quantity
+        ):
             return _recorded(
                 inventory,
                 Reconciliation(product_id, "consistent", figures, sold_in_db, sold),
             )
-        if inventory.repair(product_id, figures.version, sold, snapshot.open_quantity):
+        if inventory.repair(product_id, figures.version, initial, sold, snapshot.open_quantity):
             log.warning(
                 "stock of product %s repaired from SQL: %s, expected sold %s held %s",
                 product_id,

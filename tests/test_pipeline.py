@@ -272,3 +272,37 @@ def test_buyer_cancels_a_hold_before_payment(client, app, settings, rt):
     assert order_rows(rt, ticket_id=ticket)[0].status == "cancelled"
     again = client.post(f"/orders/{ticket}/cancel", headers=buyer.headers)
     assert again.status_code == 409
+
+
+def test_restock_reaches_redis_and_a_lost_restock_is_repaired(client, app, rt):
+    admin = make_user(app, "admin")
+    product = create_product(client, admin, stock=2)
+    patched = client.patch(
+        f"/products/{product['id']}", json={"add_stock": 3}, headers=admin.headers
+    )
+    assert patched.status_code == 200
+    assert (patched.get_json()["initial_stock"], patched.get_json()["available"]) == (5, 5)
+    # Redis missed a restock that SQL recorded: reconciliation brings it in.
+    rt.redis.hset(rt.inventory.keys(product["id"]).stock, mapping={"initial": 2, "available": 2})
+    assert reconcile_product(rt.inventory, rt.sessions, product["id"]).result == "repaired"
+    figures = rt.inventory.figures(product["id"])
+    assert (figures.initial, figures.available) == (5, 5)
+    assert reconcile_product(rt.inventory, rt.sessions, product["id"]).result == "consistent"
+
+
+def test_concurrent_confirmations_of_one_intent_charge_once(rt):
+    intent = rt.gateway.create_intent("9-" + "a" * 24, 500, "USD", "pm_card_visa", {})
+    results: list[str] = []
+    barrier = threading.Barrier(8)
+
+    def confirm():  # type: ignore[no-untyped-def]
+        barrier.wait()
+        results.append(rt.gateway.confirm_intent(intent.id, "9-" + "a" * 24).status)
+
+    threads = [threading.Thread(target=confirm) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert rt.gateway.charges("9-" + "a" * 24) == 1
+    assert rt.gateway.retrieve_intent(intent.id).status == "succeeded"

@@ -115,10 +115,11 @@ def update(product_id: int) -> Response:
     starts, ends = to_ms(product.sale_starts_at), to_ms(product.sale_ends_at)
     if starts and ends and ends <= starts:
         raise ApiError(400, "invalid_request", "sale_ends_at must be after sale_starts_at")
-    product.initial_stock += body.add_stock
+    if body.add_stock:
+        product.initial_stock = Product.initial_stock + body.add_stock  # atomic in SQL
     db.session.commit()
     try:
-        runtime().inventory.update_terms(terms_of(product), body.add_stock)
+        runtime().inventory.update_terms(terms_of(product))
     except RedisError:
         raise ApiError(
             503, "inventory_unavailable", "saved; Redis will follow on rebuild"

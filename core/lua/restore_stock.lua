@@ -32,6 +32,6 @@ end
 local available = initial - sold - held
 redis.call('HSET', KEYS[1], 'initial', initial, 'available', available, 'held', held,
   'sold', sold, 'max_per_user', ARGV[3], 'starts_ms', ARGV[4], 'ends_ms', ARGV[5],
-  'price', ARGV[6], 'currency', ARGV[7], 'version', 1)
+  'price', ARGV[6], 'currency', ARGV[7], 'version', now)
 emit(KEYS[6], 'restore', '', available, '', now)
 return {'created', tostring(available)}

@@ -1,11 +1,12 @@
--- Adds stock and moves the sale window of a product whose stock lives in Redis.
+-- Brings a product's terms in Redis to SQL's: initial stock (the difference goes to available),
+-- sale window, per-user limit and price. Absolute values, so running it twice changes nothing.
 -- KEYS: stock, events
--- ARGV: added_stock, starts_ms, ends_ms, max_per_user, price, now_ms
+-- ARGV: initial, starts_ms, ends_ms, max_per_user, price, now_ms
 if redis.call('EXISTS', KEYS[1]) == 0 then
   return 0
 end
-local added = tonumber(ARGV[1])
-if added > 0 then
+local added = tonumber(ARGV[1]) - tonumber(redis.call('HGET', KEYS[1], 'initial'))
+if added ~= 0 then
   redis.call('HINCRBY', KEYS[1], 'initial', added)
   redis.call('HINCRBY', KEYS[1], 'available', added)
   redis.call('HINCRBY', KEYS[1], 'version', 1)

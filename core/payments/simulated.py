@@ -32,6 +32,7 @@ class SimulatedGateway:
         self.intents_key = f"{prefix}:simpay:intents"
         self.idempotency_key = f"{prefix}:simpay:idempotency"
         self.charges_key = f"{prefix}:simpay:charges"
+        self.confirming_key = f"{prefix}:simpay:confirming"
 
     def create_intent(
         self,
@@ -58,6 +59,8 @@ class SimulatedGateway:
         record = self._load(intent_id)
         if record["status"] != "requires_confirmation":
             return _intent(record)
+        if not self.redis.hsetnx(self.confirming_key, intent_id, "1"):
+            return _intent(self._load(intent_id))  # a concurrent confirmation got there first
         method = record["payment_method"]
         if method in DECLINES:
             record.update(status="failed", failure_code=DECLINES[method])
