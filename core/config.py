@@ -55,6 +55,10 @@ class Settings:
     payment_gateway: str = _env("PAYMENT_GATEWAY", "simulated")
     payment_latency_ms: int = _env("PAYMENT_LATENCY_MS", 0)
     payment_concurrency: int = _env("PAYMENT_CONCURRENCY", 8)
+    payment_timeout_seconds: float = _env("PAYMENT_TIMEOUT_SECONDS", 20.0)
+    stripe_api_key: str = _env("STRIPE_API_KEY", "")
+    stripe_api_base: str = _env("STRIPE_API_BASE", "")
+    stripe_webhook_secret: str = _env("STRIPE_WEBHOOK_SECRET", "")
     lock_ttl_ms: int = _env("LOCK_TTL_MS", 10_000)
     sweep_interval_seconds: int = _env("SWEEP_INTERVAL_SECONDS", 5)
     reconcile_interval_seconds: int = _env("RECONCILE_INTERVAL_SECONDS", 60)
@@ -89,11 +93,15 @@ class Settings:
     def validate(self) -> None:
         if self.hold_seconds <= 0 or self.settle_lease_seconds <= 0:
             raise ConfigError("HOLD_SECONDS and SETTLE_LEASE_SECONDS must be positive")
-        if self.payment_gateway not in {"simulated"}:
+        if self.payment_gateway not in {"simulated", "stripe"}:
             raise ConfigError(f"unknown PAYMENT_GATEWAY {self.payment_gateway!r}")
+        if self.payment_gateway == "stripe" and not self.stripe_api_key:
+            raise ConfigError("PAYMENT_GATEWAY=stripe needs STRIPE_API_KEY")
         if not self.is_production:
             return
         if self.jwt_secret_key == DEV_JWT_SECRET or len(self.jwt_secret_key) < 32:
             raise ConfigError("production needs JWT_SECRET_KEY: a random secret of 32+ characters")
         if self.database_url.startswith("sqlite"):
             raise ConfigError("production needs DATABASE_URL pointing at PostgreSQL")
+        if self.payment_gateway == "stripe" and not self.stripe_webhook_secret:
+            raise ConfigError("production with Stripe needs STRIPE_WEBHOOK_SECRET")

@@ -47,6 +47,7 @@ class Hold:
     created_ms: int
     modified_ms: int
     currency: str = ""
+    client_secret: str | None = None
 
     @classmethod
     def from_json(cls, raw: str) -> Hold:
@@ -63,6 +64,7 @@ class Hold:
             created_ms=int(data["c"]),
             modified_ms=int(data.get("m", data["c"])),
             currency=data.get("cur", ""),
+            client_secret=data.get("cs"),
         )
 
     def to_record(self) -> dict[str, object]:
@@ -202,6 +204,21 @@ class Inventory:
             args=[ticket_id, outcome, reason, now_ms(), only_from],
         )
         return _state_and_hold(reply)
+
+    def await_action(self, product_id: int, ticket_id: str, client_secret: str) -> bool:
+        """Marks a hold whose payment waits for the buyer's authentication."""
+        reply = self.scripts.await_action(
+            keys=[self.keys(product_id).holds], args=[ticket_id, client_secret, now_ms()]
+        )
+        return reply[0] == "ok"
+
+    def unsell(self, product_id: int, ticket_id: str, user_id: int, quantity: int) -> bool:
+        """Puts a refunded order's units back on sale."""
+        k = self.keys(product_id)
+        reply = self.scripts.unsell(
+            keys=[k.stock, k.users, k.events], args=[ticket_id, user_id, quantity, now_ms()]
+        )
+        return bool(reply)
 
     def expire_holds(self, product_id: int, limit: int = 1000) -> int:
         k = self.keys(product_id)

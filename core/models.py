@@ -37,6 +37,7 @@ class Base(DeclarativeBase):
 class OrderStatus(enum.StrEnum):
     RESERVED = "reserved"
     PROCESSING = "processing"
+    REQUIRES_ACTION = "requires_action"
     CONFIRMED = "confirmed"
     FAILED = "failed"
     EXPIRED = "expired"
@@ -45,10 +46,10 @@ class OrderStatus(enum.StrEnum):
 
     @property
     def is_terminal(self) -> bool:
-        return self not in (OrderStatus.RESERVED, OrderStatus.PROCESSING)
+        return self.value not in OPEN_STATUSES
 
 
-OPEN_STATUSES = (OrderStatus.RESERVED.value, OrderStatus.PROCESSING.value)
+OPEN_STATUSES = ("reserved", "processing", "requires_action")
 
 
 class User(Base):
@@ -100,6 +101,17 @@ class Order(Base):
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
 
+class WebhookEvent(Base):
+    """Provider events handled already: a replayed or duplicated event is acknowledged only."""
+
+    __tablename__ = "webhook_events"
+
+    id: Mapped[str] = mapped_column(String(255), primary_key=True)
+    provider: Mapped[str] = mapped_column(String(20))
+    type: Mapped[str] = mapped_column(String(100))
+    received_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
 class Payment(Base):
     """One payment intent per order; never card data, only the provider's references."""
 
@@ -114,5 +126,6 @@ class Payment(Base):
     amount_refunded_minor: Mapped[int] = mapped_column(BigInteger, default=0)
     currency: Mapped[str] = mapped_column(String(3))
     status: Mapped[str] = mapped_column(String(40))
+    client_secret: Mapped[str | None] = mapped_column(String(255))
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)

@@ -8,13 +8,14 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from core.inventory import Hold, from_ms
-from core.models import OPEN_STATUSES, Order, OrderStatus, Payment, utcnow
+from core.models import OPEN_STATUSES, Order, OrderStatus, Payment, WebhookEvent, utcnow
 from core.payments import PaymentIntent
 
 S = OrderStatus
 # Which states an order may move into, from which states.
 ALLOWED_FROM: dict[OrderStatus, tuple[str, ...]] = {
     S.PROCESSING: (S.RESERVED,),
+    S.REQUIRES_ACTION: (S.PROCESSING,),
     S.CONFIRMED: OPEN_STATUSES,
     S.FAILED: OPEN_STATUSES,
     S.EXPIRED: OPEN_STATUSES,
@@ -89,6 +90,7 @@ def record_payment(session: Session, ticket_id: str, provider: str, intent: Paym
             amount_refunded_minor=intent.amount_refunded_minor,
             currency=intent.currency,
             status=intent.status,
+            client_secret=intent.client_secret,
             created_at=now,
             updated_at=now,
         )
@@ -96,6 +98,7 @@ def record_payment(session: Session, ticket_id: str, provider: str, intent: Paym
             index_elements=["ticket_id"],
             set_={
                 "status": intent.status,
+                "client_secret": intent.client_secret,
                 "amount_refunded_minor": intent.amount_refunded_minor,
                 "updated_at": now,
             },
@@ -153,3 +156,22 @@ def counted_orders(session: Session, product_id: int) -> dict[str, tuple[int, in
         )
     )
     return {ticket: (int(user), int(qty)) for ticket, user, qty in rows}
+
+
+def get_payment_by_intent(session: Session, provider: str, intent_id: str) -> Payment | None:
+    return session.scalar(
+        select(Payment).where(Payment.provider == provider, Payment.intent_id == intent_id)
+    )
+
+
+def event_seen(session: Session, event_id: str) -> bool:
+    return session.get(WebhookEvent, event_id) is not None
+
+
+def record_event(session: Session, provider: str, event_id: str, event_type: str) -> None:
+    """Remembers a handled provider event (a second record of the same id changes nothing)."""
+    session.execute(
+        _insert(session, WebhookEvent)
+        .values(id=event_id, provider=provider, type=event_type, received_at=utcnow())
+        .on_conflict_do_nothing(index_elements=["id"])
+    )

@@ -14,6 +14,8 @@ from core.config import Settings
 from core.db import make_engine, make_session_factory
 from core.inventory import Inventory
 from core.payments import PaymentGateway
+from core.payments.simulated import SimulatedGateway
+from core.payments.stripe_gateway import StripeGateway
 from core.settlement import Settler
 
 
@@ -38,13 +40,26 @@ class Runtime:
         return Inventory(self.redis, self.settings)
 
     @cached_property
-    def gateway(self) -> PaymentGateway:
-        from core.payments.simulated import SimulatedGateway
+    def gateways(self) -> dict[str, PaymentGateway]:
+        """Every configured gateway: payments stay with the provider that took them."""
+        gateways: dict[str, PaymentGateway] = {
+            "simulated": SimulatedGateway(
+                self.redis, self.settings.key_prefix, self.settings.payment_latency_ms
+            )
+        }
+        if self.settings.stripe_api_key:
+            gateways["stripe"] = StripeGateway(
+                self.settings.stripe_api_key,
+                self.settings.stripe_api_base,
+                self.settings.payment_timeout_seconds,
+            )
+        return gateways
 
-        return SimulatedGateway(
-            self.redis, self.settings.key_prefix, self.settings.payment_latency_ms
-        )
+    @property
+    def gateway(self) -> PaymentGateway:
+        """The gateway new payments go through (PAYMENT_GATEWAY)."""
+        return self.gateways[self.settings.payment_gateway]
 
     @cached_property
     def settler(self) -> Settler:
-        return Settler(self.inventory, self.sessions, self.gateway, self.settings)
+        return Settler(self.inventory, self.sessions, self.gateways, self.settings)

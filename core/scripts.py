@@ -18,6 +18,7 @@ _USES_LIB = {
     "update_product",
     "inventory_snapshot",
     "repair_stock",
+    "unsell",
 }
 
 

@@ -50,7 +50,8 @@ def _users(rt, count: int) -> list[int]:  # type: ignore[no-untyped-def]
 def _fast(rt, gateway=None):  # type: ignore[no-untyped-def]
     fast = dataclasses.replace(rt.settings, hold_seconds=0.2, settle_lease_seconds=0.2)
     inventory = Inventory(rt.redis, fast)
-    return inventory, Settler(inventory, rt.sessions, gateway or rt.gateway, fast)
+    gateways = {"simulated": gateway} if gateway else rt.gateways
+    return inventory, Settler(inventory, rt.sessions, gateways, fast)
 
 
 def _order_and_payment(rt, ticket: str):  # type: ignore[no-untyped-def]
@@ -89,7 +90,8 @@ def test_requires_action_payment_past_its_deadline_reaches_a_terminal_state(rt):
     ticket = new_ticket_id(product_id)
     method = "pm_card_authenticationRequired"  # 3-D Secure the buyer never completes
     assert inventory.reserve(product_id, user, 1, ticket, method).result == "reserved"
-    assert settler.settle_batch(product_id, [(None, ticket)]).deferred == 1
+    assert settler.settle_batch(product_id, [(None, ticket)]).settled == {"requires_action": 1}
+    assert _order_and_payment(rt, ticket)[0].status == "requires_action"
     deadline = inventory.get_hold(ticket).deadline_ms
     wait_until(lambda: now_ms() > deadline + 300, 5, "the hold's deadline and lease to pass")
     for _ in range(3):  # redeliveries (XAUTOCLAIM) and sweeps, as production runs them
@@ -98,8 +100,8 @@ def test_requires_action_payment_past_its_deadline_reaches_a_terminal_state(rt):
     hold = inventory.get_hold(ticket)
     assert hold is None or hold.status not in OPEN, "the hold is leased again on every redelivery"
     assert inventory.figures(product_id).held == 0
-    order, _ = _order_and_payment(rt, ticket)
-    assert order.status not in OPEN_STATUSES
+    order, payment = _order_and_payment(rt, ticket)
+    assert (order.status, payment.status) == ("expired", "canceled")
 
 
 def test_rebuild_while_a_released_hold_awaits_sql_keeps_per_user_counts(rt):

@@ -15,6 +15,8 @@ from core.locks import LockTimeout, locked
 from core.models import Order, OrderStatus, Product
 from core.money import to_decimal_string
 from core.orders import get_order, get_payment, list_orders
+from core.payments import PaymentUnavailable
+from core.settlement import RefundRefused
 from jobs.queues import enqueue_rebuild
 from web.common import check_id, current_user_id, is_admin, iso, kicker, parse_body, runtime
 from web.errors import ApiError
@@ -131,7 +133,7 @@ def status(ticket_id: str) -> Response:
         return _with_poll_hint(_hold_json(product_id, hold))
     order = _owned_order(ticket_id)
     payment = get_payment(db.session, ticket_id)
-    body = _order_json(order) | {"payment": _payment_json(payment)}
+    body = _order_json(order) | {"payment": _payment_json(payment, order.status)}
     db.session.rollback()
     return _with_poll_hint(body)
 
@@ -156,7 +158,7 @@ def _hold_json(product_id: int, hold: Hold) -> dict[str, object]:
         "updated_at": _iso_ms(hold.modified_ms),
         "expires_at": _iso_ms(hold.deadline_ms),
         "failure_reason": hold.reason,
-        "payment": {},
+        "payment": {"client_secret": hold.client_secret} if hold.client_secret else {},
     }
 
 
@@ -175,10 +177,12 @@ def _order_json(order: Order) -> dict[str, object]:
     }
 
 
-def _payment_json(payment) -> dict[str, object]:  # type: ignore[no-untyped-def]
+def _payment_json(payment, order_status: str) -> dict[str, object]:  # type: ignore[no-untyped-def]
     if payment is None:
         return {}
+    waiting = order_status == OrderStatus.REQUIRES_ACTION.value
     return {
+        "client_secret": payment.client_secret if waiting else None,
         "provider": payment.provider,
         "intent_id": payment.intent_id,
         "status": payment.status,
@@ -231,6 +235,8 @@ def cancel(ticket_id: str) -> Response:
     if hold is None:
         order = _owned_order(ticket_id)
         db.session.rollback()
+        if order.status == OrderStatus.CONFIRMED.value and is_admin():
+            return _refund(ticket_id)
         raise ApiError(409, f"already_{order.status}", f"the order is already {order.status}")
     if hold.user_id != current_user_id() and not is_admin():
         raise ApiError(404, "not_found", "no such order")
@@ -245,8 +251,21 @@ def cancel(ticket_id: str) -> Response:
         kicker().kick(product_id)
         return jsonify({"ticket_id": ticket_id, "status": OrderStatus.CANCELLED.value})
     current = after.status if after else "settled"
+    if current == OrderStatus.REQUIRES_ACTION.value:
+        current = OrderStatus.PROCESSING.value  # a payment is under way either way
     if current == OrderStatus.PROCESSING.value:
         raise ApiError(
             409, "payment_in_progress", "the payment has started; it cannot be cancelled"
         )
     raise ApiError(409, f"already_{current}", f"the order is already {current}")
+
+
+def _refund(ticket_id: str) -> Response:
+    """An admin cancels a confirmed order: refunded, and its units go back on sale."""
+    try:
+        runtime().settler.refund_confirmed(ticket_id)
+    except RefundRefused as exc:
+        raise ApiError(409, "not_refundable", str(exc)) from None
+    except PaymentUnavailable:
+        raise ApiError(503, "payment_unavailable", "the payment provider did not answer") from None
+    return jsonify({"ticket_id": ticket_id, "status": OrderStatus.REFUNDED.value})

@@ -1,6 +1,6 @@
--- A settler takes a hold: reserved -> processing, and the hold's deadline is extended by a lease
--- so that it is not reclaimed while its payment is in flight. A reserved hold already past its
--- deadline is expired instead.
+-- A settler takes a hold: reserved -> processing (a hold awaiting the buyer's authentication keeps
+-- that state), and the hold's deadline is extended by a lease so that it is not reclaimed while its
+-- payment is in flight. A reserved hold already past its deadline is expired instead.
 -- KEYS: stock, holds, deadlines, users, events
 -- ARGV: ticket, now_ms, lease_ms
 local ticket = ARGV[1]
@@ -19,7 +19,9 @@ if hold.s == 'reserved' and hold.d <= now then
   emit(KEYS[5], 'expire', ticket, hold.q, hold.u, now)
 elseif OPEN[hold.s] then
   local first = hold.s == 'reserved'
-  hold.s = 'processing'
+  if first then
+    hold.s = 'processing'
+  end
   hold.m = now
   local lease_end = now + tonumber(ARGV[3])
   local current = tonumber(redis.call('ZSCORE', KEYS[3], ticket) or '0')

@@ -1,7 +1,8 @@
 -- Shared helpers, prepended to the scripts that use them when they are loaded.
 -- Hold records are JSON in the product's holds hash: t ticket, u user, q quantity, a amount,
--- d deadline (ms), s status, r reason, pm payment method, c created (ms), m modified (ms).
-local OPEN = {reserved = true, processing = true}
+-- d deadline (ms), s status, r reason, pm payment method, cur currency, cs client secret (while the
+-- buyer must authenticate), c created (ms), m modified (ms).
+local OPEN = {reserved = true, processing = true, requires_action = true}
 
 -- The hold's record and its raw JSON, or nil and the reply to give when stock or hold is missing.
 local function load_hold(stock_key, holds_key, ticket)

@@ -5,9 +5,20 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Protocol
 
+# Intent states that end a payment without money taken.
+FAILED_STATES = ("failed", "requires_payment_method", "canceled")
+
 
 class PaymentUnavailable(RuntimeError):
     """The provider could not be reached or answered with a transient error: try again later."""
+
+
+class PaymentRejected(RuntimeError):
+    """The provider refused the payment outright (say, an unknown payment method)."""
+
+    def __init__(self, code: str) -> None:
+        super().__init__(code)
+        self.code = code
 
 
 @dataclass(frozen=True)
@@ -23,6 +34,10 @@ class PaymentIntent:
     @property
     def succeeded(self) -> bool:
         return self.status == "succeeded"
+
+    @property
+    def failed(self) -> bool:
+        return self.status in FAILED_STATES
 
 
 class PaymentGateway(Protocol):
@@ -41,4 +56,6 @@ class PaymentGateway(Protocol):
 
     def retrieve_intent(self, intent_id: str) -> PaymentIntent: ...
 
-    def refund(self, intent_id: str, amount_minor: int, ticket_id: str) -> PaymentIntent: ...
+    def cancel_intent(self, intent_id: str) -> PaymentIntent: ...
+
+    def refund(self, intent_id: str, amount_minor: int, idempotency_key: str) -> PaymentIntent: ...

@@ -33,6 +33,7 @@ class SimulatedGateway:
         self.idempotency_key = f"{prefix}:simpay:idempotency"
         self.charges_key = f"{prefix}:simpay:charges"
         self.confirming_key = f"{prefix}:simpay:confirming"
+        self.refunds_key = f"{prefix}:simpay:refunds"
 
     def create_intent(
         self,
@@ -77,8 +78,29 @@ class SimulatedGateway:
     def retrieve_intent(self, intent_id: str) -> PaymentIntent:
         return _intent(self._load(intent_id))
 
-    def refund(self, intent_id: str, amount_minor: int, ticket_id: str) -> PaymentIntent:
+    def cancel_intent(self, intent_id: str) -> PaymentIntent:
+        record = self._load(intent_id)
+        if record["status"] in ("requires_confirmation", "requires_action"):
+            record["status"] = "canceled"
+            self.redis.hset(self.intents_key, intent_id, json.dumps(record))
+        return _intent(record)
+
+    def complete_action(self, intent_id: str, ticket_id: str, success: bool) -> PaymentIntent:
+        """The buyer finishes (or fails) 3-D Secure, as the provider would report it."""
+        record = self._load(intent_id)
+        if record["status"] == "requires_action":
+            if success:
+                record["status"] = "succeeded"
+                self.redis.hincrby(self.charges_key, ticket_id, 1)
+            else:
+                record.update(status="failed", failure_code="authentication_failure")
+            self.redis.hset(self.intents_key, intent_id, json.dumps(record))
+        return _intent(record)
+
+    def refund(self, intent_id: str, amount_minor: int, idempotency_key: str) -> PaymentIntent:
         self._wait()
+        if not self.redis.hsetnx(self.refunds_key, idempotency_key, intent_id):
+            return self.retrieve_intent(intent_id)  # this refund was made already
         record = self._load(intent_id)
         record["refunded"] = min(record["amount"], record["refunded"] + amount_minor)
         self.redis.hset(self.intents_key, intent_id, json.dumps(record))

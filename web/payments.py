@@ -1,0 +1,57 @@
+"""POST /payments/webhook: Stripe's answers about payment intents, verified and applied once."""
+
+from __future__ import annotations
+
+import logging
+
+import stripe
+from flask import Blueprint, Response, jsonify, request
+
+from core.db import transaction
+from core.orders import event_seen, record_event
+from web.common import runtime
+from web.errors import ApiError
+from web.extensions import limiter
+
+log = logging.getLogger(__name__)
+bp = Blueprint("payments", __name__, url_prefix="/payments")
+
+# What each intent event means for the order; other events are acknowledged and ignored.
+OUTCOMES = {
+    "payment_intent.succeeded": "confirmed",
+    "payment_intent.payment_failed": "failed",
+    "payment_intent.canceled": "failed",
+    "payment_intent.requires_action": "requires_action",
+}
+
+
+@bp.post("/webhook")
+@limiter.exempt
+def stripe_webhook() -> Response:
+    rt = runtime()
+    secret = rt.settings.stripe_webhook_secret
+    if not secret:
+        raise ApiError(404, "not_found", "webhooks are not configured")
+    try:
+        event = stripe.Webhook.construct_event(
+            request.get_data(), request.headers.get("Stripe-Signature", ""), secret
+        )
+    except (ValueError, stripe.SignatureVerificationError):
+        raise ApiError(400, "invalid_signature", "the Stripe-Signature does not verify") from None
+    with rt.sessions() as session:
+        if event_seen(session, event.id):
+            return jsonify({"received": True, "duplicate": True})
+    result = "ignored"
+    outcome = OUTCOMES.get(event.type)
+    if outcome is not None:
+        intent = event.data.object
+        error = intent.get("last_payment_error") or {}
+        reason = error.get("decline_code") or error.get("code") or event.type.split(".")[-1]
+        result = rt.settler.settle_payment_event(
+            "stripe", intent["id"], outcome, reason, intent.get("client_secret") or ""
+        )
+    # Recorded once handled: an event that failed half-way is handled again on Stripe's retry.
+    with transaction(rt.sessions) as session:
+        record_event(session, "stripe", event.id, event.type)
+    log.info("stripe event %s %s: %s", event.id, event.type, result)
+    return jsonify({"received": True, "result": result})
