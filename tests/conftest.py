@@ -17,12 +17,13 @@ from urllib.parse import urlsplit, urlunsplit
 import pytest
 from sqlalchemy import create_engine, text
 
-from tests.servers import RedisProcess
+from tests.servers import LocalStripe, RedisProcess, free_port
 
 _TMP = Path(tempfile.mkdtemp(prefix="flashsale-tests-"))
 _REDIS: RedisProcess | None = None
 _PG_ADMIN_URL: str | None = None
 _PG_DB = f"flashsale_test_{secrets.token_hex(4)}"
+LOCALSTRIPE_PORT = free_port()
 
 
 def _setup_environment() -> None:
@@ -50,6 +51,11 @@ def _setup_environment() -> None:
             "BCRYPT_ROUNDS": "4",
             "RATELIMIT_ENABLED": "false",
             "CLAIM_IDLE_SECONDS": "1",
+            # The Stripe gateway talks to localstripe (started by the `localstripe` fixture).
+            "STRIPE_API_KEY": "sk_test_flashsale",
+            "STRIPE_API_BASE": f"http://127.0.0.1:{LOCALSTRIPE_PORT}",
+            "STRIPE_WEBHOOK_SECRET": f"whsec_{secrets.token_hex(16)}",
+            "PAYMENT_TIMEOUT_SECONDS": "5",
         }
     )
 
@@ -143,6 +149,14 @@ def rt(app):  # type: ignore[no-untyped-def]
 
     yield runtime()
     runtime().engine.dispose()
+
+
+@pytest.fixture(scope="session")
+def localstripe():  # type: ignore[no-untyped-def]
+    """A Stripe emulator for the payment tests, on the port STRIPE_API_BASE names."""
+    emulator = LocalStripe(LOCALSTRIPE_PORT).start(from_scratch=True)
+    yield emulator
+    emulator.stop()
 
 
 @pytest.fixture(scope="module")

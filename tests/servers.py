@@ -90,3 +90,55 @@ def clean_env(extra: dict[str, str]) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("PYTEST")}
     env.update(extra)
     return env
+
+
+class LocalStripe:
+    """localstripe, a stateful Stripe emulator, on a port of its own. It keeps its state in one
+    file shared by every instance on the machine, so a restart (without `from_scratch`) brings
+    its objects back; webhook registrations are not kept and are registered again."""
+
+    def __init__(self, port: int) -> None:
+        self.port = port
+        self.process: subprocess.Popen | None = None
+        self.webhooks: dict[str, dict[str, object]] = {}
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self, from_scratch: bool = False) -> LocalStripe:
+        command = [sys.executable, "-m", "localstripe", "--port", str(self.port)]
+        if from_scratch:
+            command.append("--from-scratch")
+        self.process = subprocess.Popen(
+            command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
+        wait_until(self._answers, 20, "localstripe to start", every=0.1)
+        for webhook_id, config in self.webhooks.items():
+            self._register(webhook_id, config)
+        return self
+
+    def _answers(self) -> bool:
+        if self.process and self.process.poll() is not None:
+            raise AssertionError("localstripe exited")
+        try:
+            return httpx.get(f"{self.url}/v1/balance", timeout=1).status_code < 500
+        except httpx.HTTPError:
+            return False
+
+    def register_webhook(self, webhook_id: str, url: str, secret: str, events: list[str]) -> None:
+        self.webhooks[webhook_id] = {"url": url, "secret": secret, "events": events}
+        self._register(webhook_id, self.webhooks[webhook_id])
+
+    def _register(self, webhook_id: str, config: dict[str, object]) -> None:
+        response = httpx.post(f"{self.url}/_config/webhooks/{webhook_id}", json=config, timeout=5)
+        response.raise_for_status()
+
+    def stop(self) -> None:
+        if self.process and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(5)

@@ -10,7 +10,7 @@ from rq.serializers import JSONSerializer
 from core.models import Product
 from core.orders import confirmed_quantity
 from jobs.queues import enqueue_reconcile
-from web.common import admin_required, check_id, is_admin, runtime
+from web.common import admin_required, check_id, end_read, is_admin, runtime
 from web.errors import ApiError
 from web.extensions import db
 
@@ -24,7 +24,7 @@ def inventory(product_id: int) -> Response:
     if product is None:
         raise ApiError(404, "not_found", "no such product")
     sold_in_db = confirmed_quantity(db.session, product_id)
-    db.session.rollback()
+    end_read()
     figures = runtime().inventory.figures(product_id)
     if figures is None:
         raise ApiError(503, "inventory_unavailable", "stock is not in Redis; it is being rebuilt")

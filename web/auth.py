@@ -15,7 +15,7 @@ from flask_jwt_extended import (
 
 from core.catalog import UsernameTaken, authenticate, create_user
 from core.models import User
-from web.common import current_user_id, parse_body, runtime
+from web.common import current_user_id, end_read, parse_body, runtime
 from web.errors import ApiError
 from web.extensions import db, limiter, login_username_key
 from web.schemas import Credentials, LoginRequest
@@ -57,7 +57,7 @@ def register() -> tuple[Response, int]:
 def login() -> Response:
     body = parse_body(LoginRequest)
     user = authenticate(db.session, body.username, body.password)
-    db.session.rollback()
+    end_read()
     if user is None:
         raise ApiError(401, "invalid_credentials", "wrong username or password")
     return jsonify(tokens_for(user))
@@ -67,7 +67,7 @@ def login() -> Response:
 @jwt_required(refresh=True)
 def refresh() -> Response:
     user = db.session.get(User, int(get_jwt_identity()))
-    db.session.rollback()
+    end_read()
     if user is None:
         raise ApiError(401, "unauthorized", "the user no longer exists")
     settings = runtime().settings
@@ -94,7 +94,7 @@ def logout() -> Response:
 @jwt_required()
 def me() -> Response:
     user = db.session.get(User, current_user_id())
-    db.session.rollback()
+    end_read()
     if user is None:
         raise ApiError(401, "unauthorized", "the user no longer exists")
     return jsonify({"id": user.id, "username": user.username, "role": user.role})

@@ -13,6 +13,7 @@ from pydantic import BaseModel
 
 from core.runtime import Runtime
 from web.errors import ApiError
+from web.extensions import db
 from web.kicker import SettlementKicker
 
 M = TypeVar("M", bound=BaseModel)
@@ -40,6 +41,13 @@ def parse_body(model: type[M]) -> M:
     if not isinstance(data, dict):
         raise ApiError(400, "invalid_request", "the body must be a JSON object")
     return model.model_validate(data)
+
+
+def end_read() -> None:
+    """Ends a read-only transaction at once (on SQLite it holds the write lock), keeping the
+    objects read usable: they are detached first, so the rollback does not expire them."""
+    db.session.expunge_all()
+    db.session.rollback()
 
 
 def current_user_id() -> int:

@@ -11,7 +11,7 @@ from flask_sqlalchemy import SQLAlchemy
 
 from core.models import Base
 
-db = SQLAlchemy(metadata=Base.metadata)
+db = SQLAlchemy(metadata=Base.metadata, session_options={"expire_on_commit": False})
 jwt = JWTManager()
 migrate = Migrate()
 limiter = Limiter(key_func=get_remote_address, headers_enabled=True)

@@ -18,7 +18,16 @@ from core.orders import get_order, get_payment, list_orders
 from core.payments import PaymentUnavailable
 from core.settlement import RefundRefused
 from jobs.queues import enqueue_rebuild
-from web.common import check_id, current_user_id, is_admin, iso, kicker, parse_body, runtime
+from web.common import (
+    check_id,
+    current_user_id,
+    end_read,
+    is_admin,
+    iso,
+    kicker,
+    parse_body,
+    runtime,
+)
 from web.errors import ApiError
 from web.extensions import db, limiter, user_key
 from web.schemas import PurchaseRequest
@@ -76,7 +85,7 @@ def purchase(product_id: int) -> tuple[Response, int]:
 def _stock_missing(product_id: int) -> tuple[Response, int]:
     """No stock key: an unknown product, or Redis lost it and it is being rebuilt from SQL."""
     exists = db.session.get(Product, product_id) is not None
-    db.session.rollback()
+    end_read()
     if not exists:
         raise ApiError(404, "not_found", "no such product")
     with suppress(RedisError):
@@ -102,7 +111,7 @@ def _replayed_json(product_id: int, ticket_id: str, hold: Hold | None) -> dict[s
     if hold is not None:
         return _reserved_json(product_id, hold)
     order = get_order(db.session, ticket_id)
-    db.session.rollback()
+    end_read()
     return {
         "ticket_id": ticket_id,
         "status": order.status if order else OrderStatus.RESERVED.value,
@@ -134,7 +143,7 @@ def status(ticket_id: str) -> Response:
     order = _owned_order(ticket_id)
     payment = get_payment(db.session, ticket_id)
     body = _order_json(order) | {"payment": _payment_json(payment, order.status)}
-    db.session.rollback()
+    end_read()
     return _with_poll_hint(body)
 
 
@@ -195,7 +204,7 @@ def _payment_json(payment, order_status: str) -> dict[str, object]:  # type: ign
 def _owned_order(ticket_id: str) -> Order:
     order = get_order(db.session, ticket_id)
     if order is None or (order.user_id != current_user_id() and not is_admin()):
-        db.session.rollback()
+        end_read()
         raise ApiError(404, "not_found", "no such order")
     return order
 
@@ -212,7 +221,7 @@ def index() -> Response:
     orders, total = list_orders(
         db.session, current_user_id(), int(per_page), (int(page) - 1) * int(per_page)
     )
-    db.session.rollback()
+    end_read()
     return jsonify(
         {
             "orders": [_order_json(o) for o in orders],
@@ -234,7 +243,7 @@ def cancel(ticket_id: str) -> Response:
     hold = inventory.get_hold(ticket_id)
     if hold is None:
         order = _owned_order(ticket_id)
-        db.session.rollback()
+        end_read()
         if order.status == OrderStatus.CONFIRMED.value and is_admin():
             return _refund(ticket_id)
         raise ApiError(409, f"already_{order.status}", f"the order is already {order.status}")

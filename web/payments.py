@@ -44,7 +44,7 @@ def stripe_webhook() -> Response:
     result = "ignored"
     outcome = OUTCOMES.get(event.type)
     if outcome is not None:
-        intent = event.data.object
+        intent = event.data.object.to_dict()
         error = intent.get("last_payment_error") or {}
         reason = error.get("decline_code") or error.get("code") or event.type.split(".")[-1]
         result = rt.settler.settle_payment_event(

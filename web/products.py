@@ -10,7 +10,7 @@ from core.inventory import to_ms
 from core.models import Product
 from core.money import AmountError, to_decimal_string, to_minor
 from core.stock import setup_stock
-from web.common import admin_required, check_id, iso, parse_body, runtime
+from web.common import admin_required, check_id, end_read, iso, parse_body, runtime
 from web.errors import ApiError
 from web.extensions import db, limiter
 from web.schemas import ProductCreate, ProductUpdate
@@ -54,7 +54,7 @@ def _get_product(product_id: int) -> Product:
 @limiter.limit(_reads_limit)
 def index() -> Response:
     products = list_products(db.session)
-    db.session.rollback()
+    end_read()
     available = _available([p.id for p in products])
     return jsonify({"products": [product_json(p, available[p.id]) for p in products]})
 
@@ -63,7 +63,7 @@ def index() -> Response:
 @limiter.limit(_reads_limit)
 def show(product_id: int) -> Response:
     product = _get_product(product_id)
-    db.session.rollback()
+    end_read()
     return jsonify(product_json(product, _available([product.id])[product.id]))
 
 

@@ -91,11 +91,13 @@ class _translated_errors:
         if isinstance(error, (*TRANSIENT, stripe.AuthenticationError)):
             raise PaymentUnavailable(f"stripe: {type(error).__name__}") from error
         if isinstance(error, stripe.StripeError):
-            raise PaymentRejected(error.code or "invalid_request") from error
+            fallback = "resource_missing" if error.http_status == 404 else "invalid_request"
+            raise PaymentRejected(error.code or fallback) from error
         return False
 
 
-def _intent(intent: Any) -> PaymentIntent:
+def _intent(obj: Any) -> PaymentIntent:
+    intent = obj.to_dict()
     charge = intent.get("latest_charge")
     refunded = charge.get("amount_refunded", 0) if isinstance(charge, dict) else 0
     error = intent.get("last_payment_error") or {}
