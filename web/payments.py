@@ -8,7 +8,10 @@ import stripe
 from flask import Blueprint, Response, jsonify, request
 
 from core.db import transaction
+from core.locks import LockTimeout
 from core.orders import event_seen, record_event
+from core.payments import PaymentUnavailable
+from core.settlement import StockUnavailable
 from web.common import runtime
 from web.errors import ApiError
 from web.extensions import limiter
@@ -47,9 +50,13 @@ def stripe_webhook() -> Response:
         intent = event.data.object.to_dict()
         error = intent.get("last_payment_error") or {}
         reason = error.get("decline_code") or error.get("code") or event.type.split(".")[-1]
-        result = rt.settler.settle_payment_event(
-            "stripe", intent["id"], outcome, reason, intent.get("client_secret") or ""
-        )
+        try:
+            result = rt.settler.settle_payment_event(
+                "stripe", intent["id"], outcome, reason, intent.get("client_secret") or ""
+            )
+        except (PaymentUnavailable, LockTimeout, StockUnavailable):
+            # Not recorded as handled: Stripe delivers it again later.
+            raise ApiError(503, "try_again", "the event could not be applied yet") from None
     # Recorded once handled: an event that failed half-way is handled again on Stripe's retry.
     with transaction(rt.sessions) as session:
         record_event(session, "stripe", event.id, event.type)
