@@ -54,3 +54,19 @@ def test_amounts_are_exact_in_each_currency():
         to_minor("1.5", "JPY")
     with pytest.raises(AmountError):
         to_minor("0.001", "USD")
+
+
+def test_stripe_needs_its_keys(monkeypatch):
+    monkeypatch.setenv("PAYMENT_GATEWAY", "stripe")
+    monkeypatch.setenv("STRIPE_API_KEY", "")
+    with pytest.raises(ConfigError):
+        Settings.from_env()
+    monkeypatch.setenv("STRIPE_API_KEY", "sk_test_123")
+    monkeypatch.setenv("APP_ENV", "production")
+    monkeypatch.setenv("JWT_SECRET_KEY", "k" * 48)
+    monkeypatch.setenv("DATABASE_URL", "postgresql://u@db/shop")
+    monkeypatch.setenv("STRIPE_WEBHOOK_SECRET", "")
+    with pytest.raises(ConfigError):
+        Settings.from_env()
+    monkeypatch.setenv("STRIPE_WEBHOOK_SECRET", "whsec_123")
+    assert Settings.from_env().payment_gateway == "stripe"
