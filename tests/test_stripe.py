@@ -337,3 +337,11 @@ def test_stripe_unreachable_orders_wait_then_settle_once(
         assert len(intents_of(stripe_client, ticket)) == 1
     figures = rt.inventory.figures(product["id"])
     assert (figures.held, figures.sold) == (0, len(tickets))
+
+
+def test_a_large_event_is_accepted_while_api_bodies_stay_small(client):
+    padding = {"description": "x" * 40_000}
+    _, payload, headers = signed_event("payment_intent.created", {"id": "pi_big"} | padding)
+    assert post_event(client, payload, headers).status_code == 200
+    big_body = {"username": "large", "password": "y" * 40_000}
+    assert client.post("/auth/register", json=big_body).status_code == 413

@@ -19,6 +19,8 @@ from web.extensions import limiter
 log = logging.getLogger(__name__)
 bp = Blueprint("payments", __name__, url_prefix="/payments")
 
+WEBHOOK_MAX_BYTES = 512 * 1024  # Stripe's events can outgrow the API's body limit
+
 # What each intent event means for the order; other events are acknowledged and ignored.
 OUTCOMES = {
     "payment_intent.succeeded": "confirmed",
@@ -31,6 +33,7 @@ OUTCOMES = {
 @bp.post("/webhook")
 @limiter.exempt
 def stripe_webhook() -> Response:
+    request.max_content_length = WEBHOOK_MAX_BYTES
     rt = runtime()
     secret = rt.settings.stripe_webhook_secret
     if not secret:
