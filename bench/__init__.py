@@ -1,0 +1,1 @@
+"""Benchmarks: `python -m bench.rush` (not part of the test suite)."""

@@ -1,0 +1,392 @@
+"""The flash-sale benchmark: `python -m bench.rush [--quick]`.
+
+Starts the real stack (gunicorn, RQ workers, scheduler) against DATABASE_URL / REDIS_URL, or
+SQLite and a Redis of its own, and measures with wrk on loopback, in one run:
+- `bare`: a Flask endpoint answering the same JSON with no work (the ceiling);
+- `accepted`: purchases that reserve (202, ticket issued, hand-off to the workers done);
+- `sold_out`: purchases of a sold-out product (409);
+- `status`: buyers polling their tickets;
+- `lock_then_write`: the seed design (lock, read, decrement, INSERT, unlock) on one hot product;
+- `settlement`: orders settled per second by N worker processes, with and without payment latency;
+- `sale`: S units to B buyers, one purchase each: sold exactly, time until every ticket is final.
+Each throughput figure is the median of --runs runs. Results go to bench/results/ as JSON, a
+Markdown table and a PNG chart.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import func, insert, select
+from tqdm import tqdm
+
+from bench.stack import ROOT, Processes, environment, wrk_binary
+
+RESULTS = ROOT / "bench" / "results"
+WRK_SCRIPT = ROOT / "bench" / "wrk" / "requests.lua"
+PURCHASE_BODY = '{"quantity": 1, "payment_method": "pm_card_visa"}'
+
+
+@dataclass
+class Options:
+    quick: bool
+    runs: int
+    duration: int
+    connections: int
+    wrk_threads: int
+    gunicorn_workers: int
+    worker_class: str
+    threads: int
+    rq_workers: int
+    buyers: int
+    sale_units: int
+    sale_buyers: int
+    settle_orders: int
+    latency_workers: list[int] = field(default_factory=list)
+
+
+@dataclass
+class Load:
+    seconds: float
+    requests_per_s: float
+    codes: dict[str, int]
+    p50_ms: float
+    p95_ms: float
+    p99_ms: float
+    errors: int
+
+
+def parse_args() -> Options:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="a smaller run, under a minute")
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--duration", type=int, default=10, help="seconds per wrk run")
+    parser.add_argument("--connections", type=int, default=256)
+    parser.add_argument("--gunicorn-workers", type=int, default=2)
+    parser.add_argument("--worker-class", default="gthread", choices=["gthread", "sync"])
+    parser.add_argument("--threads", type=int, default=16)
+    parser.add_argument("--rq-workers", type=int, default=2)
+    args = parser.parse_args()
+    if args.quick:
+        return Options(True, 1, 3, 64, 2, args.gunicorn_workers, args.worker_class, args.threads,
+                       args.rq_workers, 4000, 300, 900, 400, [1, 2])  # fmt: skip
+    return Options(False, args.runs, args.duration, args.connections, 2, args.gunicorn_workers,
+                   args.worker_class, args.threads, args.rq_workers, 40_000, 10_000, 30_000,
+                   3000, [1, 2, 4, 8])  # fmt: skip
+
+
+class Bench:
+    def __init__(self, options: Options, workdir: Path) -> None:
+        self.options = options
+        self.workdir = workdir
+        self.procs = Processes(environment(workdir), workdir)
+        self.results: dict[str, Any] = {"options": asdict(options)}
+
+    # --- set-up ---------------------------------------------------------------------------
+    def prepare(self) -> None:
+        self.procs.start_redis_if_needed()
+        for key, value in self.procs.env.items():
+            if key in ("DATABASE_URL", "REDIS_URL", "JWT_SECRET_KEY", "REDIS_KEY_PREFIX",
+                       "SETTLEMENT_QUEUE", "RATELIMIT_ENABLED", "BCRYPT_ROUNDS"):  # fmt: skip
+                os.environ[key] = value
+        self.procs.run(sys.executable, "-m", "flask", "--app", "web", "db", "upgrade")
+        from core.config import Settings
+        from core.runtime import Runtime
+        from web import create_app
+
+        self.app = create_app()
+        self.rt = Runtime(Settings.from_env())
+
+    def product(self, stock: int, max_per_user: int = 0) -> int:
+        from core.catalog import create_product
+        from core.db import transaction
+        from core.stock import setup_stock
+
+        with transaction(self.rt.sessions) as session:
+            product = create_product(
+                session, "bench drop", 2500, "USD", stock, max_per_user, None, None
+            )
+        setup_stock(self.rt.inventory, product)
+        return product.id
+
+    def tokens(self, count: int) -> list[str]:
+        """`count` buyers, each with an access token (users inserted in bulk, no bcrypt)."""
+        from flask_jwt_extended import create_access_token
+
+        from core.models import User
+
+        tag = os.urandom(4).hex()
+        with self.rt.sessions() as session, session.begin():
+            session.execute(
+                insert(User),
+                [{"username": f"b{tag}_{i}", "password_hash": "x", "role": "buyer"}
+                 for i in range(count)],
+            )  # fmt: skip
+        with self.rt.sessions() as session:
+            ids = session.scalars(select(User.id).where(User.username.like(f"b{tag}_%"))).all()
+        with self.app.app_context():
+            return [
+                create_access_token(identity=str(i), additional_claims={"role": "buyer"})
+                for i in ids
+            ]
+
+    # --- load -----------------------------------------------------------------------------
+    def wrk(self, url: str, method: str, paths: list[str], tokens: list[str], body: str,
+            duration: int, reuse: bool = True) -> Load:  # fmt: skip
+        tokens_file = self.workdir / "tokens.txt"
+        paths_file = self.workdir / "paths.txt"
+        tokens_file.write_text("\n".join(tokens) + "\n")
+        paths_file.write_text("\n".join(paths) + "\n")
+        threads = self.options.wrk_threads
+        env = os.environ | {
+            "WRK_TOKENS": str(tokens_file), "WRK_PATHS": str(paths_file), "WRK_METHOD": method,
+            "WRK_BODY": body, "WRK_THREADS": str(threads), "WRK_REUSE": "1" if reuse else "0",
+        }  # fmt: skip
+        argv = [wrk_binary(), "-t", str(threads), "-c", str(self.options.connections),
+                "-d", f"{duration}s", "--latency", "-s", str(WRK_SCRIPT), url]  # fmt: skip
+        out = subprocess.run(argv, env=env, capture_output=True, text=True, check=True).stdout
+        line = next(x for x in out.splitlines() if x.startswith("WRK_JSON "))
+        data = json.loads(line.removeprefix("WRK_JSON "))
+        seconds = data["duration_us"] / 1e6
+        return Load(
+            seconds=seconds,
+            requests_per_s=data["requests"] / seconds,
+            codes={k: v for k, v in data["codes"].items()},
+            p50_ms=data["p50_us"] / 1000,
+            p95_ms=data["p95_us"] / 1000,
+            p99_ms=data["p99_us"] / 1000,
+            errors=data["errors"],
+        )
+
+    def median_of(self, name: str, measure) -> dict[str, Any]:  # type: ignore[no-untyped-def]
+        runs = [measure() for _ in range(self.options.runs)]
+        keys = runs[0].keys()
+        summary = {k: statistics.median(r[k] for r in runs) for k in keys}
+        self.results[name] = summary | {"runs": runs}
+        return summary
+
+    # --- scenarios ------------------------------------------------------------------------
+    def bare(self, tokens: list[str]) -> dict[str, Any]:
+        url = self.serve("bench.baselines.bare:create_app()")
+        try:
+            return self.median_of("bare", lambda: self._rate(
+                self.wrk(url, "POST", ["/purchase/1"], tokens, PURCHASE_BODY,
+                         self.options.duration), "202"))  # fmt: skip
+        finally:
+            self.unserve()
+
+    def lock_then_write(self, tokens: list[str]) -> dict[str, Any]:
+        self.rt.redis.set(f"{self.procs.env['REDIS_KEY_PREFIX']}:stock:1", 10_000_000)
+        env = {"BENCH_PREFIX": self.procs.env["REDIS_KEY_PREFIX"]}
+        url = self.serve("bench.baselines.lock_then_write:create_app()", env)
+        try:
+            return self.median_of("lock_then_write", lambda: self._rate(
+                self.wrk(url, "POST", ["/purchase/1"], tokens, PURCHASE_BODY,
+                         self.options.duration), "202"))  # fmt: skip
+        finally:
+            self.unserve()
+
+    def product_paths(self, tokens: list[str]) -> dict[str, Any]:
+        """accepted, sold_out and status against the product, workers settling meanwhile."""
+        url = self.serve("web:create_app()")
+        self.procs.rq_workers(self.options.rq_workers)
+        self.procs.scheduler()
+        try:
+            open_sale = self.product(stock=10_000_000)
+            sold_out = self.product(stock=1)
+            self.rt.inventory.reserve(sold_out, 0, 1, f"{sold_out}-{'0' * 24}", "pm_card_visa")
+            chunks = _chunks(tokens, self.options.runs)
+            accepted = self.median_of("accepted", lambda: self._rate(
+                self.wrk(url, "POST", [f"/purchase/{open_sale}"], chunks.pop(), PURCHASE_BODY,
+                         self.options.duration, reuse=False), "202"))  # fmt: skip
+            chunks = _chunks(tokens, self.options.runs)
+            refused = self.median_of("sold_out", lambda: self._rate(
+                self.wrk(url, "POST", [f"/purchase/{sold_out}"], chunks.pop(), PURCHASE_BODY,
+                         self.options.duration, reuse=False), "409"))  # fmt: skip
+            tickets = self.rt.redis.hkeys(self.rt.inventory.keys(open_sale).holds)[:5000]
+            owners = self._owners(open_sale, tickets, tokens)
+            polled = self.median_of("status", lambda: self._rate(
+                self.wrk(url, "GET", [f"/orders/{t}" for t in tickets], owners, "",
+                         self.options.duration), "200"))  # fmt: skip
+            return {"accepted": accepted, "sold_out": refused, "status": polled}
+        finally:
+            self.unserve()
+
+    def sale(self) -> dict[str, Any]:
+        """S units to B buyers, each buying once; settled by the workers and the scheduler."""
+        tokens = self.tokens(self.options.sale_buyers)
+        product_id = self.product(stock=self.options.sale_units, max_per_user=1)
+        url = self.serve("web:create_app()")
+        self.procs.rq_workers(self.options.rq_workers)
+        self.procs.scheduler()
+        try:
+            started = time.monotonic()
+            load = self.wrk(url, "POST", [f"/purchase/{product_id}"], tokens, PURCHASE_BODY,
+                            duration=120, reuse=False)  # fmt: skip
+            rush_end = time.monotonic()
+            final = self._wait_all_final(product_id, load.codes.get("202", 0), timeout=300)
+            figures = self.rt.inventory.figures(product_id)
+            result = {
+                "units": self.options.sale_units,
+                "buyers": self.options.sale_buyers,
+                "accepted": load.codes.get("202", 0),
+                "sold_out": load.codes.get("409", 0),
+                "other": {k: v for k, v in load.codes.items() if k not in ("202", "409")},
+                "rush_s": rush_end - started,
+                "p50_ms": load.p50_ms, "p95_ms": load.p95_ms, "p99_ms": load.p99_ms,
+                "final_after_last_request_s": final,
+                "confirmed_in_sql": self._confirmed(product_id),
+                "redis": asdict(figures) if figures else None,
+            }  # fmt: skip
+            result["oversold"] = max(0, result["confirmed_in_sql"] - self.options.sale_units)
+            result["settlement_orders_per_s"] = result["accepted"] / max(
+                0.001, result["rush_s"] + final
+            )
+            self.results["sale"] = result
+            return result
+        finally:
+            self.unserve()
+
+    def settlement(self, workers: int, latency_ms: int, orders: int) -> float:
+        """Orders per second settled by `workers` processes from a backlog of `orders` tickets."""
+        from core.keys import new_ticket_id
+        from jobs.queues import enqueue_drains
+
+        product_id = self.product(stock=orders)
+        users = self.tokens(1)  # one buyer id is enough: no per-user limit here
+        user_id = int(_jwt_subject(users[0]))
+        for _ in range(orders):
+            ticket = new_ticket_id(product_id)
+            self.rt.inventory.reserve(product_id, user_id, 1, ticket, "pm_card_visa")
+        started = time.monotonic()
+        self.procs.rq_workers(workers, {"PAYMENT_LATENCY_MS": str(latency_ms)})
+        enqueue_drains(self.rt.settings, [product_id] * workers)
+        try:
+            self._wait_all_final(product_id, orders, timeout=600)
+        finally:
+            for child in list(self.procs.children):
+                self.procs.stop(child)
+        return orders / (time.monotonic() - started)
+
+    # --- helpers --------------------------------------------------------------------------
+    def serve(self, target: str, extra_env: dict[str, str] | None = None) -> str:
+        self.procs.env.update(extra_env or {})
+        o = self.options
+        return self.procs.gunicorn(target, o.gunicorn_workers, o.worker_class, o.threads)
+
+    def unserve(self) -> None:
+        for child in list(self.procs.children):
+            self.procs.stop(child)
+
+    def _rate(self, load: Load, code: str) -> dict[str, Any]:
+        seconds = load.seconds
+        return {
+            "req_per_s": load.requests_per_s,
+            "ok_per_s": load.codes.get(code, 0) / seconds,
+            "p50_ms": load.p50_ms,
+            "p95_ms": load.p95_ms,
+            "p99_ms": load.p99_ms,
+            "other_codes": sum(v for k, v in load.codes.items() if k != code),
+            "errors": load.errors,
+        }
+
+    def _owners(self, product_id: int, tickets: list[str], tokens: list[str]) -> list[str]:
+        by_user = {}
+        from flask_jwt_extended import decode_token
+
+        with self.app.app_context():
+            for token in tokens:
+                by_user[decode_token(token)["sub"]] = token
+        holds = self.rt.redis.hmget(self.rt.inventory.keys(product_id).holds, tickets)
+        return [by_user.get(json.loads(h)["u"], tokens[0]) if h else tokens[0] for h in holds]
+
+    def _confirmed(self, product_id: int) -> int:
+        from core.models import Order
+
+        with self.rt.sessions() as session:
+            return int(
+                session.scalar(
+                    select(func.coalesce(func.sum(Order.quantity), 0)).where(
+                        Order.product_id == product_id, Order.status == "confirmed"
+                    )
+                )
+            )
+
+    def _wait_all_final(self, product_id: int, count: int, timeout: float) -> float:
+        from core.models import OPEN_STATUSES, Order
+
+        started = time.monotonic()
+        while time.monotonic() - started < timeout:
+            with self.rt.sessions() as session:
+                final = session.scalar(
+                    select(func.count()).where(
+                        Order.product_id == product_id, Order.status.not_in(OPEN_STATUSES)
+                    )
+                )
+            if final >= count:
+                return time.monotonic() - started
+            time.sleep(0.1)
+        raise RuntimeError(f"only {final} of {count} tickets final after {timeout}s")
+
+
+def _chunks(tokens: list[str], parts: int) -> list[list[str]]:
+    size = len(tokens) // parts
+    return [tokens[i * size : (i + 1) * size] for i in range(parts)]
+
+
+def _jwt_subject(token: str) -> str:
+    import base64
+
+    payload = token.split(".")[1]
+    return json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))["sub"]
+
+
+def main() -> None:
+    options = parse_args()
+    workdir = Path(tempfile.mkdtemp(prefix="flashsale-bench-"))
+    bench = Bench(options, workdir)
+    steps = ["prepare", "bare", "lock_then_write", "product", "settlement", "sale", "report"]
+    progress = tqdm(steps, desc="bench", unit="step")
+    try:
+        for step in progress:
+            progress.set_postfix_str(step)
+            if step == "prepare":
+                bench.prepare()
+                tokens = bench.tokens(options.buyers)
+            elif step == "bare":
+                bench.bare(tokens)
+            elif step == "lock_then_write":
+                bench.lock_then_write(tokens)
+            elif step == "product":
+                bench.product_paths(tokens)
+            elif step == "settlement":
+                rates = {"0ms_2_workers": bench.settlement(2, 0, options.settle_orders)}
+                for workers in options.latency_workers:
+                    rates[f"200ms_{workers}_workers"] = bench.settlement(
+                        workers, 200, max(100, options.settle_orders // 10)
+                    )
+                bench.results["settlement"] = rates
+            elif step == "sale":
+                bench.sale()
+            else:
+                from bench.report import write_report
+
+                paths = write_report(bench.results, RESULTS)
+                progress.write(paths["markdown"].read_text())
+                progress.write(f"results: {', '.join(str(p) for p in paths.values())}")
+    finally:
+        bench.procs.stop_all()
+
+
+if __name__ == "__main__":
+    main()
