@@ -185,6 +185,22 @@ class Inventory:
             self.redis, self.scripts, k.lock(ticket_id), k.lock_stats, self.settings.lock_ttl_ms
         )
 
+    def payment_lease(self, product_id: int, ticket_id: str) -> RedisLock:
+        """Only one settler talks to the provider about a ticket at a time (a second one that
+        claimed the ticket meanwhile retries later). Outlives the provider calls it covers."""
+        k = self.keys(product_id)
+        ttl_ms = int(self.settings.payment_timeout_seconds * 3 * 1000) + 5000
+        return RedisLock(self.redis, self.scripts, k.paying(ticket_id), k.lock_stats, ttl_ms, 0)
+
+    def refund_lock(self, product_id: int, ticket_id: str) -> RedisLock:
+        """Refunds of one ticket run one at a time, each re-reading what was refunded."""
+        k = self.keys(product_id)
+        ttl_ms = int(self.settings.payment_timeout_seconds * 3 * 1000) + 5000
+        wait_s = self.settings.payment_timeout_seconds * 2
+        return RedisLock(
+            self.redis, self.scripts, k.refunding(ticket_id), k.lock_stats, ttl_ms, wait_s
+        )
+
     def begin_settlement(self, product_id: int, ticket_id: str) -> tuple[str, Hold | None]:
         k = self.keys(product_id)
         lease_ms = self.settings.settle_lease_seconds * 1000

@@ -59,6 +59,12 @@ class ProductKeys:
     def lock(self, ticket_id: str) -> str:
         return self.lock_prefix + ticket_id
 
+    def paying(self, ticket_id: str) -> str:
+        return f"{self.tag}:paying:{ticket_id}"
+
+    def refunding(self, ticket_id: str) -> str:
+        return f"{self.tag}:refunding:{ticket_id}"
+
     def all(self) -> list[str]:
         return [
             self.stock,

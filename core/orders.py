@@ -102,6 +102,7 @@ def record_payment(session: Session, ticket_id: str, provider: str, intent: Paym
                 "amount_refunded_minor": intent.amount_refunded_minor,
                 "updated_at": now,
             },
+            where=Payment.intent_id == intent.id,  # a ticket's payment is the first intent
         )
     )
     session.execute(statement)

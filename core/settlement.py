@@ -148,6 +148,16 @@ class Settler:
 
     def _pay(self, work: Work) -> None:
         """Decides the outcome from the gateway; never charges a ticket twice."""
+        lease = self.inventory.payment_lease(work.product_id, work.hold.ticket_id)
+        if not lease.acquire():
+            work.outcome, work.reason = "retry", "another settler is paying"
+            return
+        try:
+            self._pay_leased(work)
+        finally:
+            lease.release()
+
+    def _pay_leased(self, work: Work) -> None:
         hold = work.hold
         try:
             intent = self._charge(work)
@@ -277,6 +287,8 @@ class Settler:
         else:
             latest = self._gateway_of(payment).retrieve_intent(intent_id)
             self._store_intent(order.ticket_id, latest, payment.provider)
+            if latest.succeeded:  # an older failure event arriving late changes nothing
+                outcome, reason = "confirmed", ""
             self.finish(report, product_id, order.currency, order.ticket_id, outcome, reason, None)
         return ",".join(sorted(report.settled)) or "no_change"
 
@@ -312,13 +324,24 @@ class Settler:
         report.count(status.value)
 
     def _refund_if_paid(self, ticket_id: str) -> bool:
-        """Refunds what is still owed on a succeeded payment; True if the payment had succeeded."""
+        """Refunds what is still owed on a succeeded payment; True if the payment had succeeded.
+        A payment still waiting for the buyer is cancelled first, so it cannot succeed later."""
+        product_id = product_of_ticket(ticket_id)
+        if product_id is None:
+            return False
+        with locked(self.inventory.refund_lock(product_id, ticket_id)):
+            return self._refund_owed(ticket_id)
+
+    def _refund_owed(self, ticket_id: str) -> bool:
         with self.sessions() as session:
             payment = get_payment(session, ticket_id)
         if payment is None:
             return False
         gateway = self._gateway_of(payment)
         intent = gateway.retrieve_intent(payment.intent_id)
+        if intent.status == "requires_action":
+            intent = gateway.cancel_intent(intent.id)
+            self._store_intent(ticket_id, intent, payment.provider)
         if not intent.succeeded:
             return False
         # Bounded by what our own database says was captured and already refunded; the key

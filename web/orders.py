@@ -275,6 +275,6 @@ def _refund(ticket_id: str) -> Response:
         runtime().settler.refund_confirmed(ticket_id)
     except RefundRefused as exc:
         raise ApiError(409, "not_refundable", str(exc)) from None
-    except PaymentUnavailable:
+    except (PaymentUnavailable, LockTimeout):
         raise ApiError(503, "payment_unavailable", "the payment provider did not answer") from None
     return jsonify({"ticket_id": ticket_id, "status": OrderStatus.REFUNDED.value})
