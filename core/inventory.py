@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import secrets
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -200,6 +201,97 @@ class Inventory:
         return RedisLock(
             self.redis, self.scripts, k.refunding(ticket_id), k.lock_stats, ttl_ms, wait_s
         )
+
+    # --- the same steps for a batch of tickets, one round trip each -------------------------
+    def lock_many(self, product_id: int, ticket_ids: list[str]) -> dict[str, str]:
+        """Takes the settlement locks that are free (no waiting): ticket -> token."""
+        k = self.keys(product_id)
+        return self._acquire_many(
+            [k.lock(t) for t in ticket_ids], ticket_ids, self.settings.lock_ttl_ms, k.lock_stats
+        )
+
+    def unlock_many(self, product_id: int, tokens: dict[str, str]) -> None:
+        k = self.keys(product_id)
+        self._release_many({k.lock(t): token for t, token in tokens.items()})
+
+    def lease_many(self, product_id: int, ticket_ids: list[str]) -> dict[str, str]:
+        """Payment leases (see payment_lease) for a batch: ticket -> token, free ones only."""
+        k = self.keys(product_id)
+        ttl_ms = int(self.settings.payment_timeout_seconds * 3 * 1000) + 5000
+        return self._acquire_many(
+            [k.paying(t) for t in ticket_ids], ticket_ids, ttl_ms, k.lock_stats
+        )
+
+    def release_leases(self, product_id: int, tokens: dict[str, str]) -> None:
+        k = self.keys(product_id)
+        self._release_many({k.paying(t): token for t, token in tokens.items()})
+
+    def _acquire_many(
+        self, keys: list[str], ticket_ids: list[str], ttl_ms: int, stats_key: str
+    ) -> dict[str, str]:
+        tokens = {t: secrets.token_hex(16) for t in ticket_ids}
+        pipe = self.redis.pipeline(transaction=False)
+        for key, ticket in zip(keys, ticket_ids, strict=True):
+            pipe.set(key, tokens[ticket], nx=True, px=ttl_ms)
+        taken = pipe.execute()
+        acquired = {t: tokens[t] for t, ok in zip(ticket_ids, taken, strict=True) if ok}
+        pipe.hincrby(stats_key, "acquired", len(acquired))
+        pipe.hincrby(stats_key, "failed", len(ticket_ids) - len(acquired))
+        pipe.execute()
+        return acquired
+
+    def _release_many(self, tokens_by_key: dict[str, str]) -> None:
+        if not tokens_by_key:
+            return
+        pipe = self.redis.pipeline(transaction=False)
+        for key, token in tokens_by_key.items():
+            self.scripts.unlock(keys=[key], args=[token], client=pipe)
+        pipe.execute()
+
+    def begin_many(
+        self, product_id: int, ticket_ids: list[str]
+    ) -> dict[str, tuple[str, Hold | None]]:
+        k = self.keys(product_id)
+        now, lease_ms = now_ms(), self.settings.settle_lease_seconds * 1000
+        pipe = self.redis.pipeline(transaction=False)
+        for ticket in ticket_ids:
+            self.scripts.begin_settlement(
+                keys=[k.stock, k.holds, k.deadlines, k.users, k.events],
+                args=[ticket, now, lease_ms],
+                client=pipe,
+            )
+        replies = pipe.execute()
+        return {t: _state_and_hold(r) for t, r in zip(ticket_ids, replies, strict=True)}
+
+    def finish_many(
+        self, product_id: int, outcomes: list[tuple[str, str, str]]
+    ) -> dict[str, tuple[str, Hold | None]]:
+        """finish_hold for (ticket, outcome, reason) triples."""
+        k = self.keys(product_id)
+        now = now_ms()
+        pipe = self.redis.pipeline(transaction=False)
+        for ticket, outcome, reason in outcomes:
+            self.scripts.finish_hold(
+                keys=[k.stock, k.holds, k.deadlines, k.users, k.events],
+                args=[ticket, outcome, reason, now, ""],
+                client=pipe,
+            )
+        replies = pipe.execute()
+        return {o[0]: _state_and_hold(r) for o, r in zip(outcomes, replies, strict=True)}
+
+    def forget_many(self, product_id: int, entries: list[tuple[str, str | None]]) -> None:
+        """forget for (ticket, stream entry id) pairs."""
+        if not entries:
+            return
+        k = self.keys(product_id)
+        pipe = self.redis.pipeline(transaction=False)
+        for ticket, entry_id in entries:
+            self.scripts.forget_hold(
+                keys=[k.stock, k.holds, k.settle],
+                args=[ticket, entry_id or "", SETTLE_GROUP],
+                client=pipe,
+            )
+        pipe.execute()
 
     def begin_settlement(self, product_id: int, ticket_id: str) -> tuple[str, Hold | None]:
         k = self.keys(product_id)

@@ -33,40 +33,60 @@ def record_order(
     session: Session, hold: Hold, product_id: int, currency: str, status: OrderStatus
 ) -> None:
     """Inserts the order for a hold once; a second call for the same ticket changes nothing."""
-    statement = (
-        _insert(session, Order)
-        .values(
-            ticket_id=hold.ticket_id,
-            user_id=hold.user_id,
-            product_id=product_id,
-            quantity=hold.quantity,
-            amount_minor=hold.amount_minor,
-            currency=currency,
-            status=status.value,
-            failure_reason=hold.reason if status.is_terminal else None,
-            payment_method=hold.payment_method,
-            expires_at=from_ms(hold.deadline_ms),
-            created_at=from_ms(hold.created_ms),
-            updated_at=utcnow(),
-        )
-        .on_conflict_do_nothing(index_elements=["ticket_id"])
-    )
-    session.execute(statement)
+    record_orders(session, [(hold, status)], product_id, currency)
+
+
+def record_orders(
+    session: Session, holds: list[tuple[Hold, OrderStatus]], product_id: int, currency: str
+) -> None:
+    """record_order for many holds, in one statement."""
+    if not holds:
+        return
+    now = utcnow()
+    rows = [
+        {
+            "ticket_id": hold.ticket_id,
+            "user_id": hold.user_id,
+            "product_id": product_id,
+            "quantity": hold.quantity,
+            "amount_minor": hold.amount_minor,
+            "currency": currency,
+            "status": status.value,
+            "failure_reason": hold.reason if status.is_terminal else None,
+            "payment_method": hold.payment_method,
+            "expires_at": from_ms(hold.deadline_ms),
+            "created_at": from_ms(hold.created_ms),
+            "updated_at": now,
+        }
+        for hold, status in holds
+    ]
+    # Parameters apart from the statement: compiled once, sent in batches (insertmanyvalues).
+    statement = _insert(session, Order).on_conflict_do_nothing(index_elements=["ticket_id"])
+    session.execute(statement, rows)
 
 
 def transition(
     session: Session, ticket_id: str, to: OrderStatus, reason: str | None = None
 ) -> bool:
     """Moves an order to `to` if its current state allows it; True when it moved."""
+    return transition_many(session, [ticket_id], to, reason) == 1
+
+
+def transition_many(
+    session: Session, ticket_ids: list[str], to: OrderStatus, reason: str | None = None
+) -> int:
+    """transition for many orders, in one statement; answers how many moved."""
+    if not ticket_ids:
+        return 0
     values: dict[str, object] = {"status": to.value, "updated_at": utcnow()}
     if reason is not None:
         values["failure_reason"] = reason
     result = session.execute(
         update(Order)
-        .where(Order.ticket_id == ticket_id, Order.status.in_(ALLOWED_FROM[to]))
+        .where(Order.ticket_id.in_(ticket_ids), Order.status.in_(ALLOWED_FROM[to]))
         .values(**values)
     )
-    return result.rowcount == 1
+    return result.rowcount
 
 
 def get_order(session: Session, ticket_id: str) -> Order | None:
@@ -79,33 +99,51 @@ def get_payment(session: Session, ticket_id: str) -> Payment | None:
 
 def record_payment(session: Session, ticket_id: str, provider: str, intent: PaymentIntent) -> None:
     """Keeps the provider's intent id (never card data); updates its status on later calls."""
+    record_payments(session, [(ticket_id, provider, intent)])
+
+
+def record_payments(session: Session, payments: list[tuple[str, str, PaymentIntent]]) -> None:
+    """record_payment for many (ticket, provider, intent), in one statement."""
+    if not payments:
+        return
     now = utcnow()
-    statement = (
-        _insert(session, Payment)
-        .values(
-            ticket_id=ticket_id,
-            provider=provider,
-            intent_id=intent.id,
-            amount_minor=intent.amount_minor,
-            amount_refunded_minor=intent.amount_refunded_minor,
-            currency=intent.currency,
-            status=intent.status,
-            client_secret=intent.client_secret,
-            created_at=now,
-            updated_at=now,
-        )
-        .on_conflict_do_update(
+    rows = [
+        {
+            "ticket_id": ticket_id,
+            "provider": provider,
+            "intent_id": intent.id,
+            "amount_minor": intent.amount_minor,
+            "amount_refunded_minor": intent.amount_refunded_minor,
+            "currency": intent.currency,
+            "status": intent.status,
+            "client_secret": intent.client_secret,
+            "created_at": now,
+            "updated_at": now,
+        }
+        for ticket_id, provider, intent in payments
+    ]
+    statement = _insert(session, Payment)
+    session.execute(
+        statement.on_conflict_do_update(
             index_elements=["ticket_id"],
             set_={
-                "status": intent.status,
-                "client_secret": intent.client_secret,
-                "amount_refunded_minor": intent.amount_refunded_minor,
+                "status": statement.excluded.status,
+                "client_secret": statement.excluded.client_secret,
+                "amount_refunded_minor": statement.excluded.amount_refunded_minor,
                 "updated_at": now,
             },
-            where=Payment.intent_id == intent.id,  # a ticket's payment is the first intent
-        )
+            # A ticket's payment is its first intent: another one never overwrites it.
+            where=Payment.intent_id == statement.excluded.intent_id,
+        ),
+        rows,
     )
-    session.execute(statement)
+
+
+def get_payments(session: Session, ticket_ids: list[str]) -> dict[str, Payment]:
+    if not ticket_ids:
+        return {}
+    rows = session.scalars(select(Payment).where(Payment.ticket_id.in_(ticket_ids)))
+    return {p.ticket_id: p for p in rows}
 
 
 def list_orders(session: Session, user_id: int, limit: int, offset: int) -> tuple[list[Order], int]:

@@ -26,9 +26,13 @@ from core.orders import (
     get_order,
     get_payment,
     get_payment_by_intent,
+    get_payments,
     record_order,
+    record_orders,
     record_payment,
+    record_payments,
     transition,
+    transition_many,
 )
 from core.payments import PaymentGateway, PaymentIntent, PaymentRejected, PaymentUnavailable
 
@@ -52,6 +56,7 @@ class Work:
     outcome: str = ""  # confirmed, failed, expired, requires_action, retry
     reason: str = ""
     intent: PaymentIntent | None = None
+    provider: str = ""
 
 
 @dataclass
@@ -90,6 +95,8 @@ class Settler:
 
     # --- batches from the settle stream ------------------------------------------------------
     def settle_batch(self, product_id: int, entries: list[tuple[str | None, str]]) -> SettleReport:
+        """Settles tickets read from the product's stream: each step is one Redis round trip and
+        at most one SQL transaction for the whole batch; payments run concurrently."""
         report = SettleReport()
         with self.sessions() as session:
             product = session.get(Product, product_id)
@@ -97,31 +104,15 @@ class Settler:
             log.error("settle: unknown product %s", product_id)
             report.deferred = len(entries)
             return report
-        currency = product.currency
-        to_pay: list[Work] = []
-        for entry_id, ticket_id in entries:
-            work = self._guard(report, self._prepare, product_id, currency, entry_id, ticket_id)
-            if work is not None:
-                to_pay.append(work)
-        if len(to_pay) > 1 and self.settings.payment_concurrency > 1:
-            workers = min(self.settings.payment_concurrency, len(to_pay))
-            with ThreadPoolExecutor(max_workers=workers) as pool:
-                list(pool.map(self._pay, to_pay))
-        else:
-            for work in to_pay:
-                self._pay(work)
-        for work in to_pay:
-            self._guard(report, self._finish, product_id, currency, work)
-        return report
-
-    def _guard(self, report: SettleReport, step, *args):  # type: ignore[no-untyped-def]
         try:
-            return step(report, *args)
+            works = self._prepare_batch(report, product_id, product.currency, entries)
+            self._pay_batch(product_id, works)
+            self._finish_batch(report, product_id, product.currency, works)
         except Exception:
-            # Left unacknowledged: the ticket is delivered again after CLAIM_IDLE_SECONDS.
-            log.exception("settle: %s deferred", step.__name__)
-            report.deferred += 1
-            return None
+            # Left unacknowledged: the tickets are delivered again after CLAIM_IDLE_SECONDS.
+            log.exception("settle: batch of product %s deferred", product_id)
+            report.deferred = len(entries) - sum(report.settled.values())
+        return report
 
     def _prepare(
         self,
@@ -131,100 +122,202 @@ class Settler:
         entry_id: str | None,
         ticket_id: str,
     ) -> Work | None:
-        with locked(self.inventory.lock(product_id, ticket_id)):
-            state, hold = self.inventory.begin_settlement(product_id, ticket_id)
-            if state == "unavailable":
-                raise StockUnavailable(product_id)
-            if state == "missing" or hold is None:
-                self.inventory.forget(product_id, ticket_id, entry_id)
-                return None
-            if state in ("processing", "requires_action"):
+        works = self._prepare_batch(report, product_id, currency, [(entry_id, ticket_id)])
+        return works[0] if works else None
+
+    def _prepare_batch(
+        self,
+        report: SettleReport,
+        product_id: int,
+        currency: str,
+        entries: list[tuple[str | None, str]],
+    ) -> list[Work]:
+        """Takes the holds (reserved -> processing) under their locks and records the orders."""
+        entry_of = {ticket: entry_id for entry_id, ticket in entries}
+        tokens = self.inventory.lock_many(product_id, list(entry_of))
+        report.deferred += len(entry_of) - len(tokens)  # settled by whoever holds the lock
+        works: list[Work] = []
+        finals: list[Hold] = []
+        gone: list[tuple[str, str | None]] = []
+        try:
+            for ticket, (state, hold) in self.inventory.begin_many(
+                product_id, list(tokens)
+            ).items():
+                if state == "unavailable":
+                    report.deferred += 1  # the stock is being rebuilt
+                elif hold is None:
+                    gone.append((ticket, entry_of[ticket]))
+                elif state in ("processing", "requires_action"):
+                    works.append(Work(entry_of[ticket], hold, product_id, currency))
+                else:
+                    finals.append(hold)
+            if works:
+                processing = [(w.hold, OrderStatus.PROCESSING) for w in works]
                 with transaction(self.sessions) as session:
-                    record_order(session, hold, product_id, currency, OrderStatus.PROCESSING)
-                    transition(session, ticket_id, OrderStatus.PROCESSING)
-                return Work(entry_id, hold, product_id, currency)
-        self._record_final(report, product_id, currency, hold, entry_id)
-        return None
+                    record_orders(session, processing, product_id, currency)
+                    tickets = [w.hold.ticket_id for w in works]
+                    transition_many(session, tickets, OrderStatus.PROCESSING)
+        finally:
+            self.inventory.unlock_many(product_id, tokens)
+        self.inventory.forget_many(product_id, gone)
+        for hold in finals:
+            entry_id = entry_of[hold.ticket_id]
+            self._guard(report, self._record_final, product_id, currency, hold, entry_id)
+        return works
+
+    def _guard(self, report: SettleReport, step, *args):  # type: ignore[no-untyped-def]
+        try:
+            return step(report, *args)
+        except Exception:
+            log.exception("settle: %s deferred", step.__name__)
+            report.deferred += 1
+            return None
 
     def _pay(self, work: Work) -> None:
-        """Decides the outcome from the gateway; never charges a ticket twice."""
-        lease = self.inventory.payment_lease(work.product_id, work.hold.ticket_id)
-        if not lease.acquire():
-            work.outcome, work.reason = "retry", "another settler is paying"
+        self._pay_batch(work.product_id, [work])
+
+    def _pay_batch(self, product_id: int, works: list[Work]) -> None:
+        """Decides each ticket's outcome from its gateway; never charges a ticket twice: one
+        settler at a time holds a ticket's payment lease, and the intent id is recorded before
+        the intent is confirmed, so a retry retrieves it instead of creating another."""
+        if not works:
             return
+        leases = self.inventory.lease_many(product_id, [w.hold.ticket_id for w in works])
         try:
-            self._pay_leased(work)
+            leased = [w for w in works if w.hold.ticket_id in leases]
+            for work in works:
+                if work.hold.ticket_id not in leases:
+                    work.outcome, work.reason = "retry", "another settler is paying"
+            with self.sessions() as session:
+                payments = get_payments(session, [w.hold.ticket_id for w in leased])
+            fresh = [w for w in leased if w.hold.ticket_id not in payments and not _late(w.hold)]
+            self._concurrently(self._create_intent, fresh)
+            self._store_intents([w for w in fresh if w.intent])  # before confirming
+            undecided = [w for w in leased if not w.outcome]
+            self._concurrently(
+                lambda w: self._settle_intent(w, payments.get(w.hold.ticket_id)), undecided
+            )
+            self._store_intents([w for w in undecided if w.intent])
         finally:
-            lease.release()
+            self.inventory.release_leases(product_id, leases)
 
-    def _pay_leased(self, work: Work) -> None:
-        hold = work.hold
-        try:
-            intent = self._charge(work)
-            if intent is not None and _pending(intent) and hold.deadline_ms <= now_ms():
-                # Not paid in time: stop the buyer from paying later, then see where it stands.
-                intent = self._gateway_for_ticket(hold.ticket_id).cancel_intent(intent.id)
-                self._store_intent(hold.ticket_id, intent)
-        except PaymentRejected as exc:
-            work.outcome, work.reason = "failed", exc.code
-            return
-        except PaymentUnavailable as exc:
-            work.outcome, work.reason = "retry", str(exc)
-            return
-        except Exception as exc:  # an unexpected provider answer is retried, not guessed at
-            log.exception("settle: payment for %s", hold.ticket_id)
-            work.outcome, work.reason = "retry", type(exc).__name__
-            return
-        work.intent = intent
-        work.outcome, work.reason = _outcome_of(intent, hold)
-
-    def _charge(self, work: Work) -> PaymentIntent | None:
-        """Retrieves the intent recorded for the ticket, or creates one if the hold still allows."""
-        hold = work.hold
-        with self.sessions() as session:
-            payment = get_payment(session, hold.ticket_id)
-        expired = hold.deadline_ms <= now_ms()
-        if payment is not None:
-            gateway = self._gateway_of(payment)
-            intent = gateway.retrieve_intent(payment.intent_id)
-            if intent.status == "requires_confirmation" and not expired:
-                intent = gateway.confirm_intent(intent.id, hold.ticket_id)
-        elif expired:
-            return None
+    def _concurrently(self, step, works: list[Work]) -> None:  # type: ignore[no-untyped-def]
+        if len(works) > 1 and self.settings.payment_concurrency > 1:
+            size = min(self.settings.payment_concurrency, len(works))
+            with ThreadPoolExecutor(max_workers=size) as pool:
+                list(pool.map(step, works))
         else:
-            metadata = {
-                "ticket_id": hold.ticket_id,
-                "product_id": str(work.product_id),
-                "user_id": str(hold.user_id),
-            }
-            intent = self.gateway.create_intent(
+            for work in works:
+                step(work)
+
+    def _create_intent(self, work: Work) -> None:
+        hold = work.hold
+        metadata = {
+            "ticket_id": hold.ticket_id,
+            "product_id": str(work.product_id),
+            "user_id": str(hold.user_id),
+        }
+        with _provider_errors(work):
+            work.intent = self.gateway.create_intent(
                 hold.ticket_id, hold.amount_minor, work.currency, hold.payment_method, metadata
             )
-            self._store_intent(hold.ticket_id, intent, self.gateway.name)  # before confirming
-            intent = self.gateway.confirm_intent(intent.id, hold.ticket_id)
-        self._store_intent(hold.ticket_id, intent)
-        return intent
+            work.provider = self.gateway.name
 
-    def _gateway_for_ticket(self, ticket_id: str) -> PaymentGateway:
-        with self.sessions() as session:
-            payment = get_payment(session, ticket_id)
-        return self._gateway_of(payment) if payment else self.gateway
+    def _settle_intent(self, work: Work, payment: Payment | None) -> None:
+        """Confirms the ticket's intent if the hold still allows, cancels it if the hold ran
+        out while it waited, and takes the outcome from what the provider says."""
+        hold = work.hold
+        with _provider_errors(work):
+            if payment is not None:
+                gateway = self._gateway_of(payment)
+                work.provider = payment.provider
+                work.intent = gateway.retrieve_intent(payment.intent_id)
+            elif work.intent is not None:
+                gateway = self.gateway
+            else:
+                work.outcome, work.reason = "expired", "hold_expired"  # never charged
+                return
+            intent = work.intent
+            if intent.status == "requires_confirmation" and not _late(hold):
+                intent = gateway.confirm_intent(intent.id, hold.ticket_id)
+            if _pending(intent) and _late(hold):
+                # Not paid in time: stop the buyer from paying later, then see where it stands.
+                intent = gateway.cancel_intent(intent.id)
+            work.intent = intent
+            work.outcome, work.reason = _outcome_of(intent, hold)
+
+    def _store_intents(self, works: list[Work]) -> None:
+        if works:
+            rows = [(w.hold.ticket_id, w.provider or self.gateway.name, w.intent) for w in works]
+            with transaction(self.sessions) as session:
+                record_payments(session, rows)  # type: ignore[arg-type]
 
     def _store_intent(self, ticket_id: str, intent: PaymentIntent, provider: str = "") -> None:
         with transaction(self.sessions) as session:
             record_payment(session, ticket_id, provider or self.gateway.name, intent)
 
-    def _finish(self, report: SettleReport, product_id: int, currency: str, work: Work) -> None:
-        if work.outcome == "retry":
-            report.deferred += 1
+    def _finish_batch(
+        self, report: SettleReport, product_id: int, currency: str, works: list[Work]
+    ) -> None:
+        """Moves the holds to their outcomes under their locks, then SQL follows in one go."""
+        ending: list[Work] = []
+        for work in works:
+            if work.outcome == "retry":
+                report.deferred += 1
+            elif work.outcome == "requires_action":
+                self._guard(report, self._await_action_step, work)
+            else:
+                ending.append(work)
+        if not ending:
             return
-        ticket_id = work.hold.ticket_id
-        if work.outcome == "requires_action":
-            self._await_action(report, product_id, ticket_id, work.intent)
+        by_ticket = {w.hold.ticket_id: w for w in ending}
+        tokens = self.inventory.lock_many(product_id, list(by_ticket))
+        report.deferred += len(by_ticket) - len(tokens)
+        try:
+            outcomes = [(t, by_ticket[t].outcome, by_ticket[t].reason) for t in tokens]
+            results = self.inventory.finish_many(product_id, outcomes)
+        finally:
+            self.inventory.unlock_many(product_id, tokens)
+        plain: list[tuple[Hold, str | None]] = []
+        for ticket, (state, hold) in results.items():
+            work = by_ticket[ticket]
+            paid = work.intent is not None and work.intent.succeeded
+            if state == "unavailable":
+                report.deferred += 1
+            elif hold is None:  # forgotten: another settler already recorded the final state
+                if work.outcome == "confirmed":
+                    self._guard(report, self._refund_unless_confirmed, ticket)
+                self.inventory.forget(product_id, ticket, work.entry_id)
+            elif hold.status == work.outcome and (work.outcome == "confirmed" or not paid):
+                plain.append((hold, work.entry_id))
+            else:  # settled otherwise meanwhile: _record_final sees whether money goes back
+                self._guard(report, self._record_final, product_id, currency, hold, work.entry_id)
+        self._record_finals(report, product_id, currency, plain)
+
+    def _record_finals(
+        self,
+        report: SettleReport,
+        product_id: int,
+        currency: str,
+        finals: list[tuple[Hold, str | None]],
+    ) -> None:
+        """Final states whose money is settled already (paid and confirmed, or never paid)."""
+        if not finals:
             return
-        self.finish(
-            report, product_id, currency, ticket_id, work.outcome, work.reason, work.entry_id
-        )
+        groups: dict[tuple[str, str | None], list[str]] = {}
+        for hold, _ in finals:
+            groups.setdefault((hold.status, hold.reason), []).append(hold.ticket_id)
+        with transaction(self.sessions) as session:
+            rows = [(hold, OrderStatus(hold.status)) for hold, _ in finals]
+            record_orders(session, rows, product_id, currency)
+            for (status, reason), tickets in groups.items():
+                transition_many(session, tickets, OrderStatus(status), reason)
+        self.inventory.forget_many(product_id, [(h.ticket_id, e) for h, e in finals])
+        for hold, _ in finals:
+            report.count(hold.status)
+
+    def _await_action_step(self, report: SettleReport, work: Work) -> None:
+        self._await_action(report, work.product_id, work.hold.ticket_id, work.intent)
 
     def _await_action(
         self,
@@ -370,6 +463,34 @@ class Settler:
             moved = transition(session, ticket_id, OrderStatus.REFUNDED, "cancelled_by_admin")
         if moved:
             self.inventory.unsell(product_id, ticket_id, order.user_id, order.quantity)
+
+
+class _provider_errors:
+    """Turns a provider's failure during a step into the ticket's outcome."""
+
+    def __init__(self, work: Work) -> None:
+        self.work = work
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, kind: type | None, error: BaseException | None, _tb: object) -> bool:
+        if error is None:
+            return False
+        if isinstance(error, PaymentRejected):
+            self.work.outcome, self.work.reason = "failed", error.code
+        elif isinstance(error, PaymentUnavailable):
+            self.work.outcome, self.work.reason = "retry", str(error)
+        elif isinstance(error, Exception):  # an unexpected answer is retried, not guessed at
+            log.exception("settle: payment for %s", self.work.hold.ticket_id)
+            self.work.outcome, self.work.reason = "retry", type(error).__name__
+        else:
+            return False
+        return True
+
+
+def _late(hold: Hold) -> bool:
+    return hold.deadline_ms <= now_ms()
 
 
 def _pending(intent: PaymentIntent) -> bool:
