@@ -202,7 +202,8 @@ class Settler:
             self.inventory.release_leases(product_id, leases)
 
     def _concurrently(self, step, works: list[Work]) -> None:  # type: ignore[no-untyped-def]
-        if len(works) > 1 and self.settings.payment_concurrency > 1:
+        """Runs a payment step for each ticket, several at once when the gateway waits."""
+        if len(works) > 1 and self.settings.payment_concurrency > 1 and self.gateway.waits:
             size = min(self.settings.payment_concurrency, len(works))
             with ThreadPoolExecutor(max_workers=size) as pool:
                 list(pool.map(step, works))

@@ -42,6 +42,7 @@ class PaymentIntent:
 
 class PaymentGateway(Protocol):
     name: str
+    waits: bool  # its calls wait on a network: worth running several at once
 
     def create_intent(
         self,

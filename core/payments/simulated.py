@@ -10,6 +10,7 @@ import time
 from redis import Redis
 
 from core.payments import PaymentIntent
+from core.scripts import Scripts
 
 SUCCEEDS = {"pm_card_visa", "pm_card_mastercard", "pm_card_amex", "pm_card_us"}
 DECLINES = {
@@ -29,10 +30,11 @@ class SimulatedGateway:
     def __init__(self, redis: Redis, prefix: str, latency_ms: int = 0) -> None:
         self.redis = redis
         self.latency_s = latency_ms / 1000
+        self.waits = latency_ms > 0
         self.intents_key = f"{prefix}:simpay:intents"
         self.idempotency_key = f"{prefix}:simpay:idempotency"
         self.charges_key = f"{prefix}:simpay:charges"
-        self.confirming_key = f"{prefix}:simpay:confirming"
+        self.scripts = Scripts(redis)
         self.refunds_key = f"{prefix}:simpay:refunds"
 
     def create_intent(
@@ -45,35 +47,25 @@ class SimulatedGateway:
     ) -> PaymentIntent:
         self._wait()
         intent_id = f"pi_sim_{secrets.token_hex(12)}"
-        if not self.redis.hsetnx(self.idempotency_key, ticket_id, intent_id):
-            return self.retrieve_intent(self.redis.hget(self.idempotency_key, ticket_id))
         record = {
             "id": intent_id, "status": "requires_confirmation", "amount": amount_minor,
             "currency": currency, "payment_method": payment_method, "metadata": metadata,
-            "refunded": 0,
+            "refunded": 0, "on_confirm": _outcome_for(payment_method, intent_id),
         }  # fmt: skip
-        self.redis.hset(self.intents_key, intent_id, json.dumps(record))
-        return _intent(record)
+        raw = self.scripts.simulated_create(
+            keys=[self.idempotency_key, self.intents_key],
+            args=[ticket_id, intent_id, json.dumps(record)],
+        )
+        return _intent(json.loads(raw))
 
     def confirm_intent(self, intent_id: str, ticket_id: str) -> PaymentIntent:
         self._wait()
-        record = self._load(intent_id)
-        if record["status"] != "requires_confirmation":
-            return _intent(record)
-        if not self.redis.hsetnx(self.confirming_key, intent_id, "1"):
-            return _intent(self._load(intent_id))  # a concurrent confirmation got there first
-        method = record["payment_method"]
-        if method in DECLINES:
-            record.update(status="failed", failure_code=DECLINES[method])
-        elif method in NEEDS_ACTION:
-            record.update(status="requires_action", client_secret=f"{intent_id}_secret_sim")
-        elif method in SUCCEEDS:
-            record["status"] = "succeeded"
-            self.redis.hincrby(self.charges_key, ticket_id, 1)
-        else:
-            record.update(status="failed", failure_code="invalid_payment_method")
-        self.redis.hset(self.intents_key, intent_id, json.dumps(record))
-        return _intent(record)
+        raw = self.scripts.simulated_confirm(
+            keys=[self.intents_key, self.charges_key], args=[intent_id, ticket_id]
+        )
+        if raw is None:
+            raise KeyError(intent_id)
+        return _intent(json.loads(raw))
 
     def retrieve_intent(self, intent_id: str) -> PaymentIntent:
         return _intent(self._load(intent_id))
@@ -119,6 +111,17 @@ class SimulatedGateway:
     def _wait(self) -> None:
         if self.latency_s:
             time.sleep(self.latency_s)
+
+
+def _outcome_for(method: str, intent_id: str) -> dict[str, str]:
+    """What confirming an intent with this Stripe test payment method does."""
+    if method in DECLINES:
+        return {"status": "failed", "failure_code": DECLINES[method]}
+    if method in NEEDS_ACTION:
+        return {"status": "requires_action", "client_secret": f"{intent_id}_secret_sim"}
+    if method in SUCCEEDS:
+        return {"status": "succeeded"}
+    return {"status": "failed", "failure_code": "invalid_payment_method"}
 
 
 def _intent(record: dict) -> PaymentIntent:

@@ -14,6 +14,7 @@ TRANSIENT = (stripe.APIConnectionError, stripe.RateLimitError, stripe.APIError)
 
 class StripeGateway:
     name = "stripe"
+    waits = True
 
     def __init__(self, api_key: str, api_base: str = "", timeout_s: float = 20.0) -> None:
         options: dict[str, Any] = {
