@@ -12,7 +12,7 @@ from core.catalog import UsernameTaken, create_user
 from core.config import Settings
 from core.db import engine_options, prepare_engine
 from core.runtime import Runtime
-from web import admin, auth, health, orders, payments, products
+from web import admin, auth, health, orders, pages, payments, products
 from web.errors import error_response, register_error_handlers
 from web.extensions import db, jwt, limiter, migrate
 from web.kicker import SettlementKicker
@@ -31,7 +31,16 @@ def create_app(settings: Settings | None = None) -> Flask:
         JWT_DECODE_ALGORITHMS=["HS256"],
         JWT_ACCESS_TOKEN_EXPIRES=timedelta(minutes=settings.jwt_access_minutes),
         JWT_REFRESH_TOKEN_EXPIRES=timedelta(days=settings.jwt_refresh_days),
-        JWT_TOKEN_LOCATION=["headers"],
+        # API clients send a Bearer header; the pages (web/pages.py) sign in with cookies, and
+        # every unsafe request authenticated by cookie must carry the CSRF double-submit header.
+        JWT_TOKEN_LOCATION=["headers", "cookies"],
+        JWT_COOKIE_CSRF_PROTECT=True,
+        # The names rq-dashboard's own JavaScript uses: its buttons work for a cookie session.
+        JWT_ACCESS_CSRF_COOKIE_NAME="_csrf_token",
+        JWT_ACCESS_CSRF_HEADER_NAME="X-CSRFToken",
+        JWT_REFRESH_CSRF_HEADER_NAME="X-CSRFToken",
+        JWT_COOKIE_SAMESITE="Lax",
+        JWT_COOKIE_SECURE=settings.is_production,
         RATELIMIT_ENABLED=True,  # the Limiter is shared: each app switches itself (below)
         FLASHSALE_RATELIMIT_ENABLED=settings.ratelimit_enabled,
         RATELIMIT_STORAGE_URI=settings.redis_url,
@@ -52,7 +61,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     limiter.init_app(app)
     _register_jwt_callbacks(settings)
     register_error_handlers(app)
-    for module in (auth, products, orders, payments, admin, health):
+    for module in (auth, products, orders, payments, admin, health, pages):
         app.register_blueprint(module.bp)
     admin.mount_rq_dashboard(app)
     _register_cli(app, settings)

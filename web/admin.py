@@ -1,16 +1,26 @@
-"""Admin routes: inventory figures, reconciliation, and rq-dashboard behind an admin check."""
+"""Admin routes: inventory figures, the operations overview, reconciliation, and rq-dashboard
+behind an admin check."""
 
 from __future__ import annotations
+
+import json
+import time
+from typing import Any
 
 import rq_dashboard
 from flask import Blueprint, Flask, Response, jsonify, request
 from flask_jwt_extended import verify_jwt_in_request
+from redis.exceptions import RedisError
+from rq import Worker
 from rq.serializers import JSONSerializer
 
+from core.catalog import list_products
+from core.inventory import StockFigures, from_ms
 from core.models import Product
-from core.orders import confirmed_quantity
-from jobs.queues import enqueue_reconcile
-from web.common import admin_required, check_id, end_read, is_admin, runtime
+from core.money import to_decimal_string
+from core.orders import confirmed_among, confirmed_quantity
+from jobs.queues import enqueue_reconcile, settlement_queue
+from web.common import admin_required, check_id, end_read, is_admin, iso, runtime
 from web.errors import ApiError
 from web.extensions import db
 
@@ -40,6 +50,181 @@ def inventory(product_id: int) -> Response:
             "settle_backlog": runtime().inventory.settle_backlog(product_id),
         }
     )
+
+
+@bp.get("/overview")
+@admin_required
+def overview() -> Response:
+    """Everything the operations page (/admin) shows, refreshed by its script."""
+    return jsonify(overview_data())
+
+
+# Stock events read per product for the sales chart (the newest ones; the stream keeps ~100k),
+# and the most points sent per chart.
+CHART_EVENTS = 2000
+CHART_POINTS = 400
+# Events that set the figures outright: the history before them does not chain to the present.
+RESETS = ("restore", "repair")
+
+
+def overview_data() -> dict[str, Any]:
+    last = _last_reconciliations()
+    rows = [_product_row(product, last.get(product.id)) for product in list_products(db.session)]
+    end_read()
+    return {
+        "generated_at": iso_now(),
+        "redis": "unreachable" if any(r["redis_error"] for r in rows) else "ok",
+        "products": rows,
+        "queue": _queue_figures(),
+        "last_reconcile_at": max((r["at"] for r in last.values() if r.get("at")), default=None),
+    }
+
+
+def _product_row(product: Product, reconcile: dict[str, Any] | None) -> dict[str, Any]:
+    """Redis' figures against SQL's, as reconciliation compares them: sold in Redis must be SQL's
+    confirmed units plus the holds Redis confirmed that SQL has not recorded yet."""
+    inventory = runtime().inventory
+    redis_error = False
+    try:
+        snapshot = inventory.snapshot(product.id)
+        events = inventory.recent_events(product.id, CHART_EVENTS) if snapshot else []
+        backlog = inventory.settle_backlog(product.id) if snapshot else 0
+    except RedisError:
+        snapshot, events, backlog, redis_error = None, [], 0, True
+    sold_in_db = confirmed_quantity(db.session, product.id)
+    pending = 0
+    if snapshot is not None:
+        recorded = confirmed_among(db.session, list(snapshot.confirmed_holds))
+        pending = sum(q for t, q in snapshot.confirmed_holds.items() if t not in recorded)
+    figures = snapshot.figures if snapshot else None
+    row: dict[str, Any] = {
+        "id": product.id,
+        "name": product.name,
+        "price": to_decimal_string(product.price_minor, product.currency),
+        "currency": product.currency,
+        "initial_stock": product.initial_stock,
+        "max_per_user": product.max_per_user,
+        "sale_starts_at": iso(product.sale_starts_at),
+        "sale_ends_at": iso(product.sale_ends_at),
+        "in_redis": figures is not None,
+        "redis_error": redis_error,
+        "initial": figures.initial if figures else None,
+        "available": figures.available if figures else None,
+        "held": figures.held if figures else None,
+        "sold": figures.sold if figures else None,
+        "sold_in_db": sold_in_db,
+        "sold_pending_in_db": pending,
+        "balanced": bool(figures and figures.balanced),
+        "initial_matches": bool(figures and figures.initial == product.initial_stock),
+        "settle_backlog": backlog,
+        "reconcile": reconcile,
+        "sales": _thin(sales_series(figures, events)) if figures else [],
+    }
+    row["agree"] = bool(
+        figures
+        and row["balanced"]
+        and row["initial_matches"]
+        and figures.sold == sold_in_db + pending
+    )
+    return row
+
+
+def _thin(points: list[list[int]], limit: int = CHART_POINTS) -> list[list[int]]:
+    if len(points) <= limit:
+        return points
+    step = -(-len(points) // limit)
+    return [*points[:-1:step], points[-1]]
+
+
+def iso_now() -> str | None:
+    return _iso_seconds(time.time())
+
+
+def _iso_seconds(seconds: float | None) -> str | None:
+    if not seconds:
+        return None
+    return iso(from_ms(int(seconds * 1000)))
+
+
+def sales_series(figures: StockFigures, events: list[dict[str, str]]) -> list[list[int]]:
+    """[[time_ms, sold, held], ...] oldest first, from the newest stock events (newest first)
+    walked back from the current figures: each event is undone to learn the state before it."""
+    sold, held = figures.sold, figures.held
+    points = [[int(time.time() * 1000), sold, held]]
+    for event in events:
+        at = _event_ms(event)
+        quantity = _int(event.get("quantity"))
+        action = event.get("action", "")
+        points.append([at, sold, held])  # the state just after this event
+        if action in RESETS:
+            break
+        if action == "reserve":
+            held -= quantity
+        elif action == "confirm":
+            held += quantity
+            sold -= quantity
+        elif action in ("release", "expire"):
+            held += quantity
+        elif action == "unsell":
+            sold += quantity
+    else:
+        if events:
+            points.append([_event_ms(events[-1]) - 1, sold, held])  # before the oldest one read
+    points.reverse()
+    return points
+
+
+def _event_ms(event: dict[str, str]) -> int:
+    at = _int(event.get("at"))
+    return at or _int(event.get("id", "0").split("-")[0])
+
+
+def _int(raw: str | None) -> int:
+    try:
+        return int(raw or 0)
+    except ValueError:
+        return 0
+
+
+def _last_reconciliations() -> dict[int, dict[str, Any]]:
+    """The last reconciliation of each product (core.stock records them in a Redis hash)."""
+    rt = runtime()
+    try:
+        raw = rt.redis.hgetall(f"{rt.settings.key_prefix}:reconcile:last")
+    except RedisError:
+        return {}
+    results: dict[int, dict[str, Any]] = {}
+    for product_id, record in raw.items():
+        try:
+            data = json.loads(record)
+            results[int(product_id)] = {
+                "result": data.get("result"),
+                "at": _iso_seconds(data.get("at")),
+                "sold_in_db": data.get("sold_in_db"),
+                "expected_sold": data.get("expected_sold"),
+                "before": data.get("before"),
+            }
+        except (ValueError, TypeError, AttributeError):
+            continue
+    return results
+
+
+def _queue_figures() -> dict[str, Any]:
+    settings = runtime().settings
+    try:
+        queue = settlement_queue(settings)
+        return {
+            "name": queue.name,
+            "status": "ok",
+            "queued": queue.count,
+            "started": queue.started_job_registry.count,
+            "scheduled": queue.scheduled_job_registry.count,
+            "deferred": queue.deferred_job_registry.count,
+            "failed": queue.failed_job_registry.count,
+            "workers": Worker.count(connection=queue.connection, queue=queue),
+        }
+    except RedisError:
+        return {"name": settings.queue_name, "status": "unreachable"}
 
 
 @bp.post("/reconcile")

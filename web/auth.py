@@ -1,17 +1,25 @@
-"""Registration, login, token refresh and revocation."""
+"""Registration, login, token refresh and revocation; cookie sessions for the pages."""
 
 from __future__ import annotations
 
+import hmac
 from datetime import UTC, datetime
 
-from flask import Blueprint, Response, jsonify
+from flask import Blueprint, Response, current_app, jsonify, request
 from flask_jwt_extended import (
     create_access_token,
     create_refresh_token,
+    decode_token,
     get_jwt,
     get_jwt_identity,
+    get_jwt_request_location,
     jwt_required,
+    set_access_cookies,
+    set_refresh_cookies,
+    unset_jwt_cookies,
 )
+from flask_jwt_extended.exceptions import JWTExtendedException
+from jwt.exceptions import PyJWTError
 
 from core.catalog import UsernameTaken, authenticate, create_user
 from core.models import User
@@ -72,13 +80,16 @@ def refresh() -> Response:
         raise ApiError(401, "unauthorized", "the user no longer exists")
     settings = runtime().settings
     access = create_access_token(identity=str(user.id), additional_claims={"role": user.role})
-    return jsonify(
+    response = jsonify(
         {
             "access_token": access,
             "token_type": "Bearer",
             "expires_in": settings.jwt_access_minutes * 60,
         }
     )
+    if get_jwt_request_location() == "cookies":  # a page's session: renew its cookie too
+        set_session_cookies(response, access)
+    return response
 
 
 @bp.post("/logout")
@@ -98,6 +109,74 @@ def me() -> Response:
     if user is None:
         raise ApiError(401, "unauthorized", "the user no longer exists")
     return jsonify({"id": user.id, "username": user.username, "role": user.role})
+
+
+# --- cookie sessions for the pages -----------------------------------------------------------
+
+
+@bp.post("/session")
+@limiter.limit(_login_limit)
+@limiter.limit(_login_limit, key_func=login_username_key)
+def start_session() -> Response:
+    """The pages' sign-in: the same credentials as /auth/login, answered with HttpOnly cookies
+    (access and refresh tokens) and readable CSRF cookies instead of tokens in the body."""
+    body = parse_body(LoginRequest)
+    user = authenticate(db.session, body.username, body.password)
+    end_read()
+    if user is None:
+        raise ApiError(401, "invalid_credentials", "wrong username or password")
+    tokens = tokens_for(user)
+    response = jsonify(
+        {
+            "id": user.id,
+            "username": user.username,
+            "role": user.role,
+            "expires_in": tokens["expires_in"],
+        }
+    )
+    set_session_cookies(response, str(tokens["access_token"]), str(tokens["refresh_token"]))
+    return response
+
+
+def set_session_cookies(response: Response, access: str, refresh: str | None = None) -> None:
+    """The token cookies (HttpOnly) and their CSRF cookies, kept as long as the tokens last."""
+    settings = runtime().settings
+    set_access_cookies(response, access, max_age=settings.jwt_access_minutes * 60)
+    if refresh:
+        set_refresh_cookies(response, refresh, max_age=settings.jwt_refresh_days * 24 * 3600)
+
+
+@bp.delete("/session")
+def end_session() -> Response:
+    """The pages' sign-out: revokes the tokens the cookies carry and unsets the cookies. Like any
+    unsafe request authenticated by cookie it needs the CSRF header (either CSRF cookie's value);
+    with no session cookie left there is nothing to protect and the cookies are just unset."""
+    config = current_app.config
+    cookies = [request.cookies.get(config["JWT_ACCESS_COOKIE_NAME"])]
+    cookies.append(request.cookies.get(config["JWT_REFRESH_COOKIE_NAME"]))
+    if any(cookies):
+        sent = request.headers.get(config["JWT_ACCESS_CSRF_HEADER_NAME"], "")
+        expected = [
+            request.cookies.get(config["JWT_ACCESS_CSRF_COOKIE_NAME"], ""),
+            request.cookies.get(config["JWT_REFRESH_CSRF_COOKIE_NAME"], ""),
+        ]
+        if not sent or not any(hmac.compare_digest(sent, value) for value in expected if value):
+            raise ApiError(401, "unauthorized", "Missing or wrong CSRF token")
+    for encoded in filter(None, cookies):
+        _revoke_cookie_token(encoded)
+    response = jsonify({"signed_out": True})
+    unset_jwt_cookies(response)
+    return response
+
+
+def _revoke_cookie_token(encoded: str) -> None:
+    try:
+        claims = decode_token(encoded)
+    except (PyJWTError, JWTExtendedException):
+        return  # expired or invalid: nothing left to revoke
+    ttl = int(claims["exp"] - datetime.now(UTC).timestamp())
+    if ttl > 0:
+        runtime().redis.set(revoked_key(claims["jti"]), "1", ex=ttl)
 
 
 def revoked_key(jti: str) -> str:

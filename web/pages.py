@@ -1,0 +1,215 @@
+"""Server-rendered pages: the sale page (/), the buyer's orders (/account/orders) and the
+operations page for admins (/admin). They know who is signed in from the session cookies that
+POST /auth/session sets; their scripts (web/static) call the JSON API with those cookies."""
+
+from __future__ import annotations
+
+import re
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from flask import (
+    Blueprint,
+    Response,
+    current_app,
+    g,
+    redirect,
+    render_template,
+    request,
+    url_for,
+)
+from flask_jwt_extended import create_access_token, decode_token
+from flask_jwt_extended.exceptions import JWTExtendedException
+from jwt.exceptions import PyJWTError
+from redis.exceptions import RedisError
+from sqlalchemy import select
+
+from core.catalog import list_products
+from core.models import OrderStatus, Product, User
+from core.money import to_decimal_string
+from core.orders import list_orders
+from web.admin import overview_data
+from web.auth import revoked_key, set_session_cookies
+from web.common import end_read, iso, runtime
+from web.extensions import db
+from web.products import _available, product_json
+
+bp = Blueprint("pages", __name__)
+ORDERS_PER_PAGE = 20
+LOCAL_PATH = re.compile(r"/[A-Za-z0-9/_.~%=&?-]{0,200}")
+# Scripts and styles only from our own origin: no inline code, no CDN.
+CONTENT_SECURITY_POLICY = "; ".join(
+    [
+        "default-src 'self'",
+        "script-src 'self'",
+        "style-src 'self'",
+        "img-src 'self' data:",
+        "connect-src 'self'",
+        "object-src 'none'",
+        "base-uri 'self'",
+        "form-action 'self'",
+        "frame-ancestors 'none'",
+    ]
+)
+
+
+@dataclass(frozen=True)
+class Viewer:
+    id: int
+    username: str
+    role: str
+
+    @property
+    def is_admin(self) -> bool:
+        return self.role == "admin"
+
+
+def viewer() -> Viewer | None:
+    """Who is signed in, from the access cookie; when it has expired, from the refresh cookie
+    (a new access cookie is then set on the response). Bad or revoked tokens: nobody."""
+    if "viewer" in g:
+        return g.viewer
+    config = current_app.config
+    claims = _cookie_claims(config["JWT_ACCESS_COOKIE_NAME"], "access")
+    renew = False
+    if claims is None:
+        claims = _cookie_claims(config["JWT_REFRESH_COOKIE_NAME"], "refresh")
+        renew = claims is not None
+    found: Viewer | None = None
+    if claims is not None:
+        user = db.session.get(User, int(claims["sub"]))
+        end_read()
+        if user is not None:
+            role = user.role if renew else str(claims.get("role", "buyer"))
+            found = Viewer(user.id, user.username, role)
+            if renew:
+                g.renewed_access = create_access_token(
+                    identity=str(user.id), additional_claims={"role": user.role}
+                )
+    g.viewer = found
+    return found
+
+
+def _cookie_claims(cookie_name: str, token_type: str) -> dict | None:
+    encoded = request.cookies.get(cookie_name)
+    if not encoded:
+        return None
+    try:
+        claims = decode_token(encoded)
+        if claims.get("type") != token_type:
+            return None
+        if runtime().redis.exists(revoked_key(claims["jti"])):
+            return None
+    except (PyJWTError, JWTExtendedException, RedisError, KeyError, ValueError):
+        return None
+    return claims
+
+
+def safe_next(target: str | None) -> str | None:
+    """Only a plain path on this site, never another host (no open redirect): browsers drop tabs
+    and newlines and read backslashes as slashes, so only these characters are let through."""
+    if target and LOCAL_PATH.fullmatch(target) and not target.startswith("//"):
+        return target
+    return None
+
+
+@bp.after_request
+def _page_headers(response: Response) -> Response:
+    renewed = g.pop("renewed_access", None)
+    if renewed:
+        set_session_cookies(response, renewed)
+    response.headers["Content-Security-Policy"] = CONTENT_SECURITY_POLICY
+    response.headers["Cache-Control"] = "no-store"
+    return response
+
+
+@bp.context_processor
+def _page_context() -> dict[str, object]:
+    return {"viewer": viewer(), "server_now_ms": int(time.time() * 1000)}
+
+
+@bp.app_template_filter("money")
+def money(price: str, currency: str) -> str:
+    symbol = CURRENCY_SYMBOLS.get(currency)
+    return f"{symbol}{price}" if symbol else f"{price} {currency}"
+
+
+# --- the sale page ------------------------------------------------------------------------------
+
+
+@bp.get("/")
+def storefront() -> str:
+    now = datetime.now(UTC)
+    products = [p for p in list_products(db.session) if not _ended(p, now)]
+    end_read()
+    available = _available([p.id for p in products])
+    return render_template(
+        "storefront.html",
+        products=[product_json(p, available[p.id]) for p in products],
+        next_path=safe_next(request.args.get("next")),
+    )
+
+
+def _ended(product: Product, now: datetime) -> bool:
+    ends = product.sale_ends_at
+    if ends is None:
+        return False
+    if ends.tzinfo is None:
+        ends = ends.replace(tzinfo=UTC)
+    return ends <= now
+
+
+CURRENCY_SYMBOLS = {"USD": "$", "EUR": "€", "GBP": "£", "JPY": "¥"}
+
+
+# --- the buyer's orders ------------------------------------------------------------------------
+
+
+@bp.get("/account/orders")
+def account_orders() -> Response | str:
+    who = viewer()
+    if who is None:
+        return redirect(url_for("pages.storefront", next=request.full_path.rstrip("?")))
+    page = request.args.get("page", "1")
+    page_number = int(page) if page.isdigit() and 1 <= int(page) <= 100_000 else 1
+    orders, total = list_orders(
+        db.session, who.id, ORDERS_PER_PAGE, (page_number - 1) * ORDERS_PER_PAGE
+    )
+    product_ids = {o.product_id for o in orders}
+    names: dict[int, str] = {}
+    if product_ids:
+        query = select(Product.id, Product.name).where(Product.id.in_(product_ids))
+        names = {row.id: row.name for row in db.session.execute(query)}
+    end_read()
+    rows = [
+        {
+            "ticket_id": o.ticket_id,
+            "product": names.get(o.product_id, f"product {o.product_id}"),
+            "product_id": o.product_id,
+            "quantity": o.quantity,
+            "amount": to_decimal_string(o.amount_minor, o.currency),
+            "currency": o.currency,
+            "status": o.status,
+            "final": OrderStatus(o.status).is_terminal,
+            "failure_reason": o.failure_reason,
+            "created_at": iso(o.created_at),
+        }
+        for o in orders
+    ]
+    pages = max(1, -(-total // ORDERS_PER_PAGE))
+    return render_template("orders.html", orders=rows, total=total, page=page_number, pages=pages)
+
+
+# --- the operations page -----------------------------------------------------------------------
+
+
+@bp.get("/admin")
+def admin_page() -> tuple[str, int] | Response | str:
+    who = viewer()
+    if who is None:
+        return redirect(url_for("pages.storefront", next="/admin"))
+    if not who.is_admin:
+        message = "This page is for admins only. You are signed in as a buyer."
+        return render_template("error.html", status=403, title="Admins only", message=message), 403
+    return render_template("admin.html", overview=overview_data())
