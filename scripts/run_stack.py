@@ -202,9 +202,10 @@ def seed_demo_data(admin_password: str) -> None:
 def banner(redis: RedisProcess | None, admin_password: str) -> None:
     base = f"http://127.0.0.1:{os.environ['PORT']}"
     say()
-    say(f"  API        {base}/")
+    say(f"  Sale page  {base}/")
+    say(f"  Admin      {base}/admin  (sign in on the sale page as the demo admin)")
+    say(f"  RQ admin   {base}/admin/rq")
     say(f"  Health     {base}/health")
-    say(f"  RQ admin   {base}/admin/rq  (send an admin's Bearer token from POST /auth/login)")
     say(f"  Demo admin username={DEMO_ADMIN} password={admin_password}")
     say(f"  Database   {os.environ['DATABASE_URL']}")
     owner = f"started here, pid {redis.process.pid}" if redis and redis.process else "external"
