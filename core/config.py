@@ -60,6 +60,8 @@ class Settings:
     stripe_api_base: str = _env("STRIPE_API_BASE", "")
     stripe_webhook_secret: str = _env("STRIPE_WEBHOOK_SECRET", "")
     lock_ttl_ms: int = _env("LOCK_TTL_MS", 10_000)
+    final_status_ttl_seconds: int = _env("FINAL_STATUS_TTL_SECONDS", 900)
+    sold_out_cache_ms: int = _env("SOLD_OUT_CACHE_MS", 500)
     sweep_interval_seconds: int = _env("SWEEP_INTERVAL_SECONDS", 5)
     reconcile_interval_seconds: int = _env("RECONCILE_INTERVAL_SECONDS", 60)
     scheduler_poll_seconds: float = _env("SCHEDULER_POLL_SECONDS", 1.0)

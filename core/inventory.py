@@ -49,6 +49,7 @@ class Hold:
     modified_ms: int
     currency: str = ""
     client_secret: str | None = None
+    payment_status: str | None = None  # the provider's word, kept with a settled ticket
 
     @classmethod
     def from_json(cls, raw: str) -> Hold:
@@ -66,6 +67,7 @@ class Hold:
             modified_ms=int(data.get("m", data["c"])),
             currency=data.get("cur", ""),
             client_secret=data.get("cs"),
+            payment_status=data.get("ps"),
         )
 
     def to_record(self) -> dict[str, object]:
@@ -179,6 +181,20 @@ class Inventory:
         raw = self.redis.hget(self.keys(product_id).holds, ticket_id)
         return Hold.from_json(raw) if raw else None
 
+    def get_ticket(self, ticket_id: str) -> Hold | None:
+        """The ticket as Redis knows it: its open hold, or its final state for a while after
+        settlement (one round trip)."""
+        product_id = product_of_ticket(ticket_id)
+        if product_id is None:
+            return None
+        k = self.keys(product_id)
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.hget(k.holds, ticket_id)
+        pipe.get(k.final(ticket_id))
+        held, final = pipe.execute()
+        raw = held or final
+        return Hold.from_json(raw) if raw else None
+
     # --- settlement --------------------------------------------------------------------------
     def lock(self, product_id: int, ticket_id: str) -> RedisLock:
         k = self.keys(product_id)
@@ -279,16 +295,18 @@ class Inventory:
         replies = pipe.execute()
         return {o[0]: _state_and_hold(r) for o, r in zip(outcomes, replies, strict=True)}
 
-    def forget_many(self, product_id: int, entries: list[tuple[str, str | None]]) -> None:
-        """forget for (ticket, stream entry id) pairs."""
+    def forget_many(
+        self, product_id: int, entries: list[tuple[str, str | None, str, str | None, str]]
+    ) -> None:
+        """forget for (ticket, stream entry id, final status, reason, payment status) tuples."""
         if not entries:
             return
         k = self.keys(product_id)
         pipe = self.redis.pipeline(transaction=False)
-        for ticket, entry_id in entries:
+        for ticket, entry_id, status, reason, payment_status in entries:
             self.scripts.forget_hold(
-                keys=[k.stock, k.holds, k.settle],
-                args=[ticket, entry_id or "", SETTLE_GROUP],
+                keys=[k.stock, k.holds, k.settle, k.final(ticket)],
+                args=self._forget_args(ticket, entry_id, status, reason, payment_status),
                 client=pipe,
             )
         pipe.execute()
@@ -370,14 +388,39 @@ class Inventory:
     def settle_backlog(self, product_id: int) -> int:
         return int(self.redis.xlen(self.keys(product_id).settle))
 
-    def forget(self, product_id: int, ticket_id: str, entry_id: str | None) -> bool:
-        """Drops a settled hold from Redis once SQL holds its final state."""
+    def forget(
+        self,
+        product_id: int,
+        ticket_id: str,
+        entry_id: str | None,
+        status: str = "",
+        reason: str | None = None,
+        payment_status: str = "",
+    ) -> bool:
+        """Drops a settled hold from Redis once SQL holds its final state (`status`, kept a
+        while for the buyers polling the ticket)."""
         k = self.keys(product_id)
         return bool(
             self.scripts.forget_hold(
-                keys=[k.stock, k.holds, k.settle], args=[ticket_id, entry_id or "", SETTLE_GROUP]
+                keys=[k.stock, k.holds, k.settle, k.final(ticket_id)],
+                args=self._forget_args(ticket_id, entry_id, status, reason, payment_status),
             )
         )
+
+    def _forget_args(
+        self,
+        ticket_id: str,
+        entry_id: str | None,
+        status: str,
+        reason: str | None,
+        payment_status: str = "",
+    ) -> list[object]:
+        ttl = self.settings.final_status_ttl_seconds
+        return [ticket_id, entry_id or "", SETTLE_GROUP, status, reason or "", ttl, payment_status]
+
+    def drop_final(self, product_id: int, ticket_id: str) -> None:
+        """The order changed after settlement (say, refunded): polls go to SQL again."""
+        self.redis.delete(self.keys(product_id).final(ticket_id))
 
     # --- stock figures, rebuild and repair ---------------------------------------------------
     def figures(self, product_id: int) -> StockFigures | None:

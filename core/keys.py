@@ -59,6 +59,9 @@ class ProductKeys:
     def lock(self, ticket_id: str) -> str:
         return self.lock_prefix + ticket_id
 
+    def final(self, ticket_id: str) -> str:
+        return f"{self.tag}:final:{ticket_id}"
+
     def paying(self, ticket_id: str) -> str:
         return f"{self.tag}:paying:{ticket_id}"
 

@@ -159,7 +159,7 @@ class Settler:
                     transition_many(session, tickets, OrderStatus.PROCESSING)
         finally:
             self.inventory.unlock_many(product_id, tokens)
-        self.inventory.forget_many(product_id, gone)
+        self.inventory.forget_many(product_id, [(t, e, "", None, "") for t, e in gone])
         for hold in finals:
             entry_id = entry_of[hold.ticket_id]
             self._guard(report, self._record_final, product_id, currency, hold, entry_id)
@@ -279,7 +279,7 @@ class Settler:
             results = self.inventory.finish_many(product_id, outcomes)
         finally:
             self.inventory.unlock_many(product_id, tokens)
-        plain: list[tuple[Hold, str | None]] = []
+        plain: list[tuple[Hold, str | None, str]] = []
         for ticket, (state, hold) in results.items():
             work = by_ticket[ticket]
             paid = work.intent is not None and work.intent.succeeded
@@ -290,7 +290,7 @@ class Settler:
                     self._guard(report, self._refund_unless_confirmed, ticket)
                 self.inventory.forget(product_id, ticket, work.entry_id)
             elif hold.status == work.outcome and (work.outcome == "confirmed" or not paid):
-                plain.append((hold, work.entry_id))
+                plain.append((hold, work.entry_id, work.intent.status if work.intent else ""))
             else:  # settled otherwise meanwhile: _record_final sees whether money goes back
                 self._guard(report, self._record_final, product_id, currency, hold, work.entry_id)
         self._record_finals(report, product_id, currency, plain)
@@ -300,21 +300,23 @@ class Settler:
         report: SettleReport,
         product_id: int,
         currency: str,
-        finals: list[tuple[Hold, str | None]],
+        finals: list[tuple[Hold, str | None, str]],
     ) -> None:
         """Final states whose money is settled already (paid and confirmed, or never paid)."""
         if not finals:
             return
         groups: dict[tuple[str, str | None], list[str]] = {}
-        for hold, _ in finals:
+        for hold, _, _ in finals:
             groups.setdefault((hold.status, hold.reason), []).append(hold.ticket_id)
         with transaction(self.sessions) as session:
-            rows = [(hold, OrderStatus(hold.status)) for hold, _ in finals]
+            rows = [(hold, OrderStatus(hold.status)) for hold, _, _ in finals]
             record_orders(session, rows, product_id, currency)
             for (status, reason), tickets in groups.items():
                 transition_many(session, tickets, OrderStatus(status), reason)
-        self.inventory.forget_many(product_id, [(h.ticket_id, e) for h, e in finals])
-        for hold, _ in finals:
+        self.inventory.forget_many(
+            product_id, [(h.ticket_id, e, h.status, h.reason, paid) for h, e, paid in finals]
+        )
+        for hold, _, _ in finals:
             report.count(hold.status)
 
     def _await_action_step(self, report: SettleReport, work: Work) -> None:
@@ -396,6 +398,9 @@ class Settler:
         if self._refund_if_paid(ticket_id):
             with transaction(self.sessions) as session:
                 transition(session, ticket_id, OrderStatus.REFUNDED, f"refunded:{order.status}")
+            product_id = product_of_ticket(ticket_id)
+            if product_id is not None:
+                self.inventory.drop_final(product_id, ticket_id)
             report.count(OrderStatus.REFUNDED.value)
 
     def _record_final(
@@ -414,7 +419,7 @@ class Settler:
         with transaction(self.sessions) as session:
             record_order(session, hold, product_id, currency, status)
             transition(session, hold.ticket_id, status, reason)
-        self.inventory.forget(product_id, hold.ticket_id, entry_id)
+        self.inventory.forget(product_id, hold.ticket_id, entry_id, status.value, reason)
         report.count(status.value)
 
     def _refund_if_paid(self, ticket_id: str) -> bool:
@@ -462,6 +467,7 @@ class Settler:
         self._refund_if_paid(ticket_id)
         with transaction(self.sessions) as session:
             moved = transition(session, ticket_id, OrderStatus.REFUNDED, "cancelled_by_admin")
+        self.inventory.drop_final(product_id, ticket_id)
         if moved:
             self.inventory.unsell(product_id, ticket_id, order.user_id, order.quantity)
 

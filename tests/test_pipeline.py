@@ -306,3 +306,37 @@ def test_concurrent_confirmations_of_one_intent_charge_once(rt):
         t.join()
     assert rt.gateway.charges("9-" + "a" * 24) == 1
     assert rt.gateway.retrieve_intent(intent.id).status == "succeeded"
+
+
+def test_stock_released_after_a_sell_out_is_sold_again(client, app, rt):
+    admin, first, second = make_user(app, "admin"), make_user(app), make_user(app)
+    product = create_product(client, admin, stock=1)
+    ticket = new_ticket_id(product["id"])
+    rt.inventory.reserve(product["id"], first.id, 1, ticket, "pm_card_visa")
+    refused = buy(client, second, product["id"])
+    assert refused.get_json()["error"] == "sold_out"  # this process now remembers: sold out
+    assert client.post(f"/orders/{ticket}/cancel", headers=first.headers).status_code == 200
+    # The released unit sells again once the short-lived sold-out flag lapses.
+    accepted = wait_until(
+        lambda: (r := buy(client, second, product["id"])).status_code == 202 and r,
+        5,
+        "the released unit to be sold again",
+    )
+    assert accepted.get_json()["quantity"] == 1
+
+
+def test_a_settled_ticket_is_answered_from_redis_until_it_changes(client, app, settings, rt):
+    admin, buyer = make_user(app, "admin"), make_user(app)
+    product = create_product(client, admin, stock=2)
+    ticket = buy(client, buyer, product["id"]).get_json()["ticket_id"]
+    settle_until(client, buyer, ticket, settings, {"confirmed"})
+    final_key = rt.inventory.keys(product["id"]).final(ticket)
+    assert rt.redis.ttl(final_key) > 0
+    body = client.get(f"/orders/{ticket}", headers=buyer.headers).get_json()
+    assert (body["status"], body["payment"]) == ("confirmed", {"status": "succeeded"})
+    other = make_user(app)
+    assert client.get(f"/orders/{ticket}", headers=other.headers).status_code == 404
+    # An admin refund changes the order after settlement: the cached answer goes.
+    assert client.post(f"/orders/{ticket}/cancel", headers=admin.headers).status_code == 200
+    assert not rt.redis.exists(final_key)
+    assert client.get(f"/orders/{ticket}", headers=buyer.headers).get_json()["status"] == "refunded"

@@ -13,6 +13,7 @@ from core.config import Settings
 from core.db import engine_options, prepare_engine
 from core.runtime import Runtime
 from web import admin, auth, health, orders, pages, payments, products
+from web.common import SoldOutFlags
 from web.errors import error_response, register_error_handlers
 from web.extensions import db, jwt, limiter, migrate
 from web.kicker import SettlementKicker
@@ -45,13 +46,15 @@ def create_app(settings: Settings | None = None) -> Flask:
         FLASHSALE_RATELIMIT_ENABLED=settings.ratelimit_enabled,
         RATELIMIT_STORAGE_URI=settings.redis_url,
         RATELIMIT_KEY_PREFIX=f"{settings.key_prefix}:limits",
-        RATELIMIT_HEADERS_ENABLED=True,
+        # X-RateLimit headers cost two Redis reads per request: only a 429 says when to retry.
+        RATELIMIT_HEADERS_ENABLED=False,
         RATELIMIT_SWALLOW_ERRORS=True,
         MAX_CONTENT_LENGTH=settings.max_body_bytes,
         JSON_SORT_KEYS=False,
     )
     app.extensions["flashsale"] = Runtime(settings)
     app.extensions["flashsale_kicker"] = SettlementKicker(settings)
+    app.extensions["flashsale_sold_out"] = SoldOutFlags(settings.sold_out_cache_ms)
 
     db.init_app(app)
     with app.app_context():

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 from functools import wraps
@@ -27,6 +28,28 @@ def runtime() -> Runtime:
 
 def kicker() -> SettlementKicker:
     return current_app.extensions["flashsale_kicker"]
+
+
+def sold_out_flags() -> SoldOutFlags:
+    return current_app.extensions["flashsale_sold_out"]
+
+
+class SoldOutFlags:
+    """Products this process saw sold out, answered without Redis for a moment: a crowd hitting
+    a sold-out drop costs no round trip, and stock released meanwhile sells again once the flag
+    lapses (SOLD_OUT_CACHE_MS)."""
+
+    def __init__(self, ttl_ms: int) -> None:
+        self.ttl_s = ttl_ms / 1000
+        self._until: dict[int, float] = {}
+
+    def set(self, product_id: int) -> None:
+        if self.ttl_s > 0:
+            self._until[product_id] = time.monotonic() + self.ttl_s
+
+    def is_set(self, product_id: int) -> bool:
+        until = self._until.get(product_id)
+        return until is not None and time.monotonic() < until
 
 
 def parse_body(model: type[M]) -> M:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import math
+import time
 
 from flask import Flask, Response, jsonify
 from pydantic import ValidationError
@@ -51,6 +53,15 @@ def validation_message(exc: ValidationError) -> str:
     return "; ".join(parts)
 
 
+def _seconds_until_reset() -> int:
+    from web.extensions import limiter
+
+    current = limiter.current_limit
+    if current is None:
+        return 1
+    return max(1, math.ceil(current.reset_at - time.time()))
+
+
 def register_error_handlers(app: Flask) -> None:
     @app.errorhandler(ApiError)
     def _api_error(exc: ApiError) -> Response:
@@ -69,6 +80,8 @@ def register_error_handlers(app: Flask) -> None:
         if status == 429:
             message = f"rate limit exceeded ({exc.description})"
         response = error_response(status, CODES.get(status, "error"), message)
+        if status == 429:
+            response.headers["Retry-After"] = str(_seconds_until_reset())
         for name, value in (exc.get_response().headers or {}).items():
             if name.lower() in ("retry-after", "allow"):
                 response.headers[name] = value

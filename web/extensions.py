@@ -14,7 +14,7 @@ from core.models import Base
 db = SQLAlchemy(metadata=Base.metadata, session_options={"expire_on_commit": False})
 jwt = JWTManager()
 migrate = Migrate()
-limiter = Limiter(key_func=get_remote_address, headers_enabled=True)
+limiter = Limiter(key_func=get_remote_address)
 
 
 @limiter.request_filter

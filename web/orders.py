@@ -27,6 +27,7 @@ from web.common import (
     kicker,
     parse_body,
     runtime,
+    sold_out_flags,
 )
 from web.errors import ApiError
 from web.extensions import db, limiter, user_key
@@ -57,6 +58,8 @@ def purchase(product_id: int) -> tuple[Response, int]:
     if idempotency_key and not IDEMPOTENCY_KEY.match(idempotency_key):
         raise ApiError(400, "invalid_idempotency_key", "Idempotency-Key: 1-100 of [A-Za-z0-9_.:-]")
     check_id(product_id)
+    if not idempotency_key and sold_out_flags().is_set(product_id):
+        return _refusal("sold_out", 0)
     try:
         outcome = runtime().inventory.reserve(
             product_id,
@@ -76,10 +79,15 @@ def purchase(product_id: int) -> tuple[Response, int]:
     if outcome.result == "duplicate" and outcome.ticket_id:
         return jsonify(_replayed_json(product_id, outcome.ticket_id, outcome.hold)), 202
     if outcome.result in REFUSALS:
-        extra = {} if outcome.remaining is None else {"remaining": outcome.remaining}
-        response = jsonify({"error": outcome.result, "message": REFUSALS[outcome.result], **extra})
-        return response, 409
+        if outcome.result == "sold_out" and outcome.remaining == 0:
+            sold_out_flags().set(product_id)
+        return _refusal(outcome.result, outcome.remaining)
     return _stock_missing(product_id)
+
+
+def _refusal(code: str, remaining: int | None) -> tuple[Response, int]:
+    extra = {} if remaining is None else {"remaining": remaining}
+    return jsonify({"error": code, "message": REFUSALS[code], **extra}), 409
 
 
 def _stock_missing(product_id: int) -> tuple[Response, int]:
@@ -133,7 +141,7 @@ def status(ticket_id: str) -> Response:
     if product_id is None:
         raise ApiError(404, "not_found", "no such order")
     try:
-        hold = runtime().inventory.get_hold(ticket_id)
+        hold = runtime().inventory.get_ticket(ticket_id)  # open, or final a while after
     except RedisError:
         hold = None
     if hold is not None:
@@ -167,8 +175,14 @@ def _hold_json(product_id: int, hold: Hold) -> dict[str, object]:
         "updated_at": _iso_ms(hold.modified_ms),
         "expires_at": _iso_ms(hold.deadline_ms),
         "failure_reason": hold.reason,
-        "payment": {"client_secret": hold.client_secret} if hold.client_secret else {},
+        "payment": _hold_payment_json(hold),
     }
+
+
+def _hold_payment_json(hold: Hold) -> dict[str, object]:
+    if hold.client_secret:
+        return {"client_secret": hold.client_secret}
+    return {"status": hold.payment_status} if hold.payment_status else {}
 
 
 def _order_json(order: Order) -> dict[str, object]:
