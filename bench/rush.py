@@ -16,6 +16,7 @@ Markdown table and a PNG chart.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import os
 import statistics
@@ -27,6 +28,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+import httpx
 from sqlalchemy import func, insert, select
 from tqdm import tqdm
 
@@ -197,10 +199,9 @@ class Bench:
             self.unserve()
 
     def product_paths(self, tokens: list[str]) -> dict[str, Any]:
-        """accepted, sold_out and status against the product, workers settling meanwhile."""
+        """accepted, sold_out and status: the HTTP paths alone, as the targets compare them with
+        `bare` (no settlement competing for the two cores; the sale below runs everything)."""
         url = self.serve("web:create_app()")
-        self.procs.rq_workers(self.options.rq_workers)
-        self.procs.scheduler()
         try:
             open_sale = self.product(stock=10_000_000)
             sold_out = self.product(stock=1)
@@ -231,8 +232,7 @@ class Bench:
         self.procs.scheduler()
         try:
             started = time.monotonic()
-            load = self.wrk(url, "POST", [f"/purchase/{product_id}"], tokens, PURCHASE_BODY,
-                            duration=120, reuse=False)  # fmt: skip
+            load = asyncio.run(_buy_once_each(url, product_id, tokens, self.options.connections))
             rush_end = time.monotonic()
             final = self._wait_all_final(product_id, load.codes.get("202", 0), timeout=300)
             figures = self.rt.inventory.figures(product_id)
@@ -268,8 +268,9 @@ class Bench:
         for _ in range(orders):
             ticket = new_ticket_id(product_id)
             self.rt.inventory.reserve(product_id, user_id, 1, ticket, "pm_card_visa")
-        started = time.monotonic()
         self.procs.rq_workers(workers, {"PAYMENT_LATENCY_MS": str(latency_ms)})
+        self._wait_workers(workers)
+        started = time.monotonic()
         enqueue_drains(self.rt.settings, [product_id] * workers)
         try:
             self._wait_all_final(product_id, orders, timeout=600)
@@ -282,7 +283,12 @@ class Bench:
     def serve(self, target: str, extra_env: dict[str, str] | None = None) -> str:
         self.procs.env.update(extra_env or {})
         o = self.options
-        return self.procs.gunicorn(target, o.gunicorn_workers, o.worker_class, o.threads)
+        url = self.procs.gunicorn(target, o.gunicorn_workers, o.worker_class, o.threads)
+        # Warm every gunicorn worker (imports, connections, scripts) before measuring.
+        with httpx.Client(base_url=url, timeout=10) as http:
+            for _ in range(50 * o.gunicorn_workers):
+                http.get("/health")
+        return url
 
     def unserve(self) -> None:
         for child in list(self.procs.children):
@@ -309,6 +315,19 @@ class Bench:
                 by_user[decode_token(token)["sub"]] = token
         holds = self.rt.redis.hmget(self.rt.inventory.keys(product_id).holds, tickets)
         return [by_user.get(json.loads(h)["u"], tokens[0]) if h else tokens[0] for h in holds]
+
+    def _wait_workers(self, count: int) -> None:
+        """Until `count` RQ workers listen on the queue (their start-up is not settlement)."""
+        from rq import Worker
+
+        from jobs.queues import settlement_queue
+
+        queue = settlement_queue(self.rt.settings)
+        deadline = time.monotonic() + 60
+        while Worker.count(queue=queue) < count:
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"{count} rq workers did not start")
+            time.sleep(0.1)
 
     def _confirmed(self, product_id: int) -> int:
         from core.models import Order
@@ -337,6 +356,41 @@ class Bench:
                 return time.monotonic() - started
             time.sleep(0.1)
         raise RuntimeError(f"only {final} of {count} tickets final after {timeout}s")
+
+
+async def _buy_once_each(url: str, product_id: int, tokens: list[str], concurrency: int) -> Load:
+    """Every buyer buys once, `concurrency` at a time (a Python asyncio client: wrk cannot stop
+    when the last buyer has been answered)."""
+    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+    queue: asyncio.Queue[str] = asyncio.Queue()
+    for token in tokens:
+        queue.put_nowait(token)
+    codes: dict[str, int] = {}
+    latencies: list[float] = []
+
+    async def buyer(http: httpx.AsyncClient) -> None:
+        while not queue.empty():
+            token = queue.get_nowait()
+            sent = time.perf_counter()
+            response = await http.post(
+                f"/purchase/{product_id}",
+                content=PURCHASE_BODY,
+                headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"},
+            )
+            latencies.append(time.perf_counter() - sent)
+            key = str(response.status_code)
+            codes[key] = codes.get(key, 0) + 1
+
+    started = time.perf_counter()
+    async with httpx.AsyncClient(base_url=url, limits=limits, timeout=60) as http:
+        await asyncio.gather(*(buyer(http) for _ in range(concurrency)))
+    seconds = time.perf_counter() - started
+    ordered = sorted(latencies)
+
+    def pct(p: float) -> float:
+        return ordered[min(len(ordered) - 1, int(p * len(ordered)))] * 1000
+
+    return Load(seconds, len(latencies) / seconds, codes, pct(0.5), pct(0.95), pct(0.99), 0)
 
 
 def _chunks(tokens: list[str], parts: int) -> list[list[str]]:
@@ -372,8 +426,9 @@ def main() -> None:
             elif step == "settlement":
                 rates = {"0ms_2_workers": bench.settlement(2, 0, options.settle_orders)}
                 for workers in options.latency_workers:
+                    # a batch of tickets for each worker process, each paid with 200 ms latency
                     rates[f"200ms_{workers}_workers"] = bench.settlement(
-                        workers, 200, max(100, options.settle_orders // 10)
+                        workers, 200, 100 * workers
                     )
                 bench.results["settlement"] = rates
             elif step == "sale":

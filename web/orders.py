@@ -49,16 +49,26 @@ def _purchase_limit() -> str:
     return runtime().settings.ratelimit_purchase
 
 
+def _known_sold_out() -> bool:
+    """Answered from this process's sold-out flag: no Redis, not even for the rate limit."""
+    product_id = (request.view_args or {}).get("product_id")
+    return (
+        product_id is not None
+        and not request.headers.get("Idempotency-Key")
+        and sold_out_flags().is_set(product_id)
+    )
+
+
 @bp.post("/purchase/<int:product_id>")
 @jwt_required()
-@limiter.limit(_purchase_limit, key_func=user_key)
+@limiter.limit(_purchase_limit, key_func=user_key, exempt_when=_known_sold_out)
 def purchase(product_id: int) -> tuple[Response, int]:
     body = parse_body(PurchaseRequest)
     idempotency_key = request.headers.get("Idempotency-Key", "")
     if idempotency_key and not IDEMPOTENCY_KEY.match(idempotency_key):
         raise ApiError(400, "invalid_idempotency_key", "Idempotency-Key: 1-100 of [A-Za-z0-9_.:-]")
     check_id(product_id)
-    if not idempotency_key and sold_out_flags().is_set(product_id):
+    if _known_sold_out():
         return _refusal("sold_out", 0)
     try:
         outcome = runtime().inventory.reserve(
