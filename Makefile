@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint format clean browser
+.PHONY: run test lint format clean browser bench
 
 $(STAMP): requirements.txt requirements-dev.txt
 	$(PYTHON) -m venv $(VENV)
@@ -41,6 +41,14 @@ browser:
 
 test: lint browser
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# The benchmark (BENCHMARKS.md): wrk from Debian, matplotlib and tqdm from PyPI.
+bench: $(STAMP)
+	@command -v wrk >/dev/null || { \
+		if [ "$$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq wrk; \
+		else sudo apt-get update -qq && sudo apt-get install -y -qq wrk; fi; }
+	$(BIN)/pip install --quiet -r requirements-bench.txt
+	$(BIN)/python -m bench.rush $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache flashsale.db*

@@ -83,7 +83,7 @@ def parse_args() -> Options:
         return Options(True, 1, 3, 64, 2, args.gunicorn_workers, args.worker_class, args.threads,
                        args.rq_workers, 4000, 300, 900, 400, [1, 2])  # fmt: skip
     return Options(False, args.runs, args.duration, args.connections, 2, args.gunicorn_workers,
-                   args.worker_class, args.threads, args.rq_workers, 40_000, 10_000, 30_000,
+                   args.worker_class, args.threads, args.rq_workers, 90_000, 10_000, 30_000,
                    3000, [1, 2, 4, 8])  # fmt: skip
 
 
