@@ -12,7 +12,7 @@ from pathlib import Path
 
 import httpx
 
-from scripts.run_stack import RedisProcess, free_port
+from scripts.run_stack import RedisProcess, free_port, stop_process
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
@@ -79,13 +79,7 @@ class Processes:
         self.spawn(sys.executable, "-m", "jobs.scheduler")
 
     def stop(self, child: subprocess.Popen) -> None:
-        if child.poll() is None:
-            child.terminate()
-            try:
-                child.wait(15)
-            except subprocess.TimeoutExpired:
-                child.kill()
-                child.wait(5)
+        stop_process(child, 15)
         if child in self.children:
             self.children.remove(child)
 

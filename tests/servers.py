@@ -11,7 +11,7 @@ from pathlib import Path
 
 import httpx
 
-from scripts.run_stack import RedisProcess, free_port
+from scripts.run_stack import RedisProcess, free_port, stop_process
 
 __all__ = ["Gunicorn", "RedisProcess", "clean_env", "free_port", "wait_until"]
 
@@ -78,12 +78,7 @@ class Gunicorn:
             return False
 
     def stop(self) -> None:
-        if self.process and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(15)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
+        stop_process(self.process, 15)
 
 
 def clean_env(extra: dict[str, str]) -> dict[str, str]:
@@ -135,10 +130,4 @@ class LocalStripe:
         response.raise_for_status()
 
     def stop(self) -> None:
-        if self.process and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(5)
+        stop_process(self.process)

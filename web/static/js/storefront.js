@@ -115,16 +115,20 @@
     return label + ": " + input.validationMessage + hintText;
   }
 
+  // Says what is wrong with the form's first invalid field and focuses it; false if none is.
+  function refuseInvalid(form, message) {
+    const invalid = firstInvalid(form);
+    if (!invalid) return false;
+    F.say(message, invalidText(invalid), "error");
+    invalid.focus();
+    return true;
+  }
+
   async function signIn(event) {
     event.preventDefault();
     const form = event.currentTarget;
     const message = role(form, "message");
-    const invalid = firstInvalid(form);
-    if (invalid) {
-      F.say(message, invalidText(invalid), "error");
-      invalid.focus();
-      return;
-    }
+    if (refuseInvalid(form, message)) return;
     const button = form.querySelector("button[type=submit]");
     button.disabled = true;
     F.say(message, "Signing in…", "info");
@@ -147,12 +151,7 @@
     event.preventDefault();
     const form = event.currentTarget;
     const message = role(form, "message");
-    const invalid = firstInvalid(form);
-    if (invalid) {
-      F.say(message, invalidText(invalid), "error");
-      invalid.focus();
-      return;
-    }
+    if (refuseInvalid(form, message)) return;
     const button = form.querySelector("button[type=submit]");
     button.disabled = true;
     F.say(message, "Creating your account…", "info");
