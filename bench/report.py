@@ -58,7 +58,8 @@ def markdown(results: dict[str, Any]) -> str:
         f"sold out {sale['sold_out']}, other {sale['other']}, confirmed in SQL "
         f"{sale['confirmed_in_sql']}, oversold {sale['oversold']}; rush {sale['rush_s']:.1f} s "
         f"(p99 {sale['p99_ms']:.0f} ms), every ticket final "
-        f"{sale['final_after_last_request_s']:.1f} s after the last request.",
+        f"{sale['final_after_last_request_s']:.1f} s after the last request; reconciliation: "
+        f"{sale.get('reconciliation', 'not run')}.",
     ]
     return "\n".join(lines) + "\n"
 

@@ -249,6 +249,11 @@ class Bench:
                 "redis": asdict(figures) if figures else None,
             }  # fmt: skip
             result["oversold"] = max(0, result["confirmed_in_sql"] - self.options.sale_units)
+            from core.stock import reconcile_product
+
+            result["reconciliation"] = reconcile_product(
+                self.rt.inventory, self.rt.sessions, product_id
+            ).result
             result["settlement_orders_per_s"] = result["accepted"] / max(
                 0.001, result["rush_s"] + final
             )
@@ -257,7 +262,13 @@ class Bench:
         finally:
             self.unserve()
 
-    def settlement(self, workers: int, latency_ms: int, orders: int) -> float:
+    def settlement(
+        self,
+        workers: int,
+        latency_ms: int,
+        orders: int,
+        worker_class: str = "rq.worker.SimpleWorker",
+    ) -> float:
         """Orders per second settled by `workers` processes from a backlog of `orders` tickets."""
         from core.keys import new_ticket_id
         from jobs.queues import enqueue_drains
@@ -268,7 +279,7 @@ class Bench:
         for _ in range(orders):
             ticket = new_ticket_id(product_id)
             self.rt.inventory.reserve(product_id, user_id, 1, ticket, "pm_card_visa")
-        self.procs.rq_workers(workers, {"PAYMENT_LATENCY_MS": str(latency_ms)})
+        self.procs.rq_workers(workers, {"PAYMENT_LATENCY_MS": str(latency_ms)}, worker_class)
         self._wait_workers(workers)
         started = time.monotonic()
         enqueue_drains(self.rt.settings, [product_id] * workers)

@@ -66,10 +66,15 @@ class Processes:
         wait_for(f"{url}/health")
         return url
 
-    def rq_workers(self, count: int, extra_env: dict[str, str] | None = None) -> None:
+    def rq_workers(
+        self,
+        count: int,
+        extra_env: dict[str, str] | None = None,
+        worker_class: str = "rq.worker.SimpleWorker",
+    ) -> None:
         for _ in range(count):
             self.spawn(
-                str(BIN / "rq"), "worker", "-w", "rq.worker.SimpleWorker",
+                str(BIN / "rq"), "worker", "-w", worker_class,
                 "--serializer", "rq.serializers.JSONSerializer",
                 "--job-class", "jobs.queues.JsonJob", "--url", self.env["REDIS_URL"],
                 self.env["SETTLEMENT_QUEUE"], extra_env=extra_env,
