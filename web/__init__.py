@@ -12,7 +12,7 @@ from core.catalog import UsernameTaken, create_user
 from core.config import Settings
 from core.db import engine_options, prepare_engine
 from core.runtime import Runtime
-from web import admin, auth, health, orders, pages, payments, products
+from web import admin, auth, health, openapi, orders, pages, payments, products
 from web.common import SoldOutFlags
 from web.errors import error_response, register_error_handlers
 from web.extensions import db, jwt, limiter, migrate
@@ -64,7 +64,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     limiter.init_app(app)
     _register_jwt_callbacks(settings)
     register_error_handlers(app)
-    for module in (auth, products, orders, payments, admin, health, pages):
+    for module in (auth, products, orders, payments, admin, health, pages, openapi):
         app.register_blueprint(module.bp)
     admin.mount_rq_dashboard(app)
     _register_cli(app, settings)

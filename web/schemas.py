@@ -58,7 +58,8 @@ class Credentials(Strict):
 
 
 class LoginRequest(Strict):
-    username: Annotated[str, StringConstraints(min_length=1, max_length=50)]
+    # No NUL: PostgreSQL refuses it in a query parameter (a 500); no username can hold one.
+    username: Annotated[str, StringConstraints(min_length=1, max_length=50, pattern=r"^[^\x00]+$")]
     password: Annotated[str, StringConstraints(min_length=1, max_length=128)]
 
 
