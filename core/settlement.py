@@ -10,6 +10,7 @@ answers (webhooks) go through `settle_payment_event`, which ends in the same `fi
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -47,6 +48,10 @@ class RefundRefused(RuntimeError):
     """The order is not in a state that a refund applies to."""
 
 
+class GatewayNotConfigured(PaymentUnavailable):
+    """A payment's provider is not configured here (not an outage of the provider)."""
+
+
 @dataclass
 class Work:
     entry_id: str | None
@@ -57,6 +62,7 @@ class Work:
     reason: str = ""
     intent: PaymentIntent | None = None
     provider: str = ""
+    provider_down: bool = False  # the provider timed out or could not be reached
 
 
 @dataclass
@@ -90,7 +96,7 @@ class Settler:
         """Payments stay with the provider that took them, whatever the default is now."""
         gateway = self.gateways.get(payment.provider)
         if gateway is None:
-            raise PaymentUnavailable(f"gateway {payment.provider!r} is not configured")
+            raise GatewayNotConfigured(f"gateway {payment.provider!r} is not configured")
         return gateway
 
     # --- batches from the settle stream ------------------------------------------------------
@@ -191,25 +197,39 @@ class Settler:
             with self.sessions() as session:
                 payments = get_payments(session, [w.hold.ticket_id for w in leased])
             fresh = [w for w in leased if w.hold.ticket_id not in payments and not _late(w.hold)]
-            self._concurrently(self._create_intent, fresh)
+            down = threading.Event()  # once the provider times out, the batch stops calling it
+            self._concurrently(self._create_intent, fresh, down)
             self._store_intents([w for w in fresh if w.intent])  # before confirming
             undecided = [w for w in leased if not w.outcome]
             self._concurrently(
-                lambda w: self._settle_intent(w, payments.get(w.hold.ticket_id)), undecided
+                lambda w: self._settle_intent(w, payments.get(w.hold.ticket_id)), undecided, down
             )
             self._store_intents([w for w in undecided if w.intent])
         finally:
             self.inventory.release_leases(product_id, leases)
 
-    def _concurrently(self, step, works: list[Work]) -> None:  # type: ignore[no-untyped-def]
-        """Runs a payment step for each ticket, several at once when the gateway waits."""
+    def _concurrently(self, step, works: list[Work], down: threading.Event | None = None) -> None:  # type: ignore[no-untyped-def]
+        """Runs a payment step for each ticket, several at once when the gateway waits. After
+        a provider call of the batch timed out (`down`), the remaining tickets are left for a
+        later delivery instead of each waiting PAYMENT_TIMEOUT_SECONDS on a provider that hangs,
+        which kept the worker (and the holds it could release) busy for minutes."""
+        down = down or threading.Event()
+
+        def guarded(work: Work) -> None:
+            if down.is_set():
+                work.outcome, work.reason = "retry", "payment provider unavailable"
+                return
+            step(work)
+            if work.provider_down:
+                down.set()
+
         if len(works) > 1 and self.settings.payment_concurrency > 1 and self.gateway.waits:
             size = min(self.settings.payment_concurrency, len(works))
             with ThreadPoolExecutor(max_workers=size) as pool:
-                list(pool.map(step, works))
+                list(pool.map(guarded, works))
         else:
             for work in works:
-                step(work)
+                guarded(work)
 
     def _create_intent(self, work: Work) -> None:
         hold = work.hold
@@ -488,6 +508,7 @@ class _provider_errors:
             self.work.outcome, self.work.reason = "failed", error.code
         elif isinstance(error, PaymentUnavailable):
             self.work.outcome, self.work.reason = "retry", str(error)
+            self.work.provider_down = not isinstance(error, GatewayNotConfigured)
         elif isinstance(error, Exception):  # an unexpected answer is retried, not guessed at
             log.exception("settle: payment for %s", self.work.hold.ticket_id)
             self.work.outcome, self.work.reason = "retry", type(error).__name__

@@ -10,6 +10,7 @@ import logging
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
+from rq.exceptions import NoSuchJobError
 from rq_scheduler import Scheduler
 
 from core.config import Settings
@@ -41,11 +42,17 @@ def register_periodic_jobs(scheduler: Scheduler, settings: Settings) -> int:
     created = 0
     for spec in periodic_jobs(settings):
         if spec.job_id in scheduler:
-            job = JsonJob.fetch(spec.job_id, connection=scheduler.connection)
-            if job.meta.get("interval") == spec.interval_s and job.func_name == spec.func:
-                continue
-            scheduler.cancel(spec.job_id)
-            job.delete()
+            try:
+                job = JsonJob.fetch(spec.job_id, connection=scheduler.connection)
+            except NoSuchJobError:
+                # Scheduled, but the job's hash expired (its result_ttl ran out while no
+                # scheduler ran): schedule it again instead of failing on every start.
+                scheduler.cancel(spec.job_id)
+            else:
+                if job.meta.get("interval") == spec.interval_s and job.func_name == spec.func:
+                    continue
+                scheduler.cancel(spec.job_id)
+                job.delete()
         scheduler.schedule(
             scheduled_time=datetime.now(UTC).replace(tzinfo=None),
             func=spec.func,
@@ -53,7 +60,7 @@ def register_periodic_jobs(scheduler: Scheduler, settings: Settings) -> int:
             repeat=None,
             id=spec.job_id,
             timeout=MAINTENANCE_TIMEOUT_S,
-            result_ttl=spec.interval_s * 10,
+            result_ttl=-1,  # a periodic job must outlive any pause of the scheduler
             queue_name=settings.queue_name,
         )
         created += 1

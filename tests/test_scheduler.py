@@ -65,3 +65,13 @@ def test_due_periodic_jobs_run_on_a_worker_as_json(settings):
     assert sweep.get_status() == "finished"
     assert set(sweep.return_value()) == {"expired_units", "products_waiting"}
     assert scheduler.count() == len(periodic_jobs(settings))  # rescheduled, not doubled
+
+
+def test_a_schedule_whose_job_expired_is_registered_again(settings):
+    """The scheduler was down longer than the job's result_ttl: its hash is gone, its id is
+    still scheduled. A restart used to fail on NoSuchJobError at every start."""
+    scheduler = SettlementScheduler(settings)
+    register_periodic_jobs(scheduler, settings)
+    rq_connection(settings.redis_url).delete(Job.key_for("periodic-sweep"))
+    assert register_periodic_jobs(SettlementScheduler(settings), settings) == 1
+    assert scheduled_ids(scheduler) == sorted(p.job_id for p in periodic_jobs(settings))
