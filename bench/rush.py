@@ -76,7 +76,7 @@ def parse_args() -> Options:
     parser.add_argument("--connections", type=int, default=256)
     parser.add_argument("--gunicorn-workers", type=int, default=2)
     parser.add_argument("--worker-class", default="gthread", choices=["gthread", "sync"])
-    parser.add_argument("--threads", type=int, default=16)
+    parser.add_argument("--threads", type=int, default=4)
     parser.add_argument("--rq-workers", type=int, default=2)
     args = parser.parse_args()
     if args.quick:

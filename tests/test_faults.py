@@ -70,7 +70,8 @@ class Processes:
 
     def worker(self, env: dict[str, str]) -> subprocess.Popen:
         """The Procfile's worker command line."""
-        argv = [RQ, "worker", "--serializer", "rq.serializers.JSONSerializer"]
+        argv = [RQ, "worker", "-w", "rq.worker.SimpleWorker"]
+        argv += ["--serializer", "rq.serializers.JSONSerializer"]
         argv += ["--job-class", "jobs.queues.JsonJob", "--url", env["REDIS_URL"]]
         return self._spawn([*argv, env["SETTLEMENT_QUEUE"]], env)
 
