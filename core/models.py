@@ -77,6 +77,9 @@ class Product(Base):
     updated_at: Mapped[datetime] = mapped_column(
         DateTime(timezone=True), default=utcnow, onupdate=utcnow
     )
+    # Raised by every change of the terms Redis enforces (window, limit, price, stock), so that
+    # Redis never takes older terms over newer ones, whoever applies them.
+    terms_version: Mapped[int] = mapped_column(Integer, default=1, server_default="1")
 
 
 class Order(Base):
@@ -96,9 +99,19 @@ class Order(Base):
     status: Mapped[str] = mapped_column(String(20))
     failure_reason: Mapped[str | None] = mapped_column(String(200))
     payment_method: Mapped[str] = mapped_column(String(255))
+    idempotency_key: Mapped[str | None] = mapped_column(String(100))
     expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class RevokedToken(Base):
+    """A logged-out token, kept until it would have expired anyway (Redis holds a copy)."""
+
+    __tablename__ = "revoked_tokens"
+
+    jti: Mapped[str] = mapped_column(String(64), primary_key=True)
+    expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)
 
 
 class WebhookEvent(Base):
