@@ -62,6 +62,7 @@ def terms_of(product: Product) -> ProductTerms:
         ends_ms=to_ms(product.sale_ends_at),
         price_minor=product.price_minor,
         currency=product.currency,
+        terms_version=product.terms_version,
     )
 
 

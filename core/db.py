@@ -47,6 +47,21 @@ def make_session_factory(engine: Engine) -> sessionmaker[Session]:
 
 
 @contextmanager
+def snapshot(factory: sessionmaker[Session]) -> Iterator[Session]:
+    """A read-only session whose statements all see one snapshot of the database: REPEATABLE
+    READ on PostgreSQL (READ COMMITTED would let a commit land between two statements), and
+    SQLite's own transactions, which are serializable."""
+    session = factory()
+    try:
+        if session.get_bind().dialect.name == "postgresql":
+            session.connection(execution_options={"isolation_level": "REPEATABLE READ"})
+        yield session
+    finally:
+        session.rollback()
+        session.close()
+
+
+@contextmanager
 def transaction(factory: sessionmaker[Session]) -> Iterator[Session]:
     session = factory()
     try:

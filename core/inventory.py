@@ -17,10 +17,36 @@ from core.locks import RedisLock
 from core.scripts import Scripts
 
 RECLAIM_PER_CALL = 20
+CLOCK_REFRESH_S = 30.0
 
 
 def now_ms() -> int:
+    """This process's own clock; decisions about deadlines use RedisClock instead."""
     return int(time.time() * 1000)
+
+
+class RedisClock:
+    """Redis' clock, the one the scripts decide deadlines and sale windows by, read in this
+    process without a round trip: the offset to the local clock is measured now and then."""
+
+    def __init__(self, redis: Redis, refresh_s: float = CLOCK_REFRESH_S) -> None:
+        self.redis = redis
+        self.refresh_s = refresh_s
+        self._offset_ms = 0.0
+        self._measured_at = -float("inf")
+
+    def now_ms(self) -> int:
+        if time.monotonic() - self._measured_at > self.refresh_s:
+            self._measure()
+        return int(time.time() * 1000 + self._offset_ms)
+
+    def _measure(self) -> None:
+        before = time.time()
+        seconds, micros = self.redis.time()
+        after = time.time()
+        redis_ms = int(seconds) * 1000 + int(micros) / 1000
+        self._offset_ms = redis_ms - (before + after) / 2 * 1000
+        self._measured_at = time.monotonic()
 
 
 def to_ms(moment: datetime | None) -> int:
@@ -50,6 +76,7 @@ class Hold:
     currency: str = ""
     client_secret: str | None = None
     payment_status: str | None = None  # the provider's word, kept with a settled ticket
+    idempotency_key: str | None = None
 
     @classmethod
     def from_json(cls, raw: str) -> Hold:
@@ -68,6 +95,7 @@ class Hold:
             currency=data.get("cur", ""),
             client_secret=data.get("cs"),
             payment_status=data.get("ps"),
+            idempotency_key=data.get("k"),
         )
 
     def to_record(self) -> dict[str, object]:
@@ -85,6 +113,8 @@ class Hold:
         }
         if self.reason:
             record["r"] = self.reason
+        if self.idempotency_key:
+            record["k"] = self.idempotency_key
         return record
 
 
@@ -111,13 +141,6 @@ class StockFigures:
 
 
 @dataclass(frozen=True)
-class Snapshot:
-    figures: StockFigures
-    open_quantity: int
-    confirmed_holds: dict[str, int]  # ticket -> quantity, confirmed in Redis, maybe not yet in SQL
-
-
-@dataclass(frozen=True)
 class ProductTerms:
     """What the reserve script needs to know of a product."""
 
@@ -128,6 +151,39 @@ class ProductTerms:
     ends_ms: int
     price_minor: int
     currency: str
+    terms_version: int = 1
+
+    def enforced(self) -> tuple[int, int, int, int, int, str, int]:
+        """The figures Redis must agree with SQL on."""
+        return (
+            self.initial_stock,
+            self.max_per_user,
+            self.starts_ms,
+            self.ends_ms,
+            self.price_minor,
+            self.currency,
+            self.terms_version,
+        )
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """One product as Redis has it, read atomically (see inventory_snapshot.lua)."""
+
+    figures: StockFigures
+    terms: ProductTerms
+    open_quantity: int
+    confirmed_holds: dict[str, int]  # ticket -> quantity, confirmed in Redis, maybe not yet in SQL
+    returning: dict[str, int]  # ticket -> quantity, refunds whose units are not back on sale yet
+
+
+@dataclass(frozen=True)
+class RebuildView:
+    """What survives of a product in Redis when its stock key is gone (nothing moves then:
+    every script that changes a hold or the returns needs the stock key)."""
+
+    holds: list[Hold]
+    returning: dict[str, int]
 
 
 class Inventory:
@@ -137,6 +193,7 @@ class Inventory:
         self.redis = redis
         self.settings = settings
         self.scripts = Scripts(redis)
+        self.clock = RedisClock(redis)
 
     def keys(self, product_id: int) -> ProductKeys:
         return ProductKeys(self.settings.key_prefix, product_id)
@@ -155,14 +212,12 @@ class Inventory:
         reply = self.scripts.reserve(
             keys=[k.stock, k.holds, k.deadlines, k.users, k.idempotency, k.settle, k.events],
             args=[
-                now_ms(),
                 user_id,
                 quantity,
                 ticket_id,
-                self.settings.hold_seconds * 1000,
+                int(self.settings.hold_seconds * 1000),
                 idempotency_key,
                 payment_method,
-                k.lock_prefix,
                 RECLAIM_PER_CALL,
             ],
         )
@@ -268,12 +323,12 @@ class Inventory:
         self, product_id: int, ticket_ids: list[str]
     ) -> dict[str, tuple[str, Hold | None]]:
         k = self.keys(product_id)
-        now, lease_ms = now_ms(), self.settings.settle_lease_seconds * 1000
+        lease_ms = int(self.settings.settle_lease_seconds * 1000)
         pipe = self.redis.pipeline(transaction=False)
         for ticket in ticket_ids:
             self.scripts.begin_settlement(
                 keys=[k.stock, k.holds, k.deadlines, k.users, k.events],
-                args=[ticket, now, lease_ms],
+                args=[ticket, lease_ms],
                 client=pipe,
             )
         replies = pipe.execute()
@@ -284,12 +339,11 @@ class Inventory:
     ) -> dict[str, tuple[str, Hold | None]]:
         """finish_hold for (ticket, outcome, reason) triples."""
         k = self.keys(product_id)
-        now = now_ms()
         pipe = self.redis.pipeline(transaction=False)
         for ticket, outcome, reason in outcomes:
             self.scripts.finish_hold(
                 keys=[k.stock, k.holds, k.deadlines, k.users, k.events],
-                args=[ticket, outcome, reason, now, ""],
+                args=[ticket, outcome, reason, ""],
                 client=pipe,
             )
         replies = pipe.execute()
@@ -312,13 +366,7 @@ class Inventory:
         pipe.execute()
 
     def begin_settlement(self, product_id: int, ticket_id: str) -> tuple[str, Hold | None]:
-        k = self.keys(product_id)
-        lease_ms = self.settings.settle_lease_seconds * 1000
-        reply = self.scripts.begin_settlement(
-            keys=[k.stock, k.holds, k.deadlines, k.users, k.events],
-            args=[ticket_id, now_ms(), lease_ms],
-        )
-        return _state_and_hold(reply)
+        return self.begin_many(product_id, [ticket_id])[ticket_id]
 
     def finish_hold(
         self, product_id: int, ticket_id: str, outcome: str, reason: str = "", only_from: str = ""
@@ -327,31 +375,44 @@ class Inventory:
         k = self.keys(product_id)
         reply = self.scripts.finish_hold(
             keys=[k.stock, k.holds, k.deadlines, k.users, k.events],
-            args=[ticket_id, outcome, reason, now_ms(), only_from],
+            args=[ticket_id, outcome, reason, only_from],
         )
         return _state_and_hold(reply)
 
     def await_action(self, product_id: int, ticket_id: str, client_secret: str) -> bool:
         """Marks a hold whose payment waits for the buyer's authentication."""
         reply = self.scripts.await_action(
-            keys=[self.keys(product_id).holds], args=[ticket_id, client_secret, now_ms()]
+            keys=[self.keys(product_id).holds], args=[ticket_id, client_secret]
         )
         return reply[0] == "ok"
 
-    def unsell(self, product_id: int, ticket_id: str, user_id: int, quantity: int) -> bool:
-        """Puts a refunded order's units back on sale."""
+    def begin_return(self, product_id: int, ticket_id: str, user_id: int, quantity: int) -> bool:
+        """Marks a confirmed ticket being refunded (its units stay sold); False while the stock
+        is missing in Redis, whose rebuild then takes SQL's word."""
         k = self.keys(product_id)
-        reply = self.scripts.unsell(
-            keys=[k.stock, k.users, k.events], args=[ticket_id, user_id, quantity, now_ms()]
+        reply = self.scripts.begin_return(
+            keys=[k.stock, k.returns], args=[ticket_id, user_id, quantity]
         )
-        return bool(reply)
+        return reply == "marked"
+
+    def return_units(self, product_id: int, ticket_ids: list[str]) -> int:
+        """Puts the units of marked tickets whose refund SQL recorded back on sale, each once;
+        answers how many tickets moved."""
+        if not ticket_ids:
+            return 0
+        k = self.keys(product_id)
+        pipe = self.redis.pipeline(transaction=False)
+        for ticket in ticket_ids:
+            self.scripts.return_units(
+                keys=[k.stock, k.returns, k.users, k.events], args=[ticket], client=pipe
+            )
+        return sum(1 for reply in pipe.execute() if reply == "returned")
 
     def expire_holds(self, product_id: int, limit: int = 1000) -> int:
         k = self.keys(product_id)
         return int(
             self.scripts.expire_holds(
-                keys=[k.stock, k.holds, k.deadlines, k.users, k.events],
-                args=[now_ms(), k.lock_prefix, limit],
+                keys=[k.stock, k.holds, k.deadlines, k.users, k.events], args=[limit]
             )
         )
 
@@ -396,16 +457,10 @@ class Inventory:
         status: str = "",
         reason: str | None = None,
         payment_status: str = "",
-    ) -> bool:
+    ) -> None:
         """Drops a settled hold from Redis once SQL holds its final state (`status`, kept a
         while for the buyers polling the ticket)."""
-        k = self.keys(product_id)
-        return bool(
-            self.scripts.forget_hold(
-                keys=[k.stock, k.holds, k.settle, k.final(ticket_id)],
-                args=self._forget_args(ticket_id, entry_id, status, reason, payment_status),
-            )
-        )
+        self.forget_many(product_id, [(ticket_id, entry_id, status, reason, payment_status)])
 
     def _forget_args(
         self,
@@ -440,26 +495,56 @@ class Inventory:
             pid: None if v is None else int(v) for pid, v in zip(product_ids, values, strict=True)
         }
 
+    def terms_versions(self, product_ids: list[int]) -> dict[int, int | None]:
+        """The terms version each product's stock in Redis enforces (None: no stock key)."""
+        pipe = self.redis.pipeline(transaction=False)
+        for product_id in product_ids:
+            pipe.hmget(self.keys(product_id).stock, "initial", "terms_version")
+        values = pipe.execute()
+        return {
+            pid: None if initial is None else int(version or 0)
+            for pid, (initial, version) in zip(product_ids, values, strict=True)
+        }
+
     def snapshot(self, product_id: int) -> Snapshot | None:
         k = self.keys(product_id)
-        reply = self.scripts.inventory_snapshot(keys=[k.stock, k.holds])
+        reply = self.scripts.inventory_snapshot(keys=[k.stock, k.holds, k.returns])
         if not reply:
             return None
-        figures = StockFigures(*(int(v) for v in reply[:5]))
-        pairs = reply[6]
-        confirmed = {pairs[i]: int(pairs[i + 1]) for i in range(0, len(pairs), 2)}
-        return Snapshot(figures, int(reply[5]), confirmed)
+        stock, open_quantity, confirmed, returning = reply
+        initial, available, held, sold, version = (int(v) for v in stock[:5])
+        max_per_user, starts_ms, ends_ms, price = (int(v or 0) for v in stock[5:9])
+        terms = ProductTerms(
+            product_id=product_id,
+            initial_stock=initial,
+            max_per_user=max_per_user,
+            starts_ms=starts_ms,
+            ends_ms=ends_ms,
+            price_minor=price,
+            currency=stock[9] or "",
+            terms_version=int(stock[10] or 0),
+        )
+        return Snapshot(
+            StockFigures(initial, available, held, sold, version),
+            terms,
+            int(open_quantity),
+            _pairs(confirmed),
+            _pairs(returning),
+        )
 
-    def confirmed_holds(self, product_id: int) -> dict[str, int]:
-        """Confirmed holds still in Redis (SQL may not have recorded them yet)."""
-        raw = self.redis.hvals(self.keys(product_id).holds)
-        holds = (Hold.from_json(r) for r in raw)
-        return {h.ticket_id: h.quantity for h in holds if h.status == "confirmed"}
+    def rebuild_view(self, product_id: int) -> RebuildView:
+        k = self.keys(product_id)
+        pipe = self.redis.pipeline(transaction=True)
+        pipe.hvals(k.holds)
+        pipe.hgetall(k.returns)
+        holds, marks = pipe.execute()
+        returning = {ticket: int(json.loads(raw)["q"]) for ticket, raw in marks.items()}
+        return RebuildView([Hold.from_json(raw) for raw in holds], returning)
 
     def repair(self, product_id: int, version: int, initial: int, sold: int, held: int) -> bool:
         k = self.keys(product_id)
         reply = self.scripts.repair_stock(
-            keys=[k.stock, k.events], args=[version, initial, sold, held, now_ms()]
+            keys=[k.stock, k.events], args=[version, initial, sold, held]
         )
         return reply[0] == "repaired"
 
@@ -467,13 +552,26 @@ class Inventory:
         self,
         terms: ProductTerms,
         sold: int,
-        open_holds: list[Hold],
+        open_holds: list[tuple[Hold, int]],
         user_quantities: dict[int, int],
+        idempotency: dict[str, str] | None = None,
+        refunded_marks: list[str] | None = None,
     ) -> bool:
-        """Creates the stock key from SQL's figures; False when it exists already."""
+        """Creates the stock key from SQL's figures; False when it exists already. Open holds
+        come with the score they get in the deadlines set; idempotency maps 'user:key' to the
+        ticket; refunded_marks are return marks whose refund SQL has recorded."""
         k = self.keys(terms.product_id)
         reply = self.scripts.restore_stock(
-            keys=[k.stock, k.holds, k.deadlines, k.users, k.settle, k.events],
+            keys=[
+                k.stock,
+                k.holds,
+                k.deadlines,
+                k.users,
+                k.settle,
+                k.events,
+                k.idempotency,
+                k.returns,
+            ],
             args=[
                 terms.initial_stock,
                 sold,
@@ -482,19 +580,23 @@ class Inventory:
                 terms.ends_ms,
                 terms.price_minor,
                 terms.currency,
-                json.dumps([h.to_record() for h in open_holds]),
-                json.dumps({str(u): q for u, q in user_quantities.items()})
+                _json_list([[h.to_record(), score] for h, score in open_holds]),
+                json.dumps({str(u): q for u, q in user_quantities.items()}, separators=(",", ":"))
                 if user_quantities
                 else "{}",
-                now_ms(),
+                json.dumps(idempotency) if idempotency else "{}",
+                terms.terms_version,
+                SETTLE_GROUP,
+                _json_list(refunded_marks or []),
             ],
         )
         return reply[0] == "created"
 
-    def update_terms(self, terms: ProductTerms) -> bool:
-        """Applies SQL's terms (absolute figures: safe to repeat) to a stock that is in Redis."""
+    def update_terms(self, terms: ProductTerms) -> str:
+        """Applies SQL's terms (absolute figures: safe to repeat) to a stock that is in Redis:
+        applied, stale (Redis has newer terms) or missing (no stock key)."""
         k = self.keys(terms.product_id)
-        reply = self.scripts.update_product(
+        return self.scripts.update_product(
             keys=[k.stock, k.events],
             args=[
                 terms.initial_stock,
@@ -502,10 +604,9 @@ class Inventory:
                 terms.ends_ms,
                 terms.max_per_user,
                 terms.price_minor,
-                now_ms(),
+                terms.terms_version,
             ],
         )
-        return bool(reply)
 
     def recent_events(self, product_id: int, count: int = 100) -> list[dict[str, str]]:
         entries = self.redis.xrevrange(self.keys(product_id).events, count=count)
@@ -513,10 +614,16 @@ class Inventory:
             {k: v for k, v in fields.items()} | {"id": entry_id} for entry_id, fields in entries
         ]
 
-    def drop_product(self, product_id: int) -> None:
-        self.redis.delete(*self.keys(product_id).all())
-
 
 def _state_and_hold(reply: list) -> tuple[str, Hold | None]:
     raw = reply[1]
     return reply[0], Hold.from_json(raw) if raw else None
+
+
+def _pairs(flat: list) -> dict[str, int]:
+    return {flat[i]: int(flat[i + 1]) for i in range(0, len(flat), 2)}
+
+
+def _json_list(items: list) -> str:
+    """A JSON array even when empty (Lua's cjson reads '[]' and '{}' alike)."""
+    return json.dumps(items, separators=(",", ":"))

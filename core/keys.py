@@ -49,15 +49,21 @@ class ProductKeys:
         return f"{self.tag}:events"
 
     @property
-    def lock_prefix(self) -> str:
-        return f"{self.tag}:lock:"
+    def returns(self) -> str:
+        """Refunded tickets whose units are not back on sale yet (see begin_return.lua)."""
+        return f"{self.tag}:returns"
+
+    @property
+    def rebuild_pending(self) -> str:
+        """Set while a rebuild of the stock is queued: one job per product, however many ask."""
+        return f"{self.tag}:rebuild-pending"
 
     @property
     def lock_stats(self) -> str:
         return f"{self.tag}:lockstats"
 
     def lock(self, ticket_id: str) -> str:
-        return self.lock_prefix + ticket_id
+        return f"{self.tag}:lock:{ticket_id}"
 
     def final(self, ticket_id: str) -> str:
         return f"{self.tag}:final:{ticket_id}"
@@ -77,8 +83,37 @@ class ProductKeys:
             self.idempotency,
             self.settle,
             self.events,
+            self.returns,
+            self.rebuild_pending,
             self.lock_stats,
         ]
+
+
+@dataclass(frozen=True)
+class SimulatedProviderKeys:
+    """The simulated payment provider's records, under one hash tag: its scripts touch one slot."""
+
+    prefix: str
+
+    @property
+    def tag(self) -> str:
+        return f"{self.prefix}:{{simpay}}"
+
+    @property
+    def intents(self) -> str:
+        return f"{self.tag}:intents"
+
+    @property
+    def idempotency(self) -> str:
+        return f"{self.tag}:idempotency"
+
+    @property
+    def charges(self) -> str:
+        return f"{self.tag}:charges"
+
+    @property
+    def refunds(self) -> str:
+        return f"{self.tag}:refunds"
 
 
 def new_ticket_id(product_id: int) -> str:

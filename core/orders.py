@@ -54,6 +54,7 @@ def record_orders(
             "status": status.value,
             "failure_reason": hold.reason if status.is_terminal else None,
             "payment_method": hold.payment_method,
+            "idempotency_key": hold.idempotency_key,
             "expires_at": from_ms(hold.deadline_ms),
             "created_at": from_ms(hold.created_ms),
             "updated_at": now,
@@ -167,15 +168,24 @@ def confirmed_quantity(session: Session, product_id: int) -> int:
     return int(total or 0)
 
 
-def confirmed_among(session: Session, ticket_ids: list[str]) -> set[str]:
+def statuses_of(session: Session, ticket_ids: list[str]) -> dict[str, str]:
+    """The status SQL has for each of these tickets that it knows."""
     if not ticket_ids:
-        return set()
-    rows = session.scalars(
-        select(Order.ticket_id).where(
-            Order.ticket_id.in_(ticket_ids), Order.status == S.CONFIRMED.value
+        return {}
+    rows = session.execute(
+        select(Order.ticket_id, Order.status).where(Order.ticket_id.in_(ticket_ids))
+    )
+    return {ticket: status for ticket, status in rows}
+
+
+def idempotency_keys(session: Session, product_id: int) -> dict[str, str]:
+    """'user:key' -> ticket for the product's orders placed with an Idempotency-Key."""
+    rows = session.execute(
+        select(Order.user_id, Order.idempotency_key, Order.ticket_id).where(
+            Order.product_id == product_id, Order.idempotency_key.is_not(None)
         )
     )
-    return set(rows)
+    return {f"{user}:{key}": ticket for user, key, ticket in rows}
 
 
 def open_orders(session: Session, product_id: int) -> list[Order]:

@@ -18,7 +18,9 @@ _USES_LIB = {
     "update_product",
     "inventory_snapshot",
     "repair_stock",
-    "unsell",
+    "await_action",
+    "begin_return",
+    "return_units",
 }
 
 

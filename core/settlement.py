@@ -19,7 +19,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from core.config import Settings
 from core.db import transaction
-from core.inventory import Hold, Inventory, now_ms
+from core.inventory import Hold, Inventory, to_ms
 from core.keys import product_of_ticket
 from core.locks import locked
 from core.models import OrderStatus, Payment, Product
@@ -86,6 +86,10 @@ class Settler:
         self.sessions = sessions
         self.gateways = gateways
         self.settings = settings
+
+    def _late(self, hold: Hold) -> bool:
+        """Past the hold's deadline, by the clock the scripts decide deadlines by (Redis')."""
+        return hold.deadline_ms <= self.inventory.clock.now_ms()
 
     @property
     def gateway(self) -> PaymentGateway:
@@ -196,7 +200,9 @@ class Settler:
                     work.outcome, work.reason = "retry", "another settler is paying"
             with self.sessions() as session:
                 payments = get_payments(session, [w.hold.ticket_id for w in leased])
-            fresh = [w for w in leased if w.hold.ticket_id not in payments and not _late(w.hold)]
+            fresh = [
+                w for w in leased if w.hold.ticket_id not in payments and not self._late(w.hold)
+            ]
             down = threading.Event()  # once the provider times out, the batch stops calling it
             self._concurrently(self._create_intent, fresh, down)
             self._store_intents([w for w in fresh if w.intent])  # before confirming
@@ -259,13 +265,13 @@ class Settler:
                 work.outcome, work.reason = "expired", "hold_expired"  # never charged
                 return
             intent = work.intent
-            if intent.status == "requires_confirmation" and not _late(hold):
+            if intent.status == "requires_confirmation" and not self._late(hold):
                 intent = gateway.confirm_intent(intent.id, hold.ticket_id)
-            if _pending(intent) and _late(hold):
+            if _pending(intent) and self._late(hold):
                 # Not paid in time: stop the buyer from paying later, then see where it stands.
                 intent = gateway.cancel_intent(intent.id)
             work.intent = intent
-            work.outcome, work.reason = _outcome_of(intent, hold)
+            work.outcome, work.reason = _outcome_of(intent, self._late(hold))
 
     def _store_intents(self, works: list[Work]) -> None:
         if works:
@@ -395,17 +401,17 @@ class Settler:
         if product_id is None:
             return "unknown_payment_intent"
         report = SettleReport()
-        if outcome == "requires_action":
-            intent = PaymentIntent(
-                intent_id, outcome, order.amount_minor, order.currency, client_secret=client_secret
-            )
-            self._await_action(report, product_id, order.ticket_id, intent)
-        else:
-            latest = self._gateway_of(payment).retrieve_intent(intent_id)
-            self._store_intent(order.ticket_id, latest, payment.provider)
-            if latest.succeeded:  # an older failure event arriving late changes nothing
-                outcome, reason = "confirmed", ""
-            self.finish(report, product_id, order.currency, order.ticket_id, outcome, reason, None)
+        # Events arrive late and out of order: the intent's state now decides, not the event.
+        latest = self._gateway_of(payment).retrieve_intent(intent_id)
+        self._store_intent(order.ticket_id, latest, payment.provider)
+        if latest.status == "requires_action":
+            self._await_action(report, product_id, order.ticket_id, latest)
+        elif not _pending(latest):
+            late = to_ms(order.expires_at) <= self.inventory.clock.now_ms()
+            outcome, why = _outcome_of(latest, late)
+            if outcome == "failed" and not latest.failure_code:
+                why = reason or why
+            self.finish(report, product_id, order.currency, order.ticket_id, outcome, why, None)
         return ",".join(sorted(report.settled)) or "no_change"
 
     # --- recording final states and refunds --------------------------------------------------
@@ -474,22 +480,28 @@ class Settler:
         return True
 
     def refund_confirmed(self, ticket_id: str) -> None:
-        """An admin cancels a confirmed order: the money goes back, then the units."""
-        with self.sessions() as session:
-            order = get_order(session, ticket_id)
+        """An admin cancels a confirmed order: the money goes back, SQL says refunded, then the
+        units go back on sale. One refund of a ticket at a time; Redis marks the ticket first,
+        so a reconciliation between the steps counts its units as sold on both sides, and the
+        units return once, whoever (this call, a retry, a reconciliation) finishes the refund."""
         product_id = product_of_ticket(ticket_id)
-        if order is None or product_id is None:
+        if product_id is None:
             raise RefundRefused("no such order")
-        if order.status != OrderStatus.CONFIRMED.value:
-            raise RefundRefused(f"the order is {order.status}")
-        if self.inventory.get_hold(ticket_id) is not None:
-            raise RefundRefused("the order is still being settled")
-        self._refund_if_paid(ticket_id)
-        with transaction(self.sessions) as session:
-            moved = transition(session, ticket_id, OrderStatus.REFUNDED, "cancelled_by_admin")
+        with locked(self.inventory.refund_lock(product_id, ticket_id)):
+            with self.sessions() as session:
+                order = get_order(session, ticket_id)
+            if order is None:
+                raise RefundRefused("no such order")
+            if order.status != OrderStatus.CONFIRMED.value:
+                raise RefundRefused(f"the order is {order.status}")
+            if self.inventory.get_hold(ticket_id) is not None:
+                raise RefundRefused("the order is still being settled")
+            self.inventory.begin_return(product_id, ticket_id, order.user_id, order.quantity)
+            self._refund_owed(ticket_id)
+            with transaction(self.sessions) as session:
+                transition(session, ticket_id, OrderStatus.REFUNDED, "cancelled_by_admin")
         self.inventory.drop_final(product_id, ticket_id)
-        if moved:
-            self.inventory.unsell(product_id, ticket_id, order.user_id, order.quantity)
+        self.inventory.return_units(product_id, [ticket_id])
 
 
 class _provider_errors:
@@ -517,24 +529,20 @@ class _provider_errors:
         return True
 
 
-def _late(hold: Hold) -> bool:
-    return hold.deadline_ms <= now_ms()
-
-
 def _pending(intent: PaymentIntent) -> bool:
     return not intent.succeeded and not intent.failed
 
 
-def _outcome_of(intent: PaymentIntent | None, hold: Hold) -> tuple[str, str]:
+def _outcome_of(intent: PaymentIntent | None, late: bool) -> tuple[str, str]:
     if intent is None:
         return "expired", "hold_expired"
     if intent.succeeded:
         return "confirmed", ""
     if intent.failed:
-        if intent.status == "canceled" and hold.deadline_ms <= now_ms():
+        if intent.status == "canceled" and late:
             return "expired", "hold_expired"
         return "failed", intent.failure_code or "payment_failed"
-    if hold.deadline_ms <= now_ms():
+    if late:
         return "expired", "hold_expired"  # still pending at the deadline
     if intent.status == "requires_action":
         return "requires_action", ""

@@ -1,4 +1,9 @@
-"""Keeping Redis honest against SQL: stock set-up, rebuild after data loss, reconciliation."""
+"""Keeping Redis honest against SQL: stock set-up, rebuild after data loss, reconciliation.
+
+A repair reads a moving target, so it reads each side once: Redis in one atomic script
+(`Inventory.snapshot`), SQL in one snapshot (`core.db.snapshot`), Redis before SQL, and writes
+back only if Redis' version has not moved since (every change a repair could race moves it).
+"""
 
 from __future__ import annotations
 
@@ -10,12 +15,20 @@ from dataclasses import asdict, dataclass
 from sqlalchemy.orm import Session, sessionmaker
 
 from core.catalog import terms_of
-from core.inventory import Hold, Inventory, StockFigures, now_ms, to_ms
-from core.models import Product
-from core.orders import confirmed_among, confirmed_quantity, counted_orders, open_orders
+from core.db import snapshot as sql_snapshot
+from core.inventory import Hold, Inventory, ProductTerms, Snapshot, StockFigures, to_ms
+from core.models import OPEN_STATUSES, OrderStatus, Product
+from core.orders import (
+    confirmed_quantity,
+    counted_orders,
+    idempotency_keys,
+    open_orders,
+    statuses_of,
+)
 
 log = logging.getLogger(__name__)
-OPEN_HOLD_STATES = ("reserved", "processing")
+CONFIRMED = OrderStatus.CONFIRMED.value
+REFUNDED = OrderStatus.REFUNDED.value
 
 
 @dataclass(frozen=True)
@@ -32,116 +45,223 @@ class Reconciliation:
         return data
 
 
+@dataclass(frozen=True)
+class Books:
+    """What SQL says of a product, read in one snapshot: its terms, its confirmed units, and
+    the status of each ticket a Redis snapshot named."""
+
+    terms: ProductTerms
+    sold: int
+    statuses: dict[str, str]
+
+
+@dataclass(frozen=True)
+class StockReport:
+    """Redis' figures against SQL's: sold in Redis must be SQL's confirmed units, plus the holds
+    Redis confirmed that SQL has not recorded yet, plus refunds whose units Redis still counts."""
+
+    figures: StockFigures
+    sold_in_db: int
+    pending_in_db: int
+    expected_sold: int
+    expected_held: int
+    terms_agree: bool
+
+    @property
+    def consistent(self) -> bool:
+        f = self.figures
+        return (
+            f.balanced
+            and self.terms_agree
+            and f.sold == self.expected_sold
+            and f.held == self.expected_held
+        )
+
+
+def read_books(
+    sessions: sessionmaker[Session], product_id: int, tickets: list[str]
+) -> Books | None:
+    with sql_snapshot(sessions) as session:
+        return _books(session, product_id, tickets)
+
+
+def _books(session: Session, product_id: int, tickets: list[str]) -> Books | None:
+    product = session.get(Product, product_id)
+    if product is None:
+        return None
+    return Books(
+        terms_of(product), confirmed_quantity(session, product_id), statuses_of(session, tickets)
+    )
+
+
+def report(snapshot: Snapshot, books: Books) -> StockReport:
+    pending = sum(
+        q for t, q in snapshot.confirmed_holds.items() if books.statuses.get(t) != CONFIRMED
+    )
+    returning = sum(q for t, q in snapshot.returning.items() if books.statuses.get(t) != CONFIRMED)
+    return StockReport(
+        figures=snapshot.figures,
+        sold_in_db=books.sold,
+        pending_in_db=pending,
+        expected_sold=books.sold + pending + returning,
+        expected_held=snapshot.open_quantity,
+        terms_agree=snapshot.terms.enforced() == books.terms.enforced(),
+    )
+
+
+def tickets_named(snapshot: Snapshot) -> list[str]:
+    return [*snapshot.confirmed_holds, *snapshot.returning]
+
+
 def setup_stock(inventory: Inventory, product: Product) -> None:
     inventory.restore(terms_of(product), sold=0, open_holds=[], user_quantities={})
-
-
-def _expected_sold(
-    session: Session, product_id: int, redis_confirmed: dict[str, int]
-) -> tuple[int, int]:
-    """SQL's confirmed units, and those plus holds Redis confirmed that SQL has not recorded yet.
-
-    `redis_confirmed` is read before SQL is asked: a ticket committed in between is then counted
-    once, either in SQL's sum or as still pending.
-    """
-    sold_in_db = confirmed_quantity(session, product_id)
-    recorded = confirmed_among(session, list(redis_confirmed))
-    pending = sum(q for ticket, q in redis_confirmed.items() if ticket not in recorded)
-    return sold_in_db, sold_in_db + pending
 
 
 def _units_per_user(session: Session, product_id: int, redis_holds: list[Hold]) -> dict[int, int]:
     """Units each buyer holds or bought: Redis' state for the tickets it still has (it moves
     first), SQL's for the rest."""
-    in_redis = {h.ticket_id: h for h in redis_holds}
+    in_redis = {h.ticket_id for h in redis_holds}
     users: dict[int, int] = {}
     for ticket_id, (user_id, quantity) in counted_orders(session, product_id).items():
         if ticket_id not in in_redis:
             users[user_id] = users.get(user_id, 0) + quantity
     for hold in redis_holds:
-        if hold.status in (*OPEN_HOLD_STATES, "confirmed"):
+        if hold.status in (*OPEN_STATUSES, CONFIRMED):
             users[hold.user_id] = users.get(hold.user_id, 0) + hold.quantity
     return users
 
 
+def _restored_hold(order, lease_end_ms: int) -> tuple[Hold, int]:  # type: ignore[no-untyped-def]
+    """An open order as a hold again, with its own deadline; a payment that may be in flight
+    keeps the hold out of the sweep's reach until the lease ends (its score, not its deadline)."""
+    deadline = to_ms(order.expires_at)
+    hold = Hold(
+        ticket_id=order.ticket_id,
+        user_id=order.user_id,
+        quantity=order.quantity,
+        amount_minor=order.amount_minor,
+        deadline_ms=deadline,
+        status=order.status,
+        reason=None,
+        payment_method=order.payment_method,
+        created_ms=to_ms(order.created_at),
+        modified_ms=to_ms(order.updated_at),
+        currency=order.currency,
+        idempotency_key=order.idempotency_key,
+    )
+    paying = order.status != OrderStatus.RESERVED.value
+    return hold, max(deadline, lease_end_ms) if paying else deadline
+
+
 def rebuild_stock(inventory: Inventory, sessions: sessionmaker[Session], product_id: int) -> bool:
-    """Recreates a missing stock key from SQL; False if the product is unknown or the key exists."""
-    lease_ms = inventory.settings.settle_lease_seconds * 1000
-    redis_holds = [
-        Hold.from_json(raw) for raw in inventory.redis.hvals(inventory.keys(product_id).holds)
-    ]
-    redis_confirmed = {h.ticket_id: h.quantity for h in redis_holds if h.status == "confirmed"}
-    with sessions() as session:
-        product = session.get(Product, product_id)
-        if product is None:
+    """Recreates a missing stock key from SQL; False if the product is unknown or the key exists.
+
+    While the stock key is missing no script moves a hold or a refund mark, so what Redis still
+    has is read first, then SQL in one snapshot."""
+    view = inventory.rebuild_view(product_id)
+    confirmed = {h.ticket_id: h.quantity for h in view.holds if h.status == CONFIRMED}
+    lease_end = inventory.clock.now_ms() + int(inventory.settings.settle_lease_seconds * 1000)
+    with sql_snapshot(sessions) as session:
+        books = _books(session, product_id, [*confirmed, *view.returning])
+        if books is None:
             return False
-        _, sold = _expected_sold(session, product_id, redis_confirmed)
-        users = _units_per_user(session, product_id, redis_holds)
-        holds = [
-            Hold(
-                ticket_id=o.ticket_id,
-                user_id=o.user_id,
-                quantity=o.quantity,
-                amount_minor=o.amount_minor,
-                deadline_ms=max(to_ms(o.expires_at), now_ms() + lease_ms),
-                status=o.status,
-                reason=None,
-                payment_method=o.payment_method,
-                created_ms=to_ms(o.created_at),
-                modified_ms=now_ms(),
-                currency=o.currency,
-            )
-            for o in open_orders(session, product_id)
-        ]
-        terms = terms_of(product)
-    created = inventory.restore(terms, sold, holds, users)
+        users = _units_per_user(session, product_id, view.holds)
+        holds = [_restored_hold(o, lease_end) for o in open_orders(session, product_id)]
+        keys = idempotency_keys(session, product_id)
+    pending = sum(q for t, q in confirmed.items() if books.statuses.get(t) != CONFIRMED)
+    # A refund SQL recorded has no units in SQL's sold figure: its mark must not return them.
+    refunded = [t for t in view.returning if books.statuses.get(t) == REFUNDED]
+    created = inventory.restore(books.terms, books.sold + pending, holds, users, keys, refunded)
     if created:
+        _apply_current_terms(inventory, sessions, product_id)
         log.warning(
-            "stock of product %s rebuilt from SQL: sold=%s open=%s", product_id, sold, len(holds)
+            "stock of product %s rebuilt from SQL: sold=%s open=%s",
+            product_id,
+            books.sold + pending,
+            len(holds),
         )
     return created
 
 
+def _apply_current_terms(
+    inventory: Inventory, sessions: sessionmaker[Session], product_id: int
+) -> None:
+    """Terms changed while the stock was missing could not reach Redis: apply SQL's now."""
+    with sessions() as session:
+        product = session.get(Product, product_id)
+        terms = terms_of(product) if product else None
+    if terms is not None:
+        inventory.update_terms(terms)
+
+
+def sync_terms(inventory: Inventory, products: list[Product]) -> int:
+    """Applies SQL's terms to every product whose stock in Redis enforces another version
+    (an admin's change that did not reach Redis); answers how many were applied."""
+    versions = inventory.terms_versions([p.id for p in products])
+    stale = [p for p in products if versions[p.id] not in (None, p.terms_version)]
+    return sum(1 for p in stale if inventory.update_terms(terms_of(p)) == "applied")
+
+
 def reconcile_product(
-    inventory: Inventory, sessions: sessionmaker[Session], product_id: int, attempts: int = 3
+    inventory: Inventory, sessions: sessionmaker[Session], product_id: int, attempts: int = 5
 ) -> Reconciliation:
-    """Checks available + held + sold == initial and sold == SQL's; repairs from SQL if not."""
+    """Checks Redis against SQL (figures, held units, terms) and repairs Redis from SQL."""
+    repaired = False
     for _ in range(attempts):
         snapshot = inventory.snapshot(product_id)
         if snapshot is None:
             rebuilt = rebuild_stock(inventory, sessions, product_id)
             result = "rebuilt" if rebuilt else "unknown_product"
             return _recorded(inventory, Reconciliation(product_id, result, None, 0, 0))
-        with sessions() as session:
-            product = session.get(Product, product_id)
-            sold_in_db, sold = _expected_sold(session, product_id, snapshot.confirmed_holds)
-        if product is None:
+        books = read_books(sessions, product_id, tickets_named(snapshot))
+        if books is None:
             return _recorded(inventory, Reconciliation(product_id, "unknown_product", None, 0, 0))
-        figures = snapshot.figures
-        initial = product.initial_stock
-        if (
-            figures.balanced
-            and figures.initial == initial
-            and figures.sold == sold
-            and figures.held == snapshot.open_quantity
-        ):
+        outcome = _reconcile_step(inventory, product_id, snapshot, books)
+        repaired = repaired or outcome in ("repaired", "set_right")
+        if outcome in ("consistent", "repaired"):
+            stock = report(snapshot, books)
+            result = "repaired" if repaired else "consistent"
+            if repaired:
+                inventory.redis.hincrby(_metrics_key(inventory), "reconcile_repairs", 1)
             return _recorded(
                 inventory,
-                Reconciliation(product_id, "consistent", figures, sold_in_db, sold),
-            )
-        if inventory.repair(product_id, figures.version, initial, sold, snapshot.open_quantity):
-            log.warning(
-                "stock of product %s repaired from SQL: %s, expected sold %s held %s",
-                product_id,
-                figures,
-                sold,
-                snapshot.open_quantity,
-            )
-            inventory.redis.hincrby(_metrics_key(inventory), "reconcile_repairs", 1)
-            return _recorded(
-                inventory, Reconciliation(product_id, "repaired", figures, sold_in_db, sold)
+                Reconciliation(
+                    product_id, result, snapshot.figures, stock.sold_in_db, stock.expected_sold
+                ),
             )
     return _recorded(inventory, Reconciliation(product_id, "busy", None, 0, 0))
+
+
+def _reconcile_step(inventory: Inventory, product_id: int, snapshot: Snapshot, books: Books) -> str:
+    """One pass: consistent; repaired (figures written); set_right (a refund's units returned
+    or SQL's terms applied: read again); or changed (Redis moved meanwhile: read again)."""
+    refunded = [t for t in snapshot.returning if books.statuses.get(t) == REFUNDED]
+    if refunded:
+        # A refund stopped after SQL recorded it: its units go back on sale now.
+        inventory.return_units(product_id, refunded)
+        return "set_right"
+    stock = report(snapshot, books)
+    if not stock.terms_agree:
+        return "set_right" if inventory.update_terms(books.terms) == "applied" else "changed"
+    if stock.consistent:
+        return "consistent"
+    figures = snapshot.figures
+    if inventory.repair(
+        product_id,
+        figures.version,
+        books.terms.initial_stock,
+        stock.expected_sold,
+        stock.expected_held,
+    ):
+        log.warning(
+            "stock of product %s repaired from SQL: %s, expected sold %s held %s",
+            product_id,
+            figures,
+            stock.expected_sold,
+            stock.expected_held,
+        )
+        return "repaired"
+    return "changed"
 
 
 def _metrics_key(inventory: Inventory) -> str:

@@ -6,8 +6,9 @@ import logging
 
 from sqlalchemy import select
 
+from core.catalog import list_products
 from core.models import Product
-from core.stock import rebuild_stock, reconcile_product
+from core.stock import rebuild_stock, reconcile_product, sync_terms
 from jobs.queues import enqueue_drains
 from jobs.runtime import runtime
 
@@ -27,16 +28,23 @@ def sweep() -> dict[str, int]:
     rt = runtime()
     expired = 0
     waiting: list[int] = []
-    for product_id in _product_ids():
-        if rt.inventory.figures(product_id) is None:
-            rebuild_stock(rt.inventory, rt.sessions, product_id)
+    with rt.sessions() as session:
+        products = list_products(session)
+    for product in products:
+        if rt.inventory.figures(product.id) is None:
+            rebuild_stock(rt.inventory, rt.sessions, product.id)
             continue
-        expired += rt.inventory.expire_holds(product_id)
-        if rt.inventory.settle_backlog(product_id):
-            waiting.append(product_id)
+        expired += rt.inventory.expire_holds(product.id)
+        if rt.inventory.settle_backlog(product.id):
+            waiting.append(product.id)
+    terms_applied = sync_terms(rt.inventory, products)
     if waiting:
         enqueue_drains(rt.settings, waiting)
-    return {"expired_units": expired, "products_waiting": len(waiting)}
+    return {
+        "expired_units": expired,
+        "products_waiting": len(waiting),
+        "terms_applied": terms_applied,
+    }
 
 
 def reconcile_all() -> dict[str, str]:
@@ -48,4 +56,6 @@ def reconcile_all() -> dict[str, str]:
 
 def rebuild_product_stock(product_id: int) -> bool:
     rt = runtime()
-    return rebuild_stock(rt.inventory, rt.sessions, product_id)
+    rebuilt = rebuild_stock(rt.inventory, rt.sessions, product_id)
+    rt.redis.delete(rt.inventory.keys(product_id).rebuild_pending)  # a failed one lets it lapse
+    return rebuilt

@@ -11,9 +11,11 @@ from rq.job import Job
 from rq.serializers import JSONSerializer
 
 from core.config import Settings
+from core.keys import ProductKeys
 
 DRAIN_TIMEOUT_S = 120
 MAINTENANCE_TIMEOUT_S = 300
+REBUILD_GUARD_S = 30  # a rebuild that died is asked for again after this (the sweep also rebuilds)
 
 
 class JsonJob(Job):
@@ -55,6 +57,12 @@ def enqueue_drains(settings: Settings, product_ids: list[int]) -> None:
 
 
 def enqueue_rebuild(settings: Settings, product_id: int) -> None:
+    """Queues a rebuild of the product's stock unless one is pending already: a crowd answered
+    503 while the stock is missing queues one job, not one per request."""
+    connection = rq_connection(settings.redis_url)
+    guard = ProductKeys(settings.key_prefix, product_id).rebuild_pending
+    if not connection.set(guard, "1", nx=True, ex=REBUILD_GUARD_S):
+        return
     settlement_queue(settings).enqueue(
         "jobs.maintenance.rebuild_product_stock",
         product_id,

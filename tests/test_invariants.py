@@ -10,7 +10,6 @@ import dataclasses
 import random
 import secrets
 from collections import Counter
-from contextlib import contextmanager
 
 from sqlalchemy import select
 
@@ -147,11 +146,16 @@ def test_rebuild_racing_a_settler_does_not_resurrect_a_settled_hold(rt):
     report, hold = _crash_after_finish_hold(rt, product_id, ticket)  # stalls, not dead
     rt.redis.delete(rt.inventory.keys(product_id).stock)
 
-    @contextmanager
     def sessions_then_settler_resumes():  # type: ignore[no-untyped-def]
-        with rt.sessions() as session:
-            yield session  # rebuild reads SQL: the order is still 'processing'
-        rt.settler._record_final(report, product_id, "USD", hold, None)  # SQL, then forget
+        session = rt.sessions()  # rebuild reads SQL: the order is still 'processing'
+        close = session.close
+
+        def close_then_settler_resumes() -> None:
+            close()
+            rt.settler._record_final(report, product_id, "USD", hold, None)  # SQL, then forget
+
+        session.close = close_then_settler_resumes  # type: ignore[method-assign]
+        return session
 
     assert rebuild_stock(rt.inventory, sessions_then_settler_resumes, product_id)
     rt.settler.settle_batch(product_id, [(None, ticket)])

@@ -63,7 +63,7 @@ def test_due_periodic_jobs_run_on_a_worker_as_json(settings):
     run_workers(settings)
     sweep = JsonJob.fetch("periodic-sweep", connection=connection)
     assert sweep.get_status() == "finished"
-    assert set(sweep.return_value()) == {"expired_units", "products_waiting"}
+    assert set(sweep.return_value()) == {"expired_units", "products_waiting", "terms_applied"}
     assert scheduler.count() == len(periodic_jobs(settings))  # rescheduled, not doubled
 
 

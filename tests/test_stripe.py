@@ -221,7 +221,7 @@ def three_d_secure_method(stripe_client) -> str:  # type: ignore[no-untyped-def]
 
 
 def test_an_authentication_failure_reported_by_webhook_fails_the_order(
-    client, app, rt, settler, stripe_client
+    client, app, rt, settler, stripe_client, localstripe
 ):
     admin, buyer = make_user(app, "admin"), make_user(app)
     product = create_product(client, admin, stock=2)
@@ -233,6 +233,16 @@ def test_an_authentication_failure_reported_by_webhook_fails_the_order(
     other = make_user(app)
     assert client.get(f"/orders/{ticket}", headers=other.headers).status_code == 404
     _, payment = order_and_payment(rt, ticket)
+    failed = httpx.post(  # the buyer fails 3-D Secure: the intent needs a new payment method
+        f"{localstripe.url}/v1/payment_intents/{payment.intent_id}/_authenticate",
+        data={
+            "client_secret": status["payment"]["client_secret"],
+            "success": "false",
+            "key": "pk_test_flashsale",
+        },
+        timeout=10,
+    )
+    assert failed.status_code == 200, failed.text
     error = {"code": "payment_intent_authentication_failure"}
     _, payload, headers = signed_event(
         "payment_intent.payment_failed", {"id": payment.intent_id, "last_payment_error": error}

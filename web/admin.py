@@ -18,7 +18,7 @@ from core.catalog import list_products
 from core.inventory import StockFigures, from_ms
 from core.models import Product
 from core.money import to_decimal_string
-from core.orders import confirmed_among, confirmed_quantity
+from core.stock import read_books, report, tickets_named
 from jobs.queues import enqueue_reconcile, settlement_queue
 from web.common import admin_required, check_id, end_read, is_admin, iso, runtime
 from web.errors import ApiError
@@ -30,14 +30,16 @@ bp = Blueprint("admin", __name__, url_prefix="/admin")
 @bp.get("/products/<int:product_id>/inventory")
 @admin_required
 def inventory(product_id: int) -> Response:
-    product = db.session.get(Product, check_id(product_id))
-    if product is None:
+    check_id(product_id)
+    rt = runtime()
+    snapshot = rt.inventory.snapshot(product_id)
+    books = read_books(rt.sessions, product_id, tickets_named(snapshot) if snapshot else [])
+    if books is None:
         raise ApiError(404, "not_found", "no such product")
-    sold_in_db = confirmed_quantity(db.session, product_id)
-    end_read()
-    figures = runtime().inventory.figures(product_id)
-    if figures is None:
+    if snapshot is None:
         raise ApiError(503, "inventory_unavailable", "stock is not in Redis; it is being rebuilt")
+    stock = report(snapshot, books)
+    figures = snapshot.figures
     return jsonify(
         {
             "product_id": product_id,
@@ -45,9 +47,9 @@ def inventory(product_id: int) -> Response:
             "available": figures.available,
             "held": figures.held,
             "sold": figures.sold,
-            "sold_in_db": sold_in_db,
-            "consistent": figures.balanced and figures.initial == product.initial_stock,
-            "settle_backlog": runtime().inventory.settle_backlog(product_id),
+            "sold_in_db": stock.sold_in_db,
+            "consistent": stock.consistent,
+            "settle_backlog": rt.inventory.settle_backlog(product_id),
         }
     )
 
@@ -69,8 +71,9 @@ RESETS = ("restore", "repair")
 
 def overview_data() -> dict[str, Any]:
     last = _last_reconciliations()
-    rows = [_product_row(product, last.get(product.id)) for product in list_products(db.session)]
-    end_read()
+    products = list_products(db.session)
+    end_read()  # each row reads SQL in a snapshot of its own
+    rows = [_product_row(product, last.get(product.id)) for product in products]
     return {
         "generated_at": iso_now(),
         "redis": "unreachable" if any(r["redis_error"] for r in rows) else "ok",
@@ -81,9 +84,9 @@ def overview_data() -> dict[str, Any]:
 
 
 def _product_row(product: Product, reconcile: dict[str, Any] | None) -> dict[str, Any]:
-    """Redis' figures against SQL's, as reconciliation compares them: sold in Redis must be SQL's
-    confirmed units plus the holds Redis confirmed that SQL has not recorded yet."""
-    inventory = runtime().inventory
+    """Redis' figures against SQL's, as reconciliation compares them (core.stock.report)."""
+    rt = runtime()
+    inventory = rt.inventory
     redis_error = False
     try:
         snapshot = inventory.snapshot(product.id)
@@ -91,11 +94,10 @@ def _product_row(product: Product, reconcile: dict[str, Any] | None) -> dict[str
         backlog = inventory.settle_backlog(product.id) if snapshot else 0
     except RedisError:
         snapshot, events, backlog, redis_error = None, [], 0, True
-    sold_in_db = confirmed_quantity(db.session, product.id)
-    pending = 0
-    if snapshot is not None:
-        recorded = confirmed_among(db.session, list(snapshot.confirmed_holds))
-        pending = sum(q for t, q in snapshot.confirmed_holds.items() if t not in recorded)
+    books = read_books(rt.sessions, product.id, tickets_named(snapshot) if snapshot else [])
+    stock = report(snapshot, books) if snapshot and books else None
+    sold_in_db = books.sold if books else 0
+    pending = stock.pending_in_db if stock else 0
     figures = snapshot.figures if snapshot else None
     row: dict[str, Any] = {
         "id": product.id,
@@ -120,12 +122,7 @@ def _product_row(product: Product, reconcile: dict[str, Any] | None) -> dict[str
         "reconcile": reconcile,
         "sales": _thin(sales_series(figures, events)) if figures else [],
     }
-    row["agree"] = bool(
-        figures
-        and row["balanced"]
-        and row["initial_matches"]
-        and figures.sold == sold_in_db + pending
-    )
+    row["agree"] = bool(stock and stock.consistent)
     return row
 
 

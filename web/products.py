@@ -16,6 +16,8 @@ from web.extensions import db, limiter
 from web.schemas import ProductCreate, ProductUpdate
 
 bp = Blueprint("products", __name__)
+# The fields the reserve script enforces: changing one moves the product's terms version.
+TERMS_FIELDS = {"max_per_user", "sale_starts_at", "sale_ends_at", "add_stock"}
 
 
 def _reads_limit() -> str:
@@ -117,11 +119,14 @@ def update(product_id: int) -> Response:
         raise ApiError(400, "invalid_request", "sale_ends_at must be after sale_starts_at")
     if body.add_stock:
         product.initial_stock = Product.initial_stock + body.add_stock  # atomic in SQL
+    if given & TERMS_FIELDS:
+        product.terms_version = Product.terms_version + 1
     db.session.commit()
+    db.session.refresh(product)  # the terms and their version as committed, read together
+    end_read()
     try:
         runtime().inventory.update_terms(terms_of(product))
     except RedisError:
-        raise ApiError(
-            503, "inventory_unavailable", "saved; Redis will follow on rebuild"
-        ) from None
+        # SQL has the new terms; the sweep and reconciliation bring Redis to them.
+        raise ApiError(503, "inventory_unavailable", "saved; Redis will follow shortly") from None
     return jsonify(product_json(product, _available([product.id])[product.id]))

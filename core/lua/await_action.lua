@@ -1,7 +1,7 @@
 -- The payment needs the buyer's authentication (3-D Secure): processing -> requires_action, with
 -- the client secret the buyer's page needs. The hold stays until its deadline.
 -- KEYS: holds
--- ARGV: ticket, client_secret, now_ms
+-- ARGV: ticket, client_secret
 local raw = redis.call('HGET', KEYS[1], ARGV[1])
 if not raw then
   return {'missing', ''}
@@ -12,7 +12,7 @@ if hold.s ~= 'processing' and hold.s ~= 'requires_action' then
 end
 hold.s = 'requires_action'
 hold.cs = ARGV[2]
-hold.m = tonumber(ARGV[3])
+hold.m = now_ms()
 local encoded = cjson.encode(hold)
 redis.call('HSET', KEYS[1], ARGV[1], encoded)
 return {'ok', encoded}

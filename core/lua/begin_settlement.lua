@@ -2,9 +2,9 @@
 -- that state), and the hold's deadline is extended by a lease so that it is not reclaimed while its
 -- payment is in flight. A reserved hold already past its deadline is expired instead.
 -- KEYS: stock, holds, deadlines, users, events
--- ARGV: ticket, now_ms, lease_ms
+-- ARGV: ticket, lease_ms
 local ticket = ARGV[1]
-local now = tonumber(ARGV[2])
+local now = now_ms()
 local hold, raw = load_hold(KEYS[1], KEYS[2], ticket)
 if not hold then
   return raw
@@ -23,7 +23,7 @@ elseif OPEN[hold.s] then
     hold.s = 'processing'
   end
   hold.m = now
-  local lease_end = now + tonumber(ARGV[3])
+  local lease_end = now + tonumber(ARGV[2])
   local current = tonumber(redis.call('ZSCORE', KEYS[3], ticket) or '0')
   if lease_end > current then
     redis.call('ZADD', KEYS[3], lease_end, ticket)

@@ -1,8 +1,7 @@
 -- Releases this product's holds past their deadline (the scheduled sweep; reserve does the same inline).
 -- KEYS: stock, holds, deadlines, users, events
--- ARGV: now_ms, lock_prefix, limit
+-- ARGV: limit
 if redis.call('EXISTS', KEYS[1]) == 0 then
   return 0
 end
-return reclaim_expired(KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], ARGV[2], tonumber(ARGV[1]),
-                       tonumber(ARGV[3]))
+return reclaim_expired(KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], now_ms(), tonumber(ARGV[1]))

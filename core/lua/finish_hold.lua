@@ -1,9 +1,9 @@
 -- Settles a hold: confirmed (held -> sold) or failed / expired / cancelled (held -> available).
 -- Only an open hold moves; asking again for the state it is in answers 'already'.
 -- KEYS: stock, holds, deadlines, users, events
--- ARGV: ticket, outcome, reason, now_ms, only_from ('' = any open state, else that one state)
+-- ARGV: ticket, outcome, reason, only_from ('' = any open state, else that one state)
 local ticket, outcome = ARGV[1], ARGV[2]
-local now = tonumber(ARGV[4])
+local now = now_ms()
 local hold, raw = load_hold(KEYS[1], KEYS[2], ticket)
 if not hold then
   return raw
@@ -11,7 +11,7 @@ end
 if hold.s == outcome then
   return {'already', raw}
 end
-if not OPEN[hold.s] or (ARGV[5] ~= '' and hold.s ~= ARGV[5]) then
+if not OPEN[hold.s] or (ARGV[4] ~= '' and hold.s ~= ARGV[4]) then
   return {'conflict', raw}
 end
 if outcome == 'confirmed' then

@@ -22,7 +22,10 @@ if raw and ARGV[4] ~= '' then
   end
   redis.call('SET', KEYS[4], cjson.encode(hold), 'EX', tonumber(ARGV[6]))
 end
-redis.call('HDEL', KEYS[2], ARGV[1])
+-- The hold leaves the snapshot a reconciliation compares with SQL: the figures' version moves.
+if redis.call('HDEL', KEYS[2], ARGV[1]) == 1 then
+  redis.call('HINCRBY', KEYS[1], 'version', 1)
+end
 if ARGV[2] ~= '' then
   redis.call('XACK', KEYS[3], ARGV[3], ARGV[2])
   redis.call('XDEL', KEYS[3], ARGV[2])

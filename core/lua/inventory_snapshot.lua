@@ -1,7 +1,9 @@
--- One consistent view of a product's stock, with the quantities of holds still open and the
--- confirmed holds whose order SQL may not have recorded yet.
--- KEYS: stock, holds
-local stock = redis.call('HMGET', KEYS[1], 'initial', 'available', 'held', 'sold', 'version')
+-- One consistent view of a product in Redis, for comparing with SQL: the stock figures, the terms
+-- the reserve script enforces, the quantity of holds still open, the confirmed holds whose order
+-- SQL may not have recorded yet, and the refunds whose units are not back on sale yet.
+-- KEYS: stock, holds, returns
+local stock = redis.call('HMGET', KEYS[1], 'initial', 'available', 'held', 'sold', 'version',
+  'max_per_user', 'starts_ms', 'ends_ms', 'price', 'currency', 'terms_version')
 if not stock[1] then
   return {}
 end
@@ -16,4 +18,10 @@ for i = 1, #entries, 2 do
     table.insert(confirmed, hold.q)
   end
 end
-return {stock[1], stock[2], stock[3], stock[4], stock[5], open_qty, confirmed}
+local returning = {}
+local marks = redis.call('HGETALL', KEYS[3])
+for i = 1, #marks, 2 do
+  table.insert(returning, marks[i])
+  table.insert(returning, cjson.decode(marks[i + 1]).q)
+end
+return {stock, open_qty, confirmed, returning}

@@ -1,8 +1,15 @@
 -- Shared helpers, prepended to the scripts that use them when they are loaded.
 -- Hold records are JSON in the product's holds hash: t ticket, u user, q quantity, a amount,
 -- d deadline (ms), s status, r reason, pm payment method, cur currency, cs client secret (while the
--- buyer must authenticate), c created (ms), m modified (ms).
+-- buyer must authenticate), k idempotency key, c created (ms), m modified (ms).
+-- The open statuses: the same set as core.models.OPEN_STATUSES (a test compares them).
 local OPEN = {reserved = true, processing = true, requires_action = true}
+
+-- Redis' own clock: every process sees the same deadlines and sale windows, whatever its clock.
+local function now_ms()
+  local t = redis.call('TIME')
+  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
 
 -- The hold's record and its raw JSON, or nil and the reply to give when stock or hold is missing.
 local function load_hold(stock_key, holds_key, ticket)
@@ -29,26 +36,25 @@ local function return_to_stock(stock_key, users_key, hold)
   end
 end
 
--- Releases holds past their deadline whose ticket is not locked by a settler right now.
-local function reclaim_expired(stock_key, holds_key, deadlines_key, users_key, events_key,
-                               lock_prefix, now, limit)
+-- Releases holds past their deadline. A settler paying for a hold keeps it out of reach by its
+-- lease (begin_settlement moves the hold's score in the deadlines set past the payment), and
+-- finish_hold refuses to move a hold that was released meanwhile, so no lock is looked at here.
+local function reclaim_expired(stock_key, holds_key, deadlines_key, users_key, events_key, now, limit)
   local due = redis.call('ZRANGEBYSCORE', deadlines_key, '-inf', now, 'LIMIT', 0, limit)
   local freed = 0
   for _, ticket in ipairs(due) do
-    if redis.call('EXISTS', lock_prefix .. ticket) == 0 then
-      redis.call('ZREM', deadlines_key, ticket)
-      local raw = redis.call('HGET', holds_key, ticket)
-      if raw then
-        local hold = cjson.decode(raw)
-        if OPEN[hold.s] then
-          hold.s = 'expired'
-          hold.r = 'hold_expired'
-          hold.m = now
-          redis.call('HSET', holds_key, ticket, cjson.encode(hold))
-          return_to_stock(stock_key, users_key, hold)
-          emit(events_key, 'expire', ticket, hold.q, hold.u, now)
-          freed = freed + hold.q
-        end
+    redis.call('ZREM', deadlines_key, ticket)
+    local raw = redis.call('HGET', holds_key, ticket)
+    if raw then
+      local hold = cjson.decode(raw)
+      if OPEN[hold.s] then
+        hold.s = 'expired'
+        hold.r = 'hold_expired'
+        hold.m = now
+        redis.call('HSET', holds_key, ticket, cjson.encode(hold))
+        return_to_stock(stock_key, users_key, hold)
+        emit(events_key, 'expire', ticket, hold.q, hold.u, now)
+        freed = freed + hold.q
       end
     end
   end

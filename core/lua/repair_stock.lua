@@ -1,7 +1,7 @@
--- Sets initial and sold from SQL's figures and derives available, if nothing changed since the
--- snapshot.
+-- Sets initial, sold and held from SQL's figures and derives available, if nothing changed since
+-- the snapshot they were computed against.
 -- KEYS: stock, events
--- ARGV: expected_version, initial, sold, held, now_ms
+-- ARGV: expected_version, initial, sold, held
 local version = redis.call('HGET', KEYS[1], 'version')
 if version ~= ARGV[1] then
   return {'changed'}
@@ -10,5 +10,5 @@ local initial, sold, held = tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[
 local available = initial - sold - held
 redis.call('HSET', KEYS[1], 'initial', initial, 'sold', sold, 'held', held, 'available', available)
 redis.call('HINCRBY', KEYS[1], 'version', 1)
-emit(KEYS[2], 'repair', '', available, '', tonumber(ARGV[5]))
+emit(KEYS[2], 'repair', '', available, '', now_ms())
 return {'repaired', tostring(available)}

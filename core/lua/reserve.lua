@@ -1,12 +1,12 @@
 -- The whole purchase decision in one atomic call.
 -- KEYS: stock, holds, deadlines, users, idempotency, settle stream, events
--- ARGV: now_ms, user, quantity, ticket, hold_ms, idempotency_key ('' = none), payment_method,
---       lock_prefix, reclaim_limit
-local now = tonumber(ARGV[1])
-local user = ARGV[2]
-local qty = tonumber(ARGV[3])
-local ticket = ARGV[4]
-local idem = ARGV[6]
+-- ARGV: user, quantity, ticket, hold_ms, idempotency_key ('' = none), payment_method,
+--       reclaim_limit
+local now = now_ms()
+local user = ARGV[1]
+local qty = tonumber(ARGV[2])
+local ticket = ARGV[3]
+local idem = ARGV[5]
 
 local stock = redis.call('HMGET', KEYS[1], 'available', 'max_per_user', 'starts_ms', 'ends_ms', 'price',
   'currency')
@@ -28,7 +28,7 @@ if ends > 0 and now >= ends then
 end
 
 local available = tonumber(stock[1]) +
-  reclaim_expired(KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[7], ARGV[8], now, tonumber(ARGV[9]))
+  reclaim_expired(KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[7], now, tonumber(ARGV[7]))
 local limit = tonumber(stock[2])
 local bought = tonumber(redis.call('HGET', KEYS[4], user) or '0')
 if limit > 0 and bought + qty > limit then
@@ -38,9 +38,12 @@ if available < qty then
   return {'sold_out', tostring(available)}
 end
 
-local deadline = now + tonumber(ARGV[5])
+local deadline = now + tonumber(ARGV[4])
 local hold = {t = ticket, u = user, q = qty, a = qty * tonumber(stock[5]), d = deadline,
-              s = 'reserved', pm = ARGV[7], cur = stock[6], c = now, m = now}
+              s = 'reserved', pm = ARGV[6], cur = stock[6], c = now, m = now}
+if idem ~= '' then
+  hold.k = idem
+end
 local encoded = cjson.encode(hold)
 redis.call('HINCRBY', KEYS[1], 'available', -qty)
 redis.call('HINCRBY', KEYS[1], 'held', qty)

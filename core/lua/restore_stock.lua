@@ -1,19 +1,24 @@
 -- Creates a product's stock from SQL figures (new product, or Redis lost the key), only if absent.
--- Open holds that SQL knows and Redis lost are recreated and queued for settlement again; held is
--- counted over every open hold, so holds that survived in Redis keep their units.
--- KEYS: stock, holds, deadlines, users, settle stream, events
--- ARGV: initial, sold, max_per_user, starts_ms, ends_ms, price, currency, sql_holds_json,
---       user_quantities_json, now_ms
+-- Open holds that SQL knows and Redis lost are recreated with their own deadline and queued for
+-- settlement again (a hold whose payment may be in flight is kept out of the sweep's reach until
+-- its lease score); held is counted over every open hold, so holds that survived in Redis keep
+-- their units. Idempotency keys that SQL recorded are put back.
+-- Refund marks whose refund SQL already recorded are dropped: SQL's sold figure has no units for them.
+-- KEYS: stock, holds, deadlines, users, settle stream, events, idempotency, returns
+-- ARGV: initial, sold, max_per_user, starts_ms, ends_ms, price, currency, sql_holds_json
+--       ([[record, score], ...]), user_quantities_json, idempotency_json ({"user:key": ticket}),
+--       terms_version, settle group, refunded_marks_json ([ticket, ...])
 if redis.call('EXISTS', KEYS[1]) == 1 then
   return {'exists'}
 end
-local now = tonumber(ARGV[10])
+local now = now_ms()
 local initial, sold = tonumber(ARGV[1]), tonumber(ARGV[2])
-redis.pcall('XGROUP', 'CREATE', KEYS[5], 'settlers', '0', 'MKSTREAM')
-for _, hold in ipairs(cjson.decode(ARGV[8])) do
+redis.pcall('XGROUP', 'CREATE', KEYS[5], ARGV[12], '0', 'MKSTREAM')
+for _, entry in ipairs(cjson.decode(ARGV[8])) do
+  local hold, score = entry[1], entry[2]
   if redis.call('HEXISTS', KEYS[2], hold.t) == 0 then
     redis.call('HSET', KEYS[2], hold.t, cjson.encode(hold))
-    redis.call('ZADD', KEYS[3], hold.d, hold.t)
+    redis.call('ZADD', KEYS[3], score, hold.t)
     redis.call('XADD', KEYS[5], '*', 'ticket', hold.t)
   end
 end
@@ -29,9 +34,15 @@ redis.call('DEL', KEYS[4])
 for user, qty in pairs(cjson.decode(ARGV[9])) do
   redis.call('HSET', KEYS[4], user, qty)
 end
+for key, ticket in pairs(cjson.decode(ARGV[10])) do
+  redis.call('HSETNX', KEYS[7], key, ticket)
+end
+for _, ticket in ipairs(cjson.decode(ARGV[13])) do
+  redis.call('HDEL', KEYS[8], ticket)
+end
 local available = initial - sold - held
 redis.call('HSET', KEYS[1], 'initial', initial, 'available', available, 'held', held,
   'sold', sold, 'max_per_user', ARGV[3], 'starts_ms', ARGV[4], 'ends_ms', ARGV[5],
-  'price', ARGV[6], 'currency', ARGV[7], 'version', now)
+  'price', ARGV[6], 'currency', ARGV[7], 'terms_version', ARGV[11], 'version', now)
 emit(KEYS[6], 'restore', '', available, '', now)
 return {'created', tostring(available)}

@@ -9,6 +9,7 @@ import time
 
 from redis import Redis
 
+from core.keys import SimulatedProviderKeys
 from core.payments import PaymentIntent
 from core.scripts import Scripts
 
@@ -31,11 +32,12 @@ class SimulatedGateway:
         self.redis = redis
         self.latency_s = latency_ms / 1000
         self.waits = latency_ms > 0
-        self.intents_key = f"{prefix}:simpay:intents"
-        self.idempotency_key = f"{prefix}:simpay:idempotency"
-        self.charges_key = f"{prefix}:simpay:charges"
+        keys = SimulatedProviderKeys(prefix)
+        self.intents_key = keys.intents
+        self.idempotency_key = keys.idempotency
+        self.charges_key = keys.charges
+        self.refunds_key = keys.refunds
         self.scripts = Scripts(redis)
-        self.refunds_key = f"{prefix}:simpay:refunds"
 
     def create_intent(
         self,

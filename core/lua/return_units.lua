@@ -1,0 +1,21 @@
+-- Last step of a refund, once SQL says refunded: the units of a ticket marked by begin_return go
+-- back on sale (sold -> available), once; the mark goes with them.
+-- KEYS: stock, returns, users, events
+-- ARGV: ticket
+if redis.call('EXISTS', KEYS[1]) == 0 then
+  return 'unavailable'
+end
+local raw = redis.call('HGET', KEYS[2], ARGV[1])
+if not raw then
+  return 'none'
+end
+local mark = cjson.decode(raw)
+redis.call('HDEL', KEYS[2], ARGV[1])
+redis.call('HINCRBY', KEYS[1], 'sold', -mark.q)
+redis.call('HINCRBY', KEYS[1], 'available', mark.q)
+redis.call('HINCRBY', KEYS[1], 'version', 1)
+if redis.call('HINCRBY', KEYS[3], mark.u, -mark.q) <= 0 then
+  redis.call('HDEL', KEYS[3], mark.u)
+end
+emit(KEYS[4], 'unsell', ARGV[1], mark.q, mark.u, now_ms())
+return 'returned'
