@@ -605,6 +605,7 @@ class Inventory:
                 terms.max_per_user,
                 terms.price_minor,
                 terms.terms_version,
+                terms.currency,
             ],
         )
 
