@@ -4,15 +4,20 @@ from __future__ import annotations
 
 import secrets
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from flask import Flask
 from flask_jwt_extended import create_access_token
 from rq import SimpleWorker
 
+from core import catalog
 from core.catalog import create_user
 from core.config import Settings
+from core.db import transaction
 from core.models import User
+from core.runtime import Runtime
+from core.stock import setup_stock
 from jobs.queues import JsonJob, rq_connection, settlement_queue
 from web.extensions import db
 
@@ -54,6 +59,34 @@ def make_users(app: Flask, count: int) -> list[Account]:
             )
             for u in users
         ]
+
+
+def stocked_product(
+    rt: Runtime,
+    stock: int = 5,
+    max_per_user: int = 0,
+    starts: datetime | None = None,
+    ends: datetime | None = None,
+) -> int:
+    """A product written to SQL with its stock set up in Redis, without the HTTP API."""
+    with transaction(rt.sessions) as session:
+        name = f"drop {secrets.token_hex(3)}"
+        product = catalog.create_product(
+            session, name, 1000, "USD", stock, max_per_user, starts, ends
+        )
+    setup_stock(rt.inventory, product)
+    return product.id
+
+
+def buyer_ids(rt: Runtime, count: int) -> list[int]:
+    """Buyers in SQL, by id, without tokens."""
+    with transaction(rt.sessions) as session:
+        users = [
+            User(username=f"b_{secrets.token_hex(6)}", password_hash="x") for _ in range(count)
+        ]
+        session.add_all(users)
+        session.flush()
+        return [u.id for u in users]
 
 
 def create_product(client: Any, admin: Account, **fields: Any) -> dict[str, Any]:

@@ -8,42 +8,22 @@ from __future__ import annotations
 
 import dataclasses
 import random
-import secrets
 from collections import Counter
 
 from sqlalchemy import select
 
-from core.catalog import create_product
-from core.db import transaction
 from core.inventory import Inventory, now_ms
 from core.keys import new_ticket_id
 from core.locks import locked
-from core.models import OPEN_STATUSES, Order, User
+from core.models import OPEN_STATUSES, Order
 from core.orders import confirmed_quantity, counted_orders, get_order, get_payment
 from core.payments.simulated import SimulatedGateway
 from core.settlement import Settler, SettleReport
-from core.stock import rebuild_stock, reconcile_product, setup_stock
+from core.stock import rebuild_stock, reconcile_product
+from tests.helpers import buyer_ids, stocked_product
 from tests.servers import wait_until
 
 OPEN = ("reserved", "processing")
-
-
-def _product(rt, stock: int = 5, max_per_user: int = 0) -> int:  # type: ignore[no-untyped-def]
-    with transaction(rt.sessions) as session:
-        name = f"inv {secrets.token_hex(3)}"
-        product = create_product(session, name, 1000, "USD", stock, max_per_user, None, None)
-    setup_stock(rt.inventory, product)
-    return product.id
-
-
-def _users(rt, count: int) -> list[int]:  # type: ignore[no-untyped-def]
-    with transaction(rt.sessions) as session:
-        users = [
-            User(username=f"inv_{secrets.token_hex(6)}", password_hash="x") for _ in range(count)
-        ]
-        session.add_all(users)
-        session.flush()
-        return [u.id for u in users]
 
 
 def _fast(rt, gateway=None):  # type: ignore[no-untyped-def]
@@ -84,7 +64,7 @@ class _PausingGateway(SimulatedGateway):
 
 
 def test_requires_action_payment_past_its_deadline_reaches_a_terminal_state(rt):
-    product_id, [user] = _product(rt, stock=2), _users(rt, 1)
+    product_id, [user] = stocked_product(rt, stock=2), buyer_ids(rt, 1)
     inventory, settler = _fast(rt)
     ticket = new_ticket_id(product_id)
     method = "pm_card_authenticationRequired"  # 3-D Secure the buyer never completes
@@ -104,7 +84,7 @@ def test_requires_action_payment_past_its_deadline_reaches_a_terminal_state(rt):
 
 
 def test_rebuild_while_a_released_hold_awaits_sql_keeps_per_user_counts(rt):
-    product_id, [user] = _product(rt, stock=3, max_per_user=1), _users(rt, 1)
+    product_id, [user] = stocked_product(rt, stock=3, max_per_user=1), buyer_ids(rt, 1)
     keys = rt.inventory.keys(product_id)
     ticket = new_ticket_id(product_id)
     rt.inventory.reserve(product_id, user, 1, ticket, "pm_card_chargeDeclined")
@@ -119,7 +99,7 @@ def test_rebuild_while_a_released_hold_awaits_sql_keeps_per_user_counts(rt):
 
 
 def test_payment_succeeding_after_another_settler_recorded_expiry_is_refunded(rt):
-    product_id, [user] = _product(rt, stock=2), _users(rt, 1)
+    product_id, [user] = stocked_product(rt, stock=2), buyer_ids(rt, 1)
     gateway = _PausingGateway(rt.redis, rt.settings.key_prefix)
     inventory, slow = _fast(rt, gateway)
     ticket = new_ticket_id(product_id)
@@ -140,7 +120,7 @@ def test_payment_succeeding_after_another_settler_recorded_expiry_is_refunded(rt
 
 
 def test_rebuild_racing_a_settler_does_not_resurrect_a_settled_hold(rt):
-    product_id, [user] = _product(rt, stock=5), _users(rt, 1)
+    product_id, [user] = stocked_product(rt, stock=5), buyer_ids(rt, 1)
     ticket = new_ticket_id(product_id)
     rt.inventory.reserve(product_id, user, 1, ticket, "pm_card_visa")
     report, hold = _crash_after_finish_hold(rt, product_id, ticket)  # stalls, not dead
@@ -195,7 +175,7 @@ def _check_redis(rt, product_id: int, max_per_user: int) -> None:  # type: ignor
 
 def test_random_interleavings_keep_stock_and_per_user_counts_balanced(rt):
     rng = random.Random(20240607)
-    product_id, users = _product(rt, stock=12, max_per_user=4), _users(rt, 4)
+    product_id, users = stocked_product(rt, stock=12, max_per_user=4), buyer_ids(rt, 4)
     normal = rt.inventory
     expired_at_once = Inventory(rt.redis, dataclasses.replace(rt.settings, hold_seconds=-1))
     tickets: list[str] = []
@@ -230,7 +210,7 @@ def test_random_interleavings_keep_stock_and_per_user_counts_balanced(rt):
 
 def test_random_purchases_settle_once_each_and_sql_agrees_with_redis(rt):
     rng = random.Random(7)
-    product_id, users = _product(rt, stock=15, max_per_user=3), _users(rt, 8)
+    product_id, users = stocked_product(rt, stock=15, max_per_user=3), buyer_ids(rt, 8)
     keys = rt.inventory.keys(product_id)
     expired_at_once = Inventory(rt.redis, dataclasses.replace(rt.settings, hold_seconds=-1))
     methods = ["pm_card_visa"] * 3 + ["pm_card_chargeDeclined"]

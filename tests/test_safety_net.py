@@ -20,45 +20,18 @@ from redis.crc import key_slot
 from redis.exceptions import ResponseError
 from sqlalchemy import event, update
 
-from core.catalog import create_product
 from core.db import transaction
 from core.inventory import Hold, Inventory
 from core.keys import new_ticket_id
-from core.models import OPEN_STATUSES, Order, OrderStatus, Product, User
+from core.models import OPEN_STATUSES, Order, OrderStatus, Product
 from core.orders import confirmed_quantity, get_order, get_payment
 from core.settlement import Settler, SettleReport
-from core.stock import rebuild_stock, reconcile_product, setup_stock, sync_terms
+from core.stock import rebuild_stock, reconcile_product, sync_terms
 from jobs.queues import settlement_queue
+from tests.helpers import buyer_ids, stocked_product
 from tests.servers import wait_until
 
 LUA_DIR = Path(__file__).resolve().parent.parent / "core" / "lua"
-
-
-def _product(rt, stock: int = 3, max_per_user: int = 0, **when) -> int:  # type: ignore[no-untyped-def]
-    with transaction(rt.sessions) as session:
-        name = f"safety {secrets.token_hex(3)}"
-        product = create_product(
-            session,
-            name,
-            1000,
-            "USD",
-            stock,
-            max_per_user,
-            when.get("starts"),
-            when.get("ends"),
-        )
-    setup_stock(rt.inventory, product)
-    return product.id
-
-
-def _users(rt, count: int) -> list[int]:  # type: ignore[no-untyped-def]
-    with transaction(rt.sessions) as session:
-        users = [
-            User(username=f"sn_{secrets.token_hex(6)}", password_hash="x") for _ in range(count)
-        ]
-        session.add_all(users)
-        session.flush()
-        return [u.id for u in users]
 
 
 def _reserve(rt, product_id: int, user: int, method: str = "pm_card_visa", **kw) -> str:  # type: ignore[no-untyped-def]
@@ -125,7 +98,7 @@ def _balanced(rt, product_id: int, initial: int) -> None:  # type: ignore[no-unt
 def test_a_batch_committed_while_reconciliation_reads_sql_is_counted_once(
     rt, commit_before_statement
 ):
-    product_id, users = _product(rt, stock=3), _users(rt, 6)
+    product_id, users = stocked_product(rt, stock=3), buyer_ids(rt, 6)
     tickets = [_reserve(rt, product_id, u) for u in users[:3]]
     holds = _confirmed_in_redis_only(rt, product_id, tickets)
     settler_commits = _SessionsWithHook(
@@ -145,7 +118,7 @@ def test_a_batch_committed_while_reconciliation_reads_sql_is_counted_once(
 
 
 def test_forgetting_a_settled_hold_moves_the_stock_version(rt):
-    product_id, [user] = _product(rt), _users(rt, 1)
+    product_id, [user] = stocked_product(rt), buyer_ids(rt, 1)
     holds = _confirmed_in_redis_only(rt, product_id, [_reserve(rt, product_id, user)])
     before = rt.inventory.figures(product_id).version
     _record_finals(rt, product_id, holds)  # SQL, then the hold leaves Redis
@@ -187,7 +160,7 @@ def _settled(rt, product_id: int, user: int) -> str:  # type: ignore[no-untyped-
 
 
 def test_an_admin_refund_racing_reconciliation_returns_the_units_once(rt):
-    product_id, [first, second, third] = _product(rt, stock=1), _users(rt, 3)
+    product_id, [first, second, third] = stocked_product(rt, stock=1), buyer_ids(rt, 3)
     ticket = _settled(rt, product_id, first)
     hooked = _ReconcileAfterEachCommit(rt, product_id)
     settler = Settler(rt.inventory, hooked, rt.gateways, rt.settings)
@@ -202,7 +175,7 @@ def test_an_admin_refund_racing_reconciliation_returns_the_units_once(rt):
 
 
 def test_a_refund_stopped_after_sql_is_finished_by_reconciliation_once(rt):
-    product_id, [buyer] = _product(rt, stock=2), _users(rt, 1)
+    product_id, [buyer] = stocked_product(rt, stock=2), buyer_ids(rt, 1)
     ticket = _settled(rt, product_id, buyer)
     with rt.sessions() as session:
         order = get_order(session, ticket)
@@ -217,7 +190,7 @@ def test_a_refund_stopped_after_sql_is_finished_by_reconciliation_once(rt):
 
 
 def test_a_second_refund_of_the_same_order_is_refused_and_returns_nothing(rt):
-    product_id, [buyer] = _product(rt, stock=2), _users(rt, 1)
+    product_id, [buyer] = stocked_product(rt, stock=2), buyer_ids(rt, 1)
     ticket = _settled(rt, product_id, buyer)
     rt.settler.refund_confirmed(ticket)
     with pytest.raises(Exception, match="refunded"):
@@ -237,7 +210,7 @@ def test_the_open_statuses_are_one_set_in_python_and_lua():
 
 
 def test_a_rebuild_counts_a_surviving_3d_secure_hold_against_the_per_user_limit(rt):
-    product_id, [buyer] = _product(rt, stock=3, max_per_user=1), _users(rt, 1)
+    product_id, [buyer] = stocked_product(rt, stock=3, max_per_user=1), buyer_ids(rt, 1)
     ticket = _reserve(rt, product_id, buyer, "pm_card_authenticationRequired")
     assert rt.settler.settle_batch(product_id, [(None, ticket)]).settled == {"requires_action": 1}
     rt.redis.delete(rt.inventory.keys(product_id).stock)
@@ -250,7 +223,7 @@ def test_a_rebuilt_hold_keeps_its_deadline_and_expires_at_it(rt):
     short = dataclasses.replace(rt.settings, hold_seconds=1)
     inventory = Inventory(rt.redis, short)
     settler = Settler(inventory, rt.sessions, rt.gateways, short)
-    product_id, [buyer] = _product(rt, stock=2), _users(rt, 1)
+    product_id, [buyer] = stocked_product(rt, stock=2), buyer_ids(rt, 1)
     ticket = new_ticket_id(product_id)
     inventory.reserve(product_id, buyer, 1, ticket, "pm_card_authenticationRequired")
     assert settler.settle_batch(product_id, [(None, ticket)]).settled == {"requires_action": 1}
@@ -280,7 +253,7 @@ def _change_terms_in_sql_only(rt, product_id: int, **values) -> None:  # type: i
 
 
 def test_reconciliation_applies_terms_that_never_reached_redis(rt):
-    product_id, users = _product(rt, stock=5, max_per_user=3), _users(rt, 2)
+    product_id, users = stocked_product(rt, stock=5, max_per_user=3), buyer_ids(rt, 2)
     ended = datetime.now(UTC) - timedelta(minutes=1)
     _change_terms_in_sql_only(rt, product_id, sale_ends_at=ended, max_per_user=1)
     assert reconcile_product(rt.inventory, rt.sessions, product_id).result == "repaired"
@@ -295,7 +268,7 @@ def test_reconciliation_applies_terms_that_never_reached_redis(rt):
 
 
 def test_the_sweep_applies_lost_terms_and_older_terms_never_overwrite_newer(rt):
-    product_id, [buyer] = _product(rt, stock=5), _users(rt, 1)
+    product_id, [buyer] = stocked_product(rt, stock=5), buyer_ids(rt, 1)
     _change_terms_in_sql_only(rt, product_id, max_per_user=1)
     with rt.sessions() as session:
         product = session.get(Product, product_id)
@@ -315,7 +288,7 @@ def test_the_sweep_applies_lost_terms_and_older_terms_never_overwrite_newer(rt):
 
 
 def test_a_retried_idempotency_key_after_redis_lost_everything_finds_the_first_order(rt):
-    product_id, [buyer] = _product(rt, stock=3), _users(rt, 1)
+    product_id, [buyer] = stocked_product(rt, stock=3), buyer_ids(rt, 1)
     ticket = _reserve(rt, product_id, buyer, idempotency_key="retry-me")
     assert rt.settler.settle_batch(product_id, [(None, ticket)]).settled == {"confirmed": 1}
     with rt.sessions() as session:
@@ -333,7 +306,7 @@ def test_a_retried_idempotency_key_after_redis_lost_everything_finds_the_first_o
 
 
 def test_a_crowd_during_a_rebuild_queues_one_rebuild_job(rt, client, buyer):
-    product_id = _product(rt, stock=3)
+    product_id = stocked_product(rt, stock=3)
     rt.redis.delete(rt.inventory.keys(product_id).stock)
     for _ in range(40):
         response = client.post(
@@ -351,7 +324,7 @@ def test_a_crowd_during_a_rebuild_queues_one_rebuild_job(rt, client, buyer):
 
 
 def test_a_late_failure_event_leaves_a_payment_that_still_waits_for_the_buyer(rt):
-    product_id, [buyer] = _product(rt, stock=2), _users(rt, 1)
+    product_id, [buyer] = stocked_product(rt, stock=2), buyer_ids(rt, 1)
     ticket = _reserve(rt, product_id, buyer, "pm_card_authenticationRequired")
     assert rt.settler.settle_batch(product_id, [(None, ticket)]).settled == {"requires_action": 1}
     with rt.sessions() as session:
@@ -371,7 +344,7 @@ def test_a_late_failure_event_leaves_a_payment_that_still_waits_for_the_buyer(rt
 
 def test_a_process_whose_clock_runs_fast_cannot_open_the_sale_early(rt, monkeypatch):
     starts = datetime.now(UTC) + timedelta(minutes=1)
-    product_id, [buyer] = _product(rt, stock=2, starts=starts), _users(rt, 1)
+    product_id, [buyer] = stocked_product(rt, stock=2, starts=starts), buyer_ids(rt, 1)
     real_time = time.time
     monkeypatch.setattr(time, "time", lambda: real_time() + 120)  # this node is 2 minutes ahead
     fast = Inventory(rt.redis, rt.settings)
@@ -441,7 +414,7 @@ _ARGUMENT = re.compile(r'"((?:[^"\\]|\\.)*)"')
 def test_every_key_a_script_touches_is_in_keys_and_in_one_slot(rt):
     short = dataclasses.replace(rt.settings, hold_seconds=0)
     expiring = Inventory(rt.redis, short)
-    product_id, users = _product(rt, stock=4), _users(rt, 3)
+    product_id, users = stocked_product(rt, stock=4), buyer_ids(rt, 3)
     db = rt.redis.connection_pool.connection_kwargs.get("db", 0)
     watch = _ScriptKeyWatch(Redis.from_url(rt.settings.redis_url, decode_responses=True), db)
     try:
