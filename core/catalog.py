@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
+from functools import cache
 
 import bcrypt
 from sqlalchemy import select
@@ -28,8 +29,11 @@ def check_password(password: str, password_hash: str) -> bool:
         return False
 
 
-# A hash to compare against when the user does not exist, so a login takes as long either way.
-_DUMMY_HASH = bcrypt.hashpw(b"not-a-password", bcrypt.gensalt(rounds=4)).decode()
+@cache
+def dummy_hash(rounds: int) -> str:
+    """What an unknown username's password is checked against: a hash of the same cost as the
+    real ones, so a login takes as long whether or not the user exists."""
+    return hash_password("not-a-password", rounds)
 
 
 def create_user(
@@ -45,10 +49,11 @@ def create_user(
     return user
 
 
-def authenticate(session: Session, username: str, password: str) -> User | None:
+def authenticate(session: Session, username: str, password: str, rounds: int) -> User | None:
+    """The user these credentials are good for; `rounds` is the cost new hashes are made with."""
     user = session.scalar(select(User).where(User.username == username))
     if user is None:
-        check_password(password, _DUMMY_HASH)
+        check_password(password, dummy_hash(rounds))
         return None
     return user if check_password(password, user.password_hash) else None
 

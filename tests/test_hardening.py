@@ -3,9 +3,51 @@ on registration, login timing, rq-dashboard's state-changing routes and safe con
 
 from __future__ import annotations
 
+import dataclasses
+import secrets
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import bcrypt
 import pytest
+from flask import Flask
 
 from core.config import DEV_JWT_SECRET, ConfigError, Settings
+
+PASSWORD = "correct horse battery"
+
+
+@contextmanager
+def app_with(settings: Settings, **changes: Any) -> Iterator[Flask]:
+    """Another app on the session's database, with some settings changed."""
+    from web import create_app
+    from web.extensions import db
+
+    built = create_app(dataclasses.replace(settings, **changes))
+    built.config["TESTING"] = True
+    try:
+        yield built
+    finally:
+        with built.app_context():
+            db.engine.dispose()
+        built.extensions["flashsale"].engine.dispose()
+
+
+def assert_error(response: Any, status: int, code: str | None = None) -> dict[str, Any]:
+    body = response.get_json(silent=True)
+    assert response.status_code == status, (response.status_code, response.data[:300])
+    assert response.mimetype == "application/json", response.mimetype
+    assert isinstance(body, dict) and set(body) == {"error", "message"}, body
+    if code is not None:
+        assert body["error"] == code, body
+    return body
+
+
+def bcrypt_cost(password_hash: bytes | str) -> int:
+    raw = password_hash.decode() if isinstance(password_hash, bytes) else password_hash
+    return int(raw.split("$")[2])
+
 
 # --- configuration: the development secret only where development is said -------------------------
 
@@ -48,3 +90,29 @@ def test_an_unknown_app_env_is_refused(monkeypatch):
     monkeypatch.setenv("DATABASE_URL", "postgresql://u@db/shop")
     with pytest.raises(ConfigError):
         Settings.from_env()
+
+
+# --- login timing: an unknown username costs what a known one does ------------------------------
+
+
+def test_an_unknown_username_is_checked_against_a_hash_of_the_configured_cost(
+    settings, monkeypatch
+):
+    checked: list[bytes] = []
+    original = bcrypt.checkpw
+
+    def spy(password: bytes, hashed: bytes) -> bool:
+        checked.append(hashed)
+        return original(password, hashed)
+
+    monkeypatch.setattr(bcrypt, "checkpw", spy)
+    with app_with(settings, bcrypt_rounds=6) as app:
+        client = app.test_client()
+        username = f"timing_{secrets.token_hex(4)}"
+        body = {"username": username, "password": PASSWORD}
+        assert client.post("/auth/register", json=body).status_code == 201
+        assert client.post("/auth/login", json=body).status_code == 200
+        unknown = {"username": f"ghost_{secrets.token_hex(4)}", "password": PASSWORD}
+        assert_error(client.post("/auth/login", json=unknown), 401, "invalid_credentials")
+    known_hash, dummy_hash = checked
+    assert bcrypt_cost(known_hash) == bcrypt_cost(dummy_hash) == 6

@@ -64,7 +64,7 @@ def register() -> tuple[Response, int]:
 @limiter.limit(_login_limit, key_func=login_username_key)
 def login() -> Response:
     body = parse_body(LoginRequest)
-    user = authenticate(db.session, body.username, body.password)
+    user = authenticate(db.session, body.username, body.password, runtime().settings.bcrypt_rounds)
     end_read()
     if user is None:
         raise ApiError(401, "invalid_credentials", "wrong username or password")
@@ -121,7 +121,7 @@ def start_session() -> Response:
     """The pages' sign-in: the same credentials as /auth/login, answered with HttpOnly cookies
     (access and refresh tokens) and readable CSRF cookies instead of tokens in the body."""
     body = parse_body(LoginRequest)
-    user = authenticate(db.session, body.username, body.password)
+    user = authenticate(db.session, body.username, body.password, runtime().settings.bcrypt_rounds)
     end_read()
     if user is None:
         raise ApiError(401, "invalid_credentials", "wrong username or password")
