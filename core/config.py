@@ -72,6 +72,8 @@ class Settings:
     ratelimit_purchase: str = _env("RATELIMIT_PURCHASE", "10/minute")
     ratelimit_product_reads: str = _env("RATELIMIT_PRODUCT_READS", "100/minute")
     ratelimit_login: str = _env("RATELIMIT_LOGIN", "5/minute")
+    ratelimit_register: str = _env("RATELIMIT_REGISTER", "5/minute")
+    ratelimit_register_global: str = _env("RATELIMIT_REGISTER_GLOBAL", "100/minute")
     max_body_bytes: int = _env("MAX_BODY_BYTES", 16 * 1024)
 
     @property

@@ -155,10 +155,11 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
             "REDIS_KEY_PREFIX": f"b{secrets.token_hex(3)}",
             "SETTLEMENT_QUEUE": f"browser-{secrets.token_hex(3)}",
             # Real limits, so the page's rate-limited message can be seen: three purchases an
-            # hour per buyer; sign-ins and product reads stay out of the way.
+            # hour per buyer; sign-ins, registrations and product reads stay out of the way.
             "RATELIMIT_ENABLED": "true",
             "RATELIMIT_PURCHASE": "3/hour",
             "RATELIMIT_LOGIN": "500/minute",
+            "RATELIMIT_REGISTER": "500/minute",
             "RATELIMIT_PRODUCT_READS": "5000/minute",
         }
     )

@@ -116,3 +116,63 @@ def test_an_unknown_username_is_checked_against_a_hash_of_the_configured_cost(
         assert_error(client.post("/auth/login", json=unknown), 401, "invalid_credentials")
     known_hash, dummy_hash = checked
     assert bcrypt_cost(known_hash) == bcrypt_cost(dummy_hash) == 6
+
+
+# --- rate limits: registration, login per username and address, clients behind a proxy --------
+
+
+def address() -> str:
+    """A client address of its own, so the per-address limits of one test touch no other."""
+    return "10." + ".".join(str(secrets.randbelow(250) + 1) for _ in range(3))
+
+
+def from_address(ip: str) -> dict[str, str]:
+    return {"REMOTE_ADDR": ip}
+
+
+def new_credentials() -> dict[str, str]:
+    return {"username": f"reg_{secrets.token_hex(5)}", "password": PASSWORD}
+
+
+def test_registration_is_limited_per_client_address(settings):
+    with app_with(
+        settings,
+        ratelimit_enabled=True,
+        ratelimit_register="3/minute",
+        ratelimit_register_global="1000/minute",
+    ) as app:
+        client = app.test_client()
+        crowded, other = from_address(address()), from_address(address())
+        for _ in range(3):
+            created = client.post("/auth/register", json=new_credentials(), environ_base=crowded)
+            assert created.status_code == 201, created.get_json()
+        over = client.post("/auth/register", json=new_credentials(), environ_base=crowded)
+        assert_error(over, 429, "rate_limited")
+        assert int(over.headers["Retry-After"]) >= 1
+        served = client.post("/auth/register", json=new_credentials(), environ_base=other)
+        assert served.status_code == 201, served.get_json()
+
+
+def test_registration_is_limited_overall(settings):
+    with app_with(
+        settings,
+        ratelimit_enabled=True,
+        ratelimit_register="1000/minute",
+        ratelimit_register_global="4/minute",
+    ) as app:
+        client = app.test_client()
+        for _ in range(4):
+            created = client.post(
+                "/auth/register", json=new_credentials(), environ_base=from_address(address())
+            )
+            assert created.status_code == 201, created.get_json()
+        over = client.post(
+            "/auth/register", json=new_credentials(), environ_base=from_address(address())
+        )
+        assert_error(over, 429, "rate_limited")
+        assert int(over.headers["Retry-After"]) >= 1
+
+
+def ghost_login(client: Any, environ: dict[str, str], headers: dict[str, str] | None = None):  # type: ignore[no-untyped-def]
+    body = {"username": f"ghost_{secrets.token_hex(4)}", "password": PASSWORD}
+    return client.post("/auth/login", json=body, environ_base=environ, headers=headers or {})

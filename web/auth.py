@@ -25,7 +25,7 @@ from core.catalog import UsernameTaken, authenticate, create_user
 from core.models import User
 from web.common import current_user_id, end_read, parse_body, runtime
 from web.errors import ApiError
-from web.extensions import db, limiter, login_username_key
+from web.extensions import db, everyone_key, limiter, login_username_key
 from web.schemas import Credentials, LoginRequest
 
 bp = Blueprint("auth", __name__, url_prefix="/auth")
@@ -33,6 +33,14 @@ bp = Blueprint("auth", __name__, url_prefix="/auth")
 
 def _login_limit() -> str:
     return runtime().settings.ratelimit_login
+
+
+def _register_limit() -> str:
+    return runtime().settings.ratelimit_register
+
+
+def _register_global_limit() -> str:
+    return runtime().settings.ratelimit_register_global
 
 
 def tokens_for(user: User) -> dict[str, object]:
@@ -47,6 +55,8 @@ def tokens_for(user: User) -> dict[str, object]:
 
 
 @bp.post("/register")
+@limiter.limit(_register_limit)
+@limiter.limit(_register_global_limit, key_func=everyone_key)
 def register() -> tuple[Response, int]:
     body = parse_body(Credentials)
     try:

@@ -57,9 +57,16 @@ def user_key() -> str:
 
 
 def login_username_key() -> str:
+    """Per username and client address: failed logins from one address cannot lock the owner of
+    a username out of theirs."""
     try:
         body = request.get_json(silent=True)
     except RecursionError:
         body = None
     username = body.get("username") if isinstance(body, dict) else None
-    return f"login:{str(username)[:50].lower()}"
+    return f"login:{str(username)[:50].lower()}:{get_remote_address()}"
+
+
+def everyone_key() -> str:
+    """One bucket for all clients: a limit on the whole service."""
+    return "everyone"

@@ -251,7 +251,12 @@ def _paths() -> dict[str, Any]:
             "post": _op(
                 "Create a buyer account",
                 "auth",
-                {"201": _json("User", "created"), **BODY_ERRORS, "409": _error("username_taken")},
+                {
+                    "201": _json("User", "created"),
+                    **BODY_ERRORS,
+                    "409": _error("username_taken"),
+                    "429": _error("rate_limited"),
+                },
                 body=Credentials,
             )
         },
