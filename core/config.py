@@ -74,6 +74,8 @@ class Settings:
     ratelimit_login: str = _env("RATELIMIT_LOGIN", "5/minute")
     ratelimit_register: str = _env("RATELIMIT_REGISTER", "5/minute")
     ratelimit_register_global: str = _env("RATELIMIT_REGISTER_GLOBAL", "100/minute")
+    # How many proxies in front of the app append to X-Forwarded-For (0: the peer is the client).
+    trusted_proxies: int = _env("TRUSTED_PROXIES", 0)
     max_body_bytes: int = _env("MAX_BODY_BYTES", 16 * 1024)
 
     @property
@@ -102,6 +104,8 @@ class Settings:
             raise ConfigError(f"APP_ENV must be one of {', '.join(ENVIRONMENTS)}, not {self.env!r}")
         if self.jwt_secret_key == DEV_JWT_SECRET and self.env != "development":
             raise ConfigError("JWT_SECRET_KEY is unset: set it, or APP_ENV=development on a laptop")
+        if self.trusted_proxies < 0:
+            raise ConfigError("TRUSTED_PROXIES must be 0 or more")
         if self.hold_seconds <= 0 or self.settle_lease_seconds <= 0:
             raise ConfigError("HOLD_SECONDS and SETTLE_LEASE_SECONDS must be positive")
         if self.payment_gateway not in {"simulated", "stripe"}:

@@ -176,3 +176,32 @@ def test_registration_is_limited_overall(settings):
 def ghost_login(client: Any, environ: dict[str, str], headers: dict[str, str] | None = None):  # type: ignore[no-untyped-def]
     body = {"username": f"ghost_{secrets.token_hex(4)}", "password": PASSWORD}
     return client.post("/auth/login", json=body, environ_base=environ, headers=headers or {})
+
+
+def test_without_trusted_proxies_a_forwarded_address_does_not_escape_the_bucket(settings):
+    with app_with(
+        settings, ratelimit_enabled=True, ratelimit_login="2/minute", trusted_proxies=0
+    ) as app:
+        client = app.test_client()
+        peer = from_address(address())
+        for _ in range(2):
+            spoofed = {"X-Forwarded-For": address()}
+            assert ghost_login(client, peer, spoofed).status_code == 401
+        over = ghost_login(client, peer, {"X-Forwarded-For": address()})
+        assert_error(over, 429, "rate_limited")
+
+
+def test_behind_a_trusted_proxy_each_forwarded_client_has_its_own_bucket(settings):
+    with app_with(
+        settings, ratelimit_enabled=True, ratelimit_login="2/minute", trusted_proxies=1
+    ) as app:
+        client = app.test_client()
+        proxy = from_address(address())
+        first, second = {"X-Forwarded-For": address()}, {"X-Forwarded-For": address()}
+        for _ in range(2):
+            assert ghost_login(client, proxy, first).status_code == 401
+        assert_error(ghost_login(client, proxy, first), 429, "rate_limited")
+        assert ghost_login(client, proxy, second).status_code == 401
+        # a client's own X-Forwarded-For in front of the proxy's entry changes nothing
+        spoofed = {"X-Forwarded-For": f"{address()}, {first['X-Forwarded-For']}"}
+        assert_error(ghost_login(client, proxy, spoofed), 429, "rate_limited")

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import click
 from flask import Flask, Response
+from werkzeug.middleware.proxy_fix import ProxyFix
 
 from core.catalog import UsernameTaken, create_user
 from core.config import Settings
@@ -52,6 +53,12 @@ def create_app(settings: Settings | None = None) -> Flask:
         MAX_CONTENT_LENGTH=settings.max_body_bytes,
         JSON_SORT_KEYS=False,
     )
+    if settings.trusted_proxies:
+        # The client address (rate limits) and scheme as the proxies saw them. Only the headers
+        # every TLS proxy sets are trusted: X-Forwarded-Host or -Prefix a proxy passes through
+        # untouched would be the client's own.
+        hops = settings.trusted_proxies
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=hops, x_proto=hops, x_host=0, x_prefix=0)
     app.extensions["flashsale"] = Runtime(settings)
     app.extensions["flashsale_kicker"] = SettlementKicker(settings)
     app.extensions["flashsale_sold_out"] = SoldOutFlags(settings.sold_out_cache_ms)
