@@ -205,3 +205,84 @@ def test_behind_a_trusted_proxy_each_forwarded_client_has_its_own_bucket(setting
         # a client's own X-Forwarded-For in front of the proxy's entry changes nothing
         spoofed = {"X-Forwarded-For": f"{address()}, {first['X-Forwarded-For']}"}
         assert_error(ghost_login(client, proxy, spoofed), 429, "rate_limited")
+
+
+# --- rq-dashboard: state changes only by POST with the CSRF header ------------------------------
+
+
+@pytest.fixture()
+def failed_job(settings):  # type: ignore[no-untyped-def]
+    """A queue of its own holding one failed job; (queue, job id)."""
+    from rq import Queue, SimpleWorker
+    from rq.serializers import JSONSerializer
+
+    from jobs.queues import JsonJob, rq_connection
+
+    connection = rq_connection(settings.redis_url)
+    queue = Queue(
+        f"dash-{secrets.token_hex(4)}",
+        connection=connection,
+        serializer=JSONSerializer,
+        job_class=JsonJob,
+    )
+    job = queue.enqueue("builtins.int", "not a number")
+    worker = SimpleWorker(
+        [queue], connection=connection, job_class=JsonJob, serializer=JSONSerializer
+    )
+    worker.work(burst=True, with_scheduler=False)
+    assert job.id in queue.failed_job_registry.get_job_ids()
+    yield queue, job.id
+    for registry in (queue.failed_job_registry, queue.finished_job_registry):
+        for job_id in registry.get_job_ids():
+            registry.remove(job_id, delete_job=True)
+    queue.delete(delete_jobs=True)
+
+
+def cookie_session(client: Any, username: str) -> str:
+    """Signs `client` in with cookies, as the pages do; the CSRF value to send back."""
+    signed_in = client.post(
+        "/auth/session", json={"username": username, "password": "correct horse"}
+    )
+    assert signed_in.status_code == 200, signed_in.get_json()
+    return client.get_cookie("_csrf_token").value
+
+
+def still_failed(queue: Any, job_id: str) -> bool:
+    from rq.job import Job
+
+    return job_id in queue.failed_job_registry.get_job_ids() and Job.exists(
+        job_id, connection=queue.connection
+    )
+
+
+def test_rq_dashboard_refuses_state_changes_by_get(app, admin, failed_job):
+    queue, job_id = failed_job
+    client = app.test_client()
+    cookie_session(client, admin.username)
+    assert client.get("/admin/rq/").status_code == 200  # the cookie session reaches the dashboard
+    for path in (
+        f"/admin/rq/requeue/{queue.name}",
+        f"/admin/rq/job/{job_id}/requeue",
+        f"/admin/rq/job/{job_id}/delete",
+        f"/admin/rq/queue/{queue.name}/failed/empty",
+        f"/admin/rq/queue/{queue.name}/compact",
+    ):
+        refused = client.get(path)
+        assert 400 <= refused.status_code < 500, (path, refused.status_code, refused.data[:200])
+        assert set(refused.get_json()) == {"error", "message"}, path
+        assert still_failed(queue, job_id), path
+
+
+def test_rq_dashboard_state_changes_need_the_csrf_header(app, admin, failed_job):
+    queue, job_id = failed_job
+    client = app.test_client()
+    csrf = cookie_session(client, admin.username)
+    for path in (f"/admin/rq/requeue/{queue.name}", f"/admin/rq/job/{job_id}/delete"):
+        assert_error(client.post(path), 401)
+        assert_error(client.post(path, headers={"X-CSRFToken": "not-the-cookie"}), 401)
+        assert still_failed(queue, job_id), path
+    requeued = client.post(f"/admin/rq/requeue/{queue.name}", headers={"X-CSRFToken": csrf})
+    assert requeued.status_code == 200, requeued.data[:200]
+    assert requeued.get_json() == {"status": "OK", "count": 1}
+    assert job_id not in queue.failed_job_registry.get_job_ids()
+    assert job_id in queue.get_job_ids()

@@ -231,6 +231,26 @@ def reconcile() -> tuple[Response, int]:
     return jsonify({"job_id": job_id, "status": "queued"}), 202
 
 
+# rq-dashboard's routes that only read (rq-dashboard 0.9.0). Every other route of it changes
+# something (requeue, delete, empty, compact) and is taken by POST only: a GET could come from a
+# cross-site link carrying the admin's cookie, and the CSRF check covers unsafe methods only.
+DASHBOARD_READS = frozenset(
+    f"rq_dashboard.{name}"
+    for name in (
+        "static",
+        "favicon",
+        "queues_overview",
+        "workers_overview",
+        "jobs_overview",
+        "job_view",
+        "list_queues",
+        "list_jobs",
+        "job_info",
+        "list_workers",
+    )
+)
+
+
 def mount_rq_dashboard(app: Flask) -> None:
     """rq-dashboard's blueprint is a module-level object, so the guard lives on the app."""
     app.config["RQ_DASHBOARD_REDIS_URL"] = runtime_url(app)
@@ -242,7 +262,11 @@ def mount_rq_dashboard(app: Flask) -> None:
     def _admins_only_dashboard() -> None:
         if request.blueprint != "rq_dashboard":
             return
-        verify_jwt_in_request()
+        if request.endpoint not in DASHBOARD_READS and request.method != "POST":
+            raise ApiError(
+                405, "method_not_allowed", "this dashboard action takes POST", {"Allow": "POST"}
+            )
+        verify_jwt_in_request()  # for a cookie session, a POST must carry the CSRF header
         if not is_admin():
             raise ApiError(403, "forbidden", "admins only")
 
