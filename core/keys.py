@@ -124,3 +124,19 @@ def new_ticket_id(product_id: int) -> str:
 def product_of_ticket(ticket_id: str) -> int | None:
     match = _TICKET.match(ticket_id)
     return int(match.group(1)) if match else None
+
+
+# --- revoked tokens (core/revocations.py) -------------------------------------------------------
+
+
+def revoked_token_key(prefix: str, jti: str) -> str:
+    return f"{prefix}:jwt:revoked:{jti}"
+
+
+def revocations_loaded_key(prefix: str) -> str:
+    """Present while Redis holds every revocation SQL has; gone after Redis lost its data."""
+    return f"{prefix}:jwt:revocations:loaded"
+
+
+def revocations_load_lock_key(prefix: str) -> str:
+    return f"{prefix}:jwt:revocations:loading"

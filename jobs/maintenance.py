@@ -8,6 +8,7 @@ from sqlalchemy import select
 
 from core.catalog import list_products
 from core.models import Product
+from core.revocations import ensure_revocations_loaded
 from core.stock import rebuild_stock, reconcile_product, sync_terms
 from jobs.queues import enqueue_drains
 from jobs.runtime import runtime
@@ -26,6 +27,7 @@ def sweep() -> dict[str, int]:
     Tickets whose settler died stay pending in the stream; the drain job claims them back.
     """
     rt = runtime()
+    ensure_revocations_loaded(rt.redis, rt.sessions, rt.settings)
     expired = 0
     waiting: list[int] = []
     with rt.sessions() as session:

@@ -7,13 +7,20 @@ import dataclasses
 import secrets
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import bcrypt
 import pytest
 from flask import Flask
+from redis import Redis
+from sqlalchemy import event
 
 from core.config import DEV_JWT_SECRET, ConfigError, Settings
+from core.keys import revocations_loaded_key, revoked_token_key
+from core.models import RevokedToken
+from tests.helpers import make_user
+from tests.servers import RedisProcess
 
 PASSWORD = "correct horse battery"
 
@@ -286,3 +293,114 @@ def test_rq_dashboard_state_changes_need_the_csrf_header(app, admin, failed_job)
     assert requeued.get_json() == {"status": "OK", "count": 1}
     assert job_id not in queue.failed_job_registry.get_job_ids()
     assert job_id in queue.get_job_ids()
+
+
+# --- revocations: durable in SQL, one Redis round trip per request -----------------------------
+
+
+def bearer(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+def login_tokens(client: Any, username: str) -> dict[str, str]:
+    body = {"username": username, "password": "correct horse"}
+    response = client.post("/auth/login", json=body)
+    assert response.status_code == 200, response.get_json()
+    return response.get_json()
+
+
+def jti_of(app: Flask, token: str) -> str:
+    from flask_jwt_extended import decode_token
+
+    with app.app_context():
+        return decode_token(token)["jti"]
+
+
+def restarted_empty(server: RedisProcess) -> RedisProcess:
+    """The same port again, with no data: Redis restarted without persistence."""
+    server.stop()
+    again = RedisProcess(server.data_dir)
+    again.port = server.port
+    return again.start()
+
+
+@pytest.fixture()
+def own_redis(tmp_path) -> Iterator[list[RedisProcess]]:  # type: ignore[no-untyped-def]
+    """A redis-server of this test's own (restartable): the last one started is stopped."""
+    servers = [RedisProcess(tmp_path / "redis").start()]
+    yield servers
+    servers[-1].stop()
+
+
+def test_revocations_survive_a_redis_restart_without_persistence(app, settings, own_redis):
+    user = make_user(app)
+    with app_with(settings, redis_url=own_redis[0].url) as own:
+        client = own.test_client()
+        revoked, kept = login_tokens(client, user.username), login_tokens(client, user.username)
+        for token in (revoked["access_token"], revoked["refresh_token"]):
+            assert client.post("/auth/logout", headers=bearer(token)).status_code == 200
+        assert_error(client.get("/auth/me", headers=bearer(revoked["access_token"])), 401)
+
+        own_redis.append(restarted_empty(own_redis[0]))
+
+        me = client.get("/auth/me", headers=bearer(revoked["access_token"]))
+        assert_error(me, 401, "token_revoked")
+        refreshed = client.post("/auth/refresh", headers=bearer(revoked["refresh_token"]))
+        assert_error(refreshed, 401, "token_revoked")
+        assert client.get("/auth/me", headers=bearer(kept["access_token"])).status_code == 200
+        assert (
+            client.post("/auth/refresh", headers=bearer(kept["refresh_token"])).status_code == 200
+        )
+        # the first check after the restart copied the revocations back into Redis
+        redis = Redis.from_url(own_redis[-1].url)
+        for token in (revoked["access_token"], revoked["refresh_token"]):
+            assert redis.exists(revoked_token_key(settings.key_prefix, jti_of(own, token)))
+        assert redis.exists(revocations_loaded_key(settings.key_prefix))
+        redis.close()
+
+
+def sql_statements_on(engine: Any, needle: str) -> list[str]:
+    """Every SQL statement the engine runs from now on that mentions `needle`."""
+    seen: list[str] = []
+
+    def record(_conn, _cursor, statement, *_args) -> None:  # type: ignore[no-untyped-def]
+        if needle in statement:
+            seen.append(statement)
+
+    event.listen(engine, "before_cursor_execute", record)
+    return seen
+
+
+def test_on_a_fresh_redis_only_the_first_check_asks_sql(app, settings, own_redis):
+    user = make_user(app)
+    with app_with(settings, redis_url=own_redis[0].url) as own:
+        asked = sql_statements_on(own.extensions["flashsale"].engine, "revoked_tokens")
+        client = own.test_client()
+        assert client.get("/auth/me", headers=user.headers).status_code == 200
+        redis = Redis.from_url(own_redis[0].url)
+        assert redis.exists(revocations_loaded_key(settings.key_prefix))
+        redis.close()
+        asked_first = len(asked)
+        for _ in range(5):
+            assert client.get("/auth/me", headers=user.headers).status_code == 200
+        assert len(asked) == asked_first
+
+
+def test_the_sweep_reloads_lost_revocations_and_deletes_expired_ones(rt, settings):
+    from jobs.maintenance import sweep
+
+    live, stale = f"live-{secrets.token_hex(8)}", f"stale-{secrets.token_hex(8)}"
+    now = datetime.now(UTC)
+    with rt.sessions() as session:
+        session.add(RevokedToken(jti=live, expires_at=now + timedelta(hours=1)))
+        session.add(RevokedToken(jti=stale, expires_at=now - timedelta(seconds=1)))
+        session.commit()
+    rt.redis.delete(revocations_loaded_key(settings.key_prefix))  # as after a restart
+
+    sweep()
+
+    assert rt.redis.exists(revocations_loaded_key(settings.key_prefix))
+    assert 0 < rt.redis.ttl(revoked_token_key(settings.key_prefix, live)) <= 3600
+    with rt.sessions() as session:
+        assert session.get(RevokedToken, live) is not None
+        assert session.get(RevokedToken, stale) is None

@@ -105,10 +105,7 @@ def _register_jwt_callbacks(settings: Settings) -> None:
 
     @jwt.token_in_blocklist_loader
     def _is_revoked(_header: dict, payload: dict) -> bool:
-        from web.auth import revoked_key
-        from web.common import runtime
-
-        return bool(runtime().redis.exists(revoked_key(payload["jti"])))
+        return auth.token_revoked(payload["jti"])
 
 
 def _register_cli(app: Flask, settings: Settings) -> None:

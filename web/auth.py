@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hmac
+from contextlib import suppress
 from datetime import UTC, datetime
 
 from flask import Blueprint, Response, current_app, jsonify, request
@@ -20,9 +21,12 @@ from flask_jwt_extended import (
 )
 from flask_jwt_extended.exceptions import JWTExtendedException
 from jwt.exceptions import PyJWTError
+from redis.exceptions import RedisError
+from sqlalchemy.exc import SQLAlchemyError
 
 from core.catalog import UsernameTaken, authenticate, create_user
 from core.models import User
+from core.revocations import is_revoked, revoke
 from web.common import current_user_id, end_read, parse_body, runtime
 from web.errors import ApiError
 from web.extensions import db, everyone_key, limiter, login_username_key
@@ -105,10 +109,14 @@ def refresh() -> Response:
 @bp.post("/logout")
 @jwt_required(verify_type=False)
 def logout() -> Response:
-    claims = get_jwt()
-    ttl = max(1, int(claims["exp"] - datetime.now(UTC).timestamp()))
-    runtime().redis.set(revoked_key(claims["jti"]), "1", ex=ttl)
+    revoke_token(get_jwt())  # Redis unreachable: 503, and the token is revoked in SQL already
     return jsonify({"revoked": True})
+
+
+def revoke_token(claims: dict) -> None:
+    rt = runtime()
+    expires_at = datetime.fromtimestamp(claims["exp"], UTC)
+    revoke(rt.redis, rt.sessions, rt.settings.key_prefix, claims["jti"], expires_at)
 
 
 @bp.get("/me")
@@ -184,10 +192,16 @@ def _revoke_cookie_token(encoded: str) -> None:
         claims = decode_token(encoded)
     except (PyJWTError, JWTExtendedException):
         return  # expired or invalid: nothing left to revoke
-    ttl = int(claims["exp"] - datetime.now(UTC).timestamp())
-    if ttl > 0:
-        runtime().redis.set(revoked_key(claims["jti"]), "1", ex=ttl)
+    with suppress(RedisError):  # recorded in SQL: the sign-out goes on and unsets the cookies
+        revoke_token(claims)
 
 
-def revoked_key(jti: str) -> str:
-    return f"{runtime().settings.key_prefix}:jwt:revoked:{jti}"
+def token_revoked(jti: str) -> bool:
+    """Whether a token was revoked. Raises ApiError 503 when neither Redis nor SQL can say."""
+    rt = runtime()
+    try:
+        return is_revoked(rt.redis, rt.sessions, rt.settings.key_prefix, jti)
+    except SQLAlchemyError:
+        raise ApiError(
+            503, "unavailable", "sessions cannot be checked, retry shortly", {"Retry-After": "2"}
+        ) from None

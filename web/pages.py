@@ -22,7 +22,6 @@ from flask import (
 from flask_jwt_extended import create_access_token, decode_token
 from flask_jwt_extended.exceptions import JWTExtendedException
 from jwt.exceptions import PyJWTError
-from redis.exceptions import RedisError
 from sqlalchemy import select
 
 from core.catalog import list_products
@@ -30,8 +29,9 @@ from core.models import OrderStatus, Product, User
 from core.money import to_decimal_string
 from core.orders import list_orders
 from web.admin import overview_data
-from web.auth import revoked_key, set_session_cookies
-from web.common import end_read, iso, runtime
+from web.auth import set_session_cookies, token_revoked
+from web.common import end_read, iso
+from web.errors import ApiError
 from web.extensions import db
 from web.products import _available, product_json
 
@@ -99,9 +99,9 @@ def _cookie_claims(cookie_name: str, token_type: str) -> dict | None:
         claims = decode_token(encoded)
         if claims.get("type") != token_type:
             return None
-        if runtime().redis.exists(revoked_key(claims["jti"])):
+        if token_revoked(claims["jti"]):
             return None
-    except (PyJWTError, JWTExtendedException, RedisError, KeyError, ValueError):
+    except (PyJWTError, JWTExtendedException, ApiError, KeyError, ValueError):
         return None
     return claims
 
