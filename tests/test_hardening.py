@@ -17,10 +17,10 @@ from redis import Redis
 from sqlalchemy import event
 
 from core.config import DEV_JWT_SECRET, ConfigError, Settings
-from core.keys import revocations_loaded_key, revoked_token_key
+from core.keys import new_ticket_id, revocations_loaded_key, revoked_token_key
 from core.models import RevokedToken
-from tests.helpers import make_user
-from tests.servers import RedisProcess
+from tests.helpers import create_product, make_user, run_workers
+from tests.servers import RedisProcess, free_port, wait_until
 
 PASSWORD = "correct horse battery"
 
@@ -404,3 +404,91 @@ def test_the_sweep_reloads_lost_revocations_and_deletes_expired_ones(rt, setting
     with rt.sessions() as session:
         assert session.get(RevokedToken, live) is not None
         assert session.get(RevokedToken, stale) is None
+
+
+# --- Redis unreachable: answers from SQL, or 503; never a 500 ----------------------------------
+
+
+@pytest.fixture()
+def redis_down(settings) -> Iterator[Flask]:  # type: ignore[no-untyped-def]
+    """An app whose Redis is a port where nothing listens, on the session's database."""
+    with app_with(settings, redis_url=f"redis://127.0.0.1:{free_port()}/0") as down:
+        yield down
+
+
+def assert_unavailable(response: Any, code: str) -> None:
+    assert_error(response, 503, code)
+    assert int(response.headers["Retry-After"]) >= 1
+
+
+def test_with_redis_unreachable_a_purchase_is_503(redis_down, client, admin, buyer):
+    product = create_product(client, admin, stock=5)
+    body = {"quantity": 1, "payment_method": "pm_card_visa"}
+    down = redis_down.test_client()
+    answer = down.post(f"/purchase/{product['id']}", json=body, headers=buyer.headers)
+    assert_error(answer, 503, "inventory_unavailable")
+
+
+def test_with_redis_unreachable_an_order_is_read_from_sql(
+    redis_down, client, admin, buyer, settings
+):
+    product = create_product(client, admin, stock=5)
+    body = {"quantity": 1, "payment_method": "pm_card_visa"}
+    bought = client.post(f"/purchase/{product['id']}", json=body, headers=buyer.headers)
+    ticket = bought.get_json()["ticket_id"]
+
+    def confirmed() -> dict[str, Any] | None:
+        run_workers(settings)
+        answer = client.get(f"/orders/{ticket}", headers=buyer.headers).get_json()
+        return answer if answer["status"] == "confirmed" else None
+
+    live = wait_until(confirmed, 20, "the order to be confirmed")
+    down = redis_down.test_client()
+    read = down.get(f"/orders/{ticket}", headers=buyer.headers)
+    assert read.status_code == 200, read.get_json()
+    recorded = read.get_json()
+    assert set(recorded) == set(live)
+    assert (recorded["ticket_id"], recorded["status"], recorded["amount"]) == (
+        ticket,
+        "confirmed",
+        live["amount"],
+    )
+    # a ticket SQL has not recorded may be a hold in Redis: unavailable, not "no such order"
+    unknown = down.get(f"/orders/{new_ticket_id(product['id'])}", headers=buyer.headers)
+    assert_unavailable(unknown, "unavailable")
+
+
+def test_with_redis_unreachable_revoked_tokens_are_refused_from_sql(
+    redis_down, client, app, rt, settings
+):
+    from core.revocations import load_revocations
+
+    user = make_user(app)
+    revoked, kept = login_tokens(client, user.username), login_tokens(client, user.username)
+    assert client.post("/auth/logout", headers=bearer(revoked["access_token"])).status_code == 200
+    down = redis_down.test_client()
+    assert_error(
+        down.get("/auth/me", headers=bearer(revoked["access_token"])), 401, "token_revoked"
+    )
+    assert down.get("/auth/me", headers=bearer(kept["access_token"])).status_code == 200
+    # a logout while Redis is unreachable: 503, and the token is refused all the same
+    assert_unavailable(
+        down.post("/auth/logout", headers=bearer(kept["access_token"])), "unavailable"
+    )
+    assert_error(down.get("/auth/me", headers=bearer(kept["access_token"])), 401, "token_revoked")
+    # the Redis copy failed: the periodic reload makes it, and Redis refuses the token too
+    load_revocations(rt.redis, rt.sessions, settings.key_prefix)
+    assert_error(client.get("/auth/me", headers=bearer(kept["access_token"])), 401, "token_revoked")
+
+
+def test_with_redis_unreachable_routes_answer_503_json(redis_down, client, admin, buyer):
+    product = create_product(client, admin, stock=5)
+    down = redis_down.test_client()
+    ticket = new_ticket_id(product["id"])
+    for method, path, who in (
+        ("get", f"/admin/products/{product['id']}/inventory", admin),
+        ("post", f"/orders/{ticket}/cancel", buyer),
+        ("get", "/admin/rq/0/data/queues.json", admin),
+    ):
+        answer = getattr(down, method)(path, headers=who.headers)
+        assert_unavailable(answer, "unavailable")

@@ -8,9 +8,11 @@ import time
 
 from flask import Flask, Response, jsonify
 from pydantic import ValidationError
+from redis.exceptions import RedisError
 from werkzeug.exceptions import HTTPException
 
 log = logging.getLogger(__name__)
+RETRY_AFTER_UNAVAILABLE_S = 2
 
 CODES = {
     400: "bad_request",
@@ -85,6 +87,13 @@ def register_error_handlers(app: Flask) -> None:
         for name, value in (exc.get_response().headers or {}).items():
             if name.lower() in ("retry-after", "allow"):
                 response.headers[name] = value
+        return response
+
+    @app.errorhandler(RedisError)
+    def _redis_unavailable(exc: RedisError) -> Response:
+        log.warning("Redis did not answer: %s", exc)
+        response = error_response(503, "unavailable", "the service is unavailable, retry shortly")
+        response.headers["Retry-After"] = str(RETRY_AFTER_UNAVAILABLE_S)
         return response
 
     @app.errorhandler(Exception)

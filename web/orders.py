@@ -153,12 +153,24 @@ def status(ticket_id: str) -> Response:
     try:
         hold = runtime().inventory.get_ticket(ticket_id)  # open, or final a while after
     except RedisError:
-        hold = None
+        return _recorded_status(ticket_id, hold_unknown=True)
     if hold is not None:
         if hold.user_id != current_user_id() and not is_admin():
             raise ApiError(404, "not_found", "no such order")
         return _with_poll_hint(_hold_json(product_id, hold))
-    order = _owned_order(ticket_id)
+    return _recorded_status(ticket_id)
+
+
+def _recorded_status(ticket_id: str, hold_unknown: bool = False) -> Response:
+    """The order as SQL records it. With Redis unreachable (`hold_unknown`) a ticket SQL has not
+    recorded yet may be a hold all the same: 503, not 404."""
+    order = get_order(db.session, ticket_id)
+    if order is None and hold_unknown:
+        end_read()
+        raise ApiError(
+            503, "unavailable", "the order cannot be read now, retry shortly", {"Retry-After": "2"}
+        )
+    order = _visible(order)
     payment = get_payment(db.session, ticket_id)
     body = _order_json(order) | {"payment": _payment_json(payment, order.status)}
     end_read()
@@ -226,7 +238,11 @@ def _payment_json(payment, order_status: str) -> dict[str, object]:  # type: ign
 
 
 def _owned_order(ticket_id: str) -> Order:
-    order = get_order(db.session, ticket_id)
+    return _visible(get_order(db.session, ticket_id))
+
+
+def _visible(order: Order | None) -> Order:
+    """The order if the caller may see it (its owner or an admin); 404 otherwise."""
     if order is None or (order.user_id != current_user_id() and not is_admin()):
         end_read()
         raise ApiError(404, "not_found", "no such order")
