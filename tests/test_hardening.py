@@ -16,7 +16,7 @@ from flask import Flask
 from redis import Redis
 from sqlalchemy import event
 
-from core.config import DEV_JWT_SECRET, ConfigError, Settings
+from core.config import DEV_JWT_SECRET, ConfigError, Settings, normalize_database_url
 from core.keys import new_ticket_id, revocations_loaded_key, revoked_token_key
 from core.models import RevokedToken
 from tests.helpers import create_product, make_user, run_workers
@@ -492,3 +492,17 @@ def test_with_redis_unreachable_routes_answer_503_json(redis_down, client, admin
     ):
         answer = getattr(down, method)(path, headers=who.headers)
         assert_unavailable(answer, "unavailable")
+
+
+def test_with_sql_unreachable_a_logout_is_503_and_the_token_still_works(app, settings, client):
+    user = make_user(app)
+    tokens = login_tokens(client, user.username)
+    # a checked token: Redis has the revocations loaded, so the check itself needs no SQL
+    assert client.get("/auth/me", headers=bearer(tokens["access_token"])).status_code == 200
+    dead_sql = f"postgresql://nobody@127.0.0.1:{free_port()}/nothing"
+    with app_with(settings, database_url=normalize_database_url(dead_sql)) as no_sql:
+        down = no_sql.test_client()
+        refused = down.post("/auth/logout", headers=bearer(tokens["access_token"]))
+        assert_unavailable(refused, "unavailable")
+    # nothing was recorded, and the answer said so: the token is not revoked
+    assert client.get("/auth/me", headers=bearer(tokens["access_token"])).status_code == 200

@@ -114,9 +114,13 @@ def logout() -> Response:
 
 
 def revoke_token(claims: dict) -> None:
+    """Raises ApiError 503 when SQL cannot record it, RedisError when only the Redis copy failed."""
     rt = runtime()
     expires_at = datetime.fromtimestamp(claims["exp"], UTC)
-    revoke(rt.redis, rt.sessions, rt.settings.key_prefix, claims["jti"], expires_at)
+    try:
+        revoke(rt.redis, rt.sessions, rt.settings.key_prefix, claims["jti"], expires_at)
+    except SQLAlchemyError:
+        raise _sessions_unavailable() from None
 
 
 @bp.get("/me")
@@ -202,6 +206,10 @@ def token_revoked(jti: str) -> bool:
     try:
         return is_revoked(rt.redis, rt.sessions, rt.settings.key_prefix, jti)
     except SQLAlchemyError:
-        raise ApiError(
-            503, "unavailable", "sessions cannot be checked, retry shortly", {"Retry-After": "2"}
-        ) from None
+        raise _sessions_unavailable() from None
+
+
+def _sessions_unavailable() -> ApiError:
+    return ApiError(
+        503, "unavailable", "sessions cannot be checked now, retry shortly", {"Retry-After": "2"}
+    )
