@@ -120,11 +120,22 @@ class Hold:
 
 @dataclass(frozen=True)
 class Reservation:
-    # reserved, duplicate, sold_out, per_user_limit, sale_not_started, sale_ended, unavailable
+    # reserved, duplicate, sold_out, per_user_limit, sale_not_started, sale_ended, unavailable,
+    # rate_limited
     result: str
     ticket_id: str | None = None
     hold: Hold | None = None
     remaining: int | None = None
+    retry_after_ms: int | None = None
+
+
+@dataclass(frozen=True)
+class PurchaseRate:
+    """At most `amount` purchase attempts per buyer and product in each window."""
+
+    amount: int
+    window_ms: int
+    text: str  # as the API says it: "10 per 1 minute"
 
 
 @dataclass(frozen=True)
@@ -207,10 +218,22 @@ class Inventory:
         ticket_id: str,
         payment_method: str,
         idempotency_key: str = "",
+        rate: PurchaseRate | None = None,
     ) -> Reservation:
+        """The purchase decision, one round trip; `rate` limits the buyer's attempts on this
+        product (the API's RATELIMIT_PURCHASE)."""
         k = self.keys(product_id)
         reply = self.scripts.reserve(
-            keys=[k.stock, k.holds, k.deadlines, k.users, k.idempotency, k.settle, k.events],
+            keys=[
+                k.stock,
+                k.holds,
+                k.deadlines,
+                k.users,
+                k.idempotency,
+                k.settle,
+                k.events,
+                k.purchase_rate(user_id),
+            ],
             args=[
                 user_id,
                 quantity,
@@ -219,6 +242,8 @@ class Inventory:
                 idempotency_key,
                 payment_method,
                 RECLAIM_PER_CALL,
+                rate.amount if rate else 0,
+                rate.window_ms if rate else 0,
             ],
         )
         result = reply[0]
@@ -226,6 +251,8 @@ class Inventory:
             raw = reply[2]
             hold = Hold.from_json(raw) if raw else None
             return Reservation(result, ticket_id=reply[1], hold=hold)
+        if result == "rate_limited":
+            return Reservation(result, retry_after_ms=max(0, int(reply[1])))
         remaining = int(reply[1]) if len(reply) > 1 else None
         return Reservation(result, remaining=remaining)
 

@@ -65,6 +65,10 @@ class ProductKeys:
     def lock(self, ticket_id: str) -> str:
         return f"{self.tag}:lock:{ticket_id}"
 
+    def purchase_rate(self, user_id: int) -> str:
+        """The buyer's purchases of this product in the current rate-limit window."""
+        return f"{self.tag}:rate:{user_id}"
+
     def final(self, ticket_id: str) -> str:
         return f"{self.tag}:final:{ticket_id}"
 

@@ -14,7 +14,7 @@ from core.config import Settings
 from core.db import engine_options, prepare_engine
 from core.runtime import Runtime
 from web import admin, auth, health, openapi, orders, pages, payments, products
-from web.common import SoldOutFlags
+from web.common import SoldOutFlags, parse_purchase_rate
 from web.errors import error_response, register_error_handlers
 from web.extensions import db, jwt, limiter, migrate
 from web.kicker import SettlementKicker
@@ -62,6 +62,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     app.extensions["flashsale"] = Runtime(settings)
     app.extensions["flashsale_kicker"] = SettlementKicker(settings)
     app.extensions["flashsale_sold_out"] = SoldOutFlags(settings.sold_out_cache_ms)
+    app.extensions["flashsale_purchase_rate"] = parse_purchase_rate(settings)
 
     db.init_app(app)
     with app.app_context():

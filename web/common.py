@@ -10,8 +10,11 @@ from typing import Any, TypeVar
 
 from flask import current_app, request
 from flask_jwt_extended import get_jwt, get_jwt_identity, verify_jwt_in_request
+from limits import parse as parse_limit
 from pydantic import BaseModel
 
+from core.config import Settings
+from core.inventory import PurchaseRate
 from core.runtime import Runtime
 from web.errors import ApiError
 from web.extensions import db
@@ -24,6 +27,18 @@ MAX_DB_ID = 2_147_483_647
 
 def runtime() -> Runtime:
     return current_app.extensions["flashsale"]
+
+
+def purchase_rate() -> PurchaseRate | None:
+    """RATELIMIT_PURCHASE, as the reserve script applies it (None with rate limits off)."""
+    return current_app.extensions["flashsale_purchase_rate"]
+
+
+def parse_purchase_rate(settings: Settings) -> PurchaseRate | None:
+    if not settings.ratelimit_enabled:
+        return None
+    item = parse_limit(settings.ratelimit_purchase)
+    return PurchaseRate(item.amount, item.get_expiry() * 1000, str(item))
 
 
 def kicker() -> SettlementKicker:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 
 from flask import current_app, request
-from flask_jwt_extended import JWTManager, get_jwt_identity
+from flask_jwt_extended import JWTManager
 from flask_limiter import Limiter
 from flask_limiter.util import get_remote_address
 from flask_migrate import Migrate
@@ -50,10 +50,6 @@ limiter = Limiter(key_func=get_remote_address)
 @limiter.request_filter
 def _limits_switched_off() -> bool:
     return not current_app.config.get("FLASHSALE_RATELIMIT_ENABLED", True)
-
-
-def user_key() -> str:
-    return f"user:{get_jwt_identity()}"
 
 
 def login_username_key() -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import re
 from contextlib import suppress
 
@@ -26,11 +27,12 @@ from web.common import (
     iso,
     kicker,
     parse_body,
+    purchase_rate,
     runtime,
     sold_out_flags,
 )
 from web.errors import ApiError
-from web.extensions import db, limiter, user_key
+from web.extensions import db, limiter
 from web.schemas import PurchaseRequest
 
 bp = Blueprint("orders", __name__)
@@ -45,12 +47,8 @@ REFUSALS = {
 }
 
 
-def _purchase_limit() -> str:
-    return runtime().settings.ratelimit_purchase
-
-
 def _known_sold_out() -> bool:
-    """Answered from this process's sold-out flag: no Redis, not even for the rate limit."""
+    """Answered from this process's sold-out flag: no Redis round trip at all."""
     product_id = (request.view_args or {}).get("product_id")
     return (
         product_id is not None
@@ -61,7 +59,7 @@ def _known_sold_out() -> bool:
 
 @bp.post("/purchase/<int:product_id>")
 @jwt_required()
-@limiter.limit(_purchase_limit, key_func=user_key, exempt_when=_known_sold_out)
+@limiter.exempt  # the reserve script counts the buyer's attempts (RATELIMIT_PURCHASE) itself
 def purchase(product_id: int) -> tuple[Response, int]:
     body = parse_body(PurchaseRequest)
     idempotency_key = request.headers.get("Idempotency-Key", "")
@@ -78,6 +76,7 @@ def purchase(product_id: int) -> tuple[Response, int]:
             new_ticket_id(product_id),
             body.payment_method,
             idempotency_key,
+            purchase_rate(),
         )
     except RedisError:
         raise ApiError(
@@ -88,6 +87,13 @@ def purchase(product_id: int) -> tuple[Response, int]:
         return jsonify(_reserved_json(product_id, outcome.hold)), 202
     if outcome.result == "duplicate" and outcome.ticket_id:
         return jsonify(_replayed_json(product_id, outcome.ticket_id, outcome.hold)), 202
+    if outcome.result == "rate_limited":
+        raise ApiError(
+            429,
+            "rate_limited",
+            f"rate limit exceeded ({purchase_rate().text})",
+            {"Retry-After": str(max(1, math.ceil((outcome.retry_after_ms or 0) / 1000)))},
+        )
     if outcome.result in REFUSALS:
         if outcome.result == "sold_out" and outcome.remaining == 0:
             sold_out_flags().set(product_id)

@@ -1,7 +1,8 @@
 -- The whole purchase decision in one atomic call.
--- KEYS: stock, holds, deadlines, users, idempotency, settle stream, events
+-- KEYS: stock, holds, deadlines, users, idempotency, settle stream, events, the buyer's purchase
+--       rate counter
 -- ARGV: user, quantity, ticket, hold_ms, idempotency_key ('' = none), payment_method,
---       reclaim_limit
+--       reclaim_limit, rate_limit (purchases per window, 0 = none), rate_window_ms
 local now = now_ms()
 local user = ARGV[1]
 local qty = tonumber(ARGV[2])
@@ -12,6 +13,17 @@ local stock = redis.call('HMGET', KEYS[1], 'available', 'max_per_user', 'starts_
   'currency')
 if not stock[1] then
   return {'unavailable'}
+end
+-- The buyer's purchase rate on this product, a fixed window: every attempt counts.
+local rate_limit = tonumber(ARGV[8])
+if rate_limit > 0 then
+  local attempts = redis.call('INCR', KEYS[8])
+  if attempts == 1 then
+    redis.call('PEXPIRE', KEYS[8], ARGV[9])
+  end
+  if attempts > rate_limit then
+    return {'rate_limited', tostring(redis.call('PTTL', KEYS[8]))}
+  end
 end
 if idem ~= '' then
   local existing = redis.call('HGET', KEYS[5], user .. ':' .. idem)
