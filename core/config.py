@@ -44,6 +44,7 @@ class Settings:
     env: str = _env("APP_ENV", "production")
     database_url: str = _env("DATABASE_URL", "sqlite:///flashsale.db")
     redis_url: str = _env("REDIS_URL", "redis://127.0.0.1:6379/0")
+    redis_pool_size: int = _env("REDIS_POOL_SIZE", 64)
     key_prefix: str = _env("REDIS_KEY_PREFIX", "fs")
     queue_name: str = _env("SETTLEMENT_QUEUE", "settlement")
     jwt_secret_key: str = _env("JWT_SECRET_KEY", DEV_JWT_SECRET)

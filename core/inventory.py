@@ -270,11 +270,7 @@ class Inventory:
         if product_id is None:
             return None
         k = self.keys(product_id)
-        pipe = self.redis.pipeline(transaction=False)
-        pipe.hget(k.holds, ticket_id)
-        pipe.get(k.final(ticket_id))
-        held, final = pipe.execute()
-        raw = held or final
+        raw = self.scripts.ticket_view(keys=[k.holds, k.final(ticket_id)], args=[ticket_id])
         return Hold.from_json(raw) if raw else None
 
     # --- settlement --------------------------------------------------------------------------

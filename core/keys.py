@@ -133,14 +133,6 @@ def product_of_ticket(ticket_id: str) -> int | None:
 # --- revoked tokens (core/revocations.py) -------------------------------------------------------
 
 
-def revoked_token_key(prefix: str, jti: str) -> str:
-    return f"{prefix}:jwt:revoked:{jti}"
-
-
-def revocations_loaded_key(prefix: str) -> str:
-    """Present while Redis holds every revocation SQL has; gone after Redis lost its data."""
-    return f"{prefix}:jwt:revocations:loaded"
-
-
-def revocations_load_lock_key(prefix: str) -> str:
-    return f"{prefix}:jwt:revocations:loading"
+def revocations_channel(prefix: str) -> str:
+    """The pub/sub channel a logout publishes the revoked token's id on."""
+    return f"{prefix}:jwt:revocations"

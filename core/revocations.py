@@ -1,18 +1,19 @@
-"""Revoked tokens: recorded in SQL, the durable record, and copied to Redis, where every request
-looks for them in one round trip.
+"""Revoked tokens: SQL keeps them (the record); every web process holds a copy in memory, kept
+current by a Redis pub/sub channel, so checking a token costs no round trip.
 
-A marker key says that Redis holds every revocation SQL has. Redis restarted without persistence
-has lost both: a request that finds neither the revocation nor the marker is answered from SQL,
-and all unexpired revocations are copied back before the marker is set again. A request that
-cannot reach Redis at all is answered from SQL too.
+A logout writes SQL first, then publishes the token's id. Each process's watch subscribes, then
+loads every unexpired revocation from SQL (so nothing published during the load is missed), and
+loads again after any reconnection (a Redis restart loses no revocation: SQL has them) and every
+RELOAD_SECONDS (a publish that failed reaches every process all the same). While the watch is
+not subscribed, a check asks SQL.
 """
 
 from __future__ import annotations
 
 import logging
-import secrets
-from collections.abc import Iterable
-from contextlib import suppress
+import os
+import threading
+import time
 from datetime import UTC, datetime
 
 from redis import Redis
@@ -21,60 +22,28 @@ from sqlalchemy import delete, select
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
-from core.config import Settings
 from core.db import transaction
-from core.keys import revocations_load_lock_key, revocations_loaded_key, revoked_token_key
+from core.keys import revocations_channel
 from core.models import RevokedToken
 
 log = logging.getLogger(__name__)
 
-# The marker lapses after MARKER_SECONDS unless a load renews it; the periodic sweep reloads once
-# fewer than RELOAD_AHEAD_SECONDS are left, so a revocation whose Redis write failed reaches Redis
-# within about ten minutes while requests never go without the marker.
-MARKER_SECONDS = 900
-RELOAD_AHEAD_SECONDS = 300
-LOAD_LOCK_MS = 60_000
-WRITE_BATCH = 1000
-
-# The marker is set only by the load that still holds the lock: a Redis restart during the load
-# drops the lock with everything else, and the copy it made is not vouched for.
-_SET_MARKER_IF_LOCKED = """
-if redis.call('get', KEYS[1]) == ARGV[1] then
-    redis.call('set', KEYS[2], '1', 'EX', ARGV[2])
-    redis.call('del', KEYS[1])
-    return 1
-end
-return 0
-"""
-_UNLOCK = """
-if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) end
-return 0
-"""
+RELOAD_SECONDS = 30.0
+RECONNECT_SECONDS = 0.5
 
 
-def _utc(moment: datetime) -> datetime:
-    """SQLite hands back naive datetimes, which are UTC here."""
-    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
-
-
-def _seconds_left(expires_at: datetime) -> int:
-    return int((_utc(expires_at) - datetime.now(UTC)).total_seconds())
-
-
-def revoke(
-    redis: Redis, sessions: sessionmaker[Session], prefix: str, jti: str, expires_at: datetime
-) -> None:
-    """SQL first, then Redis: a load that read SQL before this commit finds the Redis copy made
-    after it, since a load only adds keys. Raises RedisError when only the Redis copy failed; the
-    revocation holds anyway (from SQL while Redis is unreachable, and the sweep copies it)."""
+def record_revocation(sessions: sessionmaker[Session], jti: str, expires_at: datetime) -> None:
+    """The revocation's record; every process refuses the token from its next reload on."""
     try:
         with transaction(sessions) as session:
             session.merge(RevokedToken(jti=jti, expires_at=expires_at))
     except IntegrityError:
         pass  # revoked at the same moment by another request
-    ttl = _seconds_left(expires_at)
-    if ttl > 0:
-        redis.set(revoked_token_key(prefix, jti), "1", ex=ttl)
+
+
+def announce_revocation(redis: Redis, prefix: str, jti: str) -> None:
+    """Tells every process at once (RedisError: they learn it at their next reload)."""
+    redis.publish(revocations_channel(prefix), jti)
 
 
 def revoked_in_sql(sessions: sessionmaker[Session], jti: str) -> bool:
@@ -82,81 +51,98 @@ def revoked_in_sql(sessions: sessionmaker[Session], jti: str) -> bool:
         return session.get(RevokedToken, jti) is not None
 
 
-def is_revoked(redis: Redis, sessions: sessionmaker[Session], prefix: str, jti: str) -> bool:
-    """One Redis round trip while Redis holds the revocations; SQL when it cannot say."""
-    try:
-        revoked, loaded = redis.mget(revoked_token_key(prefix, jti), revocations_loaded_key(prefix))
-    except RedisError:
-        return revoked_in_sql(sessions, jti)
-    if revoked:
-        return True
-    if loaded:
-        return False
-    answer = revoked_in_sql(sessions, jti)
-    try:
-        load_revocations(redis, sessions, prefix)
-    except (RedisError, SQLAlchemyError):
-        log.warning("revocations not reloaded into Redis", exc_info=True)
-    return answer
-
-
-def ensure_revocations_loaded(
-    redis: Redis, sessions: sessionmaker[Session], settings: Settings
-) -> bool:
-    """For the periodic sweep: loads the revocations when Redis lost them or the marker is about
-    to lapse. True when this call loaded them."""
-    if redis.ttl(revocations_loaded_key(settings.key_prefix)) > RELOAD_AHEAD_SECONDS:
-        return False
-    return load_revocations(redis, sessions, settings.key_prefix)
-
-
-def load_revocations(redis: Redis, sessions: sessionmaker[Session], prefix: str) -> bool:
-    """Deletes expired revocations from SQL, copies the others into Redis and sets the marker.
-    One process at a time; False when another one is loading or Redis restarted meanwhile."""
-    lock = revocations_load_lock_key(prefix)
-    token = secrets.token_hex(8)
-    if not redis.set(lock, token, nx=True, px=LOAD_LOCK_MS):
-        return False
-    try:
-        delete_expired_revocations(sessions)
-        copied = _copy_to_redis(redis, prefix, unexpired_revocations(sessions))
-        marked = redis.eval(
-            _SET_MARKER_IF_LOCKED, 2, lock, revocations_loaded_key(prefix), token, MARKER_SECONDS
-        )
-    except BaseException:
-        with suppress(RedisError):
-            redis.eval(_UNLOCK, 1, lock, token)
-        raise
-    log.info("%d revocations loaded into Redis", copied)
-    return bool(marked)
-
-
-def unexpired_revocations(sessions: sessionmaker[Session]) -> list[tuple[str, datetime]]:
+def unexpired_revocations(sessions: sessionmaker[Session]) -> set[str]:
     with sessions() as session:
-        rows = session.execute(
-            select(RevokedToken.jti, RevokedToken.expires_at).where(
-                RevokedToken.expires_at > datetime.now(UTC)
-            )
+        rows = session.scalars(
+            select(RevokedToken.jti).where(RevokedToken.expires_at > datetime.now(UTC))
         )
-        return [(jti, expires_at) for jti, expires_at in rows]
+        return set(rows)
 
 
-def delete_expired_revocations(sessions: sessionmaker[Session]) -> None:
+def delete_expired_revocations(sessions: sessionmaker[Session]) -> int:
     with transaction(sessions) as session:
-        session.execute(delete(RevokedToken).where(RevokedToken.expires_at <= datetime.now(UTC)))
+        result = session.execute(
+            delete(RevokedToken).where(RevokedToken.expires_at <= datetime.now(UTC))
+        )
+        return result.rowcount
 
 
-def _copy_to_redis(redis: Redis, prefix: str, rows: Iterable[tuple[str, datetime]]) -> int:
-    """Only adds keys: nothing a logout writes meanwhile is overwritten by an older state."""
-    pipe = redis.pipeline(transaction=False)
-    copied = 0
-    for jti, expires_at in rows:
-        ttl = _seconds_left(expires_at)
-        if ttl <= 0:
-            continue
-        pipe.set(revoked_token_key(prefix, jti), "1", ex=ttl)
-        copied += 1
-        if copied % WRITE_BATCH == 0:
-            pipe.execute()
-    pipe.execute()
-    return copied
+class RevocationWatch:
+    """This process's copy of the revoked tokens. Started on first use in each process (after
+    gunicorn forks), by a daemon thread that owns the subscription."""
+
+    def __init__(
+        self,
+        redis_url: str,
+        sessions: sessionmaker[Session],
+        prefix: str,
+        reload_seconds: float = RELOAD_SECONDS,
+    ) -> None:
+        self.redis_url = redis_url
+        self.sessions = sessions
+        self.channel = revocations_channel(prefix)
+        self.reload_seconds = reload_seconds
+        self._revoked: set[str] = set()
+        self._ready = threading.Event()
+        self._guard = threading.Lock()
+        self._owner_pid: int | None = None
+
+    def is_revoked(self, jti: str) -> bool:
+        """From memory while subscribed; from SQL otherwise (SQLAlchemyError if SQL is down)."""
+        self._start_once()
+        if self._ready.is_set():
+            return jti in self._revoked
+        return revoked_in_sql(self.sessions, jti)
+
+    def add(self, jti: str) -> None:
+        """A revocation this process made: refused here at once, before its announcement."""
+        self._revoked.add(jti)
+
+    @property
+    def ready(self) -> bool:
+        """Subscribed and loaded (starts the watch in this process if it is not running)."""
+        self._start_once()
+        return self._ready.is_set()
+
+    def _start_once(self) -> None:
+        if self._owner_pid == os.getpid():
+            return
+        with self._guard:
+            if self._owner_pid != os.getpid():
+                self._owner_pid = os.getpid()
+                self._ready.clear()
+                threading.Thread(target=self._run, name="revocation-watch", daemon=True).start()
+
+    def _run(self) -> None:
+        while True:
+            try:
+                self._follow()
+            except (RedisError, SQLAlchemyError, OSError):
+                log.warning("revocation watch lost its subscription; reconnecting", exc_info=True)
+            self._ready.clear()
+            time.sleep(RECONNECT_SECONDS)
+
+    def _follow(self) -> None:
+        client = Redis.from_url(self.redis_url, decode_responses=True, health_check_interval=10)
+        pubsub = client.pubsub()
+        try:
+            pubsub.subscribe(self.channel)
+            while pubsub.get_message(timeout=5.0) is None:  # the subscription's confirmation
+                pass
+            self._reload()
+            self._ready.set()
+            reload_at = time.monotonic() + self.reload_seconds
+            while True:
+                message = pubsub.get_message(timeout=1.0)
+                if message is not None and message["type"] == "message":
+                    self._revoked.add(message["data"])
+                if time.monotonic() >= reload_at:
+                    self._reload()
+                    reload_at = time.monotonic() + self.reload_seconds
+        finally:
+            pubsub.close()
+            client.close()
+
+    def _reload(self) -> None:
+        # Messages arriving meanwhile wait in the subscription and are added after this.
+        self._revoked = unexpired_revocations(self.sessions)

@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from functools import cached_property
 
-from redis import Redis
+from redis import BlockingConnectionPool, Redis
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -16,7 +16,10 @@ from core.inventory import Inventory
 from core.payments import PaymentGateway
 from core.payments.simulated import SimulatedGateway
 from core.payments.stripe_gateway import StripeGateway
+from core.revocations import RevocationWatch
 from core.settlement import Settler
+
+REDIS_TIMEOUT_S = 5.0  # a Redis that hangs answers 503 after this, instead of holding a thread
 
 
 @dataclass
@@ -25,7 +28,17 @@ class Runtime:
 
     @cached_property
     def redis(self) -> Redis:
-        return Redis.from_url(self.settings.redis_url, decode_responses=True)
+        """One pool per process, as large as its threads need: a thread takes a free connection
+        without waiting on the others (hiredis parses the replies when installed)."""
+        pool = BlockingConnectionPool.from_url(
+            self.settings.redis_url,
+            decode_responses=True,
+            max_connections=self.settings.redis_pool_size,
+            timeout=REDIS_TIMEOUT_S,
+            socket_timeout=REDIS_TIMEOUT_S,
+            socket_connect_timeout=REDIS_TIMEOUT_S,
+        )
+        return Redis(connection_pool=pool)
 
     @cached_property
     def engine(self) -> Engine:
@@ -34,6 +47,10 @@ class Runtime:
     @cached_property
     def sessions(self) -> sessionmaker[Session]:
         return make_session_factory(self.engine)
+
+    @cached_property
+    def revocations(self) -> RevocationWatch:
+        return RevocationWatch(self.settings.redis_url, self.sessions, self.settings.key_prefix)
 
     @cached_property
     def inventory(self) -> Inventory:

@@ -8,7 +8,7 @@ from sqlalchemy import select
 
 from core.catalog import list_products
 from core.models import Product
-from core.revocations import ensure_revocations_loaded
+from core.revocations import delete_expired_revocations
 from core.stock import rebuild_stock, reconcile_product, sync_terms
 from jobs.queues import enqueue_drains
 from jobs.runtime import runtime
@@ -27,7 +27,7 @@ def sweep() -> dict[str, int]:
     Tickets whose settler died stay pending in the stream; the drain job claims them back.
     """
     rt = runtime()
-    ensure_revocations_loaded(rt.redis, rt.sessions, rt.settings)
+    delete_expired_revocations(rt.sessions)
     expired = 0
     waiting: list[int] = []
     with rt.sessions() as session:

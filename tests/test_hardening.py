@@ -17,7 +17,8 @@ from redis import Redis
 from sqlalchemy import event
 
 from core.config import DEV_JWT_SECRET, ConfigError, Settings, normalize_database_url
-from core.keys import new_ticket_id, revocations_loaded_key, revoked_token_key
+from core.db import transaction
+from core.keys import new_ticket_id
 from core.models import RevokedToken
 from tests.helpers import create_product, make_user, run_workers
 from tests.servers import RedisProcess, free_port, wait_until
@@ -295,7 +296,7 @@ def test_rq_dashboard_state_changes_need_the_csrf_header(app, admin, failed_job)
     assert job_id in queue.get_job_ids()
 
 
-# --- revocations: durable in SQL, one Redis round trip per request -----------------------------
+# --- revocations: durable in SQL, a copy in each process, no round trip per request ------------
 
 
 def bearer(token: str) -> dict[str, str]:
@@ -343,20 +344,19 @@ def test_revocations_survive_a_redis_restart_without_persistence(app, settings, 
 
         own_redis.append(restarted_empty(own_redis[0]))
 
-        me = client.get("/auth/me", headers=bearer(revoked["access_token"]))
-        assert_error(me, 401, "token_revoked")
-        refreshed = client.post("/auth/refresh", headers=bearer(revoked["refresh_token"]))
-        assert_error(refreshed, 401, "token_revoked")
-        assert client.get("/auth/me", headers=bearer(kept["access_token"])).status_code == 200
-        assert (
-            client.post("/auth/refresh", headers=bearer(kept["refresh_token"])).status_code == 200
-        )
-        # the first check after the restart copied the revocations back into Redis
-        redis = Redis.from_url(own_redis[-1].url)
-        for token in (revoked["access_token"], revoked["refresh_token"]):
-            assert redis.exists(revoked_token_key(settings.key_prefix, jti_of(own, token)))
-        assert redis.exists(revocations_loaded_key(settings.key_prefix))
-        redis.close()
+        def still_revoked() -> None:
+            me = client.get("/auth/me", headers=bearer(revoked["access_token"]))
+            assert_error(me, 401, "token_revoked")
+            refreshed = client.post("/auth/refresh", headers=bearer(revoked["refresh_token"]))
+            assert_error(refreshed, 401, "token_revoked")
+            assert client.get("/auth/me", headers=bearer(kept["access_token"])).status_code == 200
+            refreshed = client.post("/auth/refresh", headers=bearer(kept["refresh_token"]))
+            assert refreshed.status_code == 200
+
+        still_revoked()  # while the watch reconnects: from SQL
+        watch = own.extensions["flashsale"].revocations
+        wait_until(lambda: watch.ready, 10, "the watch to subscribe to the new Redis")
+        still_revoked()  # reloaded from SQL into this process's copy
 
 
 def sql_statements_on(engine: Any, needle: str) -> list[str]:
@@ -371,22 +371,40 @@ def sql_statements_on(engine: Any, needle: str) -> list[str]:
     return seen
 
 
-def test_on_a_fresh_redis_only_the_first_check_asks_sql(app, settings, own_redis):
+def commands_processed(redis: Redis) -> int:
+    return int(redis.info("stats")["total_commands_processed"])
+
+
+def test_a_token_check_asks_neither_redis_nor_sql_once_the_watch_follows(app, settings, own_redis):
     user = make_user(app)
     with app_with(settings, redis_url=own_redis[0].url) as own:
-        asked = sql_statements_on(own.extensions["flashsale"].engine, "revoked_tokens")
         client = own.test_client()
         assert client.get("/auth/me", headers=user.headers).status_code == 200
+        watch = own.extensions["flashsale"].revocations
+        wait_until(lambda: watch.ready, 10, "the watch to subscribe")
+        asked = sql_statements_on(own.extensions["flashsale"].engine, "revoked_tokens")
         redis = Redis.from_url(own_redis[0].url)
-        assert redis.exists(revocations_loaded_key(settings.key_prefix))
-        redis.close()
-        asked_first = len(asked)
+        before = commands_processed(redis)
         for _ in range(5):
             assert client.get("/auth/me", headers=user.headers).status_code == 200
-        assert len(asked) == asked_first
+        assert commands_processed(redis) - before <= 1  # the INFO that counts
+        assert asked == []
+        redis.close()
 
 
-def test_the_sweep_reloads_lost_revocations_and_deletes_expired_ones(rt, settings):
+def test_a_revocation_whose_announcement_was_lost_reaches_every_process(rt, settings):
+    from core.revocations import RevocationWatch
+
+    watch = RevocationWatch(settings.redis_url, rt.sessions, settings.key_prefix, 0.2)
+    jti = f"unannounced-{secrets.token_hex(8)}"
+    assert not watch.is_revoked(jti)
+    wait_until(lambda: watch.ready, 10, "the watch to subscribe")
+    with transaction(rt.sessions) as session:  # recorded in SQL, never published
+        session.add(RevokedToken(jti=jti, expires_at=datetime.now(UTC) + timedelta(hours=1)))
+    wait_until(lambda: watch.is_revoked(jti), 5, "the next reload to bring the revocation")
+
+
+def test_the_sweep_deletes_expired_revocations(rt, settings):
     from jobs.maintenance import sweep
 
     live, stale = f"live-{secrets.token_hex(8)}", f"stale-{secrets.token_hex(8)}"
@@ -395,12 +413,9 @@ def test_the_sweep_reloads_lost_revocations_and_deletes_expired_ones(rt, setting
         session.add(RevokedToken(jti=live, expires_at=now + timedelta(hours=1)))
         session.add(RevokedToken(jti=stale, expires_at=now - timedelta(seconds=1)))
         session.commit()
-    rt.redis.delete(revocations_loaded_key(settings.key_prefix))  # as after a restart
 
     sweep()
 
-    assert rt.redis.exists(revocations_loaded_key(settings.key_prefix))
-    assert 0 < rt.redis.ttl(revoked_token_key(settings.key_prefix, live)) <= 3600
     with rt.sessions() as session:
         assert session.get(RevokedToken, live) is not None
         assert session.get(RevokedToken, stale) is None
@@ -461,7 +476,7 @@ def test_with_redis_unreachable_an_order_is_read_from_sql(
 def test_with_redis_unreachable_revoked_tokens_are_refused_from_sql(
     redis_down, client, app, rt, settings
 ):
-    from core.revocations import load_revocations
+    from core.revocations import RevocationWatch
 
     user = make_user(app)
     revoked, kept = login_tokens(client, user.username), login_tokens(client, user.username)
@@ -476,9 +491,10 @@ def test_with_redis_unreachable_revoked_tokens_are_refused_from_sql(
         down.post("/auth/logout", headers=bearer(kept["access_token"])), "unavailable"
     )
     assert_error(down.get("/auth/me", headers=bearer(kept["access_token"])), 401, "token_revoked")
-    # the Redis copy failed: the periodic reload makes it, and Redis refuses the token too
-    load_revocations(rt.redis, rt.sessions, settings.key_prefix)
-    assert_error(client.get("/auth/me", headers=bearer(kept["access_token"])), 401, "token_revoked")
+    # the announcement failed: every process's next reload brings it
+    watch = RevocationWatch(settings.redis_url, rt.sessions, settings.key_prefix, 0.2)
+    wait_until(lambda: watch.ready, 10, "the watch to subscribe")
+    wait_until(lambda: watch.is_revoked(jti_of(app, kept["access_token"])), 5, "the reload")
 
 
 def test_with_redis_unreachable_routes_answer_503_json(redis_down, client, admin, buyer):
@@ -497,7 +513,7 @@ def test_with_redis_unreachable_routes_answer_503_json(redis_down, client, admin
 def test_with_sql_unreachable_a_logout_is_503_and_the_token_still_works(app, settings, client):
     user = make_user(app)
     tokens = login_tokens(client, user.username)
-    # a checked token: Redis has the revocations loaded, so the check itself needs no SQL
+    # a checked token: the process's copy of the revocations answers, without SQL
     assert client.get("/auth/me", headers=bearer(tokens["access_token"])).status_code == 200
     dead_sql = f"postgresql://nobody@127.0.0.1:{free_port()}/nothing"
     with app_with(settings, database_url=normalize_database_url(dead_sql)) as no_sql:

@@ -26,7 +26,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from core.catalog import UsernameTaken, authenticate, create_user
 from core.models import User
-from core.revocations import is_revoked, revoke
+from core.revocations import announce_revocation, record_revocation
 from web.common import current_user_id, end_read, parse_body, runtime
 from web.errors import ApiError
 from web.extensions import db, everyone_key, limiter, login_username_key
@@ -114,13 +114,17 @@ def logout() -> Response:
 
 
 def revoke_token(claims: dict) -> None:
-    """Raises ApiError 503 when SQL cannot record it, RedisError when only the Redis copy failed."""
+    """Records the revocation, refuses the token in this process at once and tells the others.
+    Raises ApiError 503 when SQL cannot record it, RedisError when only the telling failed (the
+    other processes then learn it at their next reload)."""
     rt = runtime()
-    expires_at = datetime.fromtimestamp(claims["exp"], UTC)
+    jti = claims["jti"]
     try:
-        revoke(rt.redis, rt.sessions, rt.settings.key_prefix, claims["jti"], expires_at)
+        record_revocation(rt.sessions, jti, datetime.fromtimestamp(claims["exp"], UTC))
     except SQLAlchemyError:
         raise _sessions_unavailable() from None
+    rt.revocations.add(jti)
+    announce_revocation(rt.redis, rt.settings.key_prefix, jti)
 
 
 @bp.get("/me")
@@ -201,10 +205,10 @@ def _revoke_cookie_token(encoded: str) -> None:
 
 
 def token_revoked(jti: str) -> bool:
-    """Whether a token was revoked. Raises ApiError 503 when neither Redis nor SQL can say."""
-    rt = runtime()
+    """Whether a token was revoked: this process's copy, no round trip (SQL while the copy is not
+    being kept current). Raises ApiError 503 when SQL would have to say and cannot."""
     try:
-        return is_revoked(rt.redis, rt.sessions, rt.settings.key_prefix, jti)
+        return runtime().revocations.is_revoked(jti)
     except SQLAlchemyError:
         raise _sessions_unavailable() from None
 
