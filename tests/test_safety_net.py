@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import dataclasses
 import re
-import secrets
 import threading
 import time
 from collections.abc import Callable
@@ -15,9 +14,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-from redis import Redis
 from redis.crc import key_slot
-from redis.exceptions import ResponseError
 from sqlalchemy import event, update
 
 from core.db import transaction
@@ -29,6 +26,7 @@ from core.settlement import Settler, SettleReport
 from core.stock import rebuild_stock, reconcile_product, sync_terms
 from jobs.queues import settlement_queue
 from tests.helpers import buyer_ids, stocked_product
+from tests.redis_monitor import CommandLog, monitored
 from tests.servers import wait_until
 
 LUA_DIR = Path(__file__).resolve().parent.parent / "core" / "lua"
@@ -357,67 +355,22 @@ def test_a_process_whose_clock_runs_fast_cannot_open_the_sale_early(rt, monkeypa
 # --- 16. every key a script touches arrives in KEYS, in one slot ---------------------------------
 
 
-class _ScriptKeyWatch:
-    """Watches this Redis database with MONITOR and collects, for every script run, the keys it
-    was given and the keys its commands touched (asked of Redis with COMMAND GETKEYS)."""
-
-    def __init__(self, redis: Redis, db: int) -> None:
-        self.redis, self.db = redis, db
-        self.runs: list[tuple[list[str], list[str]]] = []
-        self.marker = f"watch-end-{secrets.token_hex(4)}"
-        self._monitor = redis.monitor()
-        self._monitor.__enter__()
-        self._thread = threading.Thread(target=self._read, daemon=True)
-        self._thread.start()
-
-    def _read(self) -> None:
-        current: tuple[list[str], list[str]] | None = None
-        while True:
-            db, lua, words = self._next()
-            if db != self.db or not words:
-                continue
-            if [w.upper() for w in words[:1]] == ["ECHO"] and words[1:2] == [self.marker]:
-                return
-            if words[0].upper() in ("EVALSHA", "EVAL"):
-                current = (words[3 : 3 + int(words[2])], [])
-                self.runs.append(current)
-            elif lua and current is not None:
-                current[1].extend(self._keys_of(words))
-
-    def _keys_of(self, words: list[str]) -> list[str]:
-        try:
-            return list(self.redis.command_getkeys(*words))
-        except ResponseError:  # a command without keys (TIME)
-            return []
-
-    def _next(self) -> tuple[int, bool, list[str]]:
-        """One MONITOR line, its arguments kept apart (JSON arguments may hold spaces)."""
-        raw = self._monitor.connection.read_response()
-        line = raw.decode() if isinstance(raw, bytes) else raw
-        match = _MONITOR_LINE.match(line)
-        if match is None:
-            return -1, False, []
-        db, client, rest = match.groups()
-        words = [w.replace('\\"', '"') for w in _ARGUMENT.findall(rest)]
-        return int(db), client == "lua", words
-
-    def stop(self) -> None:
-        self.redis.echo(self.marker)
-        self._thread.join(10)
-        self._monitor.__exit__(None, None, None)
-
-
-_MONITOR_LINE = re.compile(r"^[\d.]+ \[(\d+) (.*?)\] (.*)$")
-_ARGUMENT = re.compile(r'"((?:[^"\\]|\\.)*)"')
+def _script_runs(log: CommandLog) -> list[tuple[list[str], list[str]]]:
+    """For every script run: the keys it was given, and the keys its commands touched."""
+    runs: list[tuple[list[str], list[str]]] = []
+    for command in log.commands:
+        if command.name in ("EVALSHA", "EVAL"):
+            runs.append((command.words[3 : 3 + int(command.words[2])], []))
+        elif command.from_script and runs:
+            runs[-1][1].extend(log.keys_of(command))
+    return runs
 
 
 def test_every_key_a_script_touches_is_in_keys_and_in_one_slot(rt):
     short = dataclasses.replace(rt.settings, hold_seconds=0)
     expiring = Inventory(rt.redis, short)
     product_id, users = stocked_product(rt, stock=4), buyer_ids(rt, 3)
-    db = rt.redis.connection_pool.connection_kwargs.get("db", 0)
-    watch = _ScriptKeyWatch(Redis.from_url(rt.settings.redis_url, decode_responses=True), db)
-    try:
+    with monitored(rt.settings.redis_url) as log:
         expiring.reserve(product_id, users[0], 1, new_ticket_id(product_id), "pm_card_visa")
         ticket = _reserve(rt, product_id, users[1])  # reclaims the expired hold on the way
         rt.settler.settle_batch(product_id, [(None, ticket)])  # simulated provider included
@@ -426,9 +379,8 @@ def test_every_key_a_script_touches_is_in_keys_and_in_one_slot(rt):
         reconcile_product(rt.inventory, rt.sessions, product_id)
         rt.redis.delete(rt.inventory.keys(product_id).stock)
         rebuild_stock(rt.inventory, rt.sessions, product_id)
-    finally:
-        watch.stop()
-    assert len(watch.runs) >= 8, watch.runs
-    for given, touched in watch.runs:
+    runs = _script_runs(log)
+    assert len(runs) >= 8, runs
+    for given, touched in runs:
         assert set(touched) <= set(given), (given, touched)
         assert len({key_slot(k.encode()) for k in given}) <= 1, given
