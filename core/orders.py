@@ -24,9 +24,12 @@ ALLOWED_FROM: dict[OrderStatus, tuple[str, ...]] = {
 }
 
 
-def _insert(session: Session, table):  # type: ignore[no-untyped-def]
+def _insert(session: Session, model):  # type: ignore[no-untyped-def]
+    """A Core INSERT on the model's table. Given a list of rows and a RETURNING clause, it is sent
+    as multi-row statements (SQLAlchemy's insertmanyvalues): with ON CONFLICT and no RETURNING,
+    the driver would send one statement per row."""
     dialect = postgresql if session.get_bind().dialect.name == "postgresql" else sqlite
-    return dialect.insert(table)
+    return dialect.insert(model.__table__)
 
 
 def record_order(
@@ -63,7 +66,7 @@ def record_orders(
     ]
     # Parameters apart from the statement: compiled once, sent in batches (insertmanyvalues).
     statement = _insert(session, Order).on_conflict_do_nothing(index_elements=["ticket_id"])
-    session.execute(statement, rows)
+    session.connection().execute(statement.returning(statement.table.c.id), rows)
 
 
 def transition(
@@ -124,7 +127,7 @@ def record_payments(session: Session, payments: list[tuple[str, str, PaymentInte
         for ticket_id, provider, intent in payments
     ]
     statement = _insert(session, Payment)
-    session.execute(
+    session.connection().execute(
         statement.on_conflict_do_update(
             index_elements=["ticket_id"],
             set_={
@@ -134,8 +137,8 @@ def record_payments(session: Session, payments: list[tuple[str, str, PaymentInte
                 "updated_at": now,
             },
             # A ticket's payment is its first intent: another one never overwrites it.
-            where=Payment.intent_id == statement.excluded.intent_id,
-        ),
+            where=statement.table.c.intent_id == statement.excluded.intent_id,
+        ).returning(statement.table.c.id),
         rows,
     )
 

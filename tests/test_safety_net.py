@@ -96,6 +96,8 @@ def _balanced(rt, product_id: int, initial: int) -> None:  # type: ignore[no-unt
 def test_a_batch_committed_while_reconciliation_reads_sql_is_counted_once(
     rt, commit_before_statement
 ):
+    if rt.engine.dialect.name == "sqlite" and commit_before_statement > 1:
+        pytest.skip("SQLite: the snapshot holds the write lock, no commit lands between reads")
     product_id, users = stocked_product(rt, stock=3), buyer_ids(rt, 6)
     tickets = [_reserve(rt, product_id, u) for u in users[:3]]
     holds = _confirmed_in_redis_only(rt, product_id, tickets)
