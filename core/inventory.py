@@ -575,14 +575,14 @@ class Inventory:
         self,
         terms: ProductTerms,
         sold: int,
-        open_holds: list[tuple[Hold, int]],
+        open_holds: list[Hold],
         user_quantities: dict[int, int],
         idempotency: dict[str, str] | None = None,
         refunded_marks: list[str] | None = None,
     ) -> bool:
-        """Creates the stock key from SQL's figures; False when it exists already. Open holds
-        come with the score they get in the deadlines set; idempotency maps 'user:key' to the
-        ticket; refunded_marks are return marks whose refund SQL has recorded."""
+        """Creates the stock key from SQL's figures; False when it exists already. Idempotency
+        maps 'user:key' to the ticket; refunded_marks are return marks whose refund SQL has
+        recorded."""
         k = self.keys(terms.product_id)
         reply = self.scripts.restore_stock(
             keys=[
@@ -603,7 +603,7 @@ class Inventory:
                 terms.ends_ms,
                 terms.price_minor,
                 terms.currency,
-                _json_list([[h.to_record(), score] for h, score in open_holds]),
+                _json_list([h.to_record() for h in open_holds]),
                 json.dumps({str(u): q for u, q in user_quantities.items()}, separators=(",", ":"))
                 if user_quantities
                 else "{}",

@@ -16,7 +16,15 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from core.catalog import terms_of
 from core.db import snapshot as sql_snapshot
-from core.inventory import Hold, Inventory, ProductTerms, Snapshot, StockFigures, to_ms
+from core.inventory import (
+    Hold,
+    Inventory,
+    ProductTerms,
+    RebuildView,
+    Snapshot,
+    StockFigures,
+    to_ms,
+)
 from core.models import OPEN_STATUSES, OrderStatus, Product
 from core.orders import (
     confirmed_quantity,
@@ -82,10 +90,11 @@ def read_books(
     sessions: sessionmaker[Session], product_id: int, tickets: list[str]
 ) -> Books | None:
     with sql_snapshot(sessions) as session:
-        return _books(session, product_id, tickets)
+        return books_in(session, product_id, tickets)
 
 
-def _books(session: Session, product_id: int, tickets: list[str]) -> Books | None:
+def books_in(session: Session, product_id: int, tickets: list[str]) -> Books | None:
+    """Books read in a session the caller holds (one snapshot: see core.db.snapshot)."""
     product = session.get(Product, product_id)
     if product is None:
         return None
@@ -131,16 +140,16 @@ def _units_per_user(session: Session, product_id: int, redis_holds: list[Hold]) 
     return users
 
 
-def _restored_hold(order, lease_end_ms: int) -> tuple[Hold, int]:  # type: ignore[no-untyped-def]
-    """An open order as a hold again, with its own deadline; a payment that may be in flight
-    keeps the hold out of the sweep's reach until the lease ends (its score, not its deadline)."""
-    deadline = to_ms(order.expires_at)
-    hold = Hold(
+def _restored_hold(order) -> Hold:  # type: ignore[no-untyped-def]
+    """An open order as a hold again, with its own deadline: past it, the sweep releases the
+    hold and a payment that completes later is refunded (a settler that takes the hold again
+    gets its lease from begin_settlement, as any settler does)."""
+    return Hold(
         ticket_id=order.ticket_id,
         user_id=order.user_id,
         quantity=order.quantity,
         amount_minor=order.amount_minor,
-        deadline_ms=deadline,
+        deadline_ms=to_ms(order.expires_at),
         status=order.status,
         reason=None,
         payment_method=order.payment_method,
@@ -149,8 +158,18 @@ def _restored_hold(order, lease_end_ms: int) -> tuple[Hold, int]:  # type: ignor
         currency=order.currency,
         idempotency_key=order.idempotency_key,
     )
-    paying = order.status != OrderStatus.RESERVED.value
-    return hold, max(deadline, lease_end_ms) if paying else deadline
+
+
+@dataclass(frozen=True)
+class RebuildPlan:
+    """A product's stock as SQL (read in one snapshot) and what survives in Redis make it."""
+
+    books: Books
+    sold: int
+    holds: list[Hold]
+    users: dict[int, int]
+    idempotency: dict[str, str]
+    refunded_marks: list[str]
 
 
 def rebuild_stock(inventory: Inventory, sessions: sessionmaker[Session], product_id: int) -> bool:
@@ -159,26 +178,41 @@ def rebuild_stock(inventory: Inventory, sessions: sessionmaker[Session], product
     While the stock key is missing no script moves a hold or a refund mark, so what Redis still
     has is read first, then SQL in one snapshot."""
     view = inventory.rebuild_view(product_id)
-    confirmed = {h.ticket_id: h.quantity for h in view.holds if h.status == CONFIRMED}
-    lease_end = inventory.clock.now_ms() + int(inventory.settings.settle_lease_seconds * 1000)
     with sql_snapshot(sessions) as session:
-        books = _books(session, product_id, [*confirmed, *view.returning])
-        if books is None:
-            return False
-        users = _units_per_user(session, product_id, view.holds)
-        holds = [_restored_hold(o, lease_end) for o in open_orders(session, product_id)]
-        keys = idempotency_keys(session, product_id)
+        plan = plan_rebuild(session, product_id, view)
+    return apply_rebuild(inventory, sessions, product_id, plan) if plan else False
+
+
+def plan_rebuild(session: Session, product_id: int, view: RebuildView) -> RebuildPlan | None:
+    confirmed = {h.ticket_id: h.quantity for h in view.holds if h.status == CONFIRMED}
+    books = books_in(session, product_id, [*confirmed, *view.returning])
+    if books is None:
+        return None
     pending = sum(q for t, q in confirmed.items() if books.statuses.get(t) != CONFIRMED)
-    # A refund SQL recorded has no units in SQL's sold figure: its mark must not return them.
-    refunded = [t for t in view.returning if books.statuses.get(t) == REFUNDED]
-    created = inventory.restore(books.terms, books.sold + pending, holds, users, keys, refunded)
+    return RebuildPlan(
+        books=books,
+        sold=books.sold + pending,
+        holds=[_restored_hold(o) for o in open_orders(session, product_id)],
+        users=_units_per_user(session, product_id, view.holds),
+        idempotency=idempotency_keys(session, product_id),
+        # A refund SQL recorded has no units in SQL's sold figure: its mark must not return them.
+        refunded_marks=[t for t in view.returning if books.statuses.get(t) == REFUNDED],
+    )
+
+
+def apply_rebuild(
+    inventory: Inventory, sessions: sessionmaker[Session], product_id: int, plan: RebuildPlan
+) -> bool:
+    created = inventory.restore(
+        plan.books.terms, plan.sold, plan.holds, plan.users, plan.idempotency, plan.refunded_marks
+    )
     if created:
         _apply_current_terms(inventory, sessions, product_id)
         log.warning(
             "stock of product %s rebuilt from SQL: sold=%s open=%s",
             product_id,
-            books.sold + pending,
-            len(holds),
+            plan.sold,
+            len(plan.holds),
         )
     return created
 
@@ -216,7 +250,7 @@ def reconcile_product(
         books = read_books(sessions, product_id, tickets_named(snapshot))
         if books is None:
             return _recorded(inventory, Reconciliation(product_id, "unknown_product", None, 0, 0))
-        outcome = _reconcile_step(inventory, product_id, snapshot, books)
+        outcome = reconcile_step(inventory, product_id, snapshot, books)
         repaired = repaired or outcome in ("repaired", "set_right")
         if outcome in ("consistent", "repaired"):
             stock = report(snapshot, books)
@@ -232,7 +266,7 @@ def reconcile_product(
     return _recorded(inventory, Reconciliation(product_id, "busy", None, 0, 0))
 
 
-def _reconcile_step(inventory: Inventory, product_id: int, snapshot: Snapshot, books: Books) -> str:
+def reconcile_step(inventory: Inventory, product_id: int, snapshot: Snapshot, books: Books) -> str:
     """One pass: consistent; repaired (figures written); set_right (a refund's units returned
     or SQL's terms applied: read again); or changed (Redis moved meanwhile: read again)."""
     refunded = [t for t in snapshot.returning if books.statuses.get(t) == REFUNDED]

@@ -1,12 +1,11 @@
 -- Creates a product's stock from SQL figures (new product, or Redis lost the key), only if absent.
 -- Open holds that SQL knows and Redis lost are recreated with their own deadline and queued for
--- settlement again (a hold whose payment may be in flight is kept out of the sweep's reach until
--- its lease score); held is counted over every open hold, so holds that survived in Redis keep
+-- settlement again; held is counted over every open hold, so holds that survived in Redis keep
 -- their units. Idempotency keys that SQL recorded are put back.
 -- Refund marks whose refund SQL already recorded are dropped: SQL's sold figure has no units for them.
 -- KEYS: stock, holds, deadlines, users, settle stream, events, idempotency, returns
--- ARGV: initial, sold, max_per_user, starts_ms, ends_ms, price, currency, sql_holds_json
---       ([[record, score], ...]), user_quantities_json, idempotency_json ({"user:key": ticket}),
+-- ARGV: initial, sold, max_per_user, starts_ms, ends_ms, price, currency, sql_holds_json,
+--       user_quantities_json, idempotency_json ({"user:key": ticket}),
 --       terms_version, settle group, refunded_marks_json ([ticket, ...])
 if redis.call('EXISTS', KEYS[1]) == 1 then
   return {'exists'}
@@ -14,11 +13,10 @@ end
 local now = now_ms()
 local initial, sold = tonumber(ARGV[1]), tonumber(ARGV[2])
 redis.pcall('XGROUP', 'CREATE', KEYS[5], ARGV[12], '0', 'MKSTREAM')
-for _, entry in ipairs(cjson.decode(ARGV[8])) do
-  local hold, score = entry[1], entry[2]
+for _, hold in ipairs(cjson.decode(ARGV[8])) do
   if redis.call('HEXISTS', KEYS[2], hold.t) == 0 then
     redis.call('HSET', KEYS[2], hold.t, cjson.encode(hold))
-    redis.call('ZADD', KEYS[3], score, hold.t)
+    redis.call('ZADD', KEYS[3], hold.d, hold.t)
     redis.call('XADD', KEYS[5], '*', 'ticket', hold.t)
   end
 end
