@@ -17,6 +17,7 @@ from core.locks import RedisLock
 from core.scripts import Scripts
 
 RECLAIM_PER_CALL = 20
+REBUILD_LEASE_MS = 30_000
 CLOCK_REFRESH_S = 30.0
 
 
@@ -191,10 +192,12 @@ class Snapshot:
 @dataclass(frozen=True)
 class RebuildView:
     """What survives of a product in Redis when its stock key is gone (nothing moves then:
-    every script that changes a hold or the returns needs the stock key)."""
+    every script that changes a hold or the returns needs the stock key), read under the
+    product's rebuild lease: only the rebuild holding `token` may create the stock."""
 
     holds: list[Hold]
     returning: dict[str, int]
+    token: str
 
 
 class Inventory:
@@ -555,14 +558,26 @@ class Inventory:
             _pairs(returning),
         )
 
-    def rebuild_view(self, product_id: int) -> RebuildView:
+    def begin_rebuild(self, product_id: int) -> RebuildView | None:
+        """Takes the product's rebuild lease and reads what survives in Redis, atomically; None
+        when the stock exists or another rebuild holds the lease. A rebuild that outlives its
+        lease, or whose Redis lost the lease with everything else, cannot restore (a fencing
+        token): its reads may be older than what a later rebuild restored since."""
         k = self.keys(product_id)
+        token = secrets.token_hex(8)
         pipe = self.redis.pipeline(transaction=True)
+        pipe.set(k.rebuild_lease, token, nx=True, px=REBUILD_LEASE_MS)
+        pipe.exists(k.stock)
         pipe.hvals(k.holds)
         pipe.hgetall(k.returns)
-        holds, marks = pipe.execute()
+        taken, exists, holds, marks = pipe.execute()
+        if not taken:
+            return None
+        if exists:
+            self._release_many({k.rebuild_lease: token})
+            return None
         returning = {ticket: int(json.loads(raw)["q"]) for ticket, raw in marks.items()}
-        return RebuildView([Hold.from_json(raw) for raw in holds], returning)
+        return RebuildView([Hold.from_json(raw) for raw in holds], returning, token)
 
     def repair(self, product_id: int, version: int, initial: int, sold: int, held: int) -> bool:
         k = self.keys(product_id)
@@ -579,10 +594,11 @@ class Inventory:
         user_quantities: dict[int, int],
         idempotency: dict[str, str] | None = None,
         refunded_marks: list[str] | None = None,
+        lease: str = "",
     ) -> bool:
         """Creates the stock key from SQL's figures; False when it exists already. Idempotency
         maps 'user:key' to the ticket; refunded_marks are return marks whose refund SQL has
-        recorded."""
+        recorded; `lease` is the token of begin_rebuild (False when the lease is not held)."""
         k = self.keys(terms.product_id)
         reply = self.scripts.restore_stock(
             keys=[
@@ -594,6 +610,7 @@ class Inventory:
                 k.events,
                 k.idempotency,
                 k.returns,
+                k.rebuild_lease,
             ],
             args=[
                 terms.initial_stock,
@@ -611,6 +628,7 @@ class Inventory:
                 terms.terms_version,
                 SETTLE_GROUP,
                 _json_list(refunded_marks or []),
+                lease,
             ],
         )
         return reply[0] == "created"

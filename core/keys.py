@@ -54,6 +54,11 @@ class ProductKeys:
         return f"{self.tag}:returns"
 
     @property
+    def rebuild_lease(self) -> str:
+        """Held by the one rebuild that may create the stock (a fencing token)."""
+        return f"{self.tag}:rebuilding"
+
+    @property
     def rebuild_pending(self) -> str:
         """Set while a rebuild of the stock is queued: one job per product, however many ask."""
         return f"{self.tag}:rebuild-pending"
@@ -89,6 +94,7 @@ class ProductKeys:
             self.events,
             self.returns,
             self.rebuild_pending,
+            self.rebuild_lease,
             self.lock_stats,
         ]
 

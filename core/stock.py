@@ -123,7 +123,9 @@ def tickets_named(snapshot: Snapshot) -> list[str]:
 
 
 def setup_stock(inventory: Inventory, product: Product) -> None:
-    inventory.restore(terms_of(product), sold=0, open_holds=[], user_quantities={})
+    view = inventory.begin_rebuild(product.id)
+    if view is not None:
+        inventory.restore(terms_of(product), 0, [], {}, lease=view.token)
 
 
 def _units_per_user(session: Session, product_id: int, redis_holds: list[Hold]) -> dict[int, int]:
@@ -177,10 +179,12 @@ def rebuild_stock(inventory: Inventory, sessions: sessionmaker[Session], product
 
     While the stock key is missing no script moves a hold or a refund mark, so what Redis still
     has is read first, then SQL in one snapshot."""
-    view = inventory.rebuild_view(product_id)
+    view = inventory.begin_rebuild(product_id)
+    if view is None:
+        return False  # the stock exists, or another rebuild is at work
     with sql_snapshot(sessions) as session:
         plan = plan_rebuild(session, product_id, view)
-    return apply_rebuild(inventory, sessions, product_id, plan) if plan else False
+    return apply_rebuild(inventory, sessions, product_id, plan, view.token) if plan else False
 
 
 def plan_rebuild(session: Session, product_id: int, view: RebuildView) -> RebuildPlan | None:
@@ -201,10 +205,20 @@ def plan_rebuild(session: Session, product_id: int, view: RebuildView) -> Rebuil
 
 
 def apply_rebuild(
-    inventory: Inventory, sessions: sessionmaker[Session], product_id: int, plan: RebuildPlan
+    inventory: Inventory,
+    sessions: sessionmaker[Session],
+    product_id: int,
+    plan: RebuildPlan,
+    lease: str,
 ) -> bool:
     created = inventory.restore(
-        plan.books.terms, plan.sold, plan.holds, plan.users, plan.idempotency, plan.refunded_marks
+        plan.books.terms,
+        plan.sold,
+        plan.holds,
+        plan.users,
+        plan.idempotency,
+        plan.refunded_marks,
+        lease,
     )
     if created:
         _apply_current_terms(inventory, sessions, product_id)

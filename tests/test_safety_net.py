@@ -17,13 +17,20 @@ import pytest
 from redis.crc import key_slot
 from sqlalchemy import event, update
 
+from core.db import snapshot as sql_snapshot
 from core.db import transaction
 from core.inventory import Hold, Inventory
 from core.keys import new_ticket_id
 from core.models import OPEN_STATUSES, Order, OrderStatus, Product
 from core.orders import confirmed_quantity, get_order, get_payment
 from core.settlement import Settler, SettleReport
-from core.stock import rebuild_stock, reconcile_product, sync_terms
+from core.stock import (
+    apply_rebuild,
+    plan_rebuild,
+    rebuild_stock,
+    reconcile_product,
+    sync_terms,
+)
 from jobs.queues import settlement_queue
 from tests.helpers import buyer_ids, stocked_product
 from tests.redis_monitor import CommandLog, monitored
@@ -237,6 +244,30 @@ def test_a_rebuilt_hold_keeps_its_deadline_and_expires_at_it(rt):
         order, payment = get_order(session, ticket), get_payment(session, ticket)
     assert (order.status, payment.status) == ("expired", "canceled")
     assert inventory.figures(product_id).available == 2
+
+
+def test_a_rebuild_that_read_before_a_later_one_cannot_restore_its_old_figures(rt):
+    """Found by the property test: a rebuild that stalled after its reads, while another rebuild
+    restored the stock, sales settled and Redis lost the product again, restored its old figures
+    (and per-user counts) over the new ones."""
+    product_id, [first, second] = stocked_product(rt, stock=2), buyer_ids(rt, 2)
+    keys = rt.inventory.keys(product_id)
+    rt.redis.delete(*keys.all())
+    stalled = rt.inventory.begin_rebuild(product_id)
+    assert stalled is not None
+    with sql_snapshot(rt.sessions) as session:
+        plan = plan_rebuild(session, product_id, stalled)
+    assert plan is not None and plan.sold == 0
+    rt.redis.delete(keys.rebuild_lease)  # its lease ran out while it stalled
+    assert rebuild_stock(rt.inventory, rt.sessions, product_id)
+    _settled(rt, product_id, first)  # SQL: one sold
+    rt.redis.delete(*keys.all())  # Redis loses the product again
+    assert not apply_rebuild(rt.inventory, rt.sessions, product_id, plan, stalled.token)
+    assert rebuild_stock(rt.inventory, rt.sessions, product_id)
+    figures = rt.inventory.figures(product_id)
+    assert (figures.available, figures.sold) == (1, 1), figures
+    _settled(rt, product_id, second)
+    assert rt.inventory.figures(product_id).available == 0
 
 
 # --- 5. product terms ----------------------------------------------------------------------------

@@ -3,13 +3,18 @@
 -- settlement again; held is counted over every open hold, so holds that survived in Redis keep
 -- their units. Idempotency keys that SQL recorded are put back.
 -- Refund marks whose refund SQL already recorded are dropped: SQL's sold figure has no units for them.
--- KEYS: stock, holds, deadlines, users, settle stream, events, idempotency, returns
+-- Only the rebuild holding the product's rebuild lease creates it, and releases the lease.
+-- KEYS: stock, holds, deadlines, users, settle stream, events, idempotency, returns, rebuild lease
 -- ARGV: initial, sold, max_per_user, starts_ms, ends_ms, price, currency, sql_holds_json,
 --       user_quantities_json, idempotency_json ({"user:key": ticket}),
---       terms_version, settle group, refunded_marks_json ([ticket, ...])
+--       terms_version, settle group, refunded_marks_json ([ticket, ...]), lease token
 if redis.call('EXISTS', KEYS[1]) == 1 then
   return {'exists'}
 end
+if redis.call('GET', KEYS[9]) ~= ARGV[14] then
+  return {'stale'}
+end
+redis.call('DEL', KEYS[9])
 local now = now_ms()
 local initial, sold = tonumber(ARGV[1]), tonumber(ARGV[2])
 redis.pcall('XGROUP', 'CREATE', KEYS[5], ARGV[12], '0', 'MKSTREAM')
