@@ -29,7 +29,8 @@ from core.models import RevokedToken
 log = logging.getLogger(__name__)
 
 RELOAD_SECONDS = 30.0
-RECONNECT_SECONDS = 0.5
+RECONNECT_SECONDS = 0.5  # the first retry; doubled up to RECONNECT_MAX_SECONDS
+RECONNECT_MAX_SECONDS = 5.0
 
 
 def record_revocation(sessions: sessionmaker[Session], jti: str, expires_at: datetime) -> None:
@@ -84,6 +85,8 @@ class RevocationWatch:
         self.reload_seconds = reload_seconds
         self._revoked: set[str] = set()
         self._ready = threading.Event()
+        self._stopped = threading.Event()
+        self._failures = 0
         self._guard = threading.Lock()
         self._owner_pid: int | None = None
 
@@ -113,14 +116,21 @@ class RevocationWatch:
                 self._ready.clear()
                 threading.Thread(target=self._run, name="revocation-watch", daemon=True).start()
 
+    def stop(self) -> None:
+        """Ends the watch (within a second); checks then ask SQL."""
+        self._stopped.set()
+        self._ready.clear()
+
     def _run(self) -> None:
-        while True:
+        while not self._stopped.is_set():
             try:
                 self._follow()
-            except (RedisError, SQLAlchemyError, OSError):
-                log.warning("revocation watch lost its subscription; reconnecting", exc_info=True)
-            self._ready.clear()
-            time.sleep(RECONNECT_SECONDS)
+            except (RedisError, SQLAlchemyError, OSError) as error:
+                if self._failures == 0:  # once per outage
+                    log.warning("revocation watch not subscribed (%s); retrying", error)
+                self._failures += 1
+                delay = RECONNECT_SECONDS * 2 ** min(self._failures - 1, 8)
+                self._stopped.wait(min(delay, RECONNECT_MAX_SECONDS))
 
     def _follow(self) -> None:
         client = Redis.from_url(self.redis_url, decode_responses=True, health_check_interval=10)
@@ -130,9 +140,12 @@ class RevocationWatch:
             while pubsub.get_message(timeout=5.0) is None:  # the subscription's confirmation
                 pass
             self._reload()
+            if self._stopped.is_set():
+                return
             self._ready.set()
+            self._failures = 0
             reload_at = time.monotonic() + self.reload_seconds
-            while True:
+            while not self._stopped.is_set():
                 message = pubsub.get_message(timeout=1.0)
                 if message is not None and message["type"] == "message":
                     self._revoked.add(message["data"])
@@ -140,6 +153,7 @@ class RevocationWatch:
                     self._reload()
                     reload_at = time.monotonic() + self.reload_seconds
         finally:
+            self._ready.clear()
             pubsub.close()
             client.close()
 

@@ -48,6 +48,13 @@ class Runtime:
     def sessions(self) -> sessionmaker[Session]:
         return make_session_factory(self.engine)
 
+    def close(self) -> None:
+        """Stops what this runtime started in the background and closes its SQL connections."""
+        if "revocations" in self.__dict__:
+            self.revocations.stop()
+        if "engine" in self.__dict__:
+            self.engine.dispose()
+
     @cached_property
     def revocations(self) -> RevocationWatch:
         return RevocationWatch(self.settings.redis_url, self.sessions, self.settings.key_prefix)

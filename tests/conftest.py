@@ -129,6 +129,7 @@ def app(settings):  # type: ignore[no-untyped-def]
 
     with flask_app.app_context():
         db.engine.dispose()
+    flask_app.extensions["flashsale"].close()
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -148,7 +149,7 @@ def rt(app):  # type: ignore[no-untyped-def]
     from jobs.runtime import runtime
 
     yield runtime()
-    runtime().engine.dispose()
+    runtime().close()
 
 
 @pytest.fixture(scope="session")

@@ -758,6 +758,7 @@ def limited_app(app):  # type: ignore[no-untyped-def]
     finally:
         with second.app_context():
             db.engine.dispose()
+        second.extensions["flashsale"].close()
 
 
 def address() -> dict[str, str]:

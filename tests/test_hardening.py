@@ -39,7 +39,7 @@ def app_with(settings: Settings, **changes: Any) -> Iterator[Flask]:
     finally:
         with built.app_context():
             db.engine.dispose()
-        built.extensions["flashsale"].engine.dispose()
+        built.extensions["flashsale"].close()
 
 
 def assert_error(response: Any, status: int, code: str | None = None) -> dict[str, Any]:
@@ -401,7 +401,10 @@ def test_a_revocation_whose_announcement_was_lost_reaches_every_process(rt, sett
     wait_until(lambda: watch.ready, 10, "the watch to subscribe")
     with transaction(rt.sessions) as session:  # recorded in SQL, never published
         session.add(RevokedToken(jti=jti, expires_at=datetime.now(UTC) + timedelta(hours=1)))
-    wait_until(lambda: watch.is_revoked(jti), 5, "the next reload to bring the revocation")
+    try:
+        wait_until(lambda: watch.is_revoked(jti), 5, "the next reload to bring the revocation")
+    finally:
+        watch.stop()
 
 
 def test_the_sweep_deletes_expired_revocations(rt, settings):
@@ -493,8 +496,11 @@ def test_with_redis_unreachable_revoked_tokens_are_refused_from_sql(
     assert_error(down.get("/auth/me", headers=bearer(kept["access_token"])), 401, "token_revoked")
     # the announcement failed: every process's next reload brings it
     watch = RevocationWatch(settings.redis_url, rt.sessions, settings.key_prefix, 0.2)
-    wait_until(lambda: watch.ready, 10, "the watch to subscribe")
-    wait_until(lambda: watch.is_revoked(jti_of(app, kept["access_token"])), 5, "the reload")
+    try:
+        wait_until(lambda: watch.ready, 10, "the watch to subscribe")
+        wait_until(lambda: watch.is_revoked(jti_of(app, kept["access_token"])), 5, "the reload")
+    finally:
+        watch.stop()
 
 
 def test_with_redis_unreachable_routes_answer_503_json(redis_down, client, admin, buyer):
