@@ -51,7 +51,7 @@ from core.locks import locked
 from core.models import OPEN_STATUSES, Order, OrderStatus, Payment, Product, User
 from core.orders import confirmed_quantity, get_order, get_payment, transition
 from core.payments.simulated import SimulatedGateway
-from core.settlement import RefundRefused, Settler, SettleReport, Work
+from core.settlement import RefundRefused, Settler, SettleReport, StockUnavailable, Work
 from core.stock import (
     Books,
     RebuildPlan,
@@ -186,9 +186,13 @@ def buyer_completes_action(
 
 
 def deliver_webhook(settler: Settler, intent_id: str, success: bool) -> str:
-    if success:
-        return settler.settle_payment_event("simulated", intent_id, "confirmed", "")
-    return settler.settle_payment_event("simulated", intent_id, "failed", "authentication_failure")
+    """POST /payments/webhook: 'retry' where the route answers 503 (the stock awaits a rebuild)
+    and the provider delivers the event again later."""
+    outcome, reason = ("confirmed", "") if success else ("failed", "authentication_failure")
+    try:
+        return settler.settle_payment_event("simulated", intent_id, outcome, reason)
+    except StockUnavailable:
+        return "retry"
 
 
 @dataclass
@@ -495,8 +499,8 @@ class PurchasePipeline(RuleBasedStateMachine):
         self._deliver(event)
 
     def _deliver(self, event: tuple[str, str, bool]) -> None:
-        self.pending_webhooks.remove(event)
-        deliver_webhook(self.settler, event[1], event[2])
+        if deliver_webhook(self.settler, event[1], event[2]) != "retry":
+            self.pending_webhooks.remove(event)
 
     # --- settlement -----------------------------------------------------------------------------
     @rule(target=prepared, batch=st.lists(tickets, min_size=1, max_size=3))
@@ -931,11 +935,11 @@ class PurchasePipeline(RuleBasedStateMachine):
                 rebuild_restore(self.inventory, self.sessions, run)
             self.inflight.remove(run)
             self._check_all()
+        if self.inventory.figures(self.pid) is None:
+            rebuild_whole(self.inventory, self.sessions, self.pid)
         for event in list(self.pending_webhooks):
             self._deliver(event)
             self._check_all()
-        if self.inventory.figures(self.pid) is None:
-            rebuild_whole(self.inventory, self.sessions, self.pid)
         self._advance((HOLD_SECONDS + LEASE_SECONDS + 1) * 1000)
         for _ in range(5):
             expiry_sweep(self.inventory, self.pid)
