@@ -128,10 +128,12 @@ def setup_stock(inventory: Inventory, product: Product) -> None:
         inventory.restore(terms_of(product), 0, [], {}, lease=view.token)
 
 
-def _units_per_user(session: Session, product_id: int, redis_holds: list[Hold]) -> dict[int, int]:
+def _units_per_user(
+    session: Session, product_id: int, redis_holds: list[Hold], lapsed: set[str]
+) -> dict[int, int]:
     """Units each buyer holds or bought: Redis' state for the tickets it still has (it moves
-    first), SQL's for the rest."""
-    in_redis = {h.ticket_id for h in redis_holds}
+    first), SQL's for the rest, but for open orders past their deadline (`lapsed`)."""
+    in_redis = {h.ticket_id for h in redis_holds} | lapsed
     users: dict[int, int] = {}
     for ticket_id, (user_id, quantity) in counted_orders(session, product_id).items():
         if ticket_id not in in_redis:
@@ -142,18 +144,19 @@ def _units_per_user(session: Session, product_id: int, redis_holds: list[Hold]) 
     return users
 
 
-def _restored_hold(order) -> Hold:  # type: ignore[no-untyped-def]
-    """An open order as a hold again, with its own deadline: past it, the sweep releases the
-    hold and a payment that completes later is refunded (a settler that takes the hold again
-    gets its lease from begin_settlement, as any settler does)."""
+def _restored_hold(order, now_ms: int) -> Hold:  # type: ignore[no-untyped-def]
+    """An open order as a hold again, with its own deadline. One already past it comes back
+    expired, holding no units: Redis may have released it and sold its units again before it
+    lost them, and a payment that completes now is refunded by the settler that records it."""
+    lapsed = to_ms(order.expires_at) <= now_ms
     return Hold(
         ticket_id=order.ticket_id,
         user_id=order.user_id,
         quantity=order.quantity,
         amount_minor=order.amount_minor,
         deadline_ms=to_ms(order.expires_at),
-        status=order.status,
-        reason=None,
+        status=OrderStatus.EXPIRED.value if lapsed else order.status,
+        reason="hold_expired" if lapsed else None,
         payment_method=order.payment_method,
         created_ms=to_ms(order.created_at),
         modified_ms=to_ms(order.updated_at),
@@ -183,21 +186,25 @@ def rebuild_stock(inventory: Inventory, sessions: sessionmaker[Session], product
     if view is None:
         return False  # the stock exists, or another rebuild is at work
     with sql_snapshot(sessions) as session:
-        plan = plan_rebuild(session, product_id, view)
+        plan = plan_rebuild(session, product_id, view, inventory.clock.now_ms())
     return apply_rebuild(inventory, sessions, product_id, plan, view.token) if plan else False
 
 
-def plan_rebuild(session: Session, product_id: int, view: RebuildView) -> RebuildPlan | None:
+def plan_rebuild(
+    session: Session, product_id: int, view: RebuildView, now_ms: int
+) -> RebuildPlan | None:
     confirmed = {h.ticket_id: h.quantity for h in view.holds if h.status == CONFIRMED}
     books = books_in(session, product_id, [*confirmed, *view.returning])
     if books is None:
         return None
     pending = sum(q for t, q in confirmed.items() if books.statuses.get(t) != CONFIRMED)
+    holds = [_restored_hold(o, now_ms) for o in open_orders(session, product_id)]
+    lapsed = {h.ticket_id for h in holds if h.status not in OPEN_STATUSES}
     return RebuildPlan(
         books=books,
         sold=books.sold + pending,
-        holds=[_restored_hold(o) for o in open_orders(session, product_id)],
-        users=_units_per_user(session, product_id, view.holds),
+        holds=holds,
+        users=_units_per_user(session, product_id, view.holds, lapsed),
         idempotency=idempotency_keys(session, product_id),
         # A refund SQL recorded has no units in SQL's sold figure: its mark must not return them.
         refunded_marks=[t for t in view.returning if books.statuses.get(t) == REFUNDED],

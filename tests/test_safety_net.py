@@ -256,7 +256,7 @@ def test_a_rebuild_that_read_before_a_later_one_cannot_restore_its_old_figures(r
     stalled = rt.inventory.begin_rebuild(product_id)
     assert stalled is not None
     with sql_snapshot(rt.sessions) as session:
-        plan = plan_rebuild(session, product_id, stalled)
+        plan = plan_rebuild(session, product_id, stalled, rt.inventory.clock.now_ms())
     assert plan is not None and plan.sold == 0
     rt.redis.delete(keys.rebuild_lease)  # its lease ran out while it stalled
     assert rebuild_stock(rt.inventory, rt.sessions, product_id)
@@ -268,6 +268,38 @@ def test_a_rebuild_that_read_before_a_later_one_cannot_restore_its_old_figures(r
     assert (figures.available, figures.sold) == (1, 1), figures
     _settled(rt, product_id, second)
     assert rt.inventory.figures(product_id).available == 0
+
+
+def test_a_hold_redis_released_and_resold_does_not_come_back_open_after_redis_lost_it(rt):
+    """Found by the property test: Redis expired a 3-D Secure hold and sold its units again, SQL
+    had not heard, Redis lost the product: the rebuild held the units a second time (available
+    -1) and the buyer's late payment confirmed the order (SQL 4 sold of 3)."""
+    fast = dataclasses.replace(rt.settings, hold_seconds=1, settle_lease_seconds=0.2)
+    inventory = Inventory(rt.redis, fast)
+    settler = Settler(inventory, rt.sessions, rt.gateways, fast)
+    product_id, [late_buyer, buyer] = stocked_product(rt, stock=3), buyer_ids(rt, 2)
+    late = new_ticket_id(product_id)
+    inventory.reserve(product_id, late_buyer, 2, late, "pm_card_authenticationRequired")
+    assert settler.settle_batch(product_id, [(None, late)]).settled == {"requires_action": 1}
+    deadline = inventory.get_hold(late).deadline_ms
+    wait_until(lambda: inventory.clock.now_ms() > deadline + 300, 5, "the deadline and lease")
+    assert inventory.expire_holds(product_id) == 2  # Redis released it; SQL still waits
+    sold = new_ticket_id(product_id)
+    assert inventory.reserve(product_id, buyer, 2, sold, "pm_card_visa").result == "reserved"
+    assert settler.settle_batch(product_id, [(None, sold)]).settled == {"confirmed": 1}
+    rt.redis.delete(*inventory.keys(product_id).all())  # Redis lost the product
+    assert rebuild_stock(inventory, rt.sessions, product_id)
+    figures = inventory.figures(product_id)
+    assert (figures.available, figures.held, figures.sold) == (1, 0, 2), figures
+    with rt.sessions() as session:
+        intent_id = get_payment(session, late).intent_id
+    rt.gateway.complete_action(intent_id, late, success=True)  # the buyer pays, too late
+    settler.settle_payment_event("simulated", intent_id, "confirmed", "")
+    settler.settle_batch(product_id, [(None, late)])
+    assert _sql_confirmed(rt, product_id) == 2
+    with rt.sessions() as session:
+        assert get_order(session, late).status == "refunded"
+    assert inventory.figures(product_id).available == 1
 
 
 # --- 5. product terms ----------------------------------------------------------------------------

@@ -315,6 +315,7 @@ class Rebuild:
 
     product_id: int
     view: RebuildView
+    now_ms: int
     reads: Any = None
     session: Session | None = None
     plan: RebuildPlan | None = None
@@ -335,7 +336,7 @@ class Rebuild:
 
 def rebuild_read_redis(inventory: Inventory, product_id: int) -> Rebuild | None:
     view = inventory.begin_rebuild(product_id)
-    return None if view is None else Rebuild(product_id, view)
+    return None if view is None else Rebuild(product_id, view, inventory.clock.now_ms())
 
 
 def rebuild_read_sold(sessions: sessionmaker[Session], run: Rebuild) -> None:
@@ -351,7 +352,7 @@ def rebuild_read_rest(run: Rebuild) -> None:
     """The rest of rebuild_stock's reads, in the same snapshot."""
     if run.phase != "read_sold" or run.session is None:
         return
-    run.plan = plan_rebuild(run.session, run.product_id, run.view)
+    run.plan = plan_rebuild(run.session, run.product_id, run.view, run.now_ms)
     run.close()
     run.phase = "read_rest"
 
