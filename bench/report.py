@@ -20,63 +20,92 @@ def _machine() -> str:
     return f"{platform.machine()}, {cpu} cores, Python {platform.python_version()}"
 
 
+PATHS = [
+    # name, label, target against bare, target against one_trip
+    ("bare", "bare Flask (ceiling)", None, None),
+    ("one_trip", "one_trip (JWT + body + one EVALSHA)", None, None),
+    ("accepted", "purchase accepted (202)", 0.40, 0.90),
+    ("sold_out", "purchase sold out (409)", 0.70, None),
+    ("status", "status polling (200)", 0.45, None),
+    ("lock_then_write", "lock-then-write (202)", None, None),
+]
+
+
 def markdown(results: dict[str, Any]) -> str:
-    bare = results["bare"]["ok_per_s"]
-    lock = results["lock_then_write"]["ok_per_s"]
-    rows = [
-        ("bare Flask (ceiling)", results["bare"], "202", None),
-        ("purchase accepted (202)", results["accepted"], "202", 0.70),
-        ("purchase sold out (409)", results["sold_out"], "409", 0.90),
-        ("status polling (200)", results["status"], "200", 0.80),
-        ("lock-then-write (202)", results["lock_then_write"], "202", None),
-    ]
-    lines = [
-        f"Machine: {_machine()}. Options: `{json.dumps(results['options'])}`",
-        "",
-        "| path | answers/s (median) | vs bare | target | p50 ms | p95 ms | p99 ms |",
-        "|---|---:|---:|---:|---:|---:|---:|",
-    ]
-    for name, r, _code, target in rows:
-        ratio = r["ok_per_s"] / bare if bare else 0
-        goal = f">= {target:.0%}" if target else ""
-        lines.append(
-            f"| {name} | {r['ok_per_s']:.0f} | {ratio:.0%} | {goal} | {r['p50_ms']:.1f} | "
-            f"{r['p95_ms']:.1f} | {r['p99_ms']:.1f} |"
-        )
-    accepted = results["accepted"]["ok_per_s"]
-    lines += [
-        "",
-        f"Accepted purchases vs lock-then-write: **{accepted / lock:.1f}x** (target >= 10x).",
-    ]
-    lines += ["", "| settlement | orders/s |", "|---|---:|"]
-    for name, rate in results["settlement"].items():
-        lines.append(f"| {name.replace('_', ' ')} | {rate:.0f} |")
-    sale = results["sale"]
-    lines += [
-        "",
-        f"Sale: {sale['units']} units, {sale['buyers']} buyers: accepted {sale['accepted']}, "
-        f"sold out {sale['sold_out']}, other {sale['other']}, confirmed in SQL "
-        f"{sale['confirmed_in_sql']}, oversold {sale['oversold']}; rush {sale['rush_s']:.1f} s "
-        f"(p99 {sale['p99_ms']:.0f} ms), every ticket final "
-        f"{sale['final_after_last_request_s']:.1f} s after the last request; reconciliation: "
-        f"{sale.get('reconciliation', 'not run')}.",
-    ]
+    lines = [f"Machine: {_machine()}. Options: `{json.dumps(results['options'])}`", ""]
+    if "bare" in results:
+        lines += _paths_table(results)
+    if "settlement" in results:
+        lines += ["", "| settlement | orders/s |", "|---|---:|"]
+        for name, rate in results["settlement"].items():
+            if not name.endswith("_runs"):
+                runs = results["settlement"].get(f"{name}_runs")
+                shown = ", ".join(f"{r:.0f}" for r in runs) if runs else ""
+                lines.append(
+                    f"| {name.replace('_', ' ')} | {rate:.0f} {f'({shown})' if shown else ''} |"
+                )
+    if "sale" in results:
+        sale = results["sale"]
+        lines += [
+            "",
+            f"Sale: {sale['units']} units, {sale['buyers']} buyers (wrk): accepted "
+            f"{sale['accepted']}, sold out {sale['sold_out']}, other {sale['other']}, confirmed in "
+            f"SQL {sale['confirmed_in_sql']}, oversold {sale['oversold']}; answers p99 "
+            f"{sale['p99_ms']:.0f} ms; **{sale['first_request_to_all_final_s']:.1f} s from the "
+            f"first request until every ticket was final** (target <= 20 s); reconciliation: "
+            f"{sale.get('reconciliation', 'not run')}.",
+        ]
     return "\n".join(lines) + "\n"
 
 
+def _paths_table(results: dict[str, Any]) -> list[str]:
+    bare = results["bare"]["ok_per_s"]
+    ceiling = results.get("one_trip", {}).get("ok_per_s", 0)
+    lines = [
+        "| path | answers/s (median) | runs | vs bare | vs one_trip | target | p50 ms | p99 ms |",
+        "|---|---:|---|---:|---:|---|---:|---:|",
+    ]
+    for name, label, vs_bare, vs_trip in PATHS:
+        if name not in results:
+            continue
+        r = results[name]
+        runs = ", ".join(f"{x['ok_per_s']:.0f}" for x in r.get("runs", []))
+        goals = [f">= {g:.0%} of {w}" for g, w in ((vs_bare, "bare"), (vs_trip, "one_trip")) if g]
+        trip = f"{r['ok_per_s'] / ceiling:.0%}" if ceiling else ""
+        lines.append(
+            f"| {label} | {r['ok_per_s']:.0f} | {runs} | {r['ok_per_s'] / bare:.0%} | {trip} | "
+            f"{'; '.join(goals)} | {r['p50_ms']:.1f} | {r['p99_ms']:.1f} |"
+        )
+    if "accepted" in results and "lock_then_write" in results:
+        accepted = results["accepted"]
+        lock = results["lock_then_write"]["ok_per_s"]
+        lines += [
+            "",
+            f"Accepted p99 at {results['options']['connections']} connections: "
+            f"{accepted['p99_ms']:.0f} ms (target <= 150 ms). Accepted vs lock-then-write: "
+            f"**{accepted['ok_per_s'] / lock:.1f}x** (target >= 4x).",
+        ]
+    return lines
+
+
 def chart(results: dict[str, Any], path: Path) -> None:
-    names = ["bare", "accepted", "sold_out", "status", "lock_then_write"]
-    values = [results[n]["ok_per_s"] for n in names]
-    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
-    left.bar(names, values, color=["#888", "#2a7", "#27a", "#a72", "#a22"])
-    left.set_ylabel("answers per second (median)")
-    left.set_title("HTTP paths")
-    left.tick_params(axis="x", rotation=20)
-    settle = results["settlement"]
-    right.bar(list(settle), list(settle.values()), color="#57a")
-    right.set_ylabel("orders settled per second")
-    right.set_title("settlement")
-    right.tick_params(axis="x", rotation=30)
+    names = [n for n, *_ in PATHS if n in results]
+    fig, (left, right) = plt.subplots(1, 2, figsize=(12, 4.5))
+    if names:
+        values = [results[n]["ok_per_s"] for n in names]
+        colors = ["#888", "#555", "#2a7", "#27a", "#a72", "#a22"][: len(names)]
+        left.bar(names, values, color=colors)
+        left.set_ylabel("answers per second (median)")
+        left.set_title("HTTP paths, 256 connections")
+        left.tick_params(axis="x", rotation=20)
+    settle = {k: v for k, v in results.get("settlement", {}).items() if not k.endswith("_runs")}
+    if settle:
+        labels = [k.replace("_workers", "w").replace("_in_flight_", "x").replace("_", " ")
+                  for k in settle]  # fmt: skip
+        right.bar(labels, list(settle.values()), color="#57a")
+        right.set_ylabel("orders settled per second")
+        right.set_title("settlement")
+        right.tick_params(axis="x", rotation=35)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)

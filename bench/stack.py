@@ -61,6 +61,8 @@ class Processes:
         argv += ["-w", str(workers), "-k", worker_class, "--backlog", "4096"]
         if worker_class == "gthread":
             argv += ["--threads", str(threads)]
+        elif worker_class == "gevent":
+            argv += ["--worker-connections", "1000"]
         self.spawn(*argv, target)
         url = f"http://127.0.0.1:{port}"
         wait_for(f"{url}/health")

@@ -1,5 +1,0 @@
--- Compare-and-delete: only the holder of the token releases the lock.
-if redis.call('GET', KEYS[1]) == ARGV[1] then
-  return redis.call('DEL', KEYS[1])
-end
-return 0
