@@ -52,6 +52,8 @@ class Runtime:
         """Stops what this runtime started in the background and closes its SQL connections."""
         if "revocations" in self.__dict__:
             self.revocations.stop()
+        if "settler" in self.__dict__:
+            self.settler.close()
         if "engine" in self.__dict__:
             self.engine.dispose()
 

@@ -35,9 +35,20 @@ from core.orders import (
     transition,
     transition_many,
 )
-from core.payments import PaymentGateway, PaymentIntent, PaymentRejected, PaymentUnavailable
+from core.payments import (
+    BatchGateway,
+    IntentRequest,
+    PaymentGateway,
+    PaymentIntent,
+    PaymentRejected,
+    PaymentUnavailable,
+)
 
 log = logging.getLogger(__name__)
+
+
+ENDINGS = ("confirmed", "failed", "expired")  # outcomes that end a hold
+PENDING_INTENT_STATES = ("requires_confirmation", "processing", "requires_action")
 
 
 class StockUnavailable(RuntimeError):
@@ -86,10 +97,22 @@ class Settler:
         self.sessions = sessions
         self.gateways = gateways
         self.settings = settings
+        self._pool: ThreadPoolExecutor | None = None
+        self._pool_guard = threading.Lock()
 
     def _late(self, hold: Hold) -> bool:
         """Past the hold's deadline, by the clock the scripts decide deadlines by (Redis')."""
         return hold.deadline_ms <= self.inventory.clock.now_ms()
+
+    @property
+    def batch_size(self) -> int:
+        """Tickets taken from the stream at once: SETTLE_BATCH_SIZE, rounded up to whole waves
+        of PAYMENT_CONCURRENCY payments when the gateway waits, so no wave runs half empty."""
+        size = self.settings.settle_batch_size
+        concurrency = max(1, self.settings.payment_concurrency)
+        if not self.gateway.waits:
+            return size
+        return -(-size // concurrency) * concurrency
 
     @property
     def gateway(self) -> PaymentGateway:
@@ -204,13 +227,15 @@ class Settler:
                 w for w in leased if w.hold.ticket_id not in payments and not self._late(w.hold)
             ]
             down = threading.Event()  # once the provider times out, the batch stops calling it
-            self._concurrently(self._create_intent, fresh, down)
+            self._create_intents(fresh, down)
             self._store_intents([w for w in fresh if w.intent])  # before confirming
             undecided = [w for w in leased if not w.outcome]
+            self._confirm_created(undecided, payments)
             self._concurrently(
                 lambda w: self._settle_intent(w, payments.get(w.hold.ticket_id)), undecided, down
             )
-            self._store_intents([w for w in undecided if w.intent])
+            # Intents reaching a final outcome are stored with the order's final state.
+            self._store_intents([w for w in undecided if w.intent and w.outcome not in ENDINGS])
         finally:
             self.inventory.release_leases(product_id, leases)
 
@@ -230,23 +255,95 @@ class Settler:
                 down.set()
 
         if len(works) > 1 and self.settings.payment_concurrency > 1 and self.gateway.waits:
-            size = min(self.settings.payment_concurrency, len(works))
-            with ThreadPoolExecutor(max_workers=size) as pool:
-                list(pool.map(guarded, works))
+            list(self._payment_pool().map(guarded, works))
         else:
             for work in works:
                 guarded(work)
 
-    def _create_intent(self, work: Work) -> None:
+    def close(self) -> None:
+        """Stops the payment threads, if any were started."""
+        with self._pool_guard:
+            pool, self._pool = self._pool, None
+        if pool is not None:
+            pool.shutdown(wait=False)
+
+    def _payment_pool(self) -> ThreadPoolExecutor:
+        """PAYMENT_CONCURRENCY threads, started once per process and kept for later batches."""
+        with self._pool_guard:
+            if self._pool is None:
+                self._pool = ThreadPoolExecutor(
+                    max_workers=self.settings.payment_concurrency, thread_name_prefix="payment"
+                )
+            return self._pool
+
+    def _batches(self, waiting: bool = False) -> BatchGateway | None:
+        """The default gateway, when it takes a batch in one call (and, unless `waiting`, waits
+        on no network, so a batch costs no more than one call)."""
+        gateway = self.gateway
+        if isinstance(gateway, BatchGateway) and (waiting or not gateway.waits):
+            return gateway
+        return None
+
+    def _create_intents(self, works: list[Work], down: threading.Event) -> None:
+        gateway = self._batches(waiting=True)  # creating an intent waits for no bank
+        if gateway is None or len(works) < 2:
+            self._concurrently(self._create_intent, works, down)
+            return
+        requests = [
+            IntentRequest(w.hold.ticket_id, w.hold.amount_minor, w.currency,
+                          w.hold.payment_method, self._metadata(w))
+            for w in works
+        ]  # fmt: skip
+        try:
+            intents = gateway.create_intents(requests)
+        except Exception:
+            log.exception("settle: creating %s intents", len(works))
+            for work in works:
+                work.outcome, work.reason = "retry", "payment provider error"
+            return
+        for work, intent in zip(works, intents, strict=True):
+            work.intent, work.provider = intent, self.gateway.name
+
+    def _confirm_created(self, works: list[Work], payments: Mapping[str, Payment]) -> None:
+        """Confirms, in one call, the intents this batch created whose holds are still in time;
+        `_settle_intent` then only reads the outcome (or cancels what the deadline overtook)."""
+        gateway = self._batches()
+        due = [
+            w
+            for w in works
+            if w.hold.ticket_id not in payments
+            and w.intent is not None
+            and w.intent.status == "requires_confirmation"
+            and not self._late(w.hold)
+        ]
+        if gateway is None or len(due) < 2:
+            return
+        try:
+            intents = gateway.confirm_intents([(w.intent.id, w.hold.ticket_id) for w in due])  # type: ignore[union-attr]
+        except Exception:
+            log.exception("settle: confirming %s intents", len(due))
+            return  # each is confirmed (or found confirmed) one by one
+        for work, intent in zip(due, intents, strict=True):
+            work.intent = intent
+
+    @staticmethod
+    def _metadata(work: Work) -> dict[str, str]:
         hold = work.hold
-        metadata = {
+        return {
             "ticket_id": hold.ticket_id,
             "product_id": str(work.product_id),
             "user_id": str(hold.user_id),
         }
+
+    def _create_intent(self, work: Work) -> None:
+        hold = work.hold
         with _provider_errors(work):
             work.intent = self.gateway.create_intent(
-                hold.ticket_id, hold.amount_minor, work.currency, hold.payment_method, metadata
+                hold.ticket_id,
+                hold.amount_minor,
+                work.currency,
+                hold.payment_method,
+                self._metadata(work),
             )
             work.provider = self.gateway.name
 
@@ -275,9 +372,11 @@ class Settler:
 
     def _store_intents(self, works: list[Work]) -> None:
         if works:
-            rows = [(w.hold.ticket_id, w.provider or self.gateway.name, w.intent) for w in works]
             with transaction(self.sessions) as session:
-                record_payments(session, rows)  # type: ignore[arg-type]
+                record_payments(session, [self._payment_row(w) for w in works])
+
+    def _payment_row(self, work: Work) -> tuple[str, str, PaymentIntent]:
+        return (work.hold.ticket_id, work.provider or self.gateway.name, work.intent)  # type: ignore[return-value]
 
     def _store_intent(self, ticket_id: str, intent: PaymentIntent, provider: str = "") -> None:
         with transaction(self.sessions) as session:
@@ -305,21 +404,31 @@ class Settler:
             results = self.inventory.finish_many(product_id, outcomes)
         finally:
             self.inventory.unlock_many(product_id, tokens)
+        self._store_intents([w for w in ending if w.intent and w.hold.ticket_id not in results])
         plain: list[tuple[Hold, str | None, str]] = []
+        plain_intents: list[Work] = []
         for ticket, (state, hold) in results.items():
             work = by_ticket[ticket]
             paid = work.intent is not None and work.intent.succeeded
+            if (
+                hold is not None
+                and state != "unavailable"
+                and hold.status == work.outcome
+                and (work.outcome == "confirmed" or not paid)
+            ):
+                plain.append((hold, work.entry_id, work.intent.status if work.intent else ""))
+                plain_intents += [work] if work.intent else []
+                continue
+            self._store_intents([work] if work.intent else [])
             if state == "unavailable":
                 report.deferred += 1
             elif hold is None:  # forgotten: another settler already recorded the final state
                 if work.outcome == "confirmed":
                     self._guard(report, self._refund_unless_confirmed, ticket)
                 self.inventory.forget(product_id, ticket, work.entry_id)
-            elif hold.status == work.outcome and (work.outcome == "confirmed" or not paid):
-                plain.append((hold, work.entry_id, work.intent.status if work.intent else ""))
             else:  # settled otherwise meanwhile: _record_final sees whether money goes back
                 self._guard(report, self._record_final, product_id, currency, hold, work.entry_id)
-        self._record_finals(report, product_id, currency, plain)
+        self._record_finals(report, product_id, currency, plain, plain_intents, recorded=True)
 
     def _record_finals(
         self,
@@ -327,16 +436,22 @@ class Settler:
         product_id: int,
         currency: str,
         finals: list[tuple[Hold, str | None, str]],
+        paid_with: list[Work] = (),  # type: ignore[assignment]
+        recorded: bool = False,
     ) -> None:
-        """Final states whose money is settled already (paid and confirmed, or never paid)."""
+        """Final states whose money is settled already (paid and confirmed, or never paid), with
+        the intents they were paid with; `recorded`: the orders are in SQL already."""
         if not finals:
             return
         groups: dict[tuple[str, str | None], list[str]] = {}
         for hold, _, _ in finals:
             groups.setdefault((hold.status, hold.reason), []).append(hold.ticket_id)
         with transaction(self.sessions) as session:
-            rows = [(hold, OrderStatus(hold.status)) for hold, _, _ in finals]
-            record_orders(session, rows, product_id, currency)
+            if not recorded:
+                rows = [(hold, OrderStatus(hold.status)) for hold, _, _ in finals]
+                record_orders(session, rows, product_id, currency)
+            if paid_with:
+                record_payments(session, [self._payment_row(w) for w in paid_with])
             for (status, reason), tickets in groups.items():
                 transition_many(session, tickets, OrderStatus(status), reason)
         self.inventory.forget_many(
@@ -442,11 +557,26 @@ class Settler:
         reason = hold.reason
         if status is not OrderStatus.CONFIRMED and self._refund_if_paid(hold.ticket_id):
             status, reason = OrderStatus.REFUNDED, f"refunded:{hold.reason or status.value}"
+        self._refresh_payment(hold.ticket_id)
         with transaction(self.sessions) as session:
             record_order(session, hold, product_id, currency, status)
             transition(session, hold.ticket_id, status, reason)
         self.inventory.forget(product_id, hold.ticket_id, entry_id, status.value, reason)
         report.count(status.value)
+
+    def _refresh_payment(self, ticket_id: str) -> None:
+        """A settler stopped between moving the hold and writing SQL left the payment's row at
+        the state it had before confirming: the provider's word replaces it."""
+        with self.sessions() as session:
+            payment = get_payment(session, ticket_id)
+        if payment is None or payment.status not in PENDING_INTENT_STATES:
+            return
+        try:
+            intent = self._gateway_of(payment).retrieve_intent(payment.intent_id)
+        except Exception:  # the order's state does not wait for it; the row stays as it was
+            log.warning("settle: payment of %s not refreshed", ticket_id, exc_info=True)
+            return
+        self._store_intent(ticket_id, intent, payment.provider)
 
     def _refund_if_paid(self, ticket_id: str) -> bool:
         """Refunds what is still owed on a succeeded payment; True if the payment had succeeded.

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 # Intent states that end a payment without money taken.
 FAILED_STATES = ("failed", "requires_payment_method", "canceled")
@@ -40,6 +40,15 @@ class PaymentIntent:
         return self.status in FAILED_STATES
 
 
+@dataclass(frozen=True)
+class IntentRequest:
+    ticket_id: str  # the idempotency key: one intent per ticket
+    amount_minor: int
+    currency: str
+    payment_method: str
+    metadata: dict[str, str]
+
+
 class PaymentGateway(Protocol):
     name: str
     waits: bool  # its calls wait on a network: worth running several at once
@@ -60,3 +69,14 @@ class PaymentGateway(Protocol):
     def cancel_intent(self, intent_id: str) -> PaymentIntent: ...
 
     def refund(self, intent_id: str, amount_minor: int, idempotency_key: str) -> PaymentIntent: ...
+
+
+@runtime_checkable
+class BatchGateway(Protocol):
+    """A gateway that also takes many intents in one call (the simulated one does, in one Redis
+    round trip). The settler creates a batch's intents with one call, and confirms them with
+    one call when the gateway does not wait on a network (confirming is where a bank waits)."""
+
+    def create_intents(self, requests: list[IntentRequest]) -> list[PaymentIntent]: ...
+
+    def confirm_intents(self, pairs: list[tuple[str, str]]) -> list[PaymentIntent]: ...

@@ -10,7 +10,7 @@ import time
 from redis import Redis
 
 from core.keys import SimulatedProviderKeys
-from core.payments import PaymentIntent
+from core.payments import IntentRequest, PaymentIntent
 from core.scripts import Scripts
 
 SUCCEEDS = {"pm_card_visa", "pm_card_mastercard", "pm_card_amex", "pm_card_us"}
@@ -47,27 +47,51 @@ class SimulatedGateway:
         payment_method: str,
         metadata: dict[str, str],
     ) -> PaymentIntent:
-        self._wait()
-        intent_id = f"pi_sim_{secrets.token_hex(12)}"
-        record = {
-            "id": intent_id, "status": "requires_confirmation", "amount": amount_minor,
-            "currency": currency, "payment_method": payment_method, "metadata": metadata,
-            "refunded": 0, "on_confirm": _outcome_for(payment_method, intent_id),
-        }  # fmt: skip
-        raw = self.scripts.simulated_create(
-            keys=[self.idempotency_key, self.intents_key],
-            args=[ticket_id, intent_id, json.dumps(record)],
-        )
-        return _intent(json.loads(raw))
+        request = IntentRequest(ticket_id, amount_minor, currency, payment_method, metadata)
+        return self.create_intents([request])[0]
+
+    def create_intents(self, requests: list[IntentRequest]) -> list[PaymentIntent]:
+        """Creates many intents in one round trip (creating one waits for no bank)."""
+        with self.redis.pipeline(transaction=False) as pipe:
+            for request in requests:
+                intent_id = f"pi_sim_{secrets.token_hex(12)}"
+                record = {
+                    "id": intent_id, "status": "requires_confirmation",
+                    "amount": request.amount_minor, "currency": request.currency,
+                    "payment_method": request.payment_method, "metadata": request.metadata,
+                    "refunded": 0, "on_confirm": _outcome_for(request.payment_method, intent_id),
+                }  # fmt: skip
+                self.scripts.simulated_create(
+                    keys=[self.idempotency_key, self.intents_key],
+                    args=[request.ticket_id, intent_id, json.dumps(record)],
+                    client=pipe,
+                )
+            return [_intent(json.loads(raw)) for raw in pipe.execute()]
 
     def confirm_intent(self, intent_id: str, ticket_id: str) -> PaymentIntent:
-        self._wait()
-        raw = self.scripts.simulated_confirm(
-            keys=[self.intents_key, self.charges_key], args=[intent_id, ticket_id]
-        )
-        if raw is None:
-            raise KeyError(intent_id)
-        return _intent(json.loads(raw))
+        self._wait()  # the authorisation: PAYMENT_LATENCY_MS models the card network's answer
+        return self._confirm([(intent_id, ticket_id)])[0]
+
+    def confirm_intents(self, pairs: list[tuple[str, str]]) -> list[PaymentIntent]:
+        """Confirms many (intent id, ticket) pairs in one round trip; only when it waits for no
+        simulated bank (`waits` is false), as a batch would otherwise wait once for all."""
+        if self.waits:
+            return [self.confirm_intent(intent_id, ticket) for intent_id, ticket in pairs]
+        return self._confirm(pairs)
+
+    def _confirm(self, pairs: list[tuple[str, str]]) -> list[PaymentIntent]:
+        with self.redis.pipeline(transaction=False) as pipe:
+            for intent_id, ticket_id in pairs:
+                self.scripts.simulated_confirm(
+                    keys=[self.intents_key, self.charges_key],
+                    args=[intent_id, ticket_id],
+                    client=pipe,
+                )
+            answers = pipe.execute()
+        for (intent_id, _), raw in zip(pairs, answers, strict=True):
+            if raw is None:
+                raise KeyError(intent_id)
+        return [_intent(json.loads(raw)) for raw in answers]
 
     def retrieve_intent(self, intent_id: str) -> PaymentIntent:
         return _intent(self._load(intent_id))
