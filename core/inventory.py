@@ -326,24 +326,16 @@ class Inventory:
     def _acquire_many(
         self, keys: list[str], ticket_ids: list[str], ttl_ms: int, stats_key: str
     ) -> dict[str, str]:
-        tokens = {t: secrets.token_hex(16) for t in ticket_ids}
-        pipe = self.redis.pipeline(transaction=False)
-        for key, ticket in zip(keys, ticket_ids, strict=True):
-            pipe.set(key, tokens[ticket], nx=True, px=ttl_ms)
-        taken = pipe.execute()
-        acquired = {t: tokens[t] for t, ok in zip(ticket_ids, taken, strict=True) if ok}
-        pipe.hincrby(stats_key, "acquired", len(acquired))
-        pipe.hincrby(stats_key, "failed", len(ticket_ids) - len(acquired))
-        pipe.execute()
-        return acquired
+        """One round trip for the batch's locks (or leases): ticket -> token of those taken."""
+        if not ticket_ids:
+            return {}
+        tokens = [secrets.token_hex(16) for _ in ticket_ids]
+        taken = self.scripts.take_locks(keys=[stats_key, *keys], args=[ttl_ms, *tokens])
+        return {t: token for t, token, ok in zip(ticket_ids, tokens, taken, strict=True) if ok}
 
     def _release_many(self, tokens_by_key: dict[str, str]) -> None:
-        if not tokens_by_key:
-            return
-        pipe = self.redis.pipeline(transaction=False)
-        for key, token in tokens_by_key.items():
-            self.scripts.unlock(keys=[key], args=[token], client=pipe)
-        pipe.execute()
+        if tokens_by_key:
+            self.scripts.release_locks(keys=list(tokens_by_key), args=list(tokens_by_key.values()))
 
     def begin_many(
         self, product_id: int, ticket_ids: list[str]

@@ -50,7 +50,7 @@ class RedisLock:
             delay = min(delay * 2, 0.2)
 
     def release(self) -> bool:
-        return bool(self.scripts.unlock(keys=[self.key], args=[self.token]))
+        return bool(self.scripts.release_locks(keys=[self.key], args=[self.token]))
 
     def _record(self, outcome: str, started: float) -> None:
         waited_ms = int((time.monotonic() - started) * 1000)
