@@ -64,6 +64,12 @@ class ProductKeys:
         return f"{self.tag}:rebuild-pending"
 
     @property
+    def drain_queued(self) -> str:
+        """Set while a settlement job for the product waits in the queue: the web processes'
+        kicks during a sale queue one job at a time, not one per kick."""
+        return f"{self.tag}:drain-queued"
+
+    @property
     def lock_stats(self) -> str:
         return f"{self.tag}:lockstats"
 
@@ -94,6 +100,7 @@ class ProductKeys:
             self.events,
             self.returns,
             self.rebuild_pending,
+            self.drain_queued,
             self.rebuild_lease,
             self.lock_stats,
         ]

@@ -7,7 +7,7 @@ import os
 import socket
 import time
 
-from jobs.queues import enqueue_drains
+from jobs.queues import drain_started, enqueue_drains
 from jobs.runtime import runtime
 
 log = logging.getLogger(__name__)
@@ -21,12 +21,11 @@ def consumer_name() -> str:
 def drain_product(product_id: int) -> dict[str, int]:
     """Settles the product's waiting tickets; hands the rest to a new job when time runs out."""
     rt = runtime()
+    drain_started(rt.settings, product_id)
     totals: dict[str, int] = {"deferred": 0}
     stop_at = time.monotonic() + DRAIN_BUDGET_S
     while True:
-        entries = rt.inventory.read_settle_queue(
-            product_id, consumer_name(), rt.settings.settle_batch_size
-        )
+        entries = rt.inventory.read_settle_queue(product_id, consumer_name(), rt.settler.batch_size)
         if not entries:
             return totals
         report = rt.settler.settle_batch(product_id, entries)
