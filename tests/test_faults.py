@@ -263,7 +263,8 @@ def test_workers_killed_mid_payment(app, rt, procs, servers, capsys):
     admin = make_user(app, "admin")
     product = create_product(app.test_client(), admin, stock=units, max_per_user=1)
     pid = product["id"]
-    workers_env = clean_env({"PAYMENT_LATENCY_MS": "200"})
+    # Payments slow enough (0.5 s each, 8 at a time per worker) for the kill to land mid-way.
+    workers_env = clean_env({"PAYMENT_LATENCY_MS": "500"})
     first = procs.workers(workers_env, 2)
     server = servers(clean_env({}))
 
