@@ -23,8 +23,10 @@ RATE_LIMIT, RATE_WINDOW_MS = 10, 60_000  # RATELIMIT_PURCHASE's default, counted
 
 def create_app() -> Flask:
     app = Flask(__name__)
-    pool = BlockingConnectionPool.from_url(os.environ["REDIS_URL"], max_connections=64, timeout=5)
-    redis = Redis(connection_pool=pool, decode_responses=True)
+    pool = BlockingConnectionPool.from_url(
+        os.environ["REDIS_URL"], max_connections=64, timeout=5, decode_responses=True
+    )
+    redis = Redis(connection_pool=pool)  # the pool's own options decide decoding
     reserve = redis.register_script(source("reserve"))
     secret = os.environ["JWT_SECRET_KEY"]
     prefix = os.environ["REDIS_KEY_PREFIX"]
