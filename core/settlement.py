@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
@@ -36,6 +36,7 @@ from core.orders import (
     transition_many,
 )
 from core.payments import (
+    FAILED_STATES,
     BatchGateway,
     IntentRequest,
     PaymentGateway,
@@ -48,7 +49,6 @@ log = logging.getLogger(__name__)
 
 
 ENDINGS = ("confirmed", "failed", "expired")  # outcomes that end a hold
-PENDING_INTENT_STATES = ("requires_confirmation", "processing", "requires_action")
 
 
 class StockUnavailable(RuntimeError):
@@ -404,9 +404,8 @@ class Settler:
             results = self.inventory.finish_many(product_id, outcomes)
         finally:
             self.inventory.unlock_many(product_id, tokens)
-        self._store_intents([w for w in ending if w.intent and w.hold.ticket_id not in results])
         plain: list[tuple[Hold, str | None, str]] = []
-        plain_intents: list[Work] = []
+        others: list[tuple[Work, str, Hold | None]] = []
         for ticket, (state, hold) in results.items():
             work = by_ticket[ticket]
             paid = work.intent is not None and work.intent.succeeded
@@ -417,9 +416,13 @@ class Settler:
                 and (work.outcome == "confirmed" or not paid)
             ):
                 plain.append((hold, work.entry_id, work.intent.status if work.intent else ""))
-                plain_intents += [work] if work.intent else []
-                continue
-            self._store_intents([work] if work.intent else [])
+            else:
+                others.append((work, state, hold))
+        # Intents not recorded with a plain final state are stored first, in one transaction.
+        unsettled = [w for w in ending if w.hold.ticket_id not in results]
+        self._store_intents([w for w in unsettled + [o[0] for o in others] if w.intent])
+        for work, state, hold in others:
+            ticket = work.hold.ticket_id
             if state == "unavailable":
                 report.deferred += 1
             elif hold is None:  # forgotten: another settler already recorded the final state
@@ -428,6 +431,9 @@ class Settler:
                 self.inventory.forget(product_id, ticket, work.entry_id)
             else:  # settled otherwise meanwhile: _record_final sees whether money goes back
                 self._guard(report, self._record_final, product_id, currency, hold, work.entry_id)
+        plain_intents = [
+            by_ticket[h.ticket_id] for h, _, _ in plain if by_ticket[h.ticket_id].intent
+        ]
         self._record_finals(report, product_id, currency, plain, plain_intents, recorded=True)
 
     def _record_finals(
@@ -436,7 +442,7 @@ class Settler:
         product_id: int,
         currency: str,
         finals: list[tuple[Hold, str | None, str]],
-        paid_with: list[Work] = (),  # type: ignore[assignment]
+        paid_with: Sequence[Work] = (),
         recorded: bool = False,
     ) -> None:
         """Final states whose money is settled already (paid and confirmed, or never paid), with
@@ -569,7 +575,7 @@ class Settler:
         the state it had before confirming: the provider's word replaces it."""
         with self.sessions() as session:
             payment = get_payment(session, ticket_id)
-        if payment is None or payment.status not in PENDING_INTENT_STATES:
+        if payment is None or payment.status == "succeeded" or payment.status in FAILED_STATES:
             return
         try:
             intent = self._gateway_of(payment).retrieve_intent(payment.intent_id)

@@ -69,17 +69,12 @@ class SimulatedGateway:
             return [_intent(json.loads(raw)) for raw in pipe.execute()]
 
     def confirm_intent(self, intent_id: str, ticket_id: str) -> PaymentIntent:
-        self._wait()  # the authorisation: PAYMENT_LATENCY_MS models the card network's answer
-        return self._confirm([(intent_id, ticket_id)])[0]
+        return self.confirm_intents([(intent_id, ticket_id)])[0]
 
     def confirm_intents(self, pairs: list[tuple[str, str]]) -> list[PaymentIntent]:
-        """Confirms many (intent id, ticket) pairs in one round trip; only when it waits for no
-        simulated bank (`waits` is false), as a batch would otherwise wait once for all."""
-        if self.waits:
-            return [self.confirm_intent(intent_id, ticket) for intent_id, ticket in pairs]
-        return self._confirm(pairs)
-
-    def _confirm(self, pairs: list[tuple[str, str]]) -> list[PaymentIntent]:
+        """Confirms many (intent id, ticket) pairs in one round trip. PAYMENT_LATENCY_MS models
+        the card network's answer, once per call."""
+        self._wait()
         with self.redis.pipeline(transaction=False) as pipe:
             for intent_id, ticket_id in pairs:
                 self.scripts.simulated_confirm(
