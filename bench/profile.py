@@ -1,15 +1,20 @@
 """Where an accepted purchase spends its time: `python -m bench.profile [--seconds N]`.
 
-Serves the API as the benchmark does (gunicorn, wrk, a distinct buyer per purchase), records one
-gunicorn worker with py-spy while wrk loads it, once on CPU (`--idle` off) and once on the wall
-clock (`--idle`, waiting included), and prints the frames that take the most samples, as
-self time and as time including callees. The raw py-spy files stay in bench/results/.
+Serves the API as the benchmark does (gunicorn, wrk, a distinct buyer per purchase) and:
+- counts the CPU time each kind of process spends per accepted purchase (gunicorn's workers,
+  Redis, wrk), for the `one_trip` ceiling and for the API, alternately, twice each;
+- records one gunicorn worker of the API with py-spy while wrk loads it, once on CPU (`--idle`
+  off) and once on the wall clock (`--idle`, waiting included), and prints the frames that take
+  the most samples, as self time and as time including callees. The raw py-spy files stay in
+  bench/results/.
 """
 
 from __future__ import annotations
 
 import argparse
 import collections
+import os
+import resource
 import subprocess
 import sys
 import tempfile
@@ -30,12 +35,13 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=4)
     args = parser.parse_args()
     options = Options(False, 1, args.seconds + 4, 256, 2, 2, args.worker_class, args.threads, 2,
-                      60_000, 0, 0, 0, [])  # fmt: skip
+                      120_000, 0, 0, 0, [])  # fmt: skip
     bench = Bench(options, Path(tempfile.mkdtemp(prefix="flashsale-profile-")))
     RESULTS.mkdir(parents=True, exist_ok=True)
     try:
         bench.prepare()
         tokens = bench.tokens(options.buyers)
+        _cpu_per_purchase(bench, tokens, args.seconds)
         product = bench.product(stock=10_000_000)
         url = bench.serve(args.target)
         pid = _a_worker(bench)
@@ -53,12 +59,49 @@ def main() -> None:
         bench.procs.stop_all()
 
 
-def _a_worker(bench: Bench) -> int:
+def _cpu_per_purchase(bench: Bench, tokens: list[str], seconds: int) -> None:
+    targets = {"one_trip": "bench.baselines.one_trip:create_app()", "api": "web:create_app()"}
+    print("| app | accepted/s | gunicorn workers | Redis | wrk |  (CPU per accepted purchase)")
+    print("|---|---:|---:|---:|---:|")
+    for name in [*targets, *targets]:
+        url = bench.serve(targets[name])
+        workers = _workers(bench)
+        redis = bench.procs.redis.process.pid if bench.procs.redis else None
+        pids = workers + ([redis] if redis else [])
+        before = {pid: _cpu_seconds(pid) for pid in pids}
+        wrk_before = _children_cpu()
+        path = f"/purchase/{bench.product(stock=10_000_000)}"
+        load = bench.wrk(url, "POST", [path], tokens, PURCHASE_BODY, seconds, reuse=False)
+        wrk_cpu = _children_cpu() - wrk_before
+        accepted = load.codes.get("202", 0)
+        spent = {pid: _cpu_seconds(pid) - before[pid] for pid in pids}
+        web_us = sum(spent[p] for p in workers) / accepted * 1e6
+        redis_us = spent[redis] / accepted * 1e6 if redis else float("nan")
+        print(f"| {name} | {accepted / load.seconds:.0f} | {web_us:.0f} us | {redis_us:.0f} us | "
+              f"{wrk_cpu / accepted * 1e6:.0f} us |", flush=True)  # fmt: skip
+        bench.unserve()
+
+
+def _cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _children_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def _workers(bench: Bench) -> list[int]:
     master = bench.procs.children[-1].pid
     children = subprocess.run(
         ["pgrep", "-P", str(master)], capture_output=True, text=True, check=True
     ).stdout.split()
-    return int(children[0])
+    return [int(pid) for pid in children]
+
+
+def _a_worker(bench: Bench) -> int:
+    return _workers(bench)[0]
 
 
 def _record(pid: int, out: Path, seconds: int, idle: bool) -> None:
@@ -76,6 +119,8 @@ def _summarise(raw: Path) -> None:
     samples = 0
     for line in raw.read_text().splitlines():
         stack, _, count = line.rpartition(" ")
+        if not count.isdigit():  # the rest of a frame name that held a line break
+            continue
         frames = [f for f in stack.split(";") if f]
         n = int(count)
         samples += n

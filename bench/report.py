@@ -55,6 +55,8 @@ def markdown(results: dict[str, Any]) -> str:
             f"first request until every ticket was final** (target <= 20 s); reconciliation: "
             f"{sale.get('reconciliation', 'not run')}.",
         ]
+    for step, error in results.get("failed_steps", {}).items():
+        lines += ["", f"Step `{step}` failed: {error}"]
     return "\n".join(lines) + "\n"
 
 

@@ -218,6 +218,9 @@ class Bench:
             self.unserve()
 
     def lock_then_write(self, tokens: list[str]) -> dict[str, Any]:
+        from bench.baselines.lock_then_write import metadata
+
+        metadata.create_all(self.rt.engine)  # here, not in each gunicorn worker: they would race
         self.rt.redis.set(f"{self.procs.env['REDIS_KEY_PREFIX']}:stock:1", 10_000_000)
         env = {"BENCH_PREFIX": self.procs.env["REDIS_KEY_PREFIX"]}
         url = self.serve("bench.baselines.lock_then_write:create_app()", env)
@@ -412,7 +415,8 @@ class Bench:
             )
 
     def _wait_all_final(self, product_id: int, count: int, timeout: float) -> float:
-        from core.models import OPEN_STATUSES, Order
+        from core.models import Order
+        from core.tickets import OPEN_STATUSES
 
         started = time.monotonic()
         while time.monotonic() - started < timeout:
@@ -448,34 +452,51 @@ def main() -> None:
         x for x in STEPS if x in ("prepare", "report") or not options.only or x in options.only
     ]
     progress = tqdm(steps, desc="bench", unit="step")
+    tokens: list[str] = []
     try:
         for step in progress:
             progress.set_postfix_str(step)
-            if step == "prepare":
-                bench.prepare()
-                wanted = {"bare", "one_trip", "lock_then_write", "product"}
-                tokens = bench.tokens(options.buyers) if wanted.intersection(steps) else []
-            elif step == "bare":
-                bench.bare(tokens)
-            elif step == "one_trip":
-                bench.one_trip(tokens[: len(tokens) // 2])
-                tokens = tokens[len(tokens) // 2 :]  # each buyer buys once
-            elif step == "lock_then_write":
-                bench.lock_then_write(tokens)
-            elif step == "product":
-                bench.product_paths(tokens)
-            elif step == "settlement":
-                bench.results["settlement"] = bench.settlements()
-            elif step == "sale":
-                bench.sale()
-            else:
-                from bench.report import write_report
-
-                paths = write_report(bench.results, RESULTS)
-                progress.write(paths["markdown"].read_text())
-                progress.write(f"results: {', '.join(str(p) for p in paths.values())}")
+            if step in ("prepare", "report"):
+                tokens = _run_step(bench, step, steps, tokens, progress)
+                continue
+            try:
+                tokens = _run_step(bench, step, steps, tokens, progress)
+            except Exception as error:  # one failed step must not lose the others' figures
+                bench.results.setdefault("failed_steps", {})[step] = repr(error)
+                progress.write(f"step {step} failed: {error!r}")
+                bench.unserve()
     finally:
         bench.procs.stop_all()
+
+
+def _run_step(
+    bench: Bench, step: str, steps: list[str], tokens: list[str], progress: Any
+) -> list[str]:
+    """Runs one step; answers the buyers' tokens still unused."""
+    if step == "prepare":
+        bench.prepare()
+        wanted = {"bare", "one_trip", "lock_then_write", "product"}
+        return bench.tokens(bench.options.buyers) if wanted.intersection(steps) else []
+    if step == "bare":
+        bench.bare(tokens)
+    elif step == "one_trip":
+        bench.one_trip(tokens[: len(tokens) // 2])
+        return tokens[len(tokens) // 2 :]  # each buyer buys once
+    elif step == "lock_then_write":
+        bench.lock_then_write(tokens)
+    elif step == "product":
+        bench.product_paths(tokens)
+    elif step == "settlement":
+        bench.results["settlement"] = bench.settlements()
+    elif step == "sale":
+        bench.sale()
+    else:
+        from bench.report import write_report
+
+        paths = write_report(bench.results, RESULTS)
+        progress.write(paths["markdown"].read_text())
+        progress.write(f"results: {', '.join(str(p) for p in paths.values())}")
+    return tokens
 
 
 if __name__ == "__main__":
