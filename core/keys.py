@@ -143,9 +143,29 @@ def product_of_ticket(ticket_id: str) -> int | None:
     return int(match.group(1)) if match else None
 
 
-# --- revoked tokens (core/revocations.py) -------------------------------------------------------
+# --- keys of the whole service, not of one product ---------------------------------------------
 
 
-def revocations_channel(prefix: str) -> str:
-    """The pub/sub channel a logout publishes the revoked token's id on."""
-    return f"{prefix}:jwt:revocations"
+@dataclass(frozen=True)
+class ServiceKeys:
+    prefix: str
+
+    @property
+    def revocations(self) -> str:
+        """The pub/sub channel a logout publishes the revoked token's id on."""
+        return f"{self.prefix}:jwt:revocations"
+
+    @property
+    def rate_limits(self) -> str:
+        """The prefix of Flask-Limiter's counters (the routes other than the purchase)."""
+        return f"{self.prefix}:limits"
+
+    @property
+    def metrics(self) -> str:
+        """Hash of service-wide counters (reconciliation repairs)."""
+        return f"{self.prefix}:metrics"
+
+    @property
+    def last_reconciliations(self) -> str:
+        """Hash: product id -> the last reconciliation's outcome, as JSON."""
+        return f"{self.prefix}:reconcile:last"

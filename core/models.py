@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import enum
 from datetime import UTC, datetime
 
 from sqlalchemy import (
@@ -32,24 +31,6 @@ def utcnow() -> datetime:
 
 class Base(DeclarativeBase):
     metadata = MetaData(naming_convention=NAMING)
-
-
-class OrderStatus(enum.StrEnum):
-    RESERVED = "reserved"
-    PROCESSING = "processing"
-    REQUIRES_ACTION = "requires_action"
-    CONFIRMED = "confirmed"
-    FAILED = "failed"
-    EXPIRED = "expired"
-    CANCELLED = "cancelled"
-    REFUNDED = "refunded"
-
-    @property
-    def is_terminal(self) -> bool:
-        return self.value not in OPEN_STATUSES
-
-
-OPEN_STATUSES = ("reserved", "processing", "requires_action")
 
 
 class User(Base):

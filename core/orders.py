@@ -8,8 +8,9 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from core.inventory import Hold, from_ms
-from core.models import OPEN_STATUSES, Order, OrderStatus, Payment, WebhookEvent, utcnow
+from core.models import Order, Payment, WebhookEvent, utcnow
 from core.payments import PaymentIntent
+from core.tickets import OPEN_STATUSES, OrderStatus
 
 S = OrderStatus
 # Which states an order may move into, from which states.

@@ -23,7 +23,7 @@ from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
 from core.db import transaction
-from core.keys import revocations_channel
+from core.keys import ServiceKeys
 from core.models import RevokedToken
 
 log = logging.getLogger(__name__)
@@ -44,7 +44,7 @@ def record_revocation(sessions: sessionmaker[Session], jti: str, expires_at: dat
 
 def announce_revocation(redis: Redis, prefix: str, jti: str) -> None:
     """Tells every process at once (RedisError: they learn it at their next reload)."""
-    redis.publish(revocations_channel(prefix), jti)
+    redis.publish(ServiceKeys(prefix).revocations, jti)
 
 
 def revoked_in_sql(sessions: sessionmaker[Session], jti: str) -> bool:
@@ -81,7 +81,7 @@ class RevocationWatch:
     ) -> None:
         self.redis_url = redis_url
         self.sessions = sessions
-        self.channel = revocations_channel(prefix)
+        self.channel = ServiceKeys(prefix).revocations
         self.reload_seconds = reload_seconds
         self._revoked: set[str] = set()
         self._ready = threading.Event()

@@ -22,7 +22,7 @@ from core.db import transaction
 from core.inventory import Hold, Inventory, to_ms
 from core.keys import product_of_ticket
 from core.locks import locked
-from core.models import OrderStatus, Payment, Product
+from core.models import Payment, Product
 from core.orders import (
     get_order,
     get_payment,
@@ -44,6 +44,7 @@ from core.payments import (
     PaymentRejected,
     PaymentUnavailable,
 )
+from core.tickets import OrderStatus
 
 log = logging.getLogger(__name__)
 

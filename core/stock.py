@@ -11,6 +11,7 @@ import json
 import logging
 import time
 from dataclasses import asdict, dataclass
+from typing import Any
 
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -25,7 +26,8 @@ from core.inventory import (
     StockFigures,
     to_ms,
 )
-from core.models import OPEN_STATUSES, OrderStatus, Product
+from core.keys import ServiceKeys
+from core.models import Product
 from core.orders import (
     confirmed_quantity,
     counted_orders,
@@ -33,6 +35,7 @@ from core.orders import (
     open_orders,
     statuses_of,
 )
+from core.tickets import OPEN_STATUSES, OrderStatus
 
 log = logging.getLogger(__name__)
 CONFIRMED = OrderStatus.CONFIRMED.value
@@ -277,7 +280,7 @@ def reconcile_product(
             stock = report(snapshot, books)
             result = "repaired" if repaired else "consistent"
             if repaired:
-                inventory.redis.hincrby(_metrics_key(inventory), "reconcile_repairs", 1)
+                inventory.redis.hincrby(_service_keys(inventory).metrics, "reconcile_repairs", 1)
             return _recorded(
                 inventory,
                 Reconciliation(
@@ -319,15 +322,31 @@ def reconcile_step(inventory: Inventory, product_id: int, snapshot: Snapshot, bo
     return "changed"
 
 
-def _metrics_key(inventory: Inventory) -> str:
-    return f"{inventory.settings.key_prefix}:metrics"
+def _service_keys(inventory: Inventory) -> ServiceKeys:
+    return ServiceKeys(inventory.settings.key_prefix)
 
 
 def _recorded(inventory: Inventory, outcome: Reconciliation) -> Reconciliation:
     record = outcome.as_dict() | {"at": time.time()}
     inventory.redis.hset(
-        f"{inventory.settings.key_prefix}:reconcile:last",
+        _service_keys(inventory).last_reconciliations,
         str(outcome.product_id),
         json.dumps(record),
     )
     return outcome
+
+
+def last_reconciliations(inventory: Inventory) -> dict[int, dict[str, Any]]:
+    """The last reconciliation of each product, as `_recorded` wrote it (unreadable records are
+    left out)."""
+    results: dict[int, dict[str, Any]] = {}
+    for product_id, record in inventory.redis.hgetall(
+        _service_keys(inventory).last_reconciliations
+    ).items():
+        try:
+            data = json.loads(record)
+            if isinstance(data, dict):
+                results[int(product_id)] = data
+        except (ValueError, TypeError):
+            continue
+    return results

@@ -15,6 +15,7 @@ import asyncio
 import dataclasses
 import os
 import secrets
+import shutil
 import signal
 import subprocess
 import sys
@@ -33,6 +34,7 @@ from core.keys import new_ticket_id
 from core.models import Order
 from core.orders import confirmed_quantity
 from core.runtime import Runtime
+from core.tickets import OPEN_STATUSES
 from jobs.maintenance import sweep
 from jobs.scheduler import periodic_jobs
 from tests.helpers import create_product, make_user, make_users
@@ -43,7 +45,6 @@ pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parent.parent
 RQ = str(Path(sys.executable).parent / "rq")
 TERMINAL = {"confirmed", "failed", "expired", "cancelled", "refunded"}
-OPEN = {"reserved", "processing", "requires_action"}
 
 
 # --- processes ------------------------------------------------------------------------------------
@@ -220,7 +221,7 @@ def check_invariants(
     for raw in rt.redis.hvals(k.holds):
         hold = Hold.from_json(raw)
         deadline = rt.redis.zscore(k.deadlines, hold.ticket_id) or hold.deadline_ms
-        if hold.status in OPEN and deadline < now - 1000:
+        if hold.status in OPEN_STATUSES and deadline < now - 1000:
             stuck.append(hold.ticket_id)
     charges = charges if charges is not None else charges_of(rt, tickets)
     double = [t for t, n in charges.items() if n > 1]
@@ -426,6 +427,7 @@ def test_redis_restarted_empty_mid_sale(app, settings, procs, servers, capsys):
         procs.stop_all()
         own.engine.dispose()
         redis.stop()
+        shutil.rmtree(redis.data_dir, ignore_errors=True)
 
 
 # --- 6. a lock holder outliving its lock ----------------------------------------------------------

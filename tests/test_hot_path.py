@@ -11,7 +11,7 @@ import secrets
 import httpx
 import pytest
 
-from core.keys import revocations_channel
+from core.keys import ServiceKeys
 from tests.helpers import create_product, make_user, make_users
 from tests.redis_monitor import monitored
 from tests.servers import Gunicorn, clean_env, wait_until
@@ -121,7 +121,7 @@ def test_a_logout_is_refused_by_every_worker_within_a_second(app, limited_server
         login = {"username": user.username, "password": "correct horse"}
         token = http.post("/auth/login", json=login).json()["access_token"]
         headers = {"Authorization": f"Bearer {token}"}
-        channel = revocations_channel(SERVER_PREFIX)
+        channel = ServiceKeys(SERVER_PREFIX).revocations
 
         def fresh_connection_me():  # type: ignore[no-untyped-def]
             """A request on a connection of its own: whichever worker accepts it answers."""

@@ -15,15 +15,14 @@ from sqlalchemy import select
 from core.inventory import Inventory, now_ms
 from core.keys import new_ticket_id
 from core.locks import locked
-from core.models import OPEN_STATUSES, Order
+from core.models import Order
 from core.orders import confirmed_quantity, counted_orders, get_order, get_payment
 from core.payments.simulated import SimulatedGateway
 from core.settlement import Settler, SettleReport
 from core.stock import rebuild_stock, reconcile_product
+from core.tickets import OPEN_STATUSES
 from tests.helpers import buyer_ids, stocked_product
 from tests.servers import wait_until
-
-OPEN = ("reserved", "processing")
 
 
 def _fast(rt, gateway=None):  # type: ignore[no-untyped-def]
@@ -77,7 +76,9 @@ def test_requires_action_payment_past_its_deadline_reaches_a_terminal_state(rt):
         settler.settle_batch(product_id, [(None, ticket)])
         inventory.expire_holds(product_id)
     hold = inventory.get_hold(ticket)
-    assert hold is None or hold.status not in OPEN, "the hold is leased again on every redelivery"
+    assert hold is None or hold.status not in OPEN_STATUSES, (
+        "the hold is leased again on every redelivery"
+    )
     assert inventory.figures(product_id).held == 0
     order, payment = _order_and_payment(rt, ticket)
     assert (order.status, payment.status) == ("expired", "canceled")
@@ -154,14 +155,14 @@ def _check_redis(rt, product_id: int, max_per_user: int) -> None:  # type: ignor
     holds = [rt.inventory.get_hold(t) for t in rt.redis.hkeys(keys.holds)]
     figures = rt.inventory.figures(product_id)
     assert figures.balanced and figures.available >= 0, figures
-    assert figures.held == sum(h.quantity for h in holds if h.status in OPEN)
+    assert figures.held == sum(h.quantity for h in holds if h.status in OPEN_STATUSES)
     in_redis = {h.ticket_id for h in holds}
     with rt.sessions() as session:  # confirmed, recorded in SQL and forgotten by Redis
         query = select(Order).filter_by(product_id=product_id, status="confirmed")
         settled = [o for o in session.scalars(query) if o.ticket_id not in in_redis]
     counted = Counter()
     for h in holds:
-        if h.status in (*OPEN, "confirmed"):
+        if h.status in (*OPEN_STATUSES, "confirmed"):
             counted[str(h.user_id)] += h.quantity
     for o in settled:
         counted[str(o.user_id)] += o.quantity
@@ -170,7 +171,7 @@ def _check_redis(rt, product_id: int, max_per_user: int) -> None:  # type: ignor
     assert rt.redis.hgetall(keys.users) == {u: str(q) for u, q in counted.items()}
     assert all(q <= max_per_user for q in counted.values())
     deadlines = set(rt.redis.zrange(keys.deadlines, 0, -1))
-    assert {h.ticket_id for h in holds if h.status in OPEN} <= deadlines
+    assert {h.ticket_id for h in holds if h.status in OPEN_STATUSES} <= deadlines
 
 
 def test_random_interleavings_keep_stock_and_per_user_counts_balanced(rt):

@@ -21,7 +21,7 @@ from core.db import snapshot as sql_snapshot
 from core.db import transaction
 from core.inventory import Hold, Inventory
 from core.keys import new_ticket_id
-from core.models import OPEN_STATUSES, Order, OrderStatus, Product
+from core.models import Order, Product
 from core.orders import confirmed_quantity, get_order, get_payment
 from core.settlement import Settler, SettleReport
 from core.stock import (
@@ -31,6 +31,7 @@ from core.stock import (
     reconcile_product,
     sync_terms,
 )
+from core.tickets import OPEN_STATUSES, OrderStatus
 from jobs.queues import settlement_queue
 from tests.helpers import buyer_ids, stocked_product
 from tests.redis_monitor import CommandLog, monitored

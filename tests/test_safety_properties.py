@@ -48,7 +48,7 @@ from core.db import transaction
 from core.inventory import Hold, Inventory, RebuildView, Snapshot, now_ms, to_ms
 from core.keys import new_ticket_id
 from core.locks import locked
-from core.models import OPEN_STATUSES, Order, OrderStatus, Payment, Product, User
+from core.models import Order, Payment, Product, User
 from core.orders import confirmed_quantity, get_order, get_payment, transition
 from core.payments.simulated import SimulatedGateway
 from core.settlement import RefundRefused, Settler, SettleReport, StockUnavailable, Work
@@ -64,6 +64,7 @@ from core.stock import (
     setup_stock,
     tickets_named,
 )
+from core.tickets import OPEN_STATUSES, OrderStatus
 
 HOLD_SECONDS = 600
 LEASE_SECONDS = 60

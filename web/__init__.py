@@ -12,6 +12,7 @@ from werkzeug.middleware.proxy_fix import ProxyFix
 from core.catalog import UsernameTaken, create_user
 from core.config import Settings
 from core.db import engine_options, prepare_engine
+from core.keys import ServiceKeys
 from core.runtime import Runtime
 from web import admin, auth, health, openapi, orders, pages, payments, products
 from web.common import SoldOutFlags, parse_purchase_rate
@@ -46,7 +47,7 @@ def create_app(settings: Settings | None = None) -> Flask:
         RATELIMIT_ENABLED=True,  # the Limiter is shared: each app switches itself (below)
         FLASHSALE_RATELIMIT_ENABLED=settings.ratelimit_enabled,
         RATELIMIT_STORAGE_URI=settings.redis_url,
-        RATELIMIT_KEY_PREFIX=f"{settings.key_prefix}:limits",
+        RATELIMIT_KEY_PREFIX=ServiceKeys(settings.key_prefix).rate_limits,
         # X-RateLimit headers cost two Redis reads per request: only a 429 says when to retry.
         RATELIMIT_HEADERS_ENABLED=False,
         RATELIMIT_SWALLOW_ERRORS=True,

@@ -3,7 +3,6 @@ behind an admin check."""
 
 from __future__ import annotations
 
-import json
 import time
 from typing import Any
 
@@ -18,9 +17,10 @@ from core.catalog import list_products
 from core.inventory import StockFigures, from_ms
 from core.models import Product
 from core.money import to_decimal_string
-from core.stock import read_books, report, tickets_named
+from core.stock import last_reconciliations, read_books, report, tickets_named
+from core.times import iso
 from jobs.queues import enqueue_reconcile, settlement_queue
-from web.common import admin_required, check_id, end_read, is_admin, iso, runtime
+from web.common import admin_required, check_id, end_read, is_admin, runtime
 from web.errors import ApiError
 from web.extensions import db
 
@@ -184,26 +184,20 @@ def _int(raw: str | None) -> int:
 
 
 def _last_reconciliations() -> dict[int, dict[str, Any]]:
-    """The last reconciliation of each product (core.stock records them in a Redis hash)."""
-    rt = runtime()
     try:
-        raw = rt.redis.hgetall(f"{rt.settings.key_prefix}:reconcile:last")
+        records = last_reconciliations(runtime().inventory)
     except RedisError:
         return {}
-    results: dict[int, dict[str, Any]] = {}
-    for product_id, record in raw.items():
-        try:
-            data = json.loads(record)
-            results[int(product_id)] = {
-                "result": data.get("result"),
-                "at": _iso_seconds(data.get("at")),
-                "sold_in_db": data.get("sold_in_db"),
-                "expected_sold": data.get("expected_sold"),
-                "before": data.get("before"),
-            }
-        except (ValueError, TypeError, AttributeError):
-            continue
-    return results
+    return {
+        product_id: {
+            "result": data.get("result"),
+            "at": _iso_seconds(data.get("at")),
+            "sold_in_db": data.get("sold_in_db"),
+            "expected_sold": data.get("expected_sold"),
+            "before": data.get("before"),
+        }
+        for product_id, data in records.items()
+    }
 
 
 def _queue_figures() -> dict[str, Any]:

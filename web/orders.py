@@ -10,21 +10,30 @@ from flask import Blueprint, Response, jsonify, request, url_for
 from flask_jwt_extended import jwt_required
 from redis.exceptions import RedisError
 
-from core.inventory import Hold, from_ms
 from core.keys import new_ticket_id, product_of_ticket
-from core.locks import LockTimeout, locked
-from core.models import Order, OrderStatus, Product
-from core.money import to_decimal_string
-from core.orders import get_order, get_payment, list_orders
+from core.locks import LockTimeout
+from core.models import Product
+from core.orders import get_order, list_orders
 from core.payments import PaymentUnavailable
 from core.settlement import RefundRefused
+from core.tickets import OrderStatus
+from core.tickets.cancel import CancelRefused, cancel_ticket
+from core.tickets.view import (
+    TicketNotFound,
+    TicketUnreadable,
+    Viewer,
+    is_final,
+    order_view,
+    receipt,
+    recorded_receipt,
+    view_ticket,
+)
 from jobs.queues import enqueue_rebuild
 from web.common import (
     check_id,
     current_user_id,
     end_read,
     is_admin,
-    iso,
     kicker,
     parse_body,
     purchase_rate,
@@ -84,9 +93,14 @@ def purchase(product_id: int) -> tuple[Response, int]:
         ) from None
     if outcome.result == "reserved" and outcome.hold:
         kicker().kick(product_id)
-        return jsonify(_reserved_json(product_id, outcome.hold)), 202
+        return _accepted(receipt(outcome.hold))
     if outcome.result == "duplicate" and outcome.ticket_id:
-        return jsonify(_replayed_json(product_id, outcome.ticket_id, outcome.hold)), 202
+        if outcome.hold is not None:
+            return _accepted(receipt(outcome.hold))
+        # The hold is settled and gone from Redis: SQL has the first answer's ticket.
+        order = get_order(db.session, outcome.ticket_id)
+        end_read()
+        return _accepted(recorded_receipt(outcome.ticket_id, order))
     if outcome.result == "rate_limited":
         raise ApiError(
             429,
@@ -119,141 +133,34 @@ def _stock_missing(product_id: int) -> tuple[Response, int]:
     )
 
 
-def _reserved_json(product_id: int, hold: Hold) -> dict[str, object]:
-    return {
-        "ticket_id": hold.ticket_id,
-        "status": hold.status,
-        "product_id": product_id,
-        "quantity": hold.quantity,
-        "expires_at": _iso_ms(hold.deadline_ms),
-        "status_url": url_for("orders.status", ticket_id=hold.ticket_id),
-    }
-
-
-def _replayed_json(product_id: int, ticket_id: str, hold: Hold | None) -> dict[str, object]:
-    """The first answer again; once the hold is settled and gone from Redis, SQL has it."""
-    if hold is not None:
-        return _reserved_json(product_id, hold)
-    order = get_order(db.session, ticket_id)
-    end_read()
-    return {
-        "ticket_id": ticket_id,
-        "status": order.status if order else OrderStatus.RESERVED.value,
-        "product_id": product_id,
-        "quantity": order.quantity if order else None,
-        "expires_at": iso(order.expires_at) if order else None,
-        "status_url": url_for("orders.status", ticket_id=ticket_id),
-    }
-
-
-def _iso_ms(ms: int) -> str:
-    return from_ms(ms).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+def _accepted(body: dict[str, object]) -> tuple[Response, int]:
+    status_url = url_for("orders.status", ticket_id=body["ticket_id"])
+    return jsonify(body | {"status_url": status_url}), 202
 
 
 @bp.get("/orders/<ticket_id>")
 @jwt_required()
 @without_http_limit
 def status(ticket_id: str) -> Response:
-    product_id = product_of_ticket(ticket_id)
-    if product_id is None:
-        raise ApiError(404, "not_found", "no such order")
     try:
-        hold = runtime().inventory.get_ticket(ticket_id)  # open, or final a while after
-    except RedisError:
-        return _recorded_status(ticket_id, hold_unknown=True)
-    if hold is not None:
-        if hold.user_id != current_user_id() and not is_admin():
-            raise ApiError(404, "not_found", "no such order")
-        return _with_poll_hint(_hold_json(product_id, hold))
-    return _recorded_status(ticket_id)
-
-
-def _recorded_status(ticket_id: str, hold_unknown: bool = False) -> Response:
-    """The order as SQL records it. With Redis unreachable (`hold_unknown`) a ticket SQL has not
-    recorded yet may be a hold all the same: 503, not 404."""
-    order = get_order(db.session, ticket_id)
-    if order is None and hold_unknown:
-        end_read()
+        view = view_ticket(runtime().inventory, db.session, ticket_id, _viewer())
+    except TicketNotFound:
+        raise ApiError(404, "not_found", "no such order") from None
+    except TicketUnreadable:
         raise ApiError(
             503, "unavailable", "the order cannot be read now, retry shortly", {"Retry-After": "2"}
-        )
-    order = _visible(order)
-    payment = get_payment(db.session, ticket_id)
-    body = _order_json(order) | {"payment": _payment_json(payment, order.status)}
-    end_read()
-    return _with_poll_hint(body)
-
-
-def _with_poll_hint(body: dict[str, object]) -> Response:
-    if OrderStatus(str(body["status"])).is_terminal:
-        return jsonify(body)
-    response = jsonify(body | {"poll_after_ms": POLL_AFTER_MS})
+        ) from None
+    finally:
+        end_read()
+    if is_final(view):
+        return jsonify(view)
+    response = jsonify(view | {"poll_after_ms": POLL_AFTER_MS})
     response.headers["Retry-After"] = str(max(1, POLL_AFTER_MS // 1000))
     return response
 
 
-def _hold_json(product_id: int, hold: Hold) -> dict[str, object]:
-    return {
-        "ticket_id": hold.ticket_id,
-        "status": hold.status,
-        "product_id": product_id,
-        "quantity": hold.quantity,
-        "amount": to_decimal_string(hold.amount_minor, hold.currency) if hold.currency else None,
-        "currency": hold.currency or None,
-        "created_at": _iso_ms(hold.created_ms),
-        "updated_at": _iso_ms(hold.modified_ms),
-        "expires_at": _iso_ms(hold.deadline_ms),
-        "failure_reason": hold.reason,
-        "payment": _hold_payment_json(hold),
-    }
-
-
-def _hold_payment_json(hold: Hold) -> dict[str, object]:
-    if hold.client_secret:
-        return {"client_secret": hold.client_secret}
-    return {"status": hold.payment_status} if hold.payment_status else {}
-
-
-def _order_json(order: Order) -> dict[str, object]:
-    return {
-        "ticket_id": order.ticket_id,
-        "status": order.status,
-        "product_id": order.product_id,
-        "quantity": order.quantity,
-        "amount": to_decimal_string(order.amount_minor, order.currency),
-        "currency": order.currency,
-        "created_at": iso(order.created_at),
-        "updated_at": iso(order.updated_at),
-        "expires_at": iso(order.expires_at),
-        "failure_reason": order.failure_reason,
-    }
-
-
-def _payment_json(payment, order_status: str) -> dict[str, object]:  # type: ignore[no-untyped-def]
-    if payment is None:
-        return {}
-    waiting = order_status == OrderStatus.REQUIRES_ACTION.value
-    return {
-        "client_secret": payment.client_secret if waiting else None,
-        "provider": payment.provider,
-        "intent_id": payment.intent_id,
-        "status": payment.status,
-        "amount": to_decimal_string(payment.amount_minor, payment.currency),
-        "amount_refunded": to_decimal_string(payment.amount_refunded_minor, payment.currency),
-        "currency": payment.currency,
-    }
-
-
-def _owned_order(ticket_id: str) -> Order:
-    return _visible(get_order(db.session, ticket_id))
-
-
-def _visible(order: Order | None) -> Order:
-    """The order if the caller may see it (its owner or an admin); 404 otherwise."""
-    if order is None or (order.user_id != current_user_id() and not is_admin()):
-        end_read()
-        raise ApiError(404, "not_found", "no such order")
-    return order
+def _viewer() -> Viewer:
+    return Viewer(current_user_id(), is_admin())
 
 
 @bp.get("/orders")
@@ -271,7 +178,7 @@ def index() -> Response:
     end_read()
     return jsonify(
         {
-            "orders": [_order_json(o) for o in orders],
+            "orders": [order_view(o) for o in orders],
             "page": int(page),
             "per_page": int(per_page),
             "total": total,
@@ -282,46 +189,21 @@ def index() -> Response:
 @bp.post("/orders/<ticket_id>/cancel")
 @jwt_required()
 def cancel(ticket_id: str) -> Response:
-    """Releases a hold that no payment has started on; the workers record it in SQL."""
-    product_id = product_of_ticket(ticket_id)
-    if product_id is None:
-        raise ApiError(404, "not_found", "no such order")
-    inventory = runtime().inventory
-    hold = inventory.get_hold(ticket_id)
-    if hold is None:
-        order = _owned_order(ticket_id)
-        end_read()
-        if order.status == OrderStatus.CONFIRMED.value and is_admin():
-            return _refund(ticket_id)
-        raise ApiError(409, f"already_{order.status}", f"the order is already {order.status}")
-    if hold.user_id != current_user_id() and not is_admin():
-        raise ApiError(404, "not_found", "no such order")
+    """Releases a hold that no payment has started on (the workers record it in SQL); an admin
+    cancelling a confirmed order refunds it."""
+    rt = runtime()
     try:
-        with locked(inventory.lock(product_id, ticket_id)):
-            state, after = inventory.finish_hold(
-                product_id, ticket_id, OrderStatus.CANCELLED.value, "cancelled_by_buyer", "reserved"
-            )
-    except LockTimeout:
-        raise ApiError(409, "payment_in_progress", "the order is being settled") from None
-    if state in ("ok", "already"):
-        kicker().kick(product_id)
-        return jsonify({"ticket_id": ticket_id, "status": OrderStatus.CANCELLED.value})
-    current = after.status if after else "settled"
-    if current == OrderStatus.REQUIRES_ACTION.value:
-        current = OrderStatus.PROCESSING.value  # a payment is under way either way
-    if current == OrderStatus.PROCESSING.value:
-        raise ApiError(
-            409, "payment_in_progress", "the payment has started; it cannot be cancelled"
-        )
-    raise ApiError(409, f"already_{current}", f"the order is already {current}")
-
-
-def _refund(ticket_id: str) -> Response:
-    """An admin cancels a confirmed order: refunded, and its units go back on sale."""
-    try:
-        runtime().settler.refund_confirmed(ticket_id)
+        outcome = cancel_ticket(rt.inventory, rt.settler, db.session, ticket_id, _viewer())
+    except TicketNotFound:
+        raise ApiError(404, "not_found", "no such order") from None
+    except CancelRefused as refused:
+        raise ApiError(409, refused.code, refused.message) from None
     except RefundRefused as exc:
         raise ApiError(409, "not_refundable", str(exc)) from None
     except (PaymentUnavailable, LockTimeout):
         raise ApiError(503, "payment_unavailable", "the payment provider did not answer") from None
-    return jsonify({"ticket_id": ticket_id, "status": OrderStatus.REFUNDED.value})
+    finally:
+        end_read()
+    if outcome == OrderStatus.CANCELLED:
+        kicker().kick(product_of_ticket(ticket_id) or 0)
+    return jsonify({"ticket_id": ticket_id, "status": outcome.value})

@@ -25,12 +25,12 @@ from jwt.exceptions import PyJWTError
 from sqlalchemy import select
 
 from core.catalog import list_products
-from core.models import OrderStatus, Product, User
-from core.money import to_decimal_string
+from core.models import Product, User
 from core.orders import list_orders
+from core.tickets.view import is_final, order_view
 from web.admin import overview_data
 from web.auth import set_session_cookies, token_revoked
-from web.common import end_read, iso
+from web.common import end_read
 from web.errors import ApiError
 from web.extensions import db
 from web.products import _available, product_json
@@ -183,22 +183,19 @@ def account_orders() -> Response | str:
         names = {row.id: row.name for row in db.session.execute(query)}
     end_read()
     rows = [
-        {
-            "ticket_id": o.ticket_id,
-            "product": names.get(o.product_id, f"product {o.product_id}"),
-            "product_id": o.product_id,
-            "quantity": o.quantity,
-            "amount": to_decimal_string(o.amount_minor, o.currency),
-            "currency": o.currency,
-            "status": o.status,
-            "final": OrderStatus(o.status).is_terminal,
-            "failure_reason": o.failure_reason,
-            "created_at": iso(o.created_at),
-        }
+        view
+        | {"product": names.get(o.product_id, f"product {o.product_id}"), "final": is_final(view)}
         for o in orders
+        for view in [order_view(o)]
     ]
     pages = max(1, -(-total // ORDERS_PER_PAGE))
     return render_template("orders.html", orders=rows, total=total, page=page_number, pages=pages)
+
+
+def _order_row(view: dict[str, object], names: dict[int, str]) -> dict[str, object]:
+    product_id = int(str(view["product_id"]))
+    product = names.get(product_id, f"product {product_id}")
+    return view | {"product": product, "final": is_final(view)}
 
 
 # --- the operations page -----------------------------------------------------------------------

@@ -10,7 +10,8 @@ from core.inventory import to_ms
 from core.models import Product
 from core.money import AmountError, to_decimal_string, to_minor
 from core.stock import setup_stock
-from web.common import admin_required, check_id, end_read, iso, parse_body, runtime
+from core.times import iso
+from web.common import admin_required, check_id, end_read, parse_body, runtime
 from web.errors import ApiError
 from web.extensions import db, limiter
 from web.schemas import ProductCreate, ProductUpdate

@@ -2,7 +2,7 @@
 -- Hold records are JSON in the product's holds hash: t ticket, u user, q quantity, a amount,
 -- d deadline (ms), s status, r reason, pm payment method, cur currency, cs client secret (while the
 -- buyer must authenticate), k idempotency key, c created (ms), m modified (ms).
--- The open statuses: the same set as core.models.OPEN_STATUSES (a test compares them).
+-- The open statuses: the same set as core.tickets.status.OPEN_STATUSES (a test compares them).
 local OPEN = {reserved = true, processing = true, requires_action = true}
 
 -- Redis' own clock: every process sees the same deadlines and sale windows, whatever its clock.

@@ -1,0 +1,62 @@
+"""Cancelling a ticket: a hold no payment has started on is released; a confirmed order is
+refunded, by an admin only, and its units go back on sale."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from sqlalchemy.orm import Session
+
+from core.inventory import Inventory
+from core.keys import product_of_ticket
+from core.locks import LockTimeout, locked
+from core.settlement import Settler
+from core.tickets.status import OrderStatus
+from core.tickets.view import TicketNotFound, Viewer, visible_order
+
+
+@dataclass
+class CancelRefused(Exception):
+    """The ticket is past the point where it can be cancelled (409)."""
+
+    code: str
+    message: str
+
+
+def cancel_ticket(
+    inventory: Inventory, settler: Settler, session: Session, ticket_id: str, viewer: Viewer
+) -> OrderStatus:
+    """CANCELLED (the hold is released; the workers record it) or REFUNDED. Raises
+    TicketNotFound, CancelRefused, and from a refund RefundRefused, PaymentUnavailable or
+    LockTimeout."""
+    product_id = product_of_ticket(ticket_id)
+    if product_id is None:
+        raise TicketNotFound(ticket_id)
+    hold = inventory.get_hold(ticket_id)
+    if hold is None:
+        order = visible_order(session, ticket_id, viewer)
+        if order.status == OrderStatus.CONFIRMED and viewer.is_admin:
+            settler.refund_confirmed(ticket_id)
+            return OrderStatus.REFUNDED
+        raise _already(order.status)
+    if not viewer.may_see(hold.user_id):
+        raise TicketNotFound(ticket_id)
+    try:
+        with locked(inventory.lock(product_id, ticket_id)):
+            state, after = inventory.finish_hold(
+                product_id, ticket_id, OrderStatus.CANCELLED.value, "cancelled_by_buyer", "reserved"
+            )
+    except LockTimeout:
+        raise CancelRefused("payment_in_progress", "the order is being settled") from None
+    if state in ("ok", "already"):
+        return OrderStatus.CANCELLED
+    current = after.status if after else "settled"
+    if current in (OrderStatus.PROCESSING, OrderStatus.REQUIRES_ACTION):
+        raise CancelRefused(
+            "payment_in_progress", "the payment has started; it cannot be cancelled"
+        )
+    raise _already(current)
+
+
+def _already(status: str) -> CancelRefused:
+    return CancelRefused(f"already_{status}", f"the order is already {status}")
