@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint format clean browser bench
+.PHONY: run test lint format clean browser bench screenshots
 
 $(STAMP): requirements.txt requirements-dev.txt
 	$(PYTHON) -m venv $(VENV)
@@ -31,10 +31,10 @@ browser:
 		true; \
 	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
 		echo "==> installing chromium for the browser tests"; \
-		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium; \
 	elif command -v sudo >/dev/null && sudo -n true 2>/dev/null; then \
 		echo "==> installing chromium for the browser tests"; \
-		sudo apt-get update -qq && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; \
+		sudo apt-get update -qq && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium; \
 	else \
 		echo "==> no chromium and no root to install it: the browser tests will be skipped"; \
 	fi
@@ -42,13 +42,19 @@ browser:
 test: lint browser
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
+# The pages' pictures in docs/screenshots/, taken by the browser tests (which `make test` runs too,
+# leaving them in build/screenshots/ without touching the tracked copies).
+screenshots: $(STAMP) browser
+	$(BIN)/python -m pytest -q tests/test_browser.py
+	cp build/screenshots/*.png docs/screenshots/
+
 # The benchmark (BENCHMARKS.md): wrk from Debian, matplotlib and tqdm from PyPI.
 bench: $(STAMP)
 	@command -v wrk >/dev/null || { \
-		if [ "$$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq wrk; \
-		else sudo apt-get update -qq && sudo apt-get install -y -qq wrk; fi; }
+		if [ "$$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq --no-install-recommends wrk; \
+		else sudo apt-get update -qq && sudo apt-get install -y -qq --no-install-recommends wrk; fi; }
 	$(BIN)/pip install --quiet -r requirements-bench.txt
 	$(BIN)/python -m bench.rush $(BENCH_ARGS)
 
 clean:
-	rm -rf $(VENV) .pytest_cache flashsale.db*
+	rm -rf $(VENV) .pytest_cache flashsale.db* build

@@ -6,7 +6,8 @@
   DATABASE_URL unset: SQLite in the run folder; JWT_SECRET_KEY unset: a generated dev secret
   kept in the run folder (so tokens survive a restart). The run folder is RUN_DIR, else `.run/`.
 - Runs the release step (migrations), creates a demo admin and a demo product, then runs the
-  Procfile's web, worker and scheduler under honcho on PORT (default 8000).
+  Procfile's web, worker and scheduler under honcho on HOST:PORT (default 127.0.0.1:8000;
+  the Procfile alone binds 0.0.0.0, as a container or platform needs).
 
 SIGINT/SIGTERM stop honcho (which stops its processes), then the Redis started here.
 A `.env` file at the project root is read for variables the environment does not set.
@@ -145,6 +146,10 @@ def prepare_environment(run_dir: Path) -> None:
         os.environ["JWT_SECRET_KEY"] = secret_file.read_text().strip()
     if _unset("PORT"):
         os.environ["PORT"] = "8000"
+    if _unset("HOST"):
+        # The demo admin's password is well known: only this machine reaches the stack unless
+        # HOST says otherwise (HOST=0.0.0.0 opens it to the network).
+        os.environ["HOST"] = "127.0.0.1"
     os.environ.setdefault("PYTHONUNBUFFERED", "1")
     # The Procfile's commands (gunicorn, rq, flask, python) come from this virtualenv.
     os.environ["PATH"] = os.pathsep.join([str(BIN), os.environ.get("PATH", "")])
@@ -208,7 +213,8 @@ def seed_demo_data(admin_password: str) -> None:
 
 
 def banner(redis: RedisProcess | None, admin_password: str) -> None:
-    base = f"http://127.0.0.1:{os.environ['PORT']}"
+    host = os.environ["HOST"]
+    base = f"http://{'127.0.0.1' if host in ('0.0.0.0', '::') else host}:{os.environ['PORT']}"
     say()
     say(f"  Sale page  {base}/")
     say(f"  Admin      {base}/admin  (sign in on the sale page as the demo admin)")
@@ -218,6 +224,7 @@ def banner(redis: RedisProcess | None, admin_password: str) -> None:
     say(f"  Database   {os.environ['DATABASE_URL']}")
     owner = f"started here, pid {redis.process.pid}" if redis and redis.process else "external"
     say(f"  Redis      {os.environ['REDIS_URL']}  ({owner})")
+    say(f"  Listening  {host}:{os.environ['PORT']}  (HOST=0.0.0.0 opens it to the network)")
     say()
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import secrets
+import shutil
 import tempfile
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
@@ -105,6 +106,7 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     finally:
         if _REDIS is not None:
             _REDIS.stop()
+        shutil.rmtree(_TMP, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")
@@ -158,6 +160,7 @@ def localstripe():  # type: ignore[no-untyped-def]
     emulator = LocalStripe(LOCALSTRIPE_PORT).start(from_scratch=True)
     yield emulator
     emulator.stop()
+    emulator.forget_store()
 
 
 @pytest.fixture(scope="module")

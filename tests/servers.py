@@ -16,6 +16,8 @@ from scripts.run_stack import RedisProcess, free_port, stop_process
 __all__ = ["Gunicorn", "RedisProcess", "clean_env", "free_port", "wait_until"]
 
 ROOT = Path(__file__).resolve().parent.parent
+# localstripe 1.15 writes its store here, whatever TMPDIR says.
+STORE = Path("/tmp") / "localstripe.pickle"
 
 
 def wait_until(predicate: Callable[[], object], timeout: float, what: str, every: float = 0.05):
@@ -112,6 +114,11 @@ class LocalStripe:
         for webhook_id, config in self.webhooks.items():
             self._register(webhook_id, config)
         return self
+
+    def forget_store(self) -> None:
+        """localstripe 1.15 keeps its objects in a file at a fixed path, read again when it
+        restarts (which the restart tests rely on); the session's end removes it."""
+        STORE.unlink(missing_ok=True)
 
     def _answers(self) -> bool:
         if self.process and self.process.poll() is not None:
