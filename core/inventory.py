@@ -5,8 +5,10 @@ from __future__ import annotations
 import json
 import secrets
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import NamedTuple
 
 from redis import Redis
 from redis.exceptions import ResponseError
@@ -60,6 +62,25 @@ def to_ms(moment: datetime | None) -> int:
 
 def from_ms(ms: int) -> datetime:
     return datetime.fromtimestamp(ms / 1000, tz=UTC)
+
+
+class Ending(NamedTuple):
+    """A hold's move to a final state; `only_from`: only if the hold is in that state now."""
+
+    ticket_id: str
+    outcome: str
+    reason: str = ""
+    only_from: str = ""
+
+
+class Settled(NamedTuple):
+    """A hold whose final state SQL has; `entry_id`: its settle stream entry, if known."""
+
+    ticket_id: str
+    entry_id: str | None
+    status: str = ""
+    reason: str | None = None
+    payment_status: str = ""
 
 
 @dataclass(frozen=True)
@@ -283,47 +304,45 @@ class Inventory:
             self.redis, self.scripts, k.lock(ticket_id), k.lock_stats, self.settings.lock_ttl_ms
         )
 
-    def payment_lease(self, product_id: int, ticket_id: str) -> RedisLock:
-        """Only one settler talks to the provider about a ticket at a time (a second one that
-        claimed the ticket meanwhile retries later). Outlives the provider calls it covers."""
-        k = self.keys(product_id)
-        ttl_ms = int(self.settings.payment_timeout_seconds * 3 * 1000) + 5000
-        return RedisLock(self.redis, self.scripts, k.paying(ticket_id), k.lock_stats, ttl_ms, 0)
-
     def refund_lock(self, product_id: int, ticket_id: str) -> RedisLock:
         """Refunds of one ticket run one at a time, each re-reading what was refunded."""
         k = self.keys(product_id)
-        ttl_ms = int(self.settings.payment_timeout_seconds * 3 * 1000) + 5000
         wait_s = self.settings.payment_timeout_seconds * 2
         return RedisLock(
-            self.redis, self.scripts, k.refunding(ticket_id), k.lock_stats, ttl_ms, wait_s
+            self.redis, self.scripts, k.refunding(ticket_id), k.lock_stats, self._lease_ms, wait_s
         )
 
-    # --- the same steps for a batch of tickets, one round trip each -------------------------
-    def lock_many(self, product_id: int, ticket_ids: list[str]) -> dict[str, str]:
+    # --- settlement steps: each takes a batch of tickets (one is a batch of one) ------------
+    def take_locks(self, product_id: int, ticket_ids: list[str]) -> dict[str, str]:
         """Takes the settlement locks that are free (no waiting): ticket -> token."""
         k = self.keys(product_id)
-        return self._acquire_many(
+        return self._acquire(
             [k.lock(t) for t in ticket_ids], ticket_ids, self.settings.lock_ttl_ms, k.lock_stats
         )
 
-    def unlock_many(self, product_id: int, tokens: dict[str, str]) -> None:
+    def release_locks(self, product_id: int, tokens: dict[str, str]) -> None:
         k = self.keys(product_id)
-        self._release_many({k.lock(t): token for t, token in tokens.items()})
+        self._release({k.lock(t): token for t, token in tokens.items()})
 
-    def lease_many(self, product_id: int, ticket_ids: list[str]) -> dict[str, str]:
-        """Payment leases (see payment_lease) for a batch: ticket -> token, free ones only."""
+    def take_leases(self, product_id: int, ticket_ids: list[str]) -> dict[str, str]:
+        """Payment leases: only one settler talks to the provider about a ticket at a time (a
+        second one that claimed the ticket meanwhile retries later); each outlives the provider
+        calls it covers. ticket -> token, free ones only."""
         k = self.keys(product_id)
-        ttl_ms = int(self.settings.payment_timeout_seconds * 3 * 1000) + 5000
-        return self._acquire_many(
-            [k.paying(t) for t in ticket_ids], ticket_ids, ttl_ms, k.lock_stats
+        return self._acquire(
+            [k.paying(t) for t in ticket_ids], ticket_ids, self._lease_ms, k.lock_stats
         )
 
     def release_leases(self, product_id: int, tokens: dict[str, str]) -> None:
         k = self.keys(product_id)
-        self._release_many({k.paying(t): token for t, token in tokens.items()})
+        self._release({k.paying(t): token for t, token in tokens.items()})
 
-    def _acquire_many(
+    @property
+    def _lease_ms(self) -> int:
+        """Payment leases and refund locks: three provider timeouts and a margin."""
+        return int(self.settings.payment_timeout_seconds * 3 * 1000) + 5000
+
+    def _acquire(
         self, keys: list[str], ticket_ids: list[str], ttl_ms: int, stats_key: str
     ) -> dict[str, str]:
         """One round trip for the batch's locks (or leases): ticket -> token of those taken."""
@@ -333,13 +352,14 @@ class Inventory:
         taken = self.scripts.take_locks(keys=[stats_key, *keys], args=[ttl_ms, *tokens])
         return {t: token for t, token, ok in zip(ticket_ids, tokens, taken, strict=True) if ok}
 
-    def _release_many(self, tokens_by_key: dict[str, str]) -> None:
+    def _release(self, tokens_by_key: dict[str, str]) -> None:
         if tokens_by_key:
             self.scripts.release_locks(keys=list(tokens_by_key), args=list(tokens_by_key.values()))
 
-    def begin_many(
+    def begin_settlements(
         self, product_id: int, ticket_ids: list[str]
     ) -> dict[str, tuple[str, Hold | None]]:
+        """reserved -> processing, the deadline extended by the settlement lease."""
         k = self.keys(product_id)
         lease_ms = int(self.settings.settle_lease_seconds * 1000)
         pipe = self.redis.pipeline(transaction=False)
@@ -352,50 +372,38 @@ class Inventory:
         replies = pipe.execute()
         return {t: _state_and_hold(r) for t, r in zip(ticket_ids, replies, strict=True)}
 
-    def finish_many(
-        self, product_id: int, outcomes: list[tuple[str, str, str]]
+    def finish_holds(
+        self, product_id: int, endings: Sequence[Ending]
     ) -> dict[str, tuple[str, Hold | None]]:
-        """finish_hold for (ticket, outcome, reason) triples."""
+        """Moves open holds to their outcome: ticket -> (ok, already, conflict, missing or
+        unavailable; the hold after)."""
         k = self.keys(product_id)
         pipe = self.redis.pipeline(transaction=False)
-        for ticket, outcome, reason in outcomes:
+        for ending in endings:
             self.scripts.finish_hold(
                 keys=[k.stock, k.holds, k.deadlines, k.users, k.events],
-                args=[ticket, outcome, reason, ""],
+                args=[ending.ticket_id, ending.outcome, ending.reason, ending.only_from],
                 client=pipe,
             )
         replies = pipe.execute()
-        return {o[0]: _state_and_hold(r) for o, r in zip(outcomes, replies, strict=True)}
+        return {e.ticket_id: _state_and_hold(r) for e, r in zip(endings, replies, strict=True)}
 
-    def forget_many(
-        self, product_id: int, entries: list[tuple[str, str | None, str, str | None, str]]
-    ) -> None:
-        """forget for (ticket, stream entry id, final status, reason, payment status) tuples."""
-        if not entries:
+    def forget_holds(self, product_id: int, settled: Sequence[Settled]) -> None:
+        """Drops settled holds from Redis once SQL holds their final state (`status`, kept a
+        while for the buyers polling the ticket) and acknowledges their stream entries."""
+        if not settled:
             return
         k = self.keys(product_id)
+        ttl = self.settings.final_status_ttl_seconds
         pipe = self.redis.pipeline(transaction=False)
-        for ticket, entry_id, status, reason, payment_status in entries:
+        for one in settled:
+            args = [one.ticket_id, one.entry_id or "", SETTLE_GROUP, one.status, one.reason or ""]
             self.scripts.forget_hold(
-                keys=[k.stock, k.holds, k.settle, k.final(ticket)],
-                args=self._forget_args(ticket, entry_id, status, reason, payment_status),
+                keys=[k.stock, k.holds, k.settle, k.final(one.ticket_id)],
+                args=[*args, ttl, one.payment_status],
                 client=pipe,
             )
         pipe.execute()
-
-    def begin_settlement(self, product_id: int, ticket_id: str) -> tuple[str, Hold | None]:
-        return self.begin_many(product_id, [ticket_id])[ticket_id]
-
-    def finish_hold(
-        self, product_id: int, ticket_id: str, outcome: str, reason: str = "", only_from: str = ""
-    ) -> tuple[str, Hold | None]:
-        """Moves an open hold to `outcome`: ok, already, conflict, missing or unavailable."""
-        k = self.keys(product_id)
-        reply = self.scripts.finish_hold(
-            keys=[k.stock, k.holds, k.deadlines, k.users, k.events],
-            args=[ticket_id, outcome, reason, only_from],
-        )
-        return _state_and_hold(reply)
 
     def await_action(self, product_id: int, ticket_id: str, client_secret: str) -> bool:
         """Marks a hold whose payment waits for the buyer's authentication."""
@@ -467,30 +475,6 @@ class Inventory:
     def settle_backlog(self, product_id: int) -> int:
         return int(self.redis.xlen(self.keys(product_id).settle))
 
-    def forget(
-        self,
-        product_id: int,
-        ticket_id: str,
-        entry_id: str | None,
-        status: str = "",
-        reason: str | None = None,
-        payment_status: str = "",
-    ) -> None:
-        """Drops a settled hold from Redis once SQL holds its final state (`status`, kept a
-        while for the buyers polling the ticket)."""
-        self.forget_many(product_id, [(ticket_id, entry_id, status, reason, payment_status)])
-
-    def _forget_args(
-        self,
-        ticket_id: str,
-        entry_id: str | None,
-        status: str,
-        reason: str | None,
-        payment_status: str = "",
-    ) -> list[object]:
-        ttl = self.settings.final_status_ttl_seconds
-        return [ticket_id, entry_id or "", SETTLE_GROUP, status, reason or "", ttl, payment_status]
-
     def drop_final(self, product_id: int, ticket_id: str) -> None:
         """The order changed after settlement (say, refunded): polls go to SQL again."""
         self.redis.delete(self.keys(product_id).final(ticket_id))
@@ -504,7 +488,7 @@ class Inventory:
             return None
         return StockFigures(*(int(v) for v in values))
 
-    def available_many(self, product_ids: list[int]) -> dict[int, int | None]:
+    def available(self, product_ids: list[int]) -> dict[int, int | None]:
         pipe = self.redis.pipeline(transaction=False)
         for product_id in product_ids:
             pipe.hget(self.keys(product_id).stock, "available")
@@ -566,7 +550,7 @@ class Inventory:
         if not taken:
             return None
         if exists:
-            self._release_many({k.rebuild_lease: token})
+            self._release({k.rebuild_lease: token})
             return None
         returning = {ticket: int(json.loads(raw)["q"]) for ticket, raw in marks.items()}
         return RebuildView([Hold.from_json(raw) for raw in holds], returning, token)

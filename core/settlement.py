@@ -19,7 +19,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from core.config import Settings
 from core.db import transaction
-from core.inventory import Hold, Inventory, to_ms
+from core.inventory import Ending, Hold, Inventory, Settled, to_ms
 from core.keys import product_of_ticket
 from core.locks import locked
 from core.models import Payment, Product
@@ -168,13 +168,13 @@ class Settler:
     ) -> list[Work]:
         """Takes the holds (reserved -> processing) under their locks and records the orders."""
         entry_of = {ticket: entry_id for entry_id, ticket in entries}
-        tokens = self.inventory.lock_many(product_id, list(entry_of))
+        tokens = self.inventory.take_locks(product_id, list(entry_of))
         report.deferred += len(entry_of) - len(tokens)  # settled by whoever holds the lock
         works: list[Work] = []
         finals: list[Hold] = []
         gone: list[tuple[str, str | None]] = []
         try:
-            for ticket, (state, hold) in self.inventory.begin_many(
+            for ticket, (state, hold) in self.inventory.begin_settlements(
                 product_id, list(tokens)
             ).items():
                 if state == "unavailable":
@@ -192,8 +192,8 @@ class Settler:
                     tickets = [w.hold.ticket_id for w in works]
                     transition_many(session, tickets, OrderStatus.PROCESSING)
         finally:
-            self.inventory.unlock_many(product_id, tokens)
-        self.inventory.forget_many(product_id, [(t, e, "", None, "") for t, e in gone])
+            self.inventory.release_locks(product_id, tokens)
+        self.inventory.forget_holds(product_id, [Settled(t, e) for t, e in gone])
         for hold in finals:
             entry_id = entry_of[hold.ticket_id]
             self._guard(report, self._record_final, product_id, currency, hold, entry_id)
@@ -216,7 +216,7 @@ class Settler:
         the intent is confirmed, so a retry retrieves it instead of creating another."""
         if not works:
             return
-        leases = self.inventory.lease_many(product_id, [w.hold.ticket_id for w in works])
+        leases = self.inventory.take_leases(product_id, [w.hold.ticket_id for w in works])
         try:
             leased = [w for w in works if w.hold.ticket_id in leases]
             for work in works:
@@ -398,13 +398,13 @@ class Settler:
         if not ending:
             return
         by_ticket = {w.hold.ticket_id: w for w in ending}
-        tokens = self.inventory.lock_many(product_id, list(by_ticket))
+        tokens = self.inventory.take_locks(product_id, list(by_ticket))
         report.deferred += len(by_ticket) - len(tokens)
         try:
-            outcomes = [(t, by_ticket[t].outcome, by_ticket[t].reason) for t in tokens]
-            results = self.inventory.finish_many(product_id, outcomes)
+            endings = [Ending(t, by_ticket[t].outcome, by_ticket[t].reason) for t in tokens]
+            results = self.inventory.finish_holds(product_id, endings)
         finally:
-            self.inventory.unlock_many(product_id, tokens)
+            self.inventory.release_locks(product_id, tokens)
         plain: list[tuple[Hold, str | None, str]] = []
         others: list[tuple[Work, str, Hold | None]] = []
         for ticket, (state, hold) in results.items():
@@ -429,7 +429,7 @@ class Settler:
             elif hold is None:  # forgotten: another settler already recorded the final state
                 if work.outcome == "confirmed":
                     self._guard(report, self._refund_unless_confirmed, ticket)
-                self.inventory.forget(product_id, ticket, work.entry_id)
+                self.inventory.forget_holds(product_id, [Settled(ticket, work.entry_id)])
             else:  # settled otherwise meanwhile: _record_final sees whether money goes back
                 self._guard(report, self._record_final, product_id, currency, hold, work.entry_id)
         plain_intents = [
@@ -461,8 +461,8 @@ class Settler:
                 record_payments(session, [self._payment_row(w) for w in paid_with])
             for (status, reason), tickets in groups.items():
                 transition_many(session, tickets, OrderStatus(status), reason)
-        self.inventory.forget_many(
-            product_id, [(h.ticket_id, e, h.status, h.reason, paid) for h, e, paid in finals]
+        self.inventory.forget_holds(
+            product_id, [Settled(h.ticket_id, e, h.status, h.reason, paid) for h, e, paid in finals]
         )
         for hold, _, _ in finals:
             report.count(hold.status)
@@ -499,13 +499,14 @@ class Settler:
     ) -> None:
         """Moves the hold to `outcome` under the ticket's lock, then records it in SQL."""
         with locked(self.inventory.lock(product_id, ticket_id)):
-            state, hold = self.inventory.finish_hold(product_id, ticket_id, outcome, reason)
+            ending = Ending(ticket_id, outcome, reason)
+            state, hold = self.inventory.finish_holds(product_id, [ending])[ticket_id]
         if state == "unavailable":
             raise StockUnavailable(product_id)
         if hold is None:  # forgotten: another settler already recorded the final state
             if outcome == "confirmed":
                 self._refund_unless_confirmed(report, ticket_id)
-            self.inventory.forget(product_id, ticket_id, entry_id)
+            self.inventory.forget_holds(product_id, [Settled(ticket_id, entry_id)])
             return
         self._record_final(report, product_id, currency, hold, entry_id)
 
@@ -568,7 +569,8 @@ class Settler:
         with transaction(self.sessions) as session:
             record_order(session, hold, product_id, currency, status)
             transition(session, hold.ticket_id, status, reason)
-        self.inventory.forget(product_id, hold.ticket_id, entry_id, status.value, reason)
+        settled = Settled(hold.ticket_id, entry_id, status.value, reason)
+        self.inventory.forget_holds(product_id, [settled])
         report.count(status.value)
 
     def _refresh_payment(self, ticket_id: str) -> None:

@@ -29,7 +29,7 @@ import httpx
 import pytest
 from sqlalchemy import select
 
-from core.inventory import Hold, Inventory, now_ms
+from core.inventory import Ending, Hold, Inventory, now_ms
 from core.keys import new_ticket_id
 from core.models import Order
 from core.orders import confirmed_quantity
@@ -430,6 +430,10 @@ def test_redis_restarted_empty_mid_sale(app, settings, procs, servers, capsys):
         shutil.rmtree(redis.data_dir, ignore_errors=True)
 
 
+def finish(inventory: Inventory, product_id: int, ticket: str, outcome: str, reason: str = ""):  # type: ignore[no-untyped-def]
+    return inventory.finish_holds(product_id, [Ending(ticket, outcome, reason)])[ticket]
+
+
 # --- 6. a lock holder outliving its lock ----------------------------------------------------------
 
 
@@ -445,19 +449,19 @@ def test_a_lock_holder_past_its_ttl_cannot_settle_the_hold_twice(app, rt, capsys
 
     stale = short.lock(pid, ticket)
     assert stale.acquire()
-    assert short.begin_settlement(pid, ticket)[0] == "processing"
+    assert short.begin_settlements(pid, [ticket])[ticket][0] == "processing"
     started = time.monotonic()
     # The holder stalls; its lock lapses and a second settler takes it and confirms the hold.
     fresh = short.lock(pid, ticket)
     wait_until(fresh.acquire, 10, "the stale lock to lapse")
-    state, hold = short.finish_hold(pid, ticket, "confirmed")
+    state, hold = finish(short, pid, ticket, "confirmed")
     assert state == "ok" and hold.status == "confirmed"
     assert not stale.release(), "compare-and-delete: a stale holder cannot drop the new lock"
 
     # The stale holder wakes up with its own outcome: finish_hold.lua checks the state first.
-    assert short.finish_hold(pid, ticket, "failed", "payment_failed")[0] == "conflict"
-    assert short.finish_hold(pid, ticket, "confirmed")[0] == "already"
-    assert short.finish_hold(pid, ticket, "expired", "hold_expired")[0] == "conflict"
+    assert finish(short, pid, ticket, "failed", "payment_failed")[0] == "conflict"
+    assert finish(short, pid, ticket, "confirmed")[0] == "already"
+    assert finish(short, pid, ticket, "expired", "hold_expired")[0] == "conflict"
     figures = short.figures(pid)
     assert (figures.available, figures.held, figures.sold) == (1, 0, 1)
     assert fresh.release()

@@ -12,7 +12,7 @@ from collections import Counter
 
 from sqlalchemy import select
 
-from core.inventory import Inventory, now_ms
+from core.inventory import Ending, Inventory, now_ms
 from core.keys import new_ticket_id
 from core.locks import locked
 from core.models import Order
@@ -23,6 +23,10 @@ from core.stock import rebuild_stock, reconcile_product
 from core.tickets import OPEN_STATUSES
 from tests.helpers import buyer_ids, stocked_product
 from tests.servers import wait_until
+
+
+def cancel_ending(ticket: str) -> Ending:
+    return Ending(ticket, "cancelled", "buyer", "reserved")
 
 
 def _fast(rt, gateway=None):  # type: ignore[no-untyped-def]
@@ -42,7 +46,8 @@ def _crash_after_finish_hold(rt, product_id: int, ticket: str):  # type: ignore[
     report = SettleReport()
     work = rt.settler._prepare(report, product_id, "USD", None, ticket)
     rt.settler._pay(work)
-    state, hold = rt.inventory.finish_hold(product_id, ticket, work.outcome, work.reason)
+    ending = Ending(ticket, work.outcome, work.reason)
+    state, hold = rt.inventory.finish_holds(product_id, [ending])[ticket]
     assert state == "ok"
     return report, hold
 
@@ -192,13 +197,13 @@ def test_random_interleavings_keep_stock_and_per_user_counts_balanced(rt):
             if outcome.result == "reserved":
                 tickets.append(ticket)
         elif op == "begin":
-            normal.begin_settlement(product_id, ticket)
+            normal.begin_settlements(product_id, [ticket])
         elif op == "finish":
             outcome = rng.choice(["confirmed", "failed", "expired"])
-            normal.finish_hold(product_id, ticket, outcome, "test")
+            normal.finish_holds(product_id, [Ending(ticket, outcome, "test")])
         elif op == "cancel":
             with locked(normal.lock(product_id, ticket)):
-                normal.finish_hold(product_id, ticket, "cancelled", "buyer", "reserved")
+                normal.finish_holds(product_id, [cancel_ending(ticket)])
         elif op == "expire":
             normal.expire_holds(product_id)
         else:
@@ -225,7 +230,7 @@ def test_random_purchases_settle_once_each_and_sql_agrees_with_redis(rt):
         ):
             tickets.append(ticket)
             if rng.random() < 0.15:
-                rt.inventory.finish_hold(product_id, ticket, "cancelled", "buyer", "reserved")
+                rt.inventory.finish_holds(product_id, [cancel_ending(ticket)])
         if step % 20 == 19:  # a settler drains what is there; once, the stock key is lost
             if step == 39:
                 rt.redis.delete(keys.stock)

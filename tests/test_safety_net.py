@@ -19,7 +19,7 @@ from sqlalchemy import event, update
 
 from core.db import snapshot as sql_snapshot
 from core.db import transaction
-from core.inventory import Hold, Inventory
+from core.inventory import Ending, Hold, Inventory
 from core.keys import new_ticket_id
 from core.models import Order, Product
 from core.orders import confirmed_quantity, get_order, get_payment
@@ -53,8 +53,8 @@ def _confirmed_in_redis_only(rt, product_id: int, tickets: list[str]) -> list[Ho
     report = SettleReport()
     works = rt.settler._prepare_batch(report, product_id, "USD", [(None, t) for t in tickets])
     rt.settler._pay_batch(product_id, works)
-    results = rt.inventory.finish_many(
-        product_id, [(w.hold.ticket_id, w.outcome, "") for w in works]
+    results = rt.inventory.finish_holds(
+        product_id, [Ending(w.hold.ticket_id, w.outcome) for w in works]
     )
     assert {state for state, _ in results.values()} == {"ok"}
     return [hold for _, hold in results.values() if hold is not None]

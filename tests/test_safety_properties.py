@@ -45,7 +45,16 @@ from sqlalchemy.orm import Session, sessionmaker
 from core.catalog import create_product
 from core.db import snapshot as sql_snapshot
 from core.db import transaction
-from core.inventory import Hold, Inventory, RebuildView, Snapshot, now_ms, to_ms
+from core.inventory import (
+    Ending,
+    Hold,
+    Inventory,
+    RebuildView,
+    Settled,
+    Snapshot,
+    now_ms,
+    to_ms,
+)
 from core.keys import new_ticket_id
 from core.locks import locked
 from core.models import Order, Payment, Product, User
@@ -86,9 +95,8 @@ def reserve(inventory: Inventory, product_id: int, user: int, quantity: int, met
 def buyer_cancel(inventory: Inventory, product_id: int, ticket: str) -> str:
     """POST /orders/<ticket>/cancel for a hold no payment started on."""
     with locked(inventory.lock(product_id, ticket)):
-        state, _ = inventory.finish_hold(
-            product_id, ticket, OrderStatus.CANCELLED.value, "cancelled_by_buyer", "reserved"
-        )
+        ending = Ending(ticket, OrderStatus.CANCELLED.value, "cancelled_by_buyer", "reserved")
+        state, _ = inventory.finish_holds(product_id, [ending])[ticket]
     return state
 
 
@@ -139,12 +147,12 @@ def settle_finish_in_redis(settler: Settler, product_id: int, batch: Batch) -> N
         elif work.outcome != "retry":
             batch.ending[work.hold.ticket_id] = work
     inventory = settler.inventory
-    tokens = inventory.lock_many(product_id, list(batch.ending))
+    tokens = inventory.take_locks(product_id, list(batch.ending))
     try:
-        outcomes = [(t, batch.ending[t].outcome, batch.ending[t].reason) for t in tokens]
-        batch.results = inventory.finish_many(product_id, outcomes)
+        endings = [Ending(t, batch.ending[t].outcome, batch.ending[t].reason) for t in tokens]
+        batch.results = inventory.finish_holds(product_id, endings)
     finally:
-        inventory.unlock_many(product_id, tokens)
+        inventory.release_locks(product_id, tokens)
     batch.phase = "finished_in_redis"
 
 
@@ -160,7 +168,7 @@ def settle_record_in_sql(settler: Settler, product_id: int, batch: Batch) -> Non
         if hold is None:
             if work.outcome == "confirmed":
                 settler._guard(report, settler._refund_unless_confirmed, ticket)
-            settler.inventory.forget(product_id, ticket, work.entry_id)
+            settler.inventory.forget_holds(product_id, [Settled(ticket, work.entry_id)])
         elif hold.status == work.outcome and (work.outcome == "confirmed" or not paid):
             plain.append((hold, work.entry_id, work.intent.status if work.intent else ""))
         else:

@@ -41,7 +41,7 @@ def product_json(product: Product, available: int | None) -> dict[str, object]:
 
 def _available(product_ids: list[int]) -> dict[int, int | None]:
     try:
-        return runtime().inventory.available_many(product_ids)
+        return runtime().inventory.available(product_ids)
     except RedisError:
         return dict.fromkeys(product_ids)
 

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 from sqlalchemy.orm import Session
 
-from core.inventory import Inventory
+from core.inventory import Ending, Inventory
 from core.keys import product_of_ticket
 from core.locks import LockTimeout, locked
 from core.settlement import Settler
@@ -43,9 +43,10 @@ def cancel_ticket(
         raise TicketNotFound(ticket_id)
     try:
         with locked(inventory.lock(product_id, ticket_id)):
-            state, after = inventory.finish_hold(
-                product_id, ticket_id, OrderStatus.CANCELLED.value, "cancelled_by_buyer", "reserved"
+            ending = Ending(
+                ticket_id, OrderStatus.CANCELLED.value, "cancelled_by_buyer", "reserved"
             )
+            state, after = inventory.finish_holds(product_id, [ending])[ticket_id]
     except LockTimeout:
         raise CancelRefused("payment_in_progress", "the order is being settled") from None
     if state in ("ok", "already"):
