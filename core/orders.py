@@ -33,17 +33,11 @@ def _insert(session: Session, model):  # type: ignore[no-untyped-def]
     return dialect.insert(model.__table__)
 
 
-def record_order(
-    session: Session, hold: Hold, product_id: int, currency: str, status: OrderStatus
-) -> None:
-    """Inserts the order for a hold once; a second call for the same ticket changes nothing."""
-    record_orders(session, [(hold, status)], product_id, currency)
-
-
 def record_orders(
     session: Session, holds: list[tuple[Hold, OrderStatus]], product_id: int, currency: str
 ) -> None:
-    """record_order for many holds, in one statement."""
+    """Inserts the orders of holds once each, in one statement; a second call for the same
+    ticket changes nothing."""
     if not holds:
         return
     now = utcnow()
@@ -71,16 +65,10 @@ def record_orders(
 
 
 def transition(
-    session: Session, ticket_id: str, to: OrderStatus, reason: str | None = None
-) -> bool:
-    """Moves an order to `to` if its current state allows it; True when it moved."""
-    return transition_many(session, [ticket_id], to, reason) == 1
-
-
-def transition_many(
     session: Session, ticket_ids: list[str], to: OrderStatus, reason: str | None = None
 ) -> int:
-    """transition for many orders, in one statement; answers how many moved."""
+    """Moves the orders whose current state allows it to `to`, in one statement; answers how
+    many moved."""
     if not ticket_ids:
         return 0
     values: dict[str, object] = {"status": to.value, "updated_at": utcnow()}
@@ -102,13 +90,9 @@ def get_payment(session: Session, ticket_id: str) -> Payment | None:
     return session.scalar(select(Payment).where(Payment.ticket_id == ticket_id))
 
 
-def record_payment(session: Session, ticket_id: str, provider: str, intent: PaymentIntent) -> None:
-    """Keeps the provider's intent id (never card data); updates its status on later calls."""
-    record_payments(session, [(ticket_id, provider, intent)])
-
-
 def record_payments(session: Session, payments: list[tuple[str, str, PaymentIntent]]) -> None:
-    """record_payment for many (ticket, provider, intent), in one statement."""
+    """Keeps each (ticket, provider, intent)'s intent id (never card data), in one statement;
+    later calls update its status."""
     if not payments:
         return
     now = utcnow()

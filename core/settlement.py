@@ -28,12 +28,9 @@ from core.orders import (
     get_payment,
     get_payment_by_intent,
     get_payments,
-    record_order,
     record_orders,
-    record_payment,
     record_payments,
     transition,
-    transition_many,
 )
 from core.payments import (
     FAILED_STATES,
@@ -148,17 +145,6 @@ class Settler:
             report.deferred = len(entries) - sum(report.settled.values())
         return report
 
-    def _prepare(
-        self,
-        report: SettleReport,
-        product_id: int,
-        currency: str,
-        entry_id: str | None,
-        ticket_id: str,
-    ) -> Work | None:
-        works = self._prepare_batch(report, product_id, currency, [(entry_id, ticket_id)])
-        return works[0] if works else None
-
     def _prepare_batch(
         self,
         report: SettleReport,
@@ -190,7 +176,7 @@ class Settler:
                 with transaction(self.sessions) as session:
                     record_orders(session, processing, product_id, currency)
                     tickets = [w.hold.ticket_id for w in works]
-                    transition_many(session, tickets, OrderStatus.PROCESSING)
+                    transition(session, tickets, OrderStatus.PROCESSING)
         finally:
             self.inventory.release_locks(product_id, tokens)
         self.inventory.forget_holds(product_id, [Settled(t, e) for t, e in gone])
@@ -206,9 +192,6 @@ class Settler:
             log.exception("settle: %s deferred", step.__name__)
             report.deferred += 1
             return None
-
-    def _pay(self, work: Work) -> None:
-        self._pay_batch(work.product_id, [work])
 
     def _pay_batch(self, product_id: int, works: list[Work]) -> None:
         """Decides each ticket's outcome from its gateway; never charges a ticket twice: one
@@ -372,16 +355,16 @@ class Settler:
             work.outcome, work.reason = _outcome_of(intent, self._late(hold))
 
     def _store_intents(self, works: list[Work]) -> None:
-        if works:
-            with transaction(self.sessions) as session:
-                record_payments(session, [self._payment_row(w) for w in works])
+        self._store_payments([self._payment_row(w) for w in works])
 
     def _payment_row(self, work: Work) -> tuple[str, str, PaymentIntent]:
         return (work.hold.ticket_id, work.provider or self.gateway.name, work.intent)  # type: ignore[return-value]
 
-    def _store_intent(self, ticket_id: str, intent: PaymentIntent, provider: str = "") -> None:
-        with transaction(self.sessions) as session:
-            record_payment(session, ticket_id, provider or self.gateway.name, intent)
+    def _store_payments(self, rows: list[tuple[str, str, PaymentIntent]]) -> None:
+        """(ticket, provider, intent) rows, in one transaction."""
+        if rows:
+            with transaction(self.sessions) as session:
+                record_payments(session, rows)
 
     def _finish_batch(
         self, report: SettleReport, product_id: int, currency: str, works: list[Work]
@@ -460,7 +443,7 @@ class Settler:
             if paid_with:
                 record_payments(session, [self._payment_row(w) for w in paid_with])
             for (status, reason), tickets in groups.items():
-                transition_many(session, tickets, OrderStatus(status), reason)
+                transition(session, tickets, OrderStatus(status), reason)
         self.inventory.forget_holds(
             product_id, [Settled(h.ticket_id, e, h.status, h.reason, paid) for h, e, paid in finals]
         )
@@ -484,7 +467,7 @@ class Settler:
             marked = self.inventory.await_action(product_id, ticket_id, secret)
         if marked:
             with transaction(self.sessions) as session:
-                transition(session, ticket_id, OrderStatus.REQUIRES_ACTION)
+                transition(session, [ticket_id], OrderStatus.REQUIRES_ACTION)
             report.count(OrderStatus.REQUIRES_ACTION.value)
 
     def finish(
@@ -526,7 +509,7 @@ class Settler:
         report = SettleReport()
         # Events arrive late and out of order: the intent's state now decides, not the event.
         latest = self._gateway_of(payment).retrieve_intent(intent_id)
-        self._store_intent(order.ticket_id, latest, payment.provider)
+        self._store_payments([(order.ticket_id, payment.provider, latest)])
         if latest.status == "requires_action":
             self._await_action(report, product_id, order.ticket_id, latest)
         elif not _pending(latest):
@@ -546,7 +529,7 @@ class Settler:
             return
         if self._refund_if_paid(ticket_id):
             with transaction(self.sessions) as session:
-                transition(session, ticket_id, OrderStatus.REFUNDED, f"refunded:{order.status}")
+                transition(session, [ticket_id], OrderStatus.REFUNDED, f"refunded:{order.status}")
             product_id = product_of_ticket(ticket_id)
             if product_id is not None:
                 self.inventory.drop_final(product_id, ticket_id)
@@ -567,8 +550,8 @@ class Settler:
             status, reason = OrderStatus.REFUNDED, f"refunded:{hold.reason or status.value}"
         self._refresh_payment(hold.ticket_id)
         with transaction(self.sessions) as session:
-            record_order(session, hold, product_id, currency, status)
-            transition(session, hold.ticket_id, status, reason)
+            record_orders(session, [(hold, status)], product_id, currency)
+            transition(session, [hold.ticket_id], status, reason)
         settled = Settled(hold.ticket_id, entry_id, status.value, reason)
         self.inventory.forget_holds(product_id, [settled])
         report.count(status.value)
@@ -585,7 +568,7 @@ class Settler:
         except Exception:  # the order's state does not wait for it; the row stays as it was
             log.warning("settle: payment of %s not refreshed", ticket_id, exc_info=True)
             return
-        self._store_intent(ticket_id, intent, payment.provider)
+        self._store_payments([(ticket_id, payment.provider, intent)])
 
     def _refund_if_paid(self, ticket_id: str) -> bool:
         """Refunds what is still owed on a succeeded payment; True if the payment had succeeded.
@@ -605,7 +588,7 @@ class Settler:
         intent = gateway.retrieve_intent(payment.intent_id)
         if intent.status == "requires_action":
             intent = gateway.cancel_intent(intent.id)
-            self._store_intent(ticket_id, intent, payment.provider)
+            self._store_payments([(ticket_id, payment.provider, intent)])
         if not intent.succeeded:
             return False
         # Bounded by what our own database says was captured and already refunded; the key
@@ -614,8 +597,7 @@ class Settler:
         owed = min(intent.amount_minor, payment.amount_minor) - refunded
         if owed > 0:
             intent = gateway.refund(intent.id, owed, f"refund:{ticket_id}:{refunded}")
-            with transaction(self.sessions) as session:
-                record_payment(session, ticket_id, payment.provider, intent)
+            self._store_payments([(ticket_id, payment.provider, intent)])
         return True
 
     def refund_confirmed(self, ticket_id: str) -> None:
@@ -638,7 +620,7 @@ class Settler:
             self.inventory.begin_return(product_id, ticket_id, order.user_id, order.quantity)
             self._refund_owed(ticket_id)
             with transaction(self.sessions) as session:
-                transition(session, ticket_id, OrderStatus.REFUNDED, "cancelled_by_admin")
+                transition(session, [ticket_id], OrderStatus.REFUNDED, "cancelled_by_admin")
         self.inventory.drop_final(product_id, ticket_id)
         self.inventory.return_units(product_id, [ticket_id])
 

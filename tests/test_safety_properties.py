@@ -231,9 +231,8 @@ def refund_money_back(settler: Settler, ticket: str) -> Refund | None:
 
 def refund_record(settler: Settler, refund: Refund) -> None:
     with transaction(settler.sessions) as session:
-        refund.moved = transition(
-            session, refund.ticket, OrderStatus.REFUNDED, "cancelled_by_admin"
-        )
+        moved = transition(session, [refund.ticket], OrderStatus.REFUNDED, "cancelled_by_admin")
+        refund.moved = moved == 1
     settler.inventory.drop_final(refund.product_id, refund.ticket)
     refund.phase = "recorded"
 
