@@ -28,6 +28,12 @@ def _hand_off(log, command) -> bool:  # type: ignore[no-untyped-def]
     return bool(keys) and all(k.endswith(":drain-queued") for k in keys)
 
 
+def _request_path(log) -> list:  # type: ignore[no-untyped-def]
+    """What the requests sent: the settlement hand-off of an earlier purchase runs on the
+    kicker's own thread up to 50 ms later, and may fall inside the window."""
+    return [c for c in log.sent() if not _hand_off(log, c)]
+
+
 def test_an_accepted_purchase_is_one_redis_round_trip(app, client, admin, settings):
     product = create_product(client, admin, stock=20)
     buyers = make_users(app, 6)
@@ -37,7 +43,7 @@ def test_an_accepted_purchase_is_one_redis_round_trip(app, client, admin, settin
             assert _buy(client, buyer, product["id"]).status_code == 202
     # The settlement hand-off runs on the kicker's own thread, off the request path: RQ's keys
     # and the product's drain-queued mark.
-    sent = [c for c in log.sent() if not _hand_off(log, c)]
+    sent = _request_path(log)
     assert [c.name for c in sent] == ["EVALSHA"] * 5, [c.words[:3] for c in sent]
     assert sum(c.name == "EVALSHA" for c in log.sent()) == 5
 
@@ -52,7 +58,7 @@ def test_a_sold_out_answer_under_the_flag_makes_no_round_trip(app, client, admin
             refused = _buy(client, buyer, product["id"])
             assert refused.status_code == 409
             assert refused.get_json()["error"] == "sold_out"
-    assert log.sent() == []
+    assert _request_path(log) == []
 
 
 def test_a_status_poll_is_at_most_one_round_trip(app, client, admin, buyer, settings):
@@ -64,7 +70,7 @@ def test_a_status_poll_is_at_most_one_round_trip(app, client, admin, buyer, sett
             polled = client.get(f"/orders/{ticket}", headers=buyer.headers)
             assert polled.status_code == 200
             assert polled.get_json()["ticket_id"] == ticket
-    assert [c.name for c in log.sent()] == ["EVALSHA"] * 3
+    assert [c.name for c in _request_path(log)] == ["EVALSHA"] * 3
 
 
 SERVER_PREFIX = f"hot{secrets.token_hex(3)}"  # its revocation channel is the server's alone
