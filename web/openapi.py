@@ -13,7 +13,18 @@ from typing import Any
 from flask import Blueprint, Response, jsonify
 from pydantic import BaseModel
 
-from web.schemas import Credentials, LoginRequest, ProductCreate, ProductUpdate, PurchaseRequest
+from core.tickets import OrderStatus
+from web.common import MAX_DB_ID
+from web.schemas import (
+    IDEMPOTENCY_KEY_PATTERN,
+    MAX_PAGE,
+    MAX_PER_PAGE,
+    Credentials,
+    LoginRequest,
+    ProductCreate,
+    ProductUpdate,
+    PurchaseRequest,
+)
 
 bp = Blueprint("openapi", __name__)
 
@@ -25,16 +36,7 @@ REQUEST_MODELS: tuple[type[BaseModel], ...] = (
     ProductUpdate,
     PurchaseRequest,
 )
-STATUSES = (
-    "reserved",
-    "processing",
-    "requires_action",
-    "confirmed",
-    "failed",
-    "expired",
-    "cancelled",
-    "refunded",
-)
+STATUSES = tuple(status.value for status in OrderStatus)
 
 _str = {"type": "string"}
 _int = {"type": "integer"}
@@ -201,7 +203,7 @@ ID_PARAM = {
     "name": "product_id",
     "in": "path",
     "required": True,
-    "schema": {"type": "integer", "minimum": 0},
+    "schema": {"type": "integer", "minimum": 1, "maximum": MAX_DB_ID},
 }
 TICKET_PARAM = {"name": "ticket_id", "in": "path", "required": True, "schema": _str}
 IDEMPOTENCY_PARAM = {
@@ -209,7 +211,7 @@ IDEMPOTENCY_PARAM = {
     "in": "header",
     "required": False,
     "description": "replays of the same key answer the first ticket again",
-    "schema": {"type": "string", "pattern": "^[A-Za-z0-9_.:-]{1,100}$"},
+    "schema": {"type": "string", "pattern": IDEMPOTENCY_KEY_PATTERN},
 }
 POLL_HEADERS = {"Retry-After": {"schema": {"type": "string"}}}
 
@@ -395,7 +397,7 @@ def _paths() -> dict[str, Any]:
                         "required": False,
                         "schema": {"type": "integer", "minimum": 1, "maximum": top},
                     }
-                    for name, top in (("page", 100_000), ("per_page", 100))
+                    for name, top in (("page", MAX_PAGE), ("per_page", MAX_PER_PAGE))
                 ],
             )
         },

@@ -42,10 +42,10 @@ from web.common import (
 )
 from web.errors import ApiError
 from web.extensions import db, without_http_limit
-from web.schemas import PurchaseRequest
+from web.schemas import IDEMPOTENCY_KEY_PATTERN, MAX_PAGE, MAX_PER_PAGE, PurchaseRequest
 
 bp = Blueprint("orders", __name__)
-IDEMPOTENCY_KEY = re.compile(r"^[A-Za-z0-9_.:-]{1,100}$")
+IDEMPOTENCY_KEY = re.compile(IDEMPOTENCY_KEY_PATTERN)
 PAGE_NUMBER = re.compile(r"[0-9]{1,6}")
 POLL_AFTER_MS = 1000
 REFUSALS = {
@@ -169,9 +169,9 @@ def index() -> Response:
     page = request.args.get("page", "1")
     per_page = request.args.get("per_page", "20")
     if not (PAGE_NUMBER.fullmatch(page) and PAGE_NUMBER.fullmatch(per_page)) or not (
-        1 <= int(page) <= 100_000 and 1 <= int(per_page) <= 100
+        1 <= int(page) <= MAX_PAGE and 1 <= int(per_page) <= MAX_PER_PAGE
     ):
-        raise ApiError(400, "invalid_request", "page >= 1 and 1 <= per_page <= 100")
+        raise ApiError(400, "invalid_request", f"page >= 1 and 1 <= per_page <= {MAX_PER_PAGE}")
     orders, total = list_orders(
         db.session, current_user_id(), int(per_page), (int(page) - 1) * int(per_page)
     )

@@ -34,6 +34,7 @@ from web.common import end_read
 from web.errors import ApiError
 from web.extensions import db
 from web.products import _available, product_json
+from web.schemas import MAX_PAGE
 
 bp = Blueprint("pages", __name__)
 ORDERS_PER_PAGE = 20
@@ -172,7 +173,7 @@ def account_orders() -> Response | str:
     if who is None:
         return redirect(url_for("pages.storefront", next=request.full_path.rstrip("?")))
     page = request.args.get("page", "1")
-    page_number = int(page) if page.isdigit() and 1 <= int(page) <= 100_000 else 1
+    page_number = int(page) if page.isdigit() and 1 <= int(page) <= MAX_PAGE else 1
     orders, total = list_orders(
         db.session, who.id, ORDERS_PER_PAGE, (page_number - 1) * ORDERS_PER_PAGE
     )

@@ -15,6 +15,10 @@ from pydantic import (
     model_validator,
 )
 
+# Written once for the routes that check them and for the OpenAPI document.
+IDEMPOTENCY_KEY_PATTERN = r"^[A-Za-z0-9_.:-]{1,100}$"
+MAX_PAGE, MAX_PER_PAGE = 100_000, 100
+
 Username = Annotated[
     str, StringConstraints(min_length=3, max_length=50, pattern=r"^[A-Za-z0-9_.-]+$")
 ]
