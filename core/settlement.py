@@ -41,6 +41,7 @@ from core.payments import (
     PaymentRejected,
     PaymentUnavailable,
 )
+from core.refunds import GatewayNotConfigured, Refunds, gateway_of, store_payments
 from core.tickets import OrderStatus
 
 log = logging.getLogger(__name__)
@@ -51,14 +52,6 @@ ENDINGS = ("confirmed", "failed", "expired")  # outcomes that end a hold
 
 class StockUnavailable(RuntimeError):
     """The product's stock key is missing in Redis; settle after it is rebuilt."""
-
-
-class RefundRefused(RuntimeError):
-    """The order is not in a state that a refund applies to."""
-
-
-class GatewayNotConfigured(PaymentUnavailable):
-    """A payment's provider is not configured here (not an outage of the provider)."""
 
 
 @dataclass
@@ -95,6 +88,7 @@ class Settler:
         self.sessions = sessions
         self.gateways = gateways
         self.settings = settings
+        self.refunds = Refunds(inventory, sessions, gateways)
         self._pool: ThreadPoolExecutor | None = None
         self._pool_guard = threading.Lock()
 
@@ -118,11 +112,7 @@ class Settler:
         return self.gateways[self.settings.payment_gateway]
 
     def _gateway_of(self, payment: Payment) -> PaymentGateway:
-        """Payments stay with the provider that took them, whatever the default is now."""
-        gateway = self.gateways.get(payment.provider)
-        if gateway is None:
-            raise GatewayNotConfigured(f"gateway {payment.provider!r} is not configured")
-        return gateway
+        return gateway_of(self.gateways, payment)
 
     # --- batches from the settle stream ------------------------------------------------------
     def settle_batch(self, product_id: int, entries: list[tuple[str | None, str]]) -> SettleReport:
@@ -361,10 +351,7 @@ class Settler:
         return (work.hold.ticket_id, work.provider or self.gateway.name, work.intent)  # type: ignore[return-value]
 
     def _store_payments(self, rows: list[tuple[str, str, PaymentIntent]]) -> None:
-        """(ticket, provider, intent) rows, in one transaction."""
-        if rows:
-            with transaction(self.sessions) as session:
-                record_payments(session, rows)
+        store_payments(self.sessions, rows)
 
     def _finish_batch(
         self, report: SettleReport, product_id: int, currency: str, works: list[Work]
@@ -527,7 +514,7 @@ class Settler:
             order = get_order(session, ticket_id)
         if order is None or order.status == OrderStatus.CONFIRMED.value:
             return
-        if self._refund_if_paid(ticket_id):
+        if self.refunds.refund_if_paid(ticket_id):
             with transaction(self.sessions) as session:
                 transition(session, [ticket_id], OrderStatus.REFUNDED, f"refunded:{order.status}")
             product_id = product_of_ticket(ticket_id)
@@ -546,7 +533,7 @@ class Settler:
         """Writes a hold's final state to SQL, refunding a payment whose hold was released."""
         status = OrderStatus(hold.status)
         reason = hold.reason
-        if status is not OrderStatus.CONFIRMED and self._refund_if_paid(hold.ticket_id):
+        if status is not OrderStatus.CONFIRMED and self.refunds.refund_if_paid(hold.ticket_id):
             status, reason = OrderStatus.REFUNDED, f"refunded:{hold.reason or status.value}"
         self._refresh_payment(hold.ticket_id)
         with transaction(self.sessions) as session:
@@ -569,60 +556,6 @@ class Settler:
             log.warning("settle: payment of %s not refreshed", ticket_id, exc_info=True)
             return
         self._store_payments([(ticket_id, payment.provider, intent)])
-
-    def _refund_if_paid(self, ticket_id: str) -> bool:
-        """Refunds what is still owed on a succeeded payment; True if the payment had succeeded.
-        A payment still waiting for the buyer is cancelled first, so it cannot succeed later."""
-        product_id = product_of_ticket(ticket_id)
-        if product_id is None:
-            return False
-        with locked(self.inventory.refund_lock(product_id, ticket_id)):
-            return self._refund_owed(ticket_id)
-
-    def _refund_owed(self, ticket_id: str) -> bool:
-        with self.sessions() as session:
-            payment = get_payment(session, ticket_id)
-        if payment is None:
-            return False
-        gateway = self._gateway_of(payment)
-        intent = gateway.retrieve_intent(payment.intent_id)
-        if intent.status == "requires_action":
-            intent = gateway.cancel_intent(intent.id)
-            self._store_payments([(ticket_id, payment.provider, intent)])
-        if not intent.succeeded:
-            return False
-        # Bounded by what our own database says was captured and already refunded; the key
-        # names that position, so a retry after a crash cannot refund twice.
-        refunded = max(intent.amount_refunded_minor, payment.amount_refunded_minor)
-        owed = min(intent.amount_minor, payment.amount_minor) - refunded
-        if owed > 0:
-            intent = gateway.refund(intent.id, owed, f"refund:{ticket_id}:{refunded}")
-            self._store_payments([(ticket_id, payment.provider, intent)])
-        return True
-
-    def refund_confirmed(self, ticket_id: str) -> None:
-        """An admin cancels a confirmed order: the money goes back, SQL says refunded, then the
-        units go back on sale. One refund of a ticket at a time; Redis marks the ticket first,
-        so a reconciliation between the steps counts its units as sold on both sides, and the
-        units return once, whoever (this call, a retry, a reconciliation) finishes the refund."""
-        product_id = product_of_ticket(ticket_id)
-        if product_id is None:
-            raise RefundRefused("no such order")
-        with locked(self.inventory.refund_lock(product_id, ticket_id)):
-            with self.sessions() as session:
-                order = get_order(session, ticket_id)
-            if order is None:
-                raise RefundRefused("no such order")
-            if order.status != OrderStatus.CONFIRMED.value:
-                raise RefundRefused(f"the order is {order.status}")
-            if self.inventory.get_hold(ticket_id) is not None:
-                raise RefundRefused("the order is still being settled")
-            self.inventory.begin_return(product_id, ticket_id, order.user_id, order.quantity)
-            self._refund_owed(ticket_id)
-            with transaction(self.sessions) as session:
-                transition(session, [ticket_id], OrderStatus.REFUNDED, "cancelled_by_admin")
-        self.inventory.drop_final(product_id, ticket_id)
-        self.inventory.return_units(product_id, [ticket_id])
 
 
 class _provider_errors:

@@ -172,7 +172,7 @@ def test_an_admin_refund_racing_reconciliation_returns_the_units_once(rt):
     ticket = _settled(rt, product_id, first)
     hooked = _ReconcileAfterEachCommit(rt, product_id)
     settler = Settler(rt.inventory, hooked, rt.gateways, rt.settings)
-    settler.refund_confirmed(ticket)
+    settler.refunds.refund_confirmed(ticket)
     assert hooked.results, "no reconciliation ran between the refund's steps"
     figures = rt.inventory.figures(product_id)
     assert (figures.available, figures.held, figures.sold) == (1, 0, 0), figures
@@ -200,9 +200,9 @@ def test_a_refund_stopped_after_sql_is_finished_by_reconciliation_once(rt):
 def test_a_second_refund_of_the_same_order_is_refused_and_returns_nothing(rt):
     product_id, [buyer] = stocked_product(rt, stock=2), buyer_ids(rt, 1)
     ticket = _settled(rt, product_id, buyer)
-    rt.settler.refund_confirmed(ticket)
+    rt.settler.refunds.refund_confirmed(ticket)
     with pytest.raises(Exception, match="refunded"):
-        rt.settler.refund_confirmed(ticket)
+        rt.settler.refunds.refund_confirmed(ticket)
     assert rt.inventory.figures(product_id).available == 2
 
 
@@ -440,7 +440,7 @@ def test_every_key_a_script_touches_is_in_keys_and_in_one_slot(rt):
         expiring.reserve(product_id, users[0], 1, new_ticket_id(product_id), "pm_card_visa")
         ticket = _reserve(rt, product_id, users[1])  # reclaims the expired hold on the way
         rt.settler.settle_batch(product_id, [(None, ticket)])  # simulated provider included
-        rt.settler.refund_confirmed(ticket)
+        rt.settler.refunds.refund_confirmed(ticket)
         rt.inventory.expire_holds(product_id)
         reconcile_product(rt.inventory, rt.sessions, product_id)
         rt.redis.delete(rt.inventory.keys(product_id).stock)

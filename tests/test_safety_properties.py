@@ -60,7 +60,8 @@ from core.locks import locked
 from core.models import Order, Payment, Product, User
 from core.orders import confirmed_quantity, get_order, get_payment, transition
 from core.payments.simulated import SimulatedGateway
-from core.settlement import RefundRefused, Settler, SettleReport, StockUnavailable, Work
+from core.refunds import RefundRefused
+from core.settlement import Settler, SettleReport, StockUnavailable, Work
 from core.stock import (
     Books,
     RebuildPlan,
@@ -206,7 +207,7 @@ def deliver_webhook(settler: Settler, intent_id: str, success: bool) -> str:
 
 @dataclass
 class Refund:
-    """An admin refund of a confirmed order between its phases (Settler.refund_confirmed)."""
+    """An admin refund of a confirmed order between its phases (Refunds.refund_confirmed)."""
 
     ticket: str
     product_id: int
@@ -225,7 +226,7 @@ def refund_money_back(settler: Settler, ticket: str) -> Refund | None:
     if settler.inventory.get_hold(ticket) is not None:
         return None  # RefundRefused: still being settled
     settler.inventory.begin_return(order.product_id, ticket, order.user_id, order.quantity)
-    settler._refund_owed(ticket)
+    settler.refunds.refund_owed(ticket)
     return Refund(ticket, order.product_id, order.user_id, order.quantity)
 
 
@@ -245,7 +246,7 @@ def refund_unsell(settler: Settler, refund: Refund) -> None:
 
 def refund_whole(settler: Settler, ticket: str) -> None:
     with contextlib.suppress(RefundRefused):
-        settler.refund_confirmed(ticket)
+        settler.refunds.refund_confirmed(ticket)
 
 
 @dataclass

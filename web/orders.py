@@ -15,7 +15,7 @@ from core.locks import LockTimeout
 from core.models import Product
 from core.orders import get_order, list_orders
 from core.payments import PaymentUnavailable
-from core.settlement import RefundRefused
+from core.refunds import RefundRefused
 from core.tickets import OrderStatus
 from core.tickets.cancel import CancelRefused, cancel_ticket
 from core.tickets.view import (

@@ -36,7 +36,7 @@ def cancel_ticket(
     if hold is None:
         order = visible_order(session, ticket_id, viewer)
         if order.status == OrderStatus.CONFIRMED and viewer.is_admin:
-            settler.refund_confirmed(ticket_id)
+            settler.refunds.refund_confirmed(ticket_id)
             return OrderStatus.REFUNDED
         raise _already(order.status)
     if not viewer.may_see(hold.user_id):
