@@ -71,16 +71,11 @@ def _recorded(
 
 
 def hold_view(hold: Hold) -> dict[str, object]:
-    return {
-        "ticket_id": hold.ticket_id,
-        "status": hold.status,
-        "product_id": product_of_ticket(hold.ticket_id),
-        "quantity": hold.quantity,
+    return receipt(hold) | {
         "amount": to_decimal_string(hold.amount_minor, hold.currency) if hold.currency else None,
         "currency": hold.currency or None,
         "created_at": iso_ms(hold.created_ms),
         "updated_at": iso_ms(hold.modified_ms),
-        "expires_at": iso_ms(hold.deadline_ms),
         "failure_reason": hold.reason,
         "payment": _hold_payment(hold),
     }
