@@ -4,7 +4,8 @@ Each ticket goes through three steps. `prepare` takes the hold (reserved -> proc
 ticket's lock and records the order; `pay` talks to the gateway with no lock and no transaction
 open; `finish` moves the hold to its final state under the lock, then SQL follows. Every step is
 idempotent on the ticket id, so a settler killed anywhere is simply run again. The provider's own
-answers (webhooks) go through `settle_payment_event`, which ends in the same `finish` step.
+answers (webhooks) go through `settle_payment_event`, which finishes its one ticket under a lock it
+waits for (`_finish_ticket`), so the provider hears "try again" only when the lock stays taken.
 """
 
 from __future__ import annotations
@@ -126,16 +127,16 @@ class Settler:
             report.deferred = len(entries)
             return report
         try:
-            works = self._prepare_batch(report, product_id, product.currency, entries)
-            self._pay_batch(product_id, works)
-            self._finish_batch(report, product_id, product.currency, works)
+            works = self.prepare(report, product_id, product.currency, entries)
+            self.pay(product_id, works)
+            self.finish(report, product_id, product.currency, works)
         except Exception:
             # Left unacknowledged: the tickets are delivered again after CLAIM_IDLE_SECONDS.
             log.exception("settle: batch of product %s deferred", product_id)
             report.deferred = len(entries) - sum(report.settled.values())
         return report
 
-    def _prepare_batch(
+    def prepare(
         self,
         report: SettleReport,
         product_id: int,
@@ -183,7 +184,7 @@ class Settler:
             report.deferred += 1
             return None
 
-    def _pay_batch(self, product_id: int, works: list[Work]) -> None:
+    def pay(self, product_id: int, works: list[Work]) -> None:
         """Decides each ticket's outcome from its gateway; never charges a ticket twice: one
         settler at a time holds a ticket's payment lease, and the intent id is recorded before
         the intent is confirmed, so a retry retrieves it instead of creating another."""
@@ -353,7 +354,7 @@ class Settler:
     def _store_payments(self, rows: list[tuple[str, str, PaymentIntent]]) -> None:
         store_payments(self.sessions, rows)
 
-    def _finish_batch(
+    def finish(
         self, report: SettleReport, product_id: int, currency: str, works: list[Work]
     ) -> None:
         """Moves the holds to their outcomes under their locks, then SQL follows in one go."""
@@ -457,7 +458,7 @@ class Settler:
                 transition(session, [ticket_id], OrderStatus.REQUIRES_ACTION)
             report.count(OrderStatus.REQUIRES_ACTION.value)
 
-    def finish(
+    def _finish_ticket(
         self,
         report: SettleReport,
         product_id: int,
@@ -504,7 +505,9 @@ class Settler:
             outcome, why = _outcome_of(latest, late)
             if outcome == "failed" and not latest.failure_code:
                 why = reason or why
-            self.finish(report, product_id, order.currency, order.ticket_id, outcome, why, None)
+            self._finish_ticket(
+                report, product_id, order.currency, order.ticket_id, outcome, why, None
+            )
         return ",".join(sorted(report.settled)) or "no_change"
 
     # --- recording final states and refunds --------------------------------------------------

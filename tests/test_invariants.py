@@ -44,8 +44,8 @@ def _order_and_payment(rt, ticket: str):  # type: ignore[no-untyped-def]
 def _crash_after_finish_hold(rt, product_id: int, ticket: str):  # type: ignore[no-untyped-def]
     """A settler's prepare, pay and finish_hold; it dies before writing the outcome to SQL."""
     report = SettleReport()
-    work = rt.settler._prepare_batch(report, product_id, "USD", [(None, ticket)])[0]
-    rt.settler._pay_batch(work.product_id, [work])
+    work = rt.settler.prepare(report, product_id, "USD", [(None, ticket)])[0]
+    rt.settler.pay(work.product_id, [work])
     ending = Ending(ticket, work.outcome, work.reason)
     state, hold = rt.inventory.finish_holds(product_id, [ending])[ticket]
     assert state == "ok"

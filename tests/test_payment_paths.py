@@ -147,8 +147,8 @@ def test_a_late_payment_recorded_by_two_settlers_at_once_is_refunded_once(
     """Charged, then the settler stalled past the lease; two deliveries of the ticket record it."""
     inventory, short = fast_settler(rt, settler)
     ticket = reserve(rt, product["id"], buyer.id, "pm_card_visa", inventory=inventory)
-    work = short._prepare_batch(SettleReport(), product["id"], "USD", [(None, ticket)])[0]
-    short._pay_batch(work.product_id, [work])
+    work = short.prepare(SettleReport(), product["id"], "USD", [(None, ticket)])[0]
+    short.pay(work.product_id, [work])
     assert work.outcome == "confirmed"
     wait_until(lambda: inventory.expire_holds(product["id"]) == 1, 10, "the lease to lapse")
     settle = lambda: short.settle_batch(product["id"], [(None, ticket)])  # noqa: E731

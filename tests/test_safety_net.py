@@ -51,8 +51,8 @@ def _confirmed_in_redis_only(rt, product_id: int, tickets: list[str]) -> list[Ho
     """A settler that prepared, paid and confirmed a batch in Redis, and has not yet written
     the confirmations to SQL (the moment a reconciliation can read half of)."""
     report = SettleReport()
-    works = rt.settler._prepare_batch(report, product_id, "USD", [(None, t) for t in tickets])
-    rt.settler._pay_batch(product_id, works)
+    works = rt.settler.prepare(report, product_id, "USD", [(None, t) for t in tickets])
+    rt.settler.pay(product_id, works)
     results = rt.inventory.finish_holds(
         product_id, [Ending(w.hold.ticket_id, w.outcome) for w in works]
     )

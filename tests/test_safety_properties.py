@@ -125,21 +125,21 @@ class Batch:
 
 
 def settle_prepare(settler: Settler, product_id: int, tickets: list[str]) -> Batch:
-    """Lock, begin (reserved -> processing), record the orders: Settler._prepare_batch."""
+    """Lock, begin (reserved -> processing), record the orders: Settler.prepare."""
     batch = Batch(list(dict.fromkeys(tickets)))
     entries: list[tuple[str | None, str]] = [(None, t) for t in batch.tickets]
-    batch.works = settler._prepare_batch(SettleReport(), product_id, "USD", entries)
+    batch.works = settler.prepare(SettleReport(), product_id, "USD", entries)
     return batch
 
 
 def settle_pay(settler: Settler, product_id: int, batch: Batch) -> None:
-    """Talk to the gateway (Settler._pay_batch)."""
-    settler._pay_batch(product_id, batch.works)
+    """Talk to the gateway (Settler.pay)."""
+    settler.pay(product_id, batch.works)
     batch.phase = "paid"
 
 
 def settle_finish_in_redis(settler: Settler, product_id: int, batch: Batch) -> None:
-    """First half of Settler._finish_batch: await action, or move holds to their outcomes under
+    """First half of Settler.finish: await action, or move holds to their outcomes under
     their locks."""
     report = SettleReport()
     for work in batch.works:
@@ -158,7 +158,7 @@ def settle_finish_in_redis(settler: Settler, product_id: int, batch: Batch) -> N
 
 
 def settle_record_in_sql(settler: Settler, product_id: int, batch: Batch) -> None:
-    """Second half of Settler._finish_batch: SQL follows Redis (and Redis forgets the holds)."""
+    """Second half of Settler.finish: SQL follows Redis (and Redis forgets the holds)."""
     report = SettleReport()
     plain: list[tuple[Hold, str | None, str]] = []
     for ticket, (state, hold) in batch.results.items():

@@ -143,8 +143,8 @@ def test_a_retried_settlement_makes_one_intent_and_one_charge(
     product = create_product(client, admin, stock=3)
     ticket = reserve(rt, product["id"], buyer.id, "pm_card_visa")
     # A settler charges, then dies before it confirms the hold.
-    work = settler._prepare_batch(settler_report(), product["id"], "USD", [(None, ticket)])[0]
-    settler._pay_batch(work.product_id, [work])
+    work = settler.prepare(settler_report(), product["id"], "USD", [(None, ticket)])[0]
+    settler.pay(work.product_id, [work])
     assert work.outcome == "confirmed"
     # Run again, twice: the intent recorded on the order is retrieved, not created again.
     assert settler.settle_batch(product["id"], [(None, ticket)]).settled == {"confirmed": 1}
@@ -265,10 +265,8 @@ def test_a_payment_that_succeeds_after_its_hold_expired_is_refunded(
     inventory = Inventory(rt.redis, fast)
     short = Settler(inventory, rt.sessions, rt.gateways, fast)
     ticket = reserve(rt, product["id"], buyer.id, "pm_card_visa", inventory=inventory)
-    work = short._prepare_batch(settler_report(), product["id"], "USD", [(None, ticket)])[0]
-    short._pay_batch(
-        work.product_id, [work]
-    )  # charged; the settler dies before it confirms the hold
+    work = short.prepare(settler_report(), product["id"], "USD", [(None, ticket)])[0]
+    short.pay(work.product_id, [work])  # charged; the settler dies before it confirms the hold
     wait_until(lambda: inventory.expire_holds(product["id"]) == 1, 10, "the lease to lapse")
     assert short.settle_batch(product["id"], [(None, ticket)]).settled == {"refunded": 1}
     order, payment = order_and_payment(rt, ticket)
