@@ -416,27 +416,56 @@ class Settler:
         finals: list[tuple[Hold, str | None, str]],
         paid_with: Sequence[Work] = (),
         recorded: bool = False,
+        money_settled: bool = True,
     ) -> None:
-        """Final states whose money is settled already (paid and confirmed, or never paid), with
-        the intents they were paid with; `recorded`: the orders are in SQL already."""
+        """Writes final states to SQL, then Redis forgets the holds. `money_settled`: paid and
+        confirmed, or never paid, with the intents they were paid with (`paid_with`); otherwise
+        each payment is looked at first: one that succeeded for a hold not confirmed is refunded
+        (the order says refunded), and its row is refreshed from the provider. `recorded`: the
+        orders are in SQL already."""
         if not finals:
             return
-        groups: dict[tuple[str, str | None], list[str]] = {}
-        for hold, _, _ in finals:
-            groups.setdefault((hold.status, hold.reason), []).append(hold.ticket_id)
+        states = [self._state_to_record(hold, money_settled) for hold, _, _ in finals]
+        groups: dict[tuple[OrderStatus, str | None], list[str]] = {}
+        for (hold, _, _), state in zip(finals, states, strict=True):
+            groups.setdefault(state, []).append(hold.ticket_id)
         with transaction(self.sessions) as session:
             if not recorded:
-                rows = [(hold, OrderStatus(hold.status)) for hold, _, _ in finals]
+                rows = [(h, status) for (h, _, _), (status, _) in zip(finals, states, strict=True)]
                 record_orders(session, rows, product_id, currency)
             if paid_with:
                 record_payments(session, [self._payment_row(w) for w in paid_with])
             for (status, reason), tickets in groups.items():
-                transition(session, tickets, OrderStatus(status), reason)
-        self.inventory.forget_holds(
-            product_id, [Settled(h.ticket_id, e, h.status, h.reason, paid) for h, e, paid in finals]
-        )
-        for hold, _, _ in finals:
-            report.count(hold.status)
+                transition(session, tickets, status, reason)
+        settled = [
+            Settled(h.ticket_id, entry_id, status.value, reason, paid)
+            for (h, entry_id, paid), (status, reason) in zip(finals, states, strict=True)
+        ]
+        self.inventory.forget_holds(product_id, settled)
+        for status, _ in states:
+            report.count(status.value)
+
+    def _state_to_record(self, hold: Hold, money_settled: bool) -> tuple[OrderStatus, str | None]:
+        status, reason = OrderStatus(hold.status), hold.reason
+        if money_settled:
+            return status, reason
+        if status is not OrderStatus.CONFIRMED and self.refunds.refund_if_paid(hold.ticket_id):
+            status, reason = OrderStatus.REFUNDED, f"refunded:{hold.reason or status.value}"
+        self._refresh_payment(hold.ticket_id)
+        return status, reason
+
+    def _record_final(
+        self,
+        report: SettleReport,
+        product_id: int,
+        currency: str,
+        hold: Hold,
+        entry_id: str | None,
+    ) -> None:
+        """A hold settled otherwise than this settler decided (or final when taken): a batch of
+        one whose money is looked at."""
+        finals = [(hold, entry_id, "")]
+        self._record_finals(report, product_id, currency, finals, money_settled=False)
 
     def _await_action_step(self, report: SettleReport, work: Work) -> None:
         self._await_action(report, work.product_id, work.hold.ticket_id, work.intent)
@@ -524,27 +553,6 @@ class Settler:
             if product_id is not None:
                 self.inventory.drop_final(product_id, ticket_id)
             report.count(OrderStatus.REFUNDED.value)
-
-    def _record_final(
-        self,
-        report: SettleReport,
-        product_id: int,
-        currency: str,
-        hold: Hold,
-        entry_id: str | None,
-    ) -> None:
-        """Writes a hold's final state to SQL, refunding a payment whose hold was released."""
-        status = OrderStatus(hold.status)
-        reason = hold.reason
-        if status is not OrderStatus.CONFIRMED and self.refunds.refund_if_paid(hold.ticket_id):
-            status, reason = OrderStatus.REFUNDED, f"refunded:{hold.reason or status.value}"
-        self._refresh_payment(hold.ticket_id)
-        with transaction(self.sessions) as session:
-            record_orders(session, [(hold, status)], product_id, currency)
-            transition(session, [hold.ticket_id], status, reason)
-        settled = Settled(hold.ticket_id, entry_id, status.value, reason)
-        self.inventory.forget_holds(product_id, [settled])
-        report.count(status.value)
 
     def _refresh_payment(self, ticket_id: str) -> None:
         """A settler stopped between moving the hold and writing SQL left the payment's row at
