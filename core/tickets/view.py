@@ -53,7 +53,10 @@ def view_ticket(
 
 def visible_order(session: Session, ticket_id: str, viewer: Viewer) -> Order:
     """The recorded order if the viewer may see it."""
-    order = get_order(session, ticket_id)
+    return _visible(get_order(session, ticket_id), ticket_id, viewer)
+
+
+def _visible(order: Order | None, ticket_id: str, viewer: Viewer) -> Order:
     if order is None or not viewer.may_see(order.user_id):
         raise TicketNotFound(ticket_id)
     return order
@@ -65,8 +68,7 @@ def _recorded(
     order = get_order(session, ticket_id)
     if order is None and hold_unknown:
         raise TicketUnreadable(ticket_id)
-    if order is None or not viewer.may_see(order.user_id):
-        raise TicketNotFound(ticket_id)
+    order = _visible(order, ticket_id, viewer)
     return order_view(order) | {"payment": payment_view(get_payment(session, ticket_id), order)}
 
 
