@@ -10,8 +10,9 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from core.inventory import ProductTerms, to_ms
+from core.inventory import ProductTerms
 from core.models import Product, User
+from core.times import to_ms
 
 
 class UsernameTaken(ValueError):

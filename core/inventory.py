@@ -7,7 +7,6 @@ import secrets
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import NamedTuple
 
 from redis import Redis
@@ -50,18 +49,6 @@ class RedisClock:
         redis_ms = int(seconds) * 1000 + int(micros) / 1000
         self._offset_ms = redis_ms - (before + after) / 2 * 1000
         self._measured_at = time.monotonic()
-
-
-def to_ms(moment: datetime | None) -> int:
-    if moment is None:
-        return 0
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=UTC)
-    return int(moment.timestamp() * 1000)
-
-
-def from_ms(ms: int) -> datetime:
-    return datetime.fromtimestamp(ms / 1000, tz=UTC)
 
 
 class Ending(NamedTuple):

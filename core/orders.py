@@ -5,12 +5,14 @@ from __future__ import annotations
 
 from sqlalchemy import func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, sessionmaker
 
-from core.inventory import Hold, from_ms
+from core.db import transaction
+from core.inventory import Hold
 from core.models import Order, Payment, WebhookEvent, utcnow
 from core.payments import PaymentIntent
 from core.tickets import OPEN_STATUSES, OrderStatus
+from core.times import from_ms
 
 S = OrderStatus
 # Which states an order may move into, from which states.
@@ -126,6 +128,15 @@ def record_payments(session: Session, payments: list[tuple[str, str, PaymentInte
         ).returning(statement.table.c.id),
         rows,
     )
+
+
+def store_payments(
+    sessions: sessionmaker[Session], rows: list[tuple[str, str, PaymentIntent]]
+) -> None:
+    """record_payments in a transaction of its own."""
+    if rows:
+        with transaction(sessions) as session:
+            record_payments(session, rows)
 
 
 def get_payments(session: Session, ticket_ids: list[str]) -> dict[str, Payment]:

@@ -11,35 +11,13 @@ from core.db import transaction
 from core.inventory import Inventory
 from core.keys import product_of_ticket
 from core.locks import locked
-from core.models import Payment
-from core.orders import get_order, get_payment, record_payments, transition
-from core.payments import PaymentGateway, PaymentIntent, PaymentUnavailable
+from core.orders import get_order, get_payment, store_payments, transition
+from core.payments import PaymentGateway, gateway_for
 from core.tickets import OrderStatus
 
 
 class RefundRefused(RuntimeError):
     """The order is not in a state that a refund applies to."""
-
-
-class GatewayNotConfigured(PaymentUnavailable):
-    """A payment's provider is not configured here (not an outage of the provider)."""
-
-
-def gateway_of(gateways: Mapping[str, PaymentGateway], payment: Payment) -> PaymentGateway:
-    """Payments stay with the provider that took them, whatever the default is now."""
-    gateway = gateways.get(payment.provider)
-    if gateway is None:
-        raise GatewayNotConfigured(f"gateway {payment.provider!r} is not configured")
-    return gateway
-
-
-def store_payments(
-    sessions: sessionmaker[Session], rows: list[tuple[str, str, PaymentIntent]]
-) -> None:
-    """(ticket, provider, intent) rows, in one transaction."""
-    if rows:
-        with transaction(sessions) as session:
-            record_payments(session, rows)
 
 
 class Refunds:
@@ -68,7 +46,7 @@ class Refunds:
             payment = get_payment(session, ticket_id)
         if payment is None:
             return False
-        gateway = gateway_of(self.gateways, payment)
+        gateway = gateway_for(self.gateways, payment.provider)
         intent = gateway.retrieve_intent(payment.intent_id)
         if intent.status == "requires_action":
             intent = gateway.cancel_intent(intent.id)

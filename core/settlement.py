@@ -20,7 +20,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from core.config import Settings
 from core.db import transaction
-from core.inventory import Ending, Hold, Inventory, Settled, to_ms
+from core.inventory import Ending, Hold, Inventory, Settled
 from core.keys import product_of_ticket
 from core.locks import locked
 from core.models import Payment, Product
@@ -31,19 +31,23 @@ from core.orders import (
     get_payments,
     record_orders,
     record_payments,
+    store_payments,
     transition,
 )
 from core.payments import (
     FAILED_STATES,
     BatchGateway,
+    GatewayNotConfigured,
     IntentRequest,
     PaymentGateway,
     PaymentIntent,
     PaymentRejected,
     PaymentUnavailable,
+    gateway_for,
 )
-from core.refunds import GatewayNotConfigured, Refunds, gateway_of, store_payments
+from core.refunds import Refunds
 from core.tickets import OrderStatus
+from core.times import to_ms
 
 log = logging.getLogger(__name__)
 
@@ -111,9 +115,6 @@ class Settler:
     def gateway(self) -> PaymentGateway:
         """The gateway new payments go through."""
         return self.gateways[self.settings.payment_gateway]
-
-    def _gateway_of(self, payment: Payment) -> PaymentGateway:
-        return gateway_of(self.gateways, payment)
 
     # --- batches from the settle stream ------------------------------------------------------
     def settle_batch(self, product_id: int, entries: list[tuple[str | None, str]]) -> SettleReport:
@@ -328,7 +329,7 @@ class Settler:
         hold = work.hold
         with _provider_errors(work):
             if payment is not None:
-                gateway = self._gateway_of(payment)
+                gateway = gateway_for(self.gateways, payment.provider)
                 work.provider = payment.provider
                 work.intent = gateway.retrieve_intent(payment.intent_id)
             elif work.intent is not None:
@@ -346,13 +347,10 @@ class Settler:
             work.outcome, work.reason = _outcome_of(intent, self._late(hold))
 
     def _store_intents(self, works: list[Work]) -> None:
-        self._store_payments([self._payment_row(w) for w in works])
+        store_payments(self.sessions, [self._payment_row(w) for w in works])
 
     def _payment_row(self, work: Work) -> tuple[str, str, PaymentIntent]:
         return (work.hold.ticket_id, work.provider or self.gateway.name, work.intent)  # type: ignore[return-value]
-
-    def _store_payments(self, rows: list[tuple[str, str, PaymentIntent]]) -> None:
-        store_payments(self.sessions, rows)
 
     def finish(
         self, report: SettleReport, product_id: int, currency: str, works: list[Work]
@@ -525,8 +523,8 @@ class Settler:
             return "unknown_payment_intent"
         report = SettleReport()
         # Events arrive late and out of order: the intent's state now decides, not the event.
-        latest = self._gateway_of(payment).retrieve_intent(intent_id)
-        self._store_payments([(order.ticket_id, payment.provider, latest)])
+        latest = gateway_for(self.gateways, payment.provider).retrieve_intent(intent_id)
+        store_payments(self.sessions, [(order.ticket_id, payment.provider, latest)])
         if latest.status == "requires_action":
             self._await_action(report, product_id, order.ticket_id, latest)
         elif not _pending(latest):
@@ -562,11 +560,11 @@ class Settler:
         if payment is None or payment.status == "succeeded" or payment.status in FAILED_STATES:
             return
         try:
-            intent = self._gateway_of(payment).retrieve_intent(payment.intent_id)
+            intent = gateway_for(self.gateways, payment.provider).retrieve_intent(payment.intent_id)
         except Exception:  # the order's state does not wait for it; the row stays as it was
             log.warning("settle: payment of %s not refreshed", ticket_id, exc_info=True)
             return
-        self._store_payments([(ticket_id, payment.provider, intent)])
+        store_payments(self.sessions, [(ticket_id, payment.provider, intent)])
 
 
 class _provider_errors:

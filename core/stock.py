@@ -17,15 +17,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from core.catalog import terms_of
 from core.db import snapshot as sql_snapshot
-from core.inventory import (
-    Hold,
-    Inventory,
-    ProductTerms,
-    RebuildView,
-    Snapshot,
-    StockFigures,
-    to_ms,
-)
+from core.inventory import Hold, Inventory, ProductTerms, RebuildView, Snapshot, StockFigures
 from core.keys import ServiceKeys
 from core.models import Product
 from core.orders import (
@@ -36,6 +28,7 @@ from core.orders import (
     statuses_of,
 )
 from core.tickets import OPEN_STATUSES, OrderStatus
+from core.times import to_ms
 
 log = logging.getLogger(__name__)
 CONFIRMED = OrderStatus.CONFIRMED.value

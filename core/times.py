@@ -1,8 +1,21 @@
-"""Moments as the API writes them: ISO 8601, UTC, with a Z."""
+"""Moments: milliseconds since the epoch (the Lua scripts' clock) and ISO 8601 in UTC with a Z
+(the API's)."""
 
 from __future__ import annotations
 
 from datetime import UTC, datetime
+
+
+def to_ms(moment: datetime | None) -> int:
+    if moment is None:
+        return 0
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return int(moment.timestamp() * 1000)
+
+
+def from_ms(ms: int) -> datetime:
+    return datetime.fromtimestamp(ms / 1000, tz=UTC)
 
 
 def iso(moment: datetime | None) -> str | None:
@@ -15,6 +28,5 @@ def iso(moment: datetime | None) -> str | None:
 
 
 def iso_ms(ms: int) -> str:
-    """Milliseconds since the epoch (the Lua scripts' clock), to the millisecond."""
-    moment = datetime.fromtimestamp(ms / 1000, tz=UTC)
-    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    """To the millisecond."""
+    return from_ms(ms).isoformat(timespec="milliseconds").replace("+00:00", "Z")

@@ -45,16 +45,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from core.catalog import create_product
 from core.db import snapshot as sql_snapshot
 from core.db import transaction
-from core.inventory import (
-    Ending,
-    Hold,
-    Inventory,
-    RebuildView,
-    Settled,
-    Snapshot,
-    now_ms,
-    to_ms,
-)
+from core.inventory import Ending, Hold, Inventory, RebuildView, Settled, Snapshot, now_ms
 from core.keys import new_ticket_id
 from core.locks import locked
 from core.models import Order, Payment, Product, User
@@ -75,6 +66,7 @@ from core.stock import (
     tickets_named,
 )
 from core.tickets import OPEN_STATUSES, OrderStatus
+from core.times import to_ms
 
 HOLD_SECONDS = 600
 LEASE_SECONDS = 60

@@ -14,11 +14,11 @@ from rq import Worker
 from rq.serializers import JSONSerializer
 
 from core.catalog import list_products
-from core.inventory import StockFigures, from_ms
+from core.inventory import StockFigures
 from core.models import Product
 from core.money import to_decimal_string
 from core.stock import last_reconciliations, read_books, report, tickets_named
-from core.times import iso
+from core.times import from_ms, iso
 from jobs.queues import enqueue_reconcile, settlement_queue
 from web.common import admin_required, check_id, end_read, is_admin, runtime
 from web.errors import ApiError

@@ -6,11 +6,10 @@ from flask import Blueprint, Response, jsonify
 from redis.exceptions import RedisError
 
 from core.catalog import create_product, list_products, terms_of
-from core.inventory import to_ms
 from core.models import Product
 from core.money import AmountError, to_decimal_string, to_minor
 from core.stock import setup_stock
-from core.times import iso
+from core.times import iso, to_ms
 from web.common import admin_required, check_id, end_read, parse_body, runtime
 from web.errors import ApiError
 from web.extensions import db, limiter

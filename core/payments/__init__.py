@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
@@ -11,6 +12,10 @@ FAILED_STATES = ("failed", "requires_payment_method", "canceled")
 
 class PaymentUnavailable(RuntimeError):
     """The provider could not be reached or answered with a transient error: try again later."""
+
+
+class GatewayNotConfigured(PaymentUnavailable):
+    """A payment's provider is not configured here (not an outage of the provider)."""
 
 
 class PaymentRejected(RuntimeError):
@@ -80,3 +85,11 @@ class BatchGateway(Protocol):
     def create_intents(self, requests: list[IntentRequest]) -> list[PaymentIntent]: ...
 
     def confirm_intents(self, pairs: list[tuple[str, str]]) -> list[PaymentIntent]: ...
+
+
+def gateway_for(gateways: Mapping[str, PaymentGateway], provider: str) -> PaymentGateway:
+    """Payments stay with the provider that took them, whatever the default is now."""
+    gateway = gateways.get(provider)
+    if gateway is None:
+        raise GatewayNotConfigured(f"gateway {provider!r} is not configured")
+    return gateway
