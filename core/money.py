@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
+from typing import Annotated
+
+from pydantic import WithJsonSchema
 
 # ISO 4217 currencies without a minor unit (or with three decimals); the rest have two.
 _EXPONENTS = {
@@ -10,6 +13,10 @@ _EXPONENTS = {
     "PYG": 0, "RWF": 0, "UGX": 0, "UYI": 0, "VND": 0, "VUV": 0, "XAF": 0, "XOF": 0,
     "XPF": 0, "BHD": 3, "IQD": 3, "JOD": 3, "KWD": 3, "LYD": 3, "OMR": 3, "TND": 3,
 }  # fmt: skip
+
+
+# An amount in an answer: a decimal string, exact in its currency (`to_decimal_string`).
+AmountText = Annotated[str, WithJsonSchema({"type": "string", "pattern": r"^-?[0-9]+(\.[0-9]+)?$"})]
 
 
 class AmountError(ValueError):

@@ -4,6 +4,9 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from typing import Annotated
+
+from pydantic import WithJsonSchema
 
 
 def to_ms(moment: datetime | None) -> int:
@@ -30,3 +33,7 @@ def iso(moment: datetime | None) -> str | None:
 def iso_ms(ms: int) -> str:
     """To the millisecond."""
     return from_ms(ms).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+# How a moment is written in an answer's schema (the string is built by `iso` or `iso_ms`).
+Moment = Annotated[str | None, WithJsonSchema({"type": ["string", "null"], "format": "date-time"})]

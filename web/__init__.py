@@ -21,6 +21,8 @@ from web.extensions import db, jwt, limiter, migrate
 from web.kicker import SettlementKicker
 
 MIGRATIONS_DIR = str(Path(__file__).resolve().parent.parent / "migrations")
+# The JSON API, which the OpenAPI document describes (with itself: web/openapi.py).
+API_BLUEPRINTS = (auth.bp, products.bp, orders.bp, payments.bp, admin.bp, health.bp)
 
 
 def create_app(settings: Settings | None = None) -> Flask:
@@ -73,8 +75,8 @@ def create_app(settings: Settings | None = None) -> Flask:
     limiter.init_app(app)
     _register_jwt_callbacks(settings)
     register_error_handlers(app)
-    for module in (auth, products, orders, payments, admin, health, pages, openapi):
-        app.register_blueprint(module.bp)
+    for blueprint in (*API_BLUEPRINTS, pages.bp, openapi.bp):
+        app.register_blueprint(blueprint)
     admin.mount_rq_dashboard(app)
     _register_cli(app, settings)
 

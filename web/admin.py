@@ -4,10 +4,9 @@ behind an admin check."""
 from __future__ import annotations
 
 import time
-from typing import Any
 
 import rq_dashboard
-from flask import Blueprint, Flask, Response, jsonify, request
+from flask import Blueprint, Flask, Response, request
 from flask_jwt_extended import verify_jwt_in_request
 from redis.exceptions import RedisError
 from rq import Worker
@@ -20,16 +19,28 @@ from core.money import to_decimal_string
 from core.stock import last_reconciliations, read_books, report, tickets_named
 from core.times import from_ms, iso
 from jobs.queues import enqueue_reconcile, settlement_queue
+from web.answers import (
+    Inventory,
+    LastReconciliation,
+    Overview,
+    ProductRow,
+    Queued,
+    QueueFigures,
+    answer,
+)
 from web.common import admin_required, check_id, end_read, is_admin, runtime
 from web.errors import ApiError
 from web.extensions import db
+from web.openapi import ADMIN_ERRORS, documented
 
 bp = Blueprint("admin", __name__, url_prefix="/admin")
 
 
 @bp.get("/products/<int:product_id>/inventory")
 @admin_required
+@documented("admin", {200: Inventory}, (*ADMIN_ERRORS, 404, 503), bearer=True)
 def inventory(product_id: int) -> Response:
+    """Redis' figures against SQL's."""
     check_id(product_id)
     rt = runtime()
     snapshot = rt.inventory.snapshot(product_id)
@@ -40,25 +51,26 @@ def inventory(product_id: int) -> Response:
         raise ApiError(503, "inventory_unavailable", "stock is not in Redis; it is being rebuilt")
     stock = report(snapshot, books)
     figures = snapshot.figures
-    return jsonify(
-        {
-            "product_id": product_id,
-            "initial_stock": figures.initial,
-            "available": figures.available,
-            "held": figures.held,
-            "sold": figures.sold,
-            "sold_in_db": stock.sold_in_db,
-            "consistent": stock.consistent,
-            "settle_backlog": rt.inventory.settle_backlog(product_id),
-        }
+    return answer(
+        Inventory(
+            product_id=product_id,
+            initial_stock=figures.initial,
+            available=figures.available,
+            held=figures.held,
+            sold=figures.sold,
+            sold_in_db=stock.sold_in_db,
+            consistent=stock.consistent,
+            settle_backlog=rt.inventory.settle_backlog(product_id),
+        )
     )
 
 
 @bp.get("/overview")
 @admin_required
+@documented("admin", {200: Overview}, ADMIN_ERRORS, bearer=True)
 def overview() -> Response:
     """Everything the operations page (/admin) shows, refreshed by its script."""
-    return jsonify(overview_data())
+    return answer(overview_data())
 
 
 # Stock events read per product for the sales chart (the newest ones; the stream keeps ~100k),
@@ -69,21 +81,21 @@ CHART_POINTS = 400
 RESETS = ("restore", "repair")
 
 
-def overview_data() -> dict[str, Any]:
+def overview_data() -> Overview:
     last = _last_reconciliations()
     products = list_products(db.session)
     end_read()  # each row reads SQL in a snapshot of its own
     rows = [_product_row(product, last.get(product.id)) for product in products]
-    return {
-        "generated_at": iso_now(),
-        "redis": "unreachable" if any(r["redis_error"] for r in rows) else "ok",
-        "products": rows,
-        "queue": _queue_figures(),
-        "last_reconcile_at": max((r["at"] for r in last.values() if r.get("at")), default=None),
-    }
+    return Overview(
+        generated_at=iso_now(),
+        redis="unreachable" if any(row.redis_error for row in rows) else "ok",
+        products=rows,
+        queue=_queue_figures(),
+        last_reconcile_at=max((r.at for r in last.values() if r.at), default=None),
+    )
 
 
-def _product_row(product: Product, reconcile: dict[str, Any] | None) -> dict[str, Any]:
+def _product_row(product: Product, reconcile: LastReconciliation | None) -> ProductRow:
     """Redis' figures against SQL's, as reconciliation compares them (core.stock.report)."""
     rt = runtime()
     inventory = rt.inventory
@@ -99,31 +111,30 @@ def _product_row(product: Product, reconcile: dict[str, Any] | None) -> dict[str
     sold_in_db = books.sold if books else 0
     pending = stock.pending_in_db if stock else 0
     figures = snapshot.figures if snapshot else None
-    row: dict[str, Any] = {
-        "id": product.id,
-        "name": product.name,
-        "price": to_decimal_string(product.price_minor, product.currency),
-        "currency": product.currency,
-        "initial_stock": product.initial_stock,
-        "max_per_user": product.max_per_user,
-        "sale_starts_at": iso(product.sale_starts_at),
-        "sale_ends_at": iso(product.sale_ends_at),
-        "in_redis": figures is not None,
-        "redis_error": redis_error,
-        "initial": figures.initial if figures else None,
-        "available": figures.available if figures else None,
-        "held": figures.held if figures else None,
-        "sold": figures.sold if figures else None,
-        "sold_in_db": sold_in_db,
-        "sold_pending_in_db": pending,
-        "balanced": bool(figures and figures.balanced),
-        "initial_matches": bool(figures and figures.initial == product.initial_stock),
-        "settle_backlog": backlog,
-        "reconcile": reconcile,
-        "sales": _thin(sales_series(figures, events)) if figures else [],
-    }
-    row["agree"] = bool(stock and stock.consistent)
-    return row
+    return ProductRow(
+        id=product.id,
+        name=product.name,
+        price=to_decimal_string(product.price_minor, product.currency),
+        currency=product.currency,
+        initial_stock=product.initial_stock,
+        max_per_user=product.max_per_user,
+        sale_starts_at=iso(product.sale_starts_at),
+        sale_ends_at=iso(product.sale_ends_at),
+        in_redis=figures is not None,
+        redis_error=redis_error,
+        initial=figures.initial if figures else None,
+        available=figures.available if figures else None,
+        held=figures.held if figures else None,
+        sold=figures.sold if figures else None,
+        sold_in_db=sold_in_db,
+        sold_pending_in_db=pending,
+        balanced=bool(figures and figures.balanced),
+        initial_matches=bool(figures and figures.initial == product.initial_stock),
+        settle_backlog=backlog,
+        reconcile=reconcile,
+        sales=_thin(sales_series(figures, events)) if figures else [],
+        agree=bool(stock and stock.consistent),
+    )
 
 
 def _thin(points: list[list[int]], limit: int = CHART_POINTS) -> list[list[int]]:
@@ -183,46 +194,48 @@ def _int(raw: str | None) -> int:
         return 0
 
 
-def _last_reconciliations() -> dict[int, dict[str, Any]]:
+def _last_reconciliations() -> dict[int, LastReconciliation]:
     try:
         records = last_reconciliations(runtime().inventory)
     except RedisError:
         return {}
     return {
-        product_id: {
-            "result": data.get("result"),
-            "at": _iso_seconds(data.get("at")),
-            "sold_in_db": data.get("sold_in_db"),
-            "expected_sold": data.get("expected_sold"),
-            "before": data.get("before"),
-        }
+        product_id: LastReconciliation(
+            result=data.get("result"),
+            at=_iso_seconds(data.get("at")),
+            sold_in_db=data.get("sold_in_db"),
+            expected_sold=data.get("expected_sold"),
+            before=data.get("before"),
+        )
         for product_id, data in records.items()
     }
 
 
-def _queue_figures() -> dict[str, Any]:
+def _queue_figures() -> QueueFigures:
     settings = runtime().settings
     try:
         queue = settlement_queue(settings)
-        return {
-            "name": queue.name,
-            "status": "ok",
-            "queued": queue.count,
-            "started": queue.started_job_registry.count,
-            "scheduled": queue.scheduled_job_registry.count,
-            "deferred": queue.deferred_job_registry.count,
-            "failed": queue.failed_job_registry.count,
-            "workers": Worker.count(connection=queue.connection, queue=queue),
-        }
+        return QueueFigures(
+            name=queue.name,
+            status="ok",
+            queued=queue.count,
+            started=queue.started_job_registry.count,
+            scheduled=queue.scheduled_job_registry.count,
+            deferred=queue.deferred_job_registry.count,
+            failed=queue.failed_job_registry.count,
+            workers=Worker.count(connection=queue.connection, queue=queue),
+        )
     except RedisError:
-        return {"name": settings.queue_name, "status": "unreachable"}
+        return QueueFigures(name=settings.queue_name, status="unreachable")
 
 
 @bp.post("/reconcile")
 @admin_required
-def reconcile() -> tuple[Response, int]:
+@documented("admin", {202: Queued}, ADMIN_ERRORS, bearer=True)
+def reconcile() -> Response:
+    """Queue a reconciliation."""
     job_id = enqueue_reconcile(runtime().settings)
-    return jsonify({"job_id": job_id, "status": "queued"}), 202
+    return answer(Queued(job_id=job_id, status="queued"), 202)
 
 
 # rq-dashboard's routes that only read (rq-dashboard 0.9.0). Every other route of it changes

@@ -6,7 +6,7 @@ import hmac
 from contextlib import suppress
 from datetime import UTC, datetime
 
-from flask import Blueprint, Response, current_app, jsonify, request
+from flask import Blueprint, Response, current_app, request
 from flask_jwt_extended import (
     create_access_token,
     create_refresh_token,
@@ -27,9 +27,13 @@ from sqlalchemy.exc import SQLAlchemyError
 from core.catalog import UsernameTaken, authenticate, create_user
 from core.models import User
 from core.revocations import announce_revocation, record_revocation
+from web.answers import AccessToken, Me, Revoked, SignedOut, Tokens, answer
+from web.answers import Session as SessionAnswer
+from web.answers import User as UserAnswer
 from web.common import current_user_id, end_read, parse_body, runtime
 from web.errors import ApiError
 from web.extensions import db, everyone_key, limiter, login_username_key
+from web.openapi import BEARER_ERRORS, BODY_ERRORS, documented
 from web.schemas import Credentials, LoginRequest
 
 bp = Blueprint("auth", __name__, url_prefix="/auth")
@@ -47,21 +51,26 @@ def _register_global_limit() -> str:
     return runtime().settings.ratelimit_register_global
 
 
-def tokens_for(user: User) -> dict[str, object]:
-    settings = runtime().settings
+def tokens_for(user: User) -> Tokens:
     claims = {"role": user.role}
-    return {
-        "access_token": create_access_token(identity=str(user.id), additional_claims=claims),
-        "refresh_token": create_refresh_token(identity=str(user.id), additional_claims=claims),
-        "token_type": "Bearer",
-        "expires_in": settings.jwt_access_minutes * 60,
-    }
+    return Tokens(
+        access_token=create_access_token(identity=str(user.id), additional_claims=claims),
+        refresh_token=create_refresh_token(identity=str(user.id), additional_claims=claims),
+        token_type="Bearer",
+        expires_in=_access_seconds(),
+    )
+
+
+def _access_seconds() -> int:
+    return runtime().settings.jwt_access_minutes * 60
 
 
 @bp.post("/register")
 @limiter.limit(_register_limit)
 @limiter.limit(_register_global_limit, key_func=everyone_key)
-def register() -> tuple[Response, int]:
+@documented("auth", {201: UserAnswer}, (*BODY_ERRORS, 409, 429), body=Credentials)
+def register() -> Response:
+    """Create a buyer account."""
     body = parse_body(Credentials)
     try:
         user = create_user(
@@ -70,36 +79,35 @@ def register() -> tuple[Response, int]:
         db.session.commit()
     except UsernameTaken:
         raise ApiError(409, "username_taken", "that username is taken") from None
-    return jsonify({"id": user.id, "username": user.username}), 201
+    return answer(UserAnswer(id=user.id, username=user.username), 201)
 
 
 @bp.post("/login")
 @limiter.limit(_login_limit)
 @limiter.limit(_login_limit, key_func=login_username_key)
+@documented("auth", {200: Tokens}, (*BODY_ERRORS, 401, 429), body=LoginRequest)
 def login() -> Response:
+    """Log in: an access token and a refresh token."""
     body = parse_body(LoginRequest)
     user = authenticate(db.session, body.username, body.password, runtime().settings.bcrypt_rounds)
     end_read()
     if user is None:
         raise ApiError(401, "invalid_credentials", "wrong username or password")
-    return jsonify(tokens_for(user))
+    return answer(tokens_for(user))
 
 
 @bp.post("/refresh")
 @jwt_required(refresh=True)
+@documented("auth", {200: AccessToken}, BEARER_ERRORS, bearer=True)
 def refresh() -> Response:
+    """A new access token for a refresh token (a page's session renews its cookie too)."""
     user = db.session.get(User, int(get_jwt_identity()))
     end_read()
     if user is None:
         raise ApiError(401, "unauthorized", "the user no longer exists")
-    settings = runtime().settings
     access = create_access_token(identity=str(user.id), additional_claims={"role": user.role})
-    response = jsonify(
-        {
-            "access_token": access,
-            "token_type": "Bearer",
-            "expires_in": settings.jwt_access_minutes * 60,
-        }
+    response = answer(
+        AccessToken(access_token=access, token_type="Bearer", expires_in=_access_seconds())
     )
     if get_jwt_request_location() == "cookies":  # a page's session: renew its cookie too
         set_session_cookies(response, access)
@@ -108,9 +116,11 @@ def refresh() -> Response:
 
 @bp.post("/logout")
 @jwt_required(verify_type=False)
+@documented("auth", {200: Revoked}, BEARER_ERRORS, bearer=True)
 def logout() -> Response:
+    """Revoke the presented token."""
     revoke_token(get_jwt())  # Redis unreachable: 503, and the token is revoked in SQL already
-    return jsonify({"revoked": True})
+    return answer(Revoked(revoked=True))
 
 
 def revoke_token(claims: dict) -> None:
@@ -129,12 +139,14 @@ def revoke_token(claims: dict) -> None:
 
 @bp.get("/me")
 @jwt_required()
+@documented("auth", {200: Me}, BEARER_ERRORS, bearer=True)
 def me() -> Response:
+    """The caller."""
     user = db.session.get(User, current_user_id())
     end_read()
     if user is None:
         raise ApiError(401, "unauthorized", "the user no longer exists")
-    return jsonify({"id": user.id, "username": user.username, "role": user.role})
+    return answer(Me(id=user.id, username=user.username, role=user.role))
 
 
 # --- cookie sessions for the pages -----------------------------------------------------------
@@ -143,24 +155,24 @@ def me() -> Response:
 @bp.post("/session")
 @limiter.limit(_login_limit)
 @limiter.limit(_login_limit, key_func=login_username_key)
+@documented("auth", {200: SessionAnswer}, (*BODY_ERRORS, 401, 429), body=LoginRequest)
 def start_session() -> Response:
-    """The pages' sign-in: the same credentials as /auth/login, answered with HttpOnly cookies
-    (access and refresh tokens) and readable CSRF cookies instead of tokens in the body."""
+    """The pages' sign-in: tokens in HttpOnly cookies.
+
+    The same credentials as /auth/login, answered with HttpOnly cookies (access and refresh
+    tokens) and readable CSRF cookies instead of tokens in the body."""
     body = parse_body(LoginRequest)
     user = authenticate(db.session, body.username, body.password, runtime().settings.bcrypt_rounds)
     end_read()
     if user is None:
         raise ApiError(401, "invalid_credentials", "wrong username or password")
     tokens = tokens_for(user)
-    response = jsonify(
-        {
-            "id": user.id,
-            "username": user.username,
-            "role": user.role,
-            "expires_in": tokens["expires_in"],
-        }
+    response = answer(
+        SessionAnswer(
+            id=user.id, username=user.username, role=user.role, expires_in=tokens.expires_in
+        )
     )
-    set_session_cookies(response, str(tokens["access_token"]), str(tokens["refresh_token"]))
+    set_session_cookies(response, tokens.access_token, tokens.refresh_token)
     return response
 
 
@@ -173,10 +185,13 @@ def set_session_cookies(response: Response, access: str, refresh: str | None = N
 
 
 @bp.delete("/session")
+@documented("auth", {200: SignedOut}, (401,))
 def end_session() -> Response:
-    """The pages' sign-out: revokes the tokens the cookies carry and unsets the cookies. Like any
-    unsafe request authenticated by cookie it needs the CSRF header (either CSRF cookie's value);
-    with no session cookie left there is nothing to protect and the cookies are just unset."""
+    """The pages' sign-out (cookie session, CSRF header).
+
+    Revokes the tokens the cookies carry and unsets the cookies. Like any unsafe request
+    authenticated by cookie it needs the CSRF header (either CSRF cookie's value); with no
+    session cookie left there is nothing to protect and the cookies are just unset."""
     config = current_app.config
     cookies = [request.cookies.get(config["JWT_ACCESS_COOKIE_NAME"])]
     cookies.append(request.cookies.get(config["JWT_REFRESH_COOKIE_NAME"]))
@@ -190,7 +205,7 @@ def end_session() -> Response:
             raise ApiError(401, "unauthorized", "Missing or wrong CSRF token")
     for encoded in filter(None, cookies):
         _revoke_cookie_token(encoded)
-    response = jsonify({"signed_out": True})
+    response = answer(SignedOut(signed_out=True))
     unset_jwt_cookies(response)
     return response
 

@@ -4,18 +4,18 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from functools import wraps
+from functools import cache, wraps
 from typing import Any, TypeVar
 
 from flask import current_app, request
 from flask_jwt_extended import get_jwt, get_jwt_identity, verify_jwt_in_request
 from limits import parse as parse_limit
-from pydantic import BaseModel
+from pydantic import BaseModel, ValidationError
 
 from core.config import Settings
 from core.inventory import PurchaseRate
 from core.runtime import Runtime
-from web.errors import ApiError
+from web.errors import ApiError, validation_message
 from web.extensions import db
 from web.kicker import SettlementKicker
 
@@ -80,6 +80,24 @@ def parse_body(model: type[M]) -> M:
     return model.model_validate(data)
 
 
+def parse_query(model: type[M]) -> M:
+    return model.model_validate(request.args.to_dict())
+
+
+def parse_headers(model: type[M], error_code: str = "invalid_request") -> M:
+    """The headers the model names (an empty one counts as not sent)."""
+    sent = {name: request.headers.get(name) for name in _header_names(model)}
+    try:
+        return model.model_validate({name: value for name, value in sent.items() if value})
+    except ValidationError as exc:
+        raise ApiError(400, error_code, validation_message(exc)) from None
+
+
+@cache
+def _header_names(model: type[BaseModel]) -> tuple[str, ...]:
+    return tuple(field.alias or name for name, field in model.model_fields.items())
+
+
 def end_read() -> None:
     """Ends a read-only transaction at once (on SQLite it holds the write lock), keeping the
     objects read usable: they are detached first, so the rollback does not expire them."""
@@ -107,6 +125,8 @@ def admin_required(view: F) -> F:
 
 
 def check_id(value: int, what: str = "product") -> int:
+    """An id SQL could hold. (A range in the route's converter would answer 405, not 404, to
+    a method whose route refuses the id while another method's route exists.)"""
     if value < 1 or value > MAX_DB_ID:
         raise ApiError(404, "not_found", f"no such {what}")
     return value

@@ -6,10 +6,12 @@ import logging
 import math
 import time
 
-from flask import Flask, Response, jsonify
+from flask import Flask, Response
 from pydantic import ValidationError
 from redis.exceptions import RedisError
 from werkzeug.exceptions import HTTPException
+
+from web.answers import Error, answer
 
 log = logging.getLogger(__name__)
 RETRY_AFTER_UNAVAILABLE_S = 2
@@ -41,10 +43,8 @@ class ApiError(Exception):
         self.headers = headers or {}
 
 
-def error_response(status: int, code: str, message: str, **extra: object) -> Response:
-    response = jsonify({"error": code, "message": message, **extra})
-    response.status_code = status
-    return response
+def error_response(status: int, code: str, message: str) -> Response:
+    return answer(Error(error=code, message=message), status)
 
 
 def validation_message(exc: ValidationError) -> str:

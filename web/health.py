@@ -2,40 +2,53 @@
 
 from __future__ import annotations
 
-from flask import Blueprint, Response, jsonify
+from flask import Blueprint, Response
 from sqlalchemy import text
 
 from jobs.queues import settlement_queue
+from web.answers import Health, HealthChecks, QueueCheck, Reachable, answer
 from web.common import runtime
 from web.extensions import db
+from web.openapi import documented
 
 bp = Blueprint("health", __name__)
 
 
 @bp.get("/health")
-def health() -> tuple[Response, int]:
-    checks: dict[str, object] = {}
+@documented("health", {200: Health, 503: Health})
+def health() -> Response:
+    """The database, Redis and the settlement queue (503 names what failed)."""
+    checks = HealthChecks(database=_database(), redis=_redis(), queue=_queue())
+    failed = [name for name, check in checks if _status(check) != "ok"]
+    if failed:
+        return answer(Health(status="unavailable", failed=failed, checks=checks), 503)
+    return answer(Health(status="ok", checks=checks))
+
+
+def _status(check: object) -> str:
+    return check.status if isinstance(check, QueueCheck) else str(check)
+
+
+def _database() -> Reachable:
     try:
         db.session.execute(text("SELECT 1"))
-        checks["database"] = "ok"
+        return "ok"
     except Exception:
-        checks["database"] = "unreachable"
+        return "unreachable"
     finally:
         db.session.rollback()
+
+
+def _redis() -> Reachable:
     try:
         runtime().redis.ping()
-        checks["redis"] = "ok"
+        return "ok"
     except Exception:
-        checks["redis"] = "unreachable"
+        return "unreachable"
+
+
+def _queue() -> QueueCheck:
     try:
-        checks["queue"] = {"status": "ok", "depth": settlement_queue(runtime().settings).count}
+        return QueueCheck(status="ok", depth=settlement_queue(runtime().settings).count)
     except Exception:
-        checks["queue"] = {"status": "unreachable"}
-    failed = [
-        name
-        for name, value in checks.items()
-        if (value if isinstance(value, str) else value["status"]) != "ok"
-    ]
-    if failed:
-        return jsonify({"status": "unavailable", "failed": failed, "checks": checks}), 503
-    return jsonify({"status": "ok", "checks": checks}), 200
+        return QueueCheck(status="unreachable")

@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import math
-import re
 from contextlib import suppress
 
-from flask import Blueprint, Response, jsonify, request, url_for
+from flask import Blueprint, Response, request, url_for
 from flask_jwt_extended import jwt_required
 from redis.exceptions import RedisError
 
@@ -19,16 +18,18 @@ from core.refunds import RefundRefused
 from core.tickets import OrderStatus
 from core.tickets.cancel import CancelRefused, cancel_ticket
 from core.tickets.view import (
+    Receipt,
     TicketNotFound,
     TicketUnreadable,
+    TicketView,
     Viewer,
-    is_final,
     order_view,
     receipt,
     recorded_receipt,
     view_ticket,
 )
 from jobs.queues import enqueue_rebuild
+from web.answers import Cancelled, Error, OrderPage, PurchaseAccepted, answer
 from web.common import (
     check_id,
     current_user_id,
@@ -36,17 +37,18 @@ from web.common import (
     is_admin,
     kicker,
     parse_body,
+    parse_headers,
+    parse_query,
     purchase_rate,
     runtime,
     sold_out_flags,
 )
 from web.errors import ApiError
 from web.extensions import db, without_http_limit
-from web.schemas import IDEMPOTENCY_KEY_PATTERN, MAX_PAGE, MAX_PER_PAGE, PurchaseRequest
+from web.openapi import BEARER_ERRORS, BODY_ERRORS, documented
+from web.schemas import OrderPageQuery, PurchaseHeaders, PurchaseRequest
 
 bp = Blueprint("orders", __name__)
-IDEMPOTENCY_KEY = re.compile(IDEMPOTENCY_KEY_PATTERN)
-PAGE_NUMBER = re.compile(r"[0-9]{1,6}")
 POLL_AFTER_MS = 1000
 REFUSALS = {
     "sold_out": "sold out",
@@ -69,11 +71,18 @@ def _known_sold_out() -> bool:
 @bp.post("/purchase/<int:product_id>")
 @jwt_required()
 @without_http_limit
-def purchase(product_id: int) -> tuple[Response, int]:
+@documented(
+    "orders",
+    {202: PurchaseAccepted},
+    (*BODY_ERRORS, *BEARER_ERRORS, 404, 409, 429, 503),
+    body=PurchaseRequest,
+    headers=PurchaseHeaders,
+    bearer=True,
+)
+def purchase(product_id: int) -> Response:
+    """Reserve units: 202 with a ticket to poll (a replayed Idempotency-Key: the first one)."""
     body = parse_body(PurchaseRequest)
-    idempotency_key = request.headers.get("Idempotency-Key", "")
-    if idempotency_key and not IDEMPOTENCY_KEY.match(idempotency_key):
-        raise ApiError(400, "invalid_idempotency_key", "Idempotency-Key: 1-100 of [A-Za-z0-9_.:-]")
+    idempotency_key = parse_headers(PurchaseHeaders, "invalid_idempotency_key").idempotency_key
     check_id(product_id)
     if _known_sold_out():
         return _refusal("sold_out", 0)
@@ -84,7 +93,7 @@ def purchase(product_id: int) -> tuple[Response, int]:
             body.quantity,
             new_ticket_id(product_id),
             body.payment_method,
-            idempotency_key,
+            idempotency_key or "",
             purchase_rate(),
         )
     except RedisError:
@@ -115,12 +124,11 @@ def purchase(product_id: int) -> tuple[Response, int]:
     return _stock_missing(product_id)
 
 
-def _refusal(code: str, remaining: int | None) -> tuple[Response, int]:
-    extra = {} if remaining is None else {"remaining": remaining}
-    return jsonify({"error": code, "message": REFUSALS[code], **extra}), 409
+def _refusal(code: str, remaining: int | None) -> Response:
+    return answer(Error(error=code, message=REFUSALS[code], remaining=remaining), 409)
 
 
-def _stock_missing(product_id: int) -> tuple[Response, int]:
+def _stock_missing(product_id: int) -> Response:
     """No stock key: an unknown product, or Redis lost it and it is being rebuilt from SQL."""
     exists = db.session.get(Product, product_id) is not None
     end_read()
@@ -133,15 +141,17 @@ def _stock_missing(product_id: int) -> tuple[Response, int]:
     )
 
 
-def _accepted(body: dict[str, object]) -> tuple[Response, int]:
-    status_url = url_for("orders.status", ticket_id=body["ticket_id"])
-    return jsonify(body | {"status_url": status_url}), 202
+def _accepted(ticket: Receipt) -> Response:
+    status_url = url_for("orders.status", ticket_id=ticket.ticket_id)
+    return answer(PurchaseAccepted(**dict(ticket), status_url=status_url), 202)
 
 
 @bp.get("/orders/<ticket_id>")
 @jwt_required()
 @without_http_limit
+@documented("orders", {200: TicketView}, (*BEARER_ERRORS, 404, 503), bearer=True)
 def status(ticket_id: str) -> Response:
+    """A ticket's status (its buyer or an admin); poll_after_ms and Retry-After while open."""
     try:
         view = view_ticket(runtime().inventory, db.session, ticket_id, _viewer())
     except TicketNotFound:
@@ -152,10 +162,9 @@ def status(ticket_id: str) -> Response:
         ) from None
     finally:
         end_read()
-    if is_final(view):
-        return jsonify(view)
-    response = jsonify(view | {"poll_after_ms": POLL_AFTER_MS})
-    response.headers["Retry-After"] = str(max(1, POLL_AFTER_MS // 1000))
+    response = answer(view.with_poll_hint(POLL_AFTER_MS))
+    if not view.is_final:
+        response.headers["Retry-After"] = str(max(1, POLL_AFTER_MS // 1000))
     return response
 
 
@@ -165,32 +174,31 @@ def _viewer() -> Viewer:
 
 @bp.get("/orders")
 @jwt_required()
+@documented("orders", {200: OrderPage}, (400, *BEARER_ERRORS), query=OrderPageQuery, bearer=True)
 def index() -> Response:
-    page = request.args.get("page", "1")
-    per_page = request.args.get("per_page", "20")
-    if not (PAGE_NUMBER.fullmatch(page) and PAGE_NUMBER.fullmatch(per_page)) or not (
-        1 <= int(page) <= MAX_PAGE and 1 <= int(per_page) <= MAX_PER_PAGE
-    ):
-        raise ApiError(400, "invalid_request", f"page >= 1 and 1 <= per_page <= {MAX_PER_PAGE}")
+    """The caller's recorded orders, newest first."""
+    query = parse_query(OrderPageQuery)
     orders, total = list_orders(
-        db.session, current_user_id(), int(per_page), (int(page) - 1) * int(per_page)
+        db.session, current_user_id(), query.per_page, (query.page - 1) * query.per_page
     )
     end_read()
-    return jsonify(
-        {
-            "orders": [order_view(o) for o in orders],
-            "page": int(page),
-            "per_page": int(per_page),
-            "total": total,
-        }
+    return answer(
+        OrderPage(
+            orders=[order_view(o) for o in orders],
+            page=query.page,
+            per_page=query.per_page,
+            total=total,
+        )
     )
 
 
 @bp.post("/orders/<ticket_id>/cancel")
 @jwt_required()
+@documented("orders", {200: Cancelled}, (*BEARER_ERRORS, 404, 409, 503), bearer=True)
 def cancel(ticket_id: str) -> Response:
-    """Releases a hold that no payment has started on (the workers record it in SQL); an admin
-    cancelling a confirmed order refunds it."""
+    """Release a hold no payment has started on; an admin cancelling a confirmed order refunds it.
+
+    The workers record the release in SQL."""
     rt = runtime()
     try:
         outcome = cancel_ticket(rt.inventory, rt.settler, db.session, ticket_id, _viewer())
@@ -206,4 +214,4 @@ def cancel(ticket_id: str) -> Response:
         end_read()
     if outcome == OrderStatus.CANCELLED:
         kicker().kick(product_of_ticket(ticket_id) or 0)
-    return jsonify({"ticket_id": ticket_id, "status": outcome.value})
+    return answer(Cancelled(ticket_id=ticket_id, status=outcome.value))

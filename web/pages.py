@@ -27,13 +27,13 @@ from sqlalchemy import select
 from core.catalog import list_products
 from core.models import Product, User
 from core.orders import list_orders
-from core.tickets.view import is_final, order_view
+from core.tickets.view import RecordedOrder, order_view
 from web.admin import overview_data
 from web.auth import set_session_cookies, token_revoked
 from web.common import end_read
 from web.errors import ApiError
 from web.extensions import db
-from web.products import _available, product_json
+from web.products import _available, product_answer
 from web.schemas import MAX_PAGE
 
 bp = Blueprint("pages", __name__)
@@ -147,7 +147,7 @@ def storefront() -> str:
     available = _available([p.id for p in products])
     return render_template(
         "storefront.html",
-        products=[product_json(p, available[p.id]) for p in products],
+        products=[product_answer(p, available[p.id]).model_dump() for p in products],
         next_path=safe_next(request.args.get("next")),
     )
 
@@ -183,20 +183,14 @@ def account_orders() -> Response | str:
         query = select(Product.id, Product.name).where(Product.id.in_(product_ids))
         names = {row.id: row.name for row in db.session.execute(query)}
     end_read()
-    rows = [
-        view
-        | {"product": names.get(o.product_id, f"product {o.product_id}"), "final": is_final(view)}
-        for o in orders
-        for view in [order_view(o)]
-    ]
+    rows = [_order_row(order_view(o), names) for o in orders]
     pages = max(1, -(-total // ORDERS_PER_PAGE))
     return render_template("orders.html", orders=rows, total=total, page=page_number, pages=pages)
 
 
-def _order_row(view: dict[str, object], names: dict[int, str]) -> dict[str, object]:
-    product_id = int(str(view["product_id"]))
-    product = names.get(product_id, f"product {product_id}")
-    return view | {"product": product, "final": is_final(view)}
+def _order_row(order: RecordedOrder, names: dict[int, str]) -> dict[str, object]:
+    product = names.get(order.product_id, f"product {order.product_id}")
+    return order.model_dump(mode="json") | {"product": product, "final": order.status.is_terminal}
 
 
 # --- the operations page -----------------------------------------------------------------------
@@ -210,4 +204,4 @@ def admin_page() -> tuple[str, int] | Response | str:
     if not who.is_admin:
         message = "This page is for admins only. You are signed in as a buyer."
         return render_template("error.html", status=403, title="Admins only", message=message), 403
-    return render_template("admin.html", overview=overview_data())
+    return render_template("admin.html", overview=overview_data().model_dump(mode="json"))

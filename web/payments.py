@@ -5,16 +5,19 @@ from __future__ import annotations
 import logging
 
 import stripe
-from flask import Blueprint, Response, jsonify, request
+from flask import Blueprint, Response, request
 
 from core.db import transaction
 from core.locks import LockTimeout
 from core.orders import event_seen, record_event
 from core.payments import PaymentUnavailable
 from core.settlement import StockUnavailable
+from web.answers import WebhookReceived, answer
 from web.common import runtime
 from web.errors import ApiError
 from web.extensions import limiter
+from web.openapi import documented
+from web.schemas import StripeEvent, StripeHeaders
 
 log = logging.getLogger(__name__)
 bp = Blueprint("payments", __name__, url_prefix="/payments")
@@ -32,7 +35,17 @@ OUTCOMES = {
 
 @bp.post("/webhook")
 @limiter.exempt
+@documented(
+    "payments",
+    {200: WebhookReceived},
+    (400, 404, 413, 503),
+    body=StripeEvent,
+    headers=StripeHeaders,
+)
 def stripe_webhook() -> Response:
+    """Stripe's payment intent events, verified by their Stripe-Signature.
+
+    404 while webhooks are not configured; 503 asks Stripe to deliver the event again."""
     request.max_content_length = WEBHOOK_MAX_BYTES
     rt = runtime()
     secret = rt.settings.stripe_webhook_secret
@@ -46,7 +59,7 @@ def stripe_webhook() -> Response:
         raise ApiError(400, "invalid_signature", "the Stripe-Signature does not verify") from None
     with rt.sessions() as session:
         if event_seen(session, event.id):
-            return jsonify({"received": True, "duplicate": True})
+            return answer(WebhookReceived(received=True, duplicate=True))
     result = "ignored"
     outcome = OUTCOMES.get(event.type)
     if outcome is not None:
@@ -64,4 +77,4 @@ def stripe_webhook() -> Response:
     with transaction(rt.sessions) as session:
         record_event(session, "stripe", event.id, event.type)
     log.info("stripe event %s %s: %s", event.id, event.type, result)
-    return jsonify({"received": True, "result": result})
+    return answer(WebhookReceived(received=True, result=result))

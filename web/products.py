@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from flask import Blueprint, Response, jsonify
+from flask import Blueprint, Response
 from redis.exceptions import RedisError
 
 from core.catalog import create_product, list_products, terms_of
@@ -10,9 +10,12 @@ from core.models import Product
 from core.money import AmountError, to_decimal_string, to_minor
 from core.stock import setup_stock
 from core.times import iso, to_ms
+from web.answers import Product as ProductAnswer
+from web.answers import ProductList, answer
 from web.common import admin_required, check_id, end_read, parse_body, runtime
 from web.errors import ApiError
 from web.extensions import db, limiter
+from web.openapi import ADMIN_ERRORS, BODY_ERRORS, documented
 from web.schemas import ProductCreate, ProductUpdate
 
 bp = Blueprint("products", __name__)
@@ -24,18 +27,18 @@ def _reads_limit() -> str:
     return runtime().settings.ratelimit_product_reads
 
 
-def product_json(product: Product, available: int | None) -> dict[str, object]:
-    return {
-        "id": product.id,
-        "name": product.name,
-        "price": to_decimal_string(product.price_minor, product.currency),
-        "currency": product.currency,
-        "initial_stock": product.initial_stock,
-        "available": available,
-        "max_per_user": product.max_per_user,
-        "sale_starts_at": iso(product.sale_starts_at),
-        "sale_ends_at": iso(product.sale_ends_at),
-    }
+def product_answer(product: Product, available: int | None) -> ProductAnswer:
+    return ProductAnswer(
+        id=product.id,
+        name=product.name,
+        price=to_decimal_string(product.price_minor, product.currency),
+        currency=product.currency,
+        initial_stock=product.initial_stock,
+        available=available,
+        max_per_user=product.max_per_user,
+        sale_starts_at=iso(product.sale_starts_at),
+        sale_ends_at=iso(product.sale_ends_at),
+    )
 
 
 def _available(product_ids: list[int]) -> dict[int, int | None]:
@@ -54,24 +57,36 @@ def _get_product(product_id: int) -> Product:
 
 @bp.get("/products")
 @limiter.limit(_reads_limit)
+@documented("products", {200: ProductList}, (429,))
 def index() -> Response:
+    """Products with their live availability."""
     products = list_products(db.session)
     end_read()
     available = _available([p.id for p in products])
-    return jsonify({"products": [product_json(p, available[p.id]) for p in products]})
+    return answer(ProductList(products=[product_answer(p, available[p.id]) for p in products]))
 
 
 @bp.get("/products/<int:product_id>")
 @limiter.limit(_reads_limit)
+@documented("products", {200: ProductAnswer}, (404, 429))
 def show(product_id: int) -> Response:
+    """One product."""
     product = _get_product(product_id)
     end_read()
-    return jsonify(product_json(product, _available([product.id])[product.id]))
+    return answer(product_answer(product, _available([product.id])[product.id]))
 
 
 @bp.post("/products")
 @admin_required
-def create() -> tuple[Response, int]:
+@documented(
+    "admin",
+    {201: ProductAnswer},
+    (*BODY_ERRORS, *ADMIN_ERRORS, 503),
+    body=ProductCreate,
+    bearer=True,
+)
+def create() -> Response:
+    """Create a product and put its stock on sale (503: saved, its stock not on sale yet)."""
     body = parse_body(ProductCreate)
     rt = runtime()
     currency = body.currency or rt.settings.default_currency
@@ -97,12 +112,20 @@ def create() -> tuple[Response, int]:
         raise ApiError(
             503, "inventory_unavailable", "product saved, stock not yet on sale"
         ) from None
-    return jsonify(product_json(product, product.initial_stock)), 201
+    return answer(product_answer(product, product.initial_stock), 201)
 
 
 @bp.patch("/products/<int:product_id>")
 @admin_required
+@documented(
+    "admin",
+    {200: ProductAnswer},
+    (*BODY_ERRORS, *ADMIN_ERRORS, 404, 503),
+    body=ProductUpdate,
+    bearer=True,
+)
 def update(product_id: int) -> Response:
+    """Add stock, rename, change the per-user limit or move the sale window."""
     body = parse_body(ProductUpdate)
     product = _get_product(product_id)
     given = body.model_fields_set
@@ -129,4 +152,4 @@ def update(product_id: int) -> Response:
     except RedisError:
         # SQL has the new terms; the sweep and reconciliation bring Redis to them.
         raise ApiError(503, "inventory_unavailable", "saved; Redis will follow shortly") from None
-    return jsonify(product_json(product, _available([product.id])[product.id]))
+    return answer(product_answer(product, _available([product.id])[product.id]))

@@ -1,4 +1,5 @@
-"""Request bodies, validated with pydantic (strict types: "2" is not a quantity)."""
+"""What a request may carry, validated with pydantic: bodies (strict types: "2" is not a
+quantity), query strings and headers. The OpenAPI document shows these models."""
 
 from __future__ import annotations
 
@@ -8,14 +9,15 @@ from typing import Annotated
 
 from pydantic import (
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     StringConstraints,
+    WithJsonSchema,
     field_validator,
     model_validator,
 )
 
-# Written once for the routes that check them and for the OpenAPI document.
 IDEMPOTENCY_KEY_PATTERN = r"^[A-Za-z0-9_.:-]{1,100}$"
 MAX_PAGE, MAX_PER_PAGE = 100_000, 100
 
@@ -107,3 +109,39 @@ class ProductUpdate(SaleWindow):
 class PurchaseRequest(Strict):
     quantity: int = Field(ge=1, le=100)
     payment_method: PaymentMethod
+
+
+class PurchaseHeaders(BaseModel):
+    idempotency_key: Annotated[
+        Annotated[str, StringConstraints(pattern=IDEMPOTENCY_KEY_PATTERN)] | None,
+        WithJsonSchema({"type": "string", "pattern": IDEMPOTENCY_KEY_PATTERN}),
+    ] = Field(
+        default=None,
+        alias="Idempotency-Key",
+        description="a replay of the same key answers the first ticket again",
+    )
+
+
+def _digits(value: object) -> object:
+    """A query number is written in ASCII digits ("+1", "1.0", "1_0" and "²" are not)."""
+    if isinstance(value, str) and not (value.isascii() and value.isdigit()):
+        raise ValueError("a whole number in digits")
+    return value
+
+
+QueryNumber = Annotated[int, BeforeValidator(_digits)]
+
+
+class OrderPageQuery(BaseModel):
+    page: QueryNumber = Field(default=1, ge=1, le=MAX_PAGE)
+    per_page: QueryNumber = Field(default=20, ge=1, le=MAX_PER_PAGE)
+
+
+class StripeHeaders(BaseModel):
+    stripe_signature: str = Field(alias="Stripe-Signature", description="checked by Stripe's SDK")
+
+
+class StripeEvent(BaseModel):
+    """A Stripe event, read by Stripe's SDK once its signature verifies."""
+
+    model_config = ConfigDict(extra="allow")

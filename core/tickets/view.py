@@ -1,20 +1,23 @@
 """The ticket as a buyer sees it: one shape, read from Redis while the hold is open (and for a
-while after settlement), from SQL after. Every status answer is built here."""
+while after settlement), from SQL after. Every status answer is built here, as the models below;
+the API answers their `model_dump()` and its OpenAPI document shows their schemas."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
+from pydantic import BaseModel, ConfigDict, Field
 from redis.exceptions import RedisError
 from sqlalchemy.orm import Session
 
 from core.inventory import Hold, Inventory
 from core.keys import product_of_ticket
 from core.models import Order, Payment
-from core.money import to_decimal_string
+from core.money import AmountText, to_decimal_string
 from core.orders import get_order, get_payment
 from core.tickets.status import OrderStatus
-from core.times import iso, iso_ms
+from core.times import Moment, iso, iso_ms
 
 
 class TicketNotFound(Exception):
@@ -23,6 +26,71 @@ class TicketNotFound(Exception):
 
 class TicketUnreadable(Exception):
     """Redis cannot be asked and SQL has not recorded the ticket (yet): it may be a hold."""
+
+
+def omitted_when_none(description: str | None = None) -> Any:
+    """An optional field of an answer: left out of `model_dump()` while it is None."""
+    return Field(default=None, exclude_if=_is_none, description=description)
+
+
+def _is_none(value: object) -> bool:
+    return value is None
+
+
+class Answer(BaseModel):
+    """A JSON answer's model: the document shows exactly these fields."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+class Receipt(Answer):
+    """What an accepted purchase answers (202), and a replay of it."""
+
+    ticket_id: str
+    status: OrderStatus
+    product_id: int
+    quantity: int | None
+    expires_at: Moment
+
+
+class RecordedOrder(Answer):
+    """An order as SQL records it: the list of a buyer's orders."""
+
+    ticket_id: str
+    status: OrderStatus
+    product_id: int
+    quantity: int
+    amount: AmountText
+    currency: str
+    created_at: Moment
+    updated_at: Moment
+    expires_at: Moment
+    failure_reason: str | None
+
+
+class TicketView(Answer):
+    """A ticket's status, from its hold in Redis or its record in SQL. `payment` has the client
+    secret while the buyer has to act, and the provider's record once SQL has it."""
+
+    ticket_id: str
+    status: OrderStatus
+    product_id: int
+    quantity: int
+    amount: AmountText | None
+    currency: str | None
+    created_at: Moment
+    updated_at: Moment
+    expires_at: Moment
+    failure_reason: str | None
+    payment: dict[str, str | None]
+    poll_after_ms: int | None = omitted_when_none("while the ticket is open: when to ask again")
+
+    @property
+    def is_final(self) -> bool:
+        return self.status.is_terminal
+
+    def with_poll_hint(self, poll_after_ms: int) -> TicketView:
+        return self if self.is_final else self.model_copy(update={"poll_after_ms": poll_after_ms})
 
 
 @dataclass(frozen=True)
@@ -36,7 +104,7 @@ class Viewer:
 
 def view_ticket(
     inventory: Inventory, session: Session, ticket_id: str, viewer: Viewer
-) -> dict[str, object]:
+) -> TicketView:
     """The status answer: the open (or recently final) hold from Redis, else the SQL record."""
     if product_of_ticket(ticket_id) is None:
         raise TicketNotFound(ticket_id)
@@ -64,33 +132,43 @@ def _visible(order: Order | None, ticket_id: str, viewer: Viewer) -> Order:
 
 def _recorded(
     session: Session, ticket_id: str, viewer: Viewer, hold_unknown: bool = False
-) -> dict[str, object]:
+) -> TicketView:
     order = get_order(session, ticket_id)
     if order is None and hold_unknown:
         raise TicketUnreadable(ticket_id)
     order = _visible(order, ticket_id, viewer)
-    return order_view(order) | {"payment": payment_view(get_payment(session, ticket_id), order)}
+    payment = payment_view(get_payment(session, ticket_id), order)
+    return TicketView(**_order_fields(order), payment=payment)
 
 
-def hold_view(hold: Hold) -> dict[str, object]:
-    return receipt(hold) | {
-        "amount": to_decimal_string(hold.amount_minor, hold.currency) if hold.currency else None,
-        "currency": hold.currency or None,
-        "created_at": iso_ms(hold.created_ms),
-        "updated_at": iso_ms(hold.modified_ms),
-        "failure_reason": hold.reason,
-        "payment": _hold_payment(hold),
-    }
+def hold_view(hold: Hold) -> TicketView:
+    return TicketView(
+        ticket_id=hold.ticket_id,
+        status=hold.status,
+        product_id=_product_of(hold.ticket_id),
+        quantity=hold.quantity,
+        amount=to_decimal_string(hold.amount_minor, hold.currency) if hold.currency else None,
+        currency=hold.currency or None,
+        created_at=iso_ms(hold.created_ms),
+        updated_at=iso_ms(hold.modified_ms),
+        expires_at=iso_ms(hold.deadline_ms),
+        failure_reason=hold.reason,
+        payment=_hold_payment(hold),
+    )
 
 
-def _hold_payment(hold: Hold) -> dict[str, object]:
+def _hold_payment(hold: Hold) -> dict[str, str | None]:
     if hold.client_secret:
         return {"client_secret": hold.client_secret}
     return {"status": hold.payment_status} if hold.payment_status else {}
 
 
-def order_view(order: Order) -> dict[str, object]:
-    """A recorded order, as the status answer and the list of orders give it."""
+def order_view(order: Order) -> RecordedOrder:
+    """A recorded order, as the list of orders gives it."""
+    return RecordedOrder(**_order_fields(order))
+
+
+def _order_fields(order: Order) -> dict[str, object]:
     return {
         "ticket_id": order.ticket_id,
         "status": order.status,
@@ -105,7 +183,7 @@ def order_view(order: Order) -> dict[str, object]:
     }
 
 
-def payment_view(payment: Payment | None, order: Order) -> dict[str, object]:
+def payment_view(payment: Payment | None, order: Order) -> dict[str, str | None]:
     if payment is None:
         return {}
     waiting = order.status == OrderStatus.REQUIRES_ACTION
@@ -120,27 +198,30 @@ def payment_view(payment: Payment | None, order: Order) -> dict[str, object]:
     }
 
 
-def receipt(hold: Hold) -> dict[str, object]:
+def receipt(hold: Hold) -> Receipt:
     """What an accepted purchase answers (202), and a replay of it while the hold is in Redis."""
-    return {
-        "ticket_id": hold.ticket_id,
-        "status": hold.status,
-        "product_id": product_of_ticket(hold.ticket_id),
-        "quantity": hold.quantity,
-        "expires_at": iso_ms(hold.deadline_ms),
-    }
+    return Receipt(
+        ticket_id=hold.ticket_id,
+        status=hold.status,
+        product_id=_product_of(hold.ticket_id),
+        quantity=hold.quantity,
+        expires_at=iso_ms(hold.deadline_ms),
+    )
 
 
-def recorded_receipt(ticket_id: str, order: Order | None) -> dict[str, object]:
+def recorded_receipt(ticket_id: str, order: Order | None) -> Receipt:
     """A replay once the hold is settled and gone from Redis: SQL's record of it."""
-    return {
-        "ticket_id": ticket_id,
-        "status": order.status if order else OrderStatus.RESERVED.value,
-        "product_id": product_of_ticket(ticket_id),
-        "quantity": order.quantity if order else None,
-        "expires_at": iso(order.expires_at) if order else None,
-    }
+    return Receipt(
+        ticket_id=ticket_id,
+        status=order.status if order else OrderStatus.RESERVED,
+        product_id=_product_of(ticket_id),
+        quantity=order.quantity if order else None,
+        expires_at=iso(order.expires_at) if order else None,
+    )
 
 
-def is_final(view: dict[str, object]) -> bool:
-    return OrderStatus(str(view["status"])).is_terminal
+def _product_of(ticket_id: str) -> int:
+    product_id = product_of_ticket(ticket_id)
+    if product_id is None:  # ticket ids are made by new_ticket_id: never for a real one
+        raise TicketNotFound(ticket_id)
+    return product_id

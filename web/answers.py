@@ -1,0 +1,186 @@
+"""What the routes answer: each JSON body is the `model_dump()` of one of these (the ticket's
+shapes live with the ticket, in core/tickets/view.py), and the OpenAPI document shows them."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from flask import Response, jsonify
+from pydantic import BaseModel, Field
+
+from core.money import AmountText
+from core.tickets.view import Answer, Receipt, RecordedOrder, omitted_when_none
+from core.times import Moment
+
+Role = Literal["buyer", "admin"]
+Reachable = Literal["ok", "unreachable"]
+
+
+def answer(model: BaseModel, status: int = 200) -> Response:
+    response = jsonify(model.model_dump(mode="json"))
+    response.status_code = status
+    return response
+
+
+class Error(Answer):
+    error: str = Field(min_length=1)
+    message: str = Field(min_length=1)
+    remaining: int | None = omitted_when_none("units left (sold_out)")
+
+
+class User(Answer):
+    id: int
+    username: str
+
+
+class Me(User):
+    role: Role
+
+
+class AccessToken(Answer):
+    access_token: str
+    token_type: Literal["Bearer"]
+    expires_in: int
+
+
+class Tokens(AccessToken):
+    refresh_token: str
+
+
+class Session(Me):
+    expires_in: int
+
+
+class Revoked(Answer):
+    revoked: Literal[True]
+
+
+class SignedOut(Answer):
+    signed_out: Literal[True]
+
+
+class Product(Answer):
+    id: int
+    name: str
+    price: AmountText
+    currency: str = Field(pattern=r"^[A-Z]{3}$")
+    initial_stock: int
+    available: int | None
+    max_per_user: int
+    sale_starts_at: Moment
+    sale_ends_at: Moment
+
+
+class ProductList(Answer):
+    products: list[Product]
+
+
+class PurchaseAccepted(Receipt):
+    status_url: str
+
+
+class OrderPage(Answer):
+    orders: list[RecordedOrder]
+    page: int
+    per_page: int
+    total: int
+
+
+class Cancelled(Answer):
+    ticket_id: str
+    status: Literal["cancelled", "refunded"]
+
+
+class Inventory(Answer):
+    product_id: int
+    initial_stock: int
+    available: int
+    held: int
+    sold: int
+    sold_in_db: int
+    consistent: bool
+    settle_backlog: int
+
+
+class LastReconciliation(Answer):
+    result: str | None
+    at: Moment
+    sold_in_db: int | None
+    expected_sold: int | None
+    before: Any
+
+
+class ProductRow(Answer):
+    """A product on the operations page: Redis' figures against SQL's."""
+
+    id: int
+    name: str
+    price: AmountText
+    currency: str
+    initial_stock: int
+    max_per_user: int
+    sale_starts_at: Moment
+    sale_ends_at: Moment
+    in_redis: bool
+    redis_error: bool
+    initial: int | None
+    available: int | None
+    held: int | None
+    sold: int | None
+    sold_in_db: int
+    sold_pending_in_db: int
+    balanced: bool
+    initial_matches: bool
+    settle_backlog: int
+    reconcile: LastReconciliation | None
+    sales: list[list[int]] = Field(description="[time_ms, sold, held], oldest first")
+    agree: bool
+
+
+class QueueFigures(Answer):
+    """The settlement queue; only its name and status when Redis does not answer."""
+
+    name: str
+    status: Reachable
+    queued: int | None = omitted_when_none()
+    started: int | None = omitted_when_none()
+    scheduled: int | None = omitted_when_none()
+    deferred: int | None = omitted_when_none()
+    failed: int | None = omitted_when_none()
+    workers: int | None = omitted_when_none()
+
+
+class Overview(Answer):
+    generated_at: Moment
+    redis: Reachable
+    products: list[ProductRow]
+    queue: QueueFigures
+    last_reconcile_at: Moment
+
+
+class Queued(Answer):
+    job_id: str
+    status: Literal["queued"]
+
+
+class WebhookReceived(Answer):
+    received: Literal[True]
+    duplicate: bool | None = omitted_when_none("a delivery seen before")
+    result: str | None = omitted_when_none("applied, ignored or a stale event")
+
+
+class QueueCheck(Answer):
+    status: Reachable
+    depth: int | None = omitted_when_none()
+
+
+class HealthChecks(Answer):
+    database: Reachable
+    redis: Reachable
+    queue: QueueCheck
+
+
+class Health(Answer):
+    status: Literal["ok", "unavailable"]
+    failed: list[str] | None = omitted_when_none("what did not answer")
+    checks: HealthChecks
