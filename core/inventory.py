@@ -14,7 +14,7 @@ from redis.exceptions import ResponseError
 
 from core.config import Settings
 from core.keys import SETTLE_GROUP, ProductKeys, product_of_ticket
-from core.locks import RedisLock
+from core.locks import RedisLock, retry_with_backoff
 from core.scripts import Scripts
 
 RECLAIM_PER_CALL = 20
@@ -300,12 +300,22 @@ class Inventory:
         )
 
     # --- settlement steps: each takes a batch of tickets (one is a batch of one) ------------
-    def take_locks(self, product_id: int, ticket_ids: list[str]) -> dict[str, str]:
-        """Takes the settlement locks that are free (no waiting): ticket -> token."""
+    def take_locks(
+        self, product_id: int, ticket_ids: list[str], wait_s: float = 0.0
+    ) -> dict[str, str]:
+        """Takes the settlement locks that are free, asking again for the others for up to
+        `wait_s`: ticket -> token of those taken."""
         k = self.keys(product_id)
-        return self._acquire(
-            [k.lock(t) for t in ticket_ids], ticket_ids, self.settings.lock_ttl_ms, k.lock_stats
-        )
+        tokens: dict[str, str] = {}
+
+        def attempt() -> bool:
+            missing = [t for t in ticket_ids if t not in tokens]
+            keys = [k.lock(t) for t in missing]
+            tokens.update(self._acquire(keys, missing, self.settings.lock_ttl_ms, k.lock_stats))
+            return len(tokens) == len(ticket_ids)
+
+        retry_with_backoff(attempt, wait_s)
+        return tokens
 
     def release_locks(self, product_id: int, tokens: dict[str, str]) -> None:
         k = self.keys(product_id)

@@ -6,16 +6,32 @@ from __future__ import annotations
 import random
 import secrets
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 from redis import Redis
 
 from core.scripts import Scripts
 
+LOCK_WAIT_S = 2.0  # how long a caller that must have a lock waits for it
+
 
 class LockTimeout(RuntimeError):
     """The lock stayed taken for longer than the caller was willing to wait."""
+
+
+def retry_with_backoff(attempt: Callable[[], bool], max_wait_s: float) -> bool:
+    """Calls `attempt` until it succeeds or waiting more would pass `max_wait_s`, sleeping with
+    full jitter between calls (5 ms, doubling up to 200 ms)."""
+    started = time.monotonic()
+    delay = 0.005
+    while True:
+        if attempt():
+            return True
+        if time.monotonic() - started + delay > max_wait_s:
+            return False
+        time.sleep(random.uniform(0, delay))
+        delay = min(delay * 2, 0.2)
 
 
 class RedisLock:
@@ -26,7 +42,7 @@ class RedisLock:
         key: str,
         stats_key: str,
         ttl_ms: int,
-        max_wait_s: float = 2.0,
+        max_wait_s: float = LOCK_WAIT_S,
     ) -> None:
         self.redis = redis
         self.scripts = scripts
@@ -38,16 +54,12 @@ class RedisLock:
 
     def acquire(self) -> bool:
         started = time.monotonic()
-        delay = 0.005
-        while True:
-            if self.redis.set(self.key, self.token, nx=True, px=self.ttl_ms):
-                self._record("acquired", started)
-                return True
-            if time.monotonic() - started + delay > self.max_wait_s:
-                self._record("failed", started)
-                return False
-            time.sleep(random.uniform(0, delay))  # full jitter
-            delay = min(delay * 2, 0.2)
+        taken = retry_with_backoff(
+            lambda: bool(self.redis.set(self.key, self.token, nx=True, px=self.ttl_ms)),
+            self.max_wait_s,
+        )
+        self._record("acquired" if taken else "failed", started)
+        return taken
 
     def release(self) -> bool:
         return bool(self.scripts.release_locks(keys=[self.key], args=[self.token]))

@@ -4,8 +4,9 @@ Each ticket goes through three steps. `prepare` takes the hold (reserved -> proc
 ticket's lock and records the order; `pay` talks to the gateway with no lock and no transaction
 open; `finish` moves the hold to its final state under the lock, then SQL follows. Every step is
 idempotent on the ticket id, so a settler killed anywhere is simply run again. The provider's own
-answers (webhooks) go through `settle_payment_event`, which finishes its one ticket under a lock it
-waits for (`_finish_ticket`), so the provider hears "try again" only when the lock stays taken.
+answers (webhooks) go through `settle_payment_event`: its ticket is a batch of one for `finish`,
+which waits for the ticket's lock, so the provider hears "try again" only when the lock stays taken
+(or the ticket could not be finished now for another reason).
 """
 
 from __future__ import annotations
@@ -22,8 +23,8 @@ from core.config import Settings
 from core.db import transaction
 from core.inventory import Ending, Hold, Inventory, Settled
 from core.keys import product_of_ticket
-from core.locks import locked
-from core.models import Payment, Product
+from core.locks import LOCK_WAIT_S, locked
+from core.models import Order, Payment, Product
 from core.orders import (
     get_order,
     get_payment,
@@ -55,8 +56,9 @@ log = logging.getLogger(__name__)
 ENDINGS = ("confirmed", "failed", "expired")  # outcomes that end a hold
 
 
-class StockUnavailable(RuntimeError):
-    """The product's stock key is missing in Redis; settle after it is rebuilt."""
+class SettlementDeferred(RuntimeError):
+    """A ticket could not be finished now (its lock stayed taken, its stock awaits a rebuild, a
+    step failed); it is finished on a later delivery."""
 
 
 @dataclass
@@ -353,9 +355,15 @@ class Settler:
         return (work.hold.ticket_id, work.provider or self.gateway.name, work.intent)  # type: ignore[return-value]
 
     def finish(
-        self, report: SettleReport, product_id: int, currency: str, works: list[Work]
+        self,
+        report: SettleReport,
+        product_id: int,
+        currency: str,
+        works: list[Work],
+        wait_s: float = 0.0,
     ) -> None:
-        """Moves the holds to their outcomes under their locks, then SQL follows in one go."""
+        """Moves the holds to their outcomes under their locks, then SQL follows in one go.
+        A ticket whose lock stays taken for `wait_s` is left for later (`report.deferred`)."""
         ending: list[Work] = []
         for work in works:
             if work.outcome == "retry":
@@ -367,7 +375,7 @@ class Settler:
         if not ending:
             return
         by_ticket = {w.hold.ticket_id: w for w in ending}
-        tokens = self.inventory.take_locks(product_id, list(by_ticket))
+        tokens = self.inventory.take_locks(product_id, list(by_ticket), wait_s)
         report.deferred += len(by_ticket) - len(tokens)
         try:
             endings = [Ending(t, by_ticket[t].outcome, by_ticket[t].reason) for t in tokens]
@@ -485,29 +493,6 @@ class Settler:
                 transition(session, [ticket_id], OrderStatus.REQUIRES_ACTION)
             report.count(OrderStatus.REQUIRES_ACTION.value)
 
-    def _finish_ticket(
-        self,
-        report: SettleReport,
-        product_id: int,
-        currency: str,
-        ticket_id: str,
-        outcome: str,
-        reason: str,
-        entry_id: str | None,
-    ) -> None:
-        """Moves the hold to `outcome` under the ticket's lock, then records it in SQL."""
-        with locked(self.inventory.lock(product_id, ticket_id)):
-            ending = Ending(ticket_id, outcome, reason)
-            state, hold = self.inventory.finish_holds(product_id, [ending])[ticket_id]
-        if state == "unavailable":
-            raise StockUnavailable(product_id)
-        if hold is None:  # forgotten: another settler already recorded the final state
-            if outcome == "confirmed":
-                self._refund_unless_confirmed(report, ticket_id)
-            self.inventory.forget_holds(product_id, [Settled(ticket_id, entry_id)])
-            return
-        self._record_final(report, product_id, currency, hold, entry_id)
-
     # --- the provider's answers (webhooks) ---------------------------------------------------
     def settle_payment_event(
         self, provider: str, intent_id: str, outcome: str, reason: str, client_secret: str = ""
@@ -532,10 +517,31 @@ class Settler:
             outcome, why = _outcome_of(latest, late)
             if outcome == "failed" and not latest.failure_code:
                 why = reason or why
-            self._finish_ticket(
-                report, product_id, order.currency, order.ticket_id, outcome, why, None
-            )
+            self._finish_event(report, order, payment.provider, latest, outcome, why)
         return ",".join(sorted(report.settled)) or "no_change"
+
+    def _finish_event(
+        self,
+        report: SettleReport,
+        order: Order,
+        provider: str,
+        intent: PaymentIntent,
+        outcome: str,
+        reason: str,
+    ) -> None:
+        """The provider's answer for one ticket: a batch of one for `finish`, which waits for
+        the ticket's lock; raises SettlementDeferred when the ticket is not finished now."""
+        hold = self.inventory.get_hold(order.ticket_id)
+        if hold is None:  # settled and forgotten: only money taken after that goes back
+            if outcome == "confirmed":
+                self._refund_unless_confirmed(report, order.ticket_id)
+            return
+        product_id, currency = order.product_id, order.currency
+        work = Work(None, hold, product_id, currency, outcome, reason, intent, provider)
+        deferred = report.deferred
+        self.finish(report, product_id, currency, [work], wait_s=LOCK_WAIT_S)
+        if report.deferred > deferred:
+            raise SettlementDeferred(order.ticket_id)
 
     # --- recording final states and refunds --------------------------------------------------
     def _refund_unless_confirmed(self, report: SettleReport, ticket_id: str) -> None:

@@ -19,11 +19,11 @@ from sqlalchemy import event, update
 
 from core.db import snapshot as sql_snapshot
 from core.db import transaction
-from core.inventory import Ending, Hold, Inventory
+from core.inventory import Ending, Inventory
 from core.keys import new_ticket_id
 from core.models import Order, Product
 from core.orders import confirmed_quantity, get_order, get_payment
-from core.settlement import Settler, SettleReport
+from core.settlement import Settler, SettleReport, Work
 from core.stock import (
     apply_rebuild,
     plan_rebuild,
@@ -47,7 +47,7 @@ def _reserve(rt, product_id: int, user: int, method: str = "pm_card_visa", **kw)
     return ticket
 
 
-def _confirmed_in_redis_only(rt, product_id: int, tickets: list[str]) -> list[Hold]:  # type: ignore[no-untyped-def]
+def _confirmed_in_redis_only(rt, product_id: int, tickets: list[str]) -> list[Work]:  # type: ignore[no-untyped-def]
     """A settler that prepared, paid and confirmed a batch in Redis, and has not yet written
     the confirmations to SQL (the moment a reconciliation can read half of)."""
     report = SettleReport()
@@ -57,12 +57,14 @@ def _confirmed_in_redis_only(rt, product_id: int, tickets: list[str]) -> list[Ho
         product_id, [Ending(w.hold.ticket_id, w.outcome) for w in works]
     )
     assert {state for state, _ in results.values()} == {"ok"}
-    return [hold for _, hold in results.values() if hold is not None]
+    return works
 
 
-def _record_finals(rt, product_id: int, holds: list[Hold]) -> None:  # type: ignore[no-untyped-def]
-    finals = [(h, None, "succeeded") for h in holds]
-    rt.settler._record_finals(SettleReport(), product_id, "USD", finals)
+def _record_finals(rt, product_id: int, works: list[Work]) -> None:  # type: ignore[no-untyped-def]
+    """The same settler's `finish` (run again: the holds are confirmed already) writes SQL."""
+    report = SettleReport()
+    rt.settler.finish(report, product_id, "USD", works)
+    assert report.settled == {"confirmed": len(works)}, report
 
 
 class _SessionsWithHook:
@@ -108,14 +110,14 @@ def test_a_batch_committed_while_reconciliation_reads_sql_is_counted_once(
         pytest.skip("SQLite: the snapshot holds the write lock, no commit lands between reads")
     product_id, users = stocked_product(rt, stock=3), buyer_ids(rt, 6)
     tickets = [_reserve(rt, product_id, u) for u in users[:3]]
-    holds = _confirmed_in_redis_only(rt, product_id, tickets)
+    works = _confirmed_in_redis_only(rt, product_id, tickets)
     settler_commits = _SessionsWithHook(
-        rt.sessions, commit_before_statement, lambda: _record_finals(rt, product_id, holds)
+        rt.sessions, commit_before_statement, lambda: _record_finals(rt, product_id, works)
     )
     result = reconcile_product(rt.inventory, settler_commits, product_id)
     assert settler_commits.fired or result.result == "consistent"
     if not settler_commits.fired:
-        _record_finals(rt, product_id, holds)
+        _record_finals(rt, product_id, works)
     assert result.result in ("consistent", "busy"), result
     for user in users[3:]:  # three more buyers: the stock is gone
         outcome = rt.inventory.reserve(product_id, user, 1, new_ticket_id(product_id), "x")
@@ -127,9 +129,9 @@ def test_a_batch_committed_while_reconciliation_reads_sql_is_counted_once(
 
 def test_forgetting_a_settled_hold_moves_the_stock_version(rt):
     product_id, [user] = stocked_product(rt), buyer_ids(rt, 1)
-    holds = _confirmed_in_redis_only(rt, product_id, [_reserve(rt, product_id, user)])
+    works = _confirmed_in_redis_only(rt, product_id, [_reserve(rt, product_id, user)])
     before = rt.inventory.figures(product_id).version
-    _record_finals(rt, product_id, holds)  # SQL, then the hold leaves Redis
+    _record_finals(rt, product_id, works)  # SQL, then the hold leaves Redis
     assert rt.inventory.figures(product_id).version > before
 
 

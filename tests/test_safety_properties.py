@@ -52,7 +52,7 @@ from core.models import Order, Payment, Product, User
 from core.orders import confirmed_quantity, get_order, get_payment, transition
 from core.payments.simulated import SimulatedGateway
 from core.refunds import RefundRefused
-from core.settlement import Settler, SettleReport, StockUnavailable, Work
+from core.settlement import SettlementDeferred, Settler, SettleReport, Work
 from core.stock import (
     Books,
     RebuildPlan,
@@ -188,12 +188,12 @@ def buyer_completes_action(
 
 
 def deliver_webhook(settler: Settler, intent_id: str, success: bool) -> str:
-    """POST /payments/webhook: 'retry' where the route answers 503 (the stock awaits a rebuild)
-    and the provider delivers the event again later."""
+    """POST /payments/webhook: 'retry' where the route answers 503 (the ticket could not be
+    finished now, say the stock awaits a rebuild) and the provider delivers the event again."""
     outcome, reason = ("confirmed", "") if success else ("failed", "authentication_failure")
     try:
         return settler.settle_payment_event("simulated", intent_id, outcome, reason)
-    except StockUnavailable:
+    except SettlementDeferred:
         return "retry"
 
 

@@ -11,7 +11,7 @@ from core.db import transaction
 from core.locks import LockTimeout
 from core.orders import event_seen, record_event
 from core.payments import PaymentUnavailable
-from core.settlement import StockUnavailable
+from core.settlement import SettlementDeferred
 from web.answers import WebhookReceived, answer
 from web.common import runtime
 from web.errors import ApiError
@@ -70,7 +70,7 @@ def stripe_webhook() -> Response:
             result = rt.settler.settle_payment_event(
                 "stripe", intent["id"], outcome, reason, intent.get("client_secret") or ""
             )
-        except (PaymentUnavailable, LockTimeout, StockUnavailable):
+        except (PaymentUnavailable, LockTimeout, SettlementDeferred):
             # Not recorded as handled: Stripe delivers it again later.
             raise ApiError(503, "try_again", "the event could not be applied yet") from None
     # Recorded once handled: an event that failed half-way is handled again on Stripe's retry.
