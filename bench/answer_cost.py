@@ -1,10 +1,10 @@
 """What documenting a route and answering with a model cost per request, in microseconds.
 
 Two costs came with the generated OpenAPI document: spectree's wrapper around each documented
-view (it only documents, `skip_validation=True`, but still unpacks and rebuilds the answer), and
-building a pydantic model and dumping it instead of handing a dict to `jsonify`. Both are
-measured in process on a bare Flask app, each variant against a plain route in the same round,
-so the machine's noise cancels out; the figures are medians of the rounds.
+view (web/openapi.py's plugin makes it a plain call), and building a pydantic model and dumping
+it instead of handing a dict to `jsonify`. Both are measured in process on a bare Flask app, each
+variant beside a plain route in the same round, so the machine's noise mostly cancels out; the
+figures are medians of the rounds.
 
     .venv/bin/python -m bench.answer_cost [--requests 20000] [--rounds 5]
 """
