@@ -20,6 +20,12 @@ class RefundRefused(RuntimeError):
     """The order is not in a state that a refund applies to."""
 
 
+class RefundDeferred(RuntimeError):
+    """The product's stock awaits its rebuild in Redis: no money moves until it is back. (With
+    no stock to mark the ticket in, a rebuild reading SQL between the money going back and SQL
+    saying refunded would count the units as sold for good.)"""
+
+
 class Refunds:
     def __init__(
         self,
@@ -79,7 +85,10 @@ class Refunds:
                 raise RefundRefused(f"the order is {order.status}")
             if self.inventory.get_hold(ticket_id) is not None:
                 raise RefundRefused("the order is still being settled")
-            self.inventory.begin_return(product_id, ticket_id, order.user_id, order.quantity)
+            if not self.inventory.begin_return(
+                product_id, ticket_id, order.user_id, order.quantity
+            ):
+                raise RefundDeferred(ticket_id)
             self.refund_owed(ticket_id)
             with transaction(self.sessions) as session:
                 transition(session, [ticket_id], OrderStatus.REFUNDED, "cancelled_by_admin")

@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 from core.keys import new_ticket_id
+from core.stock import rebuild_stock
 from tests.helpers import Account, create_product, make_user, run_workers
 from tests.servers import wait_until
 
@@ -622,6 +623,33 @@ def test_another_users_ticket_is_404_but_an_admin_may_read_it(client, app, admin
     assert client.get(f"/orders/{ticket}", headers=admin.headers).status_code == 200
     refused = client.post(f"/orders/{ticket}/cancel", headers=stranger.headers)
     assert_error(refused, 404, "not_found")
+
+
+def test_an_admin_refund_while_the_stock_is_rebuilt_is_503_and_moves_nothing(
+    client, app, admin, settings
+):
+    buyer = make_user(app)
+    fresh = create_product(client, admin, stock=2)
+    ticket = buy(client, buyer, fresh["id"]).get_json()["ticket_id"]
+
+    def confirmed():  # type: ignore[no-untyped-def]
+        run_workers(settings)
+        return client.get(f"/orders/{ticket}", headers=buyer.headers).get_json()["status"] == (
+            "confirmed"
+        )
+
+    wait_until(confirmed, 20, "the order to be confirmed")
+    rt = app.extensions["flashsale"]
+    rt.redis.delete(rt.inventory.keys(fresh["id"]).stock)
+    refused = client.post(f"/orders/{ticket}/cancel", headers=admin.headers)
+    assert_error(refused, 503, "inventory_unavailable")
+    assert refused.headers["Retry-After"] == "2"
+    assert client.get(f"/orders/{ticket}", headers=admin.headers).get_json()["status"] == (
+        "confirmed"
+    )
+    assert rebuild_stock(rt.inventory, rt.sessions, fresh["id"])
+    refunded = client.post(f"/orders/{ticket}/cancel", headers=admin.headers)
+    assert refunded.status_code == 200 and refunded.get_json()["status"] == "refunded"
 
 
 @pytest.mark.parametrize(

@@ -51,7 +51,7 @@ from core.locks import locked
 from core.models import Order, Payment, Product, User
 from core.orders import confirmed_quantity, get_order, get_payment, transition
 from core.payments.simulated import SimulatedGateway
-from core.refunds import RefundRefused
+from core.refunds import RefundDeferred, RefundRefused
 from core.settlement import SettlementDeferred, Settler, SettleReport, Work
 from core.stock import (
     Books,
@@ -217,7 +217,8 @@ def refund_money_back(settler: Settler, ticket: str) -> Refund | None:
         return None
     if settler.inventory.get_hold(ticket) is not None:
         return None  # RefundRefused: still being settled
-    settler.inventory.begin_return(order.product_id, ticket, order.user_id, order.quantity)
+    if not settler.inventory.begin_return(order.product_id, ticket, order.user_id, order.quantity):
+        return None  # RefundDeferred: the stock awaits its rebuild
     settler.refunds.refund_owed(ticket)
     return Refund(ticket, order.product_id, order.user_id, order.quantity)
 
@@ -237,7 +238,7 @@ def refund_unsell(settler: Settler, refund: Refund) -> None:
 
 
 def refund_whole(settler: Settler, ticket: str) -> None:
-    with contextlib.suppress(RefundRefused):
+    with contextlib.suppress(RefundRefused, RefundDeferred):
         settler.refunds.refund_confirmed(ticket)
 
 

@@ -14,7 +14,7 @@ from core.locks import LockTimeout
 from core.models import Product
 from core.orders import get_order, list_orders
 from core.payments import PaymentUnavailable
-from core.refunds import RefundRefused
+from core.refunds import RefundDeferred, RefundRefused
 from core.tickets import OrderStatus
 from core.tickets.cancel import CancelRefused, cancel_ticket
 from core.tickets.view import (
@@ -50,6 +50,7 @@ from web.schemas import OrderPageQuery, PurchaseHeaders, PurchaseRequest
 
 bp = Blueprint("orders", __name__)
 POLL_AFTER_MS = 1000
+RETRY_SHORTLY = {"Retry-After": "2"}
 REFUSALS = {
     "sold_out": "sold out",
     "per_user_limit": "the per-user limit for this product is reached",
@@ -137,7 +138,7 @@ def _stock_missing(product_id: int) -> Response:
     with suppress(RedisError):
         enqueue_rebuild(runtime().settings, product_id)
     raise ApiError(
-        503, "inventory_unavailable", "stock is being rebuilt, retry shortly", {"Retry-After": "2"}
+        503, "inventory_unavailable", "stock is being rebuilt, retry shortly", RETRY_SHORTLY
     )
 
 
@@ -208,6 +209,10 @@ def cancel(ticket_id: str) -> Response:
         raise ApiError(409, refused.code, refused.message) from None
     except RefundRefused as exc:
         raise ApiError(409, "not_refundable", str(exc)) from None
+    except RefundDeferred:
+        raise ApiError(
+            503, "inventory_unavailable", "stock is being rebuilt, retry shortly", RETRY_SHORTLY
+        ) from None
     except (PaymentUnavailable, LockTimeout):
         raise ApiError(503, "payment_unavailable", "the payment provider did not answer") from None
     finally:

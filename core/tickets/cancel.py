@@ -27,8 +27,8 @@ def cancel_ticket(
     inventory: Inventory, settler: Settler, session: Session, ticket_id: str, viewer: Viewer
 ) -> OrderStatus:
     """CANCELLED (the hold is released; the workers record it) or REFUNDED. Raises
-    TicketNotFound, CancelRefused, and from a refund RefundRefused, PaymentUnavailable or
-    LockTimeout."""
+    TicketNotFound, CancelRefused, and from a refund RefundRefused, RefundDeferred,
+    PaymentUnavailable or LockTimeout."""
     product_id = product_of_ticket(ticket_id)
     if product_id is None:
         raise TicketNotFound(ticket_id)
