@@ -30,6 +30,11 @@ def iso(moment: datetime | None) -> str | None:
     return moment.astimezone(UTC).isoformat().replace("+00:00", "Z")
 
 
+def iso_seconds(seconds: float | None) -> str | None:
+    """A Unix time in seconds (time.time()); None for none."""
+    return iso(from_ms(int(seconds * 1000))) if seconds else None
+
+
 def iso_ms(ms: int) -> str:
     """To the millisecond."""
     return from_ms(ms).isoformat(timespec="milliseconds").replace("+00:00", "Z")

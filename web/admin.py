@@ -17,7 +17,7 @@ from core.inventory import StockFigures
 from core.models import Product
 from core.money import to_decimal_string
 from core.stock import last_reconciliations, read_books, report, tickets_named
-from core.times import from_ms, iso
+from core.times import iso, iso_seconds
 from jobs.queues import enqueue_reconcile, settlement_queue
 from web.answers import (
     Inventory,
@@ -87,7 +87,7 @@ def overview_data() -> Overview:
     end_read()  # each row reads SQL in a snapshot of its own
     rows = [_product_row(product, last.get(product.id)) for product in products]
     return Overview(
-        generated_at=iso_now(),
+        generated_at=iso_seconds(time.time()),
         redis="unreachable" if any(row.redis_error for row in rows) else "ok",
         products=rows,
         queue=_queue_figures(),
@@ -144,16 +144,6 @@ def _thin(points: list[list[int]], limit: int = CHART_POINTS) -> list[list[int]]
     return [*points[:-1:step], points[-1]]
 
 
-def iso_now() -> str | None:
-    return _iso_seconds(time.time())
-
-
-def _iso_seconds(seconds: float | None) -> str | None:
-    if not seconds:
-        return None
-    return iso(from_ms(int(seconds * 1000)))
-
-
 def sales_series(figures: StockFigures, events: list[dict[str, str]]) -> list[list[int]]:
     """[[time_ms, sold, held], ...] oldest first, from the newest stock events (newest first)
     walked back from the current figures: each event is undone to learn the state before it."""
@@ -202,7 +192,7 @@ def _last_reconciliations() -> dict[int, LastReconciliation]:
     return {
         product_id: LastReconciliation(
             result=data.get("result"),
-            at=_iso_seconds(data.get("at")),
+            at=iso_seconds(data.get("at")),
             sold_in_db=data.get("sold_in_db"),
             expected_sold=data.get("expected_sold"),
             before=data.get("before"),
