@@ -12,6 +12,7 @@ from sqlalchemy import (
     Integer,
     MetaData,
     String,
+    Text,
     UniqueConstraint,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
@@ -123,3 +124,62 @@ class Payment(Base):
     client_secret: Mapped[str | None] = mapped_column(String(255))
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class Event(Base):
+    """A show with a seat map: a draft until published, then listed (cancelled ones too)."""
+
+    __tablename__ = "events"
+    __table_args__ = (Index("ix_events_status_starts", "status", "starts_at"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    title: Mapped[str] = mapped_column(String(200))
+    description: Mapped[str] = mapped_column(Text, default="")
+    category: Mapped[str] = mapped_column(String(50), default="")
+    venue: Mapped[str] = mapped_column(String(200))
+    location: Mapped[str] = mapped_column(String(200), default="")
+    image_url: Mapped[str | None] = mapped_column(String(500))
+    starts_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    ends_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    status: Mapped[str] = mapped_column(String(20))
+    currency: Mapped[str] = mapped_column(String(3))
+    max_per_user: Mapped[int] = mapped_column(Integer, default=0)
+    sale_starts_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    sale_ends_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), default=utcnow, onupdate=utcnow
+    )
+
+
+class EventSection(Base):
+    """A part of an event's seat map with one price: rows of seats, or standing `capacity`."""
+
+    __tablename__ = "event_sections"
+    __table_args__ = (UniqueConstraint("event_id", "name"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    event_id: Mapped[int] = mapped_column(ForeignKey("events.id"))
+    name: Mapped[str] = mapped_column(String(20))
+    position: Mapped[int] = mapped_column(Integer)
+    price_minor: Mapped[int] = mapped_column(BigInteger)
+    capacity: Mapped[int | None] = mapped_column(Integer)
+    seat_count: Mapped[int] = mapped_column(Integer)
+
+
+class Seat(Base):
+    """A named seat (`label`, e.g. A-12-7); `rank` orders best available, lower first."""
+
+    __tablename__ = "seats"
+    __table_args__ = (
+        UniqueConstraint("event_id", "label"),
+        Index("ix_seats_section_rank", "section_id", "rank"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    event_id: Mapped[int] = mapped_column(ForeignKey("events.id"))
+    section_id: Mapped[int] = mapped_column(ForeignKey("event_sections.id"))
+    label: Mapped[str] = mapped_column(String(40))
+    row: Mapped[str] = mapped_column(String(10))
+    number: Mapped[int] = mapped_column(Integer)
+    rank: Mapped[int] = mapped_column(BigInteger)

@@ -9,12 +9,16 @@ from typing import Annotated
 from pydantic import WithJsonSchema
 
 
+def aware(moment: datetime | None) -> datetime | None:
+    """SQLite hands back naive datetimes, which are UTC here."""
+    if moment is None or moment.tzinfo is not None:
+        return moment
+    return moment.replace(tzinfo=UTC)
+
+
 def to_ms(moment: datetime | None) -> int:
-    if moment is None:
-        return 0
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=UTC)
-    return int(moment.timestamp() * 1000)
+    moment = aware(moment)
+    return 0 if moment is None else int(moment.timestamp() * 1000)
 
 
 def from_ms(ms: int) -> datetime:
@@ -22,12 +26,8 @@ def from_ms(ms: int) -> datetime:
 
 
 def iso(moment: datetime | None) -> str | None:
-    """SQLite hands back naive datetimes, which are UTC here."""
-    if moment is None:
-        return None
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=UTC)
-    return moment.astimezone(UTC).isoformat().replace("+00:00", "Z")
+    moment = aware(moment)
+    return None if moment is None else moment.astimezone(UTC).isoformat().replace("+00:00", "Z")
 
 
 def iso_seconds(seconds: float | None) -> str | None:

@@ -8,6 +8,7 @@ from typing import Any, Literal
 from flask import Response, jsonify
 from pydantic import BaseModel, Field
 
+from core.events.catalog import EventStatus
 from core.money import AmountText
 from core.tickets.view import Answer, Receipt, RecordedOrder, omitted_when_none
 from core.times import Moment
@@ -184,3 +185,39 @@ class Health(Answer):
     status: Literal["ok", "unavailable"]
     failed: list[str] | None = omitted_when_none("what did not answer")
     checks: HealthChecks
+
+
+class SectionAnswer(Answer):
+    name: str
+    price: AmountText
+    kind: Literal["seated", "standing"]
+    seats: int = Field(description="named seats, or standing places")
+
+
+class EventAnswer(Answer):
+    id: int
+    title: str
+    description: str
+    category: str
+    venue: str
+    location: str
+    image_url: str | None
+    starts_at: Moment
+    ends_at: Moment
+    status: EventStatus
+    currency: str
+    max_per_user: int
+    sale_starts_at: Moment
+    sale_ends_at: Moment
+    sections: list[SectionAnswer]
+
+
+class EventList(Answer):
+    events: list[EventAnswer]
+
+
+class SeatMapStored(Answer):
+    event_id: int
+    sections: int
+    seats: int
+    standing: int

@@ -106,6 +106,80 @@ class ProductUpdate(SaleWindow):
     name: Name | None = None
 
 
+Title = Annotated[
+    str,
+    StringConstraints(
+        min_length=1, max_length=200, strip_whitespace=True, pattern=r"^[^\x00-\x1f\x7f]+$"
+    ),
+]
+Text = Annotated[str, StringConstraints(max_length=5000, pattern=r"^[^\x00]*$")]
+Label = Annotated[str, StringConstraints(max_length=200, pattern=r"^[^\x00-\x1f\x7f]*$")]
+Category = Annotated[str, StringConstraints(max_length=50, pattern=r"^[^\x00-\x1f\x7f]*$")]
+ImageUrl = Annotated[str, StringConstraints(max_length=500, pattern=r"^https?://[^\s\x00]+$")]
+Moment = Annotated[datetime, Field(strict=False)]
+
+
+class EventFields(SaleWindow):
+    """What an event says about itself, in both its creation and its changes."""
+
+    @field_validator("starts_at", "ends_at", check_fields=False)
+    @classmethod
+    def _starts_as_utc(cls, value: datetime | None) -> datetime | None:
+        return _utc(value)
+
+    @model_validator(mode="after")
+    def _ends_after_start(self) -> EventFields:
+        starts, ends = getattr(self, "starts_at", None), getattr(self, "ends_at", None)
+        if starts and ends and ends <= starts:
+            raise ValueError("ends_at must be after starts_at")
+        return self
+
+
+class EventCreate(EventFields):
+    title: Title
+    venue: Title
+    starts_at: Moment
+    ends_at: Moment | None = None
+    description: Text = ""
+    category: Category = ""
+    location: Label = ""
+    image_url: ImageUrl | None = None
+    currency: Currency | None = None
+    max_per_user: int = Field(default=0, ge=0, le=1000)
+
+
+class EventUpdate(EventFields):
+    """Only the fields given change; null clears the optional ones."""
+
+    title: Title | None = None
+    venue: Title | None = None
+    starts_at: Moment | None = None
+    ends_at: Moment | None = None
+    description: Text | None = None
+    category: Category | None = None
+    location: Label | None = None
+    image_url: ImageUrl | None = None
+    max_per_user: int | None = Field(default=None, ge=0, le=1000)
+
+    @model_validator(mode="after")
+    def _required_stay(self) -> EventUpdate:
+        for name in REQUIRED_EVENT_FIELDS & self.model_fields_set:
+            if getattr(self, name) is None:
+                raise ValueError(f"{name} cannot be null")
+        return self
+
+
+REQUIRED_EVENT_FIELDS = {
+    "title",
+    "venue",
+    "starts_at",
+    "description",
+    "category",
+    "location",
+    "max_per_user",
+}
+
+
 class PurchaseRequest(Strict):
     quantity: int = Field(ge=1, le=100)
     payment_method: PaymentMethod

@@ -1,0 +1,1 @@
+"""Events with seat maps: the catalogue of events (`catalog`) and their seat maps (`seatmap`)."""

@@ -1,0 +1,196 @@
+"""Events with seat maps: admins create, edit, publish and cancel them and upload their seat
+maps; everyone reads the published ones."""
+
+from __future__ import annotations
+
+from flask import Blueprint, Response, request
+from flask_jwt_extended import verify_jwt_in_request
+
+from core.events.catalog import (
+    EventRefused,
+    EventView,
+    cancel_event,
+    check_seat_map_may_change,
+    create_event,
+    get_event,
+    list_events,
+    publish_event,
+    update_event,
+)
+from core.events.seatmap import SeatMapRefused, SeatMapSpec, replace_seat_map
+from core.models import Event
+from core.money import to_decimal_string
+from core.times import iso
+from web.answers import EventAnswer, EventList, SeatMapStored, SectionAnswer, answer
+from web.common import admin_required, check_id, end_read, is_admin, parse_body, runtime
+from web.errors import ApiError
+from web.extensions import db
+from web.openapi import ADMIN_ERRORS, BODY_ERRORS, documented
+from web.schemas import EventCreate, EventUpdate
+
+bp = Blueprint("events", __name__)
+SEAT_MAP_MAX_BYTES = 8 * 1024 * 1024  # 100,000 seats with a rank each fit with room to spare
+
+
+@bp.get("/events")
+@documented("events", {200: EventList})
+def index() -> Response:
+    """Published and cancelled events, soonest first (drafts too for an admin)."""
+    views = list_events(db.session, include_drafts=_viewer_is_admin())
+    end_read()
+    return answer(EventList(events=[event_answer(view) for view in views]))
+
+
+@bp.get("/events/<int:event_id>")
+@documented("events", {200: EventAnswer}, (404,))
+def show(event_id: int) -> Response:
+    """One event with its sections (a draft for an admin only)."""
+    view = get_event(db.session, check_id(event_id, "event"), include_drafts=_viewer_is_admin())
+    end_read()
+    if view is None:
+        raise ApiError(404, "not_found", "no such event")
+    return answer(event_answer(view))
+
+
+@bp.post("/events")
+@admin_required
+@documented(
+    "admin", {201: EventAnswer}, (*BODY_ERRORS, *ADMIN_ERRORS), body=EventCreate, bearer=True
+)
+def create() -> Response:
+    """Create an event, as a draft: upload its seat map, then publish it."""
+    body = parse_body(EventCreate)
+    fields = body.model_dump()
+    fields["currency"] = body.currency or runtime().settings.default_currency
+    event = create_event(db.session, **fields)
+    db.session.commit()
+    return answer(event_answer(EventView(event, [])), 201)
+
+
+@bp.patch("/events/<int:event_id>")
+@admin_required
+@documented(
+    "admin",
+    {200: EventAnswer},
+    (*BODY_ERRORS, *ADMIN_ERRORS, 404, 409),
+    body=EventUpdate,
+    bearer=True,
+)
+def update(event_id: int) -> Response:
+    """Change an event's details, times or sale window."""
+    body = parse_body(EventUpdate)
+    event = _event(event_id)
+    _refusals(update_event, event, body.model_dump(exclude_unset=True))
+    db.session.commit()
+    return _answer_for(event_id)
+
+
+@bp.post("/events/<int:event_id>/publish")
+@admin_required
+@documented("admin", {200: EventAnswer}, (*ADMIN_ERRORS, 404, 409), bearer=True)
+def publish(event_id: int) -> Response:
+    """Publish an event: everyone sees it (it needs its seat map)."""
+    event = _event(event_id)
+    _refusals(publish_event, db.session, event)
+    db.session.commit()
+    return _answer_for(event_id)
+
+
+@bp.post("/events/<int:event_id>/cancel")
+@admin_required
+@documented("admin", {200: EventAnswer}, (*ADMIN_ERRORS, 404, 409), bearer=True)
+def cancel(event_id: int) -> Response:
+    """Cancel an event: it stays listed, as cancelled."""
+    event = _event(event_id)
+    _refusals(cancel_event, event)
+    db.session.commit()
+    return _answer_for(event_id)
+
+
+@bp.put("/events/<int:event_id>/seatmap")
+@admin_required
+@documented(
+    "admin",
+    {200: SeatMapStored},
+    (*BODY_ERRORS, *ADMIN_ERRORS, 404, 409),
+    body=SeatMapSpec,
+    bearer=True,
+)
+def put_seat_map(event_id: int) -> Response:
+    """Replace the event's seat map (sections of rows of seats, or standing capacity).
+
+    Up to 100,000 seats; refused with 409 once the sale has started."""
+    request.max_content_length = SEAT_MAP_MAX_BYTES
+    spec = parse_body(SeatMapSpec)
+    event = _event(event_id)
+    _refusals(check_seat_map_may_change, event)
+    try:
+        stored = replace_seat_map(db.session, event, spec)
+    except SeatMapRefused as exc:
+        db.session.rollback()
+        raise ApiError(400, "invalid_request", str(exc)) from None
+    db.session.commit()
+    return answer(
+        SeatMapStored(
+            event_id=event_id,
+            sections=stored.sections,
+            seats=stored.seats,
+            standing=stored.standing,
+        )
+    )
+
+
+def event_answer(view: EventView) -> EventAnswer:
+    event = view.event
+    return EventAnswer(
+        id=event.id,
+        title=event.title,
+        description=event.description,
+        category=event.category,
+        venue=event.venue,
+        location=event.location,
+        image_url=event.image_url,
+        starts_at=iso(event.starts_at),
+        ends_at=iso(event.ends_at),
+        status=event.status,
+        currency=event.currency,
+        max_per_user=event.max_per_user,
+        sale_starts_at=iso(event.sale_starts_at),
+        sale_ends_at=iso(event.sale_ends_at),
+        sections=[
+            SectionAnswer(
+                name=section.name,
+                price=to_decimal_string(section.price_minor, event.currency),
+                kind="standing" if section.capacity is not None else "seated",
+                seats=section.capacity if section.capacity is not None else section.seat_count,
+            )
+            for section in view.sections
+        ],
+    )
+
+
+def _viewer_is_admin() -> bool:
+    verify_jwt_in_request(optional=True)
+    return is_admin()
+
+
+def _event(event_id: int) -> Event:
+    event = db.session.get(Event, check_id(event_id, "event"))
+    if event is None:
+        raise ApiError(404, "not_found", "no such event")
+    return event
+
+
+def _refusals(change, *args) -> None:  # type: ignore[no-untyped-def]
+    try:
+        change(*args)
+    except EventRefused as refused:
+        db.session.rollback()
+        raise ApiError(refused.status, refused.code, refused.message) from None
+
+
+def _answer_for(event_id: int) -> Response:
+    view = get_event(db.session, event_id, include_drafts=True)
+    end_read()
+    assert view is not None
+    return answer(event_answer(view))
