@@ -6,6 +6,7 @@ from datetime import UTC, datetime
 
 from sqlalchemy import (
     BigInteger,
+    Boolean,
     DateTime,
     ForeignKey,
     Index,
@@ -14,6 +15,7 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    text,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -183,3 +185,26 @@ class Seat(Base):
     row: Mapped[str] = mapped_column(String(10))
     number: Mapped[int] = mapped_column(Integer)
     rank: Mapped[int] = mapped_column(BigInteger)
+
+
+class OrderSeat(Base):
+    """A seat an order holds or bought. `live` while the order is open or confirmed: the
+    database itself refuses one seat in two live orders, whatever Redis says."""
+
+    __tablename__ = "order_seats"
+    __table_args__ = (
+        Index(
+            "uq_order_seats_live_seat",
+            "event_id",
+            "label",
+            unique=True,
+            postgresql_where=text("live"),
+            sqlite_where=text("live"),
+        ),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    ticket_id: Mapped[str] = mapped_column(ForeignKey("orders.ticket_id"), index=True)
+    event_id: Mapped[int] = mapped_column(ForeignKey("events.id"))
+    label: Mapped[str] = mapped_column(String(40))
+    live: Mapped[bool] = mapped_column(Boolean, default=True)

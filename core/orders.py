@@ -9,7 +9,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from core.db import transaction
 from core.inventory import Hold
-from core.models import Order, Payment, WebhookEvent, utcnow
+from core.models import Order, OrderSeat, Payment, WebhookEvent, utcnow
 from core.payments import PaymentIntent
 from core.tickets import OPEN_STATUSES, OrderStatus
 from core.times import from_ms
@@ -25,6 +25,10 @@ ALLOWED_FROM: dict[OrderStatus, tuple[str, ...]] = {
     S.CANCELLED: (*OPEN_STATUSES, S.CONFIRMED),
     S.REFUNDED: (*OPEN_STATUSES, S.CONFIRMED, S.EXPIRED, S.CANCELLED),
 }
+
+
+# The states in which an order keeps its seats: any other gives them back.
+HOLDS_SEATS: tuple[str, ...] = (*OPEN_STATUSES, S.CONFIRMED)
 
 
 def _insert(session: Session, model):  # type: ignore[no-untyped-def]
@@ -81,7 +85,41 @@ def transition(
         .where(Order.ticket_id.in_(ticket_ids), Order.status.in_(ALLOWED_FROM[to]))
         .values(**values)
     )
+    if to not in HOLDS_SEATS and result.rowcount:
+        _release_seats(session, ticket_ids)
     return result.rowcount
+
+
+def record_order_seats(session: Session, seats: list[tuple[str, int, str]]) -> None:
+    """(ticket, event, seat label) rows of orders recorded in this transaction; the unique index
+    refuses (IntegrityError) a seat that a live order has already."""
+    if seats:
+        rows = [
+            {"ticket_id": t, "event_id": e, "label": label, "live": True} for t, e, label in seats
+        ]
+        session.execute(_insert(session, OrderSeat), rows)
+
+
+def live_seats(session: Session, event_id: int) -> dict[str, str]:
+    """Seat label -> ticket of the event's live orders."""
+    rows = session.execute(
+        select(OrderSeat.label, OrderSeat.ticket_id).where(
+            OrderSeat.event_id == event_id, OrderSeat.live
+        )
+    )
+    return {label: ticket for label, ticket in rows}
+
+
+def _release_seats(session: Session, ticket_ids: list[str]) -> None:
+    """The seats of those orders that are no longer open or confirmed."""
+    released = select(Order.ticket_id).where(
+        Order.ticket_id.in_(ticket_ids), Order.status.not_in(HOLDS_SEATS)
+    )
+    session.execute(
+        update(OrderSeat)
+        .where(OrderSeat.live, OrderSeat.ticket_id.in_(released))
+        .values(live=False)
+    )
 
 
 def get_order(session: Session, ticket_id: str) -> Order | None:

@@ -1,5 +1,6 @@
 """Events and their seat maps in SQL: an admin creates, edits, uploads the map, publishes and
-cancels; everyone else sees published events only; bad maps are refused whole."""
+cancels; everyone else sees published events only; bad maps are refused whole; the database
+refuses one seat in two live orders."""
 
 from __future__ import annotations
 
@@ -8,9 +9,15 @@ from typing import Any
 
 import pytest
 from sqlalchemy import func, select
+from sqlalchemy.exc import IntegrityError
 
+from core.db import transaction
 from core.events.seatmap import MAX_SEATS
-from core.models import Seat
+from core.keys import new_ticket_id
+from core.models import Order, Seat
+from core.orders import live_seats, record_order_seats, transition
+from core.tickets import OrderStatus
+from tests.helpers import buyer_ids, stocked_product
 from tests.test_api_errors import assert_error
 from web.extensions import db
 
@@ -221,3 +228,45 @@ def test_a_cancelled_event_stays_listed_and_changes_no_more(client, admin):
     renamed = client.patch(f"/events/{event['id']}", json={"title": "x"}, headers=admin.headers)
     assert_error(renamed, 409, "event_cancelled")
     assert_error(client.post(f"/events/{event['id']}/publish", headers=admin.headers), 409)
+
+
+def _order(session: Any, product_id: int, user_id: int) -> str:
+    ticket = new_ticket_id(product_id)
+    session.add(
+        Order(
+            ticket_id=ticket,
+            user_id=user_id,
+            product_id=product_id,
+            quantity=2,
+            amount_minor=100,
+            currency="USD",
+            status=OrderStatus.RESERVED.value,
+            payment_method="pm_card_visa",
+            expires_at=SOON,
+        )
+    )
+    session.flush()
+    return ticket
+
+
+def test_the_database_refuses_one_seat_in_two_live_orders(client, admin, rt):
+    event_id = _event(client, admin)["id"]
+    assert _put_map(client, admin, event_id, HALL).status_code == 200
+    product_id, (first_buyer, second_buyer) = stocked_product(rt, stock=5), buyer_ids(rt, 2)
+    with transaction(rt.sessions) as session:
+        first, second = (
+            _order(session, product_id, first_buyer),
+            _order(session, product_id, second_buyer),
+        )
+        record_order_seats(session, [(first, event_id, "A-1-1"), (first, event_id, "A-1-2")])
+    with pytest.raises(IntegrityError), transaction(rt.sessions) as session:
+        record_order_seats(session, [(second, event_id, "A-1-2"), (second, event_id, "A-1-3")])
+
+    with transaction(rt.sessions) as session:  # the first order fails: its seats come back
+        assert transition(session, [first], OrderStatus.FAILED) == 1
+        record_order_seats(session, [(second, event_id, "A-1-2"), (second, event_id, "A-1-3")])
+        assert transition(session, [second], OrderStatus.CONFIRMED) == 1
+    with transaction(rt.sessions) as session:  # a refused move keeps a confirmed order's seats
+        assert transition(session, [second], OrderStatus.FAILED) == 0
+    with rt.sessions() as session:
+        assert live_seats(session, event_id) == {"A-1-2": second, "A-1-3": second}

@@ -1,4 +1,4 @@
-"""events, their sections and seats
+"""events, their sections and seats; the seats of orders
 
 Revision ID: 0004
 Revises: 0003
@@ -69,9 +69,37 @@ def upgrade():
         sa.UniqueConstraint("event_id", "label", name=op.f("uq_seats_event_id")),
     )
     op.create_index("ix_seats_section_rank", "seats", ["section_id", "rank"])
+    op.create_table(
+        "order_seats",
+        sa.Column("id", sa.Integer(), nullable=False),
+        sa.Column("ticket_id", sa.String(length=64), nullable=False),
+        sa.Column("event_id", sa.Integer(), nullable=False),
+        sa.Column("label", sa.String(length=40), nullable=False),
+        sa.Column("live", sa.Boolean(), nullable=False),
+        sa.ForeignKeyConstraint(
+            ["ticket_id"], ["orders.ticket_id"], name=op.f("fk_order_seats_ticket_id_orders")
+        ),
+        sa.ForeignKeyConstraint(
+            ["event_id"], ["events.id"], name=op.f("fk_order_seats_event_id_events")
+        ),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_order_seats")),
+    )
+    op.create_index("ix_order_seats_ticket_id", "order_seats", ["ticket_id"])
+    # One seat in at most one live order: the database refuses a second, whatever Redis says.
+    op.create_index(
+        "uq_order_seats_live_seat",
+        "order_seats",
+        ["event_id", "label"],
+        unique=True,
+        postgresql_where=sa.text("live"),
+        sqlite_where=sa.text("live"),
+    )
 
 
 def downgrade():
+    op.drop_index("uq_order_seats_live_seat", table_name="order_seats")
+    op.drop_index("ix_order_seats_ticket_id", table_name="order_seats")
+    op.drop_table("order_seats")
     op.drop_index("ix_seats_section_rank", table_name="seats")
     op.drop_table("seats")
     op.drop_table("event_sections")
