@@ -96,5 +96,10 @@ def create_product(
     return product
 
 
-def list_products(session: Session) -> list[Product]:
-    return list(session.scalars(select(Product).order_by(Product.id)))
+def list_products(session: Session, *, with_seats: bool = True) -> list[Product]:
+    """Every product; without the ones selling an event's seats (bought through the event)
+    when `with_seats` is False."""
+    query = select(Product).order_by(Product.id)
+    if not with_seats:
+        query = query.where(Product.event_id.is_(None))
+    return list(session.scalars(query))

@@ -86,6 +86,7 @@ class Hold:
     client_secret: str | None = None
     payment_status: str | None = None  # the provider's word, kept with a settled ticket
     idempotency_key: str | None = None
+    seats: tuple[str, ...] = ()  # a seated product's hold: the seats it holds
 
     @classmethod
     def from_json(cls, raw: str) -> Hold:
@@ -105,6 +106,7 @@ class Hold:
             client_secret=data.get("cs"),
             payment_status=data.get("ps"),
             idempotency_key=data.get("k"),
+            seats=tuple(data.get("st") or ()),
         )
 
     def to_record(self) -> dict[str, object]:
@@ -124,18 +126,31 @@ class Hold:
             record["r"] = self.reason
         if self.idempotency_key:
             record["k"] = self.idempotency_key
+        if self.seats:
+            record["st"] = list(self.seats)
         return record
 
 
 @dataclass(frozen=True)
 class Reservation:
     # reserved, duplicate, sold_out, per_user_limit, sale_not_started, sale_ended, unavailable,
-    # rate_limited
+    # rate_limited; for seats: seats_unavailable, unknown_seats (both naming them in `seats`),
+    # seats_required (a seated product bought by quantity), not_seated
     result: str
     ticket_id: str | None = None
     hold: Hold | None = None
     remaining: int | None = None
     retry_after_ms: int | None = None
+    seats: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class SeatPlan:
+    """A seated product's seats as a rebuild (or the first set-up) writes them: seat id ->
+    'f', 'h:<ticket>' or 's:<ticket>', and each section's price in minor units."""
+
+    states: dict[str, str]
+    section_prices: dict[str, int]
 
 
 @dataclass(frozen=True)
@@ -230,9 +245,11 @@ class Inventory:
         payment_method: str,
         idempotency_key: str = "",
         rate: PurchaseRate | None = None,
+        seats: Sequence[str] = (),
     ) -> Reservation:
         """The purchase decision, one round trip; `rate` limits the buyer's attempts on this
-        product (the API's RATELIMIT_PURCHASE)."""
+        product (the API's RATELIMIT_PURCHASE). A seated product's purchase names its `seats`
+        (the quantity is their number): all are held, or none."""
         k = self.keys(product_id)
         reply = self.scripts.reserve(
             keys=[
@@ -244,6 +261,7 @@ class Inventory:
                 k.settle,
                 k.events,
                 k.purchase_rate(user_id),
+                k.seats,
             ],
             args=[
                 user_id,
@@ -255,6 +273,7 @@ class Inventory:
                 RECLAIM_PER_CALL,
                 rate.amount if rate else 0,
                 rate.window_ms if rate else 0,
+                _json_list(list(seats)) if seats else "",
             ],
         )
         result = reply[0]
@@ -264,6 +283,8 @@ class Inventory:
             return Reservation(result, ticket_id=reply[1], hold=hold)
         if result == "rate_limited":
             return Reservation(result, retry_after_ms=max(0, int(reply[1])))
+        if result in ("seats_unavailable", "unknown_seats"):
+            return Reservation(result, seats=tuple(json.loads(reply[1])))
         remaining = int(reply[1]) if len(reply) > 1 else None
         return Reservation(result, remaining=remaining)
 
@@ -362,7 +383,7 @@ class Inventory:
         pipe = self.redis.pipeline(transaction=False)
         for ticket in ticket_ids:
             self.scripts.begin_settlement(
-                keys=[k.stock, k.holds, k.deadlines, k.users, k.events],
+                keys=[k.stock, k.holds, k.deadlines, k.users, k.events, k.seats],
                 args=[ticket, lease_ms],
                 client=pipe,
             )
@@ -378,7 +399,7 @@ class Inventory:
         pipe = self.redis.pipeline(transaction=False)
         for ending in endings:
             self.scripts.finish_hold(
-                keys=[k.stock, k.holds, k.deadlines, k.users, k.events],
+                keys=[k.stock, k.holds, k.deadlines, k.users, k.events, k.seats],
                 args=[ending.ticket_id, ending.outcome, ending.reason, ending.only_from],
                 client=pipe,
             )
@@ -409,12 +430,26 @@ class Inventory:
         )
         return reply[0] == "ok"
 
-    def begin_return(self, product_id: int, ticket_id: str, user_id: int, quantity: int) -> bool:
-        """Marks a confirmed ticket being refunded (its units stay sold); False while the stock
-        is missing in Redis, whose rebuild then takes SQL's word."""
+    def drop_stock(self, product_id: int) -> None:
+        """Forgets a product's stock and seats, so that its next set-up writes them anew: only
+        while nothing can be held (before its sale starts)."""
         k = self.keys(product_id)
+        self.redis.delete(k.stock, k.seats)
+
+    def begin_return(
+        self,
+        product_id: int,
+        ticket_id: str,
+        user_id: int,
+        quantity: int,
+        seats: Sequence[str] = (),
+    ) -> bool:
+        """Marks a confirmed ticket being refunded (its units, and seats, stay sold); False while
+        the stock is missing in Redis, whose rebuild then takes SQL's word."""
+        k = self.keys(product_id)
+        seat_list = _json_list(list(seats)) if seats else ""
         reply = self.scripts.begin_return(
-            keys=[k.stock, k.returns], args=[ticket_id, user_id, quantity]
+            keys=[k.stock, k.returns], args=[ticket_id, user_id, quantity, seat_list]
         )
         return reply == "marked"
 
@@ -427,7 +462,7 @@ class Inventory:
         pipe = self.redis.pipeline(transaction=False)
         for ticket in ticket_ids:
             self.scripts.return_units(
-                keys=[k.stock, k.returns, k.users, k.events], args=[ticket], client=pipe
+                keys=[k.stock, k.returns, k.users, k.events, k.seats], args=[ticket], client=pipe
             )
         return sum(1 for reply in pipe.execute() if reply == "returned")
 
@@ -435,7 +470,7 @@ class Inventory:
         k = self.keys(product_id)
         return int(
             self.scripts.expire_holds(
-                keys=[k.stock, k.holds, k.deadlines, k.users, k.events], args=[limit]
+                keys=[k.stock, k.holds, k.deadlines, k.users, k.events, k.seats], args=[limit]
             )
         )
 
@@ -568,10 +603,12 @@ class Inventory:
         idempotency: dict[str, str] | None = None,
         refunded_marks: list[str] | None = None,
         lease: str = "",
+        seats: SeatPlan | None = None,
     ) -> bool:
         """Creates the stock key from SQL's figures; False when it exists already. Idempotency
         maps 'user:key' to the ticket; refunded_marks are return marks whose refund SQL has
-        recorded; `lease` is the token of begin_rebuild (False when the lease is not held)."""
+        recorded; `lease` is the token of begin_rebuild (False when the lease is not held);
+        `seats`, a seated product's seats and section prices."""
         k = self.keys(terms.product_id)
         reply = self.scripts.restore_stock(
             keys=[
@@ -584,6 +621,7 @@ class Inventory:
                 k.idempotency,
                 k.returns,
                 k.rebuild_lease,
+                k.seats,
             ],
             args=[
                 terms.initial_stock,
@@ -602,6 +640,8 @@ class Inventory:
                 SETTLE_GROUP,
                 _json_list(refunded_marks or []),
                 lease,
+                json.dumps(seats.states, separators=(",", ":")) if seats else "",
+                json.dumps(seats.section_prices) if seats else "{}",
             ],
         )
         return reply[0] == "created"

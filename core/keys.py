@@ -49,6 +49,11 @@ class ProductKeys:
         return f"{self.tag}:events"
 
     @property
+    def seats(self) -> str:
+        """A seated product's seats: seat id -> 'f', 'h:<ticket>' or 's:<ticket>' (lib.lua)."""
+        return f"{self.tag}:seats"
+
+    @property
     def returns(self) -> str:
         """Refunded tickets whose units are not back on sale yet (see begin_return.lua)."""
         return f"{self.tag}:returns"
@@ -98,6 +103,7 @@ class ProductKeys:
             self.idempotency,
             self.settle,
             self.events,
+            self.seats,
             self.returns,
             self.rebuild_pending,
             self.drain_queued,

@@ -40,12 +40,17 @@ def _insert(session: Session, model):  # type: ignore[no-untyped-def]
 
 
 def record_orders(
-    session: Session, holds: list[tuple[Hold, OrderStatus]], product_id: int, currency: str
-) -> None:
+    session: Session,
+    holds: list[tuple[Hold, OrderStatus]],
+    product_id: int,
+    currency: str,
+    event_id: int | None = None,
+) -> set[str]:
     """Inserts the orders of holds once each, in one statement; a second call for the same
-    ticket changes nothing."""
+    ticket changes nothing. A seated product's orders (`event_id`) get their seats as rows;
+    answers the tickets the database refused a seat to (another live order has it)."""
     if not holds:
-        return
+        return set()
     now = utcnow()
     rows = [
         {
@@ -68,6 +73,49 @@ def record_orders(
     # Parameters apart from the statement: compiled once, sent in batches (insertmanyvalues).
     statement = _insert(session, Order).on_conflict_do_nothing(index_elements=["ticket_id"])
     session.connection().execute(statement.returning(statement.table.c.id), rows)
+    if event_id is None:
+        return set()
+    return _record_seats(session, [(h, s) for h, s in holds if h.seats], event_id)
+
+
+def _record_seats(
+    session: Session, holds: list[tuple[Hold, OrderStatus]], event_id: int
+) -> set[str]:
+    """The orders' seats, once each; a seat another live order has is not recorded, and its
+    ticket is answered."""
+    if not holds:
+        return set()
+    rows = [
+        {"ticket_id": hold.ticket_id, "event_id": event_id, "label": label, "live": live}
+        for hold, status in holds
+        for live in [status.value in HOLDS_SEATS]
+        for label in hold.seats
+    ]
+    tickets = [hold.ticket_id for hold, _ in holds]
+    present = set(
+        session.execute(
+            select(OrderSeat.ticket_id, OrderSeat.label).where(OrderSeat.ticket_id.in_(tickets))
+        ).all()
+    )
+    fresh = [row for row in rows if (row["ticket_id"], row["label"]) not in present]
+    statement = _insert(session, OrderSeat).on_conflict_do_nothing(
+        index_elements=["event_id", "label"], index_where=OrderSeat.live
+    )
+    recorded = (
+        {
+            (row.ticket_id, row.label)
+            for row in session.execute(
+                statement.returning(OrderSeat.ticket_id, OrderSeat.label), fresh
+            )
+        }
+        if fresh
+        else set()
+    )
+    return {
+        row["ticket_id"]
+        for row in fresh
+        if row["live"] and (row["ticket_id"], row["label"]) not in recorded
+    }
 
 
 def transition(
@@ -90,14 +138,18 @@ def transition(
     return result.rowcount
 
 
-def record_order_seats(session: Session, seats: list[tuple[str, int, str]]) -> None:
-    """(ticket, event, seat label) rows of orders recorded in this transaction; the unique index
-    refuses (IntegrityError) a seat that a live order has already."""
-    if seats:
-        rows = [
-            {"ticket_id": t, "event_id": e, "label": label, "live": True} for t, e, label in seats
-        ]
-        session.execute(_insert(session, OrderSeat), rows)
+def order_seats(session: Session, ticket_ids: list[str]) -> dict[str, list[str]]:
+    """The seats each order has (or had), by ticket."""
+    found: dict[str, list[str]] = {}
+    if ticket_ids:
+        rows = session.execute(
+            select(OrderSeat.ticket_id, OrderSeat.label)
+            .where(OrderSeat.ticket_id.in_(ticket_ids))
+            .order_by(OrderSeat.id)
+        )
+        for ticket, label in rows:
+            found.setdefault(ticket, []).append(label)
+    return found
 
 
 def live_seats(session: Session, event_id: int) -> dict[str, str]:

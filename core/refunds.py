@@ -11,7 +11,7 @@ from core.db import transaction
 from core.inventory import Inventory
 from core.keys import product_of_ticket
 from core.locks import locked
-from core.orders import get_order, get_payment, store_payments, transition
+from core.orders import get_order, get_payment, order_seats, store_payments, transition
 from core.payments import PaymentGateway, gateway_for
 from core.tickets import OrderStatus
 
@@ -79,6 +79,7 @@ class Refunds:
         with locked(self.inventory.refund_lock(product_id, ticket_id)):
             with self.sessions() as session:
                 order = get_order(session, ticket_id)
+                seats = order_seats(session, [ticket_id]).get(ticket_id, [])
             if order is None:
                 raise RefundRefused("no such order")
             if order.status != OrderStatus.CONFIRMED.value:
@@ -86,7 +87,7 @@ class Refunds:
             if self.inventory.get_hold(ticket_id) is not None:
                 raise RefundRefused("the order is still being settled")
             if not self.inventory.begin_return(
-                product_id, ticket_id, order.user_id, order.quantity
+                product_id, ticket_id, order.user_id, order.quantity, seats
             ):
                 raise RefundDeferred(ticket_id)
             self.refund_owed(ticket_id)

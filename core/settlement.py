@@ -98,6 +98,15 @@ class Settler:
         self.refunds = Refunds(inventory, sessions, gateways)
         self._pool: ThreadPoolExecutor | None = None
         self._pool_guard = threading.Lock()
+        self._event_of: dict[int, int | None] = {}  # a product's event never changes
+
+    def event_of(self, product_id: int) -> int | None:
+        """The event whose seats the product sells, if any."""
+        if product_id not in self._event_of:
+            with self.sessions() as session:
+                product = session.get(Product, product_id)
+                self._event_of[product_id] = product.event_id if product else None
+        return self._event_of[product_id]
 
     def _late(self, hold: Hold) -> bool:
         """Past the hold's deadline, by the clock the scripts decide deadlines by (Redis')."""
@@ -153,6 +162,7 @@ class Settler:
         works: list[Work] = []
         finals: list[Hold] = []
         gone: list[tuple[str, str | None]] = []
+        refused: set[str] = set()
         try:
             for ticket, (state, hold) in self.inventory.begin_settlements(
                 product_id, list(tokens)
@@ -168,7 +178,8 @@ class Settler:
             if works:
                 processing = [(w.hold, OrderStatus.PROCESSING) for w in works]
                 with transaction(self.sessions) as session:
-                    record_orders(session, processing, product_id, currency)
+                    event_id = self.event_of(product_id)
+                    refused = record_orders(session, processing, product_id, currency, event_id)
                     tickets = [w.hold.ticket_id for w in works]
                     transition(session, tickets, OrderStatus.PROCESSING)
         finally:
@@ -177,7 +188,25 @@ class Settler:
         for hold in finals:
             entry_id = entry_of[hold.ticket_id]
             self._guard(report, self._record_final, product_id, currency, hold, entry_id)
-        return works
+        if refused:
+            self._refuse_seats(report, product_id, currency, works, refused)
+        return [w for w in works if w.hold.ticket_id not in refused]
+
+    def _refuse_seats(
+        self,
+        report: SettleReport,
+        product_id: int,
+        currency: str,
+        works: list[Work],
+        refused: set[str],
+    ) -> None:
+        """Holds whose seats SQL gives to another live order (Redis handed a seat out twice)
+        fail without a payment; only seats the ticket has in Redis go back."""
+        log.error("settle: seats of %s are another order's in SQL", sorted(refused))
+        failing = [w for w in works if w.hold.ticket_id in refused]
+        for work in failing:
+            work.outcome, work.reason = "failed", "seat_taken"
+        self.finish(report, product_id, currency, failing)
 
     def _guard(self, report: SettleReport, step, *args):  # type: ignore[no-untyped-def]
         try:
@@ -438,7 +467,7 @@ class Settler:
         with transaction(self.sessions) as session:
             if not recorded:
                 rows = [(h, status) for (h, _, _), (status, _) in zip(finals, states, strict=True)]
-                record_orders(session, rows, product_id, currency)
+                record_orders(session, rows, product_id, currency, self.event_of(product_id))
             if paid_with:
                 record_payments(session, [self._payment_row(w) for w in paid_with])
             for (status, reason), tickets in groups.items():

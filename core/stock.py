@@ -10,21 +10,32 @@ from __future__ import annotations
 import json
 import logging
 import time
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from core.catalog import terms_of
 from core.db import snapshot as sql_snapshot
-from core.inventory import Hold, Inventory, ProductTerms, RebuildView, Snapshot, StockFigures
+from core.inventory import (
+    Hold,
+    Inventory,
+    ProductTerms,
+    RebuildView,
+    SeatPlan,
+    Snapshot,
+    StockFigures,
+)
 from core.keys import ServiceKeys
-from core.models import Product
+from core.models import EventSection, Order, OrderSeat, Product, Seat
 from core.orders import (
     confirmed_quantity,
     counted_orders,
     idempotency_keys,
     open_orders,
+    order_seats,
     statuses_of,
 )
 from core.tickets import OPEN_STATUSES, OrderStatus
@@ -118,10 +129,11 @@ def tickets_named(snapshot: Snapshot) -> list[str]:
     return [*snapshot.confirmed_holds, *snapshot.returning]
 
 
-def setup_stock(inventory: Inventory, product: Product) -> None:
+def setup_stock(inventory: Inventory, product: Product, seats: SeatPlan | None = None) -> None:
+    """A new product's stock in Redis (and a seated product's seats, all free)."""
     view = inventory.begin_rebuild(product.id)
     if view is not None:
-        inventory.restore(terms_of(product), 0, [], {}, lease=view.token)
+        inventory.restore(terms_of(product), 0, [], {}, lease=view.token, seats=seats)
 
 
 def _units_per_user(
@@ -140,7 +152,7 @@ def _units_per_user(
     return users
 
 
-def _restored_hold(order, now_ms: int) -> Hold:  # type: ignore[no-untyped-def]
+def _restored_hold(order, now_ms: int, seats: Sequence[str]) -> Hold:  # type: ignore[no-untyped-def]
     """An open order as a hold again, with its own deadline. One already past it comes back
     expired, holding no units: Redis may have released it and sold its units again before it
     lost them, and a payment that completes now is refunded by the settler that records it."""
@@ -158,6 +170,7 @@ def _restored_hold(order, now_ms: int) -> Hold:  # type: ignore[no-untyped-def]
         modified_ms=to_ms(order.updated_at),
         currency=order.currency,
         idempotency_key=order.idempotency_key,
+        seats=tuple(seats),
     )
 
 
@@ -171,6 +184,7 @@ class RebuildPlan:
     users: dict[int, int]
     idempotency: dict[str, str]
     refunded_marks: list[str]
+    seats: SeatPlan | None = None
 
 
 def rebuild_stock(inventory: Inventory, sessions: sessionmaker[Session], product_id: int) -> bool:
@@ -194,8 +208,12 @@ def plan_rebuild(
     if books is None:
         return None
     pending = sum(q for t, q in confirmed.items() if books.statuses.get(t) != CONFIRMED)
-    holds = [_restored_hold(o, now_ms) for o in open_orders(session, product_id)]
+    orders = open_orders(session, product_id)
+    seats = order_seats(session, [o.ticket_id for o in orders])
+    holds = [_restored_hold(o, now_ms, seats.get(o.ticket_id, ())) for o in orders]
     lapsed = {h.ticket_id for h in holds if h.status not in OPEN_STATUSES}
+    event_id = session.scalar(select(Product.event_id).where(Product.id == product_id))
+    redis_confirmed = [h for h in view.holds if h.status == CONFIRMED]
     return RebuildPlan(
         books=books,
         sold=books.sold + pending,
@@ -204,6 +222,7 @@ def plan_rebuild(
         idempotency=idempotency_keys(session, product_id),
         # A refund SQL recorded has no units in SQL's sold figure: its mark must not return them.
         refunded_marks=[t for t in view.returning if books.statuses.get(t) == REFUNDED],
+        seats=seat_plan(session, event_id, holds, redis_confirmed) if event_id else None,
     )
 
 
@@ -222,6 +241,7 @@ def apply_rebuild(
         plan.idempotency,
         plan.refunded_marks,
         lease,
+        plan.seats,
     )
     if created:
         _apply_current_terms(inventory, sessions, product_id)
@@ -343,3 +363,33 @@ def last_reconciliations(inventory: Inventory) -> dict[int, dict[str, Any]]:
         except (ValueError, TypeError):
             continue
     return results
+
+
+def seat_plan(
+    session: Session, event_id: int, holds: list[Hold], confirmed_in_redis: list[Hold]
+) -> SeatPlan:
+    """Each seat's state as SQL has it: sold to a confirmed order, held by an open order whose
+    hold comes back open (`holds`, as the rebuild restores them), free otherwise; a hold Redis
+    confirmed and SQL has not recorded yet keeps its seats sold."""
+    labels = session.scalars(select(Seat.label).where(Seat.event_id == event_id))
+    states = dict.fromkeys(labels, "f")
+    reopened = {hold.ticket_id for hold in holds if hold.status in OPEN_STATUSES}
+    live = session.execute(
+        select(OrderSeat.label, OrderSeat.ticket_id, Order.status)
+        .join(Order, Order.ticket_id == OrderSeat.ticket_id)
+        .where(OrderSeat.event_id == event_id, OrderSeat.live)
+    )
+    for label, ticket, status in live:
+        if status == OrderStatus.CONFIRMED:
+            states[label] = f"s:{ticket}"
+        elif ticket in reopened:
+            states[label] = f"h:{ticket}"
+    for hold in confirmed_in_redis:
+        for label in hold.seats:
+            states[label] = f"s:{hold.ticket_id}"
+    prices = {
+        s.name: s.price_minor
+        for s in session.scalars(select(EventSection).where(EventSection.event_id == event_id))
+        if s.capacity is None
+    }
+    return SeatPlan(states, prices)

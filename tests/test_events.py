@@ -9,13 +9,13 @@ from typing import Any
 
 import pytest
 from sqlalchemy import func, select
-from sqlalchemy.exc import IntegrityError
 
 from core.db import transaction
 from core.events.seatmap import MAX_SEATS
+from core.inventory import Hold
 from core.keys import new_ticket_id
-from core.models import Order, Seat
-from core.orders import live_seats, record_order_seats, transition
+from core.models import Seat
+from core.orders import live_seats, record_orders, transition
 from core.tickets import OrderStatus
 from tests.helpers import buyer_ids, stocked_product
 from tests.test_api_errors import assert_error
@@ -230,43 +230,52 @@ def test_a_cancelled_event_stays_listed_and_changes_no_more(client, admin):
     assert_error(client.post(f"/events/{event['id']}/publish", headers=admin.headers), 409)
 
 
-def _order(session: Any, product_id: int, user_id: int) -> str:
-    ticket = new_ticket_id(product_id)
-    session.add(
-        Order(
-            ticket_id=ticket,
-            user_id=user_id,
-            product_id=product_id,
-            quantity=2,
-            amount_minor=100,
-            currency="USD",
-            status=OrderStatus.RESERVED.value,
-            payment_method="pm_card_visa",
-            expires_at=SOON,
-        )
+def _hold(product_id: int, user_id: int, seats: tuple[str, ...]) -> Hold:
+    now = int(datetime.now(UTC).timestamp() * 1000)
+    return Hold(
+        ticket_id=new_ticket_id(product_id),
+        user_id=user_id,
+        quantity=len(seats),
+        amount_minor=100,
+        deadline_ms=now + 600_000,
+        status=OrderStatus.RESERVED.value,
+        reason=None,
+        payment_method="pm_card_visa",
+        created_ms=now,
+        modified_ms=now,
+        seats=seats,
     )
-    session.flush()
-    return ticket
 
 
 def test_the_database_refuses_one_seat_in_two_live_orders(client, admin, rt):
     event_id = _event(client, admin)["id"]
     assert _put_map(client, admin, event_id, HALL).status_code == 200
-    product_id, (first_buyer, second_buyer) = stocked_product(rt, stock=5), buyer_ids(rt, 2)
-    with transaction(rt.sessions) as session:
-        first, second = (
-            _order(session, product_id, first_buyer),
-            _order(session, product_id, second_buyer),
-        )
-        record_order_seats(session, [(first, event_id, "A-1-1"), (first, event_id, "A-1-2")])
-    with pytest.raises(IntegrityError), transaction(rt.sessions) as session:
-        record_order_seats(session, [(second, event_id, "A-1-2"), (second, event_id, "A-1-3")])
+    product_id, (one, two) = stocked_product(rt, stock=5), buyer_ids(rt, 2)
+    first = _hold(product_id, one, ("A-1-1", "A-1-2"))
+    second = _hold(product_id, two, ("A-1-2", "A-1-3"))
+    reserved = OrderStatus.RESERVED
+
+    def record(hold: Hold) -> set[str]:
+        with transaction(rt.sessions) as session:
+            return record_orders(session, [(hold, reserved)], product_id, "USD", event_id)
+
+    assert record(first) == set()
+    assert record(second) == {second.ticket_id}  # A-1-2 is the first order's
+    assert record(first) == set()  # recording again changes nothing
+    with rt.sessions() as session:
+        assert live_seats(session, event_id) == {
+            "A-1-1": first.ticket_id,
+            "A-1-2": first.ticket_id,
+            "A-1-3": second.ticket_id,
+        }
 
     with transaction(rt.sessions) as session:  # the first order fails: its seats come back
-        assert transition(session, [first], OrderStatus.FAILED) == 1
-        record_order_seats(session, [(second, event_id, "A-1-2"), (second, event_id, "A-1-3")])
-        assert transition(session, [second], OrderStatus.CONFIRMED) == 1
+        assert transition(session, [first.ticket_id, second.ticket_id], OrderStatus.FAILED) == 2
+    later = _hold(product_id, two, ("A-1-2",))
+    assert record(later) == set()
+    with transaction(rt.sessions) as session:
+        assert transition(session, [later.ticket_id], OrderStatus.CONFIRMED) == 1
     with transaction(rt.sessions) as session:  # a refused move keeps a confirmed order's seats
-        assert transition(session, [second], OrderStatus.FAILED) == 0
+        assert transition(session, [later.ticket_id], OrderStatus.FAILED) == 0
     with rt.sessions() as session:
-        assert live_seats(session, event_id) == {"A-1-2": second, "A-1-3": second}
+        assert live_seats(session, event_id) == {"A-1-2": later.ticket_id}

@@ -27,6 +27,7 @@ class Error(Answer):
     error: str = Field(min_length=1)
     message: str = Field(min_length=1)
     remaining: int | None = omitted_when_none("units left (sold_out)")
+    seats: list[str] | None = omitted_when_none("the seats refused (seats_unavailable)")
 
 
 class User(Answer):

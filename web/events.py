@@ -4,10 +4,13 @@ maps; everyone reads the published ones."""
 from __future__ import annotations
 
 from flask import Blueprint, Response, request
-from flask_jwt_extended import verify_jwt_in_request
+from flask_jwt_extended import jwt_required, verify_jwt_in_request
+from redis.exceptions import RedisError
+from sqlalchemy import select
 
 from core.events.catalog import (
     EventRefused,
+    EventStatus,
     EventView,
     cancel_event,
     check_seat_map_may_change,
@@ -15,18 +18,36 @@ from core.events.catalog import (
     get_event,
     list_events,
     publish_event,
+    sections_of,
     update_event,
 )
+from core.events.sale import put_on_sale, seated_product
 from core.events.seatmap import SeatMapRefused, SeatMapSpec, replace_seat_map
-from core.models import Event
+from core.models import Event, Product
 from core.money import to_decimal_string
 from core.times import iso
-from web.answers import EventAnswer, EventList, SeatMapStored, SectionAnswer, answer
-from web.common import admin_required, check_id, end_read, is_admin, parse_body, runtime
+from web.answers import (
+    EventAnswer,
+    EventList,
+    PurchaseAccepted,
+    SeatMapStored,
+    SectionAnswer,
+    answer,
+)
+from web.common import (
+    admin_required,
+    check_id,
+    end_read,
+    is_admin,
+    parse_body,
+    parse_headers,
+    runtime,
+)
 from web.errors import ApiError
-from web.extensions import db
-from web.openapi import ADMIN_ERRORS, BODY_ERRORS, documented
-from web.schemas import EventCreate, EventUpdate
+from web.extensions import db, without_http_limit
+from web.openapi import ADMIN_ERRORS, BEARER_ERRORS, BODY_ERRORS, documented
+from web.orders import reserve_and_answer
+from web.schemas import EventCreate, EventUpdate, PurchaseHeaders, SeatPurchase
 
 bp = Blueprint("events", __name__)
 SEAT_MAP_MAX_BYTES = 8 * 1024 * 1024  # 100,000 seats with a rank each fit with room to spare
@@ -81,7 +102,7 @@ def update(event_id: int) -> Response:
     body = parse_body(EventUpdate)
     event = _event(event_id)
     _refusals(update_event, event, body.model_dump(exclude_unset=True))
-    db.session.commit()
+    _sell_seats(event, anew=False)  # the sale window and the limit follow
     return _answer_for(event_id)
 
 
@@ -92,7 +113,7 @@ def publish(event_id: int) -> Response:
     """Publish an event: everyone sees it (it needs its seat map)."""
     event = _event(event_id)
     _refusals(publish_event, db.session, event)
-    db.session.commit()
+    _sell_seats(event, anew=False)
     return _answer_for(event_id)
 
 
@@ -103,7 +124,7 @@ def cancel(event_id: int) -> Response:
     """Cancel an event: it stays listed, as cancelled."""
     event = _event(event_id)
     _refusals(cancel_event, event)
-    db.session.commit()
+    _sell_seats(event, anew=False)  # its sale ends now
     return _answer_for(event_id)
 
 
@@ -129,7 +150,7 @@ def put_seat_map(event_id: int) -> Response:
     except SeatMapRefused as exc:
         db.session.rollback()
         raise ApiError(400, "invalid_request", str(exc)) from None
-    db.session.commit()
+    _sell_seats(event, anew=True)
     return answer(
         SeatMapStored(
             event_id=event_id,
@@ -138,6 +159,69 @@ def put_seat_map(event_id: int) -> Response:
             standing=stored.standing,
         )
     )
+
+
+@bp.post("/events/<int:event_id>/purchase")
+@jwt_required()
+@without_http_limit
+@documented(
+    "orders",
+    {202: PurchaseAccepted},
+    (*BODY_ERRORS, *BEARER_ERRORS, 404, 409, 429, 503),
+    body=SeatPurchase,
+    headers=PurchaseHeaders,
+    bearer=True,
+)
+def purchase(event_id: int) -> Response:
+    """Hold those seats, all or none: 202 with a ticket to poll, as any purchase.
+
+    409 seats_unavailable names the seats that were taken."""
+    body = parse_body(SeatPurchase)
+    idempotency_key = parse_headers(PurchaseHeaders, "invalid_idempotency_key").idempotency_key
+    product_id = _seats_product(check_id(event_id, "event"))
+    return reserve_and_answer(
+        product_id, len(body.seats), body.payment_method, idempotency_key, body.seats
+    )
+
+
+# Event -> the product selling its seats, once published (it never changes): a purchase reads
+# SQL only the first time a process sees the event.
+_SEATS_PRODUCTS: dict[int, int] = {}
+
+
+def _seats_product(event_id: int) -> int:
+    product_id = _SEATS_PRODUCTS.get(event_id)
+    if product_id is None:
+        query = (
+            select(Product.id)
+            .join(Event, Event.id == Product.event_id)
+            .where(Event.id == event_id, Event.status != EventStatus.DRAFT.value)
+        )
+        product_id = db.session.scalar(query)
+        end_read()
+        if product_id is None:
+            raise ApiError(404, "not_found", "no such event")
+        _SEATS_PRODUCTS[event_id] = product_id
+    return product_id
+
+
+def _sell_seats(event: Event, *, anew: bool) -> None:
+    """Commits the event's change; a published (or cancelled) event's seats product follows it
+    in SQL, then in Redis. Redis not answering: 503, and the sweep brings Redis to SQL."""
+    has_seats = any(s.capacity is None for s in sections_of(db.session, [event.id])[event.id])
+    if event.status == EventStatus.DRAFT or not has_seats:
+        db.session.commit()
+        return
+    product = seated_product(db.session, event)
+    db.session.commit()
+    try:
+        put_on_sale(runtime().inventory, db.session, product, anew=anew)
+    except RedisError:
+        raise ApiError(
+            503, "inventory_unavailable", "saved; the seats go on sale once Redis answers"
+        ) from None
+    finally:
+        end_read()
 
 
 def event_answer(view: EventView) -> EventAnswer:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from contextlib import suppress
 
 from flask import Blueprint, Response, request, url_for
@@ -51,6 +52,12 @@ from web.schemas import OrderPageQuery, PurchaseHeaders, PurchaseRequest
 bp = Blueprint("orders", __name__)
 POLL_AFTER_MS = 1000
 RETRY_SHORTLY = {"Retry-After": "2"}
+SEAT_REFUSALS = {
+    "seats_unavailable": (409, "some of those seats are taken"),
+    "unknown_seats": (400, "no such seats in this event"),
+    "seats_required": (409, "this product sells seats: choose them (POST /events/<id>/purchase)"),
+    "not_seated": (409, "this product has no seats"),
+}
 REFUSALS = {
     "sold_out": "sold out",
     "per_user_limit": "the per-user limit for this product is reached",
@@ -87,15 +94,27 @@ def purchase(product_id: int) -> Response:
     check_id(product_id)
     if _known_sold_out():
         return _refusal("sold_out", 0)
+    return reserve_and_answer(product_id, body.quantity, body.payment_method, idempotency_key)
+
+
+def reserve_and_answer(
+    product_id: int,
+    quantity: int,
+    payment_method: str,
+    idempotency_key: str | None,
+    seats: Sequence[str] = (),
+) -> Response:
+    """The one Redis call of a purchase, and its answer: 202 with the ticket, or the refusal."""
     try:
         outcome = runtime().inventory.reserve(
             product_id,
             current_user_id(),
-            body.quantity,
+            quantity,
             new_ticket_id(product_id),
-            body.payment_method,
+            payment_method,
             idempotency_key or "",
             purchase_rate(),
+            seats,
         )
     except RedisError:
         raise ApiError(
@@ -122,6 +141,10 @@ def purchase(product_id: int) -> Response:
         if outcome.result == "sold_out" and outcome.remaining == 0:
             sold_out_flags().set(product_id)
         return _refusal(outcome.result, outcome.remaining)
+    if outcome.result in SEAT_REFUSALS:
+        status, message = SEAT_REFUSALS[outcome.result]
+        named = list(outcome.seats) or None
+        return answer(Error(error=outcome.result, message=message, seats=named), status)
     return _stock_missing(product_id)
 
 

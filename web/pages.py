@@ -142,7 +142,7 @@ def money(price: str, currency: str) -> str:
 @bp.get("/")
 def storefront() -> str:
     now = datetime.now(UTC)
-    products = [p for p in list_products(db.session) if not _ended(p, now)]
+    products = [p for p in list_products(db.session, with_seats=False) if not _ended(p, now)]
     end_read()
     available = _available([p.id for p in products])
     return render_template(

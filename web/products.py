@@ -59,8 +59,8 @@ def _get_product(product_id: int) -> Product:
 @limiter.limit(_reads_limit)
 @documented("products", {200: ProductList}, (429,))
 def index() -> Response:
-    """Products with their live availability."""
-    products = list_products(db.session)
+    """Products with their live availability (an event's seats are bought through the event)."""
+    products = list_products(db.session, with_seats=False)
     end_read()
     available = _available([p.id for p in products])
     return answer(ProductList(products=[product_answer(p, available[p.id]) for p in products]))

@@ -19,6 +19,7 @@ from pydantic import (
 )
 
 IDEMPOTENCY_KEY_PATTERN = r"^[A-Za-z0-9_.:-]{1,100}$"
+MAX_SEATS_PER_PURCHASE = 10
 MAX_PAGE, MAX_PER_PAGE = 100_000, 100
 
 Username = Annotated[
@@ -178,6 +179,25 @@ REQUIRED_EVENT_FIELDS = {
     "location",
     "max_per_user",
 }
+
+
+SeatId = Annotated[
+    str, StringConstraints(pattern=r"^[A-Za-z0-9]{1,10}-[A-Za-z0-9]{1,10}-[0-9]{1,6}$")
+]
+
+
+class SeatPurchase(Strict):
+    """Those exact seats, all or none."""
+
+    seats: list[SeatId] = Field(min_length=1, max_length=MAX_SEATS_PER_PURCHASE)
+    payment_method: PaymentMethod
+
+    @field_validator("seats")
+    @classmethod
+    def _distinct(cls, seats: list[str]) -> list[str]:
+        if len(set(seats)) != len(seats):
+            raise ValueError("a seat appears twice")
+        return seats
 
 
 class PurchaseRequest(Strict):

@@ -1,7 +1,9 @@
 -- Shared helpers, prepended to the scripts that use them when they are loaded.
 -- Hold records are JSON in the product's holds hash: t ticket, u user, q quantity, a amount,
 -- d deadline (ms), s status, r reason, pm payment method, cur currency, cs client secret (while the
--- buyer must authenticate), k idempotency key, c created (ms), m modified (ms).
+-- buyer must authenticate), k idempotency key, c created (ms), m modified (ms), st the seats of a
+-- seated product's hold. A seated product's seats hash has each seat's state: 'f' free,
+-- 'h:<ticket>' held, 's:<ticket>' sold.
 -- The open statuses: the same set as core.tickets.status.OPEN_STATUSES (a test compares them).
 local OPEN = {reserved = true, processing = true, requires_action = true}
 
@@ -28,18 +30,35 @@ local function emit(events_key, action, ticket, qty, user, now)
     'action', action, 'ticket', ticket, 'quantity', qty, 'user', user, 'at', now)
 end
 
-local function return_to_stock(stock_key, users_key, hold)
+-- Moves the seats a ticket has from `from` ('h' or 's') to `to` ('f', 'h' or 's'). A seat that is
+-- not the ticket's stays as it is: a seat Redis gave another ticket is never taken from it.
+local function move_seats(seats_key, ticket, labels, from, to)
+  if not labels then
+    return
+  end
+  local mine = from .. ':' .. ticket
+  local value = to == 'f' and 'f' or (to .. ':' .. ticket)
+  for _, label in ipairs(labels) do
+    if redis.call('HGET', seats_key, label) == mine then
+      redis.call('HSET', seats_key, label, value)
+    end
+  end
+end
+
+local function return_to_stock(stock_key, users_key, seats_key, hold)
   redis.call('HINCRBY', stock_key, 'available', hold.q)
   redis.call('HINCRBY', stock_key, 'held', -hold.q)
   if redis.call('HINCRBY', users_key, hold.u, -hold.q) <= 0 then
     redis.call('HDEL', users_key, hold.u)
   end
+  move_seats(seats_key, hold.t, hold.st, 'h', 'f')
 end
 
 -- Releases holds past their deadline. A settler paying for a hold keeps it out of reach by its
 -- lease (begin_settlement moves the hold's score in the deadlines set past the payment), and
 -- finish_hold refuses to move a hold that was released meanwhile, so no lock is looked at here.
-local function reclaim_expired(stock_key, holds_key, deadlines_key, users_key, events_key, now, limit)
+local function reclaim_expired(stock_key, holds_key, deadlines_key, users_key, events_key, seats_key,
+                               now, limit)
   local due = redis.call('ZRANGEBYSCORE', deadlines_key, '-inf', now, 'LIMIT', 0, limit)
   local freed = 0
   for _, ticket in ipairs(due) do
@@ -52,7 +71,7 @@ local function reclaim_expired(stock_key, holds_key, deadlines_key, users_key, e
         hold.r = 'hold_expired'
         hold.m = now
         redis.call('HSET', holds_key, ticket, cjson.encode(hold))
-        return_to_stock(stock_key, users_key, hold)
+        return_to_stock(stock_key, users_key, seats_key, hold)
         emit(events_key, 'expire', ticket, hold.q, hold.u, now)
         freed = freed + hold.q
       end

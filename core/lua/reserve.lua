@@ -1,8 +1,10 @@
 -- The whole purchase decision in one atomic call.
+-- A seated product's purchase names its seats (ARGV[10]): all of them are held, or none.
 -- KEYS: stock, holds, deadlines, users, idempotency, settle stream, events, the buyer's purchase
---       rate counter
+--       rate counter, seats
 -- ARGV: user, quantity, ticket, hold_ms, idempotency_key ('' = none), payment_method,
---       reclaim_limit, rate_limit (purchases per window, 0 = none), rate_window_ms
+--       reclaim_limit, rate_limit (purchases per window, 0 = none), rate_window_ms,
+--       seats (a JSON list of seat ids; '' for a product without seats)
 local now = now_ms()
 local user = ARGV[1]
 local qty = tonumber(ARGV[2])
@@ -10,7 +12,7 @@ local ticket = ARGV[3]
 local idem = ARGV[5]
 
 local stock = redis.call('HMGET', KEYS[1], 'available', 'max_per_user', 'starts_ms', 'ends_ms', 'price',
-  'currency')
+  'currency', 'seated')
 if not stock[1] then
   return {'unavailable'}
 end
@@ -39,20 +41,52 @@ if ends > 0 and now >= ends then
   return {'sale_ended'}
 end
 
+local seats = ARGV[10] ~= '' and cjson.decode(ARGV[10]) or nil
+if (stock[7] == '1') ~= (seats ~= nil) then
+  return {seats and 'not_seated' or 'seats_required'}
+end
+
 local available = tonumber(stock[1]) +
-  reclaim_expired(KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[7], now, tonumber(ARGV[7]))
+  reclaim_expired(KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[7], KEYS[9], now, tonumber(ARGV[7]))
 local limit = tonumber(stock[2])
 local bought = tonumber(redis.call('HGET', KEYS[4], user) or '0')
 if limit > 0 and bought + qty > limit then
   return {'per_user_limit', tostring(limit - bought)}
 end
-if available < qty then
+-- Seats are checked one by one below, naming the taken ones: free seats asked for are there.
+if not seats and available < qty then
   return {'sold_out', tostring(available)}
+end
+local amount = qty * tonumber(stock[5])
+if seats then
+  local states = redis.call('HMGET', KEYS[9], unpack(seats))
+  local unknown, taken, prices = {}, {}, {}
+  for i = 1, #seats do
+    if not states[i] then
+      unknown[#unknown + 1] = seats[i]
+    elseif states[i] ~= 'f' then
+      taken[#taken + 1] = seats[i]
+    end
+  end
+  if #unknown > 0 then
+    return {'unknown_seats', cjson.encode(unknown)}
+  end
+  if #taken > 0 then
+    return {'seats_unavailable', cjson.encode(taken)}
+  end
+  -- A seat's price is its section's: the stock hash keeps one 'p:<section>' field per section.
+  for i = 1, #seats do
+    prices[i] = 'p:' .. string.match(seats[i], '^[^-]+')
+  end
+  amount = 0
+  for _, price in ipairs(redis.call('HMGET', KEYS[1], unpack(prices))) do
+    amount = amount + tonumber(price)
+  end
 end
 
 local deadline = now + tonumber(ARGV[4])
-local hold = {t = ticket, u = user, q = qty, a = qty * tonumber(stock[5]), d = deadline,
-              s = 'reserved', pm = ARGV[6], cur = stock[6], c = now, m = now}
+local hold = {t = ticket, u = user, q = qty, a = amount, d = deadline,
+              s = 'reserved', pm = ARGV[6], cur = stock[6], c = now, m = now, st = seats}
 if idem ~= '' then
   hold.k = idem
 end
@@ -63,6 +97,14 @@ redis.call('HINCRBY', KEYS[1], 'version', 1)
 redis.call('HINCRBY', KEYS[4], user, qty)
 redis.call('HSET', KEYS[2], ticket, encoded)
 redis.call('ZADD', KEYS[3], deadline, ticket)
+if seats then
+  local held = {}
+  for _, label in ipairs(seats) do
+    held[#held + 1] = label
+    held[#held + 1] = 'h:' .. ticket
+  end
+  redis.call('HSET', KEYS[9], unpack(held))
+end
 if idem ~= '' then
   redis.call('HSET', KEYS[5], user .. ':' .. idem, ticket)
 end

@@ -4,10 +4,15 @@
 -- their units. Idempotency keys that SQL recorded are put back.
 -- Refund marks whose refund SQL already recorded are dropped: SQL's sold figure has no units for them.
 -- Only the rebuild holding the product's rebuild lease creates it, and releases the lease.
--- KEYS: stock, holds, deadlines, users, settle stream, events, idempotency, returns, rebuild lease
+-- A seated product gets its seats too: each seat's state as SQL has it, but that a hold that
+-- survived in Redis keeps its seats held; and each section's price.
+-- KEYS: stock, holds, deadlines, users, settle stream, events, idempotency, returns, rebuild lease,
+--       seats
 -- ARGV: initial, sold, max_per_user, starts_ms, ends_ms, price, currency, sql_holds_json,
 --       user_quantities_json, idempotency_json ({"user:key": ticket}),
---       terms_version, settle group, refunded_marks_json ([ticket, ...]), lease token
+--       terms_version, settle group, refunded_marks_json ([ticket, ...]), lease token,
+--       seats_json ({"A-1-1": "f" | "h:<ticket>" | "s:<ticket>"}, '' for no seats),
+--       section_prices_json ({"A": price})
 if redis.call('EXISTS', KEYS[1]) == 1 then
   return {'exists'}
 end
@@ -26,11 +31,36 @@ for _, hold in ipairs(cjson.decode(ARGV[8])) do
   end
 end
 local held = 0
+local seats = ARGV[15] ~= '' and cjson.decode(ARGV[15]) or nil
 local entries = redis.call('HGETALL', KEYS[2])
 for i = 1, #entries, 2 do
   local hold = cjson.decode(entries[i + 1])
   if OPEN[hold.s] then
     held = held + hold.q
+    if seats and hold.st then
+      for _, label in ipairs(hold.st) do
+        seats[label] = 'h:' .. hold.t
+      end
+    end
+  end
+end
+local seated = seats and '1' or '0'
+if seats then
+  redis.call('DEL', KEYS[10])
+  local batch = {}
+  for label, state in pairs(seats) do
+    batch[#batch + 1] = label
+    batch[#batch + 1] = state
+    if #batch >= 2000 then
+      redis.call('HSET', KEYS[10], unpack(batch))
+      batch = {}
+    end
+  end
+  if #batch > 0 then
+    redis.call('HSET', KEYS[10], unpack(batch))
+  end
+  for section, price in pairs(cjson.decode(ARGV[16])) do
+    redis.call('HSET', KEYS[1], 'p:' .. section, price)
   end
 end
 redis.call('DEL', KEYS[4])
@@ -46,6 +76,7 @@ end
 local available = initial - sold - held
 redis.call('HSET', KEYS[1], 'initial', initial, 'available', available, 'held', held,
   'sold', sold, 'max_per_user', ARGV[3], 'starts_ms', ARGV[4], 'ends_ms', ARGV[5],
-  'price', ARGV[6], 'currency', ARGV[7], 'terms_version', ARGV[11], 'version', now)
+  'price', ARGV[6], 'currency', ARGV[7], 'terms_version', ARGV[11], 'version', now,
+  'seated', seated)
 emit(KEYS[6], 'restore', '', available, '', now)
 return {'created', tostring(available)}

@@ -15,7 +15,7 @@ from core.inventory import Hold, Inventory
 from core.keys import product_of_ticket
 from core.models import Order, Payment
 from core.money import AmountText, to_decimal_string
-from core.orders import get_order, get_payment
+from core.orders import get_order, get_payment, order_seats
 from core.tickets.status import OrderStatus
 from core.times import Moment, iso, iso_ms
 
@@ -51,6 +51,7 @@ class Receipt(Answer):
     product_id: int
     quantity: int | None
     expires_at: Moment
+    seats: list[str] | None = omitted_when_none("the seats held (a seated event)")
 
 
 class RecordedOrder(Answer):
@@ -83,6 +84,7 @@ class TicketView(Answer):
     expires_at: Moment
     failure_reason: str | None
     payment: dict[str, str | None]
+    seats: list[str] | None = omitted_when_none("the ticket's seats (a seated event)")
     poll_after_ms: int | None = omitted_when_none("while the ticket is open: when to ask again")
 
     @property
@@ -138,7 +140,8 @@ def _recorded(
         raise TicketUnreadable(ticket_id)
     order = _visible(order, ticket_id, viewer)
     payment = payment_view(get_payment(session, ticket_id), order)
-    return TicketView(**_order_fields(order), payment=payment)
+    seats = order_seats(session, [ticket_id]).get(ticket_id)
+    return TicketView(**_order_fields(order), payment=payment, seats=seats)
 
 
 def hold_view(hold: Hold) -> TicketView:
@@ -154,6 +157,7 @@ def hold_view(hold: Hold) -> TicketView:
         expires_at=iso_ms(hold.deadline_ms),
         failure_reason=hold.reason,
         payment=_hold_payment(hold),
+        seats=list(hold.seats) or None,
     )
 
 
@@ -206,6 +210,7 @@ def receipt(hold: Hold) -> Receipt:
         product_id=_product_of(hold.ticket_id),
         quantity=hold.quantity,
         expires_at=iso_ms(hold.deadline_ms),
+        seats=list(hold.seats) or None,
     )
 
 

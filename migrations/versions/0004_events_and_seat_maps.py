@@ -1,4 +1,4 @@
-"""events, their sections and seats; the seats of orders
+"""events, their sections and seats; the seats of orders; the product selling an event's seats
 
 Revision ID: 0004
 Revises: 0003
@@ -69,6 +69,12 @@ def upgrade():
         sa.UniqueConstraint("event_id", "label", name=op.f("uq_seats_event_id")),
     )
     op.create_index("ix_seats_section_rank", "seats", ["section_id", "rank"])
+    with op.batch_alter_table("products", schema=None) as batch_op:
+        batch_op.add_column(sa.Column("event_id", sa.Integer(), nullable=True))
+        batch_op.create_unique_constraint(op.f("uq_products_event_id"), ["event_id"])
+        batch_op.create_foreign_key(
+            op.f("fk_products_event_id_events"), "events", ["event_id"], ["id"]
+        )
     op.create_table(
         "order_seats",
         sa.Column("id", sa.Integer(), nullable=False),
@@ -100,6 +106,10 @@ def downgrade():
     op.drop_index("uq_order_seats_live_seat", table_name="order_seats")
     op.drop_index("ix_order_seats_ticket_id", table_name="order_seats")
     op.drop_table("order_seats")
+    with op.batch_alter_table("products", schema=None) as batch_op:
+        batch_op.drop_constraint(op.f("fk_products_event_id_events"), type_="foreignkey")
+        batch_op.drop_constraint(op.f("uq_products_event_id"), type_="unique")
+        batch_op.drop_column("event_id")
     op.drop_index("ix_seats_section_rank", table_name="seats")
     op.drop_table("seats")
     op.drop_table("event_sections")

@@ -1,0 +1,224 @@
+"""Buying named seats: one Redis call holds them all or none; settlement sells or releases
+exactly those seats; expiry, decline and cancel give them back; a rebuild after Redis lost the
+event gives the same seat states; SQL and Redis agree seat by seat."""
+
+from __future__ import annotations
+
+import json
+import threading
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+from sqlalchemy import select
+
+from core.models import Product
+from core.orders import live_seats
+from core.settlement import SettleReport
+from core.stock import rebuild_stock
+from tests.helpers import Account, make_user, make_users, run_workers
+from tests.servers import wait_until
+from tests.test_api_errors import assert_error
+
+HALL = {
+    "sections": [
+        {"name": "A", "price": "80.00", "rows": [{"name": "1", "seats": 6}]},
+        {"name": "B", "price": "40.00", "rows": [{"name": "1", "seats": 6}]},
+        {"name": "Floor", "price": "25.00", "capacity": 50},
+    ]
+}
+
+
+def _on_sale(client: Any, admin: Account, body: dict[str, Any] = HALL) -> dict[str, Any]:
+    """A published event whose sale is open."""
+    starts = (datetime.now(UTC) + timedelta(days=30)).isoformat()
+    created = client.post(
+        "/events",
+        json={"title": "Seated show", "venue": "Hall", "starts_at": starts, "currency": "USD"},
+        headers=admin.headers,
+    ).get_json()
+    assert (
+        client.put(f"/events/{created['id']}/seatmap", json=body, headers=admin.headers).status_code
+        == 200
+    )
+    published = client.post(f"/events/{created['id']}/publish", headers=admin.headers)
+    assert published.status_code == 200, published.get_json()
+    return created
+
+
+def _buy(client: Any, buyer: Account, event_id: int, seats: list[str], **extra: Any) -> Any:
+    body = {"seats": seats, "payment_method": "pm_card_visa"} | extra
+    return client.post(f"/events/{event_id}/purchase", json=body, headers=buyer.headers)
+
+
+def _product(rt: Any, event_id: int) -> int:
+    with rt.sessions() as session:
+        return session.scalar(select(Product.id).where(Product.event_id == event_id))
+
+
+def _states(rt: Any, event_id: int) -> dict[str, str]:
+    return rt.redis.hgetall(rt.inventory.keys(_product(rt, event_id)).seats)
+
+
+def _status(client: Any, buyer: Account, ticket: str) -> dict[str, Any]:
+    return client.get(f"/orders/{ticket}", headers=buyer.headers).get_json()
+
+
+def _settled(client: Any, settings: Any, buyer: Account, ticket: str) -> dict[str, Any]:
+    def final() -> bool:
+        run_workers(settings)
+        return _status(client, buyer, ticket)["status"] not in ("reserved", "processing")
+
+    wait_until(final, 20, "the ticket to be settled")
+    return _status(client, buyer, ticket)
+
+
+def test_a_buyer_holds_exactly_the_seats_asked_for_or_none(client, app, admin, rt):
+    event_id = _on_sale(client, admin)["id"]
+    first, second = make_user(app), make_user(app)
+    held = _buy(client, first, event_id, ["A-1-2", "B-1-3"])
+    assert held.status_code == 202, held.get_json()
+    ticket = held.get_json()["ticket_id"]
+    assert held.get_json()["seats"] == ["A-1-2", "B-1-3"]
+    assert _status(client, first, ticket)["amount"] == "120.00"  # 80 + 40, each seat's section
+
+    refused = _buy(client, second, event_id, ["B-1-3", "B-1-4"])
+    assert refused.status_code == 409
+    assert refused.get_json()["error"] == "seats_unavailable"
+    assert refused.get_json()["seats"] == ["B-1-3"]
+    states = _states(rt, event_id)
+    assert states["A-1-2"] == states["B-1-3"] == f"h:{ticket}"
+    assert states["B-1-4"] == "f"  # all or none: the free seat of the refused ask stays free
+
+    unknown = _buy(client, second, event_id, ["A-1-9"])
+    assert unknown.status_code == 400 and unknown.get_json()["seats"] == ["A-1-9"]
+    by_count = client.post(
+        f"/purchase/{_product(rt, event_id)}",
+        json={"quantity": 1, "payment_method": "pm_card_visa"},
+        headers=second.headers,
+    )
+    assert_error(by_count, 409, "seats_required")
+
+
+def test_settlement_sells_the_seats_and_sql_agrees_seat_by_seat(client, app, admin, rt, settings):
+    event_id = _on_sale(client, admin)["id"]
+    buyer = make_user(app)
+    ticket = _buy(client, buyer, event_id, ["A-1-1", "A-1-2"]).get_json()["ticket_id"]
+    settled = _settled(client, settings, buyer, ticket)
+    assert settled["status"] == "confirmed" and settled["seats"] == ["A-1-1", "A-1-2"]
+    states = _states(rt, event_id)
+    assert states["A-1-1"] == states["A-1-2"] == f"s:{ticket}"
+    with rt.sessions() as session:
+        assert live_seats(session, event_id) == {"A-1-1": ticket, "A-1-2": ticket}
+    figures = rt.inventory.figures(_product(rt, event_id))
+    assert (figures.initial, figures.sold, figures.held) == (12, 2, 0)
+
+
+@pytest.mark.parametrize("ending", ["declined", "cancelled", "expired"])
+def test_a_ticket_that_ends_unpaid_gives_back_exactly_its_seats(
+    client, app, admin, rt, settings, ending
+):
+    event_id = _on_sale(client, admin)["id"]
+    buyer, other = make_user(app), make_user(app)
+    kept = _buy(client, other, event_id, ["B-1-1"]).get_json()["ticket_id"]
+    method = "pm_card_chargeDeclined" if ending == "declined" else "pm_card_visa"
+    ticket = _buy(client, buyer, event_id, ["B-1-2", "B-1-3"], payment_method=method).get_json()[
+        "ticket_id"
+    ]
+    product_id = _product(rt, event_id)
+    if ending == "cancelled":
+        assert client.post(f"/orders/{ticket}/cancel", headers=buyer.headers).status_code == 200
+    elif ending == "expired":
+        _past_deadline(rt, product_id, ticket)
+        assert rt.inventory.expire_holds(product_id) == 2
+    final = _settled(client, settings, buyer, ticket)
+    assert final["status"] == {"declined": "failed"}.get(ending, ending)
+    states = _states(rt, event_id)
+    assert states["B-1-2"] == states["B-1-3"] == "f"
+    assert states["B-1-1"] in (f"h:{kept}", f"s:{kept}")  # another ticket's seat is untouched
+    again = _buy(client, make_user(app), event_id, ["B-1-2", "B-1-3"])
+    assert again.status_code == 202, again.get_json()
+
+
+def _past_deadline(rt: Any, product_id: int, ticket: str) -> None:
+    keys = rt.inventory.keys(product_id)
+    record = json.loads(rt.redis.hget(keys.holds, ticket))
+    record["d"] = 1
+    rt.redis.hset(keys.holds, ticket, json.dumps(record))
+    rt.redis.zadd(keys.deadlines, {ticket: 1})
+
+
+def test_a_rebuild_after_redis_lost_the_event_gives_the_same_seat_states(
+    client, app, admin, rt, settings
+):
+    event_id = _on_sale(client, admin)["id"]
+    buyer = make_user(app)
+    sold = _buy(client, buyer, event_id, ["A-1-3", "A-1-4"]).get_json()["ticket_id"]
+    assert _settled(client, settings, buyer, sold)["status"] == "confirmed"
+    product_id = _product(rt, event_id)
+    open_ticket = _buy(client, buyer, event_id, ["B-1-5"]).get_json()["ticket_id"]
+    works = rt.settler.prepare(SettleReport(), product_id, "USD", [(None, open_ticket)])
+    assert [w.hold.ticket_id for w in works] == [open_ticket]  # recorded in SQL, still open
+    before = _states(rt, event_id)
+    keys = rt.inventory.keys(product_id)
+    rt.redis.delete(*keys.all())
+    assert rebuild_stock(rt.inventory, rt.sessions, product_id)
+    assert _states(rt, event_id) == before
+    assert before["A-1-3"] == f"s:{sold}" and before["B-1-5"] == f"h:{open_ticket}"
+    assert _buy(client, make_user(app), event_id, ["B-1-5"]).status_code == 409
+    assert _settled(client, settings, buyer, open_ticket)["status"] == "confirmed"
+    assert _states(rt, event_id)["B-1-5"] == f"s:{open_ticket}"
+
+
+def test_concurrent_buyers_of_overlapping_seats_never_share_one(client, app, admin, rt, settings):
+    event_id = _on_sale(client, admin)["id"]
+    buyers = make_users(app, 60)
+    rows = [f"A-1-{n}" for n in range(1, 7)] + [f"B-1-{n}" for n in range(1, 7)]
+    asks = [[rows[(i + k) % len(rows)] for k in range(2 + i % 3)] for i in range(len(buyers))]
+    answers: list[tuple[list[str], dict[str, Any], int]] = []
+    start = threading.Barrier(len(buyers))
+
+    def buy(account: Account, seats: list[str]) -> None:
+        with app.test_client() as own:
+            start.wait()
+            response = _buy(own, account, event_id, seats)
+            answers.append((seats, response.get_json(), response.status_code))
+
+    threads = [threading.Thread(target=buy, args=pair) for pair in zip(buyers, asks, strict=True)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    owner: dict[str, str] = {}
+    for seats, body, status in answers:
+        if status == 202:
+            assert body["seats"] == seats
+            for seat in seats:
+                assert seat not in owner, f"{seat} held by {owner[seat]} and {body['ticket_id']}"
+                owner[seat] = body["ticket_id"]
+        else:
+            assert (status, body["error"]) == (409, "seats_unavailable"), body
+            assert set(body["seats"]) <= set(seats)
+    for seats, body, status in answers:  # every seat named as taken was in fact held
+        if status != 202:
+            assert all(seat in owner for seat in body["seats"]), (seats, body)
+    run_workers(settings)
+    states = _states(rt, event_id)
+    for seat, ticket in owner.items():
+        assert states[seat] == f"s:{ticket}"
+    with rt.sessions() as session:
+        assert live_seats(session, event_id) == owner
+
+
+def test_an_admin_refund_puts_the_seats_back_on_sale(client, app, admin, rt, settings):
+    event_id = _on_sale(client, admin)["id"]
+    buyer = make_user(app)
+    ticket = _buy(client, buyer, event_id, ["A-1-5", "A-1-6"]).get_json()["ticket_id"]
+    assert _settled(client, settings, buyer, ticket)["status"] == "confirmed"
+    refunded = client.post(f"/orders/{ticket}/cancel", headers=admin.headers)
+    assert refunded.status_code == 200 and refunded.get_json()["status"] == "refunded"
+    states = _states(rt, event_id)
+    assert states["A-1-5"] == states["A-1-6"] == "f"
+    with rt.sessions() as session:
+        assert live_seats(session, event_id) == {}
+    assert _buy(client, make_user(app), event_id, ["A-1-5"]).status_code == 202
