@@ -147,10 +147,23 @@ class Reservation:
 @dataclass(frozen=True)
 class SeatPlan:
     """A seated product's seats as a rebuild (or the first set-up) writes them: seat id ->
-    'f', 'h:<ticket>' or 's:<ticket>', and each section's price in minor units."""
+    'f', 'h:<ticket>' or 's:<ticket>', each section's price (minor units) and place, and each
+    seat's score for best available."""
 
     states: dict[str, str]
-    section_prices: dict[str, int]
+    sections: dict[str, tuple[int, int]]  # section -> (price, its place in the map)
+    scores: dict[str, int]  # seat -> its section's place * SECTION_SCORE + its rank
+
+
+SECTION_SCORE = 10**12  # reserve.lua's SECTION: a section's scores, one range after another
+
+
+@dataclass(frozen=True)
+class BestAvailable:
+    """The best free seats of a section, side by side in one row when `together`."""
+
+    section: str
+    together: bool
 
 
 @dataclass(frozen=True)
@@ -246,10 +259,11 @@ class Inventory:
         idempotency_key: str = "",
         rate: PurchaseRate | None = None,
         seats: Sequence[str] = (),
+        best: BestAvailable | None = None,
     ) -> Reservation:
         """The purchase decision, one round trip; `rate` limits the buyer's attempts on this
         product (the API's RATELIMIT_PURCHASE). A seated product's purchase names its `seats`
-        (the quantity is their number): all are held, or none."""
+        (the quantity is their number; all are held, or none) or asks for the `best` ones."""
         k = self.keys(product_id)
         reply = self.scripts.reserve(
             keys=[
@@ -261,7 +275,7 @@ class Inventory:
                 k.settle,
                 k.events,
                 k.purchase_rate(user_id),
-                k.seats,
+                *k.seat_keys,
             ],
             args=[
                 user_id,
@@ -274,6 +288,7 @@ class Inventory:
                 rate.amount if rate else 0,
                 rate.window_ms if rate else 0,
                 _json_list(list(seats)) if seats else "",
+                json.dumps({"section": best.section, "together": best.together}) if best else "",
             ],
         )
         result = reply[0]
@@ -383,7 +398,7 @@ class Inventory:
         pipe = self.redis.pipeline(transaction=False)
         for ticket in ticket_ids:
             self.scripts.begin_settlement(
-                keys=[k.stock, k.holds, k.deadlines, k.users, k.events, k.seats],
+                keys=[k.stock, k.holds, k.deadlines, k.users, k.events, *k.seat_keys],
                 args=[ticket, lease_ms],
                 client=pipe,
             )
@@ -399,7 +414,7 @@ class Inventory:
         pipe = self.redis.pipeline(transaction=False)
         for ending in endings:
             self.scripts.finish_hold(
-                keys=[k.stock, k.holds, k.deadlines, k.users, k.events, k.seats],
+                keys=[k.stock, k.holds, k.deadlines, k.users, k.events, *k.seat_keys],
                 args=[ending.ticket_id, ending.outcome, ending.reason, ending.only_from],
                 client=pipe,
             )
@@ -434,7 +449,7 @@ class Inventory:
         """Forgets a product's stock and seats, so that its next set-up writes them anew: only
         while nothing can be held (before its sale starts)."""
         k = self.keys(product_id)
-        self.redis.delete(k.stock, k.seats)
+        self.redis.delete(k.stock, *k.seat_keys)
 
     def begin_return(
         self,
@@ -462,7 +477,9 @@ class Inventory:
         pipe = self.redis.pipeline(transaction=False)
         for ticket in ticket_ids:
             self.scripts.return_units(
-                keys=[k.stock, k.returns, k.users, k.events, k.seats], args=[ticket], client=pipe
+                keys=[k.stock, k.returns, k.users, k.events, *k.seat_keys],
+                args=[ticket],
+                client=pipe,
             )
         return sum(1 for reply in pipe.execute() if reply == "returned")
 
@@ -470,7 +487,7 @@ class Inventory:
         k = self.keys(product_id)
         return int(
             self.scripts.expire_holds(
-                keys=[k.stock, k.holds, k.deadlines, k.users, k.events, k.seats], args=[limit]
+                keys=[k.stock, k.holds, k.deadlines, k.users, k.events, *k.seat_keys], args=[limit]
             )
         )
 
@@ -621,7 +638,7 @@ class Inventory:
                 k.idempotency,
                 k.returns,
                 k.rebuild_lease,
-                k.seats,
+                *k.seat_keys,
             ],
             args=[
                 terms.initial_stock,
@@ -641,7 +658,8 @@ class Inventory:
                 _json_list(refunded_marks or []),
                 lease,
                 json.dumps(seats.states, separators=(",", ":")) if seats else "",
-                json.dumps(seats.section_prices) if seats else "{}",
+                json.dumps(seats.sections) if seats else "{}",
+                json.dumps(seats.scores, separators=(",", ":")) if seats else "{}",
             ],
         )
         return reply[0] == "created"

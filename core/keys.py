@@ -54,6 +54,21 @@ class ProductKeys:
         return f"{self.tag}:seats"
 
     @property
+    def seat_ranks(self) -> str:
+        """Seat id -> score: its section's place in the map, then its rank (best first)."""
+        return f"{self.tag}:seat-ranks"
+
+    @property
+    def free_seats(self) -> str:
+        """The free seats, a sorted set by score: best available reads it in order."""
+        return f"{self.tag}:free-seats"
+
+    @property
+    def seat_keys(self) -> list[str]:
+        """The keys lib.lua's seat_keys() reads, in its order."""
+        return [self.seats, self.seat_ranks, self.free_seats]
+
+    @property
     def returns(self) -> str:
         """Refunded tickets whose units are not back on sale yet (see begin_return.lua)."""
         return f"{self.tag}:returns"
@@ -103,7 +118,7 @@ class ProductKeys:
             self.idempotency,
             self.settle,
             self.events,
-            self.seats,
+            *self.seat_keys,
             self.returns,
             self.rebuild_pending,
             self.drain_queued,

@@ -20,6 +20,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from core.catalog import terms_of
 from core.db import snapshot as sql_snapshot
 from core.inventory import (
+    SECTION_SCORE,
     Hold,
     Inventory,
     ProductTerms,
@@ -371,8 +372,18 @@ def seat_plan(
     """Each seat's state as SQL has it: sold to a confirmed order, held by an open order whose
     hold comes back open (`holds`, as the rebuild restores them), free otherwise; a hold Redis
     confirmed and SQL has not recorded yet keeps its seats sold."""
-    labels = session.scalars(select(Seat.label).where(Seat.event_id == event_id))
-    states = dict.fromkeys(labels, "f")
+    sections = {
+        s.id: s
+        for s in session.scalars(select(EventSection).where(EventSection.event_id == event_id))
+        if s.capacity is None
+    }
+    seats = session.execute(
+        select(Seat.label, Seat.section_id, Seat.rank).where(Seat.event_id == event_id)
+    ).all()
+    states = {label: "f" for label, _, _ in seats}
+    scores = {
+        label: sections[section].position * SECTION_SCORE + rank for label, section, rank in seats
+    }
     reopened = {hold.ticket_id for hold in holds if hold.status in OPEN_STATUSES}
     live = session.execute(
         select(OrderSeat.label, OrderSeat.ticket_id, Order.status)
@@ -387,9 +398,5 @@ def seat_plan(
     for hold in confirmed_in_redis:
         for label in hold.seats:
             states[label] = f"s:{hold.ticket_id}"
-    prices = {
-        s.name: s.price_minor
-        for s in session.scalars(select(EventSection).where(EventSection.event_id == event_id))
-        if s.capacity is None
-    }
-    return SeatPlan(states, prices)
+    terms = {s.name: (s.price_minor, s.position) for s in sections.values()}
+    return SeatPlan(states, terms, scores)

@@ -222,3 +222,101 @@ def test_an_admin_refund_puts_the_seats_back_on_sale(client, app, admin, rt, set
     with rt.sessions() as session:
         assert live_seats(session, event_id) == {}
     assert _buy(client, make_user(app), event_id, ["A-1-5"]).status_code == 202
+
+
+def _best(
+    client: Any, buyer: Account, event_id: int, section: str, quantity: int, **kw: Any
+) -> Any:
+    body = {"section": section, "quantity": quantity, "payment_method": "pm_card_visa"} | kw
+    return client.post(f"/events/{event_id}/purchase", json=body, headers=buyer.headers)
+
+
+def test_best_available_takes_the_best_ranked_free_seats(client, app, admin):
+    event_id = _on_sale(client, admin)["id"]
+    buyer = make_user(app)
+    first = _best(client, buyer, event_id, "A", 2)
+    assert first.status_code == 202, first.get_json()
+    assert sorted(first.get_json()["seats"]) == ["A-1-3", "A-1-4"]  # the middle of the row
+    assert sorted(_best(client, buyer, event_id, "B", 1).get_json()["seats"]) in (
+        ["B-1-3"],
+        ["B-1-4"],
+    )
+    assert _best(client, buyer, event_id, "A", 5).get_json()["error"] == "not_enough_seats"
+    assert _best(client, buyer, event_id, "C", 1).status_code == 400  # unknown_section
+
+
+def test_best_available_together_finds_the_best_block_side_by_side(client, app, admin):
+    hall = {"sections": [{"name": "A", "price": 10, "rows": [{"name": "1", "seats": 6}]}]}
+    event_id = _on_sale(client, admin, hall)["id"]
+    buyer = make_user(app)
+    assert _buy(client, buyer, event_id, ["A-1-3"]).status_code == 202
+    block = _best(client, buyer, event_id, "A", 3, together=True)
+    assert block.status_code == 202, block.get_json()
+    assert block.get_json()["seats"] == ["A-1-4", "A-1-5", "A-1-6"]
+    refused = _best(client, buyer, event_id, "A", 2, together=True)  # A-1-1, A-1-2 are left
+    assert refused.status_code == 202 and refused.get_json()["seats"] == ["A-1-1", "A-1-2"]
+    assert _best(client, buyer, event_id, "A", 1).get_json()["error"] == "sold_out"  # all held
+
+
+def test_best_available_together_under_concurrency_is_adjacent_and_never_worse(
+    client, app, admin, rt, settings
+):
+    rows = [{"name": str(n), "seats": 15} for n in range(1, 11)]
+    hall = {"sections": [{"name": "A", "price": 10, "rows": rows}]}
+    event_id = _on_sale(client, admin, hall)["id"]
+    buyers = make_users(app, 40)
+    answers: dict[str, list[str]] = {}
+    refused: list[int] = []
+    start = threading.Barrier(len(buyers))
+
+    def buy(account: Account) -> None:
+        size = 2 + account.id % 3
+        with app.test_client() as own:
+            start.wait()
+            response = _best(own, account, event_id, "A", size, together=True)
+            if response.status_code == 202:
+                answers[response.get_json()["ticket_id"]] = response.get_json()["seats"]
+            else:
+                assert response.get_json()["error"] == "not_enough_adjacent", response.get_json()
+                refused.append(size)
+
+    threads = [threading.Thread(target=buy, args=(account,)) for account in buyers]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len(answers) + len(refused) == len(buyers) and len(answers) > len(buyers) // 2
+    product_id = _product(rt, event_id)
+    ranks = {
+        label: float(score)
+        for label, score in rt.redis.hgetall(rt.inventory.keys(product_id).seat_ranks).items()
+    }
+    free = set(ranks)
+    reserves = rt.redis.xrange(rt.inventory.keys(product_id).events)
+    order = [fields["ticket"] for _, fields in reserves if fields.get("action") == "reserve"]
+    assert sorted(order) == sorted(answers)
+    for ticket in order:  # replayed in the order Redis held them
+        seats = answers[ticket]
+        row, numbers = seats[0].rsplit("-", 1)[0], [int(s.rsplit("-", 1)[1]) for s in seats]
+        assert all(s.rsplit("-", 1)[0] == row for s in seats), seats
+        assert numbers == list(range(numbers[0], numbers[0] + len(seats))), seats
+        assert set(seats) <= free
+        best_now = min(min(ranks[s] for s in block) for block in _blocks(free, len(seats)) if block)
+        assert min(ranks[s] for s in seats) == best_now, (ticket, seats)
+        free -= set(seats)
+    for size in refused:  # free seats only ever went: no block was left when it was refused
+        assert not _blocks(free, size), size
+    run_workers(settings)
+    with rt.sessions() as session:
+        assert len(live_seats(session, event_id)) == sum(len(s) for s in answers.values())
+
+
+def _blocks(free: set[str], size: int) -> list[list[str]]:
+    """Every run of `size` free seats side by side in one row."""
+    blocks = []
+    for label in free:
+        row, number = label.rsplit("-", 1)
+        block = [f"{row}-{n}" for n in range(int(number), int(number) + size)]
+        if all(seat in free for seat in block):
+            blocks.append(block)
+    return blocks

@@ -23,6 +23,7 @@ from core.events.catalog import (
 )
 from core.events.sale import put_on_sale, seated_product
 from core.events.seatmap import SeatMapRefused, SeatMapSpec, replace_seat_map
+from core.inventory import BestAvailable
 from core.models import Event, Product
 from core.money import to_decimal_string
 from core.times import iso
@@ -173,14 +174,22 @@ def put_seat_map(event_id: int) -> Response:
     bearer=True,
 )
 def purchase(event_id: int) -> Response:
-    """Hold those seats, all or none: 202 with a ticket to poll, as any purchase.
+    """Hold seats: those named (all or none), or the best available of a section, side by side
+    when `together`. 202 with a ticket to poll, as any purchase.
 
-    409 seats_unavailable names the seats that were taken."""
+    409 seats_unavailable names the seats that were taken; not_enough_seats and
+    not_enough_adjacent say the section has no such seats free."""
     body = parse_body(SeatPurchase)
     idempotency_key = parse_headers(PurchaseHeaders, "invalid_idempotency_key").idempotency_key
     product_id = _seats_product(check_id(event_id, "event"))
+    if body.seats is not None:
+        return reserve_and_answer(
+            product_id, len(body.seats), body.payment_method, idempotency_key, seats=body.seats
+        )
+    assert body.section is not None and body.quantity is not None
+    best = BestAvailable(body.section, body.together)
     return reserve_and_answer(
-        product_id, len(body.seats), body.payment_method, idempotency_key, body.seats
+        product_id, body.quantity, body.payment_method, idempotency_key, best=best
     )
 
 

@@ -10,6 +10,7 @@ from flask import Blueprint, Response, request, url_for
 from flask_jwt_extended import jwt_required
 from redis.exceptions import RedisError
 
+from core.inventory import BestAvailable
 from core.keys import new_ticket_id, product_of_ticket
 from core.locks import LockTimeout
 from core.models import Product
@@ -57,6 +58,9 @@ SEAT_REFUSALS = {
     "unknown_seats": (400, "no such seats in this event"),
     "seats_required": (409, "this product sells seats: choose them (POST /events/<id>/purchase)"),
     "not_seated": (409, "this product has no seats"),
+    "unknown_section": (400, "no such seated section in this event"),
+    "not_enough_seats": (409, "not that many seats are free in this section"),
+    "not_enough_adjacent": (409, "not that many seats side by side are free in this section"),
 }
 REFUSALS = {
     "sold_out": "sold out",
@@ -103,6 +107,7 @@ def reserve_and_answer(
     payment_method: str,
     idempotency_key: str | None,
     seats: Sequence[str] = (),
+    best: BestAvailable | None = None,
 ) -> Response:
     """The one Redis call of a purchase, and its answer: 202 with the ticket, or the refusal."""
     try:
@@ -115,6 +120,7 @@ def reserve_and_answer(
             idempotency_key or "",
             purchase_rate(),
             seats,
+            best,
         )
     except RedisError:
         raise ApiError(

@@ -181,23 +181,34 @@ REQUIRED_EVENT_FIELDS = {
 }
 
 
+SectionName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9]{1,10}$")]
 SeatId = Annotated[
     str, StringConstraints(pattern=r"^[A-Za-z0-9]{1,10}-[A-Za-z0-9]{1,10}-[0-9]{1,6}$")
 ]
 
 
 class SeatPurchase(Strict):
-    """Those exact seats, all or none."""
+    """Those exact `seats`, all or none; or the best available `quantity` of a `section`, side by
+    side in one row when `together`."""
 
-    seats: list[SeatId] = Field(min_length=1, max_length=MAX_SEATS_PER_PURCHASE)
+    seats: list[SeatId] | None = Field(
+        default=None, min_length=1, max_length=MAX_SEATS_PER_PURCHASE
+    )
+    section: SectionName | None = None
+    quantity: int | None = Field(default=None, ge=1, le=MAX_SEATS_PER_PURCHASE)
+    together: bool = False
     payment_method: PaymentMethod
 
-    @field_validator("seats")
-    @classmethod
-    def _distinct(cls, seats: list[str]) -> list[str]:
-        if len(set(seats)) != len(seats):
-            raise ValueError("a seat appears twice")
-        return seats
+    @model_validator(mode="after")
+    def _one_way(self) -> SeatPurchase:
+        if self.seats is not None:
+            if self.section is not None or self.quantity is not None or self.together:
+                raise ValueError("either seats, or section and quantity (and together)")
+            if len(set(self.seats)) != len(self.seats):
+                raise ValueError("a seat appears twice")
+        elif self.section is None or self.quantity is None:
+            raise ValueError("seats, or section and quantity")
+        return self
 
 
 class PurchaseRequest(Strict):

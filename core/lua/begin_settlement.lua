@@ -1,7 +1,7 @@
 -- A settler takes a hold: reserved -> processing (a hold awaiting the buyer's authentication keeps
 -- that state), and the hold's deadline is extended by a lease so that it is not reclaimed while its
 -- payment is in flight. A reserved hold already past its deadline is expired instead.
--- KEYS: stock, holds, deadlines, users, events, seats
+-- KEYS: stock, holds, deadlines, users, events, seats, seat ranks, free seats
 -- ARGV: ticket, lease_ms
 local ticket = ARGV[1]
 local now = now_ms()
@@ -14,7 +14,7 @@ if hold.s == 'reserved' and hold.d <= now then
   hold.r = 'hold_expired'
   hold.m = now
   redis.call('ZREM', KEYS[3], ticket)
-  return_to_stock(KEYS[1], KEYS[4], KEYS[6], hold)
+  return_to_stock(KEYS[1], KEYS[4], seat_keys(6), hold)
   redis.call('HINCRBY', KEYS[1], 'version', 1)
   emit(KEYS[5], 'expire', ticket, hold.q, hold.u, now)
 elseif OPEN[hold.s] then

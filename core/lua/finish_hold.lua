@@ -1,6 +1,6 @@
 -- Settles a hold: confirmed (held -> sold) or failed / expired / cancelled (held -> available).
 -- Only an open hold moves; asking again for the state it is in answers 'already'.
--- KEYS: stock, holds, deadlines, users, events, seats
+-- KEYS: stock, holds, deadlines, users, events, seats, seat ranks, free seats
 -- ARGV: ticket, outcome, reason, only_from ('' = any open state, else that one state)
 local ticket, outcome = ARGV[1], ARGV[2]
 local now = now_ms()
@@ -17,9 +17,9 @@ end
 if outcome == 'confirmed' then
   redis.call('HINCRBY', KEYS[1], 'held', -hold.q)
   redis.call('HINCRBY', KEYS[1], 'sold', hold.q)
-  move_seats(KEYS[6], ticket, hold.st, 'h', 's')
+  move_seats(seat_keys(6), ticket, hold.st, 'h', 's')
 else
-  return_to_stock(KEYS[1], KEYS[4], KEYS[6], hold)
+  return_to_stock(KEYS[1], KEYS[4], seat_keys(6), hold)
 end
 redis.call('HINCRBY', KEYS[1], 'version', 1)
 hold.s = outcome

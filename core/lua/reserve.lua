@@ -1,10 +1,72 @@
 -- The whole purchase decision in one atomic call.
--- A seated product's purchase names its seats (ARGV[10]): all of them are held, or none.
+-- A seated product's purchase names its seats (ARGV[10]): all of them are held, or none; or it
+-- asks for the best available seats of a section (ARGV[11]), adjacent in one row if `together`.
 -- KEYS: stock, holds, deadlines, users, idempotency, settle stream, events, the buyer's purchase
---       rate counter, seats
+--       rate counter, seats, seat ranks, free seats
 -- ARGV: user, quantity, ticket, hold_ms, idempotency_key ('' = none), payment_method,
 --       reclaim_limit, rate_limit (purchases per window, 0 = none), rate_window_ms,
---       seats (a JSON list of seat ids; '' for a product without seats)
+--       seats (a JSON list of seat ids, or ''), best ({"section", "together"}, or '')
+-- A section's free seats, best first: its scores run from position * SECTION to the next one.
+local SECTION = 1e12
+local SCAN = 100 -- free seats read per step of a best-available search
+local MAX_SCANNED = 2000 -- and at most this many: a search costs rows' lengths, not the hall's
+
+local function section_range(position)
+  return string.format('%.0f', position * SECTION), '(' .. string.format('%.0f', (position + 1) * SECTION)
+end
+
+local function best_seats(seat, position, qty)
+  local low, high = section_range(position)
+  local found = redis.call('ZRANGEBYSCORE', seat.free, low, high, 'LIMIT', 0, qty)
+  return #found == qty and found or nil
+end
+
+-- The block of qty free seats side by side in one row holding the best free seat that is in any
+-- such block; of the blocks holding it, the one whose ranks add up lowest. Neighbours are the
+-- seat numbers either side (A-12-7: A-12-6, A-12-8); a number missing from the map is an aisle.
+local function best_together(seat, position, qty)
+  local low, high = section_range(position)
+  local known = {}
+  local function free(label)
+    if known[label] == nil then
+      known[label] = redis.call('HGET', seat.states, label) == 'f'
+    end
+    return known[label]
+  end
+  local offset = 0
+  while offset < MAX_SCANNED do
+    local batch = redis.call('ZRANGEBYSCORE', seat.free, low, high, 'LIMIT', offset, SCAN)
+    for _, candidate in ipairs(batch) do
+      local row, number = string.match(candidate, '^(.*)%-(%d+)$')
+      number = tonumber(number)
+      local chosen, lowest
+      for first = number - qty + 1, number do
+        local block, total = {}, 0
+        for n = first, first + qty - 1 do
+          local label = row .. '-' .. n
+          if n < 1 or not free(label) then
+            block = nil
+            break
+          end
+          block[#block + 1] = label
+          total = total + tonumber(redis.call('HGET', seat.ranks, label))
+        end
+        if block and (not lowest or total < lowest) then
+          chosen, lowest = block, total
+        end
+      end
+      if chosen then
+        return chosen
+      end
+    end
+    if #batch < SCAN then
+      return nil
+    end
+    offset = offset + SCAN
+  end
+  return nil
+end
+
 local now = now_ms()
 local user = ARGV[1]
 local qty = tonumber(ARGV[2])
@@ -41,13 +103,15 @@ if ends > 0 and now >= ends then
   return {'sale_ended'}
 end
 
+local seat = seat_keys(9)
 local seats = ARGV[10] ~= '' and cjson.decode(ARGV[10]) or nil
-if (stock[7] == '1') ~= (seats ~= nil) then
-  return {seats and 'not_seated' or 'seats_required'}
+local best = ARGV[11] ~= '' and cjson.decode(ARGV[11]) or nil
+if (stock[7] == '1') ~= (seats ~= nil or best ~= nil) then
+  return {stock[7] == '1' and 'seats_required' or 'not_seated'}
 end
 
 local available = tonumber(stock[1]) +
-  reclaim_expired(KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[7], KEYS[9], now, tonumber(ARGV[7]))
+  reclaim_expired(KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[7], seat, now, tonumber(ARGV[7]))
 local limit = tonumber(stock[2])
 local bought = tonumber(redis.call('HGET', KEYS[4], user) or '0')
 if limit > 0 and bought + qty > limit then
@@ -57,9 +121,25 @@ end
 if not seats and available < qty then
   return {'sold_out', tostring(available)}
 end
+if best then
+  local position = redis.call('HGET', KEYS[1], 's:' .. best.section)
+  if not position then
+    return {'unknown_section'}
+  end
+  local chosen
+  if best.together then
+    chosen = best_together(seat, tonumber(position), qty)
+  else
+    chosen = best_seats(seat, tonumber(position), qty)
+  end
+  if not chosen then
+    return {best.together and 'not_enough_adjacent' or 'not_enough_seats'}
+  end
+  seats = chosen
+end
 local amount = qty * tonumber(stock[5])
 if seats then
-  local states = redis.call('HMGET', KEYS[9], unpack(seats))
+  local states = redis.call('HMGET', seat.states, unpack(seats))
   local unknown, taken, prices = {}, {}, {}
   for i = 1, #seats do
     if not states[i] then
@@ -103,7 +183,8 @@ if seats then
     held[#held + 1] = label
     held[#held + 1] = 'h:' .. ticket
   end
-  redis.call('HSET', KEYS[9], unpack(held))
+  redis.call('HSET', seat.states, unpack(held))
+  redis.call('ZREM', seat.free, unpack(seats))
 end
 if idem ~= '' then
   redis.call('HSET', KEYS[5], user .. ':' .. idem, ticket)

@@ -7,12 +7,12 @@
 -- A seated product gets its seats too: each seat's state as SQL has it, but that a hold that
 -- survived in Redis keeps its seats held; and each section's price.
 -- KEYS: stock, holds, deadlines, users, settle stream, events, idempotency, returns, rebuild lease,
---       seats
+--       seats, seat ranks, free seats
 -- ARGV: initial, sold, max_per_user, starts_ms, ends_ms, price, currency, sql_holds_json,
 --       user_quantities_json, idempotency_json ({"user:key": ticket}),
 --       terms_version, settle group, refunded_marks_json ([ticket, ...]), lease token,
 --       seats_json ({"A-1-1": "f" | "h:<ticket>" | "s:<ticket>"}, '' for no seats),
---       section_prices_json ({"A": price})
+--       sections_json ({"A": [price, position]}), ranks_json ({"A-1-1": score})
 if redis.call('EXISTS', KEYS[1]) == 1 then
   return {'exists'}
 end
@@ -46,21 +46,33 @@ for i = 1, #entries, 2 do
 end
 local seated = seats and '1' or '0'
 if seats then
-  redis.call('DEL', KEYS[10])
-  local batch = {}
-  for label, state in pairs(seats) do
-    batch[#batch + 1] = label
-    batch[#batch + 1] = state
-    if #batch >= 2000 then
-      redis.call('HSET', KEYS[10], unpack(batch))
-      batch = {}
+  local seat = seat_keys(10)
+  local ranks = cjson.decode(ARGV[17])
+  redis.call('DEL', seat.states, seat.ranks, seat.free)
+  local states, scores, free = {}, {}, {}
+  local function flush(force)
+    if #states >= 2000 or (force and #states > 0) then
+      redis.call('HSET', seat.states, unpack(states))
+      redis.call('HSET', seat.ranks, unpack(scores))
+      states, scores = {}, {}
+    end
+    if #free >= 2000 or (force and #free > 0) then
+      redis.call('ZADD', seat.free, unpack(free))
+      free = {}
     end
   end
-  if #batch > 0 then
-    redis.call('HSET', KEYS[10], unpack(batch))
+  for label, state in pairs(seats) do
+    local score = string.format('%.0f', ranks[label])
+    states[#states + 1], states[#states + 2] = label, state
+    scores[#scores + 1], scores[#scores + 2] = label, score
+    if state == 'f' then
+      free[#free + 1], free[#free + 2] = score, label
+    end
+    flush(false)
   end
-  for section, price in pairs(cjson.decode(ARGV[16])) do
-    redis.call('HSET', KEYS[1], 'p:' .. section, price)
+  flush(true)
+  for section, terms in pairs(cjson.decode(ARGV[16])) do
+    redis.call('HSET', KEYS[1], 'p:' .. section, terms[1], 's:' .. section, terms[2])
   end
 end
 redis.call('DEL', KEYS[4])
