@@ -537,6 +537,16 @@ class Inventory:
             return None
         return StockFigures(*(int(v) for v in values))
 
+    def seat_states(self, product_id: int) -> tuple[int, dict[str, str]] | None:
+        """The stock's version and every seat's state ('f', 'h:<ticket>', 's:<ticket>'), read
+        together (MULTI); None while the stock is missing."""
+        k = self.keys(product_id)
+        pipe = self.redis.pipeline(transaction=True)
+        pipe.hget(k.stock, "version")
+        pipe.hgetall(k.seats)
+        version, states = pipe.execute()
+        return None if version is None else (int(version), states)
+
     def available(self, product_ids: list[int]) -> dict[int, int | None]:
         pipe = self.redis.pipeline(transaction=False)
         for product_id in product_ids:

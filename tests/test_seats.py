@@ -320,3 +320,37 @@ def _blocks(free: set[str], size: int) -> list[list[str]]:
         if all(seat in free for seat in block):
             blocks.append(block)
     return blocks
+
+
+def test_the_seat_map_shows_each_seat_and_skips_an_unchanged_map(client, app, admin, settings):
+    body = {
+        "sections": [
+            {"name": "A", "price": "80.00", "rows": [{"name": "1", "seats": 4}]},
+            {"name": "B", "price": 40, "rows": [{"name": "1", "seats": [1, 2, 5]}]},
+            {"name": "Floor", "price": 20, "capacity": 10},
+        ]
+    }
+    event_id = _on_sale(client, admin, body)["id"]
+    buyer = make_user(app)
+    sold = _buy(client, buyer, event_id, ["A-1-1"]).get_json()["ticket_id"]
+    assert _settled(client, settings, buyer, sold)["status"] == "confirmed"
+    assert _buy(client, buyer, event_id, ["B-1-5"]).status_code == 202
+
+    first = client.get(f"/events/{event_id}/seats")
+    assert first.status_code == 200
+    assert first.get_json()["sections"] == [
+        {"name": "A", "price": "80.00", "rows": [{"name": "1", "seats": 4, "states": "sfff"}]},
+        {
+            "name": "B",
+            "price": "40.00",
+            "rows": [{"name": "1", "seats": [1, 2, 5], "states": "ffh"}],
+        },
+    ]
+    etag = first.headers["ETag"]
+    unchanged = client.get(f"/events/{event_id}/seats", headers={"If-None-Match": etag})
+    assert unchanged.status_code == 304 and unchanged.data == b""
+    assert _buy(client, buyer, event_id, ["A-1-2"]).status_code == 202
+    changed = client.get(f"/events/{event_id}/seats", headers={"If-None-Match": etag})
+    assert changed.status_code == 200
+    assert changed.get_json()["sections"][0]["rows"][0]["states"] == "shff"
+    assert changed.get_json()["version"] > first.get_json()["version"]

@@ -222,3 +222,21 @@ class SeatMapStored(Answer):
     sections: int
     seats: int
     standing: int
+
+
+class RowStates(Answer):
+    name: str
+    seats: int | list[int] = Field(description="a count (seats 1 to n) or the seat numbers")
+    states: str = Field(description="a letter a seat, in order: f free, h held, s sold")
+
+
+class SectionStates(Answer):
+    name: str
+    price: AmountText
+    rows: list[RowStates]
+
+
+class SeatMapStates(Answer):
+    event_id: int
+    version: int = Field(description="moves with every change: the ETag is made of it")
+    sections: list[SectionStates]

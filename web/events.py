@@ -22,17 +22,26 @@ from core.events.catalog import (
     update_event,
 )
 from core.events.sale import put_on_sale, seated_product
-from core.events.seatmap import SeatMapRefused, SeatMapSpec, replace_seat_map
+from core.events.seatmap import (
+    SeatMapRefused,
+    SeatMapSpec,
+    SectionLayout,
+    replace_seat_map,
+    seated_layout,
+)
 from core.inventory import BestAvailable
 from core.models import Event, Product
 from core.money import to_decimal_string
-from core.times import iso
+from core.times import iso, to_ms
 from web.answers import (
     EventAnswer,
     EventList,
     PurchaseAccepted,
+    RowStates,
+    SeatMapStates,
     SeatMapStored,
     SectionAnswer,
+    SectionStates,
     answer,
 )
 from web.common import (
@@ -191,6 +200,74 @@ def purchase(event_id: int) -> Response:
     return reserve_and_answer(
         product_id, body.quantity, body.payment_method, idempotency_key, best=best
     )
+
+
+@bp.get("/events/<int:event_id>/seats")
+@documented("events", {200: SeatMapStates}, (404, 503), empty=(304,))
+def seats(event_id: int) -> Response:
+    """Every seat's state, row by row (a letter a seat), with the version to skip an unchanged
+    map (ETag, If-None-Match: 304)."""
+    product_id = _seats_product(check_id(event_id, "event"))
+    layout, currency, changed = _layout(event_id)
+    read = runtime().inventory.seat_states(product_id)
+    if read is None:
+        raise ApiError(503, "inventory_unavailable", "the seats are being rebuilt, retry shortly")
+    version, states = read
+    etag = f"{changed}-{version}"
+    if request.if_none_match.contains(etag):
+        response = Response(status=304)
+    else:
+        response = answer(_seat_map(event_id, version, layout, currency, states))
+    response.set_etag(etag)
+    return response
+
+
+# Event -> its seated layout, as of the map's last change (the map is fixed once on sale).
+_LAYOUTS: dict[int, tuple[int, list[SectionLayout], str]] = {}
+
+
+def _layout(event_id: int) -> tuple[list[SectionLayout], str, int]:
+    event = db.session.get(Event, event_id)
+    assert event is not None
+    changed, currency = to_ms(event.updated_at), event.currency
+    cached = _LAYOUTS.get(event_id)
+    if cached is None or cached[0] != changed:
+        cached = (changed, seated_layout(db.session, event_id), currency)
+        _LAYOUTS[event_id] = cached
+    end_read()
+    return cached[1], cached[2], changed
+
+
+def _seat_map(
+    event_id: int,
+    version: int,
+    layout: list[SectionLayout],
+    currency: str,
+    states: dict[str, str],
+) -> SeatMapStates:
+    return SeatMapStates(
+        event_id=event_id,
+        version=version,
+        sections=[
+            SectionStates(
+                name=section.name,
+                price=to_decimal_string(section.price_minor, currency),
+                rows=[
+                    RowStates(
+                        name=row.name,
+                        seats=_numbers(row.numbers),
+                        states="".join(states.get(label, "s")[0] for label in row.labels),
+                    )
+                    for row in section.rows
+                ],
+            )
+            for section in layout
+        ],
+    )
+
+
+def _numbers(numbers: tuple[int, ...]) -> int | list[int]:
+    return len(numbers) if numbers == tuple(range(1, len(numbers) + 1)) else list(numbers)
 
 
 # Event -> the product selling its seats, once published (it never changes): a purchase reads

@@ -86,15 +86,17 @@ def documented(
     query: type[BaseModel] | None = None,
     headers: type[BaseModel] | None = None,
     bearer: bool = False,
+    empty: Iterable[int] = (),
 ) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
-    """The route in the OpenAPI document: its summary is the view's docstring."""
+    """The route in the OpenAPI document: its summary is the view's docstring; `empty` lists
+    answers without a body (304)."""
     codes = {f"HTTP_{code}": model for code, model in answers.items()}
     codes |= {f"HTTP_{code}": Error for code in errors}
     return api.validate(
         json=body,
         query=query,
         headers=headers,
-        resp=Answers(**codes),
+        resp=Answers(*(f"HTTP_{code}" for code in empty), **codes),
         tags=[tag],
         security={"bearerAuth": []} if bearer else None,
     )

@@ -14,10 +14,10 @@ from decimal import Decimal
 from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
-from sqlalchemy import delete, insert
+from sqlalchemy import delete, insert, select
 from sqlalchemy.orm import Session
 
-from core.models import Event, EventSection, Seat
+from core.models import Event, EventSection, Seat, utcnow
 from core.money import AmountError, to_minor
 
 MAX_SEATS = 100_000
@@ -112,6 +112,7 @@ class SeatMapSummary:
 def replace_seat_map(session: Session, event: Event, spec: SeatMapSpec) -> SeatMapSummary:
     """The event's sections and seats become the map's (the caller commits)."""
     prices = [_price_minor(section, event.currency) for section in spec.sections]
+    event.updated_at = utcnow()  # the map's version, for those who keep its layout
     session.execute(delete(Seat).where(Seat.event_id == event.id))
     session.execute(delete(EventSection).where(EventSection.event_id == event.id))
     sections = [
@@ -176,3 +177,50 @@ def _seats(
                 }
             )
     return seats
+
+
+@dataclass(frozen=True)
+class RowLayout:
+    name: str
+    numbers: tuple[int, ...]
+    labels: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class SectionLayout:
+    name: str
+    price_minor: int
+    rows: tuple[RowLayout, ...]
+
+
+def seated_layout(session: Session, event_id: int) -> list[SectionLayout]:
+    """The seated sections, their rows and seats in the map's order (rows and seats as
+    uploaded: a row's seats by number)."""
+    sections = session.scalars(
+        select(EventSection)
+        .where(EventSection.event_id == event_id, EventSection.capacity.is_(None))
+        .order_by(EventSection.position)
+    ).all()
+    rows: dict[int, dict[str, list[int]]] = {s.id: {} for s in sections}
+    seats = session.execute(
+        select(Seat.section_id, Seat.row, Seat.number)
+        .where(Seat.event_id == event_id)
+        .order_by(Seat.id)
+    )
+    for section_id, row, number in seats:
+        rows[section_id].setdefault(row, []).append(number)
+    return [
+        SectionLayout(
+            section.name,
+            section.price_minor,
+            tuple(
+                RowLayout(
+                    row,
+                    tuple(sorted(numbers)),
+                    tuple(seat_label(section.name, row, n) for n in sorted(numbers)),
+                )
+                for row, numbers in rows[section.id].items()
+            ),
+        )
+        for section in sections
+    ]
