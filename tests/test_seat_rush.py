@@ -1,0 +1,123 @@
+"""A rush on named seats over real HTTP (gunicorn): 2,000 buyers each asking for 2-4 seats drawn
+from overlapping sets of one section. No seat is held or sold twice, every accepted ticket holds
+exactly the seats it asked for, every refusal names a seat another ticket holds, and after
+settlement SQL and Redis agree seat by seat."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from datetime import UTC, datetime, timedelta
+
+import httpx
+import pytest
+from sqlalchemy import select
+
+from core.models import Product
+from core.orders import live_seats
+from tests.helpers import make_user, make_users, run_workers
+from tests.servers import Gunicorn, clean_env, wait_until
+
+BUYERS = 2000
+ROWS, SEATS_PER_ROW = 20, 30
+IN_FLIGHT = 200
+
+
+@pytest.fixture(scope="module")
+def server():  # type: ignore[no-untyped-def]
+    gunicorn = Gunicorn(clean_env({}), workers=2, threads=16).start()
+    yield gunicorn
+    gunicorn.stop()
+
+
+def _asks(count: int) -> list[list[str]]:
+    """2-4 seats side by side each, drawn so that neighbours' asks overlap."""
+    draw = random.Random(2026)
+    asks = []
+    for _ in range(count):
+        row, size = draw.randint(1, ROWS), draw.randint(2, 4)
+        first = draw.randint(1, SEATS_PER_ROW - size + 1)
+        asks.append([f"A-{row}-{n}" for n in range(first, first + size)])
+    return asks
+
+
+async def _rush(
+    url: str, event_id: int, tokens: list[str], asks: list[list[str]]
+) -> list[httpx.Response]:
+    # A connection a request at a time: gunicorn closes idle kept-alive connections after 2 s,
+    # which a busy rush can reuse just as they close (a ReadError that says nothing of seats).
+    limits = httpx.Limits(max_connections=IN_FLIGHT, max_keepalive_connections=0)
+    gate = asyncio.Semaphore(IN_FLIGHT)
+    async with httpx.AsyncClient(base_url=url, limits=limits, timeout=60) as http:
+
+        async def one(token: str, seats: list[str]) -> httpx.Response:
+            async with gate:
+                return await http.post(
+                    f"/events/{event_id}/purchase",
+                    json={"seats": seats, "payment_method": "pm_card_visa"},
+                    headers={"Authorization": f"Bearer {token}"},
+                )
+
+        return await asyncio.gather(*(one(t, s) for t, s in zip(tokens, asks, strict=True)))
+
+
+@pytest.mark.slow
+def test_a_rush_on_named_seats_never_sells_one_twice(server, app, settings, rt):
+    admin, client = make_user(app, "admin"), app.test_client()
+    starts = (datetime.now(UTC) + timedelta(days=30)).isoformat()
+    event = client.post(
+        "/events",
+        json={"title": "Rush", "venue": "Hall", "starts_at": starts, "currency": "USD"},
+        headers=admin.headers,
+    ).get_json()
+    rows = [{"name": str(n), "seats": SEATS_PER_ROW} for n in range(1, ROWS + 1)]
+    hall = {"sections": [{"name": "A", "price": 30, "rows": rows}]}
+    assert (
+        client.put(f"/events/{event['id']}/seatmap", json=hall, headers=admin.headers).status_code
+        == 200
+    )
+    assert client.post(f"/events/{event['id']}/publish", headers=admin.headers).status_code == 200
+    buyers, asks = make_users(app, BUYERS), _asks(BUYERS)
+
+    responses = asyncio.run(_rush(server.url, event["id"], [b.token for b in buyers], asks))
+    owner: dict[str, str] = {}
+    refusals = []
+    for seats, response in zip(asks, responses, strict=True):
+        body = response.json()
+        if response.status_code == 202:
+            assert body["seats"] == seats
+            for seat in seats:
+                assert seat not in owner, f"{seat}: {owner[seat]} and {body['ticket_id']}"
+                owner[seat] = body["ticket_id"]
+        else:
+            assert (response.status_code, body["error"]) == (409, "seats_unavailable"), body
+            assert body["seats"] and set(body["seats"]) <= set(seats)
+            refusals.append(body["seats"])
+    assert refusals and owner
+    for named in refusals:
+        assert all(seat in owner for seat in named), named  # taken by an accepted ticket
+
+    product_id = _product(rt, event["id"])
+
+    def settled() -> bool:
+        run_workers(settings)
+        if rt.redis.hlen(rt.inventory.keys(product_id).holds):
+            return False
+        with rt.sessions() as session:
+            return live_seats(session, event["id"]) == owner
+
+    wait_until(settled, 120, "every accepted ticket to be settled")
+    states = rt.redis.hgetall(rt.inventory.keys(product_id).seats)
+    assert {seat for seat, state in states.items() if state != "f"} == set(owner)
+    assert all(states[seat] == f"s:{ticket}" for seat, ticket in owner.items())
+    figures = rt.inventory.figures(product_id)
+    assert (figures.sold, figures.held, figures.available) == (
+        len(owner),
+        0,
+        ROWS * SEATS_PER_ROW - len(owner),
+    )
+
+
+def _product(rt, event_id: int) -> int:  # type: ignore[no-untyped-def]
+    with rt.sessions() as session:
+        return session.scalar(select(Product.id).where(Product.event_id == event_id))
