@@ -121,3 +121,75 @@ def test_a_rush_on_named_seats_never_sells_one_twice(server, app, settings, rt):
 def _product(rt, event_id: int) -> int:  # type: ignore[no-untyped-def]
     with rt.sessions() as session:
         return session.scalar(select(Product.id).where(Product.event_id == event_id))
+
+
+async def _rush_best(url: str, event_id: int, tokens: list[str], size: int) -> list[httpx.Response]:
+    limits = httpx.Limits(max_connections=IN_FLIGHT, max_keepalive_connections=0)
+    gate = asyncio.Semaphore(IN_FLIGHT)
+    body = {"section": "A", "quantity": size, "together": True, "payment_method": "pm_card_visa"}
+    async with httpx.AsyncClient(base_url=url, limits=limits, timeout=60) as http:
+
+        async def one(token: str) -> httpx.Response:
+            async with gate:
+                return await http.post(
+                    f"/events/{event_id}/purchase",
+                    json=body,
+                    headers={"Authorization": f"Bearer {token}"},
+                )
+
+        return await asyncio.gather(*(one(t) for t in tokens))
+
+
+@pytest.mark.slow
+def test_a_rush_for_best_seats_together_gets_adjacent_seats_never_worse(server, app, rt):
+    """500 buyers asking for 4 together: each ticket's seats are side by side in one row, and
+    replayed in the order Redis held them, no block with a better seat was free."""
+    admin, client = make_user(app, "admin"), app.test_client()
+    starts = (datetime.now(UTC) + timedelta(days=30)).isoformat()
+    event = client.post(
+        "/events",
+        json={"title": "Best", "venue": "Hall", "starts_at": starts, "currency": "USD"},
+        headers=admin.headers,
+    ).get_json()
+    rows = [{"name": str(n), "seats": 38} for n in range(1, 31)]
+    hall = {"sections": [{"name": "A", "price": 30, "rows": rows}]}
+    assert (
+        client.put(f"/events/{event['id']}/seatmap", json=hall, headers=admin.headers).status_code
+        == 200
+    )
+    assert client.post(f"/events/{event['id']}/publish", headers=admin.headers).status_code == 200
+    buyers = make_users(app, 500)
+
+    responses = asyncio.run(_rush_best(server.url, event["id"], [b.token for b in buyers], 4))
+    held = {r.json()["ticket_id"]: r.json()["seats"] for r in responses if r.status_code == 202}
+    refusals = [r.json()["error"] for r in responses if r.status_code != 202]
+    assert len(held) + len(refusals) == 500 and held and refusals
+    assert set(refusals) <= {"not_enough_adjacent", "sold_out"}, set(refusals)
+
+    product_id = _product(rt, event["id"])
+    keys = rt.inventory.keys(product_id)
+    ranks = {seat: float(score) for seat, score in rt.redis.hgetall(keys.seat_ranks).items()}
+    free = set(ranks)
+    order = [f["ticket"] for _, f in rt.redis.xrange(keys.events) if f.get("action") == "reserve"]
+    assert sorted(order) == sorted(held)
+    for ticket in order:
+        seats = held[ticket]
+        row = seats[0].rsplit("-", 1)[0]
+        numbers = [int(seat.rsplit("-", 1)[1]) for seat in seats]
+        assert {seat.rsplit("-", 1)[0] for seat in seats} == {row}, seats
+        assert numbers == list(range(numbers[0], numbers[0] + 4)), seats
+        assert set(seats) <= free, seats
+        best_now = min(min(ranks[s] for s in block) for block in _blocks(free, 4))
+        assert min(ranks[s] for s in seats) == best_now, (ticket, seats)
+        free -= set(seats)
+    assert not _blocks(free, 4)  # the refused found no four seats side by side
+
+
+def _blocks(free: set[str], size: int) -> list[list[str]]:
+    blocks = []
+    for seat in free:
+        row, number = seat.rsplit("-", 1)
+        block = [f"{row}-{n}" for n in range(int(number), int(number) + size)]
+        if all(s in free for s in block):
+            blocks.append(block)
+    return blocks

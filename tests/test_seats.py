@@ -354,3 +354,30 @@ def test_the_seat_map_shows_each_seat_and_skips_an_unchanged_map(client, app, ad
     assert changed.status_code == 200
     assert changed.get_json()["sections"][0]["rows"][0]["states"] == "shff"
     assert changed.get_json()["version"] > first.get_json()["version"]
+
+
+BAD_PURCHASES = {
+    "seats and a section": {"seats": ["A-1-1"], "section": "A", "quantity": 1},
+    "neither": {},
+    "no seats": {"seats": []},
+    "a seat twice": {"seats": ["A-1-1", "A-1-1"]},
+    "eleven seats": {"seats": [f"A-1-{n}" for n in range(1, 12)]},
+    "not a seat id": {"seats": ["A 1 1"]},
+    "a section without a quantity": {"section": "A"},
+    "no seats asked": {"section": "A", "quantity": 0},
+    "together with named seats": {"seats": ["A-1-1"], "together": True},
+    "together as a string": {"section": "A", "quantity": 2, "together": "yes"},
+    "an unknown field": {"seats": ["A-1-1"], "colour": "red"},
+}
+
+
+@pytest.mark.parametrize("body", list(BAD_PURCHASES.values()), ids=list(BAD_PURCHASES))
+def test_a_bad_seat_purchase_is_refused_and_holds_nothing(client, app, admin, rt, body):
+    event_id = _on_sale(client, admin)["id"]
+    buyer = make_user(app)
+    request = {"payment_method": "pm_card_visa"} | body
+    response = client.post(f"/events/{event_id}/purchase", json=request, headers=buyer.headers)
+    assert_error(response, 400)
+    assert set(_states(rt, event_id).values()) == {"f"}
+    figures = rt.inventory.figures(_product(rt, event_id))
+    assert (figures.available, figures.held) == (12, 0)
