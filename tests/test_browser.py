@@ -526,6 +526,108 @@ def test_the_pages_fit_a_phone(stack: Stack, open_tab) -> None:
     shot(page, "admin-phone.png")
 
 
+# --- the seat map --------------------------------------------------------------------------------
+
+
+def _seed_show(stack: Stack, title: str) -> int:
+    """A published show: two seated sections and a standing one, on sale now."""
+    headers = {"Authorization": f"Bearer {_token(stack, stack.admin_username)}"}
+    starts = (datetime.now(UTC) + timedelta(days=20)).isoformat()
+    hall = {
+        "sections": [
+            {
+                "name": "A",
+                "price": "80.00",
+                "rows": [{"name": "1", "seats": 10}, {"name": "2", "seats": 10}],
+            },
+            {"name": "B", "price": "45.00", "rows": [{"name": "1", "seats": [1, 2, 3, 5, 6, 7]}]},
+            {"name": "Floor", "price": "30.00", "capacity": 100},
+        ]
+    }
+    with stack.http() as http:
+        body = {"title": title, "venue": "Riverside Hall", "starts_at": starts, "currency": "USD"}
+        event = http.post("/events", json=body, headers=headers).json()
+        assert (
+            http.put(f"/events/{event['id']}/seatmap", json=hall, headers=headers).status_code
+            == 200
+        )
+        assert http.post(f"/events/{event['id']}/publish", headers=headers).status_code == 200
+    return event["id"]
+
+
+def seat(page: Page, seat_id: str):  # type: ignore[no-untyped-def]
+    return page.locator(f'rect[data-seat="{seat_id}"]')
+
+
+@needs_browser
+def test_choose_seats_on_the_map_buy_them_and_watch_them_sell(stack: Stack, open_tab) -> None:
+    event_id = _seed_show(stack, "Autumn symphony")
+    username, _ = _buyer(stack, "seats")
+    tab = open_tab()
+    sign_in_by_api(tab, username)
+    page = tab.page
+    page.goto("/")
+    page.locator(f"#show-{event_id}").get_by_role("link", name="Choose seats").click()
+    expect(page.get_by_role("heading", name="Autumn symphony")).to_be_visible()
+    expect(seat(page, "A-1-5")).to_have_class(re.compile(r"\bseat-f\b"))
+    seat(page, "A-1-5").click()
+    seat(page, "A-1-6").click()
+    expect(page.locator('[data-field="selection"]')).to_have_text("Chosen: A-1-5, A-1-6.")
+    expect(seat(page, "A-1-5")).to_have_class(re.compile(r"\bselected\b"))
+    page.get_by_role("button", name="Buy these seats").click()
+    ticket = page.locator('[data-role="ticket"]')
+    expect(ticket).to_have_attribute("data-status", "confirmed", timeout=SETTLE_TIMEOUT_MS)
+    expect(ticket).to_contain_text("Confirmed: A-1-5, A-1-6 for $160.00.")
+    expect(seat(page, "A-1-5")).to_have_class(re.compile(r"\bseat-s\b"))
+    expect(seat(page, "A-1-6")).to_have_class(re.compile(r"\bmine\b"))
+    shot(page, "seating.png")
+
+    other = open_tab()
+    sign_in_by_api(other, _buyer(stack, "late")[0])
+    other.page.goto(f"/events/{event_id}/seating")
+    expect(seat(other.page, "A-1-6")).to_have_class(re.compile(r"\bseat-s\b"))
+    seat(other.page, "A-1-6").click()  # a sold seat cannot be chosen
+    expect(other.page.get_by_role("button", name="Buy these seats")).to_be_disabled()
+
+
+@needs_browser
+def test_the_best_seats_side_by_side_are_found_for_the_buyer(stack: Stack, open_tab) -> None:
+    event_id = _seed_show(stack, "Jazz night")
+    tab = open_tab()
+    sign_in_by_api(tab, _buyer(stack, "best")[0])
+    page = tab.page
+    page.goto(f"/events/{event_id}/seating")
+    expect(seat(page, "B-1-1")).to_be_visible()
+    page.get_by_label("Section", exact=True).select_option("B")
+    page.get_by_label("Seats", exact=True).fill("3")
+    page.get_by_role("button", name="Find the best seats").click()
+    ticket = page.locator('[data-role="ticket"]')
+    expect(ticket).to_have_attribute("data-status", "confirmed", timeout=SETTLE_TIMEOUT_MS)
+    # B-1-4 is an aisle: 1-3 or 5-7; seats 3 and 5 rank alike, and 3 comes first.
+    expect(ticket).to_contain_text("B-1-1, B-1-2, B-1-3")
+    for seat_id in ("B-1-1", "B-1-2", "B-1-3"):
+        expect(seat(page, seat_id)).to_have_class(re.compile(r"\bmine\b"))
+    page.get_by_label("Seats", exact=True).fill("4")
+    page.get_by_role("button", name="Find the best seats").click()
+    expect(page.locator('[data-role="message"]')).to_have_text(
+        "Not that many seats side by side are free in this section."
+    )
+
+
+@needs_browser
+def test_the_seat_map_fits_a_phone_and_zooms_into_a_section(stack: Stack, open_tab) -> None:
+    event_id = _seed_show(stack, "Chamber music")
+    tab = open_tab(PHONE, phone=True)
+    sign_in_by_api(tab, _buyer(stack, "phone")[0])
+    page = tab.page
+    page.goto(f"/events/{event_id}/seating")
+    expect(seat(page, "A-2-10")).to_be_visible()
+    page.get_by_role("button", name="Section B").click()
+    expect(page.locator('[data-role="seats"]')).to_have_attribute("data-zoom", "B")
+    assert no_horizontal_scroll(page)
+    shot(page, "seating-phone.png")
+
+
 # --- the cookie sessions behind the pages (Flask's test client, no browser) -------------------
 
 

@@ -25,6 +25,7 @@ from jwt.exceptions import PyJWTError
 from sqlalchemy import select
 
 from core.catalog import list_products
+from core.events.catalog import EventStatus, get_event, list_events
 from core.models import Product, User
 from core.orders import list_orders
 from core.tickets.view import RecordedOrder, order_view
@@ -32,9 +33,10 @@ from web.admin import overview_data
 from web.auth import set_session_cookies, token_revoked
 from web.common import end_read
 from web.errors import ApiError
+from web.events import event_answer
 from web.extensions import db
 from web.products import _available, product_answer
-from web.schemas import MAX_PAGE
+from web.schemas import MAX_PAGE, MAX_SEATS_PER_PURCHASE
 
 bp = Blueprint("pages", __name__)
 ORDERS_PER_PAGE = 20
@@ -143,12 +145,38 @@ def money(price: str, currency: str) -> str:
 def storefront() -> str:
     now = datetime.now(UTC)
     products = [p for p in list_products(db.session, with_seats=False) if not _ended(p, now)]
+    shows = [
+        event_answer(view).model_dump(mode="json")
+        for view in list_events(db.session, include_drafts=False)
+        if view.event.status == EventStatus.PUBLISHED
+    ]
     end_read()
     available = _available([p.id for p in products])
     return render_template(
         "storefront.html",
         products=[product_answer(p, available[p.id]).model_dump() for p in products],
+        shows=shows,
         next_path=safe_next(request.args.get("next")),
+    )
+
+
+# --- an event's seats ---------------------------------------------------------------------------
+
+
+@bp.get("/events/<int:event_id>/seating")
+def seating(event_id: int) -> tuple[str, int] | str:
+    """The seat map: seats drawn and coloured live, chosen by a click or best available."""
+    who = viewer()
+    view = get_event(db.session, event_id, include_drafts=bool(who and who.is_admin))
+    end_read()
+    if view is None:
+        page = render_template("error.html", status=404, title="Not found", message="No such show.")
+        return page, 404
+    return render_template(
+        "seating.html",
+        show=event_answer(view).model_dump(mode="json"),
+        max_seats=MAX_SEATS_PER_PURCHASE,
+        here=request.path,
     )
 
 

@@ -109,6 +109,80 @@
     if (text && kind) element.classList.add(kind);
   }
 
+  /* --- a ticket, from its 202 until it is final (the sale page and the seat map) ----------- */
+
+  const FINAL = new Set(["confirmed", "failed", "expired", "cancelled", "refunded"]);
+  const STEP_OF = { reserved: 0, processing: 1, requires_action: 1, confirmed: 2 };
+  const FIRST_POLL_MS = 1000;
+
+  function field(root, name) {
+    return root.querySelector('[data-field="' + name + '"]');
+  }
+
+  /* Shows the order in a ticket panel (see the templates): its steps and the `text` given. */
+  function showTicket(panel, order, text, fresh) {
+    panel.hidden = false;
+    const history = fresh ? [] : (panel.dataset.history || "").split(" ").filter(Boolean);
+    if (history[history.length - 1] !== order.status) history.push(order.status);
+    panel.dataset.history = history.join(" ");
+    panel.dataset.status = order.status;
+    field(panel, "ticket-id").textContent = order.ticket_id;
+    const stopped = FINAL.has(order.status) && order.status !== "confirmed";
+    panel.classList.toggle("stopped", stopped);
+    panel.classList.toggle("done", order.status === "confirmed");
+    const reached = Math.max(0, ...history.map((status) => (status in STEP_OF ? STEP_OF[status] : 0)));
+    const moving = !FINAL.has(order.status);
+    panel.querySelectorAll("li[data-step]").forEach(function (step, index) {
+      step.classList.toggle("reached", index <= reached);
+      step.classList.toggle("current", moving && index === reached);
+      step.classList.toggle("skipped", stopped && index > reached);
+      if (moving && index === reached) step.setAttribute("aria-current", "step");
+      else step.removeAttribute("aria-current");
+    });
+    const message = field(panel, "ticket-message");
+    message.textContent = text;
+    message.className = "ticket-message " + (order.status === "confirmed" ? "success" : stopped ? "error" : "info");
+    if (order.status === "confirmed") {
+      const link = document.createElement("a");
+      link.href = "/account/orders";
+      link.textContent = "See my orders";
+      message.append(" ", link);
+    }
+  }
+
+  /* Polls the ticket until it is final, as the API asks (poll_after_ms); `onOrder` gets each
+     answer, `current()` false stops it (a newer purchase took over), `onProblem` a text. */
+  async function follow(ticketId, statusUrl, onOrder, current, onProblem) {
+    let delay = FIRST_POLL_MS;
+    let failures = 0;
+    for (;;) {
+      await sleep(delay);
+      if (!current()) return;
+      const answer = await api("GET", statusUrl || "/orders/" + encodeURIComponent(ticketId));
+      if (!current()) return;
+      if (answer.ok) {
+        failures = 0;
+        onOrder(answer.body);
+        if (FINAL.has(answer.body.status)) return;
+        const retry = Number(answer.headers.get("Retry-After") || 0) * 1000;
+        delay = Number(answer.body.poll_after_ms) || retry || FIRST_POLL_MS;
+      } else if (answer.status === 401 || answer.status === 404) {
+        onProblem(answer.status === 401 ? "Sign in again to follow this order." : "This order is no longer known.");
+        return;
+      } else {
+        failures += 1;
+        onProblem("Reconnecting to follow your order…");
+        delay = Math.min(10000, 1000 * 2 ** failures);
+      }
+    }
+  }
+
+  function randomKey() {
+    const bytes = new Uint8Array(16);
+    window.crypto.getRandomValues(bytes);
+    return "web-" + Array.from(bytes, (b) => b.toString(16).padStart(2, "0")).join("");
+  }
+
   async function signOut() {
     await api("DELETE", "/auth/session");
     window.location.assign("/");
@@ -129,5 +203,9 @@
     serverTime: serverTime,
     sleep: sleep,
     say: say,
+    FINAL: FINAL,
+    showTicket: showTicket,
+    follow: follow,
+    randomKey: randomKey,
   };
 })();

@@ -4,10 +4,7 @@
 
 (function () {
   const F = window.FlashSale;
-  const FINAL = new Set(["confirmed", "failed", "expired", "cancelled", "refunded"]);
-  const STEP_OF = { reserved: 0, processing: 1, requires_action: 1, confirmed: 2 };
   const STOCK_EVERY_MS = 3000;
-  const FIRST_POLL_MS = 1000;
 
   function cards() {
     return Array.from(document.querySelectorAll("li.product[data-product-id]"));
@@ -218,12 +215,6 @@
     return errorText(answer);
   }
 
-  function randomKey() {
-    const bytes = new Uint8Array(16);
-    window.crypto.getRandomValues(bytes);
-    return "web-" + Array.from(bytes, (b) => b.toString(16).padStart(2, "0")).join("");
-  }
-
   async function buy(event) {
     event.preventDefault();
     const form = event.currentTarget;
@@ -251,7 +242,7 @@
       "POST",
       "/purchase/" + card.dataset.productId,
       { quantity: quantity, payment_method: form.elements.payment_method.value },
-      { "Idempotency-Key": randomKey() }
+      { "Idempotency-Key": F.randomKey() }
     );
     delete card.dataset.busy;
     tick();
@@ -295,63 +286,22 @@
   }
 
   function showTicket(card, order, fresh) {
-    const ticket = role(card, "ticket");
-    ticket.hidden = false;
-    const history = fresh ? [] : (ticket.dataset.history || "").split(" ").filter(Boolean);
-    if (history[history.length - 1] !== order.status) history.push(order.status);
-    ticket.dataset.history = history.join(" ");
-    ticket.dataset.status = order.status;
-    field(ticket, "ticket-id").textContent = order.ticket_id;
-    const stopped = FINAL.has(order.status) && order.status !== "confirmed";
-    ticket.classList.toggle("stopped", stopped);
-    ticket.classList.toggle("done", order.status === "confirmed");
-    const reached = Math.max(0, ...history.map((status) => (status in STEP_OF ? STEP_OF[status] : 0)));
-    const moving = !FINAL.has(order.status);
-    ticket.querySelectorAll("li[data-step]").forEach(function (step, index) {
-      step.classList.toggle("reached", index <= reached);
-      step.classList.toggle("current", moving && index === reached);
-      step.classList.toggle("skipped", stopped && index > reached);
-      if (moving && index === reached) step.setAttribute("aria-current", "step");
-      else step.removeAttribute("aria-current");
-    });
-    const text = field(ticket, "ticket-message");
-    text.textContent = ticketText(card, order);
-    text.className = "ticket-message " + (order.status === "confirmed" ? "success" : stopped ? "error" : "info");
-    if (order.status === "confirmed") {
-      const link = document.createElement("a");
-      link.href = "/account/orders";
-      link.textContent = "See my orders";
-      text.append(" ", link);
-    }
+    F.showTicket(role(card, "ticket"), order, ticketText(card, order), fresh);
   }
 
-  async function follow(card, ticketId, statusUrl, run) {
-    let delay = FIRST_POLL_MS;
-    let failures = 0;
-    for (;;) {
-      await F.sleep(delay);
-      if (card.dataset.run !== run) return; // a newer purchase took over this panel
-      const answer = await F.api("GET", statusUrl || "/orders/" + encodeURIComponent(ticketId));
-      if (card.dataset.run !== run) return;
-      if (answer.ok) {
-        failures = 0;
-        showTicket(card, answer.body, false);
-        if (FINAL.has(answer.body.status)) {
-          refreshStock();
-          return;
-        }
-        const retry = Number(answer.headers.get("Retry-After") || 0) * 1000;
-        delay = Number(answer.body.poll_after_ms) || retry || FIRST_POLL_MS;
-      } else if (answer.status === 401 || answer.status === 404) {
-        field(role(card, "ticket"), "ticket-message").textContent =
-          answer.status === 401 ? "Sign in again to follow this order." : "This order is no longer known.";
-        return;
-      } else {
-        failures += 1;
-        field(role(card, "ticket"), "ticket-message").textContent = "Reconnecting to follow your order…";
-        delay = Math.min(10000, 1000 * 2 ** failures);
+  function follow(card, ticketId, statusUrl, run) {
+    F.follow(
+      ticketId,
+      statusUrl,
+      function (order) {
+        showTicket(card, order, false);
+        if (F.FINAL.has(order.status)) refreshStock();
+      },
+      () => card.dataset.run === run,
+      (text) => {
+        field(role(card, "ticket"), "ticket-message").textContent = text;
       }
-    }
+    );
   }
 
   document.addEventListener("DOMContentLoaded", function () {
