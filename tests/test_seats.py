@@ -381,3 +381,21 @@ def test_a_bad_seat_purchase_is_refused_and_holds_nothing(client, app, admin, rt
     assert set(_states(rt, event_id).values()) == {"f"}
     figures = rt.inventory.figures(_product(rt, event_id))
     assert (figures.available, figures.held) == (12, 0)
+
+
+def test_a_cancelled_show_sells_no_more_seats_and_a_moved_window_follows(client, app, admin):
+    event_id = _on_sale(client, admin)["id"]
+    buyer = make_user(app)
+    later = (datetime.now(UTC) + timedelta(hours=1)).isoformat()
+    moved = client.patch(
+        f"/events/{event_id}", json={"sale_starts_at": later}, headers=admin.headers
+    )
+    assert moved.status_code == 200, moved.get_json()
+    assert_error(_buy(client, buyer, event_id, ["A-1-1"]), 409, "sale_not_started")
+    opened = client.patch(
+        f"/events/{event_id}", json={"sale_starts_at": None}, headers=admin.headers
+    )
+    assert opened.status_code == 200
+    assert _buy(client, buyer, event_id, ["A-1-1"]).status_code == 202
+    assert client.post(f"/events/{event_id}/cancel", headers=admin.headers).status_code == 200
+    assert_error(_buy(client, buyer, event_id, ["A-1-2"]), 409, "sale_ended")
