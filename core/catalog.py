@@ -97,9 +97,9 @@ def create_product(
 
 
 def list_products(session: Session, *, with_seats: bool = True) -> list[Product]:
-    """Every product; without the ones selling an event's seats (bought through the event)
-    when `with_seats` is False."""
+    """Every product; without the ones selling an event's seats or standing places (bought
+    through the event) when `with_seats` is False."""
     query = select(Product).order_by(Product.id)
     if not with_seats:
-        query = query.where(Product.event_id.is_(None))
+        query = query.where(Product.event_id.is_(None), Product.section_id.is_(None))
     return list(session.scalars(query))

@@ -64,8 +64,10 @@ class Product(Base):
     # Raised by every change of the terms Redis enforces (window, limit, price, stock), so that
     # Redis never takes older terms over newer ones, whoever applies them.
     terms_version: Mapped[int] = mapped_column(Integer, default=1, server_default="1")
-    # The event whose seats this product sells (created when the event is published).
+    # The event whose seats this product sells, or the standing section whose places it sells
+    # (both created when the event is published); neither for a plain product.
     event_id: Mapped[int | None] = mapped_column(ForeignKey("events.id"), unique=True)
+    section_id: Mapped[int | None] = mapped_column(ForeignKey("event_sections.id"), unique=True)
 
 
 class Order(Base):

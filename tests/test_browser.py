@@ -612,6 +612,14 @@ def test_the_best_seats_side_by_side_are_found_for_the_buyer(stack: Stack, open_
     expect(page.locator('[data-role="message"]')).to_have_text(
         "Not that many seats side by side are free in this section."
     )
+    page.get_by_label("Section", exact=True).select_option("Floor")
+    page.get_by_role("button", name="Find the best seats").click()
+    expect(ticket).to_contain_text(
+        "Confirmed: 4 standing places for $120.00.", timeout=SETTLE_TIMEOUT_MS
+    )
+    expect(page.locator('[data-role="standing"] li[data-section="Floor"]')).to_have_text(
+        "Floor (standing): 96 places left"
+    )
 
 
 @needs_browser

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 from sqlalchemy import select
 
-from core.models import Product
+from core.models import EventSection, Product
 from core.orders import live_seats
 from core.settlement import SettleReport
 from core.stock import rebuild_stock
@@ -202,10 +202,13 @@ def test_concurrent_buyers_of_overlapping_seats_never_share_one(client, app, adm
     for seats, body, status in answers:  # every seat named as taken was in fact held
         if status != 202:
             assert all(seat in owner for seat in body["seats"]), (seats, body)
-    run_workers(settings)
-    states = _states(rt, event_id)
-    for seat, ticket in owner.items():
-        assert states[seat] == f"s:{ticket}"
+
+    def sold() -> bool:
+        run_workers(settings)  # the kicker hands purchases over every 50 ms: asked again
+        states = _states(rt, event_id)
+        return all(states[seat] == f"s:{ticket}" for seat, ticket in owner.items())
+
+    wait_until(sold, 20, "every accepted ticket's seats to be sold")
     with rt.sessions() as session:
         assert live_seats(session, event_id) == owner
 
@@ -306,9 +309,14 @@ def test_best_available_together_under_concurrency_is_adjacent_and_never_worse(
         free -= set(seats)
     for size in refused:  # free seats only ever went: no block was left when it was refused
         assert not _blocks(free, size), size
-    run_workers(settings)
-    with rt.sessions() as session:
-        assert len(live_seats(session, event_id)) == sum(len(s) for s in answers.values())
+    seats_held = sum(len(s) for s in answers.values())
+
+    def recorded() -> bool:
+        run_workers(settings)
+        with rt.sessions() as session:
+            return len(live_seats(session, event_id)) == seats_held
+
+    wait_until(recorded, 20, "every accepted ticket to be recorded")
 
 
 def _blocks(free: set[str], size: int) -> list[list[str]]:
@@ -399,3 +407,48 @@ def test_a_cancelled_show_sells_no_more_seats_and_a_moved_window_follows(client,
     assert _buy(client, buyer, event_id, ["A-1-1"]).status_code == 202
     assert client.post(f"/events/{event_id}/cancel", headers=admin.headers).status_code == 200
     assert_error(_buy(client, buyer, event_id, ["A-1-2"]), 409, "sale_ended")
+
+
+def test_standing_places_are_sold_through_the_event(client, app, admin, rt, settings):
+    event_id = _on_sale(client, admin)["id"]
+    buyer = make_user(app)
+    placed = _best(client, buyer, event_id, "Floor", 3)
+    assert placed.status_code == 202, placed.get_json()
+    ticket = placed.get_json()["ticket_id"]
+    assert "seats" not in placed.get_json()
+    assert _settled(client, settings, buyer, ticket)["amount"] == "75.00"  # 3 x 25.00
+    standing = client.get(f"/events/{event_id}/seats").get_json()["standing"]
+    assert standing == [{"name": "Floor", "available": 47}]
+    listed = [p["id"] for p in client.get("/products").get_json()["products"]]
+    assert int(ticket.split("-")[0]) not in listed  # bought through the event only
+    too_many = _best(client, buyer, event_id, "Floor", 10)
+    assert too_many.status_code == 202  # 47 left: a standing section has no rows to fit
+
+
+def test_a_new_map_before_the_sale_replaces_the_standing_places_too(client, app, admin, rt):
+    later = (datetime.now(UTC) + timedelta(days=1)).isoformat()
+    created = client.post(
+        "/events",
+        json={"title": "Later", "venue": "Hall", "starts_at": later, "sale_starts_at": later},
+        headers=admin.headers,
+    ).get_json()
+    event_id = created["id"]
+    assert (
+        client.put(f"/events/{event_id}/seatmap", json=HALL, headers=admin.headers).status_code
+        == 200
+    )
+    assert client.post(f"/events/{event_id}/publish", headers=admin.headers).status_code == 200
+    with rt.sessions() as session:
+        floor = session.scalar(
+            select(Product.id)
+            .join(EventSection, Product.section_id == EventSection.id)
+            .where(EventSection.event_id == event_id)
+        )
+    assert rt.inventory.figures(floor).initial == 50
+    seated_only = {"sections": HALL["sections"][:2]}
+    replaced = client.put(f"/events/{event_id}/seatmap", json=seated_only, headers=admin.headers)
+    assert replaced.status_code == 200, replaced.get_json()
+    with rt.sessions() as session:
+        assert session.get(Product, floor) is None
+    assert rt.inventory.figures(floor) is None
+    assert rt.inventory.figures(_product(rt, event_id)).initial == 12

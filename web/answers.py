@@ -236,7 +236,13 @@ class SectionStates(Answer):
     rows: list[RowStates]
 
 
+class StandingPlaces(Answer):
+    name: str
+    available: int | None = Field(description="places left (null while Redis cannot say)")
+
+
 class SeatMapStates(Answer):
     event_id: int
     version: int = Field(description="moves with every change: the ETag is made of it")
     sections: list[SectionStates]
+    standing: list[StandingPlaces] = Field(default_factory=list)

@@ -3,6 +3,8 @@ maps; everyone reads the published ones."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from flask import Blueprint, Response, request
 from flask_jwt_extended import jwt_required, verify_jwt_in_request
 from redis.exceptions import RedisError
@@ -18,10 +20,10 @@ from core.events.catalog import (
     get_event,
     list_events,
     publish_event,
-    sections_of,
+    sale_started,
     update_event,
 )
-from core.events.sale import put_on_sale, seated_product
+from core.events.sale import event_products, put_on_sale
 from core.events.seatmap import (
     SeatMapRefused,
     SeatMapSpec,
@@ -30,7 +32,7 @@ from core.events.seatmap import (
     seated_layout,
 )
 from core.inventory import BestAvailable
-from core.models import Event, Product
+from core.models import Event, EventSection, Product
 from core.money import to_decimal_string
 from core.times import iso, to_ms
 from web.answers import (
@@ -42,6 +44,7 @@ from web.answers import (
     SeatMapStored,
     SectionAnswer,
     SectionStates,
+    StandingPlaces,
     answer,
 )
 from web.common import (
@@ -112,7 +115,7 @@ def update(event_id: int) -> Response:
     body = parse_body(EventUpdate)
     event = _event(event_id)
     _refusals(update_event, event, body.model_dump(exclude_unset=True))
-    _sell_seats(event, anew=False)  # the sale window and the limit follow
+    _sell(event, anew=False)  # the sale window and the limit follow
     return _answer_for(event_id)
 
 
@@ -123,7 +126,7 @@ def publish(event_id: int) -> Response:
     """Publish an event: everyone sees it (it needs its seat map)."""
     event = _event(event_id)
     _refusals(publish_event, db.session, event)
-    _sell_seats(event, anew=False)
+    _sell(event, anew=False)
     return _answer_for(event_id)
 
 
@@ -134,7 +137,7 @@ def cancel(event_id: int) -> Response:
     """Cancel an event: it stays listed, as cancelled."""
     event = _event(event_id)
     _refusals(cancel_event, event)
-    _sell_seats(event, anew=False)  # its sale ends now
+    _sell(event, anew=False)  # its sale ends now
     return _answer_for(event_id)
 
 
@@ -160,7 +163,7 @@ def put_seat_map(event_id: int) -> Response:
     except SeatMapRefused as exc:
         db.session.rollback()
         raise ApiError(400, "invalid_request", str(exc)) from None
-    _sell_seats(event, anew=True)
+    _sell(event, anew=True, dropped=stored.dropped_products)
     return answer(
         SeatMapStored(
             event_id=event_id,
@@ -184,21 +187,24 @@ def put_seat_map(event_id: int) -> Response:
 )
 def purchase(event_id: int) -> Response:
     """Hold seats: those named (all or none), or the best available of a section, side by side
-    when `together`. 202 with a ticket to poll, as any purchase.
+    when `together`, or places in a standing section. 202 with a ticket to poll, as any purchase.
 
     409 seats_unavailable names the seats that were taken; not_enough_seats and
     not_enough_adjacent say the section has no such seats free."""
     body = parse_body(SeatPurchase)
     idempotency_key = parse_headers(PurchaseHeaders, "invalid_idempotency_key").idempotency_key
-    product_id = _seats_product(check_id(event_id, "event"))
+    products = _products(check_id(event_id, "event"))
     if body.seats is not None:
         return reserve_and_answer(
-            product_id, len(body.seats), body.payment_method, idempotency_key, seats=body.seats
+            _seats_of(products), len(body.seats), body.payment_method, idempotency_key, body.seats
         )
     assert body.section is not None and body.quantity is not None
+    standing = products.standing.get(body.section)
+    if standing is not None:  # places, not seats: any `together` is moot
+        return reserve_and_answer(standing, body.quantity, body.payment_method, idempotency_key)
     best = BestAvailable(body.section, body.together)
     return reserve_and_answer(
-        product_id, body.quantity, body.payment_method, idempotency_key, best=best
+        _seats_of(products), body.quantity, body.payment_method, idempotency_key, best=best
     )
 
 
@@ -207,17 +213,24 @@ def purchase(event_id: int) -> Response:
 def seats(event_id: int) -> Response:
     """Every seat's state, row by row (a letter a seat), with the version to skip an unchanged
     map (ETag, If-None-Match: 304)."""
-    product_id = _seats_product(check_id(event_id, "event"))
+    products = _products(check_id(event_id, "event"))
     layout, currency, changed = _layout(event_id)
-    read = runtime().inventory.seat_states(product_id)
+    read = runtime().inventory.seat_states(_seats_of(products))
     if read is None:
         raise ApiError(503, "inventory_unavailable", "the seats are being rebuilt, retry shortly")
     version, states = read
-    etag = f"{changed}-{version}"
+    standing = runtime().inventory.available(list(products.standing.values()))
+    places = [
+        StandingPlaces(name=name, available=standing[product_id])
+        for name, product_id in products.standing.items()
+    ]
+    left = ".".join(str(place.available) for place in places)
+    etag = f"{changed}-{version}" + (f"-{left}" if left else "")
     if request.if_none_match.contains(etag):
         response = Response(status=304)
     else:
-        response = answer(_seat_map(event_id, version, layout, currency, states))
+        seat_map = _seat_map(event_id, version, layout, currency, states)
+        response = answer(seat_map.model_copy(update={"standing": places}))
     response.set_etag(etag)
     return response
 
@@ -270,41 +283,55 @@ def _numbers(numbers: tuple[int, ...]) -> int | list[int]:
     return len(numbers) if numbers == tuple(range(1, len(numbers) + 1)) else list(numbers)
 
 
-# Event -> the product selling its seats, once published (it never changes): a purchase reads
-# SQL only the first time a process sees the event.
-_SEATS_PRODUCTS: dict[int, int] = {}
+@dataclass(frozen=True)
+class EventProducts:
+    seats: int | None  # the product selling the seats
+    standing: dict[str, int]  # standing section -> the product selling its places
 
 
-def _seats_product(event_id: int) -> int:
-    product_id = _SEATS_PRODUCTS.get(event_id)
-    if product_id is None:
-        query = (
-            select(Product.id)
-            .join(Event, Event.id == Product.event_id)
-            .where(Event.id == event_id, Event.status != EventStatus.DRAFT.value)
-        )
-        product_id = db.session.scalar(query)
-        end_read()
-        if product_id is None:
+# Event -> its products, once its sale has started (from then on its map, so its products,
+# never change): a purchase reads SQL only the first time a process sees the event on sale.
+_PRODUCTS: dict[int, EventProducts] = {}
+
+
+def _products(event_id: int) -> EventProducts:
+    found = _PRODUCTS.get(event_id)
+    if found is None:
+        event = db.session.get(Event, event_id)
+        if event is None or event.status == EventStatus.DRAFT:
+            end_read()
             raise ApiError(404, "not_found", "no such event")
-        _SEATS_PRODUCTS[event_id] = product_id
-    return product_id
+        seats = db.session.scalar(select(Product.id).where(Product.event_id == event_id))
+        rows = db.session.execute(
+            select(EventSection.name, Product.id)
+            .join(Product, Product.section_id == EventSection.id)
+            .where(EventSection.event_id == event_id)
+        )
+        found = EventProducts(seats, {name: product_id for name, product_id in rows})
+        if sale_started(event):
+            _PRODUCTS[event_id] = found
+        end_read()
+    return found
 
 
-def _sell_seats(event: Event, *, anew: bool) -> None:
-    """Commits the event's change; a published (or cancelled) event's seats product follows it
-    in SQL, then in Redis. Redis not answering: 503, and the sweep brings Redis to SQL."""
-    has_seats = any(s.capacity is None for s in sections_of(db.session, [event.id])[event.id])
-    if event.status == EventStatus.DRAFT or not has_seats:
-        db.session.commit()
-        return
-    product = seated_product(db.session, event)
+def _seats_of(products: EventProducts) -> int:
+    if products.seats is None:
+        raise ApiError(404, "not_found", "this event has no seats")
+    return products.seats
+
+
+def _sell(event: Event, *, anew: bool, dropped: list[int] | None = None) -> None:
+    """Commits the event's change; a published (or cancelled) event's products follow it in
+    SQL, then in Redis. Redis not answering: 503, and the sweep brings Redis to SQL."""
+    products = [] if event.status == EventStatus.DRAFT else event_products(db.session, event)
     db.session.commit()
     try:
-        put_on_sale(runtime().inventory, db.session, product, anew=anew)
+        for product_id in dropped or []:
+            runtime().inventory.drop_stock(product_id)
+        put_on_sale(runtime().inventory, db.session, products, anew=anew)
     except RedisError:
         raise ApiError(
-            503, "inventory_unavailable", "saved; the seats go on sale once Redis answers"
+            503, "inventory_unavailable", "saved; the sale follows once Redis answers"
         ) from None
     finally:
         end_read()

@@ -1,6 +1,7 @@
-"""An event's seats on sale: one product sells them (the same pipeline as any product: holds,
-settlement, sweep, reconciliation, rebuild), and its seats hash in Redis says which seat is
-free, held or sold (core/lua/lib.lua). SQL is the source of truth for both."""
+"""An event on sale: one product sells its seats, one product each standing section's places
+(the same pipeline as any product: holds, settlement, sweep, reconciliation, rebuild); the seats
+product's seats hash in Redis says which seat is free, held or sold (core/lua/lib.lua). SQL is
+the source of truth for all of them."""
 
 from __future__ import annotations
 
@@ -13,37 +14,61 @@ from core.models import Event, EventSection, Product, utcnow
 from core.stock import seat_plan, setup_stock
 
 
-def seated_product(session: Session, event: Event) -> Product:
-    """The product selling the event's seats, created the first time (the caller commits)."""
-    product = session.scalar(select(Product).where(Product.event_id == event.id))
-    seated = [s for s in _sections(session, event.id) if s.capacity is None]
-    seats = sum(section.seat_count for section in seated)
-    if product is None:
-        product = Product(event_id=event.id, price_minor=0, initial_stock=0)
-        session.add(product)
-    product.name = event.title
-    product.currency = event.currency
-    product.price_minor = min((s.price_minor for s in seated), default=0)
-    product.initial_stock = seats
-    product.max_per_user = event.max_per_user
-    if event.status == "cancelled":
-        product.sale_ends_at = min(filter(None, [event.sale_ends_at, utcnow()]))
-    else:
-        product.sale_ends_at = event.sale_ends_at
-    product.sale_starts_at = event.sale_starts_at
-    product.terms_version = (product.terms_version or 0) + 1
+def event_products(session: Session, event: Event) -> list[Product]:
+    """The products selling the event: one for its seats (when it has seated sections), one per
+    standing section; created the first time, their terms following the event's (the caller
+    commits)."""
+    sections = _sections(session, event.id)
+    seated = [s for s in sections if s.capacity is None]
+    products = []
+    if seated:
+        product = session.scalar(select(Product).where(Product.event_id == event.id))
+        product = product or _new(session, Product(event_id=event.id))
+        prices = [s.price_minor for s in seated]
+        _follow(product, event, event.title, min(prices), sum(s.seat_count for s in seated))
+        products.append(product)
+    for section in sections:
+        if section.capacity is not None:
+            product = session.scalar(select(Product).where(Product.section_id == section.id))
+            product = product or _new(session, Product(section_id=section.id))
+            name = f"{event.title} · {section.name}"
+            _follow(product, event, name, section.price_minor, section.capacity)
+            products.append(product)
     session.flush()
+    return products
+
+
+def _new(session: Session, product: Product) -> Product:
+    session.add(product)
     return product
 
 
-def put_on_sale(inventory: Inventory, session: Session, product: Product, *, anew: bool) -> None:
-    """The product's stock and seats in Redis, as SQL has them; `anew` replaces what Redis has
-    (a seat map changed before the sale started), else a stock in Redis is left alone."""
-    if anew:
-        inventory.drop_stock(product.id)
-    assert product.event_id is not None
-    setup_stock(inventory, product, seat_plan(session, product.event_id, [], []))
-    inventory.update_terms(terms_of(product))
+def _follow(product: Product, event: Event, name: str, price_minor: int, stock: int) -> None:
+    """The product's terms are the event's: its window (closed once cancelled) and limit."""
+    product.name = name
+    product.currency = event.currency
+    product.price_minor = price_minor
+    product.initial_stock = stock
+    product.max_per_user = event.max_per_user
+    product.sale_starts_at = event.sale_starts_at
+    product.sale_ends_at = event.sale_ends_at
+    if event.status == "cancelled":
+        product.sale_ends_at = min(filter(None, [event.sale_ends_at, utcnow()]))
+    product.terms_version = (product.terms_version or 0) + 1
+
+
+def put_on_sale(
+    inventory: Inventory, session: Session, products: list[Product], *, anew: bool
+) -> None:
+    """The products' stock (and seats) in Redis, as SQL has them; `anew` replaces what Redis
+    has (a seat map changed before the sale started), else a stock in Redis is left alone and
+    only its terms follow SQL's."""
+    for product in products:
+        if anew:
+            inventory.drop_stock(product.id)
+        seats = seat_plan(session, product.event_id, [], []) if product.event_id else None
+        setup_stock(inventory, product, seats)
+        inventory.update_terms(terms_of(product))
 
 
 def _sections(session: Session, event_id: int) -> list[EventSection]:

@@ -17,7 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_vali
 from sqlalchemy import delete, insert, select
 from sqlalchemy.orm import Session
 
-from core.models import Event, EventSection, Seat, utcnow
+from core.models import Event, EventSection, Product, Seat, utcnow
 from core.money import AmountError, to_minor
 
 MAX_SEATS = 100_000
@@ -107,26 +107,35 @@ class SeatMapSummary:
     sections: int
     seats: int
     standing: int
+    dropped_products: list[int]  # standing sections' products the new map has no place for
 
 
 def replace_seat_map(session: Session, event: Event, spec: SeatMapSpec) -> SeatMapSummary:
-    """The event's sections and seats become the map's (the caller commits)."""
+    """The event's sections and seats become the map's (the caller commits). A section keeps its
+    row when its name stays; the product of a standing section that is gone (or now seated)
+    goes with it: only before the sale, so no order has one."""
     prices = [_price_minor(section, event.currency) for section in spec.sections]
     event.updated_at = utcnow()  # the map's version, for those who keep its layout
     session.execute(delete(Seat).where(Seat.event_id == event.id))
-    session.execute(delete(EventSection).where(EventSection.event_id == event.id))
-    sections = [
-        EventSection(
-            event_id=event.id,
-            name=section.name,
-            position=position,
-            price_minor=price,
-            capacity=section.capacity,
-            seat_count=section.seat_count,
+    existing = {
+        s.name: s
+        for s in session.scalars(select(EventSection).where(EventSection.event_id == event.id))
+    }
+    sections = []
+    for position, (section, price) in enumerate(zip(spec.sections, prices, strict=True)):
+        stored = existing.pop(section.name, None) or EventSection(
+            event_id=event.id, name=section.name
         )
-        for position, (section, price) in enumerate(zip(spec.sections, prices, strict=True))
-    ]
+        stored.position, stored.price_minor = position, price
+        stored.capacity, stored.seat_count = section.capacity, section.seat_count
+        sections.append(stored)
     session.add_all(sections)
+    no_place = [s.id for s in existing.values()] + [s.id for s in sections if s.capacity is None]
+    dropped = list(session.scalars(select(Product.id).where(Product.section_id.in_(no_place))))
+    if dropped:
+        session.execute(delete(Product).where(Product.id.in_(dropped)))
+    for gone in existing.values():
+        session.delete(gone)
     session.flush()
     rows = [
         seat
@@ -139,6 +148,7 @@ def replace_seat_map(session: Session, event: Event, spec: SeatMapSpec) -> SeatM
         sections=len(sections),
         seats=len(rows),
         standing=sum(section.capacity or 0 for section in spec.sections),
+        dropped_products=dropped,
     )
 
 

@@ -75,6 +75,14 @@ def upgrade():
         batch_op.create_foreign_key(
             op.f("fk_products_event_id_events"), "events", ["event_id"], ["id"]
         )
+        batch_op.add_column(sa.Column("section_id", sa.Integer(), nullable=True))
+        batch_op.create_unique_constraint(op.f("uq_products_section_id"), ["section_id"])
+        batch_op.create_foreign_key(
+            op.f("fk_products_section_id_event_sections"),
+            "event_sections",
+            ["section_id"],
+            ["id"],
+        )
     op.create_table(
         "order_seats",
         sa.Column("id", sa.Integer(), nullable=False),
@@ -107,6 +115,11 @@ def downgrade():
     op.drop_index("ix_order_seats_ticket_id", table_name="order_seats")
     op.drop_table("order_seats")
     with op.batch_alter_table("products", schema=None) as batch_op:
+        batch_op.drop_constraint(
+            op.f("fk_products_section_id_event_sections"), type_="foreignkey"
+        )
+        batch_op.drop_constraint(op.f("uq_products_section_id"), type_="unique")
+        batch_op.drop_column("section_id")
         batch_op.drop_constraint(op.f("fk_products_event_id_events"), type_="foreignkey")
         batch_op.drop_constraint(op.f("uq_products_event_id"), type_="unique")
         batch_op.drop_column("event_id")

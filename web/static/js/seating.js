@@ -144,6 +144,19 @@
     etag = answer.headers.get("ETag") || "";
     if (hall) update(answer.body);
     else draw(answer.body);
+    showStanding(answer.body.standing || []);
+  }
+
+  function showStanding(places) {
+    const list = document.querySelector('[data-role="standing"]');
+    list.replaceChildren();
+    for (const place of places) {
+      const item = document.createElement("li");
+      item.dataset.section = place.name;
+      const left = place.available === null ? "–" : String(place.available);
+      item.textContent = place.name + " (standing): " + left + " places left";
+      list.appendChild(item);
+    }
   }
 
   /* --- choosing and buying ----------------------------------------------------------------- */
@@ -192,7 +205,7 @@
   }
 
   function ticketText(order) {
-    const seats = (order.seats || []).join(", ");
+    const seats = order.seats ? order.seats.join(", ") : order.quantity + " standing places";
     const amount = F.money(order.amount, order.currency || show.dataset.currency);
     switch (order.status) {
       case "reserved":
