@@ -55,9 +55,36 @@ def markdown(results: dict[str, Any]) -> str:
             f"first request until every ticket was final** (target <= 20 s); reconciliation: "
             f"{sale.get('reconciliation', 'not run')}.",
         ]
+    if "seated" in results:
+        lines += ["", _seated(results["seated"])]
     for step, error in results.get("failed_steps", {}).items():
         lines += ["", f"Step `{step}` failed: {error}"]
     return "\n".join(lines) + "\n"
+
+
+def _seated(hall: dict[str, Any]) -> str:
+    seated, general = hall["seated"], hall["general"]
+    refusals = ", ".join(f"{k} {v}" for k, v in sorted(seated["refusals"].items())) or "none"
+    return (
+        f"Seated: a hall of {hall['seats']} seats ({hall['sections']} sections of {hall['rows']} "
+        f"rows of {hall['row_seats']}) to {hall['buyers']} buyers (wrk, each its own JWT, asking "
+        f"once for 2, 3 or 4 best available seats together, the sections in turn; RQ workers and "
+        f"the scheduler settling), right after a general-admission rush of the same shape on the "
+        f"same stack (as many units, as many other buyers asking for the same quantities). "
+        f"Answers/s run from the first request to the last answer, sold out is the last ticket "
+        f"issued (every later answer a refusal), final the last ticket settled in SQL. Seated: "
+        f"{seated['answers']} of {seated['buyers']} answered, accepted {seated['accepted']}, "
+        f"refused {refusals}, other {seated['other']}; {seated['units_sold_in_sql']} seats sold "
+        f"in SQL, {seated['units_left']} left free ({seated['free_in_seat_map']} in the seat "
+        f"map), reconciliation {seated['reconciliation']}, answers p99 {seated['p99_ms']:.0f} ms. "
+        f"**{seated['answers_per_s']:.0f} answers/s seated against {general['answers_per_s']:.0f} "
+        f"general admission ({hall['answers_ratio']:.2f} : 1)**; first request to sold out "
+        f"{seated['first_request_to_sold_out_s']:.1f} s (general "
+        f"{general['first_request_to_sold_out_s']:.1f} s), to every ticket final "
+        f"{seated['first_request_to_all_final_s']:.1f} s (general "
+        f"{general['first_request_to_all_final_s']:.1f} s: {general['answers']} answered, "
+        f"accepted {general['accepted']}, {general['units_sold_in_sql']} units sold in SQL)."
+    )
 
 
 def _paths_table(results: dict[str, Any]) -> list[str]:

@@ -10,7 +10,10 @@ SQLite and a Redis of its own, and measures with wrk on loopback, in one run:
 - `lock_then_write`: the seed design (lock, read, decrement, INSERT, unlock) on one hot product;
 - `settlement`: orders settled per second by N worker processes, with and without payment latency;
 - `sale`: S units to B buyers, one purchase each, driven by wrk: sold exactly, and the time from
-  the first request until every ticket is final.
+  the first request until every ticket is final;
+- `seated`: a hall of seats to B buyers asking once each for 2-4 best available seats together,
+  against a general-admission rush of the same shape in the same run: answers/s over each rush,
+  the time until sold out and until every ticket is final.
 Each throughput figure is the median of --runs runs. Results go to bench/results/ as JSON, a
 Markdown table and a PNG chart.
 """
@@ -20,6 +23,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import statistics
 import subprocess
 import sys
@@ -27,6 +31,7 @@ import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -41,8 +46,11 @@ WRK_SCRIPT = ROOT / "bench" / "wrk" / "requests.lua"
 PURCHASE_BODY = '{"quantity": 1, "payment_method": "pm_card_visa"}'
 # Settlement and the sale run first: the HTTP paths leave reserved tickets that no worker settles.
 SALE_WINDOW_S = 60  # wrk's duration in the sale: every buyer is answered well within it
-STEPS = ["prepare", "settlement", "sale", "bare", "one_trip", "lock_then_write", "product",
-         "report"]  # fmt: skip
+RUSH_WINDOW_S = 300  # the seated step's bound: its wrk stops once every buyer is answered
+IDLE_MS = 500  # a rush's wrk threads, all their buyers sent, ask /health this often meanwhile
+HALL_SECTIONS = ("A", "B")
+STEPS = ["prepare", "settlement", "sale", "seated", "bare", "one_trip", "lock_then_write",
+         "product", "report"]  # fmt: skip
 
 
 @dataclass
@@ -60,6 +68,9 @@ class Options:
     sale_units: int
     sale_buyers: int
     settle_orders: int
+    seated_rows: int  # per section
+    seated_row_seats: int
+    seated_buyers: int
     latency_workers: list[int] = field(default_factory=list)
     only: list[str] = field(default_factory=list)
 
@@ -73,6 +84,9 @@ class Load:
     p95_ms: float
     p99_ms: float
     errors: int
+    reasons: dict[str, int] = field(default_factory=dict)  # "409 sold_out": count
+    first_us: float = 0.0  # the first request sent, wall clock
+    last_us: float = 0.0  # the last answer received
 
 
 def parse_args() -> Options:
@@ -91,10 +105,11 @@ def parse_args() -> Options:
     args = parser.parse_args()
     if args.quick:
         return Options(True, 1, 3, 64, 2, args.gunicorn_workers, args.worker_class, args.threads,
-                       args.rq_workers, 4000, 300, 900, 400, [1, 2], args.only)  # fmt: skip
+                       args.rq_workers, 4000, 300, 900, 400, 25, 100, 3000, [1, 2],
+                       args.only)  # fmt: skip
     return Options(False, args.runs, args.duration, args.connections, 2, args.gunicorn_workers,
                    args.worker_class, args.threads, args.rq_workers, 240_000, 10_000, 30_000,
-                   10_000, [1, 2, 4, 8], args.only)  # fmt: skip
+                   10_000, 125, 200, 30_000, [1, 2, 4, 8], args.only)  # fmt: skip
 
 
 class Bench:
@@ -131,8 +146,9 @@ class Bench:
         setup_stock(self.rt.inventory, product)
         return product.id
 
-    def tokens(self, count: int) -> list[str]:
-        """`count` buyers, each with an access token (users inserted in bulk, no bcrypt)."""
+    def tokens(self, count: int, role: str = "buyer") -> list[str]:
+        """`count` buyers (or admins), each with an access token (users inserted in bulk, no
+        bcrypt)."""
         from flask_jwt_extended import create_access_token
 
         from core.models import User
@@ -141,23 +157,25 @@ class Bench:
         with self.rt.sessions() as session, session.begin():
             session.execute(
                 insert(User),
-                [{"username": f"b{tag}_{i}", "password_hash": "x", "role": "buyer"}
+                [{"username": f"b{tag}_{i}", "password_hash": "x", "role": role}
                  for i in range(count)],
             )  # fmt: skip
         with self.rt.sessions() as session:
             ids = session.scalars(select(User.id).where(User.username.like(f"b{tag}_%"))).all()
         with self.app.app_context():
             return [
-                create_access_token(identity=str(i), additional_claims={"role": "buyer"})
-                for i in ids
+                create_access_token(identity=str(i), additional_claims={"role": role}) for i in ids
             ]
 
     # --- load -----------------------------------------------------------------------------
     def wrk(self, url: str, method: str, paths: list[str], tokens: list[str], body: str,
             duration: int, reuse: bool = True,
-            while_running: Callable[[], None] | None = None) -> Load:  # fmt: skip
+            while_running: Callable[[], None] | None = None, bodies: list[str] | None = None,
+            until_answered: bool = False) -> Load:  # fmt: skip
         """Loads `url` for `duration` seconds (wrk always runs its whole duration, even when its
-        threads have stopped); `while_running` is called once wrk has started."""
+        threads have stopped, unless `until_answered`: then it ends once every buyer has been
+        answered); `while_running` is called once wrk has started. `bodies`, if given, are
+        paired with the tokens in turn, in place of `body`."""
         tokens_file = self.workdir / "tokens.txt"
         paths_file = self.workdir / "paths.txt"
         tokens_file.write_text("\n".join(tokens) + "\n")
@@ -167,11 +185,20 @@ class Bench:
             "WRK_TOKENS": str(tokens_file), "WRK_PATHS": str(paths_file), "WRK_METHOD": method,
             "WRK_BODY": body, "WRK_THREADS": str(threads), "WRK_REUSE": "1" if reuse else "0",
         }  # fmt: skip
+        if bodies:
+            bodies_file = self.workdir / "bodies.txt"
+            bodies_file.write_text("\n".join(bodies) + "\n")
+            env["WRK_BODIES"] = str(bodies_file)
+        done = self.workdir / f"wrk-done-{os.urandom(4).hex()}"  # + .<thread>, by each thread
+        if until_answered:
+            env |= {"WRK_IDLE_MS": str(IDLE_MS), "WRK_DONE": str(done)}
         argv = [wrk_binary(), "-t", str(threads), "-c", str(self.options.connections),
                 "-d", f"{duration}s", "--latency", "-s", str(WRK_SCRIPT), url]  # fmt: skip
         child = subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, text=True)
         if while_running is not None:
             while_running()
+        if until_answered:
+            _stop_when_answered(child, done, threads)
         out, _ = child.communicate()
         if child.returncode:
             raise RuntimeError(f"wrk failed ({child.returncode})")
@@ -186,6 +213,9 @@ class Bench:
             p95_ms=data["p95_us"] / 1000,
             p99_ms=data["p99_us"] / 1000,
             errors=data["errors"],
+            reasons=data.get("reasons", {}),
+            first_us=data.get("first_us", 0.0),
+            last_us=data.get("last_us", 0.0),
         )
 
     def median_of(self, name: str, measure) -> dict[str, Any]:  # type: ignore[no-untyped-def]
@@ -304,6 +334,97 @@ class Bench:
         finally:
             self.unserve()
 
+    def seated(self) -> dict[str, Any]:
+        """A hall of seats to B buyers, each asking once for 2-4 best available seats together
+        (sections in turn); right before it, on the same stack, a general-admission rush of the
+        same shape: as many units, B other buyers asking for the same quantities."""
+        o = self.options
+        seats = len(HALL_SECTIONS) * o.seated_rows * o.seated_row_seats
+        # Fresh buyers for each rush: a process keeps the tokens it has verified.
+        tokens = self.tokens(2 * o.seated_buyers)
+        admin = self.tokens(1, role="admin")[0]
+        url = self.serve("web:create_app()")
+        self.procs.rq_workers(o.rq_workers)
+        self.procs.scheduler()
+        self._wait_workers(o.rq_workers)
+        try:
+            general_id = self.product(stock=seats)
+            general = self.rush(url, f"/purchase/{general_id}", general_id,
+                                tokens[: o.seated_buyers], _rush_bodies(seated=False))  # fmt: skip
+            event_id, product_id = self.hall(url, admin)
+            seated = self.rush(url, f"/events/{event_id}/purchase", product_id,
+                               tokens[o.seated_buyers :], _rush_bodies(seated=True))  # fmt: skip
+            seated["free_in_seat_map"] = self._free_seats(url, event_id)
+            result = {
+                "seats": seats, "sections": len(HALL_SECTIONS), "rows": o.seated_rows,
+                "row_seats": o.seated_row_seats, "buyers": o.seated_buyers,
+                "seated": seated, "general": general,
+                "answers_ratio": seated["answers_per_s"] / general["answers_per_s"],
+            }  # fmt: skip
+            self.results["seated"] = result
+            return result
+        finally:
+            self.unserve()
+
+    def rush(
+        self, url: str, path: str, product_id: int, tokens: list[str], bodies: list[str]
+    ) -> dict[str, Any]:
+        """Each buyer asks once (wrk stops when all are answered), then every ticket issued is
+        awaited until final. Times run from the first request: to the last ticket issued (sold
+        out: no further answer was a 202) and to the last ticket final, as SQL recorded them."""
+        from core.stock import reconcile_product
+
+        window = 30 if self.options.quick else RUSH_WINDOW_S
+        load = self.wrk(url, "POST", [path], tokens, "", window, reuse=False, bodies=bodies,
+                        until_answered=True)  # fmt: skip
+        tickets = self.rt.redis.hlen(self.rt.inventory.keys(product_id).users)  # one a buyer
+        self._wait_all_final(product_id, tickets, timeout=window)
+        issued, final = self._last_times(product_id)
+        first = load.first_us / 1e6
+        rush_s = max(0.001, (load.last_us - load.first_us) / 1e6)
+        answers = sum(load.codes.values())
+        figures = self.rt.inventory.figures(product_id)
+        return {
+            "buyers": len(tokens),
+            "answers": answers,
+            "accepted": load.codes.get("202", 0),
+            "refusals": load.reasons,
+            "other": {k: v for k, v in load.codes.items() if k not in ("202", "409")},
+            "socket_errors": load.errors - sum(v for k, v in load.codes.items() if int(k) >= 400),
+            "tickets": tickets,
+            "rush_s": rush_s,
+            "answers_per_s": answers / rush_s,
+            "first_request_to_sold_out_s": issued - first,
+            "first_request_to_all_final_s": final - first,
+            "p50_ms": load.p50_ms, "p95_ms": load.p95_ms, "p99_ms": load.p99_ms,
+            "units_sold_in_sql": self._confirmed(product_id),
+            "units_left": figures.available if figures else None,
+            "redis": asdict(figures) if figures else None,
+            "reconciliation": reconcile_product(
+                self.rt.inventory, self.rt.sessions, product_id
+            ).result,
+        }  # fmt: skip
+
+    def hall(self, url: str, admin: str) -> tuple[int, int]:
+        """Through the API as an admin: an event whose sections have `seated_rows` rows of
+        `seated_row_seats` seats, published with no sale start (on sale at once); answers the
+        event's id and that of the product selling its seats."""
+        from core.models import Product
+
+        o = self.options
+        rows = [{"name": str(n), "seats": o.seated_row_seats} for n in range(1, o.seated_rows + 1)]
+        sections = [{"name": name, "price": "50.00", "rows": rows} for name in HALL_SECTIONS]
+        event = {"title": "bench hall", "venue": "bench", "currency": "USD",
+                 "starts_at": (datetime.now(UTC) + timedelta(days=30)).isoformat()}  # fmt: skip
+        headers = {"Authorization": f"Bearer {admin}"}
+        with httpx.Client(base_url=url, headers=headers, timeout=120) as http:
+            event_id = http.post("/events", json=event).raise_for_status().json()["id"]
+            http.put(f"/events/{event_id}/seatmap", json={"sections": sections}).raise_for_status()
+            http.post(f"/events/{event_id}/publish").raise_for_status()
+        with self.rt.sessions() as session:
+            product_id = session.scalar(select(Product.id).where(Product.event_id == event_id))
+        return event_id, int(product_id)
+
     def settlements(self) -> dict[str, Any]:
         """Settlement from a backlog: 0 ms payments with 1 and 2 worker processes (median of
         --runs), then 200 ms payments with 8 and 64 in flight per worker, 1 and 2 workers
@@ -414,6 +535,29 @@ class Bench:
                 )
             )
 
+    def _last_times(self, product_id: int) -> tuple[float, float]:
+        """When the product's last ticket was issued (its hold's time, by Redis' clock) and when
+        the last one became final (by the settler's), in seconds since the epoch."""
+        from core.models import Order
+        from core.times import to_ms
+
+        with self.rt.sessions() as session:
+            issued, final = session.execute(
+                select(func.max(Order.created_at), func.max(Order.updated_at)).where(
+                    Order.product_id == product_id
+                )
+            ).one()
+        return to_ms(issued) / 1000, to_ms(final) / 1000
+
+    def _free_seats(self, url: str, event_id: int) -> int:
+        """Free seats as a buyer sees them: GET /events/<id>/seats, a letter a seat (f: free)."""
+        seat_map = httpx.get(f"{url}/events/{event_id}/seats", timeout=30).raise_for_status()
+        return sum(
+            row["states"].count("f")
+            for section in seat_map.json()["sections"]
+            for row in section["rows"]
+        )
+
     def _wait_all_final(self, product_id: int, count: int, timeout: float) -> float:
         from core.models import Order
         from core.tickets import OPEN_STATUSES
@@ -430,6 +574,28 @@ class Bench:
                 return time.monotonic() - started
             time.sleep(0.1)
         raise RuntimeError(f"only {final} of {count} tickets final after {timeout}s")
+
+
+def _stop_when_answered(child: subprocess.Popen, done: Path, threads: int) -> None:
+    """Ends wrk once each of its threads has had all its buyers' answers (on SIGINT wrk stops
+    and reports as at the end of its duration)."""
+    while child.poll() is None:
+        if len(list(done.parent.glob(f"{done.name}.*"))) >= threads:
+            child.send_signal(signal.SIGINT)
+            return
+        time.sleep(0.05)
+
+
+def _rush_bodies(seated: bool) -> list[str]:
+    """Buyer i asks for 2 + i % 3 units, or seats together of the sections in turn; wrk pairs
+    the bodies with the buyers in turn, so six of them serve every buyer."""
+    bodies = []
+    for i in range(6):
+        ask: dict[str, Any] = {"quantity": 2 + i % 3, "payment_method": "pm_card_visa"}
+        if seated:
+            ask = {"section": HALL_SECTIONS[i % len(HALL_SECTIONS)], "together": True} | ask
+        bodies.append(json.dumps(ask))
+    return bodies
 
 
 def _chunks(tokens: list[str], parts: int) -> list[list[str]]:
@@ -490,6 +656,8 @@ def _run_step(
         bench.results["settlement"] = bench.settlements()
     elif step == "sale":
         bench.sale()
+    elif step == "seated":
+        bench.seated()
     else:
         from bench.report import write_report
 
