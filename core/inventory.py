@@ -167,6 +167,13 @@ class BestAvailable:
 
 
 @dataclass(frozen=True)
+class SeatSnapshot:
+    version: int
+    states: dict[str, str]  # seat -> 'f', 'h:<ticket>' or 's:<ticket>'
+    holding: set[str]  # tickets with a hold record
+
+
+@dataclass(frozen=True)
 class PurchaseRate:
     """At most `amount` purchase attempts per buyer and product in each window."""
 
@@ -546,6 +553,26 @@ class Inventory:
         pipe.hgetall(k.seats)
         version, states = pipe.execute()
         return None if version is None else (int(version), states)
+
+    def seat_snapshot(self, product_id: int) -> SeatSnapshot | None:
+        """The stock's version, every seat's state and the tickets with a hold, read together
+        (MULTI); None while the stock is missing."""
+        k = self.keys(product_id)
+        pipe = self.redis.pipeline(transaction=True)
+        pipe.hget(k.stock, "version")
+        pipe.hgetall(k.seats)
+        pipe.hkeys(k.holds)
+        version, states, holds = pipe.execute()
+        return None if version is None else SeatSnapshot(int(version), states, set(holds))
+
+    def repair_seats(self, product_id: int, version: int, fixes: dict[str, str]) -> bool:
+        """Sets those seats' states if the stock has not moved since `version`."""
+        k = self.keys(product_id)
+        reply = self.scripts.repair_seats(
+            keys=[k.stock, k.events, *k.seat_keys],
+            args=[version, json.dumps(fixes, separators=(",", ":"))],
+        )
+        return reply == "repaired"
 
     def available(self, product_ids: list[int]) -> dict[int, int | None]:
         pipe = self.redis.pipeline(transaction=False)

@@ -152,6 +152,16 @@ def order_seats(session: Session, ticket_ids: list[str]) -> dict[str, list[str]]
     return found
 
 
+def live_seat_orders(session: Session, event_id: int) -> dict[str, tuple[str, str]]:
+    """Seat label -> (ticket, status) of the event's live orders."""
+    rows = session.execute(
+        select(OrderSeat.label, OrderSeat.ticket_id, Order.status)
+        .join(Order, Order.ticket_id == OrderSeat.ticket_id)
+        .where(OrderSeat.event_id == event_id, OrderSeat.live)
+    )
+    return {label: (ticket, status) for label, ticket, status in rows}
+
+
 def live_seats(session: Session, event_id: int) -> dict[str, str]:
     """Seat label -> ticket of the event's live orders."""
     rows = session.execute(

@@ -21,6 +21,7 @@ _USES_LIB = {
     "await_action",
     "begin_return",
     "return_units",
+    "repair_seats",
 }
 
 

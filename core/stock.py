@@ -30,11 +30,13 @@ from core.inventory import (
     StockFigures,
 )
 from core.keys import ServiceKeys
-from core.models import EventSection, Order, OrderSeat, Product, Seat
+from core.models import EventSection, Product, Seat
 from core.orders import (
+    HOLDS_SEATS,
     confirmed_quantity,
     counted_orders,
     idempotency_keys,
+    live_seat_orders,
     open_orders,
     order_seats,
     statuses_of,
@@ -289,6 +291,8 @@ def reconcile_product(
         if books is None:
             return _recorded(inventory, Reconciliation(product_id, "unknown_product", None, 0, 0))
         outcome = reconcile_step(inventory, product_id, snapshot, books)
+        if outcome == "consistent":
+            outcome = reconcile_seats(inventory, sessions, product_id)
         repaired = repaired or outcome in ("repaired", "set_right")
         if outcome in ("consistent", "repaired"):
             stock = report(snapshot, books)
@@ -302,6 +306,44 @@ def reconcile_product(
                 ),
             )
     return _recorded(inventory, Reconciliation(product_id, "busy", None, 0, 0))
+
+
+def reconcile_seats(inventory: Inventory, sessions: sessionmaker[Session], product_id: int) -> str:
+    """A seated product's seats against SQL, Redis read first: consistent, repaired or changed.
+    A seat of a confirmed order is sold to it; a seat held or sold to a ticket that has no hold
+    in Redis and no live order in SQL is free. Seats Redis moved first (a hold it confirmed or
+    released before SQL follows) are left alone."""
+    with sessions() as session:
+        event_id = session.scalar(select(Product.event_id).where(Product.id == product_id))
+    if event_id is None:
+        return "consistent"
+    seats = inventory.seat_snapshot(product_id)
+    if seats is None:
+        return "changed"
+    owners = {state[2:] for state in seats.states.values() if state != "f"}
+    with sql_snapshot(sessions) as session:
+        confirmed = {
+            label: ticket
+            for label, (ticket, status) in live_seat_orders(session, event_id).items()
+            if status == CONFIRMED
+        }
+        statuses = statuses_of(session, sorted(owners - seats.holding))
+    fixes = {
+        label: f"s:{ticket}"
+        for label, ticket in confirmed.items()
+        if seats.states.get(label) != f"s:{ticket}"
+    }
+    for label, state in seats.states.items():
+        ticket = state[2:]
+        orphan = ticket not in seats.holding and statuses.get(ticket) not in HOLDS_SEATS
+        if state != "f" and orphan and label not in fixes:
+            fixes[label] = "f"
+    if not fixes:
+        return "consistent"
+    if not inventory.repair_seats(product_id, seats.version, fixes):
+        return "changed"
+    log.warning("seats of product %s repaired from SQL: %s", product_id, fixes)
+    return "repaired"
 
 
 def reconcile_step(inventory: Inventory, product_id: int, snapshot: Snapshot, books: Books) -> str:
@@ -385,12 +427,7 @@ def seat_plan(
         label: sections[section].position * SECTION_SCORE + rank for label, section, rank in seats
     }
     reopened = {hold.ticket_id for hold in holds if hold.status in OPEN_STATUSES}
-    live = session.execute(
-        select(OrderSeat.label, OrderSeat.ticket_id, Order.status)
-        .join(Order, Order.ticket_id == OrderSeat.ticket_id)
-        .where(OrderSeat.event_id == event_id, OrderSeat.live)
-    )
-    for label, ticket, status in live:
+    for label, (ticket, status) in live_seat_orders(session, event_id).items():
         if status == OrderStatus.CONFIRMED:
             states[label] = f"s:{ticket}"
         elif ticket in reopened:

@@ -15,7 +15,7 @@ from sqlalchemy import select
 from core.models import EventSection, Product
 from core.orders import live_seats
 from core.settlement import SettleReport
-from core.stock import rebuild_stock
+from core.stock import rebuild_stock, reconcile_product
 from tests.helpers import Account, make_user, make_users, run_workers
 from tests.servers import wait_until
 from tests.test_api_errors import assert_error
@@ -452,3 +452,29 @@ def test_a_new_map_before_the_sale_replaces_the_standing_places_too(client, app,
         assert session.get(Product, floor) is None
     assert rt.inventory.figures(floor) is None
     assert rt.inventory.figures(_product(rt, event_id)).initial == 12
+
+
+def test_reconciliation_puts_seats_back_as_sql_has_them(client, app, admin, rt, settings):
+    event_id = _on_sale(client, admin)["id"]
+    buyer = make_user(app)
+    sold = _buy(client, buyer, event_id, ["A-1-1", "A-1-2"]).get_json()["ticket_id"]
+    assert _settled(client, settings, buyer, sold)["status"] == "confirmed"
+    held = _buy(client, buyer, event_id, ["B-1-1"]).get_json()["ticket_id"]
+    product_id = _product(rt, event_id)
+    assert reconcile_product(rt.inventory, rt.sessions, product_id).result == "consistent"
+
+    keys = rt.inventory.keys(product_id)
+    rt.redis.hset(keys.seats, "A-1-2", "f")  # a sold seat that Redis lost track of
+    rt.redis.zadd(keys.free_seats, {"A-1-2": rt.redis.hget(keys.seat_ranks, "A-1-2")})
+    rt.redis.hset(keys.seats, "A-1-6", "h:1-000000000000000000000000")  # held by no ticket
+    rt.redis.zrem(keys.free_seats, "A-1-6")
+    assert reconcile_product(rt.inventory, rt.sessions, product_id).result == "repaired"
+    states = _states(rt, event_id)
+    assert states["A-1-2"] == f"s:{sold}" and states["A-1-6"] == "f"
+    assert states["B-1-1"] == f"h:{held}"  # an open hold's seat is left alone
+    free = set(rt.redis.zrange(keys.free_seats, 0, -1))
+    assert "A-1-2" not in free and "A-1-6" in free
+    assert reconcile_product(rt.inventory, rt.sessions, product_id).result == "consistent"
+    assert (
+        _buy(client, make_user(app), event_id, ["A-1-2"]).get_json()["error"] == "seats_unavailable"
+    )
