@@ -136,6 +136,8 @@ def test_a_ticket_that_ends_unpaid_gives_back_exactly_its_seats(
     states = _states(rt, event_id)
     assert states["B-1-2"] == states["B-1-3"] == "f"
     assert states["B-1-1"] in (f"h:{kept}", f"s:{kept}")  # another ticket's seat is untouched
+    row = client.get(f"/events/{event_id}/seats").get_json()["sections"][1]["rows"][0]
+    assert row["states"][1:3] == "ff" and row["states"][0] in "hs"  # the seat map shows it
     again = _buy(client, make_user(app), event_id, ["B-1-2", "B-1-3"])
     assert again.status_code == 202, again.get_json()
 
