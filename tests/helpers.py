@@ -105,3 +105,14 @@ def run_workers(settings: Settings) -> None:
         serializer=settlement_queue(settings).serializer,
     )
     worker.work(burst=True, with_scheduler=False)
+
+
+def seat_blocks(free: set[str], size: int) -> list[list[str]]:
+    """Every run of `size` free seats side by side in one row (seat ids <section>-<row>-<n>)."""
+    blocks = []
+    for label in free:
+        row, number = label.rsplit("-", 1)
+        block = [f"{row}-{n}" for n in range(int(number), int(number) + size)]
+        if all(seat in free for seat in block):
+            blocks.append(block)
+    return blocks

@@ -15,7 +15,7 @@ from sqlalchemy import select
 
 from core.models import Product
 from core.orders import live_seats
-from tests.helpers import make_user, make_users, run_workers
+from tests.helpers import make_user, make_users, run_workers, seat_blocks
 from tests.servers import Gunicorn, clean_env, wait_until
 
 BUYERS = 2000
@@ -61,22 +61,23 @@ async def _rush(
         return await asyncio.gather(*(one(t, s) for t, s in zip(tokens, asks, strict=True)))
 
 
-@pytest.mark.slow
-def test_a_rush_on_named_seats_never_sells_one_twice(server, app, settings, rt):
+def _hall(app, title: str, rows: int, seats: int) -> dict:  # type: ignore[no-untyped-def]
+    """A published show: one section of `rows` rows of `seats` seats, on sale now."""
     admin, client = make_user(app, "admin"), app.test_client()
     starts = (datetime.now(UTC) + timedelta(days=30)).isoformat()
-    event = client.post(
-        "/events",
-        json={"title": "Rush", "venue": "Hall", "starts_at": starts, "currency": "USD"},
-        headers=admin.headers,
-    ).get_json()
-    rows = [{"name": str(n), "seats": SEATS_PER_ROW} for n in range(1, ROWS + 1)]
-    hall = {"sections": [{"name": "A", "price": 30, "rows": rows}]}
-    assert (
-        client.put(f"/events/{event['id']}/seatmap", json=hall, headers=admin.headers).status_code
-        == 200
-    )
+    body = {"title": title, "venue": "Hall", "starts_at": starts, "currency": "USD"}
+    event = client.post("/events", json=body, headers=admin.headers).get_json()
+    layout = [{"name": str(n), "seats": seats} for n in range(1, rows + 1)]
+    hall = {"sections": [{"name": "A", "price": 30, "rows": layout}]}
+    put = client.put(f"/events/{event['id']}/seatmap", json=hall, headers=admin.headers)
+    assert put.status_code == 200, put.get_json()
     assert client.post(f"/events/{event['id']}/publish", headers=admin.headers).status_code == 200
+    return event
+
+
+@pytest.mark.slow
+def test_a_rush_on_named_seats_never_sells_one_twice(server, app, settings, rt):
+    event = _hall(app, "Rush", ROWS, SEATS_PER_ROW)
     buyers, asks = make_users(app, BUYERS), _asks(BUYERS)
 
     responses = asyncio.run(_rush(server.url, event["id"], [b.token for b in buyers], asks))
@@ -144,20 +145,7 @@ async def _rush_best(url: str, event_id: int, tokens: list[str], size: int) -> l
 def test_a_rush_for_best_seats_together_gets_adjacent_seats_never_worse(server, app, rt):
     """500 buyers asking for 4 together: each ticket's seats are side by side in one row, and
     replayed in the order Redis held them, no block with a better seat was free."""
-    admin, client = make_user(app, "admin"), app.test_client()
-    starts = (datetime.now(UTC) + timedelta(days=30)).isoformat()
-    event = client.post(
-        "/events",
-        json={"title": "Best", "venue": "Hall", "starts_at": starts, "currency": "USD"},
-        headers=admin.headers,
-    ).get_json()
-    rows = [{"name": str(n), "seats": 38} for n in range(1, 31)]
-    hall = {"sections": [{"name": "A", "price": 30, "rows": rows}]}
-    assert (
-        client.put(f"/events/{event['id']}/seatmap", json=hall, headers=admin.headers).status_code
-        == 200
-    )
-    assert client.post(f"/events/{event['id']}/publish", headers=admin.headers).status_code == 200
+    event = _hall(app, "Best", 30, 38)
     buyers = make_users(app, 500)
 
     responses = asyncio.run(_rush_best(server.url, event["id"], [b.token for b in buyers], 4))
@@ -179,17 +167,7 @@ def test_a_rush_for_best_seats_together_gets_adjacent_seats_never_worse(server, 
         assert {seat.rsplit("-", 1)[0] for seat in seats} == {row}, seats
         assert numbers == list(range(numbers[0], numbers[0] + 4)), seats
         assert set(seats) <= free, seats
-        best_now = min(min(ranks[s] for s in block) for block in _blocks(free, 4))
+        best_now = min(min(ranks[s] for s in block) for block in seat_blocks(free, 4))
         assert min(ranks[s] for s in seats) == best_now, (ticket, seats)
         free -= set(seats)
-    assert not _blocks(free, 4)  # the refused found no four seats side by side
-
-
-def _blocks(free: set[str], size: int) -> list[list[str]]:
-    blocks = []
-    for seat in free:
-        row, number = seat.rsplit("-", 1)
-        block = [f"{row}-{n}" for n in range(int(number), int(number) + size)]
-        if all(s in free for s in block):
-            blocks.append(block)
-    return blocks
+    assert not seat_blocks(free, 4)  # the refused found no four seats side by side

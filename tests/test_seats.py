@@ -16,7 +16,7 @@ from core.models import EventSection, Product
 from core.orders import live_seats
 from core.settlement import SettleReport
 from core.stock import rebuild_stock, reconcile_product
-from tests.helpers import Account, make_user, make_users, run_workers
+from tests.helpers import Account, make_user, make_users, run_workers, seat_blocks
 from tests.servers import wait_until
 from tests.test_api_errors import assert_error
 
@@ -306,11 +306,13 @@ def test_best_available_together_under_concurrency_is_adjacent_and_never_worse(
         assert all(s.rsplit("-", 1)[0] == row for s in seats), seats
         assert numbers == list(range(numbers[0], numbers[0] + len(seats))), seats
         assert set(seats) <= free
-        best_now = min(min(ranks[s] for s in block) for block in _blocks(free, len(seats)) if block)
+        best_now = min(
+            min(ranks[s] for s in block) for block in seat_blocks(free, len(seats)) if block
+        )
         assert min(ranks[s] for s in seats) == best_now, (ticket, seats)
         free -= set(seats)
     for size in refused:  # free seats only ever went: no block was left when it was refused
-        assert not _blocks(free, size), size
+        assert not seat_blocks(free, size), size
     seats_held = sum(len(s) for s in answers.values())
 
     def recorded() -> bool:
@@ -319,17 +321,6 @@ def test_best_available_together_under_concurrency_is_adjacent_and_never_worse(
             return len(live_seats(session, event_id)) == seats_held
 
     wait_until(recorded, 20, "every accepted ticket to be recorded")
-
-
-def _blocks(free: set[str], size: int) -> list[list[str]]:
-    """Every run of `size` free seats side by side in one row."""
-    blocks = []
-    for label in free:
-        row, number = label.rsplit("-", 1)
-        block = [f"{row}-{n}" for n in range(int(number), int(number) + size)]
-        if all(seat in free for seat in block):
-            blocks.append(block)
-    return blocks
 
 
 def test_the_seat_map_shows_each_seat_and_skips_an_unchanged_map(client, app, admin, settings):
