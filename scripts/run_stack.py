@@ -5,7 +5,7 @@
 - APP_ENV unset: `development` (the application's own default is `production`);
   DATABASE_URL unset: SQLite in the run folder; JWT_SECRET_KEY unset: a generated dev secret
   kept in the run folder (so tokens survive a restart). The run folder is RUN_DIR, else `.run/`.
-- Runs the release step (migrations), creates a demo admin and a demo product, then runs the
+- Runs the release step (migrations), creates a demo admin, product and show, then runs the
   Procfile's web, worker and scheduler under honcho on HOST:PORT (default 127.0.0.1:8000;
   the Procfile alone binds 0.0.0.0, as a container or platform needs).
 
@@ -23,6 +23,7 @@ import socket
 import subprocess
 import sys
 import time
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from types import FrameType
 
@@ -32,6 +33,22 @@ FLASK = (str(BIN / "flask"), "--app", "web")
 PROCESSES = ("web", "worker", "scheduler")
 DEMO_ADMIN = "admin"
 DEMO_PRODUCT = {"name": "Demo drop", "price": "25.00", "stock": 100, "max_per_user": 2}
+DEMO_SHOW = {"title": "Demo concert", "venue": "Demo hall", "max_per_user": 6}
+DEMO_HALL = {
+    "sections": [
+        {
+            "name": "A",
+            "price": "80.00",
+            "rows": [{"name": str(n), "seats": 16} for n in range(1, 6)],
+        },
+        {
+            "name": "B",
+            "price": "45.00",
+            "rows": [{"name": str(n), "seats": 20} for n in range(1, 9)],
+        },
+        {"name": "Floor", "price": "30.00", "capacity": 200},
+    ]
+}
 STOP_TIMEOUT_S = 20.0
 
 
@@ -162,13 +179,16 @@ def release() -> None:
 
 
 def seed_demo_data(admin_password: str) -> None:
-    """The demo admin and product, once; and Redis stock for products SQL already has."""
+    """The demo admin, product and show, once; and Redis stock for products SQL already has."""
     sys.path.insert(0, str(ROOT))
     from sqlalchemy import select
 
     from core.catalog import create_product
     from core.config import Settings
-    from core.models import Product, User
+    from core.events.catalog import create_event, publish_event
+    from core.events.sale import event_products, put_on_sale
+    from core.events.seatmap import SeatMapSpec, replace_seat_map
+    from core.models import Event, Product, User
     from core.money import to_minor
     from core.runtime import Runtime
     from core.stock import rebuild_stock, setup_stock
@@ -203,6 +223,19 @@ def seed_demo_data(admin_password: str) -> None:
                 session.commit()
                 setup_stock(rt.inventory, product)
                 say(f"==> created demo product {product.id}: {DEMO_PRODUCT}")
+            if not session.scalar(select(Event.id)):
+                show = create_event(
+                    session,
+                    **DEMO_SHOW,
+                    starts_at=datetime.now(UTC) + timedelta(days=30),
+                    currency=rt.settings.default_currency,
+                )
+                replace_seat_map(session, show, SeatMapSpec.model_validate(DEMO_HALL))
+                publish_event(session, show)
+                products = event_products(session, show)
+                session.commit()
+                put_on_sale(rt.inventory, session, products, anew=False)
+                say(f"==> created demo show {show.id}: {DEMO_SHOW['title']}, seats on sale")
         # A fresh Redis has no stock keys: rebuild them from SQL now rather than on first sweep.
         for product_id in product_ids:
             if rebuild_stock(rt.inventory, rt.sessions, product_id):
