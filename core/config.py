@@ -53,6 +53,8 @@ class Settings:
     bcrypt_rounds: int = _env("BCRYPT_ROUNDS", 12)
     default_currency: str = _env("DEFAULT_CURRENCY", "USD")
     hold_seconds: int = _env("HOLD_SECONDS", 600)
+    # How long a waiting room's pass lets its buyer buy (signed with JWT_SECRET_KEY, own salt).
+    pass_seconds: int = _env("PASS_SECONDS", 600)
     settle_lease_seconds: int = _env("SETTLE_LEASE_SECONDS", 60)
     settle_batch_size: int = _env("SETTLE_BATCH_SIZE", 100)
     claim_idle_seconds: int = _env("CLAIM_IDLE_SECONDS", 30)
@@ -107,8 +109,10 @@ class Settings:
             raise ConfigError("JWT_SECRET_KEY is unset: set it, or APP_ENV=development on a laptop")
         if self.trusted_proxies < 0:
             raise ConfigError("TRUSTED_PROXIES must be 0 or more")
-        if self.hold_seconds <= 0 or self.settle_lease_seconds <= 0:
-            raise ConfigError("HOLD_SECONDS and SETTLE_LEASE_SECONDS must be positive")
+        if self.hold_seconds <= 0 or self.settle_lease_seconds <= 0 or self.pass_seconds <= 0:
+            raise ConfigError(
+                "HOLD_SECONDS, SETTLE_LEASE_SECONDS and PASS_SECONDS must be positive"
+            )
         if self.payment_gateway not in {"simulated", "stripe"}:
             raise ConfigError(f"unknown PAYMENT_GATEWAY {self.payment_gateway!r}")
         if self.payment_gateway == "stripe" and not self.stripe_api_key:

@@ -174,6 +174,29 @@ class SeatSnapshot:
 
 
 @dataclass(frozen=True)
+class RoomPlace:
+    """A buyer in a waiting room: open (no room), not_joined, waiting (before the opening),
+    queued (at `position`; admitted once `served` reaches it), sold_out, or unavailable."""
+
+    state: str
+    position: int | None = None
+    served: int = 0
+    rate: int = 0
+
+    @classmethod
+    def from_reply(cls, reply: list) -> RoomPlace:
+        state = reply[0]
+        position = int(reply[1]) if len(reply) > 1 else None
+        served = int(reply[2]) if len(reply) > 2 else 0
+        rate = int(reply[3]) if len(reply) > 3 else 0
+        return cls(state, position, served, rate)
+
+    @property
+    def admitted(self) -> bool:
+        return self.state == "queued" and self.position is not None and self.position <= self.served
+
+
+@dataclass(frozen=True)
 class PurchaseRate:
     """At most `amount` purchase attempts per buyer and product in each window."""
 
@@ -267,10 +290,12 @@ class Inventory:
         rate: PurchaseRate | None = None,
         seats: Sequence[str] = (),
         best: BestAvailable | None = None,
+        pass_id: str = "",
     ) -> Reservation:
         """The purchase decision, one round trip; `rate` limits the buyer's attempts on this
         product (the API's RATELIMIT_PURCHASE). A seated product's purchase names its `seats`
-        (the quantity is their number; all are held, or none) or asks for the `best` ones."""
+        (the quantity is their number; all are held, or none) or asks for the `best` ones. With
+        the sale's waiting room on, `pass_id` (of a pass the caller verified) buys once."""
         k = self.keys(product_id)
         reply = self.scripts.reserve(
             keys=[
@@ -283,6 +308,7 @@ class Inventory:
                 k.events,
                 k.purchase_rate(user_id),
                 *k.seat_keys,
+                k.passes_used,
             ],
             args=[
                 user_id,
@@ -296,6 +322,7 @@ class Inventory:
                 rate.window_ms if rate else 0,
                 _json_list(list(seats)) if seats else "",
                 json.dumps({"section": best.section, "together": best.together}) if best else "",
+                pass_id,
             ],
         )
         result = reply[0]
@@ -309,6 +336,26 @@ class Inventory:
             return Reservation(result, seats=tuple(json.loads(reply[1])))
         remaining = int(reply[1]) if len(reply) > 1 else None
         return Reservation(result, remaining=remaining)
+
+    # --- the waiting room ----------------------------------------------------------------
+    def join_room(self, product_id: int, user_id: int) -> RoomPlace:
+        """The buyer's place in the sale's waiting room, taken once (one round trip)."""
+        k = self.keys(product_id)
+        reply = self.scripts.room_join(keys=[k.stock, *k.room_keys], args=[user_id])
+        return RoomPlace.from_reply(reply)
+
+    def room_status(self, product_id: int, user_id: int) -> RoomPlace:
+        """Where the buyer stands; admits the next places at the room's rate (one round trip)."""
+        k = self.keys(product_id)
+        reply = self.scripts.room_status(keys=[k.stock, *k.room_keys], args=[user_id])
+        return RoomPlace.from_reply(reply)
+
+    def set_room(self, product_id: int, on: bool, admit_per_second: int) -> str:
+        """SQL's room settings in Redis: applied, or missing (no stock key yet)."""
+        k = self.keys(product_id)
+        return self.scripts.set_room(
+            keys=[k.stock, k.room], args=["1" if on else "0", admit_per_second]
+        )
 
     def get_hold(self, ticket_id: str) -> Hold | None:
         product_id = product_of_ticket(ticket_id)

@@ -69,6 +69,36 @@ class ProductKeys:
         return [self.seats, self.seat_ranks, self.free_seats]
 
     @property
+    def room(self) -> str:
+        """The sale's waiting room: on, rate, seed, drawn, next, served, admit_ms (lib.lua)."""
+        return f"{self.tag}:room"
+
+    @property
+    def queue(self) -> str:
+        """The waiting room's places: buyer -> position."""
+        return f"{self.tag}:queue"
+
+    @property
+    def early(self) -> str:
+        """Buyers who joined before the opening, drawn into the queue at random at it."""
+        return f"{self.tag}:queue-early"
+
+    @property
+    def admits(self) -> str:
+        """Each admitted position and its moment (a stream, for audit and the admin chart)."""
+        return f"{self.tag}:queue-admits"
+
+    @property
+    def passes_used(self) -> str:
+        """The waiting room's passes that bought already (one accepted purchase each)."""
+        return f"{self.tag}:passes-used"
+
+    @property
+    def room_keys(self) -> list[str]:
+        """The keys lib.lua's room_keys() reads, in its order."""
+        return [self.room, self.queue, self.early, self.admits]
+
+    @property
     def returns(self) -> str:
         """Refunded tickets whose units are not back on sale yet (see begin_return.lua)."""
         return f"{self.tag}:returns"
@@ -119,6 +149,8 @@ class ProductKeys:
             self.settle,
             self.events,
             *self.seat_keys,
+            *self.room_keys,
+            self.passes_used,
             self.returns,
             self.rebuild_pending,
             self.drain_queued,

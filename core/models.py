@@ -15,6 +15,7 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    false,
     text,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
@@ -68,6 +69,9 @@ class Product(Base):
     # (both created when the event is published); neither for a plain product.
     event_id: Mapped[int | None] = mapped_column(ForeignKey("events.id"), unique=True)
     section_id: Mapped[int | None] = mapped_column(ForeignKey("event_sections.id"), unique=True)
+    # A waiting room in front of the sale, admitting this many buyers a second.
+    waiting_room: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    admit_per_second: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
 
 
 class Order(Base):

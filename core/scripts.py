@@ -22,6 +22,8 @@ _USES_LIB = {
     "begin_return",
     "return_units",
     "repair_seats",
+    "room_join",
+    "room_status",
 }
 
 

@@ -41,6 +41,7 @@ from core.orders import (
     order_seats,
     statuses_of,
 )
+from core.rooms import apply_room
 from core.tickets import OPEN_STATUSES, OrderStatus
 from core.times import to_ms
 
@@ -263,9 +264,9 @@ def _apply_current_terms(
     """Terms changed while the stock was missing could not reach Redis: apply SQL's now."""
     with sessions() as session:
         product = session.get(Product, product_id)
-        terms = terms_of(product) if product else None
-    if terms is not None:
-        inventory.update_terms(terms)
+    if product is not None:
+        inventory.update_terms(terms_of(product))
+        apply_room(inventory, product)  # a room Redis lost opens again, empty
 
 
 def sync_terms(inventory: Inventory, products: list[Product]) -> int:

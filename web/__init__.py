@@ -14,7 +14,18 @@ from core.config import Settings
 from core.db import engine_options, prepare_engine
 from core.keys import ServiceKeys
 from core.runtime import Runtime
-from web import admin, auth, events, health, openapi, orders, pages, payments, products
+from web import (
+    admin,
+    auth,
+    events,
+    health,
+    openapi,
+    orders,
+    pages,
+    payments,
+    products,
+    queue,
+)
 from web.common import SoldOutFlags, parse_purchase_rate
 from web.errors import error_response, register_error_handlers
 from web.extensions import db, jwt, limiter, migrate
@@ -22,7 +33,16 @@ from web.kicker import SettlementKicker
 
 MIGRATIONS_DIR = str(Path(__file__).resolve().parent.parent / "migrations")
 # The JSON API, which the OpenAPI document describes (with itself: web/openapi.py).
-API_BLUEPRINTS = (auth.bp, products.bp, events.bp, orders.bp, payments.bp, admin.bp, health.bp)
+API_BLUEPRINTS = (
+    auth.bp,
+    products.bp,
+    events.bp,
+    orders.bp,
+    queue.bp,
+    payments.bp,
+    admin.bp,
+    health.bp,
+)
 
 
 def create_app(settings: Settings | None = None) -> Flask:

@@ -71,6 +71,8 @@ class Product(Answer):
     max_per_user: int
     sale_starts_at: Moment
     sale_ends_at: Moment
+    waiting_room: bool
+    admit_per_second: int
 
 
 class ProductList(Answer):
@@ -246,3 +248,16 @@ class SeatMapStates(Answer):
     version: int = Field(description="moves with every change: the ETag is made of it")
     sections: list[SectionStates]
     standing: list[StandingPlaces] = Field(default_factory=list)
+
+
+class QueuePlace(Answer):
+    """A buyer in a sale's waiting room. `queue_pass` once admitted (or at once without a room):
+    send it as X-Queue-Pass with the purchase."""
+
+    status: Literal["waiting", "queued", "admitted", "sold_out"]
+    queue_id: str
+    position: int | None = Field(description="null while waiting for the opening's draw")
+    ahead: int | None
+    estimated_wait_s: int | None
+    poll_after_ms: int
+    queue_pass: str | None = omitted_when_none("admitted: the pass to buy with")

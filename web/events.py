@@ -180,7 +180,7 @@ def put_seat_map(event_id: int) -> Response:
 @documented(
     "orders",
     {202: PurchaseAccepted},
-    (*BODY_ERRORS, *BEARER_ERRORS, 404, 409, 429, 503),
+    (*BODY_ERRORS, *BEARER_ERRORS, 403, 404, 409, 429, 503),
     body=SeatPurchase,
     headers=PurchaseHeaders,
     bearer=True,
@@ -192,19 +192,20 @@ def purchase(event_id: int) -> Response:
     409 seats_unavailable names the seats that were taken; not_enough_seats and
     not_enough_adjacent say the section has no such seats free."""
     body = parse_body(SeatPurchase)
-    idempotency_key = parse_headers(PurchaseHeaders, "invalid_idempotency_key").idempotency_key
+    headers = parse_headers(PurchaseHeaders, "invalid_idempotency_key")
+    key, queue_pass = headers.idempotency_key, headers.queue_pass
     products = _products(check_id(event_id, "event"))
     if body.seats is not None:
         return reserve_and_answer(
-            _seats_of(products), len(body.seats), body.payment_method, idempotency_key, body.seats
+            _seats_of(products), len(body.seats), body.payment_method, key, queue_pass, body.seats
         )
     assert body.section is not None and body.quantity is not None
     standing = products.standing.get(body.section)
     if standing is not None:  # places, not seats: any `together` is moot
-        return reserve_and_answer(standing, body.quantity, body.payment_method, idempotency_key)
+        return reserve_and_answer(standing, body.quantity, body.payment_method, key, queue_pass)
     best = BestAvailable(body.section, body.together)
     return reserve_and_answer(
-        _seats_of(products), body.quantity, body.payment_method, idempotency_key, best=best
+        _seats_of(products), body.quantity, body.payment_method, key, queue_pass, best=best
     )
 
 

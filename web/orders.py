@@ -17,6 +17,7 @@ from core.models import Product
 from core.orders import get_order, list_orders
 from core.payments import PaymentUnavailable
 from core.refunds import RefundDeferred, RefundRefused
+from core.rooms import PassRefused, read_pass
 from core.tickets import OrderStatus
 from core.tickets.cancel import CancelRefused, cancel_ticket
 from core.tickets.view import (
@@ -86,7 +87,7 @@ def _known_sold_out() -> bool:
 @documented(
     "orders",
     {202: PurchaseAccepted},
-    (*BODY_ERRORS, *BEARER_ERRORS, 404, 409, 429, 503),
+    (*BODY_ERRORS, *BEARER_ERRORS, 403, 404, 409, 429, 503),
     body=PurchaseRequest,
     headers=PurchaseHeaders,
     bearer=True,
@@ -94,11 +95,13 @@ def _known_sold_out() -> bool:
 def purchase(product_id: int) -> Response:
     """Reserve units: 202 with a ticket to poll (a replayed Idempotency-Key: the first one)."""
     body = parse_body(PurchaseRequest)
-    idempotency_key = parse_headers(PurchaseHeaders, "invalid_idempotency_key").idempotency_key
+    headers = parse_headers(PurchaseHeaders, "invalid_idempotency_key")
     check_id(product_id)
     if _known_sold_out():
         return _refusal("sold_out", 0)
-    return reserve_and_answer(product_id, body.quantity, body.payment_method, idempotency_key)
+    return reserve_and_answer(
+        product_id, body.quantity, body.payment_method, headers.idempotency_key, headers.queue_pass
+    )
 
 
 def reserve_and_answer(
@@ -106,10 +109,13 @@ def reserve_and_answer(
     quantity: int,
     payment_method: str,
     idempotency_key: str | None,
+    queue_pass: str | None,
     seats: Sequence[str] = (),
     best: BestAvailable | None = None,
 ) -> Response:
-    """The one Redis call of a purchase, and its answer: 202 with the ticket, or the refusal."""
+    """The one Redis call of a purchase, and its answer: 202 with the ticket, or the refusal.
+    A waiting room's pass is verified here, in-process; the script lets it buy once."""
+    pass_id = _pass_id(product_id, queue_pass) if queue_pass else ""
     try:
         outcome = runtime().inventory.reserve(
             product_id,
@@ -121,6 +127,7 @@ def reserve_and_answer(
             purchase_rate(),
             seats,
             best,
+            pass_id,
         )
     except RedisError:
         raise ApiError(
@@ -147,11 +154,29 @@ def reserve_and_answer(
         if outcome.result == "sold_out" and outcome.remaining == 0:
             sold_out_flags().set(product_id)
         return _refusal(outcome.result, outcome.remaining)
+    if outcome.result == "queue_pass_required":
+        raise ApiError(403, "queue_pass_required", "this sale has a waiting room: join its queue")
+    if outcome.result == "queue_pass_used":
+        raise ApiError(403, "queue_pass_invalid", "this pass has bought already")
     if outcome.result in SEAT_REFUSALS:
         status, message = SEAT_REFUSALS[outcome.result]
         named = list(outcome.seats) or None
         return answer(Error(error=outcome.result, message=message, seats=named), status)
     return _stock_missing(product_id)
+
+
+def _pass_id(product_id: int, queue_pass: str) -> str:
+    settings = runtime().settings
+    try:
+        return read_pass(
+            settings.jwt_secret_key,
+            queue_pass,
+            product_id,
+            current_user_id(),
+            settings.pass_seconds,
+        )
+    except PassRefused as refused:
+        raise ApiError(403, "queue_pass_invalid", str(refused)) from None
 
 
 def _refusal(code: str, remaining: int | None) -> Response:

@@ -8,6 +8,7 @@ from redis.exceptions import RedisError
 from core.catalog import create_product, list_products, terms_of
 from core.models import Product
 from core.money import AmountError, to_decimal_string, to_minor
+from core.rooms import apply_room
 from core.stock import setup_stock
 from core.times import iso, to_ms
 from web.answers import Product as ProductAnswer
@@ -38,6 +39,8 @@ def product_answer(product: Product, available: int | None) -> ProductAnswer:
         max_per_user=product.max_per_user,
         sale_starts_at=iso(product.sale_starts_at),
         sale_ends_at=iso(product.sale_ends_at),
+        waiting_room=product.waiting_room,
+        admit_per_second=product.admit_per_second,
     )
 
 
@@ -104,9 +107,11 @@ def create() -> Response:
         sale_starts_at=body.sale_starts_at,
         sale_ends_at=body.sale_ends_at,
     )
+    product.waiting_room, product.admit_per_second = body.waiting_room, body.admit_per_second
     db.session.commit()
     try:
         setup_stock(rt.inventory, product)
+        apply_room(rt.inventory, product)
     except RedisError:
         # SQL has the product; the sweep builds its stock once Redis answers again.
         raise ApiError(
@@ -125,7 +130,7 @@ def create() -> Response:
     bearer=True,
 )
 def update(product_id: int) -> Response:
-    """Add stock, rename, change the per-user limit or move the sale window."""
+    """Add stock, rename, change the per-user limit, move the sale window or set the room."""
     body = parse_body(ProductUpdate)
     product = _get_product(product_id)
     given = body.model_fields_set
@@ -140,6 +145,12 @@ def update(product_id: int) -> Response:
     starts, ends = to_ms(product.sale_starts_at), to_ms(product.sale_ends_at)
     if starts and ends and ends <= starts:
         raise ApiError(400, "invalid_request", "sale_ends_at must be after sale_starts_at")
+    if body.waiting_room is not None:
+        product.waiting_room = body.waiting_room
+    if body.admit_per_second is not None:
+        product.admit_per_second = body.admit_per_second
+    if product.waiting_room and not product.admit_per_second:
+        raise ApiError(400, "invalid_request", "a waiting room needs admit_per_second")
     if body.add_stock:
         product.initial_stock = Product.initial_stock + body.add_stock  # atomic in SQL
     if given & TERMS_FIELDS:
@@ -149,6 +160,7 @@ def update(product_id: int) -> Response:
     end_read()
     try:
         runtime().inventory.update_terms(terms_of(product))
+        apply_room(runtime().inventory, product)
     except RedisError:
         # SQL has the new terms; the sweep and reconciliation bring Redis to them.
         raise ApiError(503, "inventory_unavailable", "saved; Redis will follow shortly") from None

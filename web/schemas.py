@@ -86,7 +86,20 @@ class SaleWindow(Strict):
         return self
 
 
-class ProductCreate(SaleWindow):
+class RoomSettings(Strict):
+    """A waiting room in front of the sale, admitting `admit_per_second` buyers a second."""
+
+    waiting_room: bool = False
+    admit_per_second: int = Field(default=0, ge=0, le=100_000)
+
+    @model_validator(mode="after")
+    def _has_a_rate(self) -> RoomSettings:
+        if self.waiting_room and not self.admit_per_second:
+            raise ValueError("a waiting room needs admit_per_second (1 or more)")
+        return self
+
+
+class ProductCreate(SaleWindow, RoomSettings):
     name: Name
     price: Decimal = Field(strict=False, gt=0, le=Decimal("1000000000"))
     currency: Currency | None = None
@@ -103,6 +116,8 @@ class ProductCreate(SaleWindow):
 
 class ProductUpdate(SaleWindow):
     add_stock: int = Field(default=0, ge=0, le=MAX_STOCK)
+    waiting_room: bool | None = None
+    admit_per_second: int | None = Field(default=None, ge=0, le=100_000)
     max_per_user: int | None = Field(default=None, ge=0, le=1000)
     name: Name | None = None
 
@@ -217,6 +232,12 @@ class PurchaseRequest(Strict):
 
 
 class PurchaseHeaders(BaseModel):
+    queue_pass: str | None = Field(
+        default=None,
+        alias="X-Queue-Pass",
+        max_length=1000,
+        description="the waiting room's pass, when the sale has a room (GET /queue/<id>/status)",
+    )
     idempotency_key: Annotated[
         Annotated[str, StringConstraints(pattern=IDEMPOTENCY_KEY_PATTERN)] | None,
         WithJsonSchema({"type": "string", "pattern": IDEMPOTENCY_KEY_PATTERN}),

@@ -92,3 +92,66 @@ local function reclaim_expired(stock_key, holds_key, deadlines_key, users_key, e
   end
   return freed
 end
+
+-- A sale's waiting room, from KEYS[first]: the room hash, the queue (buyer -> position), the
+-- buyers who came before the opening, and the admissions stream.
+local function room_keys(first)
+  return {room = KEYS[first], queue = KEYS[first + 1], early = KEYS[first + 2],
+          admits = KEYS[first + 3]}
+end
+
+-- xorshift32: the opening's draw, reproducible from the seed the room records.
+local function draw_order(buyers, seed)
+  local state = seed
+  local function next_random(n)
+    state = bit.bxor(state, bit.lshift(state, 13))
+    state = bit.bxor(state, bit.rshift(state, 17))
+    state = bit.bxor(state, bit.lshift(state, 5))
+    return (state % n + n) % n + 1
+  end
+  for i = #buyers, 2, -1 do
+    local j = next_random(i)
+    buyers[i], buyers[j] = buyers[j], buyers[i]
+  end
+  return buyers
+end
+
+-- At the opening, once: the buyers who came early get the first places in a random order (their
+-- ids sorted, then shuffled with a seed drawn from the clock and recorded).
+local function open_room(q, opens, now)
+  if redis.call('HGET', q.room, 'drawn') == '1' or now < opens then
+    return
+  end
+  local buyers = redis.call('SMEMBERS', q.early)
+  table.sort(buyers)
+  local seed = tonumber(redis.call('HGET', q.room, 'seed') or '0')
+  if seed == 0 then
+    seed = now % 2147483647 + 1
+  end
+  local first = tonumber(redis.call('HGET', q.room, 'next') or '0')
+  for i, buyer in ipairs(draw_order(buyers, seed)) do
+    redis.call('ZADD', q.queue, 'NX', first + i, buyer)
+  end
+  redis.call('HSET', q.room, 'drawn', '1', 'seed', seed, 'next', first + #buyers, 'admit_ms', now)
+  redis.call('DEL', q.early)
+end
+
+-- Admits the next places at the room's rate, each at its own moment (admit_ms moves by one
+-- interval a place), never ahead of the clock: however many processes ask, and however late.
+local function advance_room(q, now)
+  local room = redis.call('HMGET', q.room, 'rate', 'next', 'served', 'admit_ms')
+  local rate, last = tonumber(room[1] or '0'), tonumber(room[2] or '0')
+  local served, at = tonumber(room[3] or '0'), tonumber(room[4] or '0')
+  if rate <= 0 or served >= last then
+    return served
+  end
+  local step = 1000 / rate
+  while served < last and at + step <= now do
+    served = served + 1
+    at = at + step
+    redis.call('XADD', q.admits, 'MAXLEN', '~', 100000, '*', 'position', served, 'at',
+      math.floor(at))
+  end
+  redis.call('HSET', q.room, 'served', served, 'admit_ms', at)
+  return served
+end

@@ -1,11 +1,13 @@
 -- The whole purchase decision in one atomic call.
 -- A seated product's purchase names its seats (ARGV[10]): all of them are held, or none; or it
 -- asks for the best available seats of a section (ARGV[11]), adjacent in one row if `together`.
+-- With the sale's waiting room on, the buyer's pass (verified by the caller) buys once.
 -- KEYS: stock, holds, deadlines, users, idempotency, settle stream, events, the buyer's purchase
---       rate counter, seats, seat ranks, free seats
+--       rate counter, seats, seat ranks, free seats, passes used
 -- ARGV: user, quantity, ticket, hold_ms, idempotency_key ('' = none), payment_method,
 --       reclaim_limit, rate_limit (purchases per window, 0 = none), rate_window_ms,
---       seats (a JSON list of seat ids, or ''), best ({"section", "together"}, or '')
+--       seats (a JSON list of seat ids, or ''), best ({"section", "together"}, or ''),
+--       the waiting room pass's id ('' = none)
 -- A section's free seats, best first: its scores run from position * SECTION to the next one.
 local SECTION = 1e12
 local SCAN = 100 -- free seats read per step of a best-available search
@@ -74,7 +76,7 @@ local ticket = ARGV[3]
 local idem = ARGV[5]
 
 local stock = redis.call('HMGET', KEYS[1], 'available', 'max_per_user', 'starts_ms', 'ends_ms', 'price',
-  'currency', 'seated')
+  'currency', 'seated', 'room')
 if not stock[1] then
   return {'unavailable'}
 end
@@ -101,6 +103,16 @@ if starts > 0 and now < starts then
 end
 if ends > 0 and now >= ends then
   return {'sale_ended'}
+end
+
+local pass = ARGV[12]
+if stock[8] == '1' then
+  if pass == '' then
+    return {'queue_pass_required'}
+  end
+  if redis.call('SISMEMBER', KEYS[12], pass) == 1 then
+    return {'queue_pass_used'}
+  end
 end
 
 local seat = seat_keys(9)
@@ -188,6 +200,9 @@ if seats then
 end
 if idem ~= '' then
   redis.call('HSET', KEYS[5], user .. ':' .. idem, ticket)
+end
+if stock[8] == '1' then
+  redis.call('SADD', KEYS[12], pass)
 end
 redis.call('XADD', KEYS[6], '*', 'ticket', ticket)
 emit(KEYS[7], 'reserve', ticket, qty, user, now)

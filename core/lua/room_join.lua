@@ -1,0 +1,35 @@
+-- A buyer joins the sale's waiting room: one place per buyer. Before the opening the buyer waits
+-- without a place (the opening draws the places at random); after it, the next place.
+-- KEYS: stock, room, queue, early, admits
+-- ARGV: buyer
+-- Answers {'open'} (no room: buy now), {'waiting'}, {'queued', position, served}, or
+-- {'unavailable'} (the stock, or the room, is missing in Redis).
+local q = room_keys(2)
+local stock = redis.call('HMGET', KEYS[1], 'starts_ms', 'room')
+if not stock[1] then
+  return {'unavailable'}
+end
+if stock[2] ~= '1' then
+  return {'open'}
+end
+if redis.call('EXISTS', q.room) == 0 then
+  return {'unavailable'}
+end
+local now = now_ms()
+local opens = tonumber(stock[1])
+open_room(q, opens, now)
+local buyer = ARGV[1]
+local position = redis.call('ZSCORE', q.queue, buyer)
+if not position then
+  if now < opens then
+    redis.call('SADD', q.early, buyer)
+    return {'waiting'}
+  end
+  local room = redis.call('HMGET', q.room, 'next', 'served')
+  if tonumber(room[1] or '0') <= tonumber(room[2] or '0') then
+    redis.call('HSET', q.room, 'admit_ms', now) -- nobody waits: admission starts from now
+  end
+  position = redis.call('HINCRBY', q.room, 'next', 1)
+  redis.call('ZADD', q.queue, position, buyer)
+end
+return {'queued', tonumber(position), advance_room(q, now)}

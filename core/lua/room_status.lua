@@ -1,0 +1,30 @@
+-- Where a buyer stands in the sale's waiting room, admitting the next places at the room's rate
+-- on the way (the busiest call of a sale: one round trip, no SQL).
+-- KEYS: stock, room, queue, early, admits
+-- ARGV: buyer
+-- Answers {'open'}, {'not_joined'}, {'waiting'}, {'queued', position, served, rate},
+-- {'sold_out', position}, or {'unavailable'}.
+local q = room_keys(2)
+local stock = redis.call('HMGET', KEYS[1], 'starts_ms', 'room', 'available', 'held')
+if not stock[1] then
+  return {'unavailable'}
+end
+if stock[2] ~= '1' then
+  return {'open'}
+end
+if redis.call('EXISTS', q.room) == 0 then
+  return {'unavailable'}
+end
+local now = now_ms()
+open_room(q, tonumber(stock[1]), now)
+local buyer = ARGV[1]
+local position = redis.call('ZSCORE', q.queue, buyer)
+if not position then
+  return {redis.call('SISMEMBER', q.early, buyer) == 1 and 'waiting' or 'not_joined'}
+end
+position = tonumber(position)
+local served = advance_room(q, now)
+if position > served and tonumber(stock[3]) <= 0 and tonumber(stock[4]) <= 0 then
+  return {'sold_out', position}
+end
+return {'queued', position, served, tonumber(redis.call('HGET', q.room, 'rate') or '0')}

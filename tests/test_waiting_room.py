@@ -1,0 +1,211 @@
+"""Waiting rooms: places first come first served after the opening, drawn at random (and
+reproducibly) for those who came before it, admission at the room's rate and in the order of
+the places, and passes that let their buyer buy once."""
+
+from __future__ import annotations
+
+import threading
+import time
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+from itsdangerous import URLSafeTimedSerializer
+
+from core.rooms import PASS_SALT, issue_pass
+from tests.helpers import Account, create_product, make_user, make_users
+from tests.servers import wait_until
+from tests.test_api_errors import assert_error
+
+
+def _room(client: Any, admin: Account, rate: int, **fields: Any) -> int:
+    product = create_product(
+        client, admin, stock=1000, waiting_room=True, admit_per_second=rate, **fields
+    )
+    assert product["waiting_room"] is True and product["admit_per_second"] == rate
+    return product["id"]
+
+
+def _join(client: Any, buyer: Account, product_id: int) -> Any:
+    return client.post(f"/queue/{product_id}/join", headers=buyer.headers)
+
+
+def _status(client: Any, buyer: Account, product_id: int) -> dict[str, Any]:
+    response = client.get(f"/queue/{product_id}/status", headers=buyer.headers)
+    assert response.status_code == 200, response.get_json()
+    return response.get_json()
+
+
+def _buy(client: Any, buyer: Account, product_id: int, queue_pass: str | None = None) -> Any:
+    headers = buyer.headers | ({"X-Queue-Pass": queue_pass} if queue_pass else {})
+    body = {"quantity": 1, "payment_method": "pm_card_visa"}
+    return client.post(f"/purchase/{product_id}", json=body, headers=headers)
+
+
+def _together(app: Any, buyers: list[Account], act) -> dict[int, Any]:  # type: ignore[no-untyped-def]
+    """Each buyer acts at once, in a thread of its own; their answers by buyer id."""
+    answers: dict[int, Any] = {}
+    start = threading.Barrier(len(buyers))
+
+    def one(buyer: Account) -> None:
+        with app.test_client() as own:
+            start.wait()
+            answers[buyer.id] = act(own, buyer)
+
+    threads = [threading.Thread(target=one, args=(buyer,)) for buyer in buyers]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return answers
+
+
+def test_places_after_the_opening_are_first_come_first_served_and_admitted_at_the_rate(
+    client, app, admin, rt
+):
+    rate = 80
+    product_id = _room(client, admin, rate)
+    buyers = make_users(app, 240)
+    joined = _together(app, buyers, lambda own, b: _join(own, b, product_id).get_json())
+    positions = {buyer_id: body["position"] for buyer_id, body in joined.items()}
+    assert sorted(positions.values()) == list(range(1, len(buyers) + 1))
+    keys = rt.inventory.keys(product_id)
+    recorded = {int(b): int(p) for b, p in rt.redis.zrange(keys.queue, 0, -1, withscores=True)}
+    assert recorded == positions  # the order Redis took the joins in
+    again = _join(client, buyers[0], product_id).get_json()
+    assert again["position"] == positions[buyers[0].id]  # one place per buyer
+
+    admitted_seen: set[int] = set()
+
+    def all_admitted() -> bool:
+        answers = [_status(client, b, product_id) for b in buyers]  # positions 1, 2, ... first
+        answers.sort(key=lambda a: a["position"])
+        admitted = [a["position"] for a in answers if a["status"] == "admitted"]
+        # Asked from the front: a place answered admitted has every place before it admitted.
+        assert admitted == list(range(1, len(admitted) + 1)), "admission skipped a place"
+        assert set(admitted) >= admitted_seen  # nobody admitted is sent back
+        admitted_seen.update(admitted)
+        for answer in answers:
+            if answer["status"] == "queued":
+                assert answer["ahead"] >= 0 and answer["poll_after_ms"] >= 1000
+        return len(admitted) == len(buyers)
+
+    by_position = sorted(buyers, key=lambda b: positions[b.id])
+    buyers = by_position
+    wait_until(all_admitted, 30, "every buyer to be admitted")
+    admits = [(int(f["position"]), int(f["at"])) for _, f in rt.redis.xrange(keys.admits)]
+    assert [position for position, _ in admits] == list(range(1, len(buyers) + 1))
+    moments = [at for _, at in admits]
+    for i, start in enumerate(moments):  # no second ever admits more than the rate
+        assert sum(1 for m in moments[i:] if m < start + 1000) <= rate
+
+
+def _xorshift_order(buyers: list[str], seed: int) -> list[str]:
+    """The opening's draw as core/lua/lib.lua makes it (LuaBitOp: 32-bit signed values)."""
+
+    def i32(value: int) -> int:
+        value &= 0xFFFFFFFF
+        return value - (1 << 32) if value & 0x80000000 else value
+
+    state = seed
+    order = sorted(buyers)
+    for i in range(len(order), 1, -1):
+        state = i32(state ^ i32(state << 13))
+        state = i32(state ^ ((state & 0xFFFFFFFF) >> 17))
+        state = i32(state ^ i32(state << 5))
+        j = state % i
+        order[i - 1], order[j] = order[j], order[i - 1]
+    return order
+
+
+def test_those_who_came_before_the_opening_are_drawn_at_random_and_reproducibly(
+    client, app, admin, rt
+):
+    opens = (datetime.now(UTC) + timedelta(hours=1)).isoformat()
+    product_id = _room(client, admin, 1000, sale_starts_at=opens)
+    buyers = make_users(app, 200)
+    for buyer in buyers:  # in a known order
+        body = _join(client, buyer, product_id).get_json()
+        assert (body["status"], body["position"]) == ("waiting", None)
+    assert _status(client, buyers[0], product_id)["status"] == "waiting"
+    opened = client.patch(
+        f"/products/{product_id}",
+        json={"sale_starts_at": datetime.now(UTC).isoformat()},
+        headers=admin.headers,
+    )
+    assert opened.status_code == 200, opened.get_json()
+
+    positions = [_status(client, b, product_id)["position"] for b in buyers]
+    assert sorted(positions) == list(range(1, len(buyers) + 1))
+    # Drawn, not in the order they came: the rank correlation of a random order is near 0.
+    n = len(buyers)
+    d2 = sum((p - (i + 1)) ** 2 for i, p in enumerate(positions))
+    spearman = 1 - 6 * d2 / (n * (n * n - 1))
+    assert abs(spearman) < 0.3, spearman
+    later = make_user(app)
+    assert _join(client, later, product_id).get_json()["position"] == n + 1  # behind them
+
+    seed = int(rt.redis.hget(rt.inventory.keys(product_id).room, "seed"))
+    order = _xorshift_order([str(b.id) for b in buyers], seed)
+    assert [order.index(str(b.id)) + 1 for b in buyers] == positions
+
+
+def _admitted_pass(client: Any, buyer: Account, product_id: int) -> str:
+    _join(client, buyer, product_id)
+
+    def admitted() -> str | None:
+        return _status(client, buyer, product_id).get("queue_pass")
+
+    return wait_until(admitted, 10, "the buyer to be admitted")
+
+
+class _Backdated(URLSafeTimedSerializer):
+    """Signs passes as if an hour ago."""
+
+    def make_signer(self, salt=None):  # type: ignore[no-untyped-def]
+        signer = super().make_signer(salt)
+        signer.get_timestamp = lambda: int(time.time()) - 3600  # type: ignore[method-assign]
+        return signer
+
+
+def test_a_pass_buys_once_for_its_buyer_and_sale_and_nothing_else_does(
+    client, app, admin, rt, settings
+):
+    product_id, other_sale = _room(client, admin, 1000), _room(client, admin, 1000)
+    buyer, other = make_user(app), make_user(app)
+    good = _admitted_pass(client, buyer, product_id)
+    others = _admitted_pass(client, other, product_id)
+    elsewhere = _admitted_pass(client, buyer, other_sale)
+    expired = _Backdated(settings.jwt_secret_key, salt=PASS_SALT).dumps(
+        {"p": product_id, "u": buyer.id, "n": 1}
+    )
+    forged = issue_pass("not-the-secret-" * 3, product_id, buyer.id, 1)
+    tampered = good[:-2] + ("AA" if good[-2:] != "AA" else "BB")
+    held_before = rt.inventory.figures(product_id).held
+
+    assert_error(_buy(client, buyer, product_id), 403, "queue_pass_required")
+    for refused in (others, elsewhere, expired, forged, tampered):
+        assert_error(_buy(client, buyer, product_id, refused), 403, "queue_pass_invalid")
+    assert rt.inventory.figures(product_id).held == held_before  # nothing held
+
+    assert _buy(client, buyer, product_id, good).status_code == 202
+    assert_error(_buy(client, buyer, product_id, good), 403, "queue_pass_invalid")  # used
+    assert rt.inventory.figures(product_id).held == held_before + 1
+
+
+def test_a_sale_without_a_room_answers_a_join_with_a_pass_and_needs_none(client, app, admin):
+    product_id = create_product(client, admin, stock=5)["id"]
+    buyer = make_user(app)
+    joined = _join(client, buyer, product_id).get_json()
+    assert joined["status"] == "admitted" and joined["queue_pass"]
+    assert _buy(client, buyer, product_id).status_code == 202
+
+
+@pytest.mark.parametrize("body", [{"waiting_room": True}, {"admit_per_second": -1}])
+def test_a_room_without_a_rate_is_refused(client, admin, body):
+    assert_error(
+        client.post(
+            "/products", json={"name": "x", "price": 1, "stock": 1} | body, headers=admin.headers
+        ),
+        400,
+    )
