@@ -13,7 +13,8 @@ import pytest
 from itsdangerous import URLSafeTimedSerializer
 
 from core.rooms import PASS_SALT, issue_pass
-from tests.helpers import Account, create_product, make_user, make_users
+from core.stock import rebuild_stock
+from tests.helpers import Account, create_product, make_user, make_users, run_workers
 from tests.servers import wait_until
 from tests.test_api_errors import assert_error
 
@@ -122,8 +123,8 @@ def test_those_who_came_before_the_opening_are_drawn_at_random_and_reproducibly(
     client, app, admin, rt
 ):
     opens = (datetime.now(UTC) + timedelta(hours=1)).isoformat()
-    product_id = _room(client, admin, 1000, sale_starts_at=opens)
-    buyers = make_users(app, 200)
+    product_id = _room(client, admin, 10_000, sale_starts_at=opens)
+    buyers = make_users(app, 2000)
     for buyer in buyers:  # in a known order
         body = _join(client, buyer, product_id).get_json()
         assert (body["status"], body["position"]) == ("waiting", None)
@@ -135,7 +136,7 @@ def test_those_who_came_before_the_opening_are_drawn_at_random_and_reproducibly(
     )
     assert opened.status_code == 200, opened.get_json()
 
-    positions = [_status(client, b, product_id)["position"] for b in buyers]
+    positions = [_status(client, b, product_id)["position"] for b in buyers]  # all drawn at once
     assert sorted(positions) == list(range(1, len(buyers) + 1))
     # Drawn, not in the order they came: the rank correlation of a random order is near 0.
     n = len(buyers)
@@ -209,3 +210,40 @@ def test_a_room_without_a_rate_is_refused(client, admin, body):
         ),
         400,
     )
+
+
+def test_those_not_admitted_are_told_when_the_sale_sells_out(client, app, admin, settings):
+    product_id = create_product(client, admin, stock=1, waiting_room=True, admit_per_second=1)["id"]
+    first, *later = make_users(app, 11)
+    good = _admitted_pass(client, first, product_id)
+    for buyer in later:  # places 2 to 11: the last would be admitted 10 s after the first
+        _join(client, buyer, product_id)
+    ticket = _buy(client, first, product_id, good).get_json()["ticket_id"]
+
+    def sold() -> bool:
+        run_workers(settings)
+        return client.get(f"/orders/{ticket}", headers=first.headers).get_json()["status"] == (
+            "confirmed"
+        )
+
+    wait_until(sold, 20, "the only unit to be sold")
+    last = _status(client, later[-1], product_id)
+    assert (last["status"], last["position"]) == ("sold_out", 11)
+
+
+def test_a_room_redis_lost_answers_503_until_rebuilt_and_issued_passes_still_buy(
+    client, app, admin, rt
+):
+    product_id = _room(client, admin, 1000)
+    buyer, late = make_user(app), make_user(app)
+    good = _admitted_pass(client, buyer, product_id)
+    keys = rt.inventory.keys(product_id)
+    rt.redis.delete(*keys.all())  # Redis lost the sale
+    assert_error(_join(client, late, product_id), 503, "queue_unavailable")
+    assert_error(
+        client.get(f"/queue/{product_id}/status", headers=late.headers), 503, "queue_unavailable"
+    )
+    assert rebuild_stock(rt.inventory, rt.sessions, product_id)
+    assert _join(client, late, product_id).get_json()["position"] == 1  # open again, empty
+    assert_error(_buy(client, late, product_id), 403, "queue_pass_required")  # still a room
+    assert _buy(client, buyer, product_id, good).status_code == 202  # a pass is self-contained
