@@ -636,6 +636,51 @@ def test_the_seat_map_fits_a_phone_and_zooms_into_a_section(stack: Stack, open_t
     shot(page, "seating-phone.png")
 
 
+# --- a sale's waiting room ----------------------------------------------------------------------
+
+
+def _room_product(stack: Stack, name: str, rate: int) -> int:
+    headers = {"Authorization": f"Bearer {_token(stack, stack.admin_username)}"}
+    body = {"name": name, "price": "59.00", "stock": 30, "max_per_user": 2}
+    with stack.http() as http:
+        answer = http.post(
+            "/products",
+            json=body | {"waiting_room": True, "admit_per_second": rate},
+            headers=headers,
+        )
+        assert answer.status_code == 201, answer.text
+        return answer.json()["id"]
+
+
+@needs_browser
+def test_a_buyer_waits_in_the_queue_then_buys_with_no_reload(stack: Stack, open_tab) -> None:
+    product_id = _room_product(stack, "Limited sneakers", 1)
+    with stack.http() as http:  # four buyers ahead: about four seconds to wait
+        for _ in range(4):
+            token = _buyer(stack, "ahead")[1]
+            ahead = http.post(
+                f"/queue/{product_id}/join", headers={"Authorization": f"Bearer {token}"}
+            )
+            assert ahead.status_code == 200, ahead.text
+    tab = open_tab()
+    sign_in_by_api(tab, _buyer(stack, "queued")[0])
+    page = tab.page
+    page.goto("/")
+    product_card(page, product_id).get_by_role("link", name="Join the queue").click()
+    expect(page.locator('[data-field="place"]')).to_contain_text("ahead of you")
+    expect(page.locator('[data-field="wait"]')).to_contain_text("Estimated wait: about")
+    shot(page, "waiting-room.png")
+    expect(page.get_by_role("heading", name="It's your turn")).to_be_visible(timeout=20_000)
+    expect(page.locator('[data-field="progress"]')).to_have_attribute("value", "100")
+    page.get_by_role("button", name="Buy now").click()
+    ticket = page.locator('[data-role="ticket"]')
+    expect(ticket).to_have_attribute("data-status", "confirmed", timeout=SETTLE_TIMEOUT_MS)
+    page.get_by_role("button", name="Buy now").click()  # the pass bought already
+    expect(page.locator('[data-role="message"]')).to_have_text(
+        "Your pass has been used or has expired: join the queue again."
+    )
+
+
 # --- the cookie sessions behind the pages (Flask's test client, no browser) -------------------
 
 

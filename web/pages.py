@@ -160,6 +160,24 @@ def storefront() -> str:
     )
 
 
+# --- a sale's waiting room ------------------------------------------------------------------------
+
+
+@bp.get("/waiting-room/<int:product_id>")
+def waiting_room(product_id: int) -> tuple[str, int] | Response | str:
+    """The queue in front of a sale: the place, a progress bar, the estimated wait; once
+    admitted, the purchase, with no reload."""
+    if viewer() is None:
+        return redirect(url_for("pages.storefront", next=request.path))
+    product = db.session.get(Product, product_id)
+    end_read()
+    if product is None or product.event_id is not None or product.section_id is not None:
+        page = render_template("error.html", status=404, title="Not found", message="No such sale.")
+        return page, 404
+    shown = product_answer(product, _available([product.id])[product.id]).model_dump()
+    return render_template("waiting_room.html", product=shown)
+
+
 # --- an event's seats ---------------------------------------------------------------------------
 
 

@@ -2,7 +2,7 @@
 -- without a place (the opening draws the places at random); after it, the next place.
 -- KEYS: stock, room, queue, early, admits
 -- ARGV: buyer
--- Answers {'open'} (no room: buy now), {'waiting'}, {'queued', position, served}, or
+-- Answers {'open'} (no room: buy now), {'waiting'}, {'queued', position, served, rate}, or
 -- {'unavailable'} (the stock, or the room, is missing in Redis).
 local q = room_keys(2)
 local stock = redis.call('HMGET', KEYS[1], 'starts_ms', 'room')
@@ -32,4 +32,5 @@ if not position then
   position = redis.call('HINCRBY', q.room, 'next', 1)
   redis.call('ZADD', q.queue, position, buyer)
 end
-return {'queued', tonumber(position), advance_room(q, now)}
+local served = advance_room(q, now)
+return {'queued', tonumber(position), served, tonumber(redis.call('HGET', q.room, 'rate') or '0')}

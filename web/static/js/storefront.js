@@ -54,6 +54,7 @@
       field(card, "countdown").textContent = sale.text;
       card.dataset.sale = sale.state;
       const button = card.querySelector("button.buy");
+      if (!button) continue; // a sale with a waiting room is bought from its queue's page
       if (!card.dataset.busy) button.disabled = sale.state !== "open";
       button.textContent = sale.state === "upcoming" ? "Not on sale yet" : sale.state === "ended" ? "Sale ended" : "Buy now";
     }
