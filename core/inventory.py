@@ -197,6 +197,14 @@ class RoomPlace:
 
 
 @dataclass(frozen=True)
+class RoomFigures:
+    rate: int
+    waiting: int  # with a place not admitted yet, or waiting for the opening's draw
+    admitted: int
+    admissions: list[list[int]]  # [moment_ms, place], oldest first
+
+
+@dataclass(frozen=True)
 class PurchaseRate:
     """At most `amount` purchase attempts per buyer and product in each window."""
 
@@ -349,6 +357,21 @@ class Inventory:
         k = self.keys(product_id)
         reply = self.scripts.room_status(keys=[k.stock, *k.room_keys], args=[user_id])
         return RoomPlace.from_reply(reply)
+
+    def room_figures(self, product_id: int, points: int = 400) -> RoomFigures | None:
+        """The room's counters and its latest admissions (oldest first); None without a room."""
+        k = self.keys(product_id)
+        pipe = self.redis.pipeline(transaction=True)
+        pipe.hmget(k.room, "on", "rate", "next", "served")
+        pipe.scard(k.early)
+        pipe.xrevrange(k.admits, count=points)
+        (on, rate, last, served), early, admits = pipe.execute()
+        if on != "1":
+            return None
+        admitted = [[int(f["at"]), int(f["position"])] for _, f in reversed(admits)]
+        served_n = int(served or 0)
+        waiting = max(0, int(last or 0) - served_n) + int(early)
+        return RoomFigures(int(rate or 0), waiting, served_n, admitted)
 
     def set_room(self, product_id: int, on: bool, admit_per_second: int) -> str:
         """SQL's room settings in Redis: applied, or missing (no stock key yet)."""

@@ -680,6 +680,14 @@ def test_a_buyer_waits_in_the_queue_then_buys_with_no_reload(stack: Stack, open_
         "Your pass has been used or has expired: join the queue again."
     )
 
+    ops = open_tab()
+    sign_in_by_api(ops, stack.admin_username)
+    ops.page.goto("/admin")
+    row = ops.page.locator(f'tr[data-product-id="{product_id}"] [data-field="room"]')
+    expect(row).to_have_text("0 waiting · 5 admitted · 1/s")
+    chart = ops.page.locator(f'[data-chart-for="{product_id}"] [data-role="room-chart"] svg')
+    expect(chart).to_have_attribute("aria-label", re.compile("places 1 to 5 admitted"))
+
 
 # --- the cookie sessions behind the pages (Flask's test client, no browser) -------------------
 

@@ -4,6 +4,7 @@ behind an admin check."""
 from __future__ import annotations
 
 import time
+from dataclasses import asdict
 
 import rq_dashboard
 from flask import Blueprint, Flask, Response, request
@@ -26,6 +27,7 @@ from web.answers import (
     ProductRow,
     Queued,
     QueueFigures,
+    RoomRow,
     answer,
 )
 from web.common import admin_required, check_id, end_read, is_admin, runtime
@@ -104,8 +106,9 @@ def _product_row(product: Product, reconcile: LastReconciliation | None) -> Prod
         snapshot = inventory.snapshot(product.id)
         events = inventory.recent_events(product.id, CHART_EVENTS) if snapshot else []
         backlog = inventory.settle_backlog(product.id) if snapshot else 0
+        room = inventory.room_figures(product.id, CHART_POINTS) if product.waiting_room else None
     except RedisError:
-        snapshot, events, backlog, redis_error = None, [], 0, True
+        snapshot, events, backlog, redis_error, room = None, [], 0, True, None
     books = read_books(rt.sessions, product.id, tickets_named(snapshot) if snapshot else [])
     stock = report(snapshot, books) if snapshot and books else None
     sold_in_db = books.sold if books else 0
@@ -134,6 +137,7 @@ def _product_row(product: Product, reconcile: LastReconciliation | None) -> Prod
         reconcile=reconcile,
         sales=_thin(sales_series(figures, events)) if figures else [],
         agree=bool(stock and stock.consistent),
+        room=RoomRow(**asdict(room)) if room else None,
     )
 
 

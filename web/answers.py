@@ -114,6 +114,15 @@ class LastReconciliation(Answer):
     before: Any
 
 
+class RoomRow(Answer):
+    """A sale's waiting room on the operations page."""
+
+    rate: int = Field(description="admissions a second")
+    waiting: int
+    admitted: int
+    admissions: list[list[int]] = Field(description="[moment_ms, place], oldest first")
+
+
 class ProductRow(Answer):
     """A product on the operations page: Redis' figures against SQL's."""
 
@@ -139,6 +148,7 @@ class ProductRow(Answer):
     reconcile: LastReconciliation | None
     sales: list[list[int]] = Field(description="[time_ms, sold, held], oldest first")
     agree: bool
+    room: RoomRow | None
 
 
 class QueueFigures(Answer):

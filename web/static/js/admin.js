@@ -49,6 +49,8 @@
       badge.title = disagreement(product);
       agree.append(badge);
       setText(field(row, "reconcile"), product.reconcile ? product.reconcile.result : "–");
+      const room = product.room;
+      setText(field(row, "room"), room ? room.waiting + " waiting · " + room.admitted + " admitted · " + room.rate + "/s" : "–");
     }
     const updated = field(document, "updated");
     setText(updated, "Figures as of " + F.localTime(data.generated_at) + "; they refresh every two seconds.");
@@ -188,10 +190,52 @@
     area.append(svg);
   }
 
+  /* Places admitted over time: a waiting room's inlet, one step a place. */
+  function drawRoomChart(area, product) {
+    const points = (product.room && product.room.admissions) || [];
+    area.textContent = "";
+    if (points.length < 2) {
+      const empty = document.createElement("p");
+      empty.className = "hint";
+      empty.textContent = "Waiting room: nobody admitted yet.";
+      area.append(empty);
+      return;
+    }
+    const width = Math.max(240, area.clientWidth || 480);
+    const height = 120;
+    const pad = { left: 40, right: 12, top: 12, bottom: 26 };
+    const t0 = points[0][0];
+    const t1 = Math.max(points[points.length - 1][0], t0 + 1000);
+    const low = points[0][1];
+    const top = Math.max(low + 1, points[points.length - 1][1]);
+    const x = (t) => pad.left + ((t - t0) / (t1 - t0)) * (width - pad.left - pad.right);
+    const y = (v) => pad.top + (1 - (v - low) / (top - low)) * (height - pad.top - pad.bottom);
+    const rate = ((top - low) / ((t1 - t0) / 1000)).toFixed(1);
+    const svg = node("svg", {
+      width: width,
+      height: height,
+      viewBox: "0 0 " + width + " " + height,
+      role: "img",
+      "aria-label": "Waiting room of " + product.name + ": places " + low + " to " + top + " admitted, " + rate + " a second.",
+      class: "sales-chart room-chart",
+    });
+    node("path", { d: stepPath(points, x, y, 1), class: "line-sold" }, svg);
+    const legend = node("text", { x: width - pad.right, y: pad.top + 10, "text-anchor": "end", class: "legend" }, svg);
+    legend.textContent = "admitted up to place " + top + " · " + rate + "/s";
+    const start = node("text", { x: pad.left, y: height - 8, "text-anchor": "start", class: "axis" }, svg);
+    start.textContent = shortTime(t0);
+    const end = node("text", { x: width - pad.right, y: height - 8, "text-anchor": "end", class: "axis" }, svg);
+    end.textContent = shortTime(t1);
+    area.append(svg);
+  }
+
   function drawCharts(data) {
     for (const product of data.products) {
       const figure = document.querySelector('[data-chart-for="' + product.id + '"]');
-      if (figure) drawChart(figure.querySelector('[data-role="chart"]'), product);
+      if (!figure) continue;
+      drawChart(figure.querySelector('[data-role="chart"]'), product);
+      const roomArea = figure.querySelector('[data-role="room-chart"]');
+      if (roomArea) drawRoomChart(roomArea, product);
     }
   }
 
