@@ -1,5 +1,5 @@
 -- Where a buyer stands in the sale's waiting room, admitting the next places at the room's rate
--- on the way (the busiest call of a sale: one round trip, no SQL).
+-- on the way while anything is left to buy (the busiest call of a sale: one round trip, no SQL).
 -- KEYS: stock, room, queue, early, admits
 -- ARGV: buyer
 -- Answers {'open'}, {'not_joined'}, {'waiting'}, {'queued', position, served, rate},
@@ -23,7 +23,12 @@ if not position then
   return {redis.call('SISMEMBER', q.early, buyer) == 1 and 'waiting' or 'not_joined'}
 end
 position = tonumber(position)
-local served = advance_room(q, now)
+-- Nobody more is admitted while nothing is left to buy (held units may still come back);
+-- once nothing is held either, those not admitted are told.
+local served = tonumber(redis.call('HGET', q.room, 'served') or '0')
+if tonumber(stock[3]) > 0 then
+  served = advance_room(q, now)
+end
 if position > served and tonumber(stock[3]) <= 0 and tonumber(stock[4]) <= 0 then
   return {'sold_out', position}
 end
