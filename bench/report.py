@@ -28,6 +28,7 @@ PATHS = [
     ("sold_out", "purchase sold out (409)", 0.70, None),
     ("status", "status polling (200)", 0.45, None),
     ("lock_then_write", "lock-then-write (202)", None, None),
+    ("room_status", "waiting-room status poll (200)", 0.80, None),
 ]
 
 
@@ -57,6 +58,10 @@ def markdown(results: dict[str, Any]) -> str:
         ]
     if "seated" in results:
         lines += ["", _seated(results["seated"])]
+    if "room_status" in results:
+        lines += ["", _room_status(results["room_status"], results.get("bare"))]
+    if "room_sale" in results:
+        lines += ["", _room_sale(results["room_sale"], results.get("accepted"))]
     for step, error in results.get("failed_steps", {}).items():
         lines += ["", f"Step `{step}` failed: {error}"]
     return "\n".join(lines) + "\n"
@@ -84,6 +89,65 @@ def _seated(hall: dict[str, Any]) -> str:
         f"{seated['first_request_to_all_final_s']:.1f} s (general "
         f"{general['first_request_to_all_final_s']:.1f} s: {general['answers']} answered, "
         f"accepted {general['accepted']}, {general['units_sold_in_sql']} units sold in SQL)."
+    )
+
+
+def _room_status(polled: dict[str, Any], bare: dict[str, Any] | None) -> str:
+    joins = polled["joins"]
+    runs = ", ".join(f"{r['ok_per_s']:.0f}" for r in polled["runs"])
+    if bare:
+        versus = (
+            f"against {bare['ok_per_s']:.0f} for `bare` in the same run: "
+            f"**{polled['ok_per_s'] / bare['ok_per_s']:.0%} of bare** (target >= 80%)"
+        )
+    else:
+        versus = "`bare` did not run (`--only bare room_status` measures both)"
+    return (
+        f"Waiting-room status: {polled['buyers']} buyers joined a room admitting 1 a second "
+        f"(wrk, each once: {joins['answers']} answers, {joins['answers_per_s']:.0f}/s, codes "
+        f"{joins['codes']}), then wrk polled GET /queue/<id>/status with their tokens in turn "
+        f"({polled['still_queued']} still queued, {polled['admitted']} admitted at the end). "
+        f"**{polled['ok_per_s']:.0f} answers/s** (median; runs {runs}), {versus}; p50 "
+        f"{polled['p50_ms']:.1f} ms, p99 {polled['p99_ms']:.1f} ms, other answers "
+        f"{polled['other_codes']}."
+    )
+
+
+def _room_sale(sale: dict[str, Any], accepted: dict[str, Any] | None) -> str:
+    buys, polls, joins = sale["purchases"], sale["polls"], sale["joins"]
+    # The route's capacity: the `product` step's accepted purchases when it ran too.
+    capacity = accepted["ok_per_s"] if accepted else sale["capacity_reference_per_s"]
+    where = "the `product` step in this run" if accepted else "the `product` step, BENCHMARKS.md"
+    over = sum(n > capacity for n in buys["per_s"])
+    refusals = ", ".join(f"{k} {v}" for k, v in sorted(buys["reasons"].items())) or "none"
+    outcomes = ", ".join(f"{k} {v}" for k, v in sorted(sale["outcomes"].items()))
+    return (
+        f"Room sale: {sale['units']} units to {sale['buyers']} buyers through a waiting room "
+        f"admitting {sale['inlet_per_s']} a second (the purchase route accepts about "
+        f"{capacity:.0f}/s: {where}), {sale['rq_workers']} RQ workers and the scheduler "
+        f"settling. A Python asyncio "
+        f"client ({sale['connections']} keep-alive connections, {sale['client_cpu_s']:.1f} s of "
+        f"CPU, {sale['client_cores']:.2f} of a core) drives every buyer from the opening: join, "
+        f"poll as the API says (poll_after_ms), buy once with the pass. Buyers: {outcomes}. "
+        f"Purchases: {buys['count']} sent, at most **{buys['max_per_s']}/s** in any second "
+        f"({sale['purchases_over_inlet_s']} seconds above the inlet, {over} above the route's "
+        f"capacity), per second {buys['per_s']}; admitted per second (the room's stream, "
+        f"{sale['admitted']} places in all: it admits at its rate while buyers poll, sold out "
+        f"or not, and tells sold_out only those whose place has not come, so buyers admitted "
+        f"after the last unit was held buy and are refused sold_out) "
+        f"{sale['admitted_per_s']}; accepted {buys['codes'].get('202', 0)}, refused {refusals}; "
+        f"**purchase p50 "
+        f"{buys['p50_ms']:.1f} ms, p99 {buys['p99_ms']:.1f} ms** (target < 100 ms; waiting for a "
+        f"client connection p99 {buys['waited_p99_ms']:.1f} ms, not included). Status polls: "
+        f"{polls['count']}, {polls['mean_per_s']:.0f}/s on average, at most "
+        f"{polls['max_per_s']}/s, p50 {polls['p50_ms']:.1f} ms, p99 {polls['p99_ms']:.1f} ms; "
+        f"joins {joins['count']}, p99 {joins['p99_ms']:.1f} ms. From the opening: sold out "
+        f"(last ticket issued) "
+        f"{sale['opening_to_sold_out_s']:.1f} s, every ticket final "
+        f"{sale['opening_to_all_final_s']:.1f} s, last buyer told "
+        f"{sale['opening_to_last_buyer_told_s']:.1f} s. {sale['units_sold_in_sql']} units sold in "
+        f"SQL, oversold {sale['oversold']}, {sale['units_left']} left; reconciliation "
+        f"{sale['reconciliation']}."
     )
 
 
@@ -122,7 +186,7 @@ def chart(results: dict[str, Any], path: Path) -> None:
     fig, (left, right) = plt.subplots(1, 2, figsize=(12, 4.5))
     if names:
         values = [results[n]["ok_per_s"] for n in names]
-        colors = ["#888", "#555", "#2a7", "#27a", "#a72", "#a22"][: len(names)]
+        colors = ["#888", "#555", "#2a7", "#27a", "#a72", "#a22", "#7a2"][: len(names)]
         left.bar(names, values, color=colors)
         left.set_ylabel("answers per second (median)")
         left.set_title("HTTP paths, 256 connections")

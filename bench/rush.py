@@ -13,7 +13,12 @@ SQLite and a Redis of its own, and measures with wrk on loopback, in one run:
   the first request until every ticket is final;
 - `seated`: a hall of seats to B buyers asking once each for 2-4 best available seats together,
   against a general-admission rush of the same shape in the same run: answers/s over each rush,
-  the time until sold out and until every ticket is final.
+  the time until sold out and until every ticket is final;
+- `room_status`: buyers in a waiting room (admitting 1 a second, so nearly all stay queued)
+  polling their place, against `bare` when both run (`--only bare room_status`);
+- `room_sale`: S units to B buyers through a waiting room admitting R a second, below the
+  purchase route's capacity: each buyer joins, polls as the API says and buys once with its
+  pass (a Python asyncio client): purchases per second, their latency, the polls, sold exactly.
 Each throughput figure is the median of --runs runs. Results go to bench/results/ as JSON, a
 Markdown table and a PNG chart.
 """
@@ -49,8 +54,16 @@ SALE_WINDOW_S = 60  # wrk's duration in the sale: every buyer is answered well w
 RUSH_WINDOW_S = 300  # the seated step's bound: its wrk stops once every buyer is answered
 IDLE_MS = 500  # a rush's wrk threads, all their buyers sent, ask /health this often meanwhile
 HALL_SECTIONS = ("A", "B")
-STEPS = ["prepare", "settlement", "sale", "seated", "bare", "one_trip", "lock_then_write",
-         "product", "report"]  # fmt: skip
+# The room sale's inlet (admissions a second): a quarter of what the purchase route accepts on
+# this machine (the `product` step's accepted purchases, about 2,000/s), because the same two
+# cores also answer the room's status polls (by the API's advice every buyer within 4 s of its
+# turn asks each second: 2,000/s at this inlet, more from those further back), settle the orders
+# (RQ workers) and run the client. 10,000 units are admitted in 20 s.
+ROOM_INLET = 500
+PURCHASE_CAPACITY = 2000  # accepted purchases/s, `product` step (BENCHMARKS.md), when not measured
+ROOM_SALE_WINDOW_S = 300  # the room sale's bound: every buyer is told well within it
+STEPS = ["prepare", "settlement", "sale", "seated", "room_sale", "bare", "room_status",
+         "one_trip", "lock_then_write", "product", "report"]  # fmt: skip
 
 
 @dataclass
@@ -73,6 +86,10 @@ class Options:
     seated_buyers: int
     latency_workers: list[int] = field(default_factory=list)
     only: list[str] = field(default_factory=list)
+    room_buyers: int = 30_000  # room_status: buyers queued, polling
+    room_sale_units: int = 10_000
+    room_sale_buyers: int = 30_000
+    room_inlet: int = ROOM_INLET
 
 
 @dataclass
@@ -100,16 +117,21 @@ def parse_args() -> Options:
     parser.add_argument("--threads", type=int, default=4)
     parser.add_argument("--rq-workers", type=int, default=2)
     parser.add_argument(
+        "--room-inlet", type=int, default=ROOM_INLET, help="room_sale: buyers admitted a second"
+    )
+    parser.add_argument(
         "--only", nargs="+", choices=STEPS[1:-1], default=[], help="run only these steps"
     )
     args = parser.parse_args()
     if args.quick:
         return Options(True, 1, 3, 64, 2, args.gunicorn_workers, args.worker_class, args.threads,
                        args.rq_workers, 4000, 300, 900, 400, 25, 100, 3000, [1, 2],
-                       args.only)  # fmt: skip
+                       args.only, room_buyers=3000, room_sale_units=1000, room_sale_buyers=3000,
+                       room_inlet=args.room_inlet)  # fmt: skip
     return Options(False, args.runs, args.duration, args.connections, 2, args.gunicorn_workers,
                    args.worker_class, args.threads, args.rq_workers, 240_000, 10_000, 30_000,
-                   10_000, 125, 200, 30_000, [1, 2, 4, 8], args.only)  # fmt: skip
+                   10_000, 125, 200, 30_000, [1, 2, 4, 8], args.only,
+                   room_inlet=args.room_inlet)  # fmt: skip
 
 
 class Bench:
@@ -425,6 +447,108 @@ class Bench:
             product_id = session.scalar(select(Product.id).where(Product.event_id == event_id))
         return event_id, int(product_id)
 
+    def room_product(self, url: str, admin: str, stock: int, inlet: int) -> int:
+        """Through the API as an admin: a product on sale at once behind a waiting room
+        admitting `inlet` buyers a second, one unit per buyer."""
+        product = {"name": "bench room", "price": "25.00", "stock": stock, "max_per_user": 1,
+                   "waiting_room": True, "admit_per_second": inlet}  # fmt: skip
+        headers = {"Authorization": f"Bearer {admin}"}
+        with httpx.Client(base_url=url, headers=headers, timeout=60) as http:
+            return int(http.post("/products", json=product).raise_for_status().json()["id"])
+
+    def room_status(self) -> dict[str, Any]:
+        """B buyers join a room admitting 1 a second (wrk, each once), then wrk loads GET
+        /queue/<id>/status with their tokens in turn (median of --runs): nearly every answer
+        is a queued place, as during a sale. Against `bare` when it ran before in this run."""
+        o = self.options
+        tokens = self.tokens(o.room_buyers)
+        admin = self.tokens(1, role="admin")[0]
+        url = self.serve("web:create_app()")
+        try:
+            product_id = self.room_product(url, admin, stock=o.room_buyers, inlet=1)
+            window = 60 if o.quick else RUSH_WINDOW_S
+            joined = self.wrk(url, "POST", [f"/queue/{product_id}/join"], tokens, "", window,
+                              reuse=False, until_answered=True)  # fmt: skip
+            polled = self.median_of("room_status", lambda: self._rate(
+                self.wrk(url, "GET", [f"/queue/{product_id}/status"], tokens, "",
+                         o.duration), "200"))  # fmt: skip
+            room = self.rt.inventory.room_figures(product_id, points=1)
+            joins = sum(joined.codes.values())
+            result = self.results["room_status"]
+            result |= {
+                "buyers": o.room_buyers,
+                "admit_per_second": 1,
+                "admitted": room.admitted if room else None,
+                "still_queued": room.waiting if room else None,
+                "joins": {
+                    "answers": joins, "codes": joined.codes,
+                    "answers_per_s": joins / max(0.001, (joined.last_us - joined.first_us) / 1e6),
+                    "p50_ms": joined.p50_ms, "p99_ms": joined.p99_ms,
+                },
+            }  # fmt: skip
+            if "bare" in self.results:
+                result["vs_bare"] = polled["ok_per_s"] / self.results["bare"]["ok_per_s"]
+            return result
+        finally:
+            self.unserve()
+
+    def room_sale(self) -> dict[str, Any]:
+        """S units to B buyers through a waiting room admitting `room_inlet` a second, with the
+        RQ workers and the scheduler settling: every buyer joins at the opening, polls as the
+        API says (poll_after_ms) and, once admitted, buys once with its pass."""
+        from bench.room_driver import run_crowd
+        from core.stock import reconcile_product
+
+        o = self.options
+        tokens = self.tokens(o.room_sale_buyers)
+        admin = self.tokens(1, role="admin")[0]
+        url = self.serve("web:create_app()")
+        self.procs.rq_workers(o.rq_workers)
+        self.procs.scheduler()
+        self._wait_workers(o.rq_workers)
+        try:
+            product_id = self.room_product(url, admin, o.room_sale_units, o.room_inlet)
+            window = 60 if o.quick else ROOM_SALE_WINDOW_S
+            crowd = run_crowd(url, product_id, tokens, o.connections, window)
+            opening = crowd.opening
+            accepted = crowd.purchases.codes.get("202", 0)
+            self._wait_all_final(product_id, accepted, timeout=window)
+            issued, final = self._last_times(product_id) if accepted else (opening, opening)
+            room = self.rt.inventory.room_figures(product_id, points=o.room_sale_buyers)
+            figures = self.rt.inventory.figures(product_id)
+            sold = self._confirmed(product_id)
+            admitted_at = [at / 1000 for at, _ in room.admissions] if room else []
+            purchases = _calls(crowd.purchases, opening)
+            result = {
+                "units": o.room_sale_units, "buyers": o.room_sale_buyers,
+                "inlet_per_s": o.room_inlet, "connections": o.connections,
+                "rq_workers": o.rq_workers,
+                "capacity_reference_per_s": PURCHASE_CAPACITY,
+                "outcomes": dict(crowd.outcomes),
+                "joins": _calls(crowd.joins, opening),
+                "polls": _calls(crowd.polls, opening),
+                "purchases": purchases,
+                "purchases_over_inlet_s": sum(n > o.room_inlet for n in purchases["per_s"]),
+                "admitted": room.admitted if room else None,
+                "admitted_per_s": _per_second(admitted_at, opening),
+                "opening_to_sold_out_s": issued - opening,
+                "opening_to_all_final_s": final - opening,
+                "opening_to_last_buyer_told_s": crowd.last_told - opening,
+                "units_sold_in_sql": sold,
+                "oversold": max(0, sold - o.room_sale_units),
+                "units_left": figures.available if figures else None,
+                "redis": asdict(figures) if figures else None,
+                "reconciliation": reconcile_product(
+                    self.rt.inventory, self.rt.sessions, product_id
+                ).result,
+                "client_cpu_s": crowd.cpu_s,
+                "client_cores": crowd.cpu_s / max(0.001, crowd.last_told - opening),
+            }  # fmt: skip
+            self.results["room_sale"] = result
+            return result
+        finally:
+            self.unserve()
+
     def settlements(self) -> dict[str, Any]:
         """Settlement from a backlog: 0 ms payments with 1 and 2 worker processes (median of
         --runs), then 200 ms payments with 8 and 64 in flight per worker, 1 and 2 workers
@@ -598,6 +722,38 @@ def _rush_bodies(seated: bool) -> list[str]:
     return bodies
 
 
+def _calls(calls: Any, opening: float) -> dict[str, Any]:
+    """One kind of the room sale's requests: counts per second since the opening (by when each
+    was sent), latency percentiles (ms) and the answers."""
+    latency = sorted(calls.latency)
+    per_s = _per_second(calls.sent, opening)
+    return {
+        "count": len(latency), "codes": dict(calls.codes), "reasons": dict(calls.reasons),
+        "failures": calls.failures,
+        "per_s": per_s, "max_per_s": max(per_s, default=0),
+        "mean_per_s": len(latency) / max(1, len(per_s)),
+        "p50_ms": _percentile(latency, 50) * 1000, "p95_ms": _percentile(latency, 95) * 1000,
+        "p99_ms": _percentile(latency, 99) * 1000, "max_ms": latency[-1] * 1000 if latency else 0,
+        "waited_p99_ms": _percentile(sorted(calls.waited), 99) * 1000,
+    }  # fmt: skip
+
+
+def _per_second(times: list[float], since: float) -> list[int]:
+    """How many of `times` fell in each second since `since` (to the last one)."""
+    seconds = [int(t - since) for t in times if t >= since]
+    counts = [0] * (max(seconds, default=-1) + 1)
+    for second in seconds:
+        counts[second] += 1
+    return counts
+
+
+def _percentile(ordered: list[float], q: float) -> float:
+    """Nearest rank, of sorted values."""
+    if not ordered:
+        return 0.0
+    return ordered[min(len(ordered) - 1, max(0, round(q / 100 * len(ordered)) - 1))]
+
+
 def _chunks(tokens: list[str], parts: int) -> list[list[str]]:
     size = len(tokens) // parts
     return [tokens[i * size : (i + 1) * size] for i in range(parts)]
@@ -658,6 +814,10 @@ def _run_step(
         bench.sale()
     elif step == "seated":
         bench.seated()
+    elif step == "room_sale":
+        bench.room_sale()
+    elif step == "room_status":
+        bench.room_status()
     else:
         from bench.report import write_report
 
