@@ -689,3 +689,111 @@ def test_payment_provider_hangs(app, rt, settings, localstripe, procs, servers, 
         counts = {s: sum(o.status == s for o in orders.values()) for s in TERMINAL}
         print(f"\nprovider_hang: first release after {first_release_s:.1f}s, {counts}")
     report(capsys, "payment_provider_hang", outcome, recover_s)
+
+
+# --- 7. waiting rooms: the scheduler killed, Redis restarted empty --------------------------------
+
+
+def _join(url: str, product_id: int, token: str) -> httpx.Response:
+    headers = {"Authorization": f"Bearer {token}"}
+    return httpx.post(f"{url}/queue/{product_id}/join", headers=headers, timeout=10)
+
+
+def _queue_status(url: str, product_id: int, token: str) -> dict:
+    headers = {"Authorization": f"Bearer {token}"}
+    answer = httpx.get(f"{url}/queue/{product_id}/status", headers=headers, timeout=10)
+    assert answer.status_code == 200, answer.text
+    return answer.json()
+
+
+def test_a_waiting_room_admits_in_order_with_its_scheduler_killed_and_restarted(
+    app, rt, procs, servers, capsys
+):
+    """Admission moves inside the status script, not in a scheduled job: killing the scheduler
+    mid-sale skips nobody and admits nobody twice."""
+    rate, buyers = 40, 120
+    env = clean_env({})
+    scheduler = procs.scheduler(env)
+    server = servers(env)
+    admin = make_user(app, "admin")
+    body = {"name": "room drop", "price": "25.00", "stock": 500, "max_per_user": 1}
+    room = {"waiting_room": True, "admit_per_second": rate}
+    created = httpx.post(
+        f"{server.url}/products", json=body | room, headers=admin.headers, timeout=10
+    )
+    assert created.status_code == 201, created.text
+    pid = created.json()["id"]
+    tokens = [b.token for b in make_users(app, buyers)]
+    for token in tokens:
+        assert _join(server.url, pid, token).status_code == 200
+    killed_at = time.monotonic()
+    procs.kill(scheduler)  # SIGKILL mid-admission
+    scheduler = procs.scheduler(env)
+
+    def everyone_admitted() -> bool:
+        return _queue_status(server.url, pid, tokens[-1])["status"] == "admitted"
+
+    wait_until(everyone_admitted, 60, "every place to be admitted", every=0.1)
+    recover_s = time.monotonic() - killed_at
+    keys = rt.inventory.keys(pid)
+    admits = [(int(f["position"]), int(f["at"])) for _, f in rt.redis.xrange(keys.admits)]
+    assert [position for position, _ in admits] == list(range(1, buyers + 1))
+    moments = [at for _, at in admits]
+    for i, start in enumerate(moments):
+        assert sum(1 for m in moments[i:] if m < start + 1000) <= rate
+    outcome = Outcome(tickets=buyers, lost=0, double_charged=0, oversold=0)
+    report(capsys, "room_scheduler_sigkill", outcome, recover_s)
+
+
+def test_a_waiting_room_after_redis_restarted_empty(app, settings, procs, servers, capsys):
+    """The room answers 503 until the sweep rebuilds the stock, which opens the room again,
+    empty; a pass issued before the restart still buys (it is self-contained)."""
+    redis = RedisProcess(Path(tempfile.mkdtemp(prefix="faults-redis-"))).start()
+    own = Runtime(dataclasses.replace(settings, redis_url=redis.url))
+    try:
+        env = clean_env({"REDIS_URL": redis.url})
+        procs.workers(env, 1)
+        procs.scheduler(env)  # its sweep rebuilds a stock Redis lost
+        server = servers(env)
+        admin = make_user(app, "admin")
+        body = {"name": "room drop", "price": "25.00", "stock": 50, "max_per_user": 1}
+        room = {"waiting_room": True, "admit_per_second": 100}
+        created = httpx.post(
+            f"{server.url}/products", json=body | room, headers=admin.headers, timeout=10
+        )
+        assert created.status_code == 201, created.text
+        pid = created.json()["id"]
+        first, late = (b.token for b in make_users(app, 2))
+        assert _join(server.url, pid, first).status_code == 200
+        queue_pass = wait_until(
+            lambda: _queue_status(server.url, pid, first).get("queue_pass"), 10, "admission"
+        )
+
+        redis.stop()  # no persistence: it comes back empty, on the same port
+        restarted = RedisProcess(redis.data_dir)
+        restarted.port = redis.port
+        redis = restarted.start()
+        restarted_at = time.monotonic()
+        refused = _join(server.url, pid, late)
+        assert (refused.status_code, refused.json()["error"]) == (503, "queue_unavailable")
+        rejoined = wait_until(
+            lambda: _join(server.url, pid, late).status_code == 200, 60, "the room to reopen"
+        )
+        assert rejoined
+        recover_s = time.monotonic() - restarted_at
+        assert _queue_status(server.url, pid, late)["position"] == 1  # open again, empty
+        headers = {"Authorization": f"Bearer {first}", "X-Queue-Pass": queue_pass}
+        bought = httpx.post(
+            f"{server.url}/purchase/{pid}",
+            json={"quantity": 1, "payment_method": "pm_card_visa"},
+            headers=headers,
+            timeout=10,
+        )
+        assert bought.status_code == 202, bought.text
+        outcome = Outcome(tickets=1, lost=0, double_charged=0, oversold=0)
+        report(capsys, "room_redis_restart_empty", outcome, recover_s)
+    finally:
+        procs.stop_all()
+        own.engine.dispose()
+        redis.stop()
+        shutil.rmtree(redis.data_dir, ignore_errors=True)
