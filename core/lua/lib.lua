@@ -100,6 +100,22 @@ local function room_keys(first)
           admits = KEYS[first + 3]}
 end
 
+-- The sale's stock fields a room call needs (starts_ms, the room flag, then `more`), or the
+-- answer to give at once: unavailable (no stock, or a room Redis lost) or open (no room).
+local function enter_room(q, stock_key, more)
+  local stock = redis.call('HMGET', stock_key, 'starts_ms', 'room', unpack(more))
+  if not stock[1] then
+    return nil, {'unavailable'}
+  end
+  if stock[2] ~= '1' then
+    return nil, {'open'}
+  end
+  if redis.call('EXISTS', q.room) == 0 then
+    return nil, {'unavailable'}
+  end
+  return stock
+end
+
 -- xorshift32: the opening's draw, reproducible from the seed the room records.
 local function draw_order(buyers, seed)
   local state = seed

@@ -5,15 +5,9 @@
 -- Answers {'open'} (no room: buy now), {'waiting'}, {'queued', position, served, rate}, or
 -- {'unavailable'} (the stock, or the room, is missing in Redis).
 local q = room_keys(2)
-local stock = redis.call('HMGET', KEYS[1], 'starts_ms', 'room')
-if not stock[1] then
-  return {'unavailable'}
-end
-if stock[2] ~= '1' then
-  return {'open'}
-end
-if redis.call('EXISTS', q.room) == 0 then
-  return {'unavailable'}
+local stock, answer = enter_room(q, KEYS[1], {})
+if not stock then
+  return answer
 end
 local now = now_ms()
 local opens = tonumber(stock[1])

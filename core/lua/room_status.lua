@@ -5,15 +5,9 @@
 -- Answers {'open'}, {'not_joined'}, {'waiting'}, {'queued', position, served, rate},
 -- {'sold_out', position}, or {'unavailable'}.
 local q = room_keys(2)
-local stock = redis.call('HMGET', KEYS[1], 'starts_ms', 'room', 'available', 'held')
-if not stock[1] then
-  return {'unavailable'}
-end
-if stock[2] ~= '1' then
-  return {'open'}
-end
-if redis.call('EXISTS', q.room) == 0 then
-  return {'unavailable'}
+local stock, answer = enter_room(q, KEYS[1], {'available', 'held'})
+if not stock then
+  return answer
 end
 local now = now_ms()
 open_room(q, tonumber(stock[1]), now)
