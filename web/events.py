@@ -38,7 +38,6 @@ from core.times import iso, to_ms
 from web.answers import (
     EventAnswer,
     EventList,
-    PurchaseAccepted,
     RowStates,
     SeatMapStates,
     SeatMapStored,
@@ -58,8 +57,8 @@ from web.common import (
 )
 from web.errors import ApiError
 from web.extensions import db, without_http_limit
-from web.openapi import ADMIN_ERRORS, BEARER_ERRORS, BODY_ERRORS, documented
-from web.orders import reserve_and_answer
+from web.openapi import ADMIN_ERRORS, BODY_ERRORS, documented
+from web.orders import documented_purchase, reserve_and_answer
 from web.schemas import EventCreate, EventUpdate, PurchaseHeaders, SeatPurchase
 
 bp = Blueprint("events", __name__)
@@ -177,14 +176,7 @@ def put_seat_map(event_id: int) -> Response:
 @bp.post("/events/<int:event_id>/purchase")
 @jwt_required()
 @without_http_limit
-@documented(
-    "orders",
-    {202: PurchaseAccepted},
-    (*BODY_ERRORS, *BEARER_ERRORS, 403, 404, 409, 429, 503),
-    body=SeatPurchase,
-    headers=PurchaseHeaders,
-    bearer=True,
-)
+@documented_purchase(SeatPurchase)
 def purchase(event_id: int) -> Response:
     """Hold seats: those named (all or none), or the best available of a section, side by side
     when `together`, or places in a standing section. 202 with a ticket to poll, as any purchase.
