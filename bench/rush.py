@@ -312,10 +312,7 @@ class Bench:
         """S units to B buyers, each buying once; settled by the workers and the scheduler."""
         tokens = self.tokens(self.options.sale_buyers)
         product_id = self.product(stock=self.options.sale_units, max_per_user=1)
-        url = self.serve("web:create_app()")
-        self.procs.rq_workers(self.options.rq_workers)
-        self.procs.scheduler()
-        self._wait_workers(self.options.rq_workers)
+        url = self.serve_with_settlers()
         try:
             started = time.monotonic()
             sold_out: dict[str, float] = {}
@@ -365,10 +362,7 @@ class Bench:
         # Fresh buyers for each rush: a process keeps the tokens it has verified.
         tokens = self.tokens(2 * o.seated_buyers)
         admin = self.tokens(1, role="admin")[0]
-        url = self.serve("web:create_app()")
-        self.procs.rq_workers(o.rq_workers)
-        self.procs.scheduler()
-        self._wait_workers(o.rq_workers)
+        url = self.serve_with_settlers()
         try:
             general_id = self.product(stock=seats)
             general = self.rush(url, f"/purchase/{general_id}", general_id,
@@ -502,10 +496,7 @@ class Bench:
         o = self.options
         tokens = self.tokens(o.room_sale_buyers)
         admin = self.tokens(1, role="admin")[0]
-        url = self.serve("web:create_app()")
-        self.procs.rq_workers(o.rq_workers)
-        self.procs.scheduler()
-        self._wait_workers(o.rq_workers)
+        url = self.serve_with_settlers()
         try:
             product_id = self.room_product(url, admin, o.room_sale_units, o.room_inlet)
             window = 60 if o.quick else ROOM_SALE_WINDOW_S
@@ -633,6 +624,14 @@ class Bench:
                 by_user[decode_token(token)["sub"]] = token
         holds = self.rt.redis.hmget(self.rt.inventory.keys(product_id).holds, tickets)
         return [by_user.get(json.loads(h)["u"], tokens[0]) if h else tokens[0] for h in holds]
+
+    def serve_with_settlers(self) -> str:
+        """The API, the RQ workers and the scheduler, as a sale runs them: the API's URL."""
+        url = self.serve("web:create_app()")
+        self.procs.rq_workers(self.options.rq_workers)
+        self.procs.scheduler()
+        self._wait_workers(self.options.rq_workers)
+        return url
 
     def _wait_workers(self, count: int) -> None:
         """Until `count` RQ workers listen on the queue (their start-up is not settlement)."""
