@@ -746,14 +746,14 @@ def test_a_waiting_room_admits_in_order_with_its_scheduler_killed_and_restarted(
 
 
 def test_a_waiting_room_after_redis_restarted_empty(app, settings, procs, servers, capsys):
-    """The room answers 503 until the sweep rebuilds the stock, which opens the room again,
-    empty; a pass issued before the restart still buys (it is self-contained)."""
+    """The room answers 503 until the stock is rebuilt (its 503 queues the rebuild, as a
+    purchase's does), which opens the room again, empty; a pass issued before the restart still
+    buys (it is self-contained)."""
     redis = RedisProcess(Path(tempfile.mkdtemp(prefix="faults-redis-"))).start()
     own = Runtime(dataclasses.replace(settings, redis_url=redis.url))
     try:
         env = clean_env({"REDIS_URL": redis.url})
         procs.workers(env, 1)
-        procs.scheduler(env)  # its sweep rebuilds a stock Redis lost
         server = servers(env)
         admin = make_user(app, "admin")
         body = {"name": "room drop", "price": "25.00", "stock": 50, "max_per_user": 1}

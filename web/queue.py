@@ -5,6 +5,7 @@ on the rare answer that the stock is missing."""
 from __future__ import annotations
 
 import math
+from contextlib import suppress
 
 from flask import Blueprint, Response
 from flask_jwt_extended import jwt_required
@@ -13,6 +14,7 @@ from redis.exceptions import RedisError
 from core.inventory import RoomPlace
 from core.models import Product
 from core.rooms import issue_pass
+from jobs.queues import enqueue_rebuild
 from web.answers import QueuePlace, answer
 from web.common import check_id, current_user_id, end_read, runtime
 from web.errors import ApiError
@@ -64,6 +66,8 @@ def _ask(product_id: int, call) -> RoomPlace:  # type: ignore[no-untyped-def]
         end_read()
         if not exists:
             raise ApiError(404, "not_found", "no such product")
+        with suppress(RedisError):  # as a purchase does: one rebuild job, however many ask
+            enqueue_rebuild(runtime().settings, product_id)
         raise ApiError(
             503, "queue_unavailable", "the queue is being restored, retry shortly", RETRY
         )
