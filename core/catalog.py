@@ -69,6 +69,8 @@ def terms_of(product: Product) -> ProductTerms:
         price_minor=product.price_minor,
         currency=product.currency,
         terms_version=product.terms_version,
+        waiting_room=bool(product.waiting_room),
+        admit_per_second=product.admit_per_second or 0,
     )
 
 

@@ -238,6 +238,8 @@ class ProductTerms:
     price_minor: int
     currency: str
     terms_version: int = 1
+    waiting_room: bool = False  # set with the stock when Redis creates it (restore_stock.lua)
+    admit_per_second: int = 0
 
     def enforced(self) -> tuple[int, int, int, int, int, str, int]:
         """The figures Redis must agree with SQL on."""
@@ -746,6 +748,7 @@ class Inventory:
                 k.returns,
                 k.rebuild_lease,
                 *k.seat_keys,
+                k.room,
             ],
             args=[
                 terms.initial_stock,
@@ -767,6 +770,8 @@ class Inventory:
                 json.dumps(seats.states, separators=(",", ":")) if seats else "",
                 json.dumps(seats.sections) if seats else "{}",
                 json.dumps(seats.scores, separators=(",", ":")) if seats else "{}",
+                "1" if terms.waiting_room else "0",
+                terms.admit_per_second,
             ],
         )
         return reply[0] == "created"

@@ -7,12 +7,14 @@
 -- A seated product gets its seats too: each seat's state as SQL has it, but that a hold that
 -- survived in Redis keeps its seats held; and each section's price.
 -- KEYS: stock, holds, deadlines, users, settle stream, events, idempotency, returns, rebuild lease,
---       seats, seat ranks, free seats
+--       seats, seat ranks, free seats, waiting room
 -- ARGV: initial, sold, max_per_user, starts_ms, ends_ms, price, currency, sql_holds_json,
 --       user_quantities_json, idempotency_json ({"user:key": ticket}),
 --       terms_version, settle group, refunded_marks_json ([ticket, ...]), lease token,
 --       seats_json ({"A-1-1": "f" | "h:<ticket>" | "s:<ticket>"}, '' for no seats),
---       sections_json ({"A": [price, position]}), ranks_json ({"A-1-1": score})
+--       sections_json ({"A": [price, position]}), ranks_json ({"A-1-1": score}),
+--       waiting room ('1' or '0'), admit_per_second (the room comes with the stock: a purchase
+--       never meets a stock without its room)
 if redis.call('EXISTS', KEYS[1]) == 1 then
   return {'exists'}
 end
@@ -89,6 +91,9 @@ local available = initial - sold - held
 redis.call('HSET', KEYS[1], 'initial', initial, 'available', available, 'held', held,
   'sold', sold, 'max_per_user', ARGV[3], 'starts_ms', ARGV[4], 'ends_ms', ARGV[5],
   'price', ARGV[6], 'currency', ARGV[7], 'terms_version', ARGV[11], 'version', now,
-  'seated', seated)
+  'seated', seated, 'room', ARGV[18])
+if ARGV[18] == '1' then
+  redis.call('HSET', KEYS[13], 'on', '1', 'rate', ARGV[19])
+end
 emit(KEYS[6], 'restore', '', available, '', now)
 return {'created', tostring(available)}
