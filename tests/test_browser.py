@@ -355,6 +355,7 @@ def test_register_sign_in_buy_and_watch_the_order_confirm(stack: Stack, open_tab
     expect(page.locator("#signed-in-user")).to_have_text(username)
     page.get_by_role("button", name="Sign out").click()
     expect(page.get_by_role("heading", name="Sign in", exact=True)).to_be_visible()
+    page.wait_for_load_state("domcontentloaded")  # the new page's script has its handlers on
     page.get_by_label("Username", exact=True).focus()
     page.keyboard.type(username)
     page.keyboard.press("Tab")
