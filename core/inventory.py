@@ -174,29 +174,6 @@ class SeatSnapshot:
 
 
 @dataclass(frozen=True)
-class RoomPlace:
-    """A buyer in a waiting room: open (no room), not_joined, waiting (before the opening),
-    queued (at `position`; admitted once `served` reaches it), sold_out, or unavailable."""
-
-    state: str
-    position: int | None = None
-    served: int = 0
-    rate: int = 0
-
-    @classmethod
-    def from_reply(cls, reply: list) -> RoomPlace:
-        state = reply[0]
-        position = int(reply[1]) if len(reply) > 1 else None
-        served = int(reply[2]) if len(reply) > 2 else 0
-        rate = int(reply[3]) if len(reply) > 3 else 0
-        return cls(state, position, served, rate)
-
-    @property
-    def admitted(self) -> bool:
-        return self.state == "queued" and self.position is not None and self.position <= self.served
-
-
-@dataclass(frozen=True)
 class RoomFigures:
     rate: int
     waiting: int  # with a place not admitted yet, or waiting for the opening's draw
@@ -348,18 +325,6 @@ class Inventory:
         return Reservation(result, remaining=remaining)
 
     # --- the waiting room ----------------------------------------------------------------
-    def join_room(self, product_id: int, user_id: int) -> RoomPlace:
-        """The buyer's place in the sale's waiting room, taken once (one round trip)."""
-        k = self.keys(product_id)
-        reply = self.scripts.room_join(keys=[k.stock, *k.room_keys], args=[user_id])
-        return RoomPlace.from_reply(reply)
-
-    def room_status(self, product_id: int, user_id: int) -> RoomPlace:
-        """Where the buyer stands; admits the next places at the room's rate (one round trip)."""
-        k = self.keys(product_id)
-        reply = self.scripts.room_status(keys=[k.stock, *k.room_keys], args=[user_id])
-        return RoomPlace.from_reply(reply)
-
     def room_figures(self, product_id: int, points: int = 400) -> RoomFigures | None:
         """The room's counters and its latest admissions (oldest first); None without a room."""
         k = self.keys(product_id)

@@ -70,7 +70,8 @@ class ProductKeys:
 
     @property
     def room(self) -> str:
-        """The sale's waiting room: on, rate, seed, drawn, next, served, admit_ms (lib.lua)."""
+        """The sale's waiting room: on, rate, seed, drawn, next, served, admit_ms, epoch
+        (lib.lua)."""
         return f"{self.tag}:room"
 
     @property

@@ -17,6 +17,7 @@ from core.payments import PaymentGateway
 from core.payments.simulated import SimulatedGateway
 from core.payments.stripe_gateway import StripeGateway
 from core.revocations import RevocationWatch
+from core.rooms import RoomBoard
 from core.settlement import Settler
 
 REDIS_TIMEOUT_S = 5.0  # a Redis that hangs answers 503 after this, instead of holding a thread
@@ -64,6 +65,11 @@ class Runtime:
     @cached_property
     def inventory(self) -> Inventory:
         return Inventory(self.redis, self.settings)
+
+    @cached_property
+    def room_board(self) -> RoomBoard:
+        """This process's copy of the waiting rooms' boards (web processes answer polls from it)."""
+        return RoomBoard(self.inventory)
 
     @cached_property
     def gateways(self) -> dict[str, PaymentGateway]:

@@ -24,6 +24,8 @@ _USES_LIB = {
     "repair_seats",
     "room_join",
     "room_status",
+    "room_board",
+    "set_room",
 }
 
 

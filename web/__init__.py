@@ -26,7 +26,7 @@ from web import (
     products,
     queue,
 )
-from web.common import SoldOutFlags, parse_purchase_rate
+from web.common import SECURITY_HEADERS, SoldOutFlags, parse_purchase_rate
 from web.errors import error_response, register_error_handlers
 from web.extensions import db, jwt, limiter, migrate
 from web.kicker import SettlementKicker
@@ -98,13 +98,13 @@ def create_app(settings: Settings | None = None) -> Flask:
     for blueprint in (*API_BLUEPRINTS, pages.bp, openapi.bp):
         app.register_blueprint(blueprint)
     admin.mount_rq_dashboard(app)
+    app.wsgi_app = queue.StatusShortcut(app, app.wsgi_app)  # type: ignore[method-assign]
     _register_cli(app, settings)
 
     @app.after_request
     def _security_headers(response: Response) -> Response:
-        response.headers.setdefault("X-Content-Type-Options", "nosniff")
-        response.headers.setdefault("X-Frame-Options", "DENY")
-        response.headers.setdefault("Referrer-Policy", "no-referrer")
+        for name, value in SECURITY_HEADERS:
+            response.headers.setdefault(name, value)
         return response
 
     return app

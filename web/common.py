@@ -22,6 +22,13 @@ from web.kicker import SettlementKicker
 M = TypeVar("M", bound=BaseModel)
 F = TypeVar("F", bound=Callable[..., Any])
 MAX_DB_ID = 2_147_483_647
+# On every answer (web/__init__.py adds them; web/queue.py's shortcut, which answers before
+# Flask, too).
+SECURITY_HEADERS = [
+    ("X-Content-Type-Options", "nosniff"),
+    ("X-Frame-Options", "DENY"),
+    ("Referrer-Policy", "no-referrer"),
+]
 
 
 def runtime() -> Runtime:

@@ -49,6 +49,14 @@ class VerifiedTokenCache(JWTManager):
             self._verified[key] = payload
         return payload
 
+    def verified_claims(self, secret: str, encoded_token: str) -> dict | None:
+        """A header token's payload if this process verified it already and it has not expired
+        (revocation is the caller's to check); None otherwise."""
+        payload = self._verified.get((secret, encoded_token, None))
+        if payload is None or payload.get("exp", 0) <= time.time():
+            return None
+        return payload
+
     def _verify(self, encoded_token: str, csrf_value: str | None, allow_expired: bool) -> dict:
         if self._decode_key_callback is not default_decode_key_callback:
             return super()._decode_jwt_from_config(encoded_token, csrf_value, allow_expired)

@@ -1,30 +1,38 @@
 """Waiting rooms: a buyer joins a sale's queue, polls where it stands, and once admitted gets a
-pass that the purchase checks in-process (core/rooms.py). One Redis call per request; SQL only
-on the rare answer that the stock is missing."""
+pass that the purchase checks in-process (core/rooms/). Joining is one Redis call; a poll is
+answered from the web process's copy of the room's board (core/rooms/board.py) once the process
+knows the buyer's place, and before Flask (StatusShortcut) when it knows the buyer's token too.
+SQL only on the rare answer that the stock is missing."""
 
 from __future__ import annotations
 
 import math
+import re
+from collections.abc import Callable, Iterable
 from contextlib import suppress
+from typing import Any
 
-from flask import Blueprint, Response
+from flask import Blueprint, Flask, Response
 from flask_jwt_extended import jwt_required
 from redis.exceptions import RedisError
+from sqlalchemy.exc import SQLAlchemyError
 
-from core.inventory import RoomPlace
+from core.config import Settings
 from core.models import Product
-from core.rooms import issue_pass
+from core.rooms import RoomPlace, issue_pass
+from core.runtime import Runtime
 from jobs.queues import enqueue_rebuild
 from web.answers import QueuePlace, answer
-from web.common import check_id, current_user_id, end_read, runtime
+from web.common import MAX_DB_ID, SECURITY_HEADERS, check_id, current_user_id, end_read, runtime
 from web.errors import ApiError
-from web.extensions import db, without_http_limit
+from web.extensions import db, jwt, without_http_limit
 from web.openapi import BEARER_ERRORS, documented
 
 bp = Blueprint("queue", __name__, url_prefix="/queue")
 # Polls come more often near the front: a buyer this many seconds away asks again after a
 # quarter of it, between these bounds.
 MIN_POLL_MS, MAX_POLL_MS, WAITING_POLL_MS = 1000, 30_000, 5000
+RETRY = {"Retry-After": "2"}
 
 
 @bp.post("/<int:product_id>/join")
@@ -37,8 +45,8 @@ def join(product_id: int) -> Response:
     Before the opening, places are drawn at random at it; after, first come first served. A
     sale without a room answers with a pass at once."""
     user_id = current_user_id()
-    place = _ask(product_id, lambda: runtime().inventory.join_room(check_id(product_id), user_id))
-    return _answer(product_id, user_id, place)
+    place = _ask(product_id, lambda: runtime().room_board.join(check_id(product_id), user_id))
+    return _answer(place_answer(runtime().settings, product_id, user_id, place))
 
 
 @bp.get("/<int:product_id>/status")
@@ -49,13 +57,13 @@ def status(product_id: int) -> Response:
     """Where the buyer stands: position, buyers ahead, estimated wait, when to ask again; once
     admitted, the pass (valid PASS_SECONDS) to buy with."""
     user_id = current_user_id()
-    place = _ask(product_id, lambda: runtime().inventory.room_status(check_id(product_id), user_id))
+    place = _ask(product_id, lambda: runtime().room_board.status(check_id(product_id), user_id))
     if place.state == "not_joined":
         raise ApiError(404, "not_in_queue", "join the queue first (POST /queue/<id>/join)")
-    return _answer(product_id, user_id, place)
+    return _answer(place_answer(runtime().settings, product_id, user_id, place))
 
 
-def _ask(product_id: int, call) -> RoomPlace:  # type: ignore[no-untyped-def]
+def _ask(product_id: int, call: Callable[[], RoomPlace]) -> RoomPlace:
     try:
         place = call()
     except RedisError:
@@ -74,15 +82,12 @@ def _ask(product_id: int, call) -> RoomPlace:  # type: ignore[no-untyped-def]
     return place
 
 
-RETRY = {"Retry-After": "2"}
-
-
-def _answer(product_id: int, user_id: int, place: RoomPlace) -> Response:
+def place_answer(settings: Settings, product_id: int, user_id: int, place: RoomPlace) -> QueuePlace:
+    """The answer to a buyer in the room (open, waiting, queued, admitted or sold_out)."""
     queue_id = f"{product_id}:{user_id}"
     if place.state == "open" or place.admitted:
-        settings = runtime().settings
         position = place.position or 0
-        body = QueuePlace(
+        return QueuePlace(
             status="admitted",
             queue_id=queue_id,
             position=place.position,
@@ -91,9 +96,8 @@ def _answer(product_id: int, user_id: int, place: RoomPlace) -> Response:
             poll_after_ms=settings.pass_seconds * 1000,
             queue_pass=issue_pass(settings.jwt_secret_key, product_id, user_id, position),
         )
-        return answer(body)
     if place.state in ("waiting", "sold_out"):
-        body = QueuePlace(
+        return QueuePlace(
             status=place.state,
             queue_id=queue_id,
             position=place.position,
@@ -101,22 +105,83 @@ def _answer(product_id: int, user_id: int, place: RoomPlace) -> Response:
             estimated_wait_s=None,
             poll_after_ms=WAITING_POLL_MS,
         )
-        return _polled(body)
     ahead = max(0, (place.position or 0) - place.served - 1)
     wait_s = math.ceil((ahead + 1) / place.rate) if place.rate else None
-    poll_ms = min(MAX_POLL_MS, max(MIN_POLL_MS, (wait_s or 20) * 250))
-    body = QueuePlace(
+    return QueuePlace(
         status="queued",
         queue_id=queue_id,
         position=place.position,
         ahead=ahead,
         estimated_wait_s=wait_s,
-        poll_after_ms=poll_ms,
+        poll_after_ms=min(MAX_POLL_MS, max(MIN_POLL_MS, (wait_s or 20) * 250)),
     )
-    return _polled(body)
 
 
-def _polled(body: QueuePlace) -> Response:
+def _answer(body: QueuePlace) -> Response:
     response = answer(body)
-    response.headers["Retry-After"] = str(max(1, body.poll_after_ms // 1000))
+    if body.status != "admitted":
+        response.headers["Retry-After"] = _retry_after(body)
     return response
+
+
+def _retry_after(body: QueuePlace) -> str:
+    return str(max(1, body.poll_after_ms // 1000))
+
+
+class StatusShortcut:
+    """GET /queue/<id>/status answered before Flask for a buyer this process knows: a Bearer
+    token it verified already (checked again for expiry, type and revocation, as the route
+    does) and a place its room board knows. Everything else (another request, a token or a
+    place not known yet, a refusal) goes on to the route, which answers the same way.
+
+    The poll is the busiest request of a sale; Flask's dispatch, its extensions' hooks and the
+    JWT library's per-request work cost several times what this answer does."""
+
+    PATH = re.compile(r"/queue/([1-9][0-9]{0,9})/status")
+
+    def __init__(self, app: Flask, wsgi_app: Callable[..., Iterable[bytes]]) -> None:
+        self.app = app
+        self.wsgi_app = wsgi_app
+
+    def __call__(self, environ: dict[str, Any], start_response: Callable) -> Iterable[bytes]:
+        if environ.get("REQUEST_METHOD") == "GET" and not environ.get("QUERY_STRING"):
+            match = self.PATH.fullmatch(environ.get("PATH_INFO", ""))
+            if match and int(match[1]) <= MAX_DB_ID:
+                answered = self._answer(environ, int(match[1]))
+                if answered is not None:
+                    body, headers = answered
+                    start_response("200 OK", headers)
+                    return [body]
+        return self.wsgi_app(environ, start_response)
+
+    def _answer(self, environ: dict[str, Any], product_id: int) -> tuple[bytes, list] | None:
+        rt: Runtime = self.app.extensions["flashsale"]
+        user_id = self._buyer(environ, rt)
+        if user_id is None:
+            return None
+        try:
+            place = rt.room_board.known_place(product_id, user_id)
+        except RedisError:
+            return None
+        if place is None or place.state not in ("queued", "sold_out"):
+            return None
+        body = place_answer(rt.settings, product_id, user_id, place)
+        data = body.model_dump_json().encode()
+        headers = [("Content-Type", "application/json"), ("Content-Length", str(len(data)))]
+        if body.status != "admitted":
+            headers.append(("Retry-After", _retry_after(body)))
+        return data, headers + SECURITY_HEADERS
+
+    def _buyer(self, environ: dict[str, Any], rt: Runtime) -> int | None:
+        header = environ.get("HTTP_AUTHORIZATION", "")
+        if not header.startswith("Bearer "):
+            return None
+        claims = jwt.verified_claims(rt.settings.jwt_secret_key, header[7:])
+        if claims is None or claims.get("type") != "access":
+            return None
+        try:
+            if rt.revocations.is_revoked(claims["jti"]):
+                return None
+        except SQLAlchemyError:
+            return None
+        return int(claims["sub"])

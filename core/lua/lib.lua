@@ -159,7 +159,7 @@ local function advance_room(q, now)
   local rate, last = tonumber(room[1] or '0'), tonumber(room[2] or '0')
   local served, at = tonumber(room[3] or '0'), tonumber(room[4] or '0')
   if rate <= 0 or served >= last then
-    return served
+    return served, rate
   end
   local step = 1000 / rate
   while served < last and at + step <= now do
@@ -169,5 +169,34 @@ local function advance_room(q, now)
       math.floor(at))
   end
   redis.call('HSET', q.room, 'served', served, 'admit_ms', at)
-  return served
+  return served, rate
+end
+
+-- The room's board after admitting what the clock allows: {'board', starts_ms, served, rate,
+-- available, held, epoch}; `stock` is enter_room's with 'available', 'held'. Nobody is admitted
+-- while nothing is left to buy, and that time is not owed afterwards: the admission clock starts
+-- again from now when units come back (no burst of admissions for the time spent sold out).
+local function room_board(q, stock, now)
+  open_room(q, tonumber(stock[1]), now)
+  local available, held = tonumber(stock[3]), tonumber(stock[4])
+  local served, rate
+  if available > 0 then
+    served, rate = advance_room(q, now)
+  else
+    redis.call('HSET', q.room, 'admit_ms', now)
+    local room = redis.call('HMGET', q.room, 'served', 'rate')
+    served, rate = tonumber(room[1] or '0'), tonumber(room[2] or '0')
+  end
+  return {'board', stock[1], served, rate, available, held,
+    redis.call('HGET', q.room, 'epoch') or ''}
+end
+
+-- The buyer's place in the room: its position, or 'waiting' (came before the opening's draw),
+-- or 'not_joined'.
+local function buyer_place(q, buyer)
+  local position = redis.call('ZSCORE', q.queue, buyer)
+  if position then
+    return position
+  end
+  return redis.call('SISMEMBER', q.early, buyer) == 1 and 'waiting' or 'not_joined'
 end

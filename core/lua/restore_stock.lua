@@ -94,6 +94,7 @@ redis.call('HSET', KEYS[1], 'initial', initial, 'available', available, 'held', 
   'seated', seated, 'room', ARGV[18])
 if ARGV[18] == '1' then
   redis.call('HSET', KEYS[13], 'on', '1', 'rate', ARGV[19])
+  redis.call('HSETNX', KEYS[13], 'epoch', now)
 end
 emit(KEYS[6], 'restore', '', available, '', now)
 return {'created', tostring(available)}

@@ -1,25 +1,17 @@
-"""Waiting rooms in front of a sale: the room's settings from SQL to Redis, and the passes an
-admitted buyer buys with. A pass is signed (itsdangerous, with the JWT secret and a salt of its
-own) and bound to the buyer, the sale and the buyer's place; it is checked in-process, and the
-reserve script lets it buy once (its id is the place: product:buyer:position)."""
+"""The passes an admitted buyer buys with. A pass is signed (itsdangerous, with the JWT secret
+and a salt of its own) and bound to the buyer, the sale and the buyer's place; it is checked
+in-process, and the reserve script lets it buy once (its id is the place:
+product:buyer:position)."""
 
 from __future__ import annotations
 
 from itsdangerous import BadSignature, SignatureExpired, URLSafeTimedSerializer
-
-from core.inventory import Inventory
-from core.models import Product
 
 PASS_SALT = "queue-pass"
 
 
 class PassRefused(ValueError):
     """No pass the purchase may use: forged, for another buyer or sale, or expired."""
-
-
-def apply_room(inventory: Inventory, product: Product) -> str:
-    """The product's room settings in Redis (applied, or missing while it has no stock)."""
-    return inventory.set_room(product.id, product.waiting_room, product.admit_per_second)
 
 
 def issue_pass(secret: str, product_id: int, user_id: int, position: int) -> str:

@@ -1,0 +1,134 @@
+"""Where buyers stand in a sale's waiting room, answered by each web process from its own copy
+of the room's board (the serving counter and what is left to buy, read again from Redis once
+older than a few hundred ms) and of the places of the buyers it has seen: a buyer's place never
+changes while its room lives, so most polls cost no round trip at all.
+
+The copy may lag Redis by `max_age_s`: a buyer is told of its admission that much later, never
+earlier (the serving counter only grows). A room Redis lost and rebuilt is a new room (its
+epoch differs): the places known of the old one are forgotten."""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass
+
+from core.inventory import Inventory
+
+BOARD_MAX_AGE_S = 0.25
+MAX_PLACES = 200_000  # places kept per process (about 200 bytes each); then it starts again
+
+
+@dataclass(frozen=True)
+class Board:
+    """A waiting room's counters, as Redis had them."""
+
+    served: int  # places admitted so far (1..served)
+    rate: int  # places admitted a second
+    available: int
+    held: int
+    epoch: str
+
+    @classmethod
+    def from_reply(cls, reply: list) -> Board:
+        _, _starts_ms, served, rate, available, held, epoch = reply[:7]
+        return cls(int(served), int(rate), int(available), int(held), str(epoch))
+
+    def place(self, position: int) -> RoomPlace:
+        if position > self.served and self.available <= 0 and self.held <= 0:
+            return RoomPlace("sold_out", position, self.served, self.rate)
+        return RoomPlace("queued", position, self.served, self.rate)
+
+
+@dataclass(frozen=True)
+class RoomPlace:
+    """A buyer in a waiting room: open (no room), not_joined, waiting (before the opening),
+    queued (at `position`; admitted once `served` reaches it), sold_out, or unavailable."""
+
+    state: str
+    position: int | None = None
+    served: int = 0
+    rate: int = 0
+
+    @property
+    def admitted(self) -> bool:
+        return self.state == "queued" and self.position is not None and self.position <= self.served
+
+
+class RoomBoard:
+    """This process's copy of the rooms' boards and of the places of the buyers it has seen."""
+
+    def __init__(self, inventory: Inventory, max_age_s: float = BOARD_MAX_AGE_S) -> None:
+        self._inventory = inventory
+        self._max_age_s = max_age_s
+        self._boards: dict[int, tuple[float, Board]] = {}  # product -> (read at, board)
+        self._places: dict[tuple[int, int], tuple[str, int]] = {}  # -> (epoch, position)
+        self._reading = threading.Lock()
+
+    def join(self, product_id: int, user_id: int) -> RoomPlace:
+        """Takes the buyer's place (joining again keeps it): one round trip."""
+        return self._ask("room_join", product_id, user_id)
+
+    def status(self, product_id: int, user_id: int) -> RoomPlace:
+        """Where the buyer stands: from this process's copy when it knows the buyer's place,
+        else one round trip."""
+        return self.known_place(product_id, user_id) or self._ask(
+            "room_status", product_id, user_id
+        )
+
+    def known_place(self, product_id: int, user_id: int) -> RoomPlace | None:
+        """Where the buyer stands, from this process's copy alone (the board read again once
+        old: one round trip every `max_age_s`); None when Redis must be asked about the buyer."""
+        known = self._places.get((product_id, user_id))
+        if known is None:
+            return None
+        board = self._board(product_id)
+        if board is None or board.epoch != known[0]:
+            return None
+        return board.place(known[1])
+
+    def _board(self, product_id: int) -> Board | None:
+        read = self._boards.get(product_id)
+        if read is not None and time.monotonic() - read[0] < self._max_age_s:
+            return read[1]
+        # One thread reads it again; the others answer from the copy meanwhile.
+        if read is not None and not self._reading.acquire(blocking=False):
+            return read[1]
+        if read is None:
+            self._reading.acquire()
+        try:
+            k = self._inventory.keys(product_id)
+            reply = self._inventory.scripts.room_board(keys=[k.stock, *k.room_keys])
+        finally:
+            self._reading.release()
+        return self._keep(product_id, reply)
+
+    def _keep(self, product_id: int, reply: list) -> Board | None:
+        """The board a script answered, kept as this process's copy; None without a room."""
+        if reply[0] != "board":
+            self._boards.pop(product_id, None)
+            return None
+        board = Board.from_reply(reply)
+        kept = self._boards.get(product_id)
+        # Two threads' reads may come back in either order: the serving counter never goes back.
+        if kept is not None and kept[1].epoch == board.epoch and kept[1].served > board.served:
+            return kept[1]
+        self._boards[product_id] = (time.monotonic(), board)
+        return board
+
+    def _ask(self, script: str, product_id: int, user_id: int) -> RoomPlace:
+        k = self._inventory.keys(product_id)
+        reply = getattr(self._inventory.scripts, script)(
+            keys=[k.stock, *k.room_keys], args=[user_id]
+        )
+        board = self._keep(product_id, reply)
+        if board is None:
+            return RoomPlace(reply[0])
+        place = reply[7]
+        if place in ("waiting", "not_joined"):
+            return RoomPlace(place, None, board.served, board.rate)
+        position = int(place)
+        if len(self._places) >= MAX_PLACES:
+            self._places.clear()
+        self._places[(product_id, user_id)] = (board.epoch, position)
+        return board.place(position)
