@@ -196,6 +196,43 @@ def test_a_pass_buys_once_for_its_buyer_and_sale_and_nothing_else_does(
     assert rt.inventory.figures(product_id).held == held_before + 1
 
 
+def test_admission_pauses_while_nothing_is_left_and_owes_no_burst_when_a_unit_comes_back(
+    client, app, admin, rt
+):
+    rate = 50
+    product_id = create_product(
+        client, admin, stock=1, max_per_user=1, waiting_room=True, admit_per_second=rate
+    )["id"]
+    first, *later = make_users(app, 40)
+    good = _admitted_pass(client, first, product_id)
+    for buyer in later:
+        _join(client, buyer, product_id)
+    ticket = _buy(client, first, product_id, good).get_json()["ticket_id"]  # nothing left
+    keys = rt.inventory.keys(product_id)
+
+    def served() -> int:  # as a web process reads the board, admitting what the clock allows
+        return int(rt.inventory.scripts.room_board(keys=[keys.stock, *keys.room_keys])[2])
+
+    def redis_ms() -> int:
+        seconds, micros = rt.redis.time()
+        return seconds * 1000 + micros // 1000
+
+    paused_at, start = served(), redis_ms()
+
+    def a_second_sold_out() -> bool:
+        assert served() == paused_at, "admitted while nothing was left to buy"
+        return redis_ms() - start >= 1000
+
+    wait_until(a_second_sold_out, 10, "a second of Redis' clock with the sale sold out")
+    assert paused_at < len(later)  # places are still waiting
+    last_asked = redis_ms()
+    assert client.post(f"/orders/{ticket}/cancel", headers=first.headers).status_code == 200
+    admitted = served() - paused_at
+    elapsed_ms = redis_ms() - last_asked
+    # The clock starts again when the unit comes back: no second's worth of admissions at once.
+    assert admitted <= 1 + elapsed_ms * rate // 1000
+
+
 def _token(app: Any, buyer: Account, **options: Any) -> dict[str, str]:
     from flask_jwt_extended import create_access_token, create_refresh_token
 
