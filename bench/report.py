@@ -121,13 +121,19 @@ def _room_sale(sale: dict[str, Any], accepted: dict[str, Any] | None) -> str:
     over = sum(n > capacity for n in buys["per_s"])
     refusals = ", ".join(f"{k} {v}" for k, v in sorted(buys["reasons"].items())) or "none"
     outcomes = ", ".join(f"{k} {v}" for k, v in sorted(sale["outcomes"].items()))
+    arrival_s = sale.get("arrival_s", 0)
+    arrival = (
+        f"arriving evenly over the {arrival_s:.0f} s before the opening"
+        if arrival_s
+        else "all arriving at the opening"
+    )
     return (
         f"Room sale: {sale['units']} units to {sale['buyers']} buyers through a waiting room "
         f"admitting {sale['inlet_per_s']} a second (the purchase route accepts about "
         f"{capacity:.0f}/s: {where}), {sale['rq_workers']} RQ workers and the scheduler "
         f"settling. A Python asyncio "
         f"client ({sale['connections']} keep-alive connections, {sale['client_cpu_s']:.1f} s of "
-        f"CPU, {sale['client_cores']:.2f} of a core) drives every buyer from the opening: join, "
+        f"CPU, {sale['client_cores']:.2f} of a core) drives every buyer, {arrival}: join, "
         f"poll as the API says (poll_after_ms), buy once with the pass. Buyers: {outcomes}. "
         f"Purchases: {buys['count']} sent, at most **{buys['max_per_s']}/s** in any second "
         f"({sale['purchases_over_inlet_s']} seconds above the inlet, {over} above the route's "

@@ -37,7 +37,7 @@ class Calls:
 
 @dataclass
 class Crowd:
-    opening: float  # wall clock: the first join sent
+    opening: float  # wall clock: the sale's opening, or the first join sent
     joins: Calls
     polls: Calls
     purchases: Calls
@@ -137,8 +137,12 @@ def _error(body: bytes) -> str:
         return "?"
 
 
-async def _buyer(pool: Pool, crowd: Crowd, product_id: int, token: str, index: int) -> str:
-    """Joins, polls until admitted (or told sold out), then buys once with the pass."""
+async def _buyer(
+    pool: Pool, crowd: Crowd, product_id: int, token: str, index: int, arrives: float
+) -> str:
+    """Arrives (wall clock), joins, polls until admitted (or told sold out), then buys once
+    with the pass."""
+    await asyncio.sleep(max(0.0, arrives - time.time()))
     status = pool.head("GET", f"/queue/{product_id}/status", token)
     join = pool.head("POST", f"/queue/{product_id}/join", token)
     code, body = await pool.request(crowd.joins, join)
@@ -167,14 +171,22 @@ async def _buyer(pool: Pool, crowd: Crowd, product_id: int, token: str, index: i
 
 
 async def _crowd(
-    url: str, product_id: int, tokens: list[str], connections: int, timeout: float
+    url: str,
+    product_id: int,
+    tokens: list[str],
+    connections: int,
+    timeout: float,
+    arrival_s: float,
+    opening: float | None,
 ) -> Crowd:
     pool = Pool(url, connections)
-    crowd = Crowd(time.time(), Calls(), Calls(), Calls(), Counter(), 0.0, 0.0)
+    start = time.time()
+    crowd = Crowd(opening or start, Calls(), Calls(), Calls(), Counter(), 0.0, 0.0)
+    every = arrival_s / max(1, len(tokens))
 
     async def one(index: int, token: str) -> None:
         try:
-            outcome = await _buyer(pool, crowd, product_id, token, index)
+            outcome = await _buyer(pool, crowd, product_id, token, index, start + index * every)
         except Exception as error:  # a buyer's surprise must not stop the others
             outcome = f"driver error {type(error).__name__}"
         crowd.outcomes[outcome] += 1
@@ -192,11 +204,18 @@ async def _crowd(
 
 
 def run_crowd(
-    url: str, product_id: int, tokens: list[str], connections: int, timeout: float
+    url: str,
+    product_id: int,
+    tokens: list[str],
+    connections: int,
+    timeout: float,
+    arrival_s: float = 0.0,
+    opening: float | None = None,
 ) -> Crowd:
-    """Every buyer through the room at once (the opening: the first join sent), at most
-    `connections` requests in flight; ends when every buyer has had its final answer."""
+    """Every buyer through the room, arriving evenly over `arrival_s` (0: all at once), at
+    most `connections` requests in flight; ends when every buyer has had its final answer.
+    `opening`: the sale's start (wall clock); without one, the first join sent."""
     cpu = time.process_time()
-    crowd = asyncio.run(_crowd(url, product_id, tokens, connections, timeout))
+    crowd = asyncio.run(_crowd(url, product_id, tokens, connections, timeout, arrival_s, opening))
     crowd.cpu_s = time.process_time() - cpu
     return crowd

@@ -90,6 +90,7 @@ class Options:
     room_sale_units: int = 10_000
     room_sale_buyers: int = 30_000
     room_inlet: int = ROOM_INLET
+    room_arrival_s: float = 0.0  # room_sale: buyers arrive over this long before the opening
 
 
 @dataclass
@@ -120,6 +121,10 @@ def parse_args() -> Options:
         "--room-inlet", type=int, default=ROOM_INLET, help="room_sale: buyers admitted a second"
     )
     parser.add_argument(
+        "--room-arrival", type=float, default=0.0, metavar="S",
+        help="room_sale: buyers arrive evenly over the S seconds before the opening (0: all at it)",
+    )  # fmt: skip
+    parser.add_argument(
         "--only", nargs="+", choices=STEPS[1:-1], default=[], help="run only these steps"
     )
     args = parser.parse_args()
@@ -127,11 +132,11 @@ def parse_args() -> Options:
         return Options(True, 1, 3, 64, 2, args.gunicorn_workers, args.worker_class, args.threads,
                        args.rq_workers, 4000, 300, 900, 400, 25, 100, 3000, [1, 2],
                        args.only, room_buyers=3000, room_sale_units=1000, room_sale_buyers=3000,
-                       room_inlet=args.room_inlet)  # fmt: skip
+                       room_inlet=args.room_inlet, room_arrival_s=args.room_arrival)  # fmt: skip
     return Options(False, args.runs, args.duration, args.connections, 2, args.gunicorn_workers,
                    args.worker_class, args.threads, args.rq_workers, 240_000, 10_000, 30_000,
                    10_000, 125, 200, 30_000, [1, 2, 4, 8], args.only,
-                   room_inlet=args.room_inlet)  # fmt: skip
+                   room_inlet=args.room_inlet, room_arrival_s=args.room_arrival)  # fmt: skip
 
 
 class Bench:
@@ -441,11 +446,15 @@ class Bench:
             product_id = session.scalar(select(Product.id).where(Product.event_id == event_id))
         return event_id, int(product_id)
 
-    def room_product(self, url: str, admin: str, stock: int, inlet: int) -> int:
-        """Through the API as an admin: a product on sale at once behind a waiting room
-        admitting `inlet` buyers a second, one unit per buyer."""
+    def room_product(
+        self, url: str, admin: str, stock: int, inlet: int, opens_at: float | None = None
+    ) -> int:
+        """Through the API as an admin: a product behind a waiting room admitting `inlet`
+        buyers a second, one unit per buyer, on sale at `opens_at` (wall clock) or at once."""
         product = {"name": "bench room", "price": "25.00", "stock": stock, "max_per_user": 1,
                    "waiting_room": True, "admit_per_second": inlet}  # fmt: skip
+        if opens_at is not None:
+            product["sale_starts_at"] = datetime.fromtimestamp(opens_at, UTC).isoformat()
         headers = {"Authorization": f"Bearer {admin}"}
         with httpx.Client(base_url=url, headers=headers, timeout=60) as http:
             return int(http.post("/products", json=product).raise_for_status().json()["id"])
@@ -488,8 +497,9 @@ class Bench:
 
     def room_sale(self) -> dict[str, Any]:
         """S units to B buyers through a waiting room admitting `room_inlet` a second, with the
-        RQ workers and the scheduler settling: every buyer joins at the opening, polls as the
-        API says (poll_after_ms) and, once admitted, buys once with its pass."""
+        RQ workers and the scheduler settling: every buyer joins (all at the opening, or
+        evenly over the `room_arrival_s` before it), polls as the API says (poll_after_ms) and,
+        once admitted, buys once with its pass."""
         from bench.room_driver import run_crowd
         from core.stock import reconcile_product
 
@@ -498,9 +508,14 @@ class Bench:
         admin = self.tokens(1, role="admin")[0]
         url = self.serve_with_settlers()
         try:
-            product_id = self.room_product(url, admin, o.room_sale_units, o.room_inlet)
-            window = 60 if o.quick else ROOM_SALE_WINDOW_S
-            crowd = run_crowd(url, product_id, tokens, o.connections, window)
+            # The sale opens once every buyer has arrived (a second to spare), or at once.
+            opens_at = time.time() + o.room_arrival_s + 1 if o.room_arrival_s else None
+            product_id = self.room_product(
+                url, admin, o.room_sale_units, o.room_inlet, opens_at=opens_at
+            )
+            window = (60 if o.quick else ROOM_SALE_WINDOW_S) + o.room_arrival_s
+            crowd = run_crowd(url, product_id, tokens, o.connections, window,
+                              arrival_s=o.room_arrival_s, opening=opens_at)  # fmt: skip
             opening = crowd.opening
             accepted = crowd.purchases.codes.get("202", 0)
             self._wait_all_final(product_id, accepted, timeout=window)
@@ -513,6 +528,7 @@ class Bench:
             result = {
                 "units": o.room_sale_units, "buyers": o.room_sale_buyers,
                 "inlet_per_s": o.room_inlet, "connections": o.connections,
+                "arrival_s": o.room_arrival_s,
                 "rq_workers": o.rq_workers,
                 "capacity_reference_per_s": PURCHASE_CAPACITY,
                 "outcomes": dict(crowd.outcomes),
@@ -734,7 +750,20 @@ def _calls(calls: Any, opening: float) -> dict[str, Any]:
         "p50_ms": _percentile(latency, 50) * 1000, "p95_ms": _percentile(latency, 95) * 1000,
         "p99_ms": _percentile(latency, 99) * 1000, "max_ms": latency[-1] * 1000 if latency else 0,
         "waited_p99_ms": _percentile(sorted(calls.waited), 99) * 1000,
+        "p99_ms_per_s": _percentiles_per_second(calls.sent, calls.latency, opening, 99),
     }  # fmt: skip
+
+
+def _percentiles_per_second(
+    sent: list[float], latency: list[float], since: float, q: float
+) -> list[float]:
+    """The q-th latency percentile (ms) of the requests sent in each second since `since`."""
+    by_second: dict[int, list[float]] = {}
+    for at, took in zip(sent, latency, strict=True):
+        if at >= since:
+            by_second.setdefault(int(at - since), []).append(took)
+    last = max(by_second, default=-1)
+    return [round(_percentile(sorted(by_second.get(i, [])), q) * 1000, 1) for i in range(last + 1)]
 
 
 def _per_second(times: list[float], since: float) -> list[int]:

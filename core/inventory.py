@@ -325,6 +325,12 @@ class Inventory:
         return Reservation(result, remaining=remaining)
 
     # --- the waiting room ----------------------------------------------------------------
+    def room_places(self, product_id: int, count: int) -> list[tuple[int, int]]:
+        """The waiting room's first `count` places: (buyer, position), in order."""
+        k = self.keys(product_id)
+        places = self.redis.zrange(k.queue, 0, count - 1, withscores=True)
+        return [(int(buyer), int(position)) for buyer, position in places]
+
     def room_figures(self, product_id: int, points: int = 400) -> RoomFigures | None:
         """The room's counters and its latest admissions (oldest first); None without a room."""
         k = self.keys(product_id)

@@ -88,9 +88,12 @@ def test_places_after_the_opening_are_first_come_first_served_and_admitted_at_th
         assert admitted == list(range(1, len(admitted) + 1)), "admission skipped a place"
         assert set(admitted) >= admitted_seen  # nobody admitted is sent back
         admitted_seen.update(admitted)
-        for answer in answers:
-            if answer["status"] == "queued":
-                assert answer["ahead"] >= 0 and answer["poll_after_ms"] >= 1000
+        queued = [a for a in answers if a["status"] == "queued"]
+        for answer in queued:
+            assert answer["ahead"] >= 0 and answer["poll_after_ms"] >= 500
+        # Told to ask again about when their turn comes: later the further back.
+        waits = [a["poll_after_ms"] for a in queued]
+        assert waits == sorted(waits)
         return len(admitted) == len(buyers)
 
     by_position = sorted(buyers, key=lambda b: positions[b.id])
@@ -130,7 +133,9 @@ def test_those_who_came_before_the_opening_are_drawn_at_random_and_reproducibly(
     for buyer in buyers:  # in a known order
         body = _join(client, buyer, product_id).get_json()
         assert (body["status"], body["position"]) == ("waiting", None)
-    assert _status(client, buyers[0], product_id)["status"] == "waiting"
+    waiting = _status(client, buyers[0], product_id)
+    # An hour before the opening: asked back within half a minute, for a fresh estimate.
+    assert waiting["status"] == "waiting" and 15_000 <= waiting["poll_after_ms"] <= 30_000
     opened = client.patch(
         f"/products/{product_id}",
         json={"sale_starts_at": datetime.now(UTC).isoformat()},
@@ -138,7 +143,9 @@ def test_those_who_came_before_the_opening_are_drawn_at_random_and_reproducibly(
     )
     assert opened.status_code == 200, opened.get_json()
 
-    positions = [_status(client, b, product_id)["position"] for b in buyers]  # all drawn at once
+    # Within the web process's copy's age of the opening, the draw is seen: all drawn at once.
+    wait_until(lambda: _status(client, buyers[0], product_id)["position"], 5, "the draw")
+    positions = [_status(client, b, product_id)["position"] for b in buyers]
     assert sorted(positions) == list(range(1, len(buyers) + 1))
     # Drawn, not in the order they came: the rank correlation of a random order is near 0.
     n = len(buyers)
@@ -241,44 +248,49 @@ def _token(app: Any, buyer: Account, **options: Any) -> dict[str, str]:
         return {"Authorization": f"Bearer {make(identity=str(buyer.id), **options)}"}
 
 
-def test_a_poll_the_process_can_answer_skips_flask_and_answers_as_the_route_would(
-    client, app, admin, monkeypatch
-):
+def test_joins_and_polls_skip_flask_and_answer_as_the_routes_would(client, app, admin, monkeypatch):
     product_id = _room(client, admin, 1)
-    first, buyer = make_users(app, 2)
-    route_calls: list[int] = []
-    view = app.view_functions["queue.status"]
+    first, buyer, stranger = make_users(app, 3)
+    routed: list[str] = []
+    for endpoint in ("queue.join", "queue.status"):
+        view = app.view_functions[endpoint]
 
-    def counted(**kwargs: Any) -> Any:
-        route_calls.append(kwargs["product_id"])
-        return view(**kwargs)
+        def counted(view: Any = view, endpoint: str = endpoint, **kwargs: Any) -> Any:
+            routed.append(endpoint)
+            return view(**kwargs)
 
-    monkeypatch.setitem(app.view_functions, "queue.status", counted)
-    for each in (first, buyer):
-        _join(client, each, product_id)
+        monkeypatch.setitem(app.view_functions, endpoint, counted)
     url = f"/queue/{product_id}/status"
-    early = client.get(url, headers=buyer.headers)  # token and place known to this process
-    assert route_calls == []
-    routed = client.get(f"{url}?via=route", headers=buyer.headers)
-    assert route_calls == [product_id]
-    assert early.status_code == routed.status_code == 200
-    for field in ("status", "queue_id", "position"):
-        assert early.get_json()[field] == routed.get_json()[field]
-    assert early.get_json().keys() == routed.get_json().keys()
-    for name in ("Content-Type", "Retry-After", "X-Content-Type-Options", "X-Frame-Options"):
-        assert early.headers[name] == routed.headers[name]
+    for each in (first, buyer):
+        assert _join(client, each, product_id).get_json()["status"] == "queued"
+    short = client.get(url, headers=buyer.headers)
+    fresh = client.get(url, headers=_token(app, buyer))  # a token not seen yet, verified
+    assert routed == []
+    by_route = client.get(f"{url}?via=route", headers=buyer.headers)
+    assert routed == ["queue.status"]
+    for answer in (short, fresh):
+        assert answer.status_code == by_route.status_code == 200
+        for field in ("status", "queue_id", "position"):
+            assert answer.get_json()[field] == by_route.get_json()[field]
+        assert answer.get_json().keys() == by_route.get_json().keys()
+        for name in ("Content-Type", "Retry-After", "X-Content-Type-Options", "X-Frame-Options"):
+            assert answer.headers[name] == by_route.headers[name]
 
-    # Whatever the process cannot vouch for goes to the route and is refused there.
-    route_calls.clear()
+    # Whatever has no place to answer, or a token that may not ask, goes to the routes.
+    routed.clear()
+    assert_error(client.get(url, headers=stranger.headers), 404, "not_in_queue")
+    assert routed == ["queue.status"]
     refresh = _token(app, buyer, refresh=True)
-    client.get(url, headers=refresh)  # verified once by the route (and refused)
-    assert client.get(url, headers=refresh).status_code != 200
+    assert client.get(url, headers=refresh).status_code in (401, 422)
+    assert client.post(f"/queue/{product_id}/join", headers=refresh).status_code in (401, 422)
+    assert_error(client.get(url, headers={"Authorization": "Bearer x.y.z"}), 401, "invalid_token")
     short_lived = _token(app, buyer, expires_delta=timedelta(seconds=1))
     assert client.get(url, headers=short_lived).status_code == 200
     wait_until(lambda: client.get(url, headers=short_lived).status_code == 401, 10, "expiry")
     assert client.post("/auth/logout", headers=buyer.headers).status_code == 200
     assert_error(client.get(url, headers=buyer.headers), 401, "token_revoked")
-    assert len(route_calls) >= 4
+    assert_error(_join(client, buyer, product_id), 401, "token_revoked")
+    assert routed.count("queue.join") == 2 and routed.count("queue.status") >= 5
 
 
 def test_a_sale_without_a_room_answers_a_join_with_a_pass_and_needs_none(client, app, admin):

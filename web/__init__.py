@@ -98,7 +98,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     for blueprint in (*API_BLUEPRINTS, pages.bp, openapi.bp):
         app.register_blueprint(blueprint)
     admin.mount_rq_dashboard(app)
-    app.wsgi_app = queue.StatusShortcut(app, app.wsgi_app)  # type: ignore[method-assign]
+    app.wsgi_app = queue.QueueShortcut(app, app.wsgi_app)  # type: ignore[method-assign]
     _register_cli(app, settings)
 
     @app.after_request

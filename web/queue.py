@@ -1,13 +1,14 @@
 """Waiting rooms: a buyer joins a sale's queue, polls where it stands, and once admitted gets a
 pass that the purchase checks in-process (core/rooms/). Joining is one Redis call; a poll is
 answered from the web process's copy of the room's board (core/rooms/board.py) once the process
-knows the buyer's place, and before Flask (StatusShortcut) when it knows the buyer's token too.
+knows the buyer's place. Both are answered before Flask (QueueShortcut) for a Bearer token.
 SQL only on the rare answer that the stock is missing."""
 
 from __future__ import annotations
 
 import math
 import re
+import time
 from collections.abc import Callable, Iterable
 from contextlib import suppress
 from typing import Any
@@ -19,7 +20,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from core.config import Settings
 from core.models import Product
-from core.rooms import RoomPlace, issue_pass
+from core.rooms import BOARD_MAX_AGE_S, RoomPlace, issue_pass
 from core.runtime import Runtime
 from jobs.queues import enqueue_rebuild
 from web.answers import QueuePlace, answer
@@ -29,9 +30,13 @@ from web.extensions import db, jwt, without_http_limit
 from web.openapi import BEARER_ERRORS, documented
 
 bp = Blueprint("queue", __name__, url_prefix="/queue")
-# Polls come more often near the front: a buyer this many seconds away asks again after a
-# quarter of it, between these bounds.
-MIN_POLL_MS, MAX_POLL_MS, WAITING_POLL_MS = 1000, 30_000, 5000
+# When to ask again. A queued buyer: when its turn should come (the room admits at its rate
+# while units remain) and the web processes' copies of the board have seen it. A buyer waiting
+# for the opening: at the opening, spread over OPENING_SPREAD_MS by buyer so the crowd does not
+# ask in the same instant. Further than MAX_POLL_MS: somewhere between half of it and all of
+# it, by how far (so the far crowd's polls do not come back in waves), for a fresh estimate.
+# Most buyers ask two or three times in all, whatever their place.
+MIN_POLL_MS, MAX_POLL_MS, OPENING_SPREAD_MS = 500, 30_000, 10_000
 RETRY = {"Retry-After": "2"}
 
 
@@ -103,18 +108,36 @@ def place_answer(settings: Settings, product_id: int, user_id: int, place: RoomP
             position=place.position,
             ahead=None,
             estimated_wait_s=None,
-            poll_after_ms=WAITING_POLL_MS,
+            poll_after_ms=_poll_after_ms(place, user_id),
         )
     ahead = max(0, (place.position or 0) - place.served - 1)
-    wait_s = math.ceil((ahead + 1) / place.rate) if place.rate else None
     return QueuePlace(
         status="queued",
         queue_id=queue_id,
         position=place.position,
         ahead=ahead,
-        estimated_wait_s=wait_s,
-        poll_after_ms=min(MAX_POLL_MS, max(MIN_POLL_MS, (wait_s or 20) * 250)),
+        estimated_wait_s=math.ceil((ahead + 1) / place.rate) if place.rate else None,
+        poll_after_ms=_poll_after_ms(place, user_id),
     )
+
+
+def _poll_after_ms(place: RoomPlace, user_id: int) -> int:
+    if place.state == "sold_out":
+        return MAX_POLL_MS
+    if place.state == "waiting":
+        until_ms = place.opens_ms - time.time() * 1000
+        if until_ms <= 0:  # the opening's draw is being done
+            return MIN_POLL_MS
+        after_ms = until_ms + (user_id * 2_654_435_761) % OPENING_SPREAD_MS
+    elif place.rate:
+        ahead = max(0, (place.position or 0) - place.served - 1)
+        after_ms = (ahead + 1) * 1000 / place.rate + BOARD_MAX_AGE_S * 1000
+    else:
+        after_ms = MAX_POLL_MS
+    if after_ms > MAX_POLL_MS:
+        half = MAX_POLL_MS // 2
+        after_ms = half + after_ms % half
+    return int(max(MIN_POLL_MS, after_ms))
 
 
 def _answer(body: QueuePlace) -> Response:
@@ -128,42 +151,53 @@ def _retry_after(body: QueuePlace) -> str:
     return str(max(1, body.poll_after_ms // 1000))
 
 
-class StatusShortcut:
-    """GET /queue/<id>/status answered before Flask for a buyer this process knows: a Bearer
-    token it verified already (checked again for expiry, type and revocation, as the route
-    does) and a place its room board knows. Everything else (another request, a token or a
-    place not known yet, a refusal) goes on to the route, which answers the same way.
+class QueueShortcut:
+    """The queue's two requests, joining and polling, answered before Flask for a Bearer token
+    (verified and kept as the routes do; its expiry, type and revocation checked on every
+    request, as the routes do) whenever the room gives a place to answer. Everything else
+    (another request, cookies, a token that does not verify, a refusal: not joined, or the
+    room unavailable) goes on to the routes, which answer the same way for the same place.
 
-    The poll is the busiest request of a sale; Flask's dispatch, its extensions' hooks and the
-    JWT library's per-request work cost several times what this answer does."""
+    A sale's crowd joins once and then polls every few seconds: these are nearly all of a
+    sale's requests, and Flask's dispatch, its extensions' hooks and the JWT library's
+    per-request work cost several times what these answers do."""
 
-    PATH = re.compile(r"/queue/([1-9][0-9]{0,9})/status")
+    PATH = re.compile(r"/queue/([1-9][0-9]{0,9})/(join|status)")
+    METHODS = {"join": "POST", "status": "GET"}
 
     def __init__(self, app: Flask, wsgi_app: Callable[..., Iterable[bytes]]) -> None:
         self.app = app
         self.wsgi_app = wsgi_app
 
     def __call__(self, environ: dict[str, Any], start_response: Callable) -> Iterable[bytes]:
-        if environ.get("REQUEST_METHOD") == "GET" and not environ.get("QUERY_STRING"):
-            match = self.PATH.fullmatch(environ.get("PATH_INFO", ""))
-            if match and int(match[1]) <= MAX_DB_ID:
-                answered = self._answer(environ, int(match[1]))
-                if answered is not None:
-                    body, headers = answered
-                    start_response("200 OK", headers)
-                    return [body]
+        match = self.PATH.fullmatch(environ.get("PATH_INFO", ""))
+        if (
+            match
+            and environ.get("REQUEST_METHOD") == self.METHODS[match[2]]
+            and not environ.get("QUERY_STRING")
+            and environ.get("CONTENT_LENGTH", "0") in ("", "0")
+            and int(match[1]) <= MAX_DB_ID
+        ):
+            answered = self._answer(environ, int(match[1]), match[2])
+            if answered is not None:
+                body, headers = answered
+                start_response("200 OK", headers)
+                return [body]
         return self.wsgi_app(environ, start_response)
 
-    def _answer(self, environ: dict[str, Any], product_id: int) -> tuple[bytes, list] | None:
+    def _answer(self, environ: dict[str, Any], product_id: int, ask: str) -> tuple | None:
         rt: Runtime = self.app.extensions["flashsale"]
         user_id = self._buyer(environ, rt)
         if user_id is None:
             return None
         try:
-            place = rt.room_board.known_place(product_id, user_id)
+            if ask == "join":
+                place = rt.room_board.join(product_id, user_id)
+            else:
+                place = rt.room_board.status(product_id, user_id)
         except RedisError:
             return None
-        if place is None or place.state not in ("queued", "sold_out"):
+        if place.state in ("not_joined", "unavailable"):
             return None
         body = place_answer(rt.settings, product_id, user_id, place)
         data = body.model_dump_json().encode()
@@ -176,7 +210,11 @@ class StatusShortcut:
         header = environ.get("HTTP_AUTHORIZATION", "")
         if not header.startswith("Bearer "):
             return None
-        claims = jwt.verified_claims(rt.settings.jwt_secret_key, header[7:])
+        token = header[7:]
+        claims = jwt.verified_claims(rt.settings.jwt_secret_key, token)
+        if claims is None:
+            with self.app.app_context():
+                claims = jwt.verify_quietly(token)
         if claims is None or claims.get("type") != "access":
             return None
         try:

@@ -5,10 +5,11 @@ from __future__ import annotations
 
 from core.inventory import Inventory
 from core.models import Product
-from core.rooms.board import Board, RoomBoard, RoomPlace
+from core.rooms.board import BOARD_MAX_AGE_S, Board, RoomBoard, RoomPlace
 from core.rooms.passes import PASS_SALT, PassRefused, issue_pass, read_pass
 
 __all__ = [
+    "BOARD_MAX_AGE_S",
     "PASS_SALT",
     "Board",
     "PassRefused",

@@ -1,7 +1,9 @@
 """Where buyers stand in a sale's waiting room, answered by each web process from its own copy
 of the room's board (the serving counter and what is left to buy, read again from Redis once
 older than a few hundred ms) and of the places of the buyers it has seen: a buyer's place never
-changes while its room lives, so most polls cost no round trip at all.
+changes while its room lives, so most polls cost no round trip at all. Once the opening's draw
+is done, the process reads the drawn places in one call, so the crowd that waited for the
+opening learns its places from the copy too.
 
 The copy may lag Redis by `max_age_s`: a buyer is told of its admission that much later, never
 earlier (the serving counter only grows). A room Redis lost and rebuilt is a new room (its
@@ -17,27 +19,36 @@ from core.inventory import Inventory
 
 BOARD_MAX_AGE_S = 0.25
 MAX_PLACES = 200_000  # places kept per process (about 200 bytes each); then it starts again
+DRAWN_READ_AT_ONCE = 100_000  # the drawn places a process reads in one call, at most
+WAITING = 0  # the place of a buyer who came before the opening, until its draw
 
 
 @dataclass(frozen=True)
 class Board:
     """A waiting room's counters, as Redis had them."""
 
+    opens_ms: int  # the sale's start (the opening's draw), Unix ms
     served: int  # places admitted so far (1..served)
     rate: int  # places admitted a second
     available: int
     held: int
     epoch: str
+    drawn: bool  # the opening's draw is done: those who came before it have places
 
     @classmethod
     def from_reply(cls, reply: list) -> Board:
-        _, _starts_ms, served, rate, available, held, epoch = reply[:7]
-        return cls(int(served), int(rate), int(available), int(held), str(epoch))
+        _, opens_ms, served, rate, available, held, epoch, drawn = reply[:8]
+        return cls(
+            int(opens_ms), int(served), int(rate), int(available), int(held), str(epoch),
+            drawn == "1",
+        )  # fmt: skip
 
     def place(self, position: int) -> RoomPlace:
+        if position == WAITING:
+            return RoomPlace("waiting", None, self.served, self.rate, self.opens_ms)
         if position > self.served and self.available <= 0 and self.held <= 0:
-            return RoomPlace("sold_out", position, self.served, self.rate)
-        return RoomPlace("queued", position, self.served, self.rate)
+            return RoomPlace("sold_out", position, self.served, self.rate, self.opens_ms)
+        return RoomPlace("queued", position, self.served, self.rate, self.opens_ms)
 
 
 @dataclass(frozen=True)
@@ -49,6 +60,7 @@ class RoomPlace:
     position: int | None = None
     served: int = 0
     rate: int = 0
+    opens_ms: int = 0
 
     @property
     def admitted(self) -> bool:
@@ -62,7 +74,8 @@ class RoomBoard:
         self._inventory = inventory
         self._max_age_s = max_age_s
         self._boards: dict[int, tuple[float, Board]] = {}  # product -> (read at, board)
-        self._places: dict[tuple[int, int], tuple[str, int]] = {}  # -> (epoch, position)
+        self._places: dict[tuple[int, int], tuple[str, int]] = {}  # -> (epoch, place)
+        self._drawn_read: dict[int, str] = {}  # product -> the epoch whose draw was read
         self._reading = threading.Lock()
 
     def join(self, product_id: int, user_id: int) -> RoomPlace:
@@ -79,12 +92,12 @@ class RoomBoard:
     def known_place(self, product_id: int, user_id: int) -> RoomPlace | None:
         """Where the buyer stands, from this process's copy alone (the board read again once
         old: one round trip every `max_age_s`); None when Redis must be asked about the buyer."""
-        known = self._places.get((product_id, user_id))
-        if known is None:
-            return None
         board = self._board(product_id)
-        if board is None or board.epoch != known[0]:
+        known = self._places.get((product_id, user_id))
+        if board is None or known is None or board.epoch != known[0]:
             return None
+        if known[1] == WAITING and board.drawn:
+            return None  # came before the opening: its place is drawn now
         return board.place(known[1])
 
     def _board(self, product_id: int) -> Board | None:
@@ -99,9 +112,21 @@ class RoomBoard:
         try:
             k = self._inventory.keys(product_id)
             reply = self._inventory.scripts.room_board(keys=[k.stock, *k.room_keys])
+            board = self._keep(product_id, reply)
+            if board and board.drawn and self._drawn_read.get(product_id) != board.epoch:
+                self._read_drawn(product_id, board.epoch)
+            return board
         finally:
             self._reading.release()
-        return self._keep(product_id, reply)
+
+    def _read_drawn(self, product_id: int, epoch: str) -> None:
+        """The places given so far (those drawn at the opening first), in one call."""
+        self._drawn_read[product_id] = epoch
+        places = self._inventory.room_places(product_id, DRAWN_READ_AT_ONCE)
+        if len(self._places) + len(places) > MAX_PLACES:
+            self._places.clear()
+        for buyer, position in places:
+            self._places[(product_id, buyer)] = (epoch, position)
 
     def _keep(self, product_id: int, reply: list) -> Board | None:
         """The board a script answered, kept as this process's copy; None without a room."""
@@ -124,10 +149,10 @@ class RoomBoard:
         board = self._keep(product_id, reply)
         if board is None:
             return RoomPlace(reply[0])
-        place = reply[7]
-        if place in ("waiting", "not_joined"):
-            return RoomPlace(place, None, board.served, board.rate)
-        position = int(place)
+        place = reply[8]
+        if place == "not_joined":
+            return RoomPlace(place, None, board.served, board.rate, board.opens_ms)
+        position = WAITING if place == "waiting" else int(place)
         if len(self._places) >= MAX_PLACES:
             self._places.clear()
         self._places[(product_id, user_id)] = (board.epoch, position)
