@@ -55,6 +55,9 @@ class Settings:
     hold_seconds: int = _env("HOLD_SECONDS", 600)
     # How long a waiting room's pass lets its buyer buy (signed with JWT_SECRET_KEY, own salt).
     pass_seconds: int = _env("PASS_SECONDS", 600)
+    # How many buyers who waited for a sale's opening the web processes can tell their places a
+    # second: the crowd is asked to come back at the opening spread over crowd / this seconds.
+    room_opening_polls_per_second: int = _env("ROOM_OPENING_POLLS_PER_SECOND", 1500)
     settle_lease_seconds: int = _env("SETTLE_LEASE_SECONDS", 60)
     settle_batch_size: int = _env("SETTLE_BATCH_SIZE", 100)
     claim_idle_seconds: int = _env("CLAIM_IDLE_SECONDS", 30)
@@ -109,9 +112,11 @@ class Settings:
             raise ConfigError("JWT_SECRET_KEY is unset: set it, or APP_ENV=development on a laptop")
         if self.trusted_proxies < 0:
             raise ConfigError("TRUSTED_PROXIES must be 0 or more")
-        if self.hold_seconds <= 0 or self.settle_lease_seconds <= 0 or self.pass_seconds <= 0:
+        if min(self.hold_seconds, self.settle_lease_seconds, self.pass_seconds,
+               self.room_opening_polls_per_second) <= 0:  # fmt: skip
             raise ConfigError(
-                "HOLD_SECONDS, SETTLE_LEASE_SECONDS and PASS_SECONDS must be positive"
+                "HOLD_SECONDS, SETTLE_LEASE_SECONDS, PASS_SECONDS and "
+                "ROOM_OPENING_POLLS_PER_SECOND must be positive"
             )
         if self.payment_gateway not in {"simulated", "stripe"}:
             raise ConfigError(f"unknown PAYMENT_GATEWAY {self.payment_gateway!r}")

@@ -32,11 +32,13 @@ from web.openapi import BEARER_ERRORS, documented
 bp = Blueprint("queue", __name__, url_prefix="/queue")
 # When to ask again. A queued buyer: when its turn should come (the room admits at its rate
 # while units remain) and the web processes' copies of the board have seen it. A buyer waiting
-# for the opening: at the opening, spread over OPENING_SPREAD_MS by buyer so the crowd does not
-# ask in the same instant. Further than MAX_POLL_MS: somewhere between half of it and all of
-# it, by how far (so the far crowd's polls do not come back in waves), for a fresh estimate.
-# Most buyers ask two or three times in all, whatever their place.
-MIN_POLL_MS, MAX_POLL_MS, OPENING_SPREAD_MS = 500, 30_000, 10_000
+# for the opening: once more in the LAST_CALL_MS before it, then at the opening, spread by
+# buyer over as many seconds as the web processes need to tell the whole crowd its places
+# (ROOM_OPENING_POLLS_PER_SECOND), so the crowd does not ask in the same instant. Further
+# than MAX_POLL_MS: somewhere between half of it and all of it, by how far (so the far crowd's
+# polls do not come back in waves), for a fresh estimate. Most buyers ask two or three times
+# in all, whatever their place.
+MIN_POLL_MS, MAX_POLL_MS, LAST_CALL_MS = 500, 30_000, 10_000
 RETRY = {"Retry-After": "2"}
 
 
@@ -108,7 +110,7 @@ def place_answer(settings: Settings, product_id: int, user_id: int, place: RoomP
             position=place.position,
             ahead=None,
             estimated_wait_s=None,
-            poll_after_ms=_poll_after_ms(place, user_id),
+            poll_after_ms=_poll_after_ms(place, user_id, settings),
         )
     ahead = max(0, (place.position or 0) - place.served - 1)
     return QueuePlace(
@@ -117,18 +119,23 @@ def place_answer(settings: Settings, product_id: int, user_id: int, place: RoomP
         position=place.position,
         ahead=ahead,
         estimated_wait_s=math.ceil((ahead + 1) / place.rate) if place.rate else None,
-        poll_after_ms=_poll_after_ms(place, user_id),
+        poll_after_ms=_poll_after_ms(place, user_id, settings),
     )
 
 
-def _poll_after_ms(place: RoomPlace, user_id: int) -> int:
+def _poll_after_ms(place: RoomPlace, user_id: int, settings: Settings) -> int:
     if place.state == "sold_out":
         return MAX_POLL_MS
     if place.state == "waiting":
         until_ms = place.opens_ms - time.time() * 1000
+        spot = user_id * 2_654_435_761  # the buyer's own spot in a spread (Knuth's hash)
         if until_ms <= 0:  # the opening's draw is being done
             return MIN_POLL_MS
-        after_ms = until_ms + (user_id * 2_654_435_761) % OPENING_SPREAD_MS
+        if until_ms > LAST_CALL_MS:  # ask once more shortly before it, to learn the crowd
+            after_ms = until_ms - LAST_CALL_MS + spot % LAST_CALL_MS
+        else:
+            spread_ms = 1 + place.crowd * 1000 // settings.room_opening_polls_per_second
+            after_ms = until_ms + spot % spread_ms
     elif place.rate:
         ahead = max(0, (place.position or 0) - place.served - 1)
         after_ms = (ahead + 1) * 1000 / place.rate + BOARD_MAX_AGE_S * 1000

@@ -173,8 +173,8 @@ local function advance_room(q, now)
 end
 
 -- The room's board after admitting what the clock allows: {'board', starts_ms, served, rate,
--- available, held, epoch, drawn ('1' once the opening's draw is done)}; `stock` is enter_room's
--- with 'available', 'held'. Nobody is admitted
+-- available, held, epoch, drawn ('1' once the opening's draw is done), early (buyers waiting for
+-- the draw)}; `stock` is enter_room's with 'available', 'held'. Nobody is admitted
 -- while nothing is left to buy, and that time is not owed afterwards: the admission clock starts
 -- again from now when units come back (no burst of admissions for the time spent sold out).
 local function room_board(q, stock, now)
@@ -189,7 +189,8 @@ local function room_board(q, stock, now)
     served, rate = tonumber(room[1] or '0'), tonumber(room[2] or '0')
   end
   local room = redis.call('HMGET', q.room, 'epoch', 'drawn')
-  return {'board', stock[1], served, rate, available, held, room[1] or '', room[2] or '0'}
+  return {'board', stock[1], served, rate, available, held, room[1] or '', room[2] or '0',
+    redis.call('SCARD', q.early)}
 end
 
 -- The buyer's place in the room: its position, or 'waiting' (came before the opening's draw),

@@ -34,21 +34,22 @@ class Board:
     held: int
     epoch: str
     drawn: bool  # the opening's draw is done: those who came before it have places
+    early: int  # buyers waiting for the draw
 
     @classmethod
     def from_reply(cls, reply: list) -> Board:
-        _, opens_ms, served, rate, available, held, epoch, drawn = reply[:8]
+        _, opens_ms, served, rate, available, held, epoch, drawn, early = reply[:9]
         return cls(
             int(opens_ms), int(served), int(rate), int(available), int(held), str(epoch),
-            drawn == "1",
+            drawn == "1", int(early),
         )  # fmt: skip
 
     def place(self, position: int) -> RoomPlace:
         if position == WAITING:
-            return RoomPlace("waiting", None, self.served, self.rate, self.opens_ms)
+            return RoomPlace("waiting", None, self.served, self.rate, self.opens_ms, self.early)
         if position > self.served and self.available <= 0 and self.held <= 0:
-            return RoomPlace("sold_out", position, self.served, self.rate, self.opens_ms)
-        return RoomPlace("queued", position, self.served, self.rate, self.opens_ms)
+            return RoomPlace("sold_out", position, self.served, self.rate)
+        return RoomPlace("queued", position, self.served, self.rate)
 
 
 @dataclass(frozen=True)
@@ -60,7 +61,8 @@ class RoomPlace:
     position: int | None = None
     served: int = 0
     rate: int = 0
-    opens_ms: int = 0
+    opens_ms: int = 0  # waiting: the opening, Unix ms
+    crowd: int = 0  # waiting: how many wait for the opening's draw
 
     @property
     def admitted(self) -> bool:
@@ -77,6 +79,7 @@ class RoomBoard:
         self._places: dict[tuple[int, int], tuple[str, int]] = {}  # -> (epoch, place)
         self._drawn_read: dict[int, str] = {}  # product -> the epoch whose draw was read
         self._reading = threading.Lock()
+        self._drawing = threading.Lock()
 
     def join(self, product_id: int, user_id: int) -> RoomPlace:
         """Takes the buyer's place (joining again keeps it): one round trip."""
@@ -112,16 +115,17 @@ class RoomBoard:
         try:
             k = self._inventory.keys(product_id)
             reply = self._inventory.scripts.room_board(keys=[k.stock, *k.room_keys])
-            board = self._keep(product_id, reply)
-            if board and board.drawn and self._drawn_read.get(product_id) != board.epoch:
-                self._read_drawn(product_id, board.epoch)
-            return board
+            return self._keep(product_id, reply)
         finally:
             self._reading.release()
 
     def _read_drawn(self, product_id: int, epoch: str) -> None:
-        """The places given so far (those drawn at the opening first), in one call."""
-        self._drawn_read[product_id] = epoch
+        """The places given so far (those drawn at the opening first), in one call, once a
+        room's draw is seen (by whichever thread sees it first)."""
+        with self._drawing:
+            if self._drawn_read.get(product_id) == epoch:
+                return
+            self._drawn_read[product_id] = epoch
         places = self._inventory.room_places(product_id, DRAWN_READ_AT_ONCE)
         if len(self._places) + len(places) > MAX_PLACES:
             self._places.clear()
@@ -139,6 +143,8 @@ class RoomBoard:
         if kept is not None and kept[1].epoch == board.epoch and kept[1].served > board.served:
             return kept[1]
         self._boards[product_id] = (time.monotonic(), board)
+        if board.drawn and self._drawn_read.get(product_id) != board.epoch:
+            self._read_drawn(product_id, board.epoch)
         return board
 
     def _ask(self, script: str, product_id: int, user_id: int) -> RoomPlace:
@@ -149,9 +155,9 @@ class RoomBoard:
         board = self._keep(product_id, reply)
         if board is None:
             return RoomPlace(reply[0])
-        place = reply[8]
+        place = reply[9]
         if place == "not_joined":
-            return RoomPlace(place, None, board.served, board.rate, board.opens_ms)
+            return RoomPlace(place, None, board.served, board.rate)
         position = WAITING if place == "waiting" else int(place)
         if len(self._places) >= MAX_PLACES:
             self._places.clear()
