@@ -11,6 +11,7 @@
   const buy = document.querySelector('[data-role="buy"]');
   let queuePass = "";
   let firstAhead = null; // how many were ahead at the first answer: the progress bar's 0%
+  let ticker = 0; // moves the place on between answers
 
   function field(name) {
     return document.querySelector('[data-field="' + name + '"]');
@@ -24,6 +25,7 @@
 
   function show(place) {
     const progress = field("progress");
+    window.clearInterval(ticker);
     switch (place.status) {
       case "waiting":
         field("place").textContent = "You are in. Places are drawn at random when the sale opens.";
@@ -42,12 +44,23 @@
         return;
       default: {
         if (firstAhead === null) firstAhead = Math.max(1, place.ahead);
-        const done = Math.round(100 * (1 - Math.min(place.ahead, firstAhead) / firstAhead));
-        progress.value = done;
-        progress.textContent = done + "%";
-        field("place").textContent =
-          "Place " + place.position + ": " + place.ahead + (place.ahead === 1 ? " buyer" : " buyers") + " ahead of you.";
-        field("wait").textContent = place.estimated_wait_s ? "Estimated wait: " + minutes(place.estimated_wait_s) + "." : "";
+        // The API is asked again only when the turn should come: in between, the page moves
+        // the place on by itself at the room's pace (ahead + 1 places in estimated_wait_s).
+        const asked = Date.now();
+        const pace = place.estimated_wait_s ? (place.ahead + 1) / place.estimated_wait_s : 0;
+        const draw = () => {
+          const elapsed = (Date.now() - asked) / 1000;
+          const ahead = Math.max(0, Math.round(place.ahead - pace * elapsed));
+          const done = Math.round(100 * (1 - Math.min(ahead, firstAhead) / firstAhead));
+          progress.value = done;
+          progress.textContent = done + "%";
+          field("place").textContent =
+            "Place " + place.position + ": " + ahead + (ahead === 1 ? " buyer" : " buyers") + " ahead of you.";
+          const left = place.estimated_wait_s ? Math.max(1, Math.round(place.estimated_wait_s - elapsed)) : 0;
+          field("wait").textContent = left ? "Estimated wait: " + minutes(left) + "." : "";
+        };
+        draw();
+        ticker = window.setInterval(draw, 1000);
       }
     }
   }
