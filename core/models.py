@@ -216,3 +216,40 @@ class OrderSeat(Base):
     event_id: Mapped[int] = mapped_column(ForeignKey("events.id"))
     label: Mapped[str] = mapped_column(String(40))
     live: Mapped[bool] = mapped_column(Boolean, default=True)
+
+
+class EntryTicket(Base):
+    """One admission per unit (per seat) of a confirmed order. Its `secret` makes the rotating
+    codes the gate checks; a transfer gives it a new holder and a new secret."""
+
+    __tablename__ = "entry_tickets"
+    __table_args__ = (
+        UniqueConstraint("order_ticket_id", "unit"),
+        Index("ix_entry_tickets_user_issued", "user_id", "issued_at"),
+    )
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    order_ticket_id: Mapped[str] = mapped_column(ForeignKey("orders.ticket_id"))
+    unit: Mapped[int] = mapped_column(Integer)  # 0.. within the order: issuing twice is a no-op
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id"))
+    product_id: Mapped[int] = mapped_column(ForeignKey("products.id"))
+    event_id: Mapped[int | None] = mapped_column(ForeignKey("events.id"))
+    seat: Mapped[str | None] = mapped_column(String(40))
+    secret: Mapped[str] = mapped_column(String(64))
+    status: Mapped[str] = mapped_column(String(10))  # valid, used, void
+    issued_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    used_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    used_gate_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"))
+
+
+class GateScan(Base):
+    """Every scan at a gate, whatever its answer."""
+
+    __tablename__ = "gate_scans"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    entry_ticket_id: Mapped[str | None] = mapped_column(ForeignKey("entry_tickets.id"), index=True)
+    gate_user_id: Mapped[int] = mapped_column(ForeignKey("users.id"))
+    event_id: Mapped[int | None] = mapped_column(Integer)
+    result: Mapped[str] = mapped_column(String(20))
+    scanned_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)

@@ -8,6 +8,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session, sessionmaker
 
 from core.db import transaction
+from core.entry.tickets import issue_tickets, void_tickets
 from core.inventory import Hold
 from core.models import Order, OrderSeat, Payment, WebhookEvent, utcnow
 from core.payments import PaymentIntent
@@ -72,10 +73,21 @@ def record_orders(
     ]
     # Parameters apart from the statement: compiled once, sent in batches (insertmanyvalues).
     statement = _insert(session, Order).on_conflict_do_nothing(index_elements=["ticket_id"])
-    session.connection().execute(statement.returning(statement.table.c.id), rows)
-    if event_id is None:
-        return set()
-    return _record_seats(session, [(h, s) for h, s in holds if h.seats], event_id)
+    inserted = (
+        session.connection()
+        .execute(statement.returning(statement.table.c.ticket_id, statement.table.c.status), rows)
+        .all()
+    )
+    refused = (
+        set()
+        if event_id is None
+        else _record_seats(session, [(h, s) for h, s in holds if h.seats], event_id)
+    )
+    # An order recorded confirmed at once has its entry tickets in the same transaction.
+    issue_tickets(
+        session, [t for t, status in inserted if status == S.CONFIRMED and t not in refused]
+    )
+    return refused
 
 
 def _record_seats(
@@ -128,14 +140,20 @@ def transition(
     values: dict[str, object] = {"status": to.value, "updated_at": utcnow()}
     if reason is not None:
         values["failure_reason"] = reason
-    result = session.execute(
+    moved = list(session.scalars(
         update(Order)
         .where(Order.ticket_id.in_(ticket_ids), Order.status.in_(ALLOWED_FROM[to]))
         .values(**values)
-    )
-    if to not in HOLDS_SEATS and result.rowcount:
+        .returning(Order.ticket_id)
+    ))  # fmt: skip
+    if to not in HOLDS_SEATS and moved:
         _release_seats(session, ticket_ids)
-    return result.rowcount
+    # The entry tickets change with the order, in its transaction.
+    if to is S.CONFIRMED:
+        issue_tickets(session, moved)
+    elif to in (S.REFUNDED, S.CANCELLED):
+        void_tickets(session, moved)
+    return len(moved)
 
 
 def order_seats(session: Session, ticket_ids: list[str]) -> dict[str, list[str]]:

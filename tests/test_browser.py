@@ -671,6 +671,8 @@ def test_a_buyer_waits_in_the_queue_then_buys_with_no_reload(stack: Stack, open_
     expect(page.locator('[data-field="place"]')).to_contain_text("ahead of you")
     expect(page.locator('[data-field="wait"]')).to_contain_text("Estimated wait: about")
     shot(page, "waiting-room.png")
+    # Asked again only when its turn should come: meanwhile the page moves the place on.
+    expect(page.locator('[data-field="place"]')).to_contain_text("1 buyer ahead of you")
     expect(page.get_by_role("heading", name="It's your turn")).to_be_visible(timeout=20_000)
     expect(page.locator('[data-field="progress"]')).to_have_attribute("value", "100")
     page.get_by_role("button", name="Buy now").click()
@@ -688,6 +690,67 @@ def test_a_buyer_waits_in_the_queue_then_buys_with_no_reload(stack: Stack, open_
     expect(row).to_have_text("0 waiting · 5 admitted · 1/s")
     chart = ops.page.locator(f'[data-chart-for="{product_id}"] [data-role="room-chart"] svg')
     expect(chart).to_have_attribute("aria-label", re.compile("places 1 to 5 admitted"))
+
+
+# --- entry tickets and the gate ----------------------------------------------------------------
+
+
+def _gate_staff(stack: Stack) -> str:
+    username = f"gate_{secrets.token_hex(3)}"
+    engine = make_engine(normalize_database_url(stack.env["DATABASE_URL"]))
+    with make_session_factory(engine)() as session:
+        create_user(session, username, PASSWORD, 4, role="gate")
+        session.commit()
+    engine.dispose()
+    return username
+
+
+@needs_browser
+def test_a_ticket_shows_its_live_code_and_the_gate_admits_it_once(stack: Stack, open_tab) -> None:
+    username, token = _buyer(stack, "fan")
+    bought = _api_purchase(stack, token, stack.products["headphones"], quantity=1)
+    assert bought.status_code == 202, bought.text
+    auth = {"Authorization": f"Bearer {token}"}
+
+    def issued() -> dict | None:
+        with stack.http() as http:
+            tickets = http.get("/tickets", headers=auth).json()["tickets"]
+        return tickets[0] if tickets else None
+
+    ticket = wait_until(issued, SETTLE_TIMEOUT_MS / 1000, "the order's ticket")
+    tab = open_tab(phone=True)
+    sign_in_by_api(tab, username)
+    page = tab.page
+    page.goto("/account/tickets")
+    card = page.locator(f'[data-ticket-id="{ticket["id"]}"]')
+    expect(card.locator('[data-role="qr"]')).to_be_visible()
+    expect(card.locator('[data-field="countdown"]')).to_contain_text("New code in")
+    assert page.evaluate("document.querySelector('[data-role=\"qr\"]').naturalWidth") > 0
+    assert no_horizontal_scroll(page)
+    shot(page, "tickets.png")
+
+    with stack.http() as http:  # the code the page shows now
+        code = http.get(f"/tickets/{ticket['id']}", headers=auth).json()["code"]
+    gate = open_tab()
+    sign_in_by_api(gate, _gate_staff(stack))
+    staff = gate.page
+    staff.goto("/gate")
+    answer = staff.locator('[data-field="answer"]')
+    staff.get_by_label("Ticket code").fill(code)
+    staff.get_by_role("button", name="Check").click()
+    expect(answer).to_have_attribute("data-result", "admitted")
+    expect(answer).to_have_text("Admitted")
+    shot(staff, "gate.png")
+    staff.get_by_label("Ticket code").fill(code)
+    staff.get_by_role("button", name="Check").click()
+    expect(answer).to_have_attribute("data-result", "already_used")
+    expect(answer).to_contain_text("Already used · at")
+    shot(staff, "gate-refused.png")
+
+    buyer_tab = open_tab()
+    sign_in_by_api(buyer_tab, username)
+    buyer_tab.page.goto("/gate")  # not for buyers
+    expect(buyer_tab.page.get_by_role("heading", name="Gate staff only")).to_be_visible()
 
 
 # --- the cookie sessions behind the pages (Flask's test client, no browser) -------------------

@@ -18,6 +18,7 @@ from web import (
     admin,
     auth,
     events,
+    gate,
     health,
     openapi,
     orders,
@@ -25,12 +26,14 @@ from web import (
     payments,
     products,
     queue,
+    tickets,
 )
 from web.common import SECURITY_HEADERS, SoldOutFlags, parse_purchase_rate
 from web.errors import error_response, register_error_handlers
 from web.extensions import db, jwt, limiter, migrate
 from web.kicker import SettlementKicker
 
+ROLES = ("buyer", "admin", "gate")
 MIGRATIONS_DIR = str(Path(__file__).resolve().parent.parent / "migrations")
 # The JSON API, which the OpenAPI document describes (with itself: web/openapi.py).
 API_BLUEPRINTS = (
@@ -39,6 +42,8 @@ API_BLUEPRINTS = (
     events.bp,
     orders.bp,
     queue.bp,
+    tickets.bp,
+    gate.bp,
     payments.bp,
     admin.bp,
     health.bp,
@@ -138,9 +143,20 @@ def _register_cli(app: Flask, settings: Settings) -> None:
     @click.password_option("--password", help="prompted for when left out")
     def create_admin(username: str, password: str) -> None:
         """Create an admin user."""
+        _create_user(username, password, "admin")
+
+    @app.cli.command("create-user")
+    @click.argument("username")
+    @click.option("--role", type=click.Choice(ROLES), default="buyer", show_default=True)
+    @click.password_option("--password", help="prompted for when left out")
+    def create_user_command(username: str, role: str, password: str) -> None:
+        """Create a user: a buyer, an admin, or gate staff (who scan tickets)."""
+        _create_user(username, password, role)
+
+    def _create_user(username: str, password: str, role: str) -> None:
         try:
-            create_user(db.session, username, password, settings.bcrypt_rounds, role="admin")
+            create_user(db.session, username, password, settings.bcrypt_rounds, role=role)
             db.session.commit()
         except UsernameTaken:
             raise click.ClickException(f"user {username!r} exists") from None
-        click.echo(f"admin {username!r} created")
+        click.echo(f"{role} {username!r} created")

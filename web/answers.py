@@ -13,7 +13,7 @@ from core.money import AmountText
 from core.tickets.view import Answer, Receipt, RecordedOrder, omitted_when_none
 from core.times import Moment
 
-Role = Literal["buyer", "admin"]
+Role = Literal["buyer", "admin", "gate"]
 Reachable = Literal["ok", "unreachable"]
 
 
@@ -271,3 +271,42 @@ class QueuePlace(Answer):
     estimated_wait_s: int | None
     poll_after_ms: int
     queue_pass: str | None = omitted_when_none("admitted: the pass to buy with")
+
+
+class EntryTicketView(Answer):
+    """A ticket to get in: one per unit (per seat) of a confirmed order."""
+
+    id: str
+    order_ticket_id: str = Field(description="the order (its ticket id) this ticket came with")
+    product_id: int
+    product_name: str
+    event_id: int | None
+    seat: str | None
+    status: Literal["valid", "used", "void"]
+    issued_at: Moment
+    used_at: Moment | None
+    code: str | None = Field(
+        description="shown as the QR: good for its 15-second step and one either side"
+    )
+    code_seconds_left: int | None = Field(description="until the next code")
+
+
+class EntryTicketPage(Answer):
+    tickets: list[EntryTicketView]
+    page: int
+    per_page: int
+
+
+class Transferred(Answer):
+    id: str
+    to: str
+
+
+class ScanAnswer(Answer):
+    result: Literal[
+        "admitted", "invalid_code", "expired_code", "void", "already_used", "wrong_event"
+    ]
+    ticket_id: str | None
+    seat: str | None
+    used_at: Moment | None = Field(description="admitted, already_used: when it was admitted")
+    used_gate_id: int | None = Field(description="already_used: the gate that admitted it")

@@ -25,6 +25,7 @@ from jwt.exceptions import PyJWTError
 from sqlalchemy import select
 
 from core.catalog import list_products
+from core.entry.tickets import list_tickets
 from core.events.catalog import EventStatus, get_event, list_events
 from core.models import Product, User
 from core.orders import list_orders
@@ -37,9 +38,11 @@ from web.events import event_answer
 from web.extensions import db
 from web.products import _available, product_answer
 from web.schemas import MAX_PAGE, MAX_SEATS_PER_PURCHASE
+from web.tickets import ticket_view
 
 bp = Blueprint("pages", __name__)
 ORDERS_PER_PAGE = 20
+TICKETS_SHOWN = 50
 LOCAL_PATH = re.compile(r"/[A-Za-z0-9/_.~%=&?-]{0,200}")
 # Scripts and styles only from our own origin: no inline code, no CDN.
 CONTENT_SECURITY_POLICY = "; ".join(
@@ -66,6 +69,10 @@ class Viewer:
     @property
     def is_admin(self) -> bool:
         return self.role == "admin"
+
+    @property
+    def is_gate(self) -> bool:
+        return self.role == "gate"
 
 
 def viewer() -> Viewer | None:
@@ -208,6 +215,39 @@ def _ended(product: Product, now: datetime) -> bool:
 
 
 CURRENCY_SYMBOLS = {"USD": "$", "EUR": "€", "GBP": "£", "JPY": "¥"}
+
+
+# --- entry tickets and the gate -------------------------------------------------------------------
+
+
+@bp.get("/account/tickets")
+def account_tickets() -> Response | str:
+    """The buyer's tickets: each valid one as a QR code, redrawn every 15-second step."""
+    who = viewer()
+    if who is None:
+        return redirect(url_for("pages.storefront", next=request.path))
+    rows = list_tickets(db.session, who.id, TICKETS_SHOWN, 0)
+    end_read()
+    return render_template(
+        "tickets.html", tickets=[ticket_view(row).model_dump(mode="json") for row in rows]
+    )
+
+
+@bp.get("/gate")
+def gate_page() -> tuple[str, int] | Response | str:
+    """Gate staff check codes: typed or pasted, or read by the camera where the browser can."""
+    who = viewer()
+    if who is None:
+        return redirect(url_for("pages.storefront", next=request.path))
+    if not who.is_gate:
+        page = render_template(
+            "error.html",
+            status=403,
+            title="Gate staff only",
+            message="This page is for gate staff.",
+        )
+        return page, 403
+    return render_template("gate.html")
 
 
 # --- the buyer's orders ------------------------------------------------------------------------

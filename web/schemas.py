@@ -271,3 +271,14 @@ class StripeEvent(BaseModel):
     """A Stripe event, read by Stripe's SDK once its signature verifies."""
 
     model_config = ConfigDict(extra="allow")
+
+
+class TransferRequest(Strict):
+    to: Username = Field(description="the buyer who receives the ticket")
+
+
+class ScanRequest(Strict):
+    code: str = Field(min_length=1, max_length=200, description="the ticket's code, as its QR")
+    event_id: int | None = Field(
+        default=None, ge=1, le=2_147_483_647, description="the event this gate admits to"
+    )

@@ -1,0 +1,63 @@
+"""The gate: a code admits its ticket once. The ticket moves from valid to used in one
+conditional UPDATE, so of two gates scanning the same code at the same moment exactly one
+admits it; every scan is recorded with its answer."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy import update
+from sqlalchemy.orm import Session
+
+from core.entry.codes import Code
+from core.entry.tickets import USED, VALID, VOID
+from core.models import EntryTicket, GateScan, utcnow
+
+ADMITTED = "admitted"
+# Refusals: the code is not one of ours, too old (or too new), the ticket void, used before,
+# or for another event than the gate's.
+REFUSALS = ("invalid_code", "expired_code", "void", "already_used", "wrong_event")
+
+
+@dataclass(frozen=True)
+class ScanResult:
+    result: str
+    ticket_id: str | None = None
+    seat: str | None = None
+    used_at: datetime | None = None  # already_used: the first admission
+    used_gate_id: int | None = None
+
+
+def scan(session: Session, text: str, gate_user_id: int, event_id: int | None) -> ScanResult:
+    """Checks a code and admits its ticket at most once; records the scan (caller commits)."""
+    outcome = _check(session, text, gate_user_id, event_id)
+    session.add(GateScan(
+        entry_ticket_id=outcome.ticket_id, gate_user_id=gate_user_id, event_id=event_id,
+        result=outcome.result, scanned_at=utcnow(),
+    ))  # fmt: skip
+    return outcome
+
+
+def _check(session: Session, text: str, gate_user_id: int, event_id: int | None) -> ScanResult:
+    code = Code.parse(text)
+    ticket = session.get(EntryTicket, code.ticket_id) if code else None
+    if code is None or ticket is None or not code.signed_by(ticket.secret):
+        return ScanResult("invalid_code")
+    if event_id is not None and ticket.event_id != event_id:
+        return ScanResult("wrong_event", ticket.id)
+    if not code.in_time():
+        return ScanResult("expired_code", ticket.id)
+    now = utcnow()
+    admitted = session.execute(
+        update(EntryTicket)
+        .where(EntryTicket.id == ticket.id, EntryTicket.status == VALID)
+        .values(status=USED, used_at=now, used_gate_id=gate_user_id)
+        .execution_options(synchronize_session=False)
+    ).rowcount
+    if admitted == 1:
+        return ScanResult(ADMITTED, ticket.id, ticket.seat, now, gate_user_id)
+    session.refresh(ticket)
+    if ticket.status == VOID:
+        return ScanResult("void", ticket.id)
+    return ScanResult("already_used", ticket.id, ticket.seat, ticket.used_at, ticket.used_gate_id)
