@@ -7,6 +7,7 @@ from contextlib import contextmanager
 from typing import Any
 
 from sqlalchemy import Engine, create_engine, event
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session, sessionmaker
 
 
@@ -72,3 +73,12 @@ def transaction(factory: sessionmaker[Session]) -> Iterator[Session]:
         raise
     finally:
         session.close()
+
+
+def upsert(session: Session, model):  # type: ignore[no-untyped-def]
+    """A Core INSERT on the model's table, in the session's dialect (for ON CONFLICT). Given a
+    list of rows and a RETURNING clause, it is sent as multi-row statements (SQLAlchemy's
+    insertmanyvalues): with ON CONFLICT and no RETURNING, the driver would send one statement
+    per row."""
+    dialect = postgresql if session.get_bind().dialect.name == "postgresql" else sqlite
+    return dialect.insert(model.__table__)

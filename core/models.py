@@ -17,6 +17,7 @@ from sqlalchemy import (
     UniqueConstraint,
     false,
     text,
+    true,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -156,6 +157,8 @@ class Event(Base):
     max_per_user: Mapped[int] = mapped_column(Integer, default=0)
     sale_starts_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     sale_ends_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # Whether buyers may give their entry tickets to others.
+    transfers_allowed: Mapped[bool] = mapped_column(Boolean, default=True, server_default=true())
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(
         DateTime(timezone=True), default=utcnow, onupdate=utcnow

@@ -4,10 +4,9 @@ statements, so concurrent settlers never overwrite each other."""
 from __future__ import annotations
 
 from sqlalchemy import func, select, update
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session, sessionmaker
 
-from core.db import transaction
+from core.db import transaction, upsert
 from core.entry.tickets import issue_tickets, void_tickets
 from core.inventory import Hold
 from core.models import Order, OrderSeat, Payment, WebhookEvent, utcnow
@@ -30,14 +29,6 @@ ALLOWED_FROM: dict[OrderStatus, tuple[str, ...]] = {
 
 # The states in which an order keeps its seats: any other gives them back.
 HOLDS_SEATS: tuple[str, ...] = (*OPEN_STATUSES, S.CONFIRMED)
-
-
-def _insert(session: Session, model):  # type: ignore[no-untyped-def]
-    """A Core INSERT on the model's table. Given a list of rows and a RETURNING clause, it is sent
-    as multi-row statements (SQLAlchemy's insertmanyvalues): with ON CONFLICT and no RETURNING,
-    the driver would send one statement per row."""
-    dialect = postgresql if session.get_bind().dialect.name == "postgresql" else sqlite
-    return dialect.insert(model.__table__)
 
 
 def record_orders(
@@ -72,7 +63,7 @@ def record_orders(
         for hold, status in holds
     ]
     # Parameters apart from the statement: compiled once, sent in batches (insertmanyvalues).
-    statement = _insert(session, Order).on_conflict_do_nothing(index_elements=["ticket_id"])
+    statement = upsert(session, Order).on_conflict_do_nothing(index_elements=["ticket_id"])
     inserted = (
         session.connection()
         .execute(statement.returning(statement.table.c.ticket_id, statement.table.c.status), rows)
@@ -110,7 +101,7 @@ def _record_seats(
         ).all()
     )
     fresh = [row for row in rows if (row["ticket_id"], row["label"]) not in present]
-    statement = _insert(session, OrderSeat).on_conflict_do_nothing(
+    statement = upsert(session, OrderSeat).on_conflict_do_nothing(
         index_elements=["event_id", "label"], index_where=OrderSeat.live
     )
     recorded = (
@@ -231,7 +222,7 @@ def record_payments(session: Session, payments: list[tuple[str, str, PaymentInte
         }
         for ticket_id, provider, intent in payments
     ]
-    statement = _insert(session, Payment)
+    statement = upsert(session, Payment)
     session.connection().execute(
         statement.on_conflict_do_update(
             index_elements=["ticket_id"],
@@ -337,7 +328,7 @@ def event_seen(session: Session, event_id: str) -> bool:
 def record_event(session: Session, provider: str, event_id: str, event_type: str) -> None:
     """Remembers a handled provider event (a second record of the same id changes nothing)."""
     session.execute(
-        _insert(session, WebhookEvent)
+        upsert(session, WebhookEvent)
         .values(id=event_id, provider=provider, type=event_type, received_at=utcnow())
         .on_conflict_do_nothing(index_elements=["id"])
     )

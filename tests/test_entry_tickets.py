@@ -204,3 +204,13 @@ def test_a_seated_order_has_a_ticket_per_seat_for_its_event(client, app, admin, 
     assert (at_the_door["result"], at_the_door["seat"]) == ("admitted", tickets[0]["seat"])
     elsewhere = _scan(client, gate, tickets[1]["code"], event_id=event_id + 1)
     assert elsewhere["result"] == "wrong_event"
+    # An event that forbids transfers: its tickets stay with their buyers.
+    patched = client.patch(
+        f"/events/{event_id}", json={"transfers_allowed": False}, headers=admin.headers
+    )
+    assert patched.status_code == 200 and patched.get_json()["transfers_allowed"] is False
+    friend = make_user(app)
+    refused = client.post(
+        f"/tickets/{tickets[1]['id']}/transfer", json={"to": friend.username}, headers=buyer.headers
+    )
+    assert_error(refused, 409, "transfers_not_allowed")

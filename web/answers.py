@@ -220,6 +220,7 @@ class EventAnswer(Answer):
     status: EventStatus
     currency: str
     max_per_user: int
+    transfers_allowed: bool
     sale_starts_at: Moment
     sale_ends_at: Moment
     sections: list[SectionAnswer]

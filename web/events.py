@@ -345,6 +345,7 @@ def event_answer(view: EventView) -> EventAnswer:
         status=event.status,
         currency=event.currency,
         max_per_user=event.max_per_user,
+        transfers_allowed=event.transfers_allowed,
         sale_starts_at=iso(event.sale_starts_at),
         sale_ends_at=iso(event.sale_ends_at),
         sections=[

@@ -162,6 +162,7 @@ class EventCreate(EventFields):
     image_url: ImageUrl | None = None
     currency: Currency | None = None
     max_per_user: int = Field(default=0, ge=0, le=1000)
+    transfers_allowed: bool = Field(default=True, description="buyers may give their tickets")
 
 
 class EventUpdate(EventFields):
@@ -176,6 +177,7 @@ class EventUpdate(EventFields):
     location: Label | None = None
     image_url: ImageUrl | None = None
     max_per_user: int | None = Field(default=None, ge=0, le=1000)
+    transfers_allowed: bool | None = None
 
     @model_validator(mode="after")
     def _required_stay(self) -> EventUpdate:
@@ -193,6 +195,7 @@ REQUIRED_EVENT_FIELDS = {
     "category",
     "location",
     "max_per_user",
+    "transfers_allowed",
 }
 
 

@@ -21,7 +21,12 @@ from web.openapi import BEARER_ERRORS, BODY_ERRORS, documented
 from web.schemas import OrderPageQuery, TransferRequest
 
 bp = Blueprint("tickets", __name__, url_prefix="/tickets")
-TRANSFER_STATUS = {"unknown_user": 404, "same_holder": 409, "not_transferable": 409}
+TRANSFER_STATUS = {
+    "unknown_user": 404,
+    "same_holder": 409,
+    "not_transferable": 409,
+    "transfers_not_allowed": 409,
+}
 
 
 @bp.get("")

@@ -10,8 +10,9 @@ from dataclasses import dataclass
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
+from core.db import upsert
 from core.entry.codes import new_secret
-from core.models import EntryTicket, EventSection, Order, OrderSeat, Product, User, utcnow
+from core.models import EntryTicket, Event, EventSection, Order, OrderSeat, Product, User, utcnow
 
 VALID, USED, VOID = "valid", "used", "void"
 
@@ -27,7 +28,8 @@ def new_ticket_id() -> str:
 
 
 def issue_tickets(session: Session, order_ticket_ids: list[str]) -> None:
-    """One valid ticket per unit (per seat) of each order; issuing again adds nothing."""
+    """One valid ticket per unit (per seat) of each order, in one statement; issuing again adds
+    nothing (an order's units are unique)."""
     if not order_ticket_ids:
         return
     orders = session.execute(
@@ -42,23 +44,28 @@ def issue_tickets(session: Session, order_ticket_ids: list[str]) -> None:
         .order_by(OrderSeat.id)
     ):  # fmt: skip
         seats.setdefault(ticket_id, []).append(label)
-    have = set(session.execute(
-        select(EntryTicket.order_ticket_id, EntryTicket.unit)
-        .where(EntryTicket.order_ticket_id.in_(order_ticket_ids))
-    ).tuples())  # fmt: skip
     now = utcnow()
-    for order in orders:
-        labels: list[str | None] = list(seats.get(order.ticket_id) or [None] * order.quantity)
-        for unit, label in enumerate(labels):
-            if (order.ticket_id, unit) in have:
-                continue
-            session.add(EntryTicket(
-                id=new_ticket_id(), order_ticket_id=order.ticket_id, unit=unit,
-                user_id=order.user_id, product_id=order.product_id,
-                event_id=events.get(order.product_id), seat=label, secret=new_secret(),
-                status=VALID, issued_at=now,
-            ))  # fmt: skip
-    session.flush()
+    rows = [
+        {
+            "id": new_ticket_id(),
+            "order_ticket_id": order.ticket_id,
+            "unit": unit,
+            "user_id": order.user_id,
+            "product_id": order.product_id,
+            "event_id": events.get(order.product_id),
+            "seat": label,
+            "secret": new_secret(),
+            "status": VALID,
+            "issued_at": now,
+        }
+        for order in orders
+        for unit, label in enumerate(seats.get(order.ticket_id) or [None] * order.quantity)
+    ]
+    if rows:
+        statement = upsert(session, EntryTicket).on_conflict_do_nothing(
+            index_elements=["order_ticket_id", "unit"]
+        )
+        session.connection().execute(statement.returning(statement.table.c.id), rows)
 
 
 def void_tickets(session: Session, order_ticket_ids: list[str]) -> None:
@@ -116,6 +123,13 @@ def transfer_ticket(session: Session, ticket_id: str, holder_id: int, to_usernam
         raise TransferRefused("unknown_user", f"no user {to_username!r}")
     if to.id == holder_id:
         raise TransferRefused("same_holder", "the ticket is yours already")
+    event = session.scalar(
+        select(Event)
+        .join(EntryTicket, EntryTicket.event_id == Event.id)
+        .where(EntryTicket.id == ticket_id)
+    )
+    if event is not None and not event.transfers_allowed:
+        raise TransferRefused("transfers_not_allowed", "this event's tickets cannot be given")
     moved = session.execute(
         update(EntryTicket)
         .where(

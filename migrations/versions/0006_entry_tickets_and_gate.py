@@ -1,4 +1,4 @@
-"""entry tickets issued for confirmed orders, and the gate's scans
+"""entry tickets issued for confirmed orders, the gate's scans, events that forbid transfers
 
 Revision ID: 0006
 Revises: 0005
@@ -16,6 +16,10 @@ depends_on = None
 
 
 def upgrade():
+    with op.batch_alter_table("events", schema=None) as batch_op:
+        batch_op.add_column(
+            sa.Column("transfers_allowed", sa.Boolean(), nullable=False, server_default=sa.true())
+        )
     op.create_table(
         "entry_tickets",
         sa.Column("id", sa.String(length=32), nullable=False),
@@ -81,3 +85,5 @@ def downgrade():
     op.drop_table("gate_scans")
     op.drop_index("ix_entry_tickets_user_issued", table_name="entry_tickets")
     op.drop_table("entry_tickets")
+    with op.batch_alter_table("events", schema=None) as batch_op:
+        batch_op.drop_column("transfers_allowed")
