@@ -718,7 +718,7 @@ def test_a_ticket_shows_its_live_code_and_the_gate_admits_it_once(stack: Stack, 
         return tickets[0] if tickets else None
 
     ticket = wait_until(issued, SETTLE_TIMEOUT_MS / 1000, "the order's ticket")
-    tab = open_tab(phone=True)
+    tab = open_tab(PHONE, phone=True)
     sign_in_by_api(tab, username)
     page = tab.page
     page.goto("/account/tickets")
