@@ -73,6 +73,13 @@ class Settings:
     sold_out_cache_ms: int = _env("SOLD_OUT_CACHE_MS", 500)
     sweep_interval_seconds: int = _env("SWEEP_INTERVAL_SECONDS", 5)
     reconcile_interval_seconds: int = _env("RECONCILE_INTERVAL_SECONDS", 60)
+    # Mail: smtp://user:password@host:port (STARTTLS with ?starttls=true), or smtps:// (TLS);
+    # unset, the outbox keeps its mail until one is set.
+    smtp_url: str = _env("SMTP_URL", "")
+    mail_from: str = _env("MAIL_FROM", "Flash sale <tickets@flashsale.example>")
+    public_url: str = _env("PUBLIC_URL", "http://localhost:8000")  # links in mail
+    mail_interval_seconds: int = _env("MAIL_INTERVAL_SECONDS", 5)
+    reminder_interval_seconds: int = _env("REMINDER_INTERVAL_SECONDS", 600)
     scheduler_poll_seconds: float = _env("SCHEDULER_POLL_SECONDS", 1.0)
     ratelimit_enabled: bool = _env("RATELIMIT_ENABLED", True)
     ratelimit_purchase: str = _env("RATELIMIT_PURCHASE", "10/minute")

@@ -9,6 +9,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from core.db import transaction, upsert
 from core.entry.tickets import issue_tickets, void_tickets
 from core.inventory import Hold
+from core.mail.outbox import queue_order_mail
 from core.models import Order, OrderSeat, Payment, WebhookEvent, utcnow
 from core.payments import PaymentIntent
 from core.tickets import OPEN_STATUSES, OrderStatus
@@ -74,10 +75,14 @@ def record_orders(
         if event_id is None
         else _record_seats(session, [(h, s) for h, s in holds if h.seats], event_id)
     )
-    # An order recorded confirmed at once has its entry tickets in the same transaction.
+    # An order recorded final at once has its entry tickets and its mail in the same transaction.
     issue_tickets(
         session, [t for t, status in inserted if status == S.CONFIRMED and t not in refused]
     )
+    for final in {status for _, status in inserted}:
+        queue_order_mail(
+            session, [t for t, status in inserted if status == final and t not in refused], S(final)
+        )
     return refused
 
 
@@ -139,11 +144,12 @@ def transition(
     ))  # fmt: skip
     if to not in HOLDS_SEATS and moved:
         _release_seats(session, ticket_ids)
-    # The entry tickets change with the order, in its transaction.
+    # The entry tickets and the buyer's mail change with the order, in its transaction.
     if to is S.CONFIRMED:
         issue_tickets(session, moved)
     elif to in (S.REFUNDED, S.CANCELLED):
         void_tickets(session, moved)
+    queue_order_mail(session, moved, to)
     return len(moved)
 
 

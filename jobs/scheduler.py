@@ -34,6 +34,8 @@ def periodic_jobs(settings: Settings) -> list[Periodic]:
             "jobs.maintenance.reconcile_all",
             settings.reconcile_interval_seconds,
         ),
+        Periodic("periodic-mail", "jobs.mail.deliver_mail", settings.mail_interval_seconds),
+        Periodic("periodic-reminders", "jobs.mail.remind", settings.reminder_interval_seconds),
     ]
 
 

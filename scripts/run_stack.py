@@ -5,6 +5,8 @@
 - APP_ENV unset: `development` (the application's own default is `production`);
   DATABASE_URL unset: SQLite in the run folder; JWT_SECRET_KEY unset: a generated dev secret
   kept in the run folder (so tokens survive a restart). The run folder is RUN_DIR, else `.run/`.
+- SMTP_URL unset: a mail sink (aiosmtpd) on a free 127.0.0.1 port writes each message the stack
+  sends to the run folder's `mail/`, one .eml file a message.
 - Runs the release step (migrations), creates a demo admin, product and show, then runs the
   Procfile's web, worker and scheduler under honcho on HOST:PORT (default 127.0.0.1:8000;
   the Procfile alone binds 0.0.0.0, as a container or platform needs).
@@ -149,6 +151,34 @@ class RedisProcess:
         stop_process(self.process)
 
 
+class MailSink:
+    """An SMTP server in this process that keeps each message as a file: the mail the stack
+    sends, readable without a mail server."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        self.controller = None
+        self.count = 0
+
+    async def handle_DATA(self, _server, _session, envelope) -> str:  # type: ignore[no-untyped-def]
+        self.count += 1
+        name = f"{datetime.now(UTC):%Y%m%dT%H%M%S}-{self.count:05d}.eml"
+        (self.folder / name).write_bytes(envelope.content)
+        return "250 OK"
+
+    def start(self) -> str:
+        from aiosmtpd.controller import Controller
+
+        self.folder.mkdir(parents=True, exist_ok=True)
+        self.controller = Controller(self, hostname="127.0.0.1", port=free_port())
+        self.controller.start()
+        return f"smtp://127.0.0.1:{self.controller.port}"
+
+    def stop(self) -> None:
+        if self.controller is not None:
+            self.controller.stop()
+
+
 def prepare_environment(run_dir: Path) -> None:
     load_dotenv()
     if _unset("APP_ENV"):
@@ -245,7 +275,7 @@ def seed_demo_data(admin_password: str) -> None:
         rt.redis.close()
 
 
-def banner(redis: RedisProcess | None, admin_password: str) -> None:
+def banner(redis: RedisProcess | None, admin_password: str, mail: MailSink | None) -> None:
     host = os.environ["HOST"]
     base = f"http://{'127.0.0.1' if host in ('0.0.0.0', '::') else host}:{os.environ['PORT']}"
     say()
@@ -257,6 +287,8 @@ def banner(redis: RedisProcess | None, admin_password: str) -> None:
     say(f"  Database   {os.environ['DATABASE_URL']}")
     owner = f"started here, pid {redis.process.pid}" if redis and redis.process else "external"
     say(f"  Redis      {os.environ['REDIS_URL']}  ({owner})")
+    if mail is not None:
+        say(f"  Mail       {mail.folder}  (a sink on {os.environ['SMTP_URL']}; SMTP_URL sends it)")
     say(f"  Listening  {host}:{os.environ['PORT']}  (HOST=0.0.0.0 opens it to the network)")
     say()
 
@@ -303,14 +335,18 @@ def main() -> int:
     signal.signal(signal.SIGTERM, stop_early)
     prepare_environment(run_dir)
     redis: RedisProcess | None = None
+    mail: MailSink | None = None
     try:
         if _unset("REDIS_URL"):
             redis = RedisProcess(run_dir / "redis").start()
             os.environ["REDIS_URL"] = redis.url
             say(f"==> redis-server pid {redis.process.pid} on {redis.url} (no persistence)")
+        if _unset("SMTP_URL"):
+            mail = MailSink(run_dir / "mail")
+            os.environ["SMTP_URL"] = mail.start()
         release()
         seed_demo_data(admin_password)
-        banner(redis, admin_password)
+        banner(redis, admin_password, mail)
         return run_honcho()
     except Stop as stop:
         say(f"==> {stop} received, stopping")
@@ -319,6 +355,8 @@ def main() -> int:
         say(f"==> failed: {' '.join(map(str, exc.cmd))} exited with {exc.returncode}")
         return 1
     finally:
+        if mail is not None:
+            mail.stop()
         if redis is not None:
             redis.stop()
             say(f"==> redis-server pid {redis.process.pid} stopped")

@@ -85,7 +85,7 @@ def test_register_then_login_then_me(client, settings):
 
     me = client.get("/auth/me", headers=bearer(tokens["access_token"]))
     assert me.status_code == 200
-    assert me.get_json() == {"id": body["id"], "username": username, "role": "buyer"}
+    assert me.get_json() == {"id": body["id"], "username": username, "role": "buyer", "email": None}
 
 
 def test_registration_never_makes_an_admin(client):
@@ -104,7 +104,7 @@ def test_registration_never_makes_an_admin(client):
 def test_admin_login_carries_the_admin_role(client, app, admin):
     tokens = login(client, admin.username, "correct horse")
     me = client.get("/auth/me", headers=bearer(tokens["access_token"])).get_json()
-    assert me == {"id": admin.id, "username": admin.username, "role": "admin"}
+    assert me == {"id": admin.id, "username": admin.username, "role": "admin", "email": None}
 
 
 def test_login_with_a_wrong_password_is_401(client, buyer):

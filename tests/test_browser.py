@@ -769,7 +769,7 @@ def _csrf(client) -> dict[str, str]:  # type: ignore[no-untyped-def]
 def test_a_page_session_is_in_http_only_cookies_with_a_csrf_cookie(app, buyer):
     client = app.test_client()
     answer = _cookie_session(client, buyer.username)
-    assert set(answer.get_json()) == {"id", "username", "role", "expires_in"}
+    assert set(answer.get_json()) == {"id", "username", "role", "email", "expires_in"}
     cookies = {c.split("=", 1)[0]: c for c in answer.headers.getlist("Set-Cookie")}
     assert set(cookies) == {
         "access_token_cookie",

@@ -20,6 +20,7 @@ from tests.servers import ROOT, free_port, wait_until
 
 # What conftest.py puts in os.environ for the session: the stack must choose its own.
 APP_VARIABLES = (
+    "SMTP_URL",
     "DATABASE_URL",
     "REDIS_URL",
     "REDIS_KEY_PREFIX",
@@ -194,7 +195,8 @@ def test_make_run_serves_a_purchase_until_confirmed_and_stops_cleanly(tmp_path):
             assert product["max_per_user"] == 2
 
             buyer = {"username": f"buyer_{secrets.token_hex(4)}", "password": "correct horse"}
-            assert http.post("/auth/register", json=buyer).status_code == 201
+            registered = http.post("/auth/register", json=buyer | {"email": "buyer@example.com"})
+            assert registered.status_code == 201
             token = http.post("/auth/login", json=buyer).json()["access_token"]
             headers = {"Authorization": f"Bearer {token}"}
 
@@ -219,6 +221,16 @@ def test_make_run_serves_a_purchase_until_confirmed_and_stops_cleanly(tmp_path):
                 1,
                 1,
             )
+
+        # The confirmation's mail, sent by the scheduler's mail job to the stack's own sink.
+        mail_dir = tmp_path / "run" / "mail"
+
+        def mailed() -> str | None:
+            sent = [p.read_text() for p in mail_dir.glob("*.eml")] if mail_dir.exists() else []
+            return next((m for m in sent if ticket in m), None)
+
+        message = wait_until(mailed, 60, "the confirmation mail in the run folder", every=0.5)
+        assert "To: buyer@example.com" in message and "Message-ID: <outbox-" in message
 
         stack.process.send_signal(signal.SIGTERM)
         assert stack.process.wait(60) == 0, stack.output[-4000:]

@@ -37,6 +37,7 @@ class User(Answer):
 
 class Me(User):
     role: Role
+    email: str | None
 
 
 class AccessToken(Answer):

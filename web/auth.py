@@ -34,7 +34,7 @@ from web.common import current_user_id, end_read, parse_body, runtime
 from web.errors import ApiError
 from web.extensions import db, everyone_key, limiter, login_username_key
 from web.openapi import BEARER_ERRORS, BODY_ERRORS, documented
-from web.schemas import Credentials, LoginRequest
+from web.schemas import LoginRequest, MeUpdate, Registration
 
 bp = Blueprint("auth", __name__, url_prefix="/auth")
 
@@ -68,14 +68,15 @@ def _access_seconds() -> int:
 @bp.post("/register")
 @limiter.limit(_register_limit)
 @limiter.limit(_register_global_limit, key_func=everyone_key)
-@documented("auth", {201: UserAnswer}, (*BODY_ERRORS, 409, 429), body=Credentials)
+@documented("auth", {201: UserAnswer}, (*BODY_ERRORS, 409, 429), body=Registration)
 def register() -> Response:
-    """Create a buyer account."""
-    body = parse_body(Credentials)
+    """Create a buyer account (with an e-mail address for its mail, if given)."""
+    body = parse_body(Registration)
     try:
         user = create_user(
             db.session, body.username, body.password, runtime().settings.bcrypt_rounds
         )
+        user.email = body.email
         db.session.commit()
     except UsernameTaken:
         raise ApiError(409, "username_taken", "that username is taken") from None
@@ -146,7 +147,21 @@ def me() -> Response:
     end_read()
     if user is None:
         raise ApiError(401, "unauthorized", "the user no longer exists")
-    return answer(Me(id=user.id, username=user.username, role=user.role))
+    return answer(Me(id=user.id, username=user.username, role=user.role, email=user.email))
+
+
+@bp.patch("/me")
+@jwt_required()
+@documented("auth", {200: Me}, (*BODY_ERRORS, *BEARER_ERRORS), body=MeUpdate, bearer=True)
+def update_me() -> Response:
+    """Set the caller's e-mail address (null: no more mail)."""
+    body = parse_body(MeUpdate)
+    user = db.session.get(User, current_user_id())
+    if user is None:
+        raise ApiError(401, "unauthorized", "the user no longer exists")
+    user.email = body.email
+    db.session.commit()
+    return answer(Me(id=user.id, username=user.username, role=user.role, email=user.email))
 
 
 # --- cookie sessions for the pages -----------------------------------------------------------
@@ -169,7 +184,11 @@ def start_session() -> Response:
     tokens = tokens_for(user)
     response = answer(
         SessionAnswer(
-            id=user.id, username=user.username, role=user.role, expires_in=tokens.expires_in
+            id=user.id,
+            username=user.username,
+            role=user.role,
+            email=user.email,
+            expires_in=tokens.expires_in,
         )
     )
     set_session_cookies(response, tokens.access_token, tokens.refresh_token)

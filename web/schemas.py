@@ -11,6 +11,7 @@ from pydantic import (
     BaseModel,
     BeforeValidator,
     ConfigDict,
+    EmailStr,
     Field,
     StringConstraints,
     WithJsonSchema,
@@ -62,6 +63,14 @@ class Credentials(Strict):
         if len(value.encode()) > 72 or "\x00" in value:
             raise ValueError("password: at most 72 bytes, no NUL characters")
         return value
+
+
+class Registration(Credentials):
+    email: EmailStr | None = Field(default=None, description="where the buyer's mail goes")
+
+
+class MeUpdate(Strict):
+    email: EmailStr | None = Field(description="null: no more mail")
 
 
 class LoginRequest(Strict):

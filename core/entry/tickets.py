@@ -12,6 +12,7 @@ from sqlalchemy.orm import Session
 
 from core.db import upsert
 from core.entry.codes import new_secret
+from core.mail.outbox import queue_transfer_mail
 from core.models import EntryTicket, Event, EventSection, Order, OrderSeat, Product, User, utcnow
 
 VALID, USED, VOID = "valid", "used", "void"
@@ -141,4 +142,7 @@ def transfer_ticket(session: Session, ticket_id: str, holder_id: int, to_usernam
     ).rowcount
     if moved != 1:
         raise TransferRefused("not_transferable", "only a valid ticket you hold can be given")
+    row = get_ticket(session, ticket_id)
+    if row is not None:
+        queue_transfer_mail(session, ticket_id, row.product_name, holder_id, to.id)
     return str(to.id)

@@ -1,0 +1,218 @@
+"""Mail through the outbox, sent to a real SMTP server (aiosmtpd) started by the test: written
+with the change it tells of, sent once it can be, the same Message-ID when sent again."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import signal
+import subprocess
+import sys
+from email import message_from_bytes
+from email.message import Message
+from typing import Any
+
+import pytest
+from aiosmtpd.controller import Controller
+from sqlalchemy import select
+
+from core.mail.sender import deliver_pending
+from core.models import OutboxMessage
+from tests.helpers import Account, create_product, make_user
+from tests.servers import ROOT, free_port, wait_until
+from tests.test_api_errors import assert_error
+from tests.test_pipeline import buy, settle_until
+
+
+class Inbox:
+    """An SMTP server keeping what it receives."""
+
+    def __init__(self) -> None:
+        self.messages: list[Message] = []
+
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+        self.messages.append(message_from_bytes(envelope.content))
+        return "250 OK"
+
+    def to(self, address: str) -> list[Message]:
+        return [m for m in self.messages if m["To"] == address]
+
+
+@pytest.fixture()
+def smtp():  # type: ignore[no-untyped-def]
+    inbox = Inbox()
+    controller = Controller(inbox, hostname="127.0.0.1", port=free_port())
+    controller.start()
+    yield inbox, controller
+    controller.stop()
+
+
+def _with_mail(app: Any, email: str) -> Account:
+    buyer = make_user(app)
+    with app.test_client() as client:
+        set_to = client.patch("/auth/me", json={"email": email}, headers=buyer.headers)
+        assert set_to.status_code == 200 and set_to.get_json()["email"] == email
+    return buyer
+
+
+def _smtp_settings(settings: Any, controller: Controller) -> Any:
+    return dataclasses.replace(settings, smtp_url=f"smtp://127.0.0.1:{controller.port}")
+
+
+def _outbox(rt: Any, user_id: int) -> list[OutboxMessage]:
+    with rt.sessions() as session:
+        query = select(OutboxMessage).where(OutboxMessage.user_id == user_id)
+        return list(session.scalars(query.order_by(OutboxMessage.id)))
+
+
+def test_a_confirmed_order_mails_its_buyer_once(client, app, admin, settings, rt, smtp):
+    inbox, controller = smtp
+    address = f"fan{make_user(app).id}@example.com"
+    buyer = _with_mail(app, address)
+    product = create_product(client, admin, stock=5, name="Night bus tour")
+    order = buy(client, buyer, product["id"], quantity=2).get_json()["ticket_id"]
+    settle_until(client, buyer, order, settings, {"confirmed"})
+    (row,) = _outbox(rt, buyer.id)  # written with the confirmation
+    assert (row.kind, row.status) == ("order_confirmed", "pending")
+
+    sending = _smtp_settings(settings, controller)
+    wait_until(lambda: deliver_pending(rt.sessions, sending).sent or inbox.to(address), 10,
+               "the mail to be sent")  # fmt: skip
+    (mail,) = inbox.to(address)
+    assert "Night bus tour" in mail["Subject"] and mail["Message-ID"].startswith("<outbox-")
+    assert order in mail.as_string() and "/account/tickets" in mail.as_string()
+    assert deliver_pending(rt.sessions, sending).sent == 0  # marked sent: never again
+    assert _outbox(rt, buyer.id)[0].status == "sent"
+
+
+def test_no_confirmation_for_a_declined_payment_and_none_without_an_address(
+    client, app, admin, settings, rt
+):
+    address = f"declined{make_user(app).id}@example.com"
+    buyer = _with_mail(app, address)
+    product = create_product(client, admin, stock=5)
+    order = buy(client, buyer, product["id"], pm="pm_card_chargeDeclined").get_json()["ticket_id"]
+    settle_until(client, buyer, order, settings, {"failed"})
+    assert [r.kind for r in _outbox(rt, buyer.id)] == ["payment_failed"]
+
+    silent = make_user(app)  # no address: no mail
+    order = buy(client, silent, product["id"]).get_json()["ticket_id"]
+    settle_until(client, silent, order, settings, {"confirmed"})
+    assert _outbox(rt, silent.id) == []
+
+
+def test_mail_waits_while_the_smtp_server_is_down_and_goes_once_it_is_back(
+    client, app, admin, settings, rt
+):
+    address = f"patient{make_user(app).id}@example.com"
+    buyer = _with_mail(app, address)
+    product = create_product(client, admin, stock=5)
+    order = buy(client, buyer, product["id"]).get_json()["ticket_id"]
+    settle_until(client, buyer, order, settings, {"confirmed"})
+    port = free_port()
+    sending = dataclasses.replace(settings, smtp_url=f"smtp://127.0.0.1:{port}")
+    assert deliver_pending(rt.sessions, sending).failed >= 1  # nobody listens
+    (row,) = _outbox(rt, buyer.id)
+    assert (row.status, row.attempts) == ("pending", 1) and row.last_error
+
+    inbox = Inbox()
+    controller = Controller(inbox, hostname="127.0.0.1", port=port)
+    controller.start()
+    try:
+        wait_until(lambda: deliver_pending(rt.sessions, sending).sent or inbox.to(address), 15,
+                   "the mail once the server is back")  # fmt: skip
+    finally:
+        controller.stop()
+    assert len(inbox.to(address)) == 1
+
+
+# A sender process that sends its first message and is SIGKILLed before it commits "sent".
+_DIES_AFTER_SENDING = """
+import os, signal, smtplib
+from core.config import Settings
+from core.db import make_engine, make_session_factory
+from core.mail.sender import deliver_pending
+
+send = smtplib.SMTP.send_message
+
+def send_then_die(self, *args, **kwargs):
+    send(self, *args, **kwargs)
+    os.kill(os.getpid(), signal.SIGKILL)
+
+smtplib.SMTP.send_message = send_then_die
+settings = Settings.from_env()
+deliver_pending(make_session_factory(make_engine(settings.database_url)), settings)
+"""
+
+
+def test_a_sender_killed_before_marking_sends_once_more_with_the_same_message_id(
+    client, app, admin, settings, rt, smtp
+):
+    inbox, controller = smtp
+    sending = _smtp_settings(settings, controller)
+    wait_until(lambda: deliver_pending(rt.sessions, sending).sent == 0, 10, "an empty outbox")
+    address = f"twice{make_user(app).id}@example.com"
+    buyer = _with_mail(app, address)
+    product = create_product(client, admin, stock=5)
+    order = buy(client, buyer, product["id"]).get_json()["ticket_id"]
+    settle_until(client, buyer, order, settings, {"confirmed"})
+
+    killed = subprocess.run(
+        [sys.executable, "-c", _DIES_AFTER_SENDING],
+        cwd=ROOT, env=os.environ | {"SMTP_URL": sending.smtp_url}, timeout=60,
+    )  # fmt: skip
+    assert killed.returncode == -signal.SIGKILL
+    wait_until(lambda: inbox.to(address), 10, "the first sending to arrive")
+    assert _outbox(rt, buyer.id)[0].status == "pending"  # its mark died with it
+    wait_until(lambda: deliver_pending(rt.sessions, sending).sent, 10, "the second sending")
+    first, second = inbox.to(address)
+    assert first["Message-ID"] == second["Message-ID"]
+    assert deliver_pending(rt.sessions, sending).sent == 0  # and no third
+
+
+def test_an_address_is_validated(client, buyer):
+    assert_error(
+        client.patch("/auth/me", json={"email": "not an address"}, headers=buyer.headers),
+        400, "invalid_request",
+    )  # fmt: skip
+    cleared = client.patch("/auth/me", json={"email": None}, headers=buyer.headers)
+    assert cleared.status_code == 200 and cleared.get_json()["email"] is None
+
+
+def test_reminders_go_a_week_and_a_day_before_the_event_once_each(
+    client, app, admin, settings, rt, smtp
+):
+    from datetime import timedelta
+
+    from core.db import transaction
+    from core.mail.outbox import queue_reminders
+    from core.models import Event
+    from tests.test_seats import _buy as buy_seats
+    from tests.test_seats import _on_sale, _settled
+
+    inbox, controller = smtp
+    event_id = _on_sale(client, admin)["id"]
+    address = f"fan{make_user(app).id}@example.com"
+    buyer = _with_mail(app, address)
+    order = buy_seats(client, buyer, event_id, ["A-1-5"]).get_json()["ticket_id"]
+    assert _settled(client, settings, buyer, order)["status"] == "confirmed"
+    with rt.sessions() as session:
+        starts = session.get(Event, event_id).starts_at
+
+    def remind(now):  # type: ignore[no-untyped-def]
+        with transaction(rt.sessions) as session:
+            return queue_reminders(session, now)
+
+    assert remind(starts - timedelta(days=8)) == 0  # not yet
+    assert remind(starts - timedelta(days=3)) >= 1
+    remind(starts - timedelta(days=2))  # again: nothing more for this ticket
+    remind(starts - timedelta(hours=12))
+    kinds = [r.kind for r in _outbox(rt, buyer.id)]
+    assert kinds.count("reminder_7d") == 1 and kinds.count("reminder_1d") == 1
+    sending = _smtp_settings(settings, controller)
+    wait_until(lambda: len(inbox.to(address)) >= 3 or (deliver_pending(rt.sessions, sending).sent
+               and None), 10, "the mails")  # fmt: skip
+    subjects = sorted(m["Subject"] for m in inbox.to(address))
+    assert subjects == sorted(
+        ["Your order is confirmed: Seated show", "In a week: Seated show", "Tomorrow: Seated show"]
+    ), subjects
