@@ -10,7 +10,8 @@ from flask import Blueprint, Response
 from flask_jwt_extended import jwt_required
 
 from core.entry.codes import make_code, seconds_left
-from core.entry.tickets import VALID, TicketRow, TransferRefused, get_ticket, list_tickets
+from core.entry.status import VALID
+from core.entry.tickets import TicketRow, TransferRefused, get_ticket, list_tickets
 from core.entry.tickets import transfer_ticket as transfer_in_sql
 from core.times import iso
 from web.answers import EntryTicketPage, EntryTicketView, Transferred, answer

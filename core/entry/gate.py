@@ -11,7 +11,7 @@ from sqlalchemy import update
 from sqlalchemy.orm import Session
 
 from core.entry.codes import Code
-from core.entry.tickets import USED, VALID, VOID
+from core.entry.status import USED, VALID, VOID
 from core.models import EntryTicket, GateScan, utcnow
 
 ADMITTED = "admitted"

@@ -12,10 +12,9 @@ from sqlalchemy.orm import Session
 
 from core.db import upsert
 from core.entry.codes import new_secret
+from core.entry.status import VALID, VOID
 from core.mail.outbox import queue_transfer_mail
 from core.models import EntryTicket, Event, EventSection, Order, OrderSeat, Product, User, utcnow
-
-VALID, USED, VOID = "valid", "used", "void"
 
 
 class TransferRefused(ValueError):
@@ -124,11 +123,8 @@ def transfer_ticket(session: Session, ticket_id: str, holder_id: int, to_usernam
         raise TransferRefused("unknown_user", f"no user {to_username!r}")
     if to.id == holder_id:
         raise TransferRefused("same_holder", "the ticket is yours already")
-    event = session.scalar(
-        select(Event)
-        .join(EntryTicket, EntryTicket.event_id == Event.id)
-        .where(EntryTicket.id == ticket_id)
-    )
+    row = get_ticket(session, ticket_id)
+    event = session.get(Event, row.ticket.event_id) if row and row.ticket.event_id else None
     if event is not None and not event.transfers_allowed:
         raise TransferRefused("transfers_not_allowed", "this event's tickets cannot be given")
     moved = session.execute(
@@ -140,9 +136,7 @@ def transfer_ticket(session: Session, ticket_id: str, holder_id: int, to_usernam
         )
         .values(user_id=to.id, secret=new_secret())
     ).rowcount
-    if moved != 1:
+    if moved != 1 or row is None:
         raise TransferRefused("not_transferable", "only a valid ticket you hold can be given")
-    row = get_ticket(session, ticket_id)
-    if row is not None:
-        queue_transfer_mail(session, ticket_id, row.product_name, holder_id, to.id)
+    queue_transfer_mail(session, ticket_id, row.product_name, holder_id, to.id)
     return str(to.id)

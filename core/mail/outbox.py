@@ -13,6 +13,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from core.db import upsert
+from core.entry.status import VALID
 from core.models import EntryTicket, Event, Order, OutboxMessage, Product, User, utcnow
 from core.money import to_decimal_string
 from core.tickets import OrderStatus
@@ -84,7 +85,7 @@ def queue_reminders(session: Session, now: datetime | None = None) -> int:
             .join(Event, Event.id == EntryTicket.event_id)
             .join(User, User.id == EntryTicket.user_id)
             .where(
-                EntryTicket.status == "valid",
+                EntryTicket.status == VALID,
                 User.email.is_not(None),
                 Event.starts_at > now + until,
                 Event.starts_at <= now + before,
