@@ -84,6 +84,8 @@ class Settings:
     ratelimit_enabled: bool = _env("RATELIMIT_ENABLED", True)
     ratelimit_purchase: str = _env("RATELIMIT_PURCHASE", "10/minute")
     ratelimit_product_reads: str = _env("RATELIMIT_PRODUCT_READS", "100/minute")
+    # Searches and suggestions (the search page asks for suggestions as a buyer types).
+    ratelimit_search: str = _env("RATELIMIT_SEARCH", "300/minute")
     ratelimit_login: str = _env("RATELIMIT_LOGIN", "5/minute")
     ratelimit_register: str = _env("RATELIMIT_REGISTER", "5/minute")
     ratelimit_register_global: str = _env("RATELIMIT_REGISTER_GLOBAL", "100/minute")

@@ -158,6 +158,9 @@ class Event(Base):
     max_per_user: Mapped[int] = mapped_column(Integer, default=0)
     sale_starts_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     sale_ends_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # The cheapest and dearest section's price (from its seat map), for search's price filter.
+    price_min_minor: Mapped[int | None] = mapped_column(BigInteger)
+    price_max_minor: Mapped[int | None] = mapped_column(BigInteger)
     # Whether buyers may give their entry tickets to others.
     transfers_allowed: Mapped[bool] = mapped_column(Boolean, default=True, server_default=true())
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)

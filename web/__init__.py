@@ -26,6 +26,7 @@ from web import (
     payments,
     products,
     queue,
+    search,
     tickets,
 )
 from web.common import SECURITY_HEADERS, SoldOutFlags, parse_purchase_rate
@@ -39,6 +40,7 @@ MIGRATIONS_DIR = str(Path(__file__).resolve().parent.parent / "migrations")
 API_BLUEPRINTS = (
     auth.bp,
     products.bp,
+    search.bp,
     events.bp,
     orders.bp,
     queue.bp,

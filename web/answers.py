@@ -231,6 +231,52 @@ class EventList(Answer):
     events: list[EventAnswer]
 
 
+class SearchHighlight(Answer):
+    title: str = Field(description="the title, HTML-escaped, the matching words in <mark>")
+    snippet: str = Field(
+        description="up to 160 characters of the description around its first match, "
+        "HTML-escaped, the matching words in <mark>"
+    )
+
+
+class SearchHit(Answer):
+    id: int
+    title: str
+    venue: str
+    location: str
+    category: str
+    status: EventStatus
+    starts_at: Moment
+    ends_at: Moment
+    currency: str
+    price_min: AmountText | None = Field(description="the cheapest section's price")
+    price_max: AmountText | None = Field(description="the dearest section's price")
+    available: int | None = Field(
+        description="seats and places free now (null: not on sale, or unknown for now)"
+    )
+    highlight: SearchHighlight
+
+
+class SearchPage(Answer):
+    hits: list[SearchHit]
+    page: int
+    per_page: int
+    has_more: bool
+    sort: Literal["relevance", "date", "price"]
+    fuzzy: bool = Field(
+        description="no event holds every word: these titles are spelled like the query"
+    )
+
+
+class TitleSuggestion(Answer):
+    title: str
+    starts_at: Moment = Field(description="the soonest event of that title")
+
+
+class Suggestions(Answer):
+    suggestions: list[TitleSuggestion]
+
+
 class SeatMapStored(Answer):
     event_id: int
     sections: int

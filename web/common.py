@@ -88,7 +88,10 @@ def parse_body(model: type[M]) -> M:
 
 
 def parse_query(model: type[M]) -> M:
-    return model.model_validate(request.args.to_dict())
+    try:
+        return model.model_validate(request.args.to_dict())
+    except ValidationError as exc:
+        raise ApiError(400, "invalid_request", validation_message(exc, "query")) from None
 
 
 def parse_headers(model: type[M], error_code: str = "invalid_request") -> M:

@@ -47,10 +47,11 @@ def error_response(status: int, code: str, message: str) -> Response:
     return answer(Error(error=code, message=message), status)
 
 
-def validation_message(exc: ValidationError) -> str:
+def validation_message(exc: ValidationError, whole: str = "body") -> str:
+    """Each error with where it is (`whole`: what an error of the whole model is about)."""
     parts = []
     for err in exc.errors(include_url=False, include_input=False):
-        where = ".".join(str(p) for p in err["loc"]) or "body"
+        where = ".".join(str(p) for p in err["loc"]) or whole
         parts.append(f"{where}: {err['msg']}")
     return "; ".join(parts)
 

@@ -3,11 +3,14 @@ quantity), query strings and headers. The OpenAPI document shows these models.""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+import re
+import unicodedata
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     BeforeValidator,
     ConfigDict,
@@ -294,3 +297,80 @@ class ScanRequest(Strict):
     event_id: int | None = Field(
         default=None, ge=1, le=2_147_483_647, description="the event this gate admits to"
     )
+
+
+MAX_SEARCH_CHARS = 200
+MAX_SEARCH_PAGE, MAX_SEARCH_PER_PAGE = 100, 50
+_WHITESPACE_CONTROLS = "\t\n\r"
+_NOT_TEXT = {"Cc", "Cs", "Co", "Cn"}  # controls, lone surrogates, private use, unassigned
+_DAY_ONLY = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+
+
+def _typed_text(value: str) -> str:
+    """Text a person could have typed: no control characters (tabs and newlines count as spaces),
+    no U+FFFD (bytes that were not UTF-8), no unassigned, private or surrogate code points."""
+    for char in value:
+        if char in _WHITESPACE_CONTROLS:
+            continue
+        if char == "\ufffd" or unicodedata.category(char) in _NOT_TEXT:
+            raise ValueError(f"holds a character that is not text (U+{ord(char):04X})")
+    return value
+
+
+def _through_the_day(value: object) -> object:
+    """`to=2026-12-06` takes in the whole day."""
+    if isinstance(value, str) and _DAY_ONLY.match(value):
+        day = datetime.fromisoformat(value).replace(tzinfo=UTC)
+        return day + timedelta(days=1) - timedelta(microseconds=1)
+    return value
+
+
+def _query_price(value: object) -> object:
+    if isinstance(value, str) and not re.fullmatch(r"\d{1,10}(\.\d{1,4})?", value):
+        raise ValueError("a price in digits, as 50 or 49.99")
+    return value
+
+
+SearchText = Annotated[
+    str, StringConstraints(max_length=MAX_SEARCH_CHARS), AfterValidator(_typed_text)
+]
+SearchLabel = Annotated[str, StringConstraints(max_length=200), AfterValidator(_typed_text)]
+QueryMoment = Annotated[datetime, Field(strict=False), AfterValidator(_utc)]
+QueryPrice = Annotated[Decimal, BeforeValidator(_query_price), Field(strict=False, ge=0)]
+
+
+class EventSearchQuery(BaseModel):
+    """`q` is matched against title, description, venue and location (misspellings, word
+    beginnings, any two characters of a Korean, Japanese or Chinese word); empty, events are
+    listed by date. Filters: `from`/`to` bound the start (`to` as a day takes the whole day;
+    `from` defaults to now), `category` and `venue` are exact (any case), `min_price`/`max_price`
+    keep events with a ticket in that range in `currency` (the default currency unless given).
+    Admins may ask for other statuses than published."""
+
+    q: SearchText = ""
+    category: SearchLabel | None = None
+    venue: SearchLabel | None = None
+    starts_from: QueryMoment | None = Field(default=None, alias="from")
+    to: Annotated[QueryMoment | None, BeforeValidator(_through_the_day)] = None
+    min_price: QueryPrice | None = None
+    max_price: QueryPrice | None = None
+    currency: Currency | None = None
+    sort: Literal["relevance", "date", "price"] = "relevance"
+    status: Literal["published", "draft", "cancelled", "all"] = "published"
+    page: QueryNumber = Field(default=1, ge=1, le=MAX_SEARCH_PAGE)
+    per_page: QueryNumber = Field(default=20, ge=1, le=MAX_SEARCH_PER_PAGE)
+
+    @model_validator(mode="after")
+    def _ranges_in_order(self) -> EventSearchQuery:
+        if self.starts_from and self.to and self.to < self.starts_from:
+            raise ValueError("to is before from")
+        low, high = self.min_price, self.max_price
+        if low is not None and high is not None and high < low:
+            raise ValueError("max_price is below min_price")
+        return self
+
+
+class SuggestQuery(BaseModel):
+    """The words typed so far: titles with a word beginning as each."""
+
+    q: SearchText = ""

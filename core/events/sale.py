@@ -5,7 +5,7 @@ the source of truth for all of them."""
 
 from __future__ import annotations
 
-from sqlalchemy import select
+from sqlalchemy import func, or_, select
 from sqlalchemy.orm import Session
 
 from core.catalog import terms_of
@@ -36,6 +36,34 @@ def event_products(session: Session, event: Event) -> list[Product]:
             products.append(product)
     session.flush()
     return products
+
+
+def products_of_events(session: Session, event_ids: list[int]) -> dict[int, list[int]]:
+    """The products selling each event (its seats, its standing sections), in one query."""
+    found: dict[int, list[int]] = {event_id: [] for event_id in event_ids}
+    if not event_ids:
+        return found
+    event_of = func.coalesce(Product.event_id, EventSection.event_id)
+    rows = session.execute(
+        select(Product.id, event_of)
+        .outerjoin(EventSection, EventSection.id == Product.section_id)
+        .where(or_(Product.event_id.in_(event_ids), EventSection.event_id.in_(event_ids)))
+        .order_by(Product.id)
+    )
+    for product_id, event_id in rows:
+        found[event_id].append(product_id)
+    return found
+
+
+def places_left(inventory: Inventory, products: dict[int, list[int]]) -> dict[int, int | None]:
+    """Each event's seats and places free now, from Redis (one round trip for any number);
+    None for an event not on sale, or whose stock Redis does not have."""
+    available = inventory.available([pid for pids in products.values() for pid in pids])
+    left: dict[int, int | None] = {}
+    for event_id, product_ids in products.items():
+        counts = [available[pid] for pid in product_ids]
+        left[event_id] = None if not counts or None in counts else sum(counts)  # type: ignore[arg-type]
+    return left
 
 
 def _new(session: Session, product: Product) -> Product:

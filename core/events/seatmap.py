@@ -116,6 +116,7 @@ def replace_seat_map(session: Session, event: Event, spec: SeatMapSpec) -> SeatM
     goes with it: only before the sale, so no order has one."""
     prices = [_price_minor(section, event.currency) for section in spec.sections]
     event.updated_at = utcnow()  # the map's version, for those who keep its layout
+    event.price_min_minor, event.price_max_minor = min(prices), max(prices)
     session.execute(delete(Seat).where(Seat.event_id == event.id))
     existing = {
         s.name: s

@@ -1,0 +1,112 @@
+"""Event search: words (typos, word beginnings, CJK fragments), filters and order in SQL's own
+full-text index (PostgreSQL: core/search/postgres.py, SQLite: core/search/sqlite.py); the
+fallback for misspellings, the title suggestions and the marked matches decided here, the same
+for both.
+
+A search first asks for events holding every word (as a word beginning, or a CJK fragment). Only
+when none does, it asks for titles spelled like the query (PostgreSQL's trigram index, or SQLite's
+trigrams of the title) and keeps those alike enough, most alike first: a misspelling never pushes
+an exact match down, and costs a second statement only when it is needed.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from types import ModuleType
+
+from sqlalchemy import Select, select
+from sqlalchemy.orm import Session
+
+from core.models import Event
+from core.search import postgres, sqlite
+from core.search.highlight import ALIKE, mark, snippet
+from core.search.query import (
+    EventSearch,
+    SearchResult,
+    SearchSort,
+    Suggestion,
+    filters,
+    listing_key,
+    listing_order,
+)
+from core.search.terms import Term, begins_a_word, query_terms, title_likeness
+
+__all__ = [
+    "EventSearch",
+    "SearchResult",
+    "SearchSort",
+    "Suggestion",
+    "mark",
+    "search_events",
+    "snippet",
+    "suggest_titles",
+]
+FUZZY_CANDIDATES = 200  # titles a misspelled query is compared with, the likest first
+SUGGESTIONS = 8
+
+
+def search_events(session: Session, search: EventSearch) -> SearchResult:
+    terms = query_terms(search.text)
+    if not terms:
+        listing = select(Event).where(*filters(search)).order_by(*listing_order(search.sort))
+        return _page(session, listing, search, terms)
+    backend = _backend(session)
+    found = _page(session, backend.matching(search, terms), search, terms)
+    if found.events or _any(session, backend.matching(search, terms)):
+        return found
+    return _spelled_alike(session, backend, search, terms)
+
+
+def suggest_titles(
+    session: Session, text: str, now: datetime, limit: int = SUGGESTIONS
+) -> list[Suggestion]:
+    """Up to `limit` titles of published events to come with a word beginning as each of the
+    text's words: titles beginning as the text first, then the soonest."""
+    terms = query_terms(text)
+    if not terms:
+        return []
+    search = EventSearch(starts_from=now)
+    rows = session.execute(_backend(session).titles_beginning(search, terms, limit * 4))
+    found = [
+        Suggestion(title, starts_at)
+        for title, starts_at in rows
+        if all(begins_a_word(term, title) for term in terms)
+    ]
+    opening = text.strip().lower()
+    found.sort(key=lambda s: (not s.title.lower().startswith(opening), s.starts_at, s.title))
+    return found[:limit]
+
+
+def _backend(session: Session) -> ModuleType:
+    return postgres if session.get_bind().dialect.name == "postgresql" else sqlite
+
+
+def _page(
+    session: Session, statement: Select, search: EventSearch, terms: list[Term]
+) -> SearchResult:
+    rows = list(session.scalars(statement.offset(search.offset).limit(search.limit + 1)))
+    return SearchResult(rows[: search.limit], len(rows) > search.limit, terms, fuzzy=False)
+
+
+def _any(session: Session, statement: Select) -> bool:
+    return session.scalar(statement.with_only_columns(Event.id).order_by(None).limit(1)) is not None
+
+
+def _spelled_alike(
+    session: Session, backend: ModuleType, search: EventSearch, terms: list[Term]
+) -> SearchResult:
+    words = [term for term in terms if not term.cjk]
+    if not words:
+        return SearchResult([], False, terms, fuzzy=False)
+    candidates = backend.spelled_alike(
+        session, search, " ".join(t.text for t in words), FUZZY_CANDIDATES
+    )
+    scored = [(title_likeness(words, event.title), event) for event in candidates]
+    alike = [(score, event) for score, event in scored if score >= ALIKE]
+    if search.sort == SearchSort.RELEVANCE:
+        alike.sort(key=lambda pair: (-pair[0], pair[1].starts_at, pair[1].id))
+    else:
+        by = listing_key(search.sort)
+        alike.sort(key=lambda pair: by(pair[1]))
+    page = [event for _, event in alike[search.offset : search.offset + search.limit + 1]]
+    return SearchResult(page[: search.limit], len(page) > search.limit, words, fuzzy=bool(page))
