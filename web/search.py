@@ -43,8 +43,12 @@ def _search_limit() -> str:
     return runtime().settings.ratelimit_search
 
 
+# Searches and suggestions draw on one budget per client.
+search_budget = limiter.shared_limit(_search_limit, scope="search")
+
+
 @bp.get("/events/search")
-@limiter.limit(_search_limit)
+@search_budget
 @documented("events", {200: SearchPage}, (400, 403, 429), query=EventSearchQuery)
 def search() -> Response:
     """Events for words and filters, best first (or by `date`, or by `price`): misspellings
@@ -67,7 +71,7 @@ def search() -> Response:
 
 
 @bp.get("/events/suggest")
-@limiter.limit(_search_limit)
+@search_budget
 @documented("events", {200: Suggestions}, (400, 429), query=SuggestQuery)
 def suggest() -> Response:
     """Up to 8 titles of events to come with a word beginning as each word typed so far."""
