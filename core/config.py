@@ -71,6 +71,10 @@ class Settings:
     lock_ttl_ms: int = _env("LOCK_TTL_MS", 10_000)
     final_status_ttl_seconds: int = _env("FINAL_STATUS_TTL_SECONDS", 900)
     sold_out_cache_ms: int = _env("SOLD_OUT_CACHE_MS", 500)
+    # Search answers each web process keeps (0: none), valid until the catalogue changes, and
+    # for this long at most (a change made around the API).
+    search_cache_entries: int = _env("SEARCH_CACHE_ENTRIES", 2000)
+    search_cache_seconds: float = _env("SEARCH_CACHE_SECONDS", 30.0)
     sweep_interval_seconds: int = _env("SWEEP_INTERVAL_SECONDS", 5)
     reconcile_interval_seconds: int = _env("RECONCILE_INTERVAL_SECONDS", 60)
     # Mail: smtp://user:password@host:port (STARTTLS with ?starttls=true), or smtps:// (TLS);

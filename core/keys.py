@@ -215,6 +215,12 @@ class ServiceKeys:
         return f"{self.prefix}:limits"
 
     @property
+    def catalogue_version(self) -> str:
+        """Counter moved by every change of an event: search answers kept under an older one
+        are stale (core/search/cache.py)."""
+        return f"{self.prefix}:catalogue:version"
+
+    @property
     def metrics(self) -> str:
         """Hash of service-wide counters (reconciliation repairs)."""
         return f"{self.prefix}:metrics"

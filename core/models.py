@@ -142,7 +142,12 @@ class Event(Base):
     """A show with a seat map: a draft until published, then listed (cancelled ones too)."""
 
     __tablename__ = "events"
-    __table_args__ = (Index("ix_events_status_starts", "status", "starts_at"),)
+    __table_args__ = (
+        Index("ix_events_status_starts", "status", "starts_at"),
+        Index("ix_events_status_category_starts", "status", text("lower(category)"), "starts_at"),
+        # Search's full-text indexes are the database's own (migration 0008): PostgreSQL's
+        # generated search_vector with GIN and pg_trgm, SQLite's FTS5 table event_search.
+    )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     title: Mapped[str] = mapped_column(String(200))

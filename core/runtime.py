@@ -13,11 +13,13 @@ from sqlalchemy.orm import Session, sessionmaker
 from core.config import Settings
 from core.db import make_engine, make_session_factory
 from core.inventory import Inventory
+from core.keys import ServiceKeys
 from core.payments import PaymentGateway
 from core.payments.simulated import SimulatedGateway
 from core.payments.stripe_gateway import StripeGateway
 from core.revocations import RevocationWatch
 from core.rooms import RoomBoard
+from core.search import SearchCache
 from core.settlement import Settler
 
 REDIS_TIMEOUT_S = 5.0  # a Redis that hangs answers 503 after this, instead of holding a thread
@@ -70,6 +72,16 @@ class Runtime:
     def room_board(self) -> RoomBoard:
         """This process's copy of the waiting rooms' boards (web processes answer polls from it)."""
         return RoomBoard(self.inventory)
+
+    @cached_property
+    def search_cache(self) -> SearchCache:
+        """This process's recent search answers (web processes)."""
+        return SearchCache(
+            self.redis,
+            ServiceKeys(self.settings.key_prefix).catalogue_version,
+            self.settings.search_cache_entries,
+            self.settings.search_cache_seconds,
+        )
 
     @cached_property
     def gateways(self) -> dict[str, PaymentGateway]:

@@ -45,7 +45,7 @@ class Catalogue:
         with self.sessions() as session:
             while True:
                 result = search_events(session, search)
-                found += [self.keys[event.id] for event in result.events]
+                found += [self.keys[hit.id] for hit in result.hits]
                 if not result.has_more:
                     return found
                 search = dataclasses.replace(search, offset=search.offset + search.limit)
@@ -248,7 +248,7 @@ def test_the_index_follows_a_change_in_the_same_transaction(shows):
 
 
 def _keys(shows: Catalogue, session: Session, query: str) -> list[str]:
-    return [shows.keys[e.id] for e in search_events(session, EventSearch(text=query)).events]
+    return [shows.keys[hit.id] for hit in search_events(session, EventSearch(text=query)).hits]
 
 
 # --- suggestions ----------------------------------------------------------------------------
@@ -437,3 +437,73 @@ def test_every_spec_is_searchable() -> None:
     specs: list[Spec] = catalogue()
     assert len({s.key for s in specs}) == len(specs) >= 200
     assert {expected for _, expected in TOP_3} <= {s.key for s in specs}
+
+
+# --- the answers each process keeps -----------------------------------------------------------
+
+
+def test_a_kept_answer_follows_every_change_of_an_event(client, admin):
+    word = f"ibex{secrets.token_hex(3)}"
+    event = _show(client, admin, f"{word} matinee")
+    client.post(f"/events/{event['id']}/publish", headers=admin.headers)
+
+    def titles(query: str) -> list[str]:
+        found = client.get("/events/search", query_string={"q": query}).get_json()
+        return [hit["title"] for hit in found["hits"]]
+
+    assert titles(word) == titles(word) == [f"{word} matinee"]  # the second one kept
+    renamed = client.patch(
+        f"/events/{event['id']}", json={"title": f"{word} soirée"}, headers=admin.headers
+    )
+    assert renamed.status_code == 200
+    assert titles(word) == [f"{word} soirée"]
+    assert client.post(f"/events/{event['id']}/cancel", headers=admin.headers).status_code == 200
+    assert titles(word) == []
+    suggested = client.get("/events/suggest", query_string={"q": word}).get_json()
+    assert suggested["suggestions"] == []
+
+
+class Counting:
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def __call__(self) -> int:
+        self.calls += 1
+        return self.calls
+
+
+@pytest.fixture()
+def version_key(rt):  # type: ignore[no-untyped-def]
+    key = f"{rt.settings.key_prefix}:test-catalogue:{secrets.token_hex(4)}"
+    yield key
+    rt.redis.delete(key)
+
+
+def test_the_cache_keeps_an_answer_until_the_catalogue_changes(rt, version_key):
+    from core.search import SearchCache
+
+    cache, compute = SearchCache(rt.redis, version_key, 2, 60.0), Counting()
+    assert [cache.answer("jazz", compute) for _ in range(3)] == [1, 1, 1]
+    cache.changed()
+    assert cache.answer("jazz", compute) == 2
+    cache.answer("rock", compute)
+    cache.answer("folk", compute)  # two entries at most: "jazz", the oldest, goes
+    assert cache.answer("jazz", compute) == 5
+
+
+def test_the_cache_forgets_old_answers_and_keeps_none_without_redis(rt, version_key):
+    from redis import Redis
+    from redis.backoff import NoBackoff
+    from redis.retry import Retry
+
+    from core.search import SearchCache
+    from tests.servers import free_port
+
+    compute = Counting()
+    aged = SearchCache(rt.redis, version_key, 10, 0.0)
+    assert [aged.answer("jazz", compute) for _ in range(2)] == [1, 2]
+    off = SearchCache(rt.redis, version_key, 0, 60.0)
+    assert [off.answer("jazz", compute) for _ in range(2)] == [3, 4]
+    unreachable = Redis(port=free_port(), socket_connect_timeout=0.2, retry=Retry(NoBackoff(), 0))
+    gone = SearchCache(unreachable, version_key, 10, 60.0)
+    assert [gone.answer("jazz", compute) for _ in range(2)] == [5, 6]

@@ -60,6 +60,7 @@ from web.extensions import db, without_http_limit
 from web.openapi import ADMIN_ERRORS, BODY_ERRORS, documented
 from web.orders import documented_purchase, reserve_and_answer
 from web.schemas import EventCreate, EventUpdate, PurchaseHeaders, SeatPurchase
+from web.search import catalogue_changed
 
 bp = Blueprint("events", __name__)
 SEAT_MAP_MAX_BYTES = 8 * 1024 * 1024  # 100,000 seats with a rank each fit with room to spare
@@ -97,6 +98,7 @@ def create() -> Response:
     fields["currency"] = body.currency or runtime().settings.default_currency
     event = create_event(db.session, **fields)
     db.session.commit()
+    catalogue_changed()  # (admins search drafts too)
     return answer(event_answer(EventView(event, [])), 201)
 
 
@@ -319,6 +321,7 @@ def _sell(event: Event, *, anew: bool, dropped: list[int] | None = None) -> None
     products = [] if event.status == EventStatus.DRAFT else event_products(db.session, event)
     db.session.commit()
     try:
+        catalogue_changed()
         for product_id in dropped or []:
             runtime().inventory.drop_stock(product_id)
         put_on_sale(runtime().inventory, db.session, products, anew=anew)

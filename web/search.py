@@ -3,24 +3,18 @@ suggestions as they type (core/search does the finding)."""
 
 from __future__ import annotations
 
+import logging
+from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any
 
-from flask import Blueprint, Response
+from flask import Blueprint, Response, jsonify
 from flask_jwt_extended import verify_jwt_in_request
 from redis.exceptions import RedisError
 
-from core.events.sale import places_left, products_of_events
-from core.models import Event
+from core.events.sale import places_left
 from core.money import AmountError, to_decimal_string, to_minor
-from core.search import (
-    EventSearch,
-    SearchResult,
-    SearchSort,
-    mark,
-    search_events,
-    snippet,
-    suggest_titles,
-)
+from core.search import EventHit, EventSearch, SearchSort, search_events, suggest_titles
 from core.times import iso
 from web.answers import (
     SearchHighlight,
@@ -28,7 +22,6 @@ from web.answers import (
     SearchPage,
     Suggestions,
     TitleSuggestion,
-    answer,
 )
 from web.common import end_read, is_admin, parse_query, runtime
 from web.errors import ApiError
@@ -37,6 +30,7 @@ from web.openapi import documented
 from web.schemas import EventSearchQuery, SuggestQuery
 
 bp = Blueprint("search", __name__)
+log = logging.getLogger(__name__)
 
 
 def _search_limit() -> str:
@@ -54,20 +48,12 @@ def search() -> Response:
     """Events for words and filters, best first (or by `date`, or by `price`): misspellings
     and word beginnings find their event; an empty `q` lists by date. 20 a page, up to 50."""
     query = parse_query(EventSearchQuery)
-    result = search_events(db.session, _search_of(query))
-    products = products_of_events(db.session, [event.id for event in result.events])
-    end_read()
-    left = _places_left(products)
-    return answer(
-        SearchPage(
-            hits=[_hit(event, result, left[event.id]) for event in result.events],
-            page=query.page,
-            per_page=query.per_page,
-            has_more=result.has_more,
-            sort=query.sort,
-            fuzzy=result.fuzzy,
-        )
-    )
+    search = _search_of(query)
+    page = runtime().search_cache.answer(("search", search), lambda: _prepared(query, search))
+    left = _places_left(page.products)
+    # The page as SearchPage dumps it, prepared when found: only the availability is new.
+    answered = dict(page.page, hits=[hit | {"available": left[hit["id"]]} for hit in page.hits])
+    return jsonify(answered)
 
 
 @bp.get("/events/suggest")
@@ -75,14 +61,59 @@ def search() -> Response:
 @documented("events", {200: Suggestions}, (400, 429), query=SuggestQuery)
 def suggest() -> Response:
     """Up to 8 titles of events to come with a word beginning as each word typed so far."""
-    query = parse_query(SuggestQuery)
-    found = suggest_titles(db.session, query.q, datetime.now(UTC))
-    end_read()
-    return answer(
-        Suggestions(
-            suggestions=[TitleSuggestion(title=s.title, starts_at=iso(s.starts_at)) for s in found]
-        )
+    text, now = parse_query(SuggestQuery).q, _this_minute()
+    return jsonify(
+        runtime().search_cache.answer(("suggest", text, now), lambda: _titles(text, now))
     )
+
+
+def catalogue_changed() -> None:
+    """After an event's change is committed: the search answers kept are stale. (Without Redis
+    the change shows once the answers' SEARCH_CACHE_SECONDS are over.)"""
+    try:
+        runtime().search_cache.changed()
+    except RedisError:
+        log.warning("the catalogue's version did not move: search answers may lag")
+
+
+@dataclass(frozen=True)
+class PreparedPage:
+    """A page of results as the answer dumps it, but for the hits' availability."""
+
+    page: dict[str, Any]  # SearchPage's fields but the hits
+    hits: list[dict[str, Any]]  # SearchHit dumps
+    products: dict[int, list[int]]  # event -> the products whose availability it shows
+
+
+def _prepared(query: EventSearchQuery, search: EventSearch) -> PreparedPage:
+    try:
+        result = search_events(db.session, search)
+    finally:
+        end_read()
+    page = SearchPage(
+        hits=[_hit(hit, None) for hit in result.hits],
+        page=query.page,
+        per_page=query.per_page,
+        has_more=result.has_more,
+        sort=query.sort,
+        fuzzy=result.fuzzy,
+    ).model_dump(mode="json")
+    hits = page.pop("hits")
+    return PreparedPage(page, hits, {hit.id: list(hit.product_ids) for hit in result.hits})
+
+
+def _titles(text: str, now: datetime) -> dict[str, Any]:
+    try:
+        found = suggest_titles(db.session, text, now)
+    finally:
+        end_read()
+    titles = [TitleSuggestion(title=s.title, starts_at=iso(s.starts_at)) for s in found]
+    return Suggestions(suggestions=titles).model_dump(mode="json")
+
+
+def _this_minute() -> datetime:
+    """Now, to the minute: events from now on, and one cache key a minute."""
+    return datetime.now(UTC).replace(second=0, microsecond=0)
 
 
 def _search_of(query: EventSearchQuery) -> EventSearch:
@@ -95,7 +126,7 @@ def _search_of(query: EventSearchQuery) -> EventSearch:
         text=query.q,
         category=query.category,
         venue=query.venue,
-        starts_from=query.starts_from or datetime.now(UTC),
+        starts_from=query.starts_from or _this_minute(),
         starts_to=query.to,
         currency=currency,
         price_min_minor=_minor(query.min_price, currency),
@@ -123,25 +154,22 @@ def _places_left(products: dict[int, list[int]]) -> dict[int, int | None]:
         return dict.fromkeys(products)
 
 
-def _hit(event: Event, result: SearchResult, available: int | None) -> SearchHit:
+def _hit(hit: EventHit, available: int | None) -> SearchHit:
     def price(minor: int | None) -> str | None:
-        return None if minor is None else to_decimal_string(minor, event.currency)
+        return None if minor is None else to_decimal_string(minor, hit.currency)
 
     return SearchHit(
-        id=event.id,
-        title=event.title,
-        venue=event.venue,
-        location=event.location,
-        category=event.category,
-        status=event.status,
-        starts_at=iso(event.starts_at),
-        ends_at=iso(event.ends_at),
-        currency=event.currency,
-        price_min=price(event.price_min_minor),
-        price_max=price(event.price_max_minor),
+        id=hit.id,
+        title=hit.title,
+        venue=hit.venue,
+        location=hit.location,
+        category=hit.category,
+        status=hit.status,
+        starts_at=iso(hit.starts_at),
+        ends_at=iso(hit.ends_at),
+        currency=hit.currency,
+        price_min=price(hit.price_min_minor),
+        price_max=price(hit.price_max_minor),
         available=available,
-        highlight=SearchHighlight(
-            title=mark(event.title, result.terms, result.fuzzy),
-            snippet=snippet(event.description, result.terms, result.fuzzy),
-        ),
+        highlight=SearchHighlight(title=hit.marked_title, snippet=hit.snippet),
     )

@@ -5,7 +5,7 @@ the source of truth for all of them."""
 
 from __future__ import annotations
 
-from sqlalchemy import func, or_, select
+from sqlalchemy import select, union_all
 from sqlalchemy.orm import Session
 
 from core.catalog import terms_of
@@ -43,14 +43,13 @@ def products_of_events(session: Session, event_ids: list[int]) -> dict[int, list
     found: dict[int, list[int]] = {event_id: [] for event_id in event_ids}
     if not event_ids:
         return found
-    event_of = func.coalesce(Product.event_id, EventSection.event_id)
-    rows = session.execute(
-        select(Product.id, event_of)
-        .outerjoin(EventSection, EventSection.id == Product.section_id)
-        .where(or_(Product.event_id.in_(event_ids), EventSection.event_id.in_(event_ids)))
-        .order_by(Product.id)
+    seats = select(Product.id, Product.event_id).where(Product.event_id.in_(event_ids))
+    standing = (
+        select(Product.id, EventSection.event_id)
+        .join(EventSection, EventSection.id == Product.section_id)
+        .where(EventSection.event_id.in_(event_ids))
     )
-    for product_id, event_id in rows:
+    for product_id, event_id in session.execute(union_all(seats, standing)):
         found[event_id].append(product_id)
     return found
 

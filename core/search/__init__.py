@@ -17,10 +17,13 @@ from types import ModuleType
 from sqlalchemy import Select, select
 from sqlalchemy.orm import Session
 
+from core.events.sale import products_of_events
 from core.models import Event
 from core.search import postgres, sqlite
+from core.search.cache import SearchCache
 from core.search.highlight import ALIKE, mark, snippet
 from core.search.query import (
+    EventHit,
     EventSearch,
     SearchResult,
     SearchSort,
@@ -32,29 +35,36 @@ from core.search.query import (
 from core.search.terms import Term, begins_a_word, query_terms, title_likeness
 
 __all__ = [
+    "EventHit",
     "EventSearch",
+    "SearchCache",
     "SearchResult",
     "SearchSort",
     "Suggestion",
-    "mark",
     "search_events",
-    "snippet",
     "suggest_titles",
 ]
 FUZZY_CANDIDATES = 200  # titles a misspelled query is compared with, the likest first
 SUGGESTIONS = 8
+SUGGESTION_EVENTS = 64  # the soonest events read for suggestions (a tour repeats its title)
 
 
 def search_events(session: Session, search: EventSearch) -> SearchResult:
     terms = query_terms(search.text)
     if not terms:
         listing = select(Event).where(*filters(search)).order_by(*listing_order(search.sort))
-        return _page(session, listing, search, terms)
-    backend = _backend(session)
-    found = _page(session, backend.matching(search, terms), search, terms)
-    if found.events or _any(session, backend.matching(search, terms)):
-        return found
-    return _spelled_alike(session, backend, search, terms)
+        events, has_more, fuzzy = _page(session, listing, search)
+    else:
+        backend = _backend(session)
+        events, has_more, fuzzy = _page(session, backend.matching(search, terms), search)
+        if not events and (
+            search.offset == 0 or not _any(session, backend.matching(search, terms))
+        ):
+            terms = [term for term in terms if not term.cjk]
+            events, has_more, fuzzy = _spelled_alike(session, backend, search, terms)
+    products = products_of_events(session, [event.id for event in events])
+    hits = [_hit(event, terms, fuzzy, products[event.id]) for event in events]
+    return SearchResult(hits, has_more, fuzzy)
 
 
 def suggest_titles(
@@ -66,12 +76,12 @@ def suggest_titles(
     if not terms:
         return []
     search = EventSearch(starts_from=now)
-    rows = session.execute(_backend(session).titles_beginning(search, terms, limit * 4))
-    found = [
-        Suggestion(title, starts_at)
-        for title, starts_at in rows
-        if all(begins_a_word(term, title) for term in terms)
-    ]
+    rows = session.execute(_backend(session).titles_beginning(search, terms, SUGGESTION_EVENTS))
+    soonest: dict[str, datetime] = {}
+    for title, starts_at in rows:
+        if title not in soonest and all(begins_a_word(term, title) for term in terms):
+            soonest[title] = starts_at
+    found = [Suggestion(title, starts_at) for title, starts_at in soonest.items()]
     opening = text.strip().lower()
     found.sort(key=lambda s: (not s.title.lower().startswith(opening), s.starts_at, s.title))
     return found[:limit]
@@ -81,11 +91,12 @@ def _backend(session: Session) -> ModuleType:
     return postgres if session.get_bind().dialect.name == "postgresql" else sqlite
 
 
-def _page(
-    session: Session, statement: Select, search: EventSearch, terms: list[Term]
-) -> SearchResult:
+Page = tuple[list[Event], bool, bool]  # the events, whether more follow, whether fuzzy
+
+
+def _page(session: Session, statement: Select, search: EventSearch) -> Page:
     rows = list(session.scalars(statement.offset(search.offset).limit(search.limit + 1)))
-    return SearchResult(rows[: search.limit], len(rows) > search.limit, terms, fuzzy=False)
+    return rows[: search.limit], len(rows) > search.limit, False
 
 
 def _any(session: Session, statement: Select) -> bool:
@@ -93,11 +104,10 @@ def _any(session: Session, statement: Select) -> bool:
 
 
 def _spelled_alike(
-    session: Session, backend: ModuleType, search: EventSearch, terms: list[Term]
-) -> SearchResult:
-    words = [term for term in terms if not term.cjk]
+    session: Session, backend: ModuleType, search: EventSearch, words: list[Term]
+) -> Page:
     if not words:
-        return SearchResult([], False, terms, fuzzy=False)
+        return [], False, False
     candidates = backend.spelled_alike(
         session, search, " ".join(t.text for t in words), FUZZY_CANDIDATES
     )
@@ -109,4 +119,23 @@ def _spelled_alike(
         by = listing_key(search.sort)
         alike.sort(key=lambda pair: by(pair[1]))
     page = [event for _, event in alike[search.offset : search.offset + search.limit + 1]]
-    return SearchResult(page[: search.limit], len(page) > search.limit, words, fuzzy=bool(page))
+    return page[: search.limit], len(page) > search.limit, bool(page)
+
+
+def _hit(event: Event, terms: list[Term], fuzzy: bool, product_ids: list[int]) -> EventHit:
+    return EventHit(
+        id=event.id,
+        title=event.title,
+        venue=event.venue,
+        location=event.location,
+        category=event.category,
+        status=event.status,
+        starts_at=event.starts_at,
+        ends_at=event.ends_at,
+        currency=event.currency,
+        price_min_minor=event.price_min_minor,
+        price_max_minor=event.price_max_minor,
+        marked_title=mark(event.title, terms, fuzzy),
+        snippet=snippet(event.description, terms, fuzzy),
+        product_ids=tuple(product_ids),
+    )

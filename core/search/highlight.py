@@ -15,16 +15,16 @@ SNIPPET_CHARS = 160
 
 def _spans(text: str, terms: list[Term], fuzzy: bool) -> list[tuple[int, int]]:
     spans = []
+    wanted_words = [(term, plain(term.text)) for term in terms]
     for found in _WORD.finditer(text):
         word = plain(found.group())
-        for term in terms:
+        for term, wanted in wanted_words:
             if term.cjk:  # a fragment anywhere in the word (decomposing Hangul would move it)
                 at = found.group().lower().find(term.text)
                 if at >= 0:
                     spans.append((found.start() + at, found.start() + at + len(term.text)))
                     break
                 continue
-            wanted = plain(term.text)
             if (
                 word.startswith(wanted)
                 or (len(word) >= 4 and wanted.startswith(word))

@@ -16,7 +16,7 @@ VECTOR = column("search_vector", TSVECTOR)
 # ts_rank's weights, for D, C, B, A: place (C), description (B), title (A).
 WEIGHTS = cast(literal("{0.1, 0.33, 0.67, 1.0}"), ARRAY(REAL))
 # The likeness (word_similarity) a title needs to be a fuzzy candidate; core.search decides.
-FUZZY_FLOOR = "0.3"
+FUZZY_FLOOR = "0.5"
 
 
 def tsquery_text(terms: list[Term], *, title_only: bool = False) -> str:
@@ -63,11 +63,11 @@ def spelled_alike(session: Session, search: EventSearch, text: str, limit: int) 
 
 
 def titles_beginning(search: EventSearch, terms: list[Term], limit: int) -> Select:
-    """Distinct titles with a word beginning as each term, soonest first."""
+    """The soonest events with a title word beginning as each term (walking the date index
+    when such titles are common, the GIN index when they are rare)."""
     return (
-        select(Event.title, func.min(Event.starts_at).label("starts_at"))
+        select(Event.title, Event.starts_at)
         .where(*filters(search), VECTOR.op("@@")(_tsquery(terms, title_only=True)))
-        .group_by(Event.title)
-        .order_by(func.min(Event.starts_at), Event.title)
+        .order_by(Event.starts_at, Event.id)
         .limit(limit)
     )

@@ -11,7 +11,6 @@ from sqlalchemy.sql.elements import UnaryExpression
 
 from core.events.catalog import EventStatus
 from core.models import Event
-from core.search.terms import Term
 
 
 class SearchSort(enum.StrEnum):
@@ -40,12 +39,32 @@ class EventSearch:
 
 
 @dataclass(frozen=True)
+class EventHit:
+    """An event found, as the answer shows it: its matching words marked (HTML-escaped, in
+    <mark>), and the products selling it (whose availability is Redis', read per answer)."""
+
+    id: int
+    title: str
+    venue: str
+    location: str
+    category: str
+    status: str
+    starts_at: datetime
+    ends_at: datetime | None
+    currency: str
+    price_min_minor: int | None
+    price_max_minor: int | None
+    marked_title: str
+    snippet: str
+    product_ids: tuple[int, ...]
+
+
+@dataclass(frozen=True)
 class SearchResult:
     """A page of events, best first. `fuzzy`: no event has every word, these are spelled alike."""
 
-    events: list[Event]
+    hits: list[EventHit]
     has_more: bool
-    terms: list[Term]
     fuzzy: bool
 
 

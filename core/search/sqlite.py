@@ -78,14 +78,8 @@ def spelled_alike(session: Session, search: EventSearch, text: str, limit: int) 
 
 
 def titles_beginning(search: EventSearch, terms: list[Term], limit: int) -> Select:
-    """Distinct titles holding each term (core.search keeps those with a word beginning so),
-    soonest first."""
-    grouped = select(Event.title, func.min(Event.starts_at).label("starts_at")).where(
-        *filters(search)
-    )
-    statement, _ = _indexed(grouped, terms, (INDEX.c.title,), "title : ")
-    return (
-        statement.group_by(Event.title)
-        .order_by(func.min(Event.starts_at), Event.title)
-        .limit(limit)
-    )
+    """The soonest events whose title holds each term (core.search keeps those with a word
+    beginning so)."""
+    events = select(Event.title, Event.starts_at).where(*filters(search))
+    statement, _ = _indexed(events, terms, (INDEX.c.title,), "title : ")
+    return statement.order_by(Event.starts_at, Event.id).limit(limit)

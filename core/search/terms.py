@@ -6,7 +6,7 @@ from __future__ import annotations
 import re
 import unicodedata
 from dataclasses import dataclass
-from functools import cache
+from functools import lru_cache
 
 # Hangul jamo and syllables, kana, CJK ideographs: scripts written without spaces between words
 # (or, for Korean, with particles glued to them), indexed as overlapping pairs of characters so
@@ -50,13 +50,17 @@ def query_terms(text: str) -> list[Term]:
     return list(dict.fromkeys(kept))[:MAX_TERMS]
 
 
+@lru_cache(maxsize=65536)
 def plain(word: str) -> str:
     """The word lower-cased without its accents (Beyoncé: beyonce), for comparing."""
-    decomposed = unicodedata.normalize("NFKD", word.lower())
+    lowered = word.lower()
+    if lowered.isascii():
+        return lowered
+    decomposed = unicodedata.normalize("NFKD", lowered)
     return "".join(c for c in decomposed if not unicodedata.combining(c))
 
 
-@cache
+@lru_cache(maxsize=65536)
 def trigrams(word: str) -> frozenset[str]:
     """pg_trgm's trigrams of a word: two spaces before it, one after."""
     padded = f"  {plain(word)} "
