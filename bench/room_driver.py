@@ -57,8 +57,9 @@ class Pool:
             self.slots.put_nowait(None)
 
     def head(self, method: str, path: str, token: str, body: bytes = b"", **extra: str) -> bytes:
-        lines = [f"{method} {path} HTTP/1.1", f"Host: {self.host}:{self.port}",
-                 f"Authorization: Bearer {token}"]  # fmt: skip
+        lines = [f"{method} {path} HTTP/1.1", f"Host: {self.host}:{self.port}"]
+        if token:
+            lines.append(f"Authorization: Bearer {token}")
         lines += [f"{name.replace('_', '-')}: {value}" for name, value in extra.items()]
         if method != "GET":
             lines += ["Content-Type: application/json", f"Content-Length: {len(body)}"]

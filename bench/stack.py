@@ -90,6 +90,10 @@ class Processes:
         if child in self.children:
             self.children.remove(child)
 
+    def stop_all_but_redis(self) -> None:
+        for child in list(reversed(self.children)):
+            self.stop(child)
+
     def stop_all(self) -> None:
         for child in list(reversed(self.children)):
             self.stop(child)
