@@ -23,18 +23,22 @@ format: $(STAMP)
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
 
-# Debian's Chromium for the browser tests (tests/test_browser.py), installed once when missing.
-# Playwright's own browser download is not used. Without root the browser tests are skipped.
+# Debian's Chromium for the browser tests (tests/test_browser.py), installed once when missing,
+# with a Korean font (the search page's screenshots show Korean titles). Playwright's own browser
+# download is not used. Without root the browser tests are skipped.
 CHROMIUM ?= /usr/bin/chromium
+BROWSER_PACKAGES := chromium fonts-nanum
 browser:
-	@if [ -x "$(CHROMIUM)" ]; then \
+	@if [ -x "$(CHROMIUM)" ] && [ -d /usr/share/fonts/truetype/nanum ]; then \
 		true; \
 	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
-		echo "==> installing chromium for the browser tests"; \
-		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium; \
+		echo "==> installing $(BROWSER_PACKAGES) for the browser tests"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $(BROWSER_PACKAGES); \
 	elif command -v sudo >/dev/null && sudo -n true 2>/dev/null; then \
-		echo "==> installing chromium for the browser tests"; \
-		sudo apt-get update -qq && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium; \
+		echo "==> installing $(BROWSER_PACKAGES) for the browser tests"; \
+		sudo apt-get update -qq && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $(BROWSER_PACKAGES); \
+	elif [ -x "$(CHROMIUM)" ]; then \
+		echo "==> no Korean font and no root to install fonts-nanum: screenshots show boxes for it"; \
 	else \
 		echo "==> no chromium and no root to install it: the browser tests will be skipped"; \
 	fi

@@ -162,6 +162,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
             "RATELIMIT_LOGIN": "500/minute",
             "RATELIMIT_REGISTER": "500/minute",
             "RATELIMIT_PRODUCT_READS": "5000/minute",
+            "RATELIMIT_SEARCH": "5000/minute",
         }
     )
     worker: subprocess.Popen[bytes] | None = None
@@ -530,7 +531,7 @@ def test_the_pages_fit_a_phone(stack: Stack, open_tab) -> None:
 # --- the seat map --------------------------------------------------------------------------------
 
 
-def _seed_show(stack: Stack, title: str) -> int:
+def _seed_show(stack: Stack, title: str, **fields: str) -> int:
     """A published show: two seated sections and a standing one, on sale now."""
     headers = {"Authorization": f"Bearer {_token(stack, stack.admin_username)}"}
     starts = (datetime.now(UTC) + timedelta(days=20)).isoformat()
@@ -547,7 +548,7 @@ def _seed_show(stack: Stack, title: str) -> int:
     }
     with stack.http() as http:
         body = {"title": title, "venue": "Riverside Hall", "starts_at": starts, "currency": "USD"}
-        event = http.post("/events", json=body, headers=headers).json()
+        event = http.post("/events", json=body | fields, headers=headers).json()
         assert (
             http.put(f"/events/{event['id']}/seatmap", json=hall, headers=headers).status_code
             == 200
@@ -751,6 +752,75 @@ def test_a_ticket_shows_its_live_code_and_the_gate_admits_it_once(stack: Stack, 
     sign_in_by_api(buyer_tab, username)
     buyer_tab.page.goto("/gate")  # not for buyers
     expect(buyer_tab.page.get_by_role("heading", name="Gate staff only")).to_be_visible()
+
+
+# --- event search -------------------------------------------------------------------------------
+
+
+@needs_browser
+def test_search_suggests_titles_and_marks_what_matched(stack: Stack, open_tab) -> None:
+    pop = _seed_show(stack, "Beyoncé Renaissance Night", description="The queen of pop, live.")
+    korean = _seed_show(stack, "아이유 콘서트 HER", description="아이유의 단독 콘서트 투어.")
+    jazz = _seed_show(
+        stack, "Blue Lagoon Jazz Club", description="Smooth jazz by the river.", category="jazz"
+    )
+    tab = open_tab()
+    page = tab.page
+    page.goto("/")
+    page.get_by_role("combobox", name="Search events").press_sequentially("beyo", delay=30)
+    suggestion = page.get_by_role("option", name="Beyoncé Renaissance Night")
+    expect(suggestion).to_be_visible()
+    suggestion.click()
+    expect(page).to_have_url(re.compile(r"/search\?q=Beyonc"))
+    expect(page.locator(f"#hit-{pop} h3 mark").first).to_have_text("Beyoncé")
+
+    box = page.get_by_role("combobox", name="Search events")
+    box.fill("beyonse")  # misspelled
+    box.press("Enter")
+    expect(page.locator("#search-status")).to_have_text(re.compile("spelled alike"))
+    expect(page.locator(f"#hit-{pop} h3 mark")).to_have_text("Beyoncé")
+
+    box.fill("이유")  # two characters inside a Korean word
+    box.press("Enter")
+    expect(page.locator(f"#hit-{korean} h3 mark")).to_have_text("이유")
+    expect(page.locator(f"#hit-{korean} .snippet mark").first).to_have_text("이유")
+    expect(page.locator(".hit")).to_have_count(1)
+
+    box.fill("")
+    page.get_by_label("Category").select_option("jazz")
+    page.get_by_label("Max price").fill("50")
+    page.get_by_role("button", name="Apply filters").click()
+    expect(page).to_have_url(re.compile(r"category=jazz&max_price=50"))
+    expect(page.locator(".hit")).to_have_count(1)
+    expect(page.locator(f"#hit-{jazz} .price")).to_have_text("$30.00 \u2013 $80.00")
+    expect(page.locator(f"#hit-{jazz} .left")).to_have_text("126 left")
+    page.go_back()  # the previous search, from the address
+    expect(page.locator(f"#hit-{korean}")).to_be_visible()
+    expect(box).to_have_value("이유")
+
+    box.fill("")
+    box.press_sequentially("lagoo", delay=30)  # a word inside the title
+    option = page.get_by_role("option", name="Blue Lagoon Jazz Club")
+    expect(page.get_by_role("listbox").get_by_role("option")).to_have_count(1)
+    box.press("ArrowDown")
+    expect(option).to_have_attribute("aria-selected", "true")
+    box.press("Enter")
+    expect(page.locator(f"#hit-{jazz} h3 mark").first).to_have_text("Blue")
+    box.fill("")
+    box.press_sequentially("night", delay=30)
+    expect(page.get_by_role("option", name="Beyoncé Renaissance Night")).to_be_visible()
+    shot(page, "search.png")
+
+
+@needs_browser
+def test_the_search_page_fits_a_phone(stack: Stack, open_tab) -> None:
+    _seed_show(stack, "Harbour Lights Festival", description="Lanterns over the water.")
+    tab = open_tab(PHONE, phone=True)
+    page = tab.page
+    page.goto("/search?q=harbour")
+    expect(page.locator(".hit h3 mark").first).to_have_text("Harbour")
+    assert no_horizontal_scroll(page)
+    shot(page, "search-phone.png")
 
 
 # --- the cookie sessions behind the pages (Flask's test client, no browser) -------------------

@@ -26,7 +26,7 @@ from sqlalchemy import select
 
 from core.catalog import list_products
 from core.entry.tickets import list_tickets
-from core.events.catalog import EventStatus, get_event, list_events
+from core.events.catalog import EventStatus, event_categories, get_event, list_events
 from core.models import Product, User
 from core.orders import list_orders
 from core.tickets.view import RecordedOrder, order_view
@@ -165,6 +165,18 @@ def storefront() -> str:
         shows=shows,
         next_path=safe_next(request.args.get("next")),
     )
+
+
+# --- event search ---------------------------------------------------------------------------------
+
+
+@bp.get("/search")
+def search_page() -> str:
+    """The search box with its filters; the results come from GET /events/search (search.js),
+    the page's address holding the search so it can be shared and reloaded."""
+    categories = event_categories(db.session)
+    end_read()
+    return render_template("search.html", categories=categories)
 
 
 # --- a sale's waiting room ------------------------------------------------------------------------

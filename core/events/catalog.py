@@ -97,6 +97,17 @@ def list_events(session: Session, *, include_drafts: bool) -> list[EventView]:
     return [EventView(event, sections[event.id]) for event in events]
 
 
+def event_categories(session: Session) -> list[str]:
+    """The categories of published events, for the search page's filter."""
+    query = (
+        select(Event.category)
+        .where(Event.status == EventStatus.PUBLISHED.value, Event.category != "")
+        .distinct()
+        .order_by(Event.category)
+    )
+    return list(session.scalars(query))
+
+
 def sections_of(session: Session, event_ids: list[int]) -> dict[int, list[EventSection]]:
     """Each event's sections in the map's order (batch-first: one query for any number)."""
     found: dict[int, list[EventSection]] = {event_id: [] for event_id in event_ids}
