@@ -51,17 +51,7 @@ SUGGESTION_EVENTS = 64  # the soonest events read for suggestions (a tour repeat
 
 def search_events(session: Session, search: EventSearch) -> SearchResult:
     terms = query_terms(search.text)
-    if not terms:
-        listing = select(Event).where(*filters(search)).order_by(*listing_order(search.sort))
-        events, has_more, fuzzy = _page(session, listing, search)
-    else:
-        backend = _backend(session)
-        events, has_more, fuzzy = _page(session, backend.matching(search, terms), search)
-        if not events and (
-            search.offset == 0 or not _any(session, backend.matching(search, terms))
-        ):
-            terms = [term for term in terms if not term.cjk]
-            events, has_more, fuzzy = _spelled_alike(session, backend, search, terms)
+    events, has_more, fuzzy = _found(session, search, terms)
     products = products_of_events(session, [event.id for event in events])
     hits = [_hit(event, terms, fuzzy, products[event.id]) for event in events]
     return SearchResult(hits, has_more, fuzzy)
@@ -92,6 +82,18 @@ def _backend(session: Session) -> ModuleType:
 
 
 Page = tuple[list[Event], bool, bool]  # the events, whether more follow, whether fuzzy
+
+
+def _found(session: Session, search: EventSearch, terms: list[Term]) -> Page:
+    if not terms:
+        listing = select(Event).where(*filters(search)).order_by(*listing_order(search.sort))
+        return _page(session, listing, search)
+    backend = _backend(session)
+    every_word = backend.matching(search, terms)
+    found = _page(session, every_word, search)
+    if found[0] or (search.offset > 0 and _any(session, every_word)):  # (a page past the end)
+        return found
+    return _spelled_alike(session, backend, search, [term for term in terms if not term.cjk])
 
 
 def _page(session: Session, statement: Select, search: EventSearch) -> Page:
