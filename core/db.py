@@ -34,9 +34,21 @@ def prepare_engine(engine: Engine) -> Engine:
 
     @event.listens_for(engine, "begin")
     def _on_begin(connection: Any) -> None:
-        connection.exec_driver_sql("BEGIN IMMEDIATE")
+        reads_only = connection.get_execution_options().get(READS_ONLY, False)
+        connection.exec_driver_sql("BEGIN" if reads_only else "BEGIN IMMEDIATE")
 
     return engine
+
+
+READS_ONLY = "flashsale_reads_only"
+
+
+def reads_only(session: Session) -> Session:
+    """The session's next transaction only reads: on SQLite it takes no write lock (BEGIN, not
+    BEGIN IMMEDIATE), so such transactions run side by side, and beside a writer (WAL)."""
+    if not session.in_transaction() and session.get_bind().dialect.name == "sqlite":
+        session.connection(execution_options={READS_ONLY: True})
+    return session
 
 
 def make_engine(database_url: str) -> Engine:

@@ -507,3 +507,21 @@ def test_the_cache_forgets_old_answers_and_keeps_none_without_redis(rt, version_
     unreachable = Redis(port=free_port(), socket_connect_timeout=0.2, retry=Retry(NoBackoff(), 0))
     gone = SearchCache(unreachable, version_key, 10, 60.0)
     assert [gone.answer("jazz", compute) for _ in range(2)] == [5, 6]
+
+
+def test_on_sqlite_a_search_reads_beside_a_writer(shows):
+    """SQLite's transactions take the write lock at BEGIN (read-then-write loses nothing); a
+    search only reads, and runs while another transaction holds that lock."""
+    from core.db import reads_only
+
+    with shows.sessions() as writer, shows.sessions() as reader:
+        if writer.get_bind().dialect.name != "sqlite":
+            pytest.skip("PostgreSQL's readers never wait for writers")
+        event = writer.get(Event, shows.ids["chopin"])
+        assert event is not None
+        event.title = "Chopin Nocturnes"
+        writer.flush()  # holds the write lock until the rollback
+        found = search_events(reads_only(reader), EventSearch(text="chopin recital")).hits
+        assert [shows.keys[hit.id] for hit in found] == ["chopin"]  # the committed title
+        reader.rollback()
+        writer.rollback()

@@ -12,6 +12,7 @@ from flask import Blueprint, Response, jsonify
 from flask_jwt_extended import verify_jwt_in_request
 from redis.exceptions import RedisError
 
+from core.db import reads_only
 from core.events.sale import places_left
 from core.money import AmountError, to_decimal_string, to_minor
 from core.search import EventHit, EventSearch, SearchSort, search_events, suggest_titles
@@ -87,7 +88,7 @@ class PreparedPage:
 
 def _prepared(query: EventSearchQuery, search: EventSearch) -> PreparedPage:
     try:
-        result = search_events(db.session, search)
+        result = search_events(reads_only(db.session), search)
     finally:
         end_read()
     page = SearchPage(
@@ -104,7 +105,7 @@ def _prepared(query: EventSearchQuery, search: EventSearch) -> PreparedPage:
 
 def _titles(text: str, now: datetime) -> dict[str, Any]:
     try:
-        found = suggest_titles(db.session, text, now)
+        found = suggest_titles(reads_only(db.session), text, now)
     finally:
         end_read()
     titles = [TitleSuggestion(title=s.title, starts_at=iso(s.starts_at)) for s in found]
