@@ -8,7 +8,7 @@ from typing import Any
 
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.orm import Session, scoped_session, sessionmaker
 
 
 def engine_options(database_url: str) -> dict[str, Any]:
@@ -43,12 +43,13 @@ def prepare_engine(engine: Engine) -> Engine:
 READS_ONLY = "flashsale_reads_only"
 
 
-def reads_only(session: Session) -> Session:
+def reads_only(session: Session | scoped_session[Session]) -> Session:
     """The session's next transaction only reads: on SQLite it takes no write lock (BEGIN, not
     BEGIN IMMEDIATE), so such transactions run side by side, and beside a writer (WAL)."""
-    if not session.in_transaction() and session.get_bind().dialect.name == "sqlite":
-        session.connection(execution_options={READS_ONLY: True})
-    return session
+    actual = session() if isinstance(session, scoped_session) else session
+    if not actual.in_transaction() and actual.get_bind().dialect.name == "sqlite":
+        actual.connection(execution_options={READS_ONLY: True})
+    return actual
 
 
 def make_engine(database_url: str) -> Engine:

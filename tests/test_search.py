@@ -525,3 +525,19 @@ def test_on_sqlite_a_search_reads_beside_a_writer(shows):
         assert [shows.keys[hit.id] for hit in found] == ["chopin"]  # the committed title
         reader.rollback()
         writer.rollback()
+
+
+def test_a_search_answers_while_a_writer_holds_the_database(client, admin, rt):
+    word = f"tapir{secrets.token_hex(3)}"
+    event = _show(client, admin, f"{word} parade")
+    client.post(f"/events/{event['id']}/publish", headers=admin.headers)
+    with rt.sessions() as writer:
+        held = writer.get(Event, event["id"])
+        assert held is not None
+        held.description = "being edited"
+        writer.flush()  # on SQLite: the write lock, until the rollback
+        found = client.get("/events/search", query_string={"q": word})
+        suggested = client.get("/events/suggest", query_string={"q": f"{word} par"})
+        writer.rollback()
+    assert [hit["id"] for hit in found.get_json()["hits"]] == [event["id"]]
+    assert suggested.get_json()["suggestions"][0]["title"] == f"{word} parade"
