@@ -1,19 +1,26 @@
-"""Helpers for the tests: users with tokens, products, and running real RQ workers."""
+"""Helpers for the tests: users with tokens, products, running real RQ workers, databases and
+apps of their own."""
 
 from __future__ import annotations
 
+import dataclasses
 import secrets
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
+from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 from flask import Flask
 from flask_jwt_extended import create_access_token
 from rq import SimpleWorker
+from sqlalchemy import create_engine, text
 
 from core import catalog
 from core.catalog import create_user
-from core.config import Settings
+from core.config import Settings, normalize_database_url
 from core.db import transaction
 from core.models import User
 from core.runtime import Runtime
@@ -116,3 +123,35 @@ def seat_blocks(free: set[str], size: int) -> list[list[str]]:
         if all(seat in free for seat in block):
             blocks.append(block)
     return blocks
+
+
+def scratch_database(server_url: str, folder: Path, name: str) -> tuple[str, Callable[[], None]]:
+    """A database of its own: a SQLite file in `folder` when `server_url` is SQLite, else a
+    database `name` on that PostgreSQL server. Its URL, and what drops it."""
+    if server_url.startswith("sqlite"):
+        return f"sqlite:///{folder / f'{name}.db'}", lambda: None
+    admin = create_engine(normalize_database_url(server_url), isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+
+    def drop() -> None:
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+    return urlunsplit(urlsplit(server_url)._replace(path=f"/{name}")), drop
+
+
+@contextmanager
+def app_with(**changes: Any) -> Iterator[Flask]:
+    """A second app beside the session's, its settings changed so (rate limits on, say)."""
+    from web import create_app
+
+    app = create_app(dataclasses.replace(Settings.from_env(), **changes))
+    app.config["TESTING"] = True
+    try:
+        yield app
+    finally:
+        with app.app_context():
+            db.engine.dispose()
+        app.extensions["flashsale"].close()

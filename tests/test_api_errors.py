@@ -3,7 +3,6 @@ never a 500, and a refused purchase writes nothing. Also the sale window and the
 
 from __future__ import annotations
 
-import dataclasses
 import secrets
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
@@ -12,7 +11,7 @@ import pytest
 
 from core.keys import new_ticket_id
 from core.stock import rebuild_stock
-from tests.helpers import Account, create_product, make_user, run_workers
+from tests.helpers import Account, app_with, create_product, make_user, run_workers
 from tests.servers import wait_until
 
 HUGE_ID = 99999999999
@@ -769,24 +768,10 @@ def test_a_wrong_method_is_405_json_with_allow(client, method, path):
 @pytest.fixture()
 def limited_app(app):  # type: ignore[no-untyped-def]
     """An app with rate limits on, beside the session app that has them off."""
-    from core.config import Settings
-    from web import create_app
-    from web.extensions import db
-
-    settings = dataclasses.replace(
-        Settings.from_env(),
-        ratelimit_enabled=True,
-        ratelimit_login="3/minute",
-        ratelimit_purchase="2/minute",
-    )
-    second = create_app(settings)
-    second.config["TESTING"] = True
-    try:
-        yield second
-    finally:
-        with second.app_context():
-            db.engine.dispose()
-        second.extensions["flashsale"].close()
+    with app_with(
+        ratelimit_enabled=True, ratelimit_login="3/minute", ratelimit_purchase="2/minute"
+    ) as limited:
+        yield limited
 
 
 def address() -> dict[str, str]:

@@ -19,18 +19,17 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from urllib.parse import unquote, urlsplit, urlunsplit
+from urllib.parse import unquote, urlsplit
 
 import httpx
 import pytest
 from redis import Redis
 from rq import Queue, Worker
-from sqlalchemy import create_engine, text
 
 from core.catalog import create_user
 from core.config import normalize_database_url
 from core.db import make_engine, make_session_factory
-from tests.helpers import create_product
+from tests.helpers import create_product, scratch_database
 from tests.servers import ROOT, Gunicorn, clean_env, wait_until
 
 try:
@@ -95,20 +94,8 @@ class Stack:
 def _own_database(tmp: Path) -> tuple[str, Callable[[], None]]:
     """A database for these tests alone, beside the session's (SQLite file or PostgreSQL)."""
     session_url = os.environ["DATABASE_URL"]
-    if session_url.startswith("sqlite"):
-        return f"sqlite:///{tmp / 'browser.db'}", lambda: None
-    parts = urlsplit(session_url)
-    name = f"{parts.path.lstrip('/')}_browser"
-    engine = create_engine(normalize_database_url(session_url), isolation_level="AUTOCOMMIT")
-    with engine.connect() as conn:
-        conn.execute(text(f'CREATE DATABASE "{name}"'))
-
-    def drop() -> None:
-        with engine.connect() as conn:
-            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        engine.dispose()
-
-    return urlunsplit(parts._replace(path=f"/{name}")), drop
+    name = f"{urlsplit(session_url).path.lstrip('/')}_browser"
+    return scratch_database(session_url, tmp, "browser" if "sqlite" in session_url else name)
 
 
 def _create_admin(database_url: str) -> str:

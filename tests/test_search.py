@@ -14,10 +14,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 import pytest
-from sqlalchemy import create_engine, text
 from sqlalchemy.orm import Session, sessionmaker
 
 from core.config import normalize_database_url
@@ -25,6 +23,7 @@ from core.db import make_engine, make_session_factory
 from core.events.catalog import cancel_event
 from core.models import Event
 from core.search import EventSearch, SearchSort, search_events, suggest_titles
+from tests.helpers import app_with, scratch_database
 from tests.search_catalogue import Spec, catalogue, seed
 from tests.test_api_errors import address, assert_error
 
@@ -51,24 +50,6 @@ class Catalogue:
                 search = dataclasses.replace(search, offset=search.offset + search.limit)
 
 
-def _fresh_database(kind: str, folder: Any) -> tuple[str, Any]:
-    if kind == "sqlite":
-        return f"sqlite:///{folder / 'search.db'}", lambda: None
-    admin_url = normalize_database_url(os.environ["TEST_DATABASE_URL"])
-    name = f"flashsale_search_{secrets.token_hex(4)}"
-    admin = create_engine(admin_url, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f'CREATE DATABASE "{name}"'))
-
-    def drop() -> None:
-        with admin.connect() as conn:
-            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
-
-    parts = urlsplit(os.environ["TEST_DATABASE_URL"])
-    return urlunsplit(parts._replace(path=f"/{name}")), drop
-
-
 @pytest.fixture(scope="module", params=DATABASES)
 def shows(request, settings, tmp_path_factory) -> Iterator[Catalogue]:  # type: ignore[no-untyped-def]
     """The catalogue in a database of its own, migrated as in production."""
@@ -76,7 +57,9 @@ def shows(request, settings, tmp_path_factory) -> Iterator[Catalogue]:  # type: 
 
     from web import create_app
 
-    url, drop = _fresh_database(request.param, tmp_path_factory.mktemp("search"))
+    server = os.environ.get("TEST_DATABASE_URL", "") if request.param == "postgresql" else "sqlite"
+    name = f"flashsale_search_{secrets.token_hex(4)}"
+    url, drop = scratch_database(server, tmp_path_factory.mktemp("search"), name)
     url = normalize_database_url(url)
     migrator = create_app(dataclasses.replace(settings, database_url=url))
     engine = make_engine(url)
@@ -404,21 +387,8 @@ def test_only_admins_search_other_statuses(client, admin, buyer):
 
 @pytest.fixture()
 def limited_search(app):  # type: ignore[no-untyped-def]
-    from core.config import Settings
-    from web import create_app
-    from web.extensions import db
-
-    settings = dataclasses.replace(
-        Settings.from_env(), ratelimit_enabled=True, ratelimit_search="3/minute"
-    )
-    second = create_app(settings)
-    second.config["TESTING"] = True
-    try:
-        yield second
-    finally:
-        with second.app_context():
-            db.engine.dispose()
-        second.extensions["flashsale"].close()
+    with app_with(ratelimit_enabled=True, ratelimit_search="3/minute") as limited:
+        yield limited
 
 
 def test_searches_are_rate_limited_per_client(limited_search):
