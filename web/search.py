@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from decimal import Decimal
 from typing import Any
 
 from flask import Blueprint, Response, jsonify
@@ -139,7 +140,7 @@ def _search_of(query: EventSearchQuery) -> EventSearch:
     )
 
 
-def _minor(amount, currency: str) -> int | None:  # type: ignore[no-untyped-def]
+def _minor(amount: Decimal | None, currency: str) -> int | None:
     if amount is None:
         return None
     try:
