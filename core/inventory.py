@@ -10,11 +10,12 @@ from dataclasses import dataclass
 from typing import NamedTuple
 
 from redis import Redis
-from redis.exceptions import ResponseError
+from redis.exceptions import RedisError, ResponseError
 
 from core.config import Settings
 from core.keys import SETTLE_GROUP, ProductKeys, product_of_ticket
 from core.locks import RedisLock, retry_with_backoff
+from core.metrics import LOCK_WAIT_SECONDS, LOCKS, PURCHASES, RESERVE_SECONDS
 from core.scripts import Scripts
 
 RECLAIM_PER_CALL = 20
@@ -284,7 +285,37 @@ class Inventory:
         (the quantity is their number; all are held, or none) or asks for the `best` ones. With
         the sale's waiting room on, `pass_id` (of a pass the caller verified) buys once."""
         k = self.keys(product_id)
-        reply = self.scripts.reserve(
+        started = time.perf_counter()
+        try:
+            reply = self._reserve_script(
+                k,
+                [
+                    user_id,
+                    quantity,
+                    ticket_id,
+                    int(self.settings.hold_seconds * 1000),
+                    idempotency_key,
+                    payment_method,
+                    RECLAIM_PER_CALL,
+                    rate.amount if rate else 0,
+                    rate.window_ms if rate else 0,
+                    _json_list(list(seats)) if seats else "",
+                    json.dumps({"section": best.section, "together": best.together})
+                    if best
+                    else "",
+                    pass_id,
+                ],
+                user_id,
+            )
+        except RedisError:
+            PURCHASES.labels("unavailable").inc()
+            raise
+        RESERVE_SECONDS.observe(time.perf_counter() - started)
+        PURCHASES.labels(reply[0]).inc()
+        return _reservation(reply)
+
+    def _reserve_script(self, k: ProductKeys, args: list[object], user_id: int) -> list:
+        return self.scripts.reserve(
             keys=[
                 k.stock,
                 k.holds,
@@ -297,32 +328,8 @@ class Inventory:
                 *k.seat_keys,
                 k.passes_used,
             ],
-            args=[
-                user_id,
-                quantity,
-                ticket_id,
-                int(self.settings.hold_seconds * 1000),
-                idempotency_key,
-                payment_method,
-                RECLAIM_PER_CALL,
-                rate.amount if rate else 0,
-                rate.window_ms if rate else 0,
-                _json_list(list(seats)) if seats else "",
-                json.dumps({"section": best.section, "together": best.together}) if best else "",
-                pass_id,
-            ],
+            args=args,
         )
-        result = reply[0]
-        if result in ("reserved", "duplicate"):
-            raw = reply[2]
-            hold = Hold.from_json(raw) if raw else None
-            return Reservation(result, ticket_id=reply[1], hold=hold)
-        if result == "rate_limited":
-            return Reservation(result, retry_after_ms=max(0, int(reply[1])))
-        if result in ("seats_unavailable", "unknown_seats"):
-            return Reservation(result, seats=tuple(json.loads(reply[1])))
-        remaining = int(reply[1]) if len(reply) > 1 else None
-        return Reservation(result, remaining=remaining)
 
     # --- the waiting room ----------------------------------------------------------------
     def room_places(self, product_id: int, count: int) -> list[tuple[int, int]]:
@@ -397,10 +404,14 @@ class Inventory:
         def attempt() -> bool:
             missing = [t for t in ticket_ids if t not in tokens]
             keys = [k.lock(t) for t in missing]
-            tokens.update(self._acquire(keys, missing, self.settings.lock_ttl_ms, k.lock_stats))
+            taken = self._acquire(keys, missing, self.settings.lock_ttl_ms, k.lock_stats, "lock")
+            tokens.update(taken)
             return len(tokens) == len(ticket_ids)
 
+        started = time.perf_counter()
         retry_with_backoff(attempt, wait_s)
+        if wait_s > 0:
+            LOCK_WAIT_SECONDS.observe(time.perf_counter() - started)
         return tokens
 
     def release_locks(self, product_id: int, tokens: dict[str, str]) -> None:
@@ -413,7 +424,7 @@ class Inventory:
         calls it covers. ticket -> token, free ones only."""
         k = self.keys(product_id)
         return self._acquire(
-            [k.paying(t) for t in ticket_ids], ticket_ids, self._lease_ms, k.lock_stats
+            [k.paying(t) for t in ticket_ids], ticket_ids, self._lease_ms, k.lock_stats, "lease"
         )
 
     def release_leases(self, product_id: int, tokens: dict[str, str]) -> None:
@@ -426,14 +437,17 @@ class Inventory:
         return int(self.settings.payment_timeout_seconds * 3 * 1000) + 5000
 
     def _acquire(
-        self, keys: list[str], ticket_ids: list[str], ttl_ms: int, stats_key: str
+        self, keys: list[str], ticket_ids: list[str], ttl_ms: int, stats_key: str, kind: str
     ) -> dict[str, str]:
         """One round trip for the batch's locks (or leases): ticket -> token of those taken."""
         if not ticket_ids:
             return {}
         tokens = [secrets.token_hex(16) for _ in ticket_ids]
         taken = self.scripts.take_locks(keys=[stats_key, *keys], args=[ttl_ms, *tokens])
-        return {t: token for t, token, ok in zip(ticket_ids, tokens, taken, strict=True) if ok}
+        got = {t: token for t, token, ok in zip(ticket_ids, tokens, taken, strict=True) if ok}
+        LOCKS.labels(kind, "acquired").inc(len(got))
+        LOCKS.labels(kind, "busy").inc(len(ticket_ids) - len(got))
+        return got
 
     def _release(self, tokens_by_key: dict[str, str]) -> None:
         if tokens_by_key:
@@ -778,6 +792,21 @@ def _state_and_hold(reply: list) -> tuple[str, Hold | None]:
 
 def _pairs(flat: list) -> dict[str, int]:
     return {flat[i]: int(flat[i + 1]) for i in range(0, len(flat), 2)}
+
+
+def _reservation(reply: list) -> Reservation:
+    """The reserve script's answer, read."""
+    result = reply[0]
+    if result in ("reserved", "duplicate"):
+        raw = reply[2]
+        hold = Hold.from_json(raw) if raw else None
+        return Reservation(result, ticket_id=reply[1], hold=hold)
+    if result == "rate_limited":
+        return Reservation(result, retry_after_ms=max(0, int(reply[1])))
+    if result in ("seats_unavailable", "unknown_seats"):
+        return Reservation(result, seats=tuple(json.loads(reply[1])))
+    remaining = int(reply[1]) if len(reply) > 1 else None
+    return Reservation(result, remaining=remaining)
 
 
 def _json_list(items: list) -> str:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -24,6 +25,7 @@ from core.db import transaction
 from core.inventory import Ending, Hold, Inventory, Settled
 from core.keys import product_of_ticket
 from core.locks import LOCK_WAIT_S, locked
+from core.metrics import PAYMENT_SECONDS, PAYMENTS, SETTLE_BATCH_SIZE, SETTLEMENT_LAG
 from core.models import Order, Payment, Product
 from core.orders import (
     get_order,
@@ -132,6 +134,7 @@ class Settler:
         """Settles tickets read from the product's stream: each step is one Redis round trip and
         at most one SQL transaction for the whole batch; payments run concurrently."""
         report = SettleReport()
+        SETTLE_BATCH_SIZE.observe(len(entries))
         with self.sessions() as session:
             product = session.get(Product, product_id)
         if product is None:
@@ -243,6 +246,8 @@ class Settler:
             )
             # Intents reaching a final outcome are stored with the order's final state.
             self._store_intents([w for w in undecided if w.intent and w.outcome not in ENDINGS])
+            for work in leased:
+                PAYMENTS.labels(work.provider or self.gateway.name, work.outcome).inc()
         finally:
             self.inventory.release_leases(product_id, leases)
 
@@ -358,6 +363,7 @@ class Settler:
         """Confirms the ticket's intent if the hold still allows, cancels it if the hold ran
         out while it waited, and takes the outcome from what the provider says."""
         hold = work.hold
+        started = time.perf_counter()
         with _provider_errors(work):
             if payment is not None:
                 gateway = gateway_for(self.gateways, payment.provider)
@@ -376,6 +382,7 @@ class Settler:
                 intent = gateway.cancel_intent(intent.id)
             work.intent = intent
             work.outcome, work.reason = _outcome_of(intent, self._late(hold))
+            PAYMENT_SECONDS.labels(work.provider).observe(time.perf_counter() - started)
 
     def _store_intents(self, works: list[Work]) -> None:
         store_payments(self.sessions, [self._payment_row(w) for w in works])
@@ -477,8 +484,10 @@ class Settler:
             for (h, entry_id, paid), (status, reason) in zip(finals, states, strict=True)
         ]
         self.inventory.forget_holds(product_id, settled)
-        for status, _ in states:
+        now_ms = self.inventory.clock.now_ms()
+        for (hold, _, _), (status, _) in zip(finals, states, strict=True):
             report.count(status.value)
+            SETTLEMENT_LAG.labels(status.value).observe(max(0, now_ms - hold.created_ms) / 1000)
 
     def _state_to_record(self, hold: Hold, money_settled: bool) -> tuple[OrderStatus, str | None]:
         status, reason = OrderStatus(hold.status), hold.reason

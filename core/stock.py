@@ -30,6 +30,7 @@ from core.inventory import (
     StockFigures,
 )
 from core.keys import ServiceKeys
+from core.metrics import RECONCILIATIONS
 from core.models import EventSection, Product, Seat
 from core.orders import (
     HOLDS_SEATS,
@@ -384,6 +385,7 @@ def _service_keys(inventory: Inventory) -> ServiceKeys:
 
 
 def _recorded(inventory: Inventory, outcome: Reconciliation) -> Reconciliation:
+    RECONCILIATIONS.labels(outcome.result).inc()
     record = outcome.as_dict() | {"at": time.time()}
     inventory.redis.hset(
         _service_keys(inventory).last_reconciliations,

@@ -197,6 +197,13 @@ def prepare_environment(run_dir: Path) -> None:
         # The demo admin's password is well known: only this machine reaches the stack unless
         # HOST says otherwise (HOST=0.0.0.0 opens it to the network).
         os.environ["HOST"] = "127.0.0.1"
+    if _unset("PROMETHEUS_MULTIPROC_DIR"):
+        # Every process of the stack counts into one folder: /metrics sums them (core/metrics.py).
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(run_dir / "metrics")
+    # What the processes of an earlier run counted is gone with them.
+    metrics_dir = Path(os.environ["PROMETHEUS_MULTIPROC_DIR"])
+    shutil.rmtree(metrics_dir, ignore_errors=True)
+    metrics_dir.mkdir(parents=True)
     os.environ.setdefault("PYTHONUNBUFFERED", "1")
     # The Procfile's commands (gunicorn, rq, flask, python) come from this virtualenv.
     os.environ["PATH"] = os.pathsep.join([str(BIN), os.environ.get("PATH", "")])
@@ -283,6 +290,7 @@ def banner(redis: RedisProcess | None, admin_password: str, mail: MailSink | Non
     say(f"  Admin      {base}/admin  (sign in on the sale page as the demo admin)")
     say(f"  RQ admin   {base}/admin/rq")
     say(f"  Health     {base}/health")
+    say(f"  Metrics    {base}/metrics  (Prometheus: web, workers and scheduler together)")
     say(f"  Demo admin username={DEMO_ADMIN} password={admin_password}")
     say(f"  Database   {os.environ['DATABASE_URL']}")
     owner = f"started here, pid {redis.process.pid}" if redis and redis.process else "external"

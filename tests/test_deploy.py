@@ -221,6 +221,11 @@ def test_make_run_serves_a_purchase_until_confirmed_and_stops_cleanly(tmp_path):
                 1,
                 1,
             )
+            # One scrape of the web sums every process: the purchase (web), its settlement (worker)
+            metrics = http.get("/metrics").text
+            assert 'flashsale_purchases_total{outcome="reserved"} 1.0' in metrics, metrics
+            confirmed_line = 'flashsale_settlement_lag_seconds_count{status="confirmed"} 1.0'
+            assert confirmed_line in metrics, metrics
 
         # The confirmation's mail, sent by the scheduler's mail job to the stack's own sink.
         mail_dir = tmp_path / "run" / "mail"

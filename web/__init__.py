@@ -20,6 +20,7 @@ from web import (
     events,
     gate,
     health,
+    metrics,
     openapi,
     orders,
     pages,
@@ -102,7 +103,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     limiter.init_app(app)
     _register_jwt_callbacks(settings)
     register_error_handlers(app)
-    for blueprint in (*API_BLUEPRINTS, pages.bp, openapi.bp):
+    for blueprint in (*API_BLUEPRINTS, pages.bp, openapi.bp, metrics.bp):
         app.register_blueprint(blueprint)
     admin.mount_rq_dashboard(app)
     app.wsgi_app = queue.QueueShortcut(app, app.wsgi_app)  # type: ignore[method-assign]

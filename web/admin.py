@@ -92,7 +92,7 @@ def overview_data() -> Overview:
         generated_at=iso_seconds(time.time()),
         redis="unreachable" if any(row.redis_error for row in rows) else "ok",
         products=rows,
-        queue=_queue_figures(),
+        queue=queue_figures(),
         last_reconcile_at=max((r.at for r in last.values() if r.at), default=None),
     )
 
@@ -205,7 +205,7 @@ def _last_reconciliations() -> dict[int, LastReconciliation]:
     }
 
 
-def _queue_figures() -> QueueFigures:
+def queue_figures() -> QueueFigures:
     settings = runtime().settings
     try:
         queue = settlement_queue(settings)

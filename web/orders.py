@@ -15,6 +15,7 @@ from redis.exceptions import RedisError
 from core.inventory import BestAvailable
 from core.keys import new_ticket_id, product_of_ticket
 from core.locks import LockTimeout
+from core.metrics import PURCHASES, STATUS_POLLS
 from core.models import Product
 from core.orders import get_order, list_orders
 from core.payments import PaymentUnavailable
@@ -106,6 +107,7 @@ def purchase(product_id: int) -> Response:
     headers = parse_headers(PurchaseHeaders, "invalid_idempotency_key")
     check_id(product_id)
     if _known_sold_out():
+        PURCHASES.labels("sold_out").inc()
         return _refusal("sold_out", 0)
     return reserve_and_answer(
         product_id, body.quantity, body.payment_method, headers.idempotency_key, headers.queue_pass
@@ -226,6 +228,7 @@ def status(ticket_id: str) -> Response:
         ) from None
     finally:
         end_read()
+    STATUS_POLLS.labels(view.status.value).inc()
     response = answer(view.with_poll_hint(POLL_AFTER_MS))
     if not view.is_final:
         response.headers["Retry-After"] = str(max(1, POLL_AFTER_MS // 1000))

@@ -1,0 +1,141 @@
+"""GET /metrics: the counters move with a rush and its settlement (the web process and an RQ
+worker, here in one process); gunicorn's workers are summed through PROMETHEUS_MULTIPROC_DIR,
+whichever of them answers the scrape; METRICS_TOKEN guards the route."""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from tests.helpers import app_with, create_product, make_users, run_workers
+from tests.servers import Gunicorn, clean_env, wait_until
+from tests.test_api_errors import assert_error, buy
+
+Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
+
+
+def samples(text: str) -> Samples:
+    """Every sample of an exposition: (name, sorted labels) -> value."""
+    found: Samples = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            found[(sample.name, tuple(sorted(sample.labels.items())))] = sample.value
+    return found
+
+
+def scrape(client: Any, headers: dict[str, str] | None = None) -> Samples:
+    response = client.get("/metrics", headers=headers or {})
+    assert response.status_code == 200, response.get_data(as_text=True)
+    assert response.content_type.startswith("text/plain")
+    return samples(response.get_data(as_text=True))
+
+
+def moved(before: Samples, after: Samples, name: str, **labels: str) -> float:
+    key = (name, tuple(sorted(labels.items())))
+    return after.get(key, 0.0) - before.get(key, 0.0)
+
+
+def test_the_counters_move_with_a_rush_and_its_settlement(app, client, admin, settings):
+    product = create_product(client, admin, stock=5, max_per_user=0)
+    buyers = make_users(app, 8)
+    before = scrape(client)
+    answers = [buy(client, buyer, product["id"]).status_code for buyer in buyers]
+    assert sorted(answers) == [202] * 5 + [409] * 3
+    ticket = buy(client, buyers[0], product["id"], quantity=1)  # a second one: sold out
+    assert ticket.status_code == 409
+    during = scrape(client)
+    assert moved(before, during, "flashsale_purchases_total", outcome="reserved") == 5
+    assert moved(before, during, "flashsale_purchases_total", outcome="sold_out") == 4
+    assert moved(before, during, "flashsale_reserve_seconds_count") >= 5
+
+    def settled() -> bool:
+        run_workers(settings)
+        confirmed = moved(before, scrape(client), "flashsale_settlement_lag_seconds_count",
+                          status="confirmed")  # fmt: skip
+        return confirmed == 5
+
+    wait_until(settled, 20, "the five holds to be confirmed")
+    after = scrape(client)
+    paid = moved(
+        before, after, "flashsale_payments_total", gateway="simulated", outcome="confirmed"
+    )
+    assert paid == 5
+    assert moved(before, after, "flashsale_settle_batch_size_sum") >= 5
+    assert moved(before, after, "flashsale_locks_total", kind="lock", result="acquired") >= 5
+    assert moved(before, after, "flashsale_locks_total", kind="lease", result="acquired") >= 5
+    assert after[("flashsale_settlement_queue_up", ())] == 1
+    assert ("flashsale_settlement_queue_jobs", (("state", "failed"),)) in after
+
+
+def test_status_polls_are_counted_by_status(app, client, admin, settings):
+    product = create_product(client, admin, stock=1)
+    (buyer,) = make_users(app, 1)
+    accepted = buy(client, buyer, product["id"])
+    assert accepted.status_code == 202
+    url = accepted.get_json()["status_url"]
+    before = scrape(client)
+    assert client.get(url, headers=buyer.headers).get_json()["status"] == "reserved"
+    polled = scrape(client)
+    assert moved(before, polled, "flashsale_status_polls_total", status="reserved") == 1
+
+    def confirmed() -> bool:
+        run_workers(settings)
+        return client.get(url, headers=buyer.headers).get_json()["status"] == "confirmed"
+
+    wait_until(confirmed, 20, "the order to be confirmed")
+    after = scrape(client)
+    assert moved(polled, after, "flashsale_status_polls_total", status="confirmed") == 1
+
+
+def test_a_token_guards_the_metrics(app):
+    token = secrets.token_hex(16)
+    with app_with(metrics_token=token) as guarded:
+        client = guarded.test_client()
+        assert_error(client.get("/metrics"), 401, "unauthorized")
+        assert_error(client.get("/metrics", headers={"Authorization": "Bearer x"}), 401)
+        scrape(client, {"Authorization": f"Bearer {token}"})
+
+
+@pytest.fixture()
+def summed_web(tmp_path: Path) -> Iterator[tuple[str, Path]]:
+    """gunicorn with two workers sharing a PROMETHEUS_MULTIPROC_DIR."""
+    folder = tmp_path / "metrics"
+    folder.mkdir()
+    server = Gunicorn(clean_env({"PROMETHEUS_MULTIPROC_DIR": str(folder)}), workers=2).start()
+    try:
+        yield server.url, folder
+    finally:
+        server.stop()
+
+
+def test_gunicorns_workers_are_summed_whichever_answers(app, admin, summed_web):
+    url, folder = summed_web
+    buyers = make_users(app, 12)
+    with httpx.Client(base_url=url, timeout=10) as http:
+        product = http.post(
+            "/products",
+            json={"name": f"drop {secrets.token_hex(3)}", "price": "5.00", "stock": 100},
+            headers=admin.headers,
+        ).json()
+        before = samples(http.get("/metrics").text)
+        for buyer in buyers:  # new connections: both workers take some
+            with httpx.Client(base_url=url, timeout=10) as one:
+                answer = one.post(
+                    f"/purchase/{product['id']}",
+                    json={"quantity": 1, "payment_method": "pm_card_visa"},
+                    headers=buyer.headers,
+                )
+                assert answer.status_code == 202
+        counts = set()
+        for _ in range(6):
+            with httpx.Client(base_url=url, timeout=10) as one:
+                now = samples(one.get("/metrics").text)
+            counts.add(moved(before, now, "flashsale_purchases_total", outcome="reserved"))
+    assert counts == {12}
+    assert len(list(folder.glob("counter_*.db"))) == 2  # both workers counted purchases
