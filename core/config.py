@@ -73,6 +73,7 @@ class Settings:
     sold_out_cache_ms: int = _env("SOLD_OUT_CACHE_MS", 500)
     # Search answers each web process keeps (0: none), valid until the catalogue changes, and
     # for this long at most (a change made around the API).
+    log_level: str = _env("LOG_LEVEL", "INFO")
     # GET /metrics asks for this Bearer token; unset, it is open except in production (off).
     metrics_token: str = _env("METRICS_TOKEN", "")
     search_cache_entries: int = _env("SEARCH_CACHE_ENTRIES", 2000)

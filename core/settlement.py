@@ -18,6 +18,7 @@ from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
+import structlog
 from sqlalchemy.orm import Session, sessionmaker
 
 from core.config import Settings
@@ -53,6 +54,7 @@ from core.tickets import OrderStatus
 from core.times import to_ms
 
 log = logging.getLogger(__name__)
+events = structlog.get_logger(__name__)
 
 
 ENDINGS = ("confirmed", "failed", "expired")  # outcomes that end a hold
@@ -485,9 +487,18 @@ class Settler:
         ]
         self.inventory.forget_holds(product_id, settled)
         now_ms = self.inventory.clock.now_ms()
-        for (hold, _, _), (status, _) in zip(finals, states, strict=True):
+        for (hold, _, _), (status, reason) in zip(finals, states, strict=True):
             report.count(status.value)
-            SETTLEMENT_LAG.labels(status.value).observe(max(0, now_ms - hold.created_ms) / 1000)
+            lag_ms = max(0, now_ms - hold.created_ms)
+            SETTLEMENT_LAG.labels(status.value).observe(lag_ms / 1000)
+            events.info(
+                "ticket final",
+                ticket_id=hold.ticket_id,
+                product_id=product_id,
+                status=status.value,
+                reason=reason,
+                lag_ms=lag_ms,
+            )
 
     def _state_to_record(self, hold: Hold, money_settled: bool) -> tuple[OrderStatus, str | None]:
         status, reason = OrderStatus(hold.status), hold.reason

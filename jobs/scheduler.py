@@ -14,6 +14,7 @@ from rq.exceptions import NoSuchJobError
 from rq_scheduler import Scheduler
 
 from core.config import Settings
+from core.logs import configure_logging
 from jobs.queues import MAINTENANCE_TIMEOUT_S, JsonJob, rq_connection
 
 log = logging.getLogger(__name__)
@@ -90,8 +91,8 @@ class SettlementScheduler(Scheduler):
 
 
 def main() -> None:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s scheduler %(message)s")
     settings = Settings.from_env()
+    configure_logging("scheduler", settings.log_level)
     scheduler = SettlementScheduler(settings)
     log.info("registered %s periodic jobs", register_periodic_jobs(scheduler, settings))
     scheduler.run()

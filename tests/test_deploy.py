@@ -4,6 +4,7 @@ that takes a purchase from the API through a worker to a confirmed order."""
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import re
 import secrets
@@ -166,6 +167,16 @@ def _port_open(port: int) -> bool:
 
 
 @pytest.mark.slow
+def _json_of(line: str) -> dict | None:
+    """A JSON log line as honcho prints it (`web.1 | {...}`), read; None for other lines."""
+    start = line.find("{")
+    try:
+        found = json.loads(line[start:]) if start >= 0 else None
+    except ValueError:
+        return None
+    return found if isinstance(found, dict) else None
+
+
 def test_make_run_serves_a_purchase_until_confirmed_and_stops_cleanly(tmp_path):
     stack = Stack(tmp_path)
     try:
@@ -226,6 +237,18 @@ def test_make_run_serves_a_purchase_until_confirmed_and_stops_cleanly(tmp_path):
             assert 'flashsale_purchases_total{outcome="reserved"} 1.0' in metrics, metrics
             confirmed_line = 'flashsale_settlement_lag_seconds_count{status="confirmed"} 1.0'
             assert confirmed_line in metrics, metrics
+
+        # The ticket's whole life in the logs, one grep: JSON lines from the web and a worker.
+        def ticket_lines() -> list[dict] | None:
+            found = [_json_of(line) for line in stack.output.splitlines() if ticket in line]
+            events = {(line.get("process"), line.get("event")) for line in found if line}
+            wanted = {("web", "purchase accepted"), ("worker", "ticket final")}
+            return [line for line in found if line] if wanted <= events else None
+
+        lines = wait_until(ticket_lines, 30, f"ticket {ticket}'s log lines", every=0.2)
+        accepted = next(line for line in lines if line["event"] == "purchase accepted")
+        final = next(line for line in lines if line["event"] == "ticket final")
+        assert len(accepted["request_id"]) == 32 and final["status"] == "confirmed"
 
         # The confirmation's mail, sent by the scheduler's mail job to the stack's own sink.
         mail_dir = tmp_path / "run" / "mail"

@@ -45,27 +45,33 @@ def test_the_counters_move_with_a_rush_and_its_settlement(app, client, admin, se
     product = create_product(client, admin, stock=5, max_per_user=0)
     buyers = make_users(app, 8)
     before = scrape(client)
-    answers = [buy(client, buyer, product["id"]).status_code for buyer in buyers]
-    assert sorted(answers) == [202] * 5 + [409] * 3
+    answers = [buy(client, buyer, product["id"]) for buyer in buyers]
+    assert sorted(a.status_code for a in answers) == [202] * 5 + [409] * 3
     ticket = buy(client, buyers[0], product["id"], quantity=1)  # a second one: sold out
     assert ticket.status_code == 409
     during = scrape(client)
     assert moved(before, during, "flashsale_purchases_total", outcome="reserved") == 5
     assert moved(before, during, "flashsale_purchases_total", outcome="sold_out") == 4
     assert moved(before, during, "flashsale_reserve_seconds_count") >= 5
+    held = [
+        (a.get_json()["status_url"], b)
+        for a, b in zip(answers, buyers, strict=True)
+        if a.status_code == 202
+    ]
 
     def settled() -> bool:
         run_workers(settings)
-        confirmed = moved(before, scrape(client), "flashsale_settlement_lag_seconds_count",
-                          status="confirmed")  # fmt: skip
-        return confirmed == 5
+        return all(client.get(url, headers=b.headers).get_json()["status"] == "confirmed"
+                   for url, b in held)  # fmt: skip
 
     wait_until(settled, 20, "the five holds to be confirmed")
     after = scrape(client)
+    # (other tests' holds may be settled by the same workers: at least these five)
+    assert moved(before, after, "flashsale_settlement_lag_seconds_count", status="confirmed") >= 5
     paid = moved(
         before, after, "flashsale_payments_total", gateway="simulated", outcome="confirmed"
     )
-    assert paid == 5
+    assert paid >= 5
     assert moved(before, after, "flashsale_settle_batch_size_sum") >= 5
     assert moved(before, after, "flashsale_locks_total", kind="lock", result="acquired") >= 5
     assert moved(before, after, "flashsale_locks_total", kind="lease", result="acquired") >= 5

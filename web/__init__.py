@@ -13,6 +13,7 @@ from core.catalog import UsernameTaken, create_user
 from core.config import Settings
 from core.db import engine_options, prepare_engine
 from core.keys import ServiceKeys
+from core.logs import configure_logging
 from core.runtime import Runtime
 from web import (
     admin,
@@ -30,7 +31,7 @@ from web import (
     search,
     tickets,
 )
-from web.common import SECURITY_HEADERS, SoldOutFlags, parse_purchase_rate
+from web.common import SECURITY_HEADERS, SoldOutFlags, parse_purchase_rate, register_request_ids
 from web.errors import error_response, register_error_handlers
 from web.extensions import db, jwt, limiter, migrate
 from web.kicker import SettlementKicker
@@ -90,6 +91,7 @@ def create_app(settings: Settings | None = None) -> Flask:
         # untouched would be the client's own.
         hops = settings.trusted_proxies
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=hops, x_proto=hops, x_host=0, x_prefix=0)
+    configure_logging("web", settings.log_level)
     app.extensions["flashsale"] = Runtime(settings)
     app.extensions["flashsale_kicker"] = SettlementKicker(settings)
     app.extensions["flashsale_sold_out"] = SoldOutFlags(settings.sold_out_cache_ms)
@@ -114,6 +116,8 @@ def create_app(settings: Settings | None = None) -> Flask:
         for name, value in SECURITY_HEADERS:
             response.headers.setdefault(name, value)
         return response
+
+    register_request_ids(app)
 
     return app
 

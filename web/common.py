@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import re
 import time
+import uuid
 from collections.abc import Callable
 from functools import cache, wraps
 from typing import Any, TypeVar
 
-from flask import current_app, request
+import structlog
+from flask import Flask, Response, current_app, request
 from flask_jwt_extended import get_jwt, get_jwt_identity, verify_jwt_in_request
 from limits import parse as parse_limit
 from pydantic import BaseModel, ValidationError
@@ -140,3 +143,29 @@ def check_id(value: int, what: str = "product") -> int:
     if value < 1 or value > MAX_DB_ID:
         raise ApiError(404, "not_found", f"no such {what}")
     return value
+
+
+_REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
+
+
+def register_request_ids(app: Flask) -> None:
+    """Each request's id (a proxy's X-Request-ID when it is one, else a new one), bound to the
+    request's log lines and answered in X-Request-ID."""
+
+    @app.before_request
+    def _bind() -> None:
+        sent = request.headers.get("X-Request-ID", "")
+        request_id = sent if _REQUEST_ID.match(sent) else uuid.uuid4().hex
+        structlog.contextvars.clear_contextvars()
+        structlog.contextvars.bind_contextvars(request_id=request_id)
+
+    @app.after_request
+    def _answer(response: Response) -> Response:
+        bound = structlog.contextvars.get_contextvars().get("request_id")
+        if bound:
+            response.headers["X-Request-ID"] = bound
+        return response
+
+    @app.teardown_request
+    def _unbind(_error: BaseException | None) -> None:
+        structlog.contextvars.clear_contextvars()

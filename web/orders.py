@@ -7,6 +7,7 @@ from collections.abc import Callable, Sequence
 from contextlib import suppress
 from typing import Any, TypeVar
 
+import structlog
 from flask import Blueprint, Response, request, url_for
 from flask_jwt_extended import jwt_required
 from pydantic import BaseModel
@@ -55,6 +56,7 @@ from web.openapi import BEARER_ERRORS, BODY_ERRORS, documented
 from web.schemas import OrderPageQuery, PurchaseHeaders, PurchaseRequest
 
 bp = Blueprint("orders", __name__)
+events = structlog.get_logger(__name__)
 F = TypeVar("F", bound=Callable[..., Any])
 POLL_AFTER_MS = 1000
 RETRY_SHORTLY = {"Retry-After": "2"}
@@ -145,6 +147,12 @@ def reserve_and_answer(
         ) from None
     if outcome.result == "reserved" and outcome.hold:
         kicker().kick(product_id)
+        events.info(
+            "purchase accepted",
+            ticket_id=outcome.hold.ticket_id,
+            product_id=product_id,
+            quantity=outcome.hold.quantity,
+        )
         return _accepted(receipt(outcome.hold))
     if outcome.result == "duplicate" and outcome.ticket_id:
         if outcome.hold is not None:
