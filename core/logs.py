@@ -47,6 +47,8 @@ def configure_logging(process: str, level: str = "INFO") -> None:
     root.addHandler(handler)
     root.setLevel(level)
     logging.getLogger("rq").propagate = False  # RQ prints its own lines
+    for chatty in ("httpx", "httpcore"):  # a line a request made (Stripe's SDK, health checks)
+        logging.getLogger(chatty).setLevel(logging.WARNING)
 
 
 def _tagged(process: str):  # type: ignore[no-untyped-def]
