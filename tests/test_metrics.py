@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import secrets
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -97,6 +98,19 @@ def test_status_polls_are_counted_by_status(app, client, admin, settings):
     wait_until(confirmed, 20, "the order to be confirmed")
     after = scrape(client)
     assert moved(polled, after, "flashsale_status_polls_total", status="confirmed") == 1
+
+
+def test_waiting_rooms_show_their_crowds(app, client, admin):
+    later = (datetime.now(UTC) + timedelta(hours=1)).isoformat()
+    product = create_product(client, admin, stock=10, waiting_room=True, admit_per_second=5,
+                             sale_starts_at=later)  # fmt: skip
+    label = (("product", str(product["id"])),)
+    assert scrape(client)[("flashsale_room_waiting", label)] == 0
+    for buyer in make_users(app, 3):
+        assert client.post(f"/queue/{product['id']}/join", headers=buyer.headers).status_code == 200
+    now = scrape(client)
+    assert now[("flashsale_room_waiting", label)] == 3  # all waiting for the opening's draw
+    assert now[("flashsale_room_admitted", label)] == 0
 
 
 def test_a_token_guards_the_metrics(app):

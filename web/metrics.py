@@ -14,11 +14,15 @@ from prometheus_client import REGISTRY, CollectorRegistry, generate_latest, mult
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from prometheus_client.registry import Collector
+from redis.exceptions import RedisError
+from sqlalchemy import select
 
 from core.metrics import MULTIPROCESS_DIR_VARIABLE
+from core.models import Product
 from web.admin import queue_figures
-from web.common import runtime
+from web.common import end_read, runtime
 from web.errors import ApiError
+from web.extensions import db
 
 bp = Blueprint("metrics", __name__)
 QUEUE_STATES = ("queued", "started", "scheduled", "deferred", "failed")
@@ -55,6 +59,7 @@ def _counted() -> CollectorRegistry:
 def _read_now() -> CollectorRegistry:
     registry = CollectorRegistry()
     registry.register(SettlementQueue())
+    registry.register(WaitingRooms())
     return registry
 
 
@@ -79,3 +84,32 @@ class SettlementQueue(Collector):
         workers = GaugeMetricFamily("flashsale_settlement_workers", "RQ workers on the queue")
         workers.add_metric([], figures.workers or 0)
         yield workers
+
+
+class WaitingRooms(Collector):
+    """Each sale with a waiting room: its buyers waiting and admitted so far (Redis)."""
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        with_rooms = db.session.scalars(select(Product.id).where(Product.waiting_room.is_(True)))
+        product_ids = list(with_rooms)
+        end_read()
+        waiting = GaugeMetricFamily(
+            "flashsale_room_waiting",
+            "Buyers in a sale's waiting room not admitted yet (or waiting for the opening)",
+            labels=["product"],
+        )
+        admitted = GaugeMetricFamily(
+            "flashsale_room_admitted",
+            "Buyers a sale's waiting room has admitted",
+            labels=["product"],
+        )
+        for product_id in product_ids:
+            try:
+                figures = runtime().inventory.room_figures(product_id, points=1)
+            except RedisError:
+                continue  # (the queue's up gauge says whether Redis answers)
+            if figures is not None:
+                waiting.add_metric([str(product_id)], figures.waiting)
+                admitted.add_metric([str(product_id)], figures.admitted)
+        yield waiting
+        yield admitted
