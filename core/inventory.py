@@ -388,9 +388,8 @@ class Inventory:
         """Refunds of one ticket run one at a time, each re-reading what was refunded."""
         k = self.keys(product_id)
         wait_s = self.settings.payment_timeout_seconds * 2
-        return RedisLock(
-            self.redis, self.scripts, k.refunding(ticket_id), k.lock_stats, self._lease_ms, wait_s
-        )
+        return RedisLock(self.redis, self.scripts, k.refunding(ticket_id), k.lock_stats,
+                         self._lease_ms, wait_s, kind="refund")  # fmt: skip
 
     # --- settlement steps: each takes a batch of tickets (one is a batch of one) ------------
     def take_locks(

@@ -1,5 +1,6 @@
 """A Redis lock that guards hold state transitions: SET NX PX with a random token, released by
-compare-and-delete, acquired with jittered backoff, with counters in a metrics hash."""
+compare-and-delete, acquired with jittered backoff, with counters in a metrics hash and in the
+Prometheus metrics (core/metrics.py)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from contextlib import contextmanager
 
 from redis import Redis
 
+from core.metrics import LOCK_WAIT_SECONDS, LOCKS
 from core.scripts import Scripts
 
 LOCK_WAIT_S = 2.0  # how long a caller that must have a lock waits for it
@@ -43,8 +45,10 @@ class RedisLock:
         stats_key: str,
         ttl_ms: int,
         max_wait_s: float = LOCK_WAIT_S,
+        kind: str = "lock",
     ) -> None:
         self.redis = redis
+        self.kind = kind
         self.scripts = scripts
         self.key = key
         self.stats_key = stats_key
@@ -65,7 +69,10 @@ class RedisLock:
         return bool(self.scripts.release_locks(keys=[self.key], args=[self.token]))
 
     def _record(self, outcome: str, started: float) -> None:
-        waited_ms = int((time.monotonic() - started) * 1000)
+        waited_s = time.monotonic() - started
+        LOCKS.labels(self.kind, "acquired" if outcome == "acquired" else "busy").inc()
+        LOCK_WAIT_SECONDS.observe(waited_s)
+        waited_ms = int(waited_s * 1000)
         pipe = self.redis.pipeline(transaction=False)
         pipe.hincrby(self.stats_key, outcome, 1)
         pipe.hincrby(self.stats_key, "wait_ms", waited_ms)

@@ -55,12 +55,14 @@ PAYMENT_SECONDS = Histogram(
 )
 LOCKS = Counter(
     "flashsale_locks",
-    "Settlement locks and payment leases asked for, by kind and result (acquired, busy)",
+    "Locks asked for, by kind (lock: a ticket's settlement lock; lease: its payment lease; "
+    "refund) and result (acquired, busy: still taken after the wait)",
     ["kind", "result"],
 )
 LOCK_WAIT_SECONDS = Histogram(
     "flashsale_lock_wait_seconds",
-    "How long a settler waited for a batch's settlement locks (a webhook waiting its turn)",
+    "How long a caller waited for locks it had to have (a webhook, a refund, a settler's "
+    "batch asked to wait)",
     [],
     buckets=_FAST,
 )
