@@ -22,6 +22,16 @@ def normalize_database_url(url: str) -> str:
     return url
 
 
+CLUSTER_SCHEMES = {"redis+cluster": "redis", "rediss+cluster": "rediss"}
+
+
+def cluster_node_url(url: str) -> str | None:
+    """The plain URL of one node when `url` names a Redis Cluster (redis+cluster://), else None."""
+    scheme, sep, rest = url.partition("://")
+    plain = CLUSTER_SCHEMES.get(scheme.lower()) if sep else None
+    return f"{plain}://{rest}" if plain else None
+
+
 def _env(name: str, default: Any) -> Any:
     """A setting read from the environment variable `name`."""
     return field(default=default, metadata={"env": name})
@@ -44,6 +54,9 @@ class Settings:
     env: str = _env("APP_ENV", "production")
     database_url: str = _env("DATABASE_URL", "sqlite:///flashsale.db")
     redis_url: str = _env("REDIS_URL", "redis://127.0.0.1:6379/0")
+    # Stock, holds, seats and waiting rooms; unset, REDIS_URL. A redis+cluster:// URL names a
+    # Redis Cluster (any one node of it): every script's keys share one product's hash tag.
+    inventory_redis_url: str = _env("INVENTORY_REDIS_URL", "")
     redis_pool_size: int = _env("REDIS_POOL_SIZE", 64)
     key_prefix: str = _env("REDIS_KEY_PREFIX", "fs")
     queue_name: str = _env("SETTLEMENT_QUEUE", "settlement")
@@ -101,6 +114,10 @@ class Settings:
     max_body_bytes: int = _env("MAX_BODY_BYTES", 16 * 1024)
 
     @property
+    def inventory_url(self) -> str:
+        return self.inventory_redis_url or self.redis_url
+
+    @property
     def is_production(self) -> bool:
         return self.env == "production"
 
@@ -126,6 +143,11 @@ class Settings:
             raise ConfigError(f"APP_ENV must be one of {', '.join(ENVIRONMENTS)}, not {self.env!r}")
         if self.jwt_secret_key == DEV_JWT_SECRET and self.env != "development":
             raise ConfigError("JWT_SECRET_KEY is unset: set it, or APP_ENV=development on a laptop")
+        if cluster_node_url(self.redis_url):
+            raise ConfigError(
+                "REDIS_URL cannot name a Redis Cluster (RQ's keys span slots): "
+                "set INVENTORY_REDIS_URL to the cluster and REDIS_URL to a plain Redis"
+            )
         if self.trusted_proxies < 0:
             raise ConfigError("TRUSTED_PROXIES must be 0 or more")
         if min(self.hold_seconds, self.settle_lease_seconds, self.pass_seconds,

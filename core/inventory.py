@@ -9,14 +9,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import NamedTuple
 
-from redis import Redis
 from redis.exceptions import RedisError, ResponseError
 
 from core.config import Settings
 from core.keys import SETTLE_GROUP, ProductKeys, product_of_ticket
 from core.locks import RedisLock, retry_with_backoff
 from core.metrics import LOCK_WAIT_SECONDS, LOCKS, PURCHASES, RESERVE_SECONDS
-from core.scripts import Scripts
+from core.scripts import RedisClient, Scripts
 
 RECLAIM_PER_CALL = 20
 REBUILD_LEASE_MS = 30_000
@@ -32,7 +31,7 @@ class RedisClock:
     """Redis' clock, the one the scripts decide deadlines and sale windows by, read in this
     process without a round trip: the offset to the local clock is measured now and then."""
 
-    def __init__(self, redis: Redis, refresh_s: float = CLOCK_REFRESH_S) -> None:
+    def __init__(self, redis: RedisClient, refresh_s: float = CLOCK_REFRESH_S) -> None:
         self.redis = redis
         self.refresh_s = refresh_s
         self._offset_ms = 0.0
@@ -88,6 +87,7 @@ class Hold:
     payment_status: str | None = None  # the provider's word, kept with a settled ticket
     idempotency_key: str | None = None
     seats: tuple[str, ...] = ()  # a seated product's hold: the seats it holds
+    request_id: str | None = None  # the purchase request's id (X-Request-ID), for log lines
 
     @classmethod
     def from_json(cls, raw: str) -> Hold:
@@ -108,6 +108,7 @@ class Hold:
             payment_status=data.get("ps"),
             idempotency_key=data.get("k"),
             seats=tuple(data.get("st") or ()),
+            request_id=data.get("ri"),
         )
 
     def to_record(self) -> dict[str, object]:
@@ -129,6 +130,8 @@ class Hold:
             record["k"] = self.idempotency_key
         if self.seats:
             record["st"] = list(self.seats)
+        if self.request_id:
+            record["ri"] = self.request_id
         return record
 
 
@@ -257,7 +260,7 @@ class RebuildView:
 class Inventory:
     """Works on a Redis client created with decode_responses=True."""
 
-    def __init__(self, redis: Redis, settings: Settings) -> None:
+    def __init__(self, redis: RedisClient, settings: Settings) -> None:
         self.redis = redis
         self.settings = settings
         self.scripts = Scripts(redis)
@@ -279,11 +282,13 @@ class Inventory:
         seats: Sequence[str] = (),
         best: BestAvailable | None = None,
         pass_id: str = "",
+        request_id: str = "",
     ) -> Reservation:
         """The purchase decision, one round trip; `rate` limits the buyer's attempts on this
         product (the API's RATELIMIT_PURCHASE). A seated product's purchase names its `seats`
         (the quantity is their number; all are held, or none) or asks for the `best` ones. With
-        the sale's waiting room on, `pass_id` (of a pass the caller verified) buys once."""
+        the sale's waiting room on, `pass_id` (of a pass the caller verified) buys once. The
+        hold keeps `request_id`, the purchase request's, for the settlement's log lines."""
         k = self.keys(product_id)
         started = time.perf_counter()
         try:
@@ -304,6 +309,7 @@ class Inventory:
                     if best
                     else "",
                     pass_id,
+                    request_id,
                 ],
                 user_id,
             )
@@ -341,7 +347,7 @@ class Inventory:
     def room_figures(self, product_id: int, points: int = 400) -> RoomFigures | None:
         """The room's counters and its latest admissions (oldest first); None without a room."""
         k = self.keys(product_id)
-        pipe = self.redis.pipeline(transaction=True)
+        pipe = self.scripts.pipeline(k.tag, transaction=True)
         pipe.hmget(k.room, "on", "rate", "next", "served")
         pipe.scard(k.early)
         pipe.xrevrange(k.admits, count=points)
@@ -458,7 +464,7 @@ class Inventory:
         """reserved -> processing, the deadline extended by the settlement lease."""
         k = self.keys(product_id)
         lease_ms = int(self.settings.settle_lease_seconds * 1000)
-        pipe = self.redis.pipeline(transaction=False)
+        pipe = self.scripts.pipeline(k.tag)
         for ticket in ticket_ids:
             self.scripts.begin_settlement(
                 keys=[k.stock, k.holds, k.deadlines, k.users, k.events, *k.seat_keys],
@@ -474,7 +480,7 @@ class Inventory:
         """Moves open holds to their outcome: ticket -> (ok, already, conflict, missing or
         unavailable; the hold after)."""
         k = self.keys(product_id)
-        pipe = self.redis.pipeline(transaction=False)
+        pipe = self.scripts.pipeline(k.tag)
         for ending in endings:
             self.scripts.finish_hold(
                 keys=[k.stock, k.holds, k.deadlines, k.users, k.events, *k.seat_keys],
@@ -491,7 +497,7 @@ class Inventory:
             return
         k = self.keys(product_id)
         ttl = self.settings.final_status_ttl_seconds
-        pipe = self.redis.pipeline(transaction=False)
+        pipe = self.scripts.pipeline(k.tag)
         for one in settled:
             args = [one.ticket_id, one.entry_id or "", SETTLE_GROUP, one.status, one.reason or ""]
             self.scripts.forget_hold(
@@ -537,7 +543,7 @@ class Inventory:
         if not ticket_ids:
             return 0
         k = self.keys(product_id)
-        pipe = self.redis.pipeline(transaction=False)
+        pipe = self.scripts.pipeline(k.tag)
         for ticket in ticket_ids:
             self.scripts.return_units(
                 keys=[k.stock, k.returns, k.users, k.events, *k.seat_keys],
@@ -604,7 +610,7 @@ class Inventory:
         """The stock's version and every seat's state ('f', 'h:<ticket>', 's:<ticket>'), read
         together (MULTI); None while the stock is missing."""
         k = self.keys(product_id)
-        pipe = self.redis.pipeline(transaction=True)
+        pipe = self.scripts.pipeline(k.tag, transaction=True)
         pipe.hget(k.stock, "version")
         pipe.hgetall(k.seats)
         version, states = pipe.execute()
@@ -614,7 +620,7 @@ class Inventory:
         """The stock's version, every seat's state and the tickets with a hold, read together
         (MULTI); None while the stock is missing."""
         k = self.keys(product_id)
-        pipe = self.redis.pipeline(transaction=True)
+        pipe = self.scripts.pipeline(k.tag, transaction=True)
         pipe.hget(k.stock, "version")
         pipe.hgetall(k.seats)
         pipe.hkeys(k.holds)
@@ -683,7 +689,7 @@ class Inventory:
         token): its reads may be older than what a later rebuild restored since."""
         k = self.keys(product_id)
         token = secrets.token_hex(8)
-        pipe = self.redis.pipeline(transaction=True)
+        pipe = self.scripts.pipeline(k.tag, transaction=True)
         pipe.set(k.rebuild_lease, token, nx=True, px=REBUILD_LEASE_MS)
         pipe.exists(k.stock)
         pipe.hvals(k.holds)

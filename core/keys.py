@@ -111,7 +111,8 @@ class ProductKeys:
 
     @property
     def rebuild_pending(self) -> str:
-        """Set while a rebuild of the stock is queued: one job per product, however many ask."""
+        """Set while a rebuild of the stock is queued: one job per product, however many ask
+        (kept beside the queues, in REDIS_URL's Redis, like drain_queued)."""
         return f"{self.tag}:rebuild-pending"
 
     @property

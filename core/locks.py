@@ -10,10 +10,8 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
-from redis import Redis
-
 from core.metrics import LOCK_WAIT_SECONDS, LOCKS
-from core.scripts import Scripts
+from core.scripts import RedisClient, Scripts
 
 LOCK_WAIT_S = 2.0  # how long a caller that must have a lock waits for it
 
@@ -39,7 +37,7 @@ def retry_with_backoff(attempt: Callable[[], bool], max_wait_s: float) -> bool:
 class RedisLock:
     def __init__(
         self,
-        redis: Redis,
+        redis: RedisClient,
         scripts: Scripts,
         key: str,
         stats_key: str,

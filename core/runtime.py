@@ -7,10 +7,11 @@ from dataclasses import dataclass
 from functools import cached_property
 
 from redis import BlockingConnectionPool, Redis
+from redis.cluster import RedisCluster
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
-from core.config import Settings
+from core.config import Settings, cluster_node_url
 from core.db import make_engine, make_session_factory
 from core.inventory import Inventory
 from core.keys import ServiceKeys
@@ -19,6 +20,7 @@ from core.payments.simulated import SimulatedGateway
 from core.payments.stripe_gateway import StripeGateway
 from core.revocations import RevocationWatch
 from core.rooms import RoomBoard
+from core.scripts import RedisClient
 from core.search import SearchCache
 from core.settlement import Settler
 
@@ -31,10 +33,34 @@ class Runtime:
 
     @cached_property
     def redis(self) -> Redis:
+        """The service's Redis (REDIS_URL): queues, scheduler, rate limits, revocations."""
+        return self._plain_redis(self.settings.redis_url)
+
+    @cached_property
+    def inventory_redis(self) -> RedisClient:
+        """Stock, holds, seats and waiting rooms (INVENTORY_REDIS_URL): the service's Redis
+        unless it names another server or a Redis Cluster."""
+        url = self.settings.inventory_url
+        if url == self.settings.redis_url:
+            return self.redis
+        node_url = cluster_node_url(url)
+        if node_url is None:
+            return self._plain_redis(url)
+        return RedisCluster.from_url(
+            node_url,
+            decode_responses=True,
+            connection_pool_class=BlockingConnectionPool,  # per node, as large as for one Redis
+            max_connections=self.settings.redis_pool_size,
+            timeout=REDIS_TIMEOUT_S,
+            socket_timeout=REDIS_TIMEOUT_S,
+            socket_connect_timeout=REDIS_TIMEOUT_S,
+        )
+
+    def _plain_redis(self, url: str) -> Redis:
         """One pool per process, as large as its threads need: a thread takes a free connection
         without waiting on the others (hiredis parses the replies when installed)."""
         pool = BlockingConnectionPool.from_url(
-            self.settings.redis_url,
+            url,
             decode_responses=True,
             max_connections=self.settings.redis_pool_size,
             timeout=REDIS_TIMEOUT_S,
@@ -66,7 +92,7 @@ class Runtime:
 
     @cached_property
     def inventory(self) -> Inventory:
-        return Inventory(self.redis, self.settings)
+        return Inventory(self.inventory_redis, self.settings)
 
     @cached_property
     def room_board(self) -> RoomBoard:

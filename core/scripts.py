@@ -6,7 +6,13 @@ from functools import cache
 from pathlib import Path
 
 from redis import Redis
+from redis.client import Pipeline
+from redis.cluster import RedisCluster
 from redis.commands.core import Script
+
+# Inventory runs on a plain Redis or a Redis Cluster: redis-py routes a script by its first key,
+# and every key of a script shares one product's hash tag (core/keys.py).
+RedisClient = Redis | RedisCluster
 
 LUA_DIR = Path(__file__).with_name("lua")
 _USES_LIB = {
@@ -40,7 +46,7 @@ def source(name: str) -> str:
 class Scripts:
     """The project's scripts registered on one Redis client."""
 
-    def __init__(self, redis: Redis) -> None:
+    def __init__(self, redis: RedisClient) -> None:
         self._redis = redis
         self._scripts: dict[str, Script] = {}
 
@@ -52,3 +58,14 @@ class Scripts:
             script = self._redis.register_script(source(name))
             self._scripts[name] = script
         return script
+
+    def pipeline(self, key: str, transaction: bool = False) -> Pipeline:
+        """A pipeline for a batch of calls on the keys of `key`'s hash tag, one round trip (in
+        MULTI/EXEC with `transaction`). On a cluster it is a pipeline of the primary that owns
+        the slot: redis-py's cluster pipeline refuses scripts and leaves some replies of a
+        transaction unparsed. A batch that meets a moved slot fails whole, and is retried by
+        its caller like any other failed batch."""
+        if isinstance(self._redis, RedisCluster):
+            node = self._redis.get_node_from_key(key)
+            return node.redis_connection.pipeline(transaction=transaction)
+        return self._redis.pipeline(transaction=transaction)

@@ -10,7 +10,7 @@ from core.catalog import list_products
 from core.models import Product
 from core.revocations import delete_expired_revocations
 from core.stock import rebuild_stock, reconcile_product, sync_terms
-from jobs.queues import enqueue_drains
+from jobs.queues import enqueue_drains, rebuild_finished
 from jobs.runtime import runtime
 
 log = logging.getLogger(__name__)
@@ -59,5 +59,5 @@ def reconcile_all() -> dict[str, str]:
 def rebuild_product_stock(product_id: int) -> bool:
     rt = runtime()
     rebuilt = rebuild_stock(rt.inventory, rt.sessions, product_id)
-    rt.redis.delete(rt.inventory.keys(product_id).rebuild_pending)  # a failed one lets it lapse
+    rebuild_finished(rt.settings, product_id)  # a failed one lets the guard lapse
     return rebuilt

@@ -101,6 +101,13 @@ def enqueue_rebuild(settings: Settings, product_id: int) -> None:
     )
 
 
+def rebuild_finished(settings: Settings, product_id: int) -> None:
+    """The product's rebuild ran: the next request that finds the stock missing queues another."""
+    rq_connection(settings.redis_url).delete(
+        ProductKeys(settings.key_prefix, product_id).rebuild_pending
+    )
+
+
 def enqueue_reconcile(settings: Settings) -> str:
     job = settlement_queue(settings).enqueue(
         "jobs.maintenance.reconcile_all",

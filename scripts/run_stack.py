@@ -5,6 +5,8 @@
 - APP_ENV unset: `development` (the application's own default is `production`);
   DATABASE_URL unset: SQLite in the run folder; JWT_SECRET_KEY unset: a generated dev secret
   kept in the run folder (so tokens survive a restart). The run folder is RUN_DIR, else `.run/`.
+- INVENTORY_REDIS_URL=cluster: starts a Redis Cluster of three primaries on free ports for the
+  inventory (stock, holds, seats, waiting rooms), the queues staying on REDIS_URL's Redis.
 - SMTP_URL unset: a mail sink (aiosmtpd) on a free 127.0.0.1 port writes each message the stack
   sends to the run folder's `mail/`, one .eml file a message.
 - Runs the release step (migrations), creates a demo admin, product and show, then runs the
@@ -109,8 +111,9 @@ def stop_process(process: subprocess.Popen | None, grace_s: float = 10.0) -> Non
 class RedisProcess:
     """A redis-server this script starts, owns and stops."""
 
-    def __init__(self, data_dir: Path) -> None:
+    def __init__(self, data_dir: Path, *options: str) -> None:
         self.data_dir = data_dir
+        self.options = options
         self.port = free_port()
         self.process: subprocess.Popen[bytes] | None = None
 
@@ -121,7 +124,7 @@ class RedisProcess:
     def start(self) -> RedisProcess:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         argv = [redis_server_binary(), "--port", str(self.port), "--bind", "127.0.0.1"]
-        argv += ["--save", "", "--appendonly", "no", "--dir", str(self.data_dir)]
+        argv += ["--save", "", "--appendonly", "no", "--dir", str(self.data_dir), *self.options]
         with open(self.data_dir / "redis.log", "ab") as log:
             self.process = subprocess.Popen(
                 argv,
@@ -149,6 +152,64 @@ class RedisProcess:
 
     def stop(self) -> None:
         stop_process(self.process)
+
+
+class RedisClusterProcess:
+    """A Redis Cluster of `primaries` redis-servers this script starts, owns and stops: the
+    16384 slots split evenly, no replicas (CLUSTER ADDSLOTSRANGE and MEET, Redis 7)."""
+
+    SLOTS = 16384
+
+    def __init__(self, data_dir: Path, primaries: int = 3) -> None:
+        options = ("--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf")
+        # The bus ports are free ports too (by default the port + 10000, maybe out of range).
+        self.bus_ports = [free_port() for _ in range(primaries)]
+        self.nodes = [
+            RedisProcess(data_dir / f"node-{i}", *options, "--cluster-port", str(bus))
+            for i, bus in enumerate(self.bus_ports)
+        ]
+
+    @property
+    def url(self) -> str:
+        return f"redis+cluster://127.0.0.1:{self.nodes[0].port}"
+
+    def start(self) -> RedisClusterProcess:
+        from redis import Redis
+
+        try:
+            for node in self.nodes:
+                (node.data_dir / "nodes.conf").unlink(missing_ok=True)  # always a new cluster
+                node.start()
+            clients = [Redis(host="127.0.0.1", port=node.port) for node in self.nodes]
+            share = self.SLOTS // len(clients)
+            for i, client in enumerate(clients):
+                last = self.SLOTS - 1 if i == len(clients) - 1 else (i + 1) * share - 1
+                client.execute_command("CLUSTER ADDSLOTSRANGE", i * share, last)
+            for node, bus in zip(self.nodes[1:], self.bus_ports[1:], strict=True):
+                clients[0].execute_command("CLUSTER MEET", "127.0.0.1", node.port, bus)
+            deadline = time.monotonic() + 30
+            while not all(self._ready(client) for client in clients):
+                if time.monotonic() > deadline:
+                    raise SystemExit("the Redis Cluster did not form within 30s")
+                time.sleep(0.05)
+            for client in clients:
+                client.close()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def _ready(self, client) -> bool:  # type: ignore[no-untyped-def]
+        info = client.cluster("INFO")
+        return (
+            info.get("cluster_state") == "ok"
+            and int(info.get("cluster_known_nodes", 0)) == len(self.nodes)
+            and int(info.get("cluster_slots_ok", 0)) == self.SLOTS
+        )
+
+    def stop(self) -> None:
+        for node in self.nodes:
+            node.stop()
 
 
 class MailSink:
@@ -295,6 +356,8 @@ def banner(redis: RedisProcess | None, admin_password: str, mail: MailSink | Non
     say(f"  Database   {os.environ['DATABASE_URL']}")
     owner = f"started here, pid {redis.process.pid}" if redis and redis.process else "external"
     say(f"  Redis      {os.environ['REDIS_URL']}  ({owner})")
+    if not _unset("INVENTORY_REDIS_URL"):
+        say(f"  Inventory  {os.environ['INVENTORY_REDIS_URL']}")
     if mail is not None:
         say(f"  Mail       {mail.folder}  (a sink on {os.environ['SMTP_URL']}; SMTP_URL sends it)")
     say(f"  Listening  {host}:{os.environ['PORT']}  (HOST=0.0.0.0 opens it to the network)")
@@ -343,12 +406,17 @@ def main() -> int:
     signal.signal(signal.SIGTERM, stop_early)
     prepare_environment(run_dir)
     redis: RedisProcess | None = None
+    cluster: RedisClusterProcess | None = None
     mail: MailSink | None = None
     try:
         if _unset("REDIS_URL"):
             redis = RedisProcess(run_dir / "redis").start()
             os.environ["REDIS_URL"] = redis.url
             say(f"==> redis-server pid {redis.process.pid} on {redis.url} (no persistence)")
+        if os.environ.get("INVENTORY_REDIS_URL") == "cluster":
+            cluster = RedisClusterProcess(run_dir / "cluster").start()
+            os.environ["INVENTORY_REDIS_URL"] = cluster.url
+            say(f"==> a Redis Cluster of {len(cluster.nodes)} primaries on {cluster.url}")
         if _unset("SMTP_URL"):
             mail = MailSink(run_dir / "mail")
             os.environ["SMTP_URL"] = mail.start()
@@ -365,6 +433,9 @@ def main() -> int:
     finally:
         if mail is not None:
             mail.stop()
+        if cluster is not None:
+            cluster.stop()
+            say("==> the Redis Cluster stopped")
         if redis is not None:
             redis.stop()
             say(f"==> redis-server pid {redis.process.pid} stopped")

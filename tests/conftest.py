@@ -4,6 +4,9 @@ TEST_DATABASE_URL (PostgreSQL) and TEST_REDIS_URL point the suite at running ser
 then works in a database it creates and drops, and in the Redis database number the URL names
 (reserved for the tests: the suite deletes every key in it). Unset, it uses SQLite in a temporary
 folder and starts its own redis-server on a free port.
+
+TEST_INVENTORY_REDIS=cluster puts the inventory (INVENTORY_REDIS_URL) on a Redis Cluster of three
+primaries the suite starts on free ports and stops, the queues staying on TEST_REDIS_URL's Redis.
 """
 
 from __future__ import annotations
@@ -18,21 +21,28 @@ from urllib.parse import urlsplit, urlunsplit
 import pytest
 from sqlalchemy import create_engine, text
 
-from tests.servers import LocalStripe, RedisProcess, free_port
+from tests.servers import LocalStripe, RedisClusterProcess, RedisProcess, free_port
 
 _TMP = Path(tempfile.mkdtemp(prefix="flashsale-tests-"))
 _REDIS: RedisProcess | None = None
+_CLUSTER: RedisClusterProcess | None = None
 _PG_ADMIN_URL: str | None = None
 _PG_DB = f"flashsale_test_{secrets.token_hex(4)}"
 LOCALSTRIPE_PORT = free_port()
 
 
 def _setup_environment() -> None:
-    global _REDIS, _PG_ADMIN_URL
+    global _REDIS, _CLUSTER, _PG_ADMIN_URL
     redis_url = os.environ.get("TEST_REDIS_URL")
     if not redis_url:
         _REDIS = RedisProcess(_TMP / "redis").start()
         redis_url = _REDIS.url
+    inventory = os.environ.get("TEST_INVENTORY_REDIS", "")
+    if inventory not in ("", "cluster"):
+        raise pytest.UsageError("TEST_INVENTORY_REDIS is unset or 'cluster'")
+    if inventory == "cluster":
+        _CLUSTER = RedisClusterProcess(_TMP / "cluster").start()
+        os.environ["INVENTORY_REDIS_URL"] = _CLUSTER.url
     database_url = os.environ.get("TEST_DATABASE_URL")
     if database_url:
         _PG_ADMIN_URL = database_url
@@ -106,6 +116,8 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     finally:
         if _REDIS is not None:
             _REDIS.stop()
+        if _CLUSTER is not None:
+            _CLUSTER.stop()
         shutil.rmtree(_TMP, ignore_errors=True)
 
 

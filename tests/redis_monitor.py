@@ -1,5 +1,6 @@
-"""Every command a Redis database runs while a block of a test runs, read with MONITOR: the
-commands clients send (round trips, as each is one command here) and those scripts run."""
+"""Every command the Redis databases of the service run while a block of a test runs, read with
+MONITOR (on every primary of a cluster): the commands clients send (round trips, as each is one
+command here) and those scripts run."""
 
 from __future__ import annotations
 
@@ -7,11 +8,14 @@ import re
 import secrets
 import threading
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 
 from redis import Redis
+from redis.cluster import RedisCluster
 from redis.exceptions import ResponseError
+
+from core.config import Settings, cluster_node_url
 
 _LINE = re.compile(r"^[\d.]+ \[(\d+) (.*?)\] (.*)$")
 _ARGUMENT = re.compile(r'"((?:[^"\\]|\\.)*)"')
@@ -51,6 +55,32 @@ class CommandLog:
             return list(self.redis.command_getkeys(*command.words))
         except ResponseError:  # a command without keys (TIME, PING)
             return []
+
+
+def service_urls(settings: Settings) -> list[str]:
+    """The databases of the service: REDIS_URL's, and the inventory's (each primary of a
+    cluster) when it is elsewhere."""
+    urls = [settings.redis_url]
+    inventory = settings.inventory_url
+    node_url = cluster_node_url(inventory)
+    if node_url:
+        cluster = RedisCluster.from_url(node_url)
+        urls += [f"redis://{node.host}:{node.port}/0" for node in cluster.get_primaries()]
+        cluster.close()
+    elif inventory not in urls:
+        urls.append(inventory)
+    return urls
+
+
+@contextmanager
+def monitored_service(settings: Settings) -> Iterator[CommandLog]:
+    """The commands run on every database of the service, in one log."""
+    with ExitStack() as stack:
+        logs = [stack.enter_context(monitored(url)) for url in service_urls(settings)]
+        combined = CommandLog(logs[0].redis)
+        yield combined
+    for log in logs:
+        combined.commands += log.commands
 
 
 @contextmanager

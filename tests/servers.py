@@ -11,9 +11,16 @@ from pathlib import Path
 
 import httpx
 
-from scripts.run_stack import RedisProcess, free_port, stop_process
+from scripts.run_stack import RedisClusterProcess, RedisProcess, free_port, stop_process
 
-__all__ = ["Gunicorn", "RedisProcess", "clean_env", "free_port", "wait_until"]
+__all__ = [
+    "Gunicorn",
+    "RedisClusterProcess",
+    "RedisProcess",
+    "clean_env",
+    "free_port",
+    "wait_until",
+]
 
 ROOT = Path(__file__).resolve().parent.parent
 # localstripe 1.15 writes its store here, whatever TMPDIR says.

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from core.config import DEV_JWT_SECRET, ConfigError, Settings
+from core.config import DEV_JWT_SECRET, ConfigError, Settings, cluster_node_url
 from core.money import AmountError, to_decimal_string, to_minor
 
 
@@ -70,3 +70,17 @@ def test_stripe_needs_its_keys(monkeypatch):
         Settings.from_env()
     monkeypatch.setenv("STRIPE_WEBHOOK_SECRET", "whsec_123")
     assert Settings.from_env().payment_gateway == "stripe"
+
+
+def test_the_inventory_may_live_on_a_cluster_the_queues_may_not(monkeypatch):
+    monkeypatch.setenv("REDIS_URL", "redis://queues:6379/0")
+    monkeypatch.delenv("INVENTORY_REDIS_URL", raising=False)
+    assert Settings.from_env().inventory_url == "redis://queues:6379/0"
+    monkeypatch.setenv("INVENTORY_REDIS_URL", "redis+cluster://node-1:7000")
+    assert Settings.from_env().inventory_url == "redis+cluster://node-1:7000"
+    assert cluster_node_url("redis+cluster://node-1:7000") == "redis://node-1:7000"
+    assert cluster_node_url("rediss+cluster://node-1:7000") == "rediss://node-1:7000"
+    assert cluster_node_url("redis://node-1:7000") is None
+    monkeypatch.setenv("REDIS_URL", "redis+cluster://node-1:7000")
+    with pytest.raises(ConfigError, match="INVENTORY_REDIS_URL"):
+        Settings.from_env()

@@ -218,9 +218,9 @@ def check_invariants(
     stuck = [t for t, o in orders.items() if o.status not in TERMINAL]
     now = now_ms()
     k = rt.inventory.keys(product_id)
-    for raw in rt.redis.hvals(k.holds):
+    for raw in rt.inventory_redis.hvals(k.holds):
         hold = Hold.from_json(raw)
-        deadline = rt.redis.zscore(k.deadlines, hold.ticket_id) or hold.deadline_ms
+        deadline = rt.inventory_redis.zscore(k.deadlines, hold.ticket_id) or hold.deadline_ms
         if hold.status in OPEN_STATUSES and deadline < now - 1000:
             stuck.append(hold.ticket_id)
     charges = charges if charges is not None else charges_of(rt, tickets)
@@ -369,9 +369,9 @@ def purchase(url: str, product_id: int, token: str) -> httpx.Response:
 def test_redis_restarted_empty_mid_sale(app, settings, procs, servers, capsys):
     buyers, units = 300, 200
     redis = RedisProcess(Path(tempfile.mkdtemp(prefix="faults-redis-"))).start()
-    own = Runtime(dataclasses.replace(settings, redis_url=redis.url))
+    own = Runtime(dataclasses.replace(settings, redis_url=redis.url, inventory_redis_url=redis.url))
     try:
-        env = clean_env({"REDIS_URL": redis.url})
+        env = clean_env({"REDIS_URL": redis.url, "INVENTORY_REDIS_URL": redis.url})
         procs.workers(env, 2)
         procs.scheduler(env)  # the sweep on this Redis (the test's own sweep() uses the session's)
         server = servers(env)
@@ -443,7 +443,7 @@ def test_a_lock_holder_past_its_ttl_cannot_settle_the_hold_twice(app, rt, capsys
     admin, buyer = make_user(app, "admin"), make_user(app)
     product = create_product(app.test_client(), admin, stock=2)
     pid = product["id"]
-    short = Inventory(rt.redis, dataclasses.replace(rt.settings, lock_ttl_ms=200))
+    short = Inventory(rt.inventory_redis, dataclasses.replace(rt.settings, lock_ttl_ms=200))
     ticket = new_ticket_id(pid)
     assert short.reserve(pid, buyer.id, 1, ticket, "pm_card_visa").result == "reserved"
 
@@ -736,7 +736,7 @@ def test_a_waiting_room_admits_in_order_with_its_scheduler_killed_and_restarted(
     wait_until(everyone_admitted, 60, "every place to be admitted", every=0.1)
     recover_s = time.monotonic() - killed_at
     keys = rt.inventory.keys(pid)
-    admits = [(int(f["position"]), int(f["at"])) for _, f in rt.redis.xrange(keys.admits)]
+    admits = [(int(f["position"]), int(f["at"])) for _, f in rt.inventory_redis.xrange(keys.admits)]
     assert [position for position, _ in admits] == list(range(1, buyers + 1))
     moments = [at for _, at in admits]
     for i, start in enumerate(moments):
@@ -750,9 +750,9 @@ def test_a_waiting_room_after_redis_restarted_empty(app, settings, procs, server
     purchase's does), which opens the room again, empty; a pass issued before the restart still
     buys (it is self-contained)."""
     redis = RedisProcess(Path(tempfile.mkdtemp(prefix="faults-redis-"))).start()
-    own = Runtime(dataclasses.replace(settings, redis_url=redis.url))
+    own = Runtime(dataclasses.replace(settings, redis_url=redis.url, inventory_redis_url=redis.url))
     try:
-        env = clean_env({"REDIS_URL": redis.url})
+        env = clean_env({"REDIS_URL": redis.url, "INVENTORY_REDIS_URL": redis.url})
         procs.workers(env, 1)
         server = servers(env)
         admin = make_user(app, "admin")

@@ -335,7 +335,9 @@ def own_redis(tmp_path) -> Iterator[list[RedisProcess]]:  # type: ignore[no-unty
 
 def test_revocations_survive_a_redis_restart_without_persistence(app, settings, own_redis):
     user = make_user(app)
-    with app_with(settings, redis_url=own_redis[0].url) as own:
+    with app_with(
+        settings, redis_url=own_redis[0].url, inventory_redis_url=own_redis[0].url
+    ) as own:
         client = own.test_client()
         revoked, kept = login_tokens(client, user.username), login_tokens(client, user.username)
         for token in (revoked["access_token"], revoked["refresh_token"]):
@@ -377,7 +379,9 @@ def commands_processed(redis: Redis) -> int:
 
 def test_a_token_check_asks_neither_redis_nor_sql_once_the_watch_follows(app, settings, own_redis):
     user = make_user(app)
-    with app_with(settings, redis_url=own_redis[0].url) as own:
+    with app_with(
+        settings, redis_url=own_redis[0].url, inventory_redis_url=own_redis[0].url
+    ) as own:
         client = own.test_client()
         assert client.get("/auth/me", headers=user.headers).status_code == 200
         watch = own.extensions["flashsale"].revocations
@@ -430,7 +434,9 @@ def test_the_sweep_deletes_expired_revocations(rt, settings):
 @pytest.fixture()
 def redis_down(settings) -> Iterator[Flask]:  # type: ignore[no-untyped-def]
     """An app whose Redis is a port where nothing listens, on the session's database."""
-    with app_with(settings, redis_url=f"redis://127.0.0.1:{free_port()}/0") as down:
+    with app_with(
+        settings, redis_url=(down := f"redis://127.0.0.1:{free_port()}/0"), inventory_redis_url=down
+    ) as down:
         yield down
 
 

@@ -13,7 +13,7 @@ import pytest
 
 from core.keys import ServiceKeys
 from tests.helpers import create_product, make_user, make_users
-from tests.redis_monitor import monitored
+from tests.redis_monitor import monitored_service
 from tests.servers import Gunicorn, clean_env, wait_until
 
 BODY = {"quantity": 1, "payment_method": "pm_card_visa"}
@@ -38,7 +38,7 @@ def test_an_accepted_purchase_is_one_redis_round_trip(app, client, admin, settin
     product = create_product(client, admin, stock=20)
     buyers = make_users(app, 6)
     assert _buy(client, buyers[0], product["id"]).status_code == 202  # scripts loaded
-    with monitored(settings.redis_url) as log:
+    with monitored_service(settings) as log:
         for buyer in buyers[1:]:
             assert _buy(client, buyer, product["id"]).status_code == 202
     # The settlement hand-off runs on the kicker's own thread, off the request path: RQ's keys
@@ -53,7 +53,7 @@ def test_a_sold_out_answer_under_the_flag_makes_no_round_trip(app, client, admin
     buyers = make_users(app, 7)
     assert _buy(client, buyers[0], product["id"]).status_code == 202
     assert _buy(client, buyers[1], product["id"]).status_code == 409  # sets the flag
-    with monitored(settings.redis_url) as log:
+    with monitored_service(settings) as log:
         for buyer in buyers[2:]:
             refused = _buy(client, buyer, product["id"])
             assert refused.status_code == 409
@@ -65,7 +65,7 @@ def test_a_status_poll_is_at_most_one_round_trip(app, client, admin, buyer, sett
     product = create_product(client, admin, stock=3)
     ticket = _buy(client, buyer, product["id"]).get_json()["ticket_id"]
     assert client.get(f"/orders/{ticket}", headers=buyer.headers).status_code == 200
-    with monitored(settings.redis_url) as log:
+    with monitored_service(settings) as log:
         for _ in range(3):
             polled = client.get(f"/orders/{ticket}", headers=buyer.headers)
             assert polled.status_code == 200

@@ -31,7 +31,7 @@ def cancel_ending(ticket: str) -> Ending:
 
 def _fast(rt, gateway=None):  # type: ignore[no-untyped-def]
     fast = dataclasses.replace(rt.settings, hold_seconds=0.2, settle_lease_seconds=0.2)
-    inventory = Inventory(rt.redis, fast)
+    inventory = Inventory(rt.inventory_redis, fast)
     gateways = {"simulated": gateway} if gateway else rt.gateways
     return inventory, Settler(inventory, rt.sessions, gateways, fast)
 
@@ -95,11 +95,11 @@ def test_rebuild_while_a_released_hold_awaits_sql_keeps_per_user_counts(rt):
     ticket = new_ticket_id(product_id)
     rt.inventory.reserve(product_id, user, 1, ticket, "pm_card_chargeDeclined")
     _crash_after_finish_hold(rt, product_id, ticket)  # Redis: failed; SQL: processing
-    rt.redis.delete(keys.stock)
+    rt.inventory_redis.delete(keys.stock)
     assert rebuild_stock(rt.inventory, rt.sessions, product_id)
     rt.settler.settle_batch(product_id, [(None, ticket)])  # the redelivery records 'failed'
     assert _order_and_payment(rt, ticket)[0].status == "failed"
-    assert rt.redis.hget(keys.users, str(user)) is None, "rebuild counted a released hold"
+    assert rt.inventory_redis.hget(keys.users, str(user)) is None, "rebuild counted a released hold"
     again = rt.inventory.reserve(product_id, user, 1, new_ticket_id(product_id), "pm_card_visa")
     assert again.result == "reserved"
 
@@ -130,7 +130,7 @@ def test_rebuild_racing_a_settler_does_not_resurrect_a_settled_hold(rt):
     ticket = new_ticket_id(product_id)
     rt.inventory.reserve(product_id, user, 1, ticket, "pm_card_visa")
     report, hold = _crash_after_finish_hold(rt, product_id, ticket)  # stalls, not dead
-    rt.redis.delete(rt.inventory.keys(product_id).stock)
+    rt.inventory_redis.delete(rt.inventory.keys(product_id).stock)
 
     def sessions_then_settler_resumes():  # type: ignore[no-untyped-def]
         session = rt.sessions()  # rebuild reads SQL: the order is still 'processing'
@@ -157,7 +157,7 @@ def test_rebuild_racing_a_settler_does_not_resurrect_a_settled_hold(rt):
 
 def _check_redis(rt, product_id: int, max_per_user: int) -> None:  # type: ignore[no-untyped-def]
     keys = rt.inventory.keys(product_id)
-    holds = [rt.inventory.get_hold(t) for t in rt.redis.hkeys(keys.holds)]
+    holds = [rt.inventory.get_hold(t) for t in rt.inventory_redis.hkeys(keys.holds)]
     figures = rt.inventory.figures(product_id)
     assert figures.balanced and figures.available >= 0, figures
     assert figures.held == sum(h.quantity for h in holds if h.status in OPEN_STATUSES)
@@ -173,9 +173,9 @@ def _check_redis(rt, product_id: int, max_per_user: int) -> None:  # type: ignor
         counted[str(o.user_id)] += o.quantity
     confirmed = sum(h.quantity for h in holds if h.status == "confirmed")
     assert figures.sold == confirmed + sum(o.quantity for o in settled)
-    assert rt.redis.hgetall(keys.users) == {u: str(q) for u, q in counted.items()}
+    assert rt.inventory_redis.hgetall(keys.users) == {u: str(q) for u, q in counted.items()}
     assert all(q <= max_per_user for q in counted.values())
-    deadlines = set(rt.redis.zrange(keys.deadlines, 0, -1))
+    deadlines = set(rt.inventory_redis.zrange(keys.deadlines, 0, -1))
     assert {h.ticket_id for h in holds if h.status in OPEN_STATUSES} <= deadlines
 
 
@@ -183,7 +183,9 @@ def test_random_interleavings_keep_stock_and_per_user_counts_balanced(rt):
     rng = random.Random(20240607)
     product_id, users = stocked_product(rt, stock=12, max_per_user=4), buyer_ids(rt, 4)
     normal = rt.inventory
-    expired_at_once = Inventory(rt.redis, dataclasses.replace(rt.settings, hold_seconds=-1))
+    expired_at_once = Inventory(
+        rt.inventory_redis, dataclasses.replace(rt.settings, hold_seconds=-1)
+    )
     tickets: list[str] = []
     for _ in range(250):
         op = rng.choice(["reserve"] * 4 + ["begin", "finish", "cancel", "expire", "rebuild"])
@@ -208,7 +210,7 @@ def test_random_interleavings_keep_stock_and_per_user_counts_balanced(rt):
             normal.expire_holds(product_id)
         else:
             assert reconcile_product(normal, rt.sessions, product_id).result == "consistent"
-            rt.redis.delete(normal.keys(product_id).stock)
+            rt.inventory_redis.delete(normal.keys(product_id).stock)
             assert rebuild_stock(normal, rt.sessions, product_id)
         _check_redis(rt, product_id, 4)
     assert reconcile_product(normal, rt.sessions, product_id).result == "consistent"
@@ -218,7 +220,9 @@ def test_random_purchases_settle_once_each_and_sql_agrees_with_redis(rt):
     rng = random.Random(7)
     product_id, users = stocked_product(rt, stock=15, max_per_user=3), buyer_ids(rt, 8)
     keys = rt.inventory.keys(product_id)
-    expired_at_once = Inventory(rt.redis, dataclasses.replace(rt.settings, hold_seconds=-1))
+    expired_at_once = Inventory(
+        rt.inventory_redis, dataclasses.replace(rt.settings, hold_seconds=-1)
+    )
     methods = ["pm_card_visa"] * 3 + ["pm_card_chargeDeclined"]
     tickets: list[str] = []
     for step in range(60):
@@ -233,7 +237,7 @@ def test_random_purchases_settle_once_each_and_sql_agrees_with_redis(rt):
                 rt.inventory.finish_holds(product_id, [cancel_ending(ticket)])
         if step % 20 == 19:  # a settler drains what is there; once, the stock key is lost
             if step == 39:
-                rt.redis.delete(keys.stock)
+                rt.inventory_redis.delete(keys.stock)
                 assert rebuild_stock(rt.inventory, rt.sessions, product_id)
             while entries := rt.inventory.read_settle_queue(product_id, "prop", 10):
                 rt.settler.settle_batch(product_id, entries)
@@ -241,14 +245,16 @@ def test_random_purchases_settle_once_each_and_sql_agrees_with_redis(rt):
     rt.inventory.expire_holds(product_id)
     while entries := rt.inventory.read_settle_queue(product_id, "prop", 10):
         rt.settler.settle_batch(product_id, entries)
-    assert rt.redis.hlen(keys.holds) == 0 and rt.inventory.settle_backlog(product_id) == 0
+    assert rt.inventory_redis.hlen(keys.holds) == 0 and rt.inventory.settle_backlog(product_id) == 0
     figures = rt.inventory.figures(product_id)
     with rt.sessions() as session:
         assert figures.held == 0 and figures.sold == confirmed_quantity(session, product_id)
         per_user: Counter[int] = Counter()
         for user_id, quantity in counted_orders(session, product_id).values():
             per_user[user_id] += quantity
-        assert dict(per_user) == {int(u): int(q) for u, q in rt.redis.hgetall(keys.users).items()}
+        assert dict(per_user) == {
+            int(u): int(q) for u, q in rt.inventory_redis.hgetall(keys.users).items()
+        }
         for ticket in tickets:
             order, payment = get_order(session, ticket), get_payment(session, ticket)
             assert order is not None and order.status not in OPEN_STATUSES, ticket

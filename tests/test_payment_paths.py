@@ -96,7 +96,7 @@ def awaiting_3ds(rt, settler, stripe_client, product, buyer, inventory=None):  #
 def fast_settler(rt, settler):  # type: ignore[no-untyped-def]
     """Holds and leases of half a second, so that they lapse within a test."""
     fast = dataclasses.replace(settler.settings, hold_seconds=0.5, settle_lease_seconds=0.5)
-    inventory = Inventory(rt.redis, fast)
+    inventory = Inventory(rt.inventory_redis, fast)
     return inventory, Settler(inventory, rt.sessions, rt.gateways, fast)
 
 

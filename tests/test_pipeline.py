@@ -164,7 +164,7 @@ def test_declined_payment_fails_the_order_and_returns_the_stock(client, app, set
 def test_an_unsettled_hold_expires_and_its_stock_returns(client, app, settings, rt):
     admin, buyer = make_user(app, "admin"), make_user(app)
     product = create_product(client, admin, stock=2)
-    short = Inventory(rt.redis, dataclasses.replace(settings, hold_seconds=1))
+    short = Inventory(rt.inventory_redis, dataclasses.replace(settings, hold_seconds=1))
     ticket = new_ticket_id(product["id"])
     outcome = short.reserve(product["id"], buyer.id, 2, ticket, "pm_card_visa")
     assert outcome.result == "reserved"
@@ -219,7 +219,7 @@ def test_missing_stock_key_answers_503_then_is_rebuilt_from_sql(client, app, set
     tickets = [buy(client, b, product["id"]).get_json()["ticket_id"] for b in buyers]
     for account, ticket in zip(buyers, tickets, strict=True):
         settle_until(client, account, ticket, settings, {"confirmed"})
-    rt.redis.delete(rt.inventory.keys(product["id"]).stock)
+    rt.inventory_redis.delete(rt.inventory.keys(product["id"]).stock)
 
     late = make_user(app)
     refused = buy(client, late, product["id"])
@@ -238,7 +238,7 @@ def test_reconciliation_repairs_redis_from_sql(client, app, settings, rt):
     settle_until(client, buyer, ticket, settings, {"confirmed"})
     assert reconcile_product(rt.inventory, rt.sessions, product["id"]).result == "consistent"
     stock_key = rt.inventory.keys(product["id"]).stock
-    rt.redis.hset(stock_key, mapping={"sold": 4, "available": 3})
+    rt.inventory_redis.hset(stock_key, mapping={"sold": 4, "available": 3})
     outcome = reconcile_product(rt.inventory, rt.sessions, product["id"])
     assert outcome.result == "repaired" and outcome.sold_in_db == 1
     figures = rt.inventory.figures(product["id"])
@@ -283,7 +283,9 @@ def test_restock_reaches_redis_and_a_lost_restock_is_repaired(client, app, rt):
     assert patched.status_code == 200
     assert (patched.get_json()["initial_stock"], patched.get_json()["available"]) == (5, 5)
     # Redis missed a restock that SQL recorded: reconciliation brings it in.
-    rt.redis.hset(rt.inventory.keys(product["id"]).stock, mapping={"initial": 2, "available": 2})
+    rt.inventory_redis.hset(
+        rt.inventory.keys(product["id"]).stock, mapping={"initial": 2, "available": 2}
+    )
     assert reconcile_product(rt.inventory, rt.sessions, product["id"]).result == "repaired"
     figures = rt.inventory.figures(product["id"])
     assert (figures.initial, figures.available) == (5, 5)
@@ -331,12 +333,12 @@ def test_a_settled_ticket_is_answered_from_redis_until_it_changes(client, app, s
     ticket = buy(client, buyer, product["id"]).get_json()["ticket_id"]
     settle_until(client, buyer, ticket, settings, {"confirmed"})
     final_key = rt.inventory.keys(product["id"]).final(ticket)
-    assert rt.redis.ttl(final_key) > 0
+    assert rt.inventory_redis.ttl(final_key) > 0
     body = client.get(f"/orders/{ticket}", headers=buyer.headers).get_json()
     assert (body["status"], body["payment"]) == ("confirmed", {"status": "succeeded"})
     other = make_user(app)
     assert client.get(f"/orders/{ticket}", headers=other.headers).status_code == 404
     # An admin refund changes the order after settlement: the cached answer goes.
     assert client.post(f"/orders/{ticket}/cancel", headers=admin.headers).status_code == 200
-    assert not rt.redis.exists(final_key)
+    assert not rt.inventory_redis.exists(final_key)
     assert client.get(f"/orders/{ticket}", headers=buyer.headers).get_json()["status"] == "refunded"

@@ -35,7 +35,7 @@ from core.stock import (
 from core.tickets import OPEN_STATUSES, OrderStatus
 from jobs.queues import settlement_queue
 from tests.helpers import buyer_ids, stocked_product
-from tests.redis_monitor import CommandLog, monitored
+from tests.redis_monitor import CommandLog, monitored_service
 from tests.servers import wait_until
 
 LUA_DIR = Path(__file__).resolve().parent.parent / "core" / "lua"
@@ -215,7 +215,7 @@ def test_an_admin_refund_waits_while_the_stock_awaits_its_rebuild(rt):
     (found by the stateful test): no money moves until the stock is back."""
     product_id, [buyer] = stocked_product(rt, stock=1), buyer_ids(rt, 1)
     ticket = _settled(rt, product_id, buyer)
-    rt.redis.delete(rt.inventory.keys(product_id).stock)
+    rt.inventory_redis.delete(rt.inventory.keys(product_id).stock)
     with pytest.raises(RefundDeferred):
         rt.settler.refunds.refund_confirmed(ticket)
     with rt.sessions() as session:
@@ -243,7 +243,7 @@ def test_a_rebuild_counts_a_surviving_3d_secure_hold_against_the_per_user_limit(
     product_id, [buyer] = stocked_product(rt, stock=3, max_per_user=1), buyer_ids(rt, 1)
     ticket = _reserve(rt, product_id, buyer, "pm_card_authenticationRequired")
     assert rt.settler.settle_batch(product_id, [(None, ticket)]).settled == {"requires_action": 1}
-    rt.redis.delete(rt.inventory.keys(product_id).stock)
+    rt.inventory_redis.delete(rt.inventory.keys(product_id).stock)
     assert rebuild_stock(rt.inventory, rt.sessions, product_id)
     again = rt.inventory.reserve(product_id, buyer, 1, new_ticket_id(product_id), "pm_card_visa")
     assert again.result == "per_user_limit", again
@@ -251,14 +251,14 @@ def test_a_rebuild_counts_a_surviving_3d_secure_hold_against_the_per_user_limit(
 
 def test_a_rebuilt_hold_keeps_its_deadline_and_expires_at_it(rt):
     short = dataclasses.replace(rt.settings, hold_seconds=1)
-    inventory = Inventory(rt.redis, short)
+    inventory = Inventory(rt.inventory_redis, short)
     settler = Settler(inventory, rt.sessions, rt.gateways, short)
     product_id, [buyer] = stocked_product(rt, stock=2), buyer_ids(rt, 1)
     ticket = new_ticket_id(product_id)
     inventory.reserve(product_id, buyer, 1, ticket, "pm_card_authenticationRequired")
     assert settler.settle_batch(product_id, [(None, ticket)]).settled == {"requires_action": 1}
     deadline = inventory.get_hold(ticket).deadline_ms
-    rt.redis.delete(*inventory.keys(product_id).all())  # Redis lost the product
+    rt.inventory_redis.delete(*inventory.keys(product_id).all())  # Redis lost the product
     assert rebuild_stock(inventory, rt.sessions, product_id)
     assert inventory.get_hold(ticket).deadline_ms == deadline
     wait_until(lambda: inventory.clock.now_ms() > deadline, 5, "the hold's deadline to pass")
@@ -275,16 +275,16 @@ def test_a_rebuild_that_read_before_a_later_one_cannot_restore_its_old_figures(r
     (and per-user counts) over the new ones."""
     product_id, [first, second] = stocked_product(rt, stock=2), buyer_ids(rt, 2)
     keys = rt.inventory.keys(product_id)
-    rt.redis.delete(*keys.all())
+    rt.inventory_redis.delete(*keys.all())
     stalled = rt.inventory.begin_rebuild(product_id)
     assert stalled is not None
     with sql_snapshot(rt.sessions) as session:
         plan = plan_rebuild(session, product_id, stalled, rt.inventory.clock.now_ms())
     assert plan is not None and plan.sold == 0
-    rt.redis.delete(keys.rebuild_lease)  # its lease ran out while it stalled
+    rt.inventory_redis.delete(keys.rebuild_lease)  # its lease ran out while it stalled
     assert rebuild_stock(rt.inventory, rt.sessions, product_id)
     _settled(rt, product_id, first)  # SQL: one sold
-    rt.redis.delete(*keys.all())  # Redis loses the product again
+    rt.inventory_redis.delete(*keys.all())  # Redis loses the product again
     assert not apply_rebuild(rt.inventory, rt.sessions, product_id, plan, stalled.token)
     assert rebuild_stock(rt.inventory, rt.sessions, product_id)
     figures = rt.inventory.figures(product_id)
@@ -298,7 +298,7 @@ def test_a_hold_redis_released_and_resold_does_not_come_back_open_after_redis_lo
     had not heard, Redis lost the product: the rebuild held the units a second time (available
     -1) and the buyer's late payment confirmed the order (SQL 4 sold of 3)."""
     fast = dataclasses.replace(rt.settings, hold_seconds=1, settle_lease_seconds=0.2)
-    inventory = Inventory(rt.redis, fast)
+    inventory = Inventory(rt.inventory_redis, fast)
     settler = Settler(inventory, rt.sessions, rt.gateways, fast)
     product_id, [late_buyer, buyer] = stocked_product(rt, stock=3), buyer_ids(rt, 2)
     late = new_ticket_id(product_id)
@@ -310,7 +310,7 @@ def test_a_hold_redis_released_and_resold_does_not_come_back_open_after_redis_lo
     sold = new_ticket_id(product_id)
     assert inventory.reserve(product_id, buyer, 2, sold, "pm_card_visa").result == "reserved"
     assert settler.settle_batch(product_id, [(None, sold)]).settled == {"confirmed": 1}
-    rt.redis.delete(*inventory.keys(product_id).all())  # Redis lost the product
+    rt.inventory_redis.delete(*inventory.keys(product_id).all())  # Redis lost the product
     assert rebuild_stock(inventory, rt.sessions, product_id)
     figures = inventory.figures(product_id)
     assert (figures.available, figures.held, figures.sold) == (1, 0, 2), figures
@@ -379,7 +379,7 @@ def test_a_retried_idempotency_key_after_redis_lost_everything_finds_the_first_o
     assert rt.settler.settle_batch(product_id, [(None, ticket)]).settled == {"confirmed": 1}
     with rt.sessions() as session:
         assert get_order(session, ticket).idempotency_key == "retry-me"
-    rt.redis.delete(*rt.inventory.keys(product_id).all())  # a restart without persistence
+    rt.inventory_redis.delete(*rt.inventory.keys(product_id).all())  # a restart without persistence
     assert rebuild_stock(rt.inventory, rt.sessions, product_id)
     again = rt.inventory.reserve(
         product_id, buyer, 1, new_ticket_id(product_id), "pm_card_visa", "retry-me"
@@ -393,7 +393,7 @@ def test_a_retried_idempotency_key_after_redis_lost_everything_finds_the_first_o
 
 def test_a_crowd_during_a_rebuild_queues_one_rebuild_job(rt, client, buyer):
     product_id = stocked_product(rt, stock=3)
-    rt.redis.delete(rt.inventory.keys(product_id).stock)
+    rt.inventory_redis.delete(rt.inventory.keys(product_id).stock)
     for _ in range(40):
         response = client.post(
             f"/purchase/{product_id}",
@@ -433,10 +433,10 @@ def test_a_process_whose_clock_runs_fast_cannot_open_the_sale_early(rt, monkeypa
     product_id, [buyer] = stocked_product(rt, stock=2, starts=starts), buyer_ids(rt, 1)
     real_time = time.time
     monkeypatch.setattr(time, "time", lambda: real_time() + 120)  # this node is 2 minutes ahead
-    fast = Inventory(rt.redis, rt.settings)
+    fast = Inventory(rt.inventory_redis, rt.settings)
     outcome = fast.reserve(product_id, buyer, 1, new_ticket_id(product_id), "pm_card_visa")
     assert outcome.result == "sale_not_started"
-    redis_ms = int(rt.redis.time()[0]) * 1000
+    redis_ms = int(rt.inventory_redis.time()[0]) * 1000
     assert abs(fast.clock.now_ms() - redis_ms) < 2000  # deadlines are judged by Redis' clock
 
 
@@ -456,16 +456,16 @@ def _script_runs(log: CommandLog) -> list[tuple[list[str], list[str]]]:
 
 def test_every_key_a_script_touches_is_in_keys_and_in_one_slot(rt):
     short = dataclasses.replace(rt.settings, hold_seconds=0)
-    expiring = Inventory(rt.redis, short)
+    expiring = Inventory(rt.inventory_redis, short)
     product_id, users = stocked_product(rt, stock=4), buyer_ids(rt, 3)
-    with monitored(rt.settings.redis_url) as log:
+    with monitored_service(rt.settings) as log:
         expiring.reserve(product_id, users[0], 1, new_ticket_id(product_id), "pm_card_visa")
         ticket = _reserve(rt, product_id, users[1])  # reclaims the expired hold on the way
         rt.settler.settle_batch(product_id, [(None, ticket)])  # simulated provider included
         rt.settler.refunds.refund_confirmed(ticket)
         rt.inventory.expire_holds(product_id)
         reconcile_product(rt.inventory, rt.sessions, product_id)
-        rt.redis.delete(rt.inventory.keys(product_id).stock)
+        rt.inventory_redis.delete(rt.inventory.keys(product_id).stock)
         rebuild_stock(rt.inventory, rt.sessions, product_id)
     runs = _script_runs(log)
     assert len(runs) >= 8, runs

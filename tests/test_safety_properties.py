@@ -427,7 +427,7 @@ class PurchasePipeline(RuleBasedStateMachine):
             payment_gateway="simulated",
         )
         self.gateway = SimulatedGateway(rt.redis, fixed.key_prefix)
-        self.inventory = Inventory(rt.redis, fixed)
+        self.inventory = Inventory(rt.inventory_redis, fixed)
         self.sessions = rt.sessions
         self.settler = Settler(self.inventory, self.sessions, {"simulated": self.gateway}, fixed)
         self.pid = 0

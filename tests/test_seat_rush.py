@@ -102,13 +102,13 @@ def test_a_rush_on_named_seats_never_sells_one_twice(server, app, settings, rt):
 
     def settled() -> bool:
         run_workers(settings)
-        if rt.redis.hlen(rt.inventory.keys(product_id).holds):
+        if rt.inventory_redis.hlen(rt.inventory.keys(product_id).holds):
             return False
         with rt.sessions() as session:
             return live_seats(session, event["id"]) == owner
 
     wait_until(settled, 120, "every accepted ticket to be settled")
-    states = rt.redis.hgetall(rt.inventory.keys(product_id).seats)
+    states = rt.inventory_redis.hgetall(rt.inventory.keys(product_id).seats)
     assert {seat for seat, state in states.items() if state != "f"} == set(owner)
     assert all(states[seat] == f"s:{ticket}" for seat, ticket in owner.items())
     figures = rt.inventory.figures(product_id)
@@ -156,9 +156,15 @@ def test_a_rush_for_best_seats_together_gets_adjacent_seats_never_worse(server, 
 
     product_id = _product(rt, event["id"])
     keys = rt.inventory.keys(product_id)
-    ranks = {seat: float(score) for seat, score in rt.redis.hgetall(keys.seat_ranks).items()}
+    ranks = {
+        seat: float(score) for seat, score in rt.inventory_redis.hgetall(keys.seat_ranks).items()
+    }
     free = set(ranks)
-    order = [f["ticket"] for _, f in rt.redis.xrange(keys.events) if f.get("action") == "reserve"]
+    order = [
+        f["ticket"]
+        for _, f in rt.inventory_redis.xrange(keys.events)
+        if f.get("action") == "reserve"
+    ]
     assert sorted(order) == sorted(held)
     for ticket in order:
         seats = held[ticket]

@@ -57,7 +57,7 @@ def _product(rt: Any, event_id: int) -> int:
 
 
 def _states(rt: Any, event_id: int) -> dict[str, str]:
-    return rt.redis.hgetall(rt.inventory.keys(_product(rt, event_id)).seats)
+    return rt.inventory_redis.hgetall(rt.inventory.keys(_product(rt, event_id)).seats)
 
 
 def _status(client: Any, buyer: Account, ticket: str) -> dict[str, Any]:
@@ -144,10 +144,10 @@ def test_a_ticket_that_ends_unpaid_gives_back_exactly_its_seats(
 
 def _past_deadline(rt: Any, product_id: int, ticket: str) -> None:
     keys = rt.inventory.keys(product_id)
-    record = json.loads(rt.redis.hget(keys.holds, ticket))
+    record = json.loads(rt.inventory_redis.hget(keys.holds, ticket))
     record["d"] = 1
-    rt.redis.hset(keys.holds, ticket, json.dumps(record))
-    rt.redis.zadd(keys.deadlines, {ticket: 1})
+    rt.inventory_redis.hset(keys.holds, ticket, json.dumps(record))
+    rt.inventory_redis.zadd(keys.deadlines, {ticket: 1})
 
 
 def test_a_rebuild_after_redis_lost_the_event_gives_the_same_seat_states(
@@ -163,7 +163,7 @@ def test_a_rebuild_after_redis_lost_the_event_gives_the_same_seat_states(
     assert [w.hold.ticket_id for w in works] == [open_ticket]  # recorded in SQL, still open
     before = _states(rt, event_id)
     keys = rt.inventory.keys(product_id)
-    rt.redis.delete(*keys.all())
+    rt.inventory_redis.delete(*keys.all())
     assert rebuild_stock(rt.inventory, rt.sessions, product_id)
     assert _states(rt, event_id) == before
     assert before["A-1-3"] == f"s:{sold}" and before["B-1-5"] == f"h:{open_ticket}"
@@ -294,10 +294,12 @@ def test_best_available_together_under_concurrency_is_adjacent_and_never_worse(
     product_id = _product(rt, event_id)
     ranks = {
         label: float(score)
-        for label, score in rt.redis.hgetall(rt.inventory.keys(product_id).seat_ranks).items()
+        for label, score in rt.inventory_redis.hgetall(
+            rt.inventory.keys(product_id).seat_ranks
+        ).items()
     }
     free = set(ranks)
-    reserves = rt.redis.xrange(rt.inventory.keys(product_id).events)
+    reserves = rt.inventory_redis.xrange(rt.inventory.keys(product_id).events)
     order = [fields["ticket"] for _, fields in reserves if fields.get("action") == "reserve"]
     assert sorted(order) == sorted(answers)
     for ticket in order:  # replayed in the order Redis held them
@@ -457,15 +459,19 @@ def test_reconciliation_puts_seats_back_as_sql_has_them(client, app, admin, rt, 
     assert reconcile_product(rt.inventory, rt.sessions, product_id).result == "consistent"
 
     keys = rt.inventory.keys(product_id)
-    rt.redis.hset(keys.seats, "A-1-2", "f")  # a sold seat that Redis lost track of
-    rt.redis.zadd(keys.free_seats, {"A-1-2": rt.redis.hget(keys.seat_ranks, "A-1-2")})
-    rt.redis.hset(keys.seats, "A-1-6", "h:1-000000000000000000000000")  # held by no ticket
-    rt.redis.zrem(keys.free_seats, "A-1-6")
+    rt.inventory_redis.hset(keys.seats, "A-1-2", "f")  # a sold seat that Redis lost track of
+    rt.inventory_redis.zadd(
+        keys.free_seats, {"A-1-2": rt.inventory_redis.hget(keys.seat_ranks, "A-1-2")}
+    )
+    rt.inventory_redis.hset(
+        keys.seats, "A-1-6", "h:1-000000000000000000000000"
+    )  # held by no ticket
+    rt.inventory_redis.zrem(keys.free_seats, "A-1-6")
     assert reconcile_product(rt.inventory, rt.sessions, product_id).result == "repaired"
     states = _states(rt, event_id)
     assert states["A-1-2"] == f"s:{sold}" and states["A-1-6"] == "f"
     assert states["B-1-1"] == f"h:{held}"  # an open hold's seat is left alone
-    free = set(rt.redis.zrange(keys.free_seats, 0, -1))
+    free = set(rt.inventory_redis.zrange(keys.free_seats, 0, -1))
     assert "A-1-2" not in free and "A-1-6" in free
     assert reconcile_product(rt.inventory, rt.sessions, product_id).result == "consistent"
     assert (

@@ -262,7 +262,7 @@ def test_a_payment_that_succeeds_after_its_hold_expired_is_refunded(
     admin, buyer = make_user(app, "admin"), make_user(app)
     product = create_product(client, admin, stock=2, price="10.00")
     fast = dataclasses.replace(settler.settings, hold_seconds=0.5, settle_lease_seconds=0.5)
-    inventory = Inventory(rt.redis, fast)
+    inventory = Inventory(rt.inventory_redis, fast)
     short = Settler(inventory, rt.sessions, rt.gateways, fast)
     ticket = reserve(rt, product["id"], buyer.id, "pm_card_visa", inventory=inventory)
     work = short.prepare(settler_report(), product["id"], "USD", [(None, ticket)])[0]

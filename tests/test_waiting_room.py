@@ -15,7 +15,7 @@ from itsdangerous import URLSafeTimedSerializer
 from core.rooms import BOARD_MAX_AGE_S, PASS_SALT, issue_pass
 from core.stock import rebuild_stock
 from tests.helpers import Account, create_product, make_user, make_users, run_workers
-from tests.redis_monitor import monitored
+from tests.redis_monitor import monitored_service
 from tests.servers import wait_until
 from tests.test_api_errors import assert_error
 
@@ -69,10 +69,13 @@ def test_places_after_the_opening_are_first_come_first_served_and_admitted_at_th
     product_id = _room(client, admin, rate)
     buyers = make_users(app, 240)
     joined = _together(app, buyers, lambda own, b: _join(own, b, product_id).get_json())
+    assert all("position" in body for body in joined.values()), list(joined.values())[:3]
     positions = {buyer_id: body["position"] for buyer_id, body in joined.items()}
     assert sorted(positions.values()) == list(range(1, len(buyers) + 1))
     keys = rt.inventory.keys(product_id)
-    recorded = {int(b): int(p) for b, p in rt.redis.zrange(keys.queue, 0, -1, withscores=True)}
+    recorded = {
+        int(b): int(p) for b, p in rt.inventory_redis.zrange(keys.queue, 0, -1, withscores=True)
+    }
     assert recorded == positions  # the order Redis took the joins in
     again = _join(client, buyers[0], product_id).get_json()
     assert again["position"] == positions[buyers[0].id]  # one place per buyer
@@ -100,7 +103,7 @@ def test_places_after_the_opening_are_first_come_first_served_and_admitted_at_th
     by_position = sorted(buyers, key=lambda b: positions[b.id])
     buyers = by_position
     wait_until(all_admitted, 30, "every buyer to be admitted")
-    admits = [(int(f["position"]), int(f["at"])) for _, f in rt.redis.xrange(keys.admits)]
+    admits = [(int(f["position"]), int(f["at"])) for _, f in rt.inventory_redis.xrange(keys.admits)]
     assert [position for position, _ in admits] == list(range(1, len(buyers) + 1))
     moments = [at for _, at in admits]
     for i, start in enumerate(moments):  # no second ever admits more than the rate
@@ -149,12 +152,14 @@ def test_those_who_came_before_the_opening_are_drawn_at_random_and_reproducibly(
     # (only the board, read again every 250 ms).
     late = make_user(app)  # the first to ask after the opening: a join, which sees the draw
     assert _join(client, late, product_id).get_json()["position"] == len(buyers) + 1
-    with monitored(settings.redis_url) as log:
+    with monitored_service(settings) as log:
         started = time.monotonic()
         positions = [_status(client, b, product_id)["position"] for b in buyers]
         took_s = time.monotonic() - started
     sent = [c.name for c in log.sent()]
-    assert set(sent) <= {"EVALSHA"} and len(sent) <= 2 + took_s / BOARD_MAX_AGE_S, sent
+    assert set(sent) <= {"EVALSHA"} and len(sent) <= 2 + took_s / BOARD_MAX_AGE_S, [
+        c.words[:2] for c in log.sent()
+    ]
     assert sorted(positions) == list(range(1, len(buyers) + 1))
     # Drawn, not in the order they came: the rank correlation of a random order is near 0.
     n = len(buyers)
@@ -164,7 +169,7 @@ def test_those_who_came_before_the_opening_are_drawn_at_random_and_reproducibly(
     later = make_user(app)
     assert _join(client, later, product_id).get_json()["position"] == n + 2  # behind them
 
-    seed = int(rt.redis.hget(rt.inventory.keys(product_id).room, "seed"))
+    seed = int(rt.inventory_redis.hget(rt.inventory.keys(product_id).room, "seed"))
     order = _xorshift_order([str(b.id) for b in buyers], seed)
     assert [order.index(str(b.id)) + 1 for b in buyers] == positions
 
@@ -230,7 +235,7 @@ def test_admission_pauses_while_nothing_is_left_and_owes_no_burst_when_a_unit_co
         return int(rt.inventory.scripts.room_board(keys=[keys.stock, *keys.room_keys])[2])
 
     def redis_ms() -> int:
-        seconds, micros = rt.redis.time()
+        seconds, micros = rt.inventory_redis.time()
         return seconds * 1000 + micros // 1000
 
     paused_at, start = served(), redis_ms()
@@ -351,7 +356,7 @@ def test_a_room_redis_lost_answers_503_until_rebuilt_and_issued_passes_still_buy
     buyer, late = make_user(app), make_user(app)
     good = _admitted_pass(client, buyer, product_id)
     keys = rt.inventory.keys(product_id)
-    rt.redis.delete(*keys.all())  # Redis lost the sale
+    rt.inventory_redis.delete(*keys.all())  # Redis lost the sale
     assert_error(_join(client, late, product_id), 503, "queue_unavailable")
     assert_error(
         client.get(f"/queue/{product_id}/status", headers=late.headers), 503, "queue_unavailable"

@@ -50,7 +50,9 @@ def test_five_thousand_joins_get_places_in_order_and_admission_keeps_the_rate(se
     positions = {b.id: a.json()["position"] for b, a in zip(buyers, answers, strict=True)}
     assert sorted(positions.values()) == list(range(1, BUYERS + 1))
     keys = rt.inventory.keys(product["id"])
-    taken = {int(b): int(p) for b, p in rt.redis.zrange(keys.queue, 0, -1, withscores=True)}
+    taken = {
+        int(b): int(p) for b, p in rt.inventory_redis.zrange(keys.queue, 0, -1, withscores=True)
+    }
     assert taken == positions
 
     last = max(buyers, key=lambda b: positions[b.id])
@@ -61,7 +63,7 @@ def test_five_thousand_joins_get_places_in_order_and_admission_keeps_the_rate(se
         return answer.json()["status"] == "admitted"
 
     wait_until(everyone_admitted, 60, "the last place to be admitted", every=0.2)
-    admits = [(int(f["position"]), int(f["at"])) for _, f in rt.redis.xrange(keys.admits)]
+    admits = [(int(f["position"]), int(f["at"])) for _, f in rt.inventory_redis.xrange(keys.admits)]
     assert [position for position, _ in admits] == list(range(1, BUYERS + 1))
     moments = [at for _, at in admits]
     end = 0

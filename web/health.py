@@ -42,6 +42,7 @@ def _database() -> Reachable:
 def _redis() -> Reachable:
     try:
         runtime().redis.ping()
+        runtime().inventory_redis.ping()
         return "ok"
     except Exception:
         return "unreachable"

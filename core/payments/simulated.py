@@ -52,7 +52,7 @@ class SimulatedGateway:
 
     def create_intents(self, requests: list[IntentRequest]) -> list[PaymentIntent]:
         """Creates many intents in one round trip (creating one waits for no bank)."""
-        with self.redis.pipeline(transaction=False) as pipe:
+        with self.scripts.pipeline(self.intents_key) as pipe:
             for request in requests:
                 intent_id = f"pi_sim_{secrets.token_hex(12)}"
                 record = {
@@ -75,7 +75,7 @@ class SimulatedGateway:
         """Confirms many (intent id, ticket) pairs in one round trip. PAYMENT_LATENCY_MS models
         the card network's answer, once per call."""
         self._wait()
-        with self.redis.pipeline(transaction=False) as pipe:
+        with self.scripts.pipeline(self.intents_key) as pipe:
             for intent_id, ticket_id in pairs:
                 self.scripts.simulated_confirm(
                     keys=[self.intents_key, self.charges_key],
