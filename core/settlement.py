@@ -494,6 +494,7 @@ class Settler:
             events.info(
                 "ticket final",
                 ticket_id=hold.ticket_id,
+                request_id=hold.request_id,
                 product_id=product_id,
                 status=status.value,
                 reason=reason,

@@ -148,6 +148,11 @@ def check_id(value: int, what: str = "product") -> int:
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 
 
+def current_request_id() -> str:
+    """The id of the request being answered ('' outside one)."""
+    return str(structlog.contextvars.get_contextvars().get("request_id", ""))
+
+
 def register_request_ids(app: Flask) -> None:
     """Each request's id (a proxy's X-Request-ID when it is one, else a new one), bound to the
     request's log lines and answered in X-Request-ID."""

@@ -39,6 +39,7 @@ from jobs.queues import enqueue_rebuild
 from web.answers import Cancelled, Error, OrderPage, PurchaseAccepted, answer
 from web.common import (
     check_id,
+    current_request_id,
     current_user_id,
     end_read,
     is_admin,
@@ -140,6 +141,7 @@ def reserve_and_answer(
             seats,
             best,
             pass_id,
+            current_request_id(),
         )
     except RedisError:
         raise ApiError(

@@ -7,7 +7,8 @@
 -- ARGV: user, quantity, ticket, hold_ms, idempotency_key ('' = none), payment_method,
 --       reclaim_limit, rate_limit (purchases per window, 0 = none), rate_window_ms,
 --       seats (a JSON list of seat ids, or ''), best ({"section", "together"}, or ''),
---       the waiting room pass's id ('' = none)
+--       the waiting room pass's id ('' = none), the purchase request's id ('' = none: the
+--       settlement's log lines name it, so one grep finds the ticket's life from request on)
 -- A section's free seats, best first: its scores run from position * SECTION to the next one.
 local SECTION = 1e12
 local SCAN = 100 -- free seats read per step of a best-available search
@@ -181,6 +182,9 @@ local hold = {t = ticket, u = user, q = qty, a = amount, d = deadline,
               s = 'reserved', pm = ARGV[6], cur = stock[6], c = now, m = now, st = seats}
 if idem ~= '' then
   hold.k = idem
+end
+if ARGV[13] ~= '' then
+  hold.ri = ARGV[13]
 end
 local encoded = cjson.encode(hold)
 redis.call('HINCRBY', KEYS[1], 'available', -qty)
