@@ -45,9 +45,9 @@ def compose_binary() -> str:
     return str(Path(compose.__file__).parent / "docker-compose")
 
 
-def compose_config(env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+def compose_config(env: dict[str, str], *options: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [compose_binary(), "-f", str(ROOT / "docker-compose.yml"), "config", "-q"],
+        [compose_binary(), "-f", str(ROOT / "docker-compose.yml"), *options, "config"],
         cwd=ROOT,
         env=env,
         capture_output=True,
@@ -61,6 +61,19 @@ def test_compose_file_is_valid():
     result = compose_config(env | {"JWT_SECRET_KEY": secrets.token_hex(32)})
     assert result.returncode == 0, result.stderr
     assert result.stderr == ""
+    assert "inventory-1" not in result.stdout  # the cluster only with its profile
+
+
+def test_compose_runs_the_inventory_on_a_cluster_with_its_profile():
+    env = {k: v for k, v in os.environ.items() if k != "JWT_SECRET_KEY"}
+    env |= {"JWT_SECRET_KEY": secrets.token_hex(32)}
+    env |= {"INVENTORY_REDIS_URL": "redis+cluster://inventory-1:6379"}
+    result = compose_config(env, "--profile", "cluster")
+    assert result.returncode == 0, result.stderr
+    assert result.stderr == ""
+    for node in ("inventory-1", "inventory-2", "inventory-3", "inventory-cluster"):
+        assert f"  {node}:" in result.stdout
+    assert "INVENTORY_REDIS_URL: redis+cluster://inventory-1:6379" in result.stdout
 
 
 def test_compose_requires_a_jwt_secret():
@@ -211,12 +224,14 @@ def test_make_run_serves_a_purchase_until_confirmed_and_stops_cleanly(tmp_path):
             token = http.post("/auth/login", json=buyer).json()["access_token"]
             headers = {"Authorization": f"Bearer {token}"}
 
+            request_id = f"edge-{secrets.token_hex(8)}"  # as a proxy in front would name it
             bought = http.post(
                 f"/purchase/{product['id']}",
                 json={"quantity": 1, "payment_method": "pm_card_visa"},
-                headers=headers,
+                headers=headers | {"X-Request-ID": request_id},
             )
             assert bought.status_code == 202, bought.text
+            assert bought.headers["X-Request-ID"] == request_id
             ticket = bought.json()["ticket_id"]
 
             def confirmed():  # type: ignore[no-untyped-def]
@@ -238,17 +253,21 @@ def test_make_run_serves_a_purchase_until_confirmed_and_stops_cleanly(tmp_path):
             confirmed_line = 'flashsale_settlement_lag_seconds_count{status="confirmed"} 1.0'
             assert confirmed_line in metrics, metrics
 
-        # The ticket's whole life in the logs, one grep: JSON lines from the web and a worker.
-        def ticket_lines() -> list[dict] | None:
-            found = [_json_of(line) for line in stack.output.splitlines() if ticket in line]
+        # The ticket's whole life in the logs, one grep for its ticket id or for the purchase
+        # request's id (which rides with the hold into the settlement): web and worker lines.
+        def lines_with(needle: str) -> list[dict] | None:
+            found = [_json_of(line) for line in stack.output.splitlines() if needle in line]
             events = {(line.get("process"), line.get("event")) for line in found if line}
             wanted = {("web", "purchase accepted"), ("worker", "ticket final")}
             return [line for line in found if line] if wanted <= events else None
 
-        lines = wait_until(ticket_lines, 30, f"ticket {ticket}'s log lines", every=0.2)
+        lines = wait_until(lambda: lines_with(ticket), 30, f"ticket {ticket}'s lines", every=0.2)
         accepted = next(line for line in lines if line["event"] == "purchase accepted")
         final = next(line for line in lines if line["event"] == "ticket final")
-        assert len(accepted["request_id"]) == 32 and final["status"] == "confirmed"
+        assert accepted["request_id"] == final["request_id"] == request_id
+        assert final["status"] == "confirmed" and final["ticket_id"] == ticket
+        by_request = lines_with(request_id)
+        assert by_request and {line.get("ticket_id") for line in by_request} - {None} == {ticket}
 
         # The confirmation's mail, sent by the scheduler's mail job to the stack's own sink.
         mail_dir = tmp_path / "run" / "mail"
