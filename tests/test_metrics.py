@@ -4,6 +4,8 @@ whichever of them answers the scrape; METRICS_TOKEN guards the route."""
 
 from __future__ import annotations
 
+import json
+import re
 import secrets
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -15,7 +17,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.helpers import app_with, create_product, make_users, run_workers
-from tests.servers import Gunicorn, clean_env, wait_until
+from tests.servers import ROOT, Gunicorn, clean_env, wait_until
 from tests.test_api_errors import assert_error, buy
 
 Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
@@ -111,6 +113,19 @@ def test_waiting_rooms_show_their_crowds(app, client, admin):
     now = scrape(client)
     assert now[("flashsale_room_waiting", label)] == 3  # all waiting for the opening's draw
     assert now[("flashsale_room_admitted", label)] == 0
+
+
+def test_the_dashboard_asks_for_metrics_the_service_exposes(client):
+    dashboard = json.loads((ROOT / "docs" / "grafana-dashboard.json").read_text())
+    asked = {
+        re.sub(r"_(bucket|total)$", "", name)
+        for panel in dashboard["panels"]
+        for target in panel["targets"]
+        for name in re.findall(r"flashsale_[a-z_]+", target["expr"])
+    }
+    response = client.get("/metrics")
+    families = {f.name for f in text_string_to_metric_families(response.get_data(as_text=True))}
+    assert len(asked) >= 10 and asked <= families, asked - families
 
 
 def test_a_token_guards_the_metrics(app):
