@@ -27,6 +27,22 @@ def now_ms() -> int:
     return int(time.time() * 1000)
 
 
+def reserve_keys(k: ProductKeys, user_id: int) -> list[str]:
+    """The reserve script's KEYS, in its order (reserve.lua)."""
+    return [
+        k.stock,
+        k.holds,
+        k.deadlines,
+        k.users,
+        k.idempotency,
+        k.settle,
+        k.events,
+        k.purchase_rate(user_id),
+        *k.seat_keys,
+        k.passes_used,
+    ]
+
+
 class RedisClock:
     """Redis' clock, the one the scripts decide deadlines and sale windows by, read in this
     process without a round trip: the offset to the local clock is measured now and then."""
@@ -321,21 +337,7 @@ class Inventory:
         return _reservation(reply)
 
     def _reserve_script(self, k: ProductKeys, args: list[object], user_id: int) -> list:
-        return self.scripts.reserve(
-            keys=[
-                k.stock,
-                k.holds,
-                k.deadlines,
-                k.users,
-                k.idempotency,
-                k.settle,
-                k.events,
-                k.purchase_rate(user_id),
-                *k.seat_keys,
-                k.passes_used,
-            ],
-            args=args,
-        )
+        return self.scripts.reserve(keys=reserve_keys(k, user_id), args=args)
 
     # --- the waiting room ----------------------------------------------------------------
     def room_places(self, product_id: int, count: int) -> list[tuple[int, int]]:

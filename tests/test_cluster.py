@@ -1,0 +1,43 @@
+"""The inventory on a Redis Cluster (TEST_INVENTORY_REDIS=cluster): what only a cluster can show."""
+
+from __future__ import annotations
+
+import os
+import random
+
+import pytest
+from redis.cluster import RedisCluster
+from redis.crc import key_slot
+
+from core.keys import new_ticket_id
+
+pytestmark = pytest.mark.skipif(
+    os.environ.get("TEST_INVENTORY_REDIS") != "cluster",
+    reason="needs the inventory on a Redis Cluster (TEST_INVENTORY_REDIS=cluster)",
+)
+
+
+def _move_slot(cluster: RedisCluster, slot: int, to_id: str) -> None:
+    """Gives an empty slot to another primary, told to every primary."""
+    for node in cluster.get_primaries():
+        node.redis_connection.execute_command("CLUSTER SETSLOT", slot, "NODE", to_id)
+
+
+def test_a_script_follows_its_slot_to_another_primary(rt):
+    cluster = rt.inventory_redis
+    assert isinstance(cluster, RedisCluster)
+    product_id = random.randrange(10**8, 10**9)  # a product with no keys yet: its slot may move
+    ticket = new_ticket_id(product_id)
+    slot = key_slot(rt.inventory.keys(product_id).tag.encode())
+    owner = cluster.get_node_from_key(rt.inventory.keys(product_id).tag)
+    assert rt.inventory.get_ticket(ticket) is None  # routed to its owner, which it knows
+    other = next(n for n in cluster.get_primaries() if n.name != owner.name)
+    other_id = other.redis_connection.execute_command("CLUSTER MYID")
+    owner_id = owner.redis_connection.execute_command("CLUSTER MYID")
+    _move_slot(cluster, slot, other_id)
+    try:
+        assert rt.inventory.get_ticket(ticket) is None  # MOVED from the old owner, then asked again
+        assert cluster.get_node_from_key(rt.inventory.keys(product_id).tag).name == other.name
+    finally:
+        _move_slot(cluster, slot, owner_id)
+        cluster.nodes_manager.initialize()
