@@ -89,6 +89,10 @@ class Settings:
     log_level: str = _env("LOG_LEVEL", "INFO")
     # GET /metrics asks for this Bearer token; unset, it is open except in production (off).
     metrics_token: str = _env("METRICS_TOKEN", "")
+    # RQ workers and the scheduler serve their metrics on this port when set (0: not served;
+    # with several of them on a machine, the first to bind serves the machine's summed values).
+    metrics_port: int = _env("METRICS_PORT", 0)
+    metrics_host: str = _env("METRICS_HOST", "127.0.0.1")
     search_cache_entries: int = _env("SEARCH_CACHE_ENTRIES", 2000)
     search_cache_seconds: float = _env("SEARCH_CACHE_SECONDS", 30.0)
     sweep_interval_seconds: int = _env("SWEEP_INTERVAL_SECONDS", 5)

@@ -6,12 +6,22 @@ With PROMETHEUS_MULTIPROC_DIR set (before the process starts), every process of 
 its values to files there, and any process's exposition (`GET /metrics`) sums them: gunicorn's
 workers, the RQ workers and the scheduler of one machine are scraped at one address. The folder
 must be empty when the machine's processes start (`make run` empties its own). Unset, each
-process exposes only its own values.
+process exposes only its own values. Machines without a web process (workers, the scheduler)
+serve them on METRICS_PORT instead (`serve_metrics`).
 """
 
 from __future__ import annotations
 
-from prometheus_client import Counter, Histogram
+import os
+
+from prometheus_client import (
+    REGISTRY,
+    CollectorRegistry,
+    Counter,
+    Histogram,
+    multiprocess,
+    start_http_server,
+)
 
 MULTIPROCESS_DIR_VARIABLE = "PROMETHEUS_MULTIPROC_DIR"
 _FAST = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0)
@@ -72,3 +82,24 @@ RECONCILIATIONS = Counter(
     "rebuilt, busy, ...)",
     ["result"],
 )
+
+
+def machine_registry() -> CollectorRegistry:
+    """What an exposition shows: every process's values of the machine, summed, with
+    PROMETHEUS_MULTIPROC_DIR; else this process's own."""
+    if not os.environ.get(MULTIPROCESS_DIR_VARIABLE):
+        return REGISTRY
+    registry = CollectorRegistry()
+    multiprocess.MultiProcessCollector(registry)
+    return registry
+
+
+def serve_metrics(host: str, port: int) -> bool:
+    """Serves the metrics over HTTP on their own port (a thread of this process), for process
+    kinds without a web server. False when the port is taken: on a machine sharing a
+    PROMETHEUS_MULTIPROC_DIR, another process serves the same summed values already."""
+    try:
+        start_http_server(port, addr=host, registry=machine_registry())
+    except OSError:
+        return False
+    return True

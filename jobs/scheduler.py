@@ -15,6 +15,7 @@ from rq_scheduler import Scheduler
 
 from core.config import Settings
 from core.logs import configure_logging
+from core.metrics import serve_metrics
 from jobs.queues import MAINTENANCE_TIMEOUT_S, JsonJob, rq_connection
 
 log = logging.getLogger(__name__)
@@ -93,6 +94,9 @@ class SettlementScheduler(Scheduler):
 def main() -> None:
     settings = Settings.from_env()
     configure_logging("scheduler", settings.log_level)
+    if settings.metrics_port:
+        served = serve_metrics(settings.metrics_host, settings.metrics_port)
+        log.info("metrics on port %s: %s", settings.metrics_port, "served" if served else "taken")
     scheduler = SettlementScheduler(settings)
     log.info("registered %s periodic jobs", register_periodic_jobs(scheduler, settings))
     scheduler.run()

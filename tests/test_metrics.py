@@ -5,8 +5,11 @@ whichever of them answers the scrape; METRICS_TOKEN guards the route."""
 from __future__ import annotations
 
 import json
+import os
 import re
 import secrets
+import subprocess
+import sys
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -17,7 +20,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.helpers import app_with, create_product, make_users, run_workers
-from tests.servers import ROOT, Gunicorn, clean_env, wait_until
+from tests.servers import ROOT, Gunicorn, clean_env, free_port, wait_until
 from tests.test_api_errors import assert_error, buy
 
 Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
@@ -174,3 +177,54 @@ def test_gunicorns_workers_are_summed_whichever_answers(app, admin, summed_web):
             counts.add(moved(before, now, "flashsale_purchases_total", outcome="reserved"))
     assert counts == {12}
     assert len(list(folder.glob("counter_*.db"))) == 2  # both workers counted purchases
+
+
+def test_a_worker_serves_its_own_metrics_on_its_port(app, client, admin, tmp_path):
+    """The Procfile's worker line with METRICS_PORT: a machine of workers alone is scraped too."""
+    port = free_port()
+    log = tmp_path / "worker.log"
+    env = clean_env({"METRICS_PORT": str(port)})
+    command = [str(Path(sys.executable).with_name("rq")), "worker", *procfile_worker_options()]
+    with log.open("wb") as out:
+        worker = subprocess.Popen(command, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
+    try:
+
+        def exposed() -> Samples | None:
+            if worker.poll() is not None:
+                raise AssertionError(log.read_text()[-3000:])
+            try:
+                return samples(httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=2).text)
+            except httpx.HTTPError:
+                return None
+
+        before = wait_until(exposed, 30, "the worker's metrics port", every=0.1)
+        product = create_product(client, admin, stock=3)
+        buyers = make_users(app, 3)
+        assert [buy(client, b, product["id"]).status_code for b in buyers] == [202] * 3
+
+        def settled() -> Samples | None:
+            now = exposed()
+            lag = "flashsale_settlement_lag_seconds_count"
+            return now if now and moved(before, now, lag, status="confirmed") >= 3 else None
+
+        now = wait_until(settled, 30, "the worker to count three settled tickets", every=0.2)
+        assert moved(before, now, "flashsale_purchases_total", outcome="reserved") == 0
+        assert "worker" in log.read_text()
+    finally:
+        worker.terminate()
+        worker.wait(30)
+
+
+def procfile_worker_options() -> list[str]:
+    """The Procfile's worker line after `rq worker`, with this environment's values."""
+    line = next(
+        entry
+        for entry in (ROOT / "Procfile").read_text().splitlines()
+        if entry.startswith("worker:")
+    )
+    values = {
+        "${REDIS_URL": os.environ["REDIS_URL"],
+        "${SETTLEMENT": os.environ["SETTLEMENT_QUEUE"],
+    }
+    words = line.partition("rq worker")[2].split()
+    return [next((v for k, v in values.items() if w.startswith(k)), w) for w in words]

@@ -6,18 +6,17 @@ unset, it is open, except in production, where it is off (404)."""
 from __future__ import annotations
 
 import hmac
-import os
 from collections.abc import Iterator
 
 from flask import Blueprint, Response, request
-from prometheus_client import REGISTRY, CollectorRegistry, generate_latest, multiprocess
+from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from prometheus_client.registry import Collector
 from redis.exceptions import RedisError
 from sqlalchemy import select
 
-from core.metrics import MULTIPROCESS_DIR_VARIABLE
+from core.metrics import machine_registry
 from core.models import Product
 from web.admin import queue_figures
 from web.common import end_read, runtime
@@ -31,7 +30,7 @@ QUEUE_STATES = ("queued", "started", "scheduled", "deferred", "failed")
 @bp.get("/metrics")
 def metrics() -> Response:
     _check_scraper()
-    body = generate_latest(_counted()) + generate_latest(_read_now())
+    body = generate_latest(machine_registry()) + generate_latest(_read_now())
     return Response(body, content_type=CONTENT_TYPE_LATEST)
 
 
@@ -45,15 +44,6 @@ def _check_scraper() -> None:
     sent = request.headers.get("Authorization", "").removeprefix("Bearer ")
     if not hmac.compare_digest(sent.encode(), token.encode()):
         raise ApiError(401, "unauthorized", "send METRICS_TOKEN as a Bearer token")
-
-
-def _counted() -> CollectorRegistry:
-    """The counters and histograms: this machine's processes', or this process's."""
-    if not os.environ.get(MULTIPROCESS_DIR_VARIABLE):
-        return REGISTRY
-    registry = CollectorRegistry()
-    multiprocess.MultiProcessCollector(registry)
-    return registry
 
 
 def _read_now() -> CollectorRegistry:
