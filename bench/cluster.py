@@ -12,8 +12,11 @@ core's ceiling for one product follows.
 
 On two cores the clients, not Redis, set the pace of single calls. `--batch B` (default 32)
 measures Redis itself as well: each client sends B reserve calls of one product in one pipeline
-(to the primary owning its slot), so the servers' cores bind. Figures go to
-bench/results/cluster.json.
+(to the primary owning its slot), so the servers' cores bind.
+
+`--api`: the purchase through the API instead (bench.rush's stack: gunicorn, 2 processes x 4
+threads, wrk over 256 connections, every buyer buying once), the inventory on one Redis and on
+the cluster in alternating runs. Figures go to bench/results/cluster.json (cluster-api.json).
 """
 
 from __future__ import annotations
@@ -48,6 +51,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--clients", type=int, default=4)
     parser.add_argument("--products", type=int, default=300)
     parser.add_argument("--batch", type=int, default=32)
+    parser.add_argument("--api", action="store_true", help="through the API (see above)")
     return parser.parse_args()
 
 
@@ -170,8 +174,58 @@ def measure(url: str, shape: str, batch: int, options: argparse.Namespace) -> di
     }
 
 
+def through_the_api(options: argparse.Namespace, folder: Path) -> dict[str, Any]:
+    """Accepted purchases a second with the inventory on REDIS_URL's Redis, then on a cluster,
+    alternating run by run."""
+    import os
+
+    from bench.rush import PURCHASE_BODY, Bench, Options
+
+    seconds = int(options.seconds)
+    rush = Options(False, options.runs, seconds, 256, 2, 2, "gthread", 4, 0, 0, 0, 0, 0, 0, 0, 0)
+    bench = Bench(rush, folder / "api")
+    bench.workdir.mkdir(parents=True, exist_ok=True)
+    cluster = None
+    try:
+        bench.prepare()
+        cluster = RedisClusterProcess(folder / "api-cluster").start()
+        per_run = 3_000 * seconds  # more buyers than a run can serve: each buys once
+        tokens = bench.tokens(per_run * options.runs * 2)
+        rows: dict[str, list[dict[str, Any]]] = {"single": [], "cluster": []}
+        for run in range(options.runs):
+            for name, inventory_url in (("single", ""), ("cluster", cluster.url)):
+                os.environ["INVENTORY_REDIS_URL"] = inventory_url
+                bench.rt = Runtime(Settings.from_env())
+                product = bench.product(stock=10_000_000)
+                url = bench.serve("web:create_app()", {"INVENTORY_REDIS_URL": inventory_url})
+                mine = tokens[:per_run]
+                del tokens[:per_run]
+                try:
+                    load = bench.wrk(url, "POST", [f"/purchase/{product}"], mine, PURCHASE_BODY,
+                                     seconds, reuse=False)  # fmt: skip
+                finally:
+                    bench.unserve()
+                rows[name].append(bench._rate(load, "202"))
+                print(f"  {name} run {run + 1}: {rows[name][-1]}", flush=True)
+        return {
+            name: {key: statistics.median(r[key] for r in runs) for key in runs[0]} | {"runs": runs}
+            for name, runs in rows.items()
+        }
+    finally:
+        if cluster is not None:
+            cluster.stop()
+        bench.procs.stop_all()
+
+
 def main() -> None:
     options = parse_args()
+    folder = Path(tempfile.mkdtemp(prefix="flashsale-cluster-bench-"))
+    if options.api:
+        figures = {"options": vars(options)} | through_the_api(options, folder)
+        RESULTS.mkdir(exist_ok=True)
+        (RESULTS / "cluster-api.json").write_text(json.dumps(figures, indent=2) + "\n")
+        print(json.dumps(figures, indent=2))
+        return
     folder = Path(tempfile.mkdtemp(prefix="flashsale-cluster-bench-"))
     single = RedisProcess(folder / "single").start()
     cluster = RedisClusterProcess(folder / "cluster").start()
