@@ -434,10 +434,20 @@ def test_the_sweep_deletes_expired_revocations(rt, settings):
 @pytest.fixture()
 def redis_down(settings) -> Iterator[Flask]:  # type: ignore[no-untyped-def]
     """An app whose Redis is a port where nothing listens, on the session's database."""
-    with app_with(
-        settings, redis_url=(down := f"redis://127.0.0.1:{free_port()}/0"), inventory_redis_url=down
-    ) as down:
+    down_url = f"redis://127.0.0.1:{free_port()}/0"
+    with app_with(settings, redis_url=down_url, inventory_redis_url=down_url) as down:
         yield down
+
+
+def test_health_names_the_redis_that_does_not_answer(settings, client):
+    assert client.get("/health").get_json()["status"] == "ok"
+    down_url = f"redis://127.0.0.1:{free_port()}/0"
+    with app_with(settings, inventory_redis_url=down_url) as inventory_down:
+        answer = inventory_down.test_client().get("/health")
+    assert answer.status_code == 503
+    body = answer.get_json()
+    assert body["failed"] == ["inventory"]
+    assert (body["checks"]["redis"], body["checks"]["inventory"]) == ("ok", "unreachable")
 
 
 def assert_unavailable(response: Any, code: str) -> None:

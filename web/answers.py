@@ -192,6 +192,7 @@ class QueueCheck(Answer):
 class HealthChecks(Answer):
     database: Reachable
     redis: Reachable
+    inventory: Reachable = Field(description="INVENTORY_REDIS_URL's Redis (or cluster)")
     queue: QueueCheck
 
 

@@ -1,10 +1,12 @@
-"""GET /health: the database, Redis and the settlement queue."""
+"""GET /health: the database, both Redis roles (the service's, the inventory's) and the
+settlement queue."""
 
 from __future__ import annotations
 
 from flask import Blueprint, Response
 from sqlalchemy import text
 
+from core.scripts import RedisClient
 from jobs.queues import settlement_queue
 from web.answers import Health, HealthChecks, QueueCheck, Reachable, answer
 from web.common import runtime
@@ -17,8 +19,15 @@ bp = Blueprint("health", __name__)
 @bp.get("/health")
 @documented("health", {200: Health, 503: Health})
 def health() -> Response:
-    """The database, Redis and the settlement queue (503 names what failed)."""
-    checks = HealthChecks(database=_database(), redis=_redis(), queue=_queue())
+    """The database, Redis (REDIS_URL and the inventory's) and the settlement queue (503 names
+    what failed)."""
+    rt = runtime()
+    checks = HealthChecks(
+        database=_database(),
+        redis=_ping(rt.redis),
+        inventory=_ping(rt.inventory_redis),
+        queue=_queue(),
+    )
     failed = [name for name, check in checks if _status(check) != "ok"]
     if failed:
         return answer(Health(status="unavailable", failed=failed, checks=checks), 503)
@@ -39,10 +48,9 @@ def _database() -> Reachable:
         db.session.rollback()
 
 
-def _redis() -> Reachable:
+def _ping(redis: RedisClient) -> Reachable:
     try:
-        runtime().redis.ping()
-        runtime().inventory_redis.ping()
+        redis.ping()
         return "ok"
     except Exception:
         return "unreachable"
