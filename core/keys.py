@@ -110,18 +110,6 @@ class ProductKeys:
         return f"{self.tag}:rebuilding"
 
     @property
-    def rebuild_pending(self) -> str:
-        """Set while a rebuild of the stock is queued: one job per product, however many ask
-        (kept beside the queues, in REDIS_URL's Redis, like drain_queued)."""
-        return f"{self.tag}:rebuild-pending"
-
-    @property
-    def drain_queued(self) -> str:
-        """Set while a settlement job for the product waits in the queue: the web processes'
-        kicks during a sale queue one job at a time, not one per kick."""
-        return f"{self.tag}:drain-queued"
-
-    @property
     def lock_stats(self) -> str:
         return f"{self.tag}:lockstats"
 
@@ -154,11 +142,29 @@ class ProductKeys:
             *self.room_keys,
             self.passes_used,
             self.returns,
-            self.rebuild_pending,
-            self.drain_queued,
             self.rebuild_lease,
             self.lock_stats,
         ]
+
+
+@dataclass(frozen=True)
+class QueueGuardKeys:
+    """A product's marks of queued jobs, kept beside the queues in REDIS_URL's Redis (the
+    inventory's keys may be on a cluster): one job of a kind per product, however many ask."""
+
+    prefix: str
+    product_id: int
+
+    @property
+    def rebuild_pending(self) -> str:
+        """Set while a rebuild of the stock is queued."""
+        return f"{self.prefix}:{{{self.product_id}}}:rebuild-pending"
+
+    @property
+    def drain_queued(self) -> str:
+        """Set while a settlement job for the product waits in the queue: the web processes'
+        kicks during a sale queue one job at a time, not one per kick."""
+        return f"{self.prefix}:{{{self.product_id}}}:drain-queued"
 
 
 @dataclass(frozen=True)

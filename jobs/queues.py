@@ -12,7 +12,7 @@ from rq.serializers import JSONSerializer
 
 import core.runtime  # noqa: F401  (imported once per worker process: see below)
 from core.config import Settings
-from core.keys import ProductKeys
+from core.keys import QueueGuardKeys
 
 # `rq worker --job-class jobs.queues.JsonJob` imports this module in the worker process itself.
 # Importing what the jobs need here (SQLAlchemy, the models, the settler: about 0.6 s) does it
@@ -58,7 +58,7 @@ def enqueue_drains(settings: Settings, product_ids: list[int]) -> None:
     products = sorted(set(product_ids))
     with connection.pipeline(transaction=False) as pipe:
         for product_id in products:
-            guard = ProductKeys(settings.key_prefix, product_id).drain_queued
+            guard = QueueGuardKeys(settings.key_prefix, product_id).drain_queued
             pipe.set(guard, "1", nx=True, ex=DRAIN_GUARD_S)
         marked = {p for p, fresh in zip(products, pipe.execute(), strict=True) if fresh}
     jobs = [
@@ -80,7 +80,7 @@ def enqueue_drains(settings: Settings, product_ids: list[int]) -> None:
 def drain_started(settings: Settings, product_id: int) -> None:
     """A settlement job of the product started: the next kick queues another."""
     rq_connection(settings.redis_url).delete(
-        ProductKeys(settings.key_prefix, product_id).drain_queued
+        QueueGuardKeys(settings.key_prefix, product_id).drain_queued
     )
 
 
@@ -88,7 +88,7 @@ def enqueue_rebuild(settings: Settings, product_id: int) -> None:
     """Queues a rebuild of the product's stock unless one is pending already: a crowd answered
     503 while the stock is missing queues one job, not one per request."""
     connection = rq_connection(settings.redis_url)
-    guard = ProductKeys(settings.key_prefix, product_id).rebuild_pending
+    guard = QueueGuardKeys(settings.key_prefix, product_id).rebuild_pending
     if not connection.set(guard, "1", nx=True, ex=REBUILD_GUARD_S):
         return
     settlement_queue(settings).enqueue(
@@ -104,7 +104,7 @@ def enqueue_rebuild(settings: Settings, product_id: int) -> None:
 def rebuild_finished(settings: Settings, product_id: int) -> None:
     """The product's rebuild ran: the next request that finds the stock missing queues another."""
     rq_connection(settings.redis_url).delete(
-        ProductKeys(settings.key_prefix, product_id).rebuild_pending
+        QueueGuardKeys(settings.key_prefix, product_id).rebuild_pending
     )
 
 
