@@ -21,6 +21,8 @@ _LINE = re.compile(r"^[\d.]+ \[(\d+) (.*?)\] (.*)$")
 _ARGUMENT = re.compile(r'"((?:[^"\\]|\\.)*)"')
 # Sent once when a connection opens (or around a transaction), not by a request.
 CONNECTION_SETUP = ("SELECT", "CLIENT", "HELLO", "AUTH", "MULTI", "EXEC")
+# redis-py's check of an idle connection (the revocation watch's subscription, every 10 s).
+HEALTH_CHECK = ["PING", "redis-py-health-check"]
 
 
 @dataclass
@@ -48,6 +50,7 @@ class CommandLog:
             if not c.from_script
             and not ((keys := self.keys_of(c)) and all(k.startswith(ignore_prefixes) for k in keys))
             and c.name not in CONNECTION_SETUP
+            and c.words != HEALTH_CHECK
         ]
 
     def keys_of(self, command: Command) -> list[str]:
