@@ -14,6 +14,7 @@ from __future__ import annotations
 import os
 import secrets
 import shutil
+import socket
 import tempfile
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
@@ -21,14 +22,18 @@ from urllib.parse import urlsplit, urlunsplit
 import pytest
 from sqlalchemy import create_engine, text
 
-from tests.servers import LocalStripe, RedisClusterProcess, RedisProcess, free_port
+from tests.servers import LocalStripe, RedisClusterProcess, RedisProcess
 
 _TMP = Path(tempfile.mkdtemp(prefix="flashsale-tests-"))
 _REDIS: RedisProcess | None = None
 _CLUSTER: RedisClusterProcess | None = None
 _PG_ADMIN_URL: str | None = None
 _PG_DB = f"flashsale_test_{secrets.token_hex(4)}"
-LOCALSTRIPE_PORT = free_port()
+# localstripe's port, held by a socket of ours until it starts: a port only looked up (free_port)
+# can meanwhile become the local end of one of the suite's many connections (a cluster's nodes
+# open their own), and localstripe would then fail to bind it.
+_LOCALSTRIPE_HOLD = socket.create_server(("127.0.0.1", 0))
+LOCALSTRIPE_PORT = _LOCALSTRIPE_HOLD.getsockname()[1]
 
 
 def _setup_environment() -> None:
@@ -169,6 +174,7 @@ def rt(app):  # type: ignore[no-untyped-def]
 @pytest.fixture(scope="session")
 def localstripe():  # type: ignore[no-untyped-def]
     """A Stripe emulator for the payment tests, on the port STRIPE_API_BASE names."""
+    _LOCALSTRIPE_HOLD.close()
     emulator = LocalStripe(LOCALSTRIPE_PORT).start(from_scratch=True)
     yield emulator
     emulator.stop()
