@@ -317,8 +317,12 @@ def test_three_d_secure_completed_at_stripe_settles_by_the_emulators_webhook(
             15,
             "the emulator's webhook to confirm the order",
         )
-    order, _ = order_and_payment(rt, ticket)
-    assert order.status == "confirmed"
+    # The poll may see Redis' confirmed hold a moment before the webhook's SQL commit.
+    wait_until(
+        lambda: order_and_payment(rt, ticket)[0].status == "confirmed",
+        15,
+        "the confirmation recorded in SQL",
+    )
     assert rt.inventory.figures(product["id"]).sold == 1
 
 
