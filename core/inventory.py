@@ -388,15 +388,13 @@ class Inventory:
     # --- settlement --------------------------------------------------------------------------
     def lock(self, product_id: int, ticket_id: str) -> RedisLock:
         k = self.keys(product_id)
-        return RedisLock(
-            self.redis, self.scripts, k.lock(ticket_id), k.lock_stats, self.settings.lock_ttl_ms
-        )
+        return RedisLock(self.redis, self.scripts, k.lock(ticket_id), self.settings.lock_ttl_ms)
 
     def refund_lock(self, product_id: int, ticket_id: str) -> RedisLock:
         """Refunds of one ticket run one at a time, each re-reading what was refunded."""
         k = self.keys(product_id)
         wait_s = self.settings.payment_timeout_seconds * 2
-        return RedisLock(self.redis, self.scripts, k.refunding(ticket_id), k.lock_stats,
+        return RedisLock(self.redis, self.scripts, k.refunding(ticket_id),
                          self._lease_ms, wait_s, kind="refund")  # fmt: skip
 
     # --- settlement steps: each takes a batch of tickets (one is a batch of one) ------------
@@ -411,7 +409,7 @@ class Inventory:
         def attempt() -> bool:
             missing = [t for t in ticket_ids if t not in tokens]
             keys = [k.lock(t) for t in missing]
-            taken = self._acquire(keys, missing, self.settings.lock_ttl_ms, k.lock_stats, "lock")
+            taken = self._acquire(keys, missing, self.settings.lock_ttl_ms, "lock")
             tokens.update(taken)
             return len(tokens) == len(ticket_ids)
 
@@ -430,9 +428,7 @@ class Inventory:
         second one that claimed the ticket meanwhile retries later); each outlives the provider
         calls it covers. ticket -> token, free ones only."""
         k = self.keys(product_id)
-        return self._acquire(
-            [k.paying(t) for t in ticket_ids], ticket_ids, self._lease_ms, k.lock_stats, "lease"
-        )
+        return self._acquire([k.paying(t) for t in ticket_ids], ticket_ids, self._lease_ms, "lease")
 
     def release_leases(self, product_id: int, tokens: dict[str, str]) -> None:
         k = self.keys(product_id)
@@ -444,13 +440,13 @@ class Inventory:
         return int(self.settings.payment_timeout_seconds * 3 * 1000) + 5000
 
     def _acquire(
-        self, keys: list[str], ticket_ids: list[str], ttl_ms: int, stats_key: str, kind: str
+        self, keys: list[str], ticket_ids: list[str], ttl_ms: int, kind: str
     ) -> dict[str, str]:
         """One round trip for the batch's locks (or leases): ticket -> token of those taken."""
         if not ticket_ids:
             return {}
         tokens = [secrets.token_hex(16) for _ in ticket_ids]
-        taken = self.scripts.take_locks(keys=[stats_key, *keys], args=[ttl_ms, *tokens])
+        taken = self.scripts.take_locks(keys=keys, args=[ttl_ms, *tokens])
         got = {t: token for t, token, ok in zip(ticket_ids, tokens, taken, strict=True) if ok}
         LOCKS.labels(kind, "acquired").inc(len(got))
         LOCKS.labels(kind, "busy").inc(len(ticket_ids) - len(got))

@@ -109,10 +109,6 @@ class ProductKeys:
         """Held by the one rebuild that may create the stock (a fencing token)."""
         return f"{self.tag}:rebuilding"
 
-    @property
-    def lock_stats(self) -> str:
-        return f"{self.tag}:lockstats"
-
     def lock(self, ticket_id: str) -> str:
         return f"{self.tag}:lock:{ticket_id}"
 
@@ -143,7 +139,6 @@ class ProductKeys:
             self.passes_used,
             self.returns,
             self.rebuild_lease,
-            self.lock_stats,
         ]
 
 
@@ -226,11 +221,6 @@ class ServiceKeys:
         """Counter moved by every change of an event: search answers kept under an older one
         are stale (core/search/cache.py)."""
         return f"{self.prefix}:catalogue:version"
-
-    @property
-    def metrics(self) -> str:
-        """Hash of service-wide counters (reconciliation repairs)."""
-        return f"{self.prefix}:metrics"
 
     @property
     def last_reconciliations(self) -> str:

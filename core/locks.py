@@ -1,6 +1,6 @@
 """A Redis lock that guards hold state transitions: SET NX PX with a random token, released by
-compare-and-delete, acquired with jittered backoff, with counters in a metrics hash and in the
-Prometheus metrics (core/metrics.py)."""
+compare-and-delete, acquired with jittered backoff, counted in the Prometheus metrics
+(core/metrics.py)."""
 
 from __future__ import annotations
 
@@ -40,7 +40,6 @@ class RedisLock:
         redis: RedisClient,
         scripts: Scripts,
         key: str,
-        stats_key: str,
         ttl_ms: int,
         max_wait_s: float = LOCK_WAIT_S,
         kind: str = "lock",
@@ -49,7 +48,6 @@ class RedisLock:
         self.kind = kind
         self.scripts = scripts
         self.key = key
-        self.stats_key = stats_key
         self.ttl_ms = ttl_ms
         self.max_wait_s = max_wait_s
         self.token = secrets.token_hex(16)
@@ -60,21 +58,12 @@ class RedisLock:
             lambda: bool(self.redis.set(self.key, self.token, nx=True, px=self.ttl_ms)),
             self.max_wait_s,
         )
-        self._record("acquired" if taken else "failed", started)
+        LOCKS.labels(self.kind, "acquired" if taken else "busy").inc()
+        LOCK_WAIT_SECONDS.observe(time.monotonic() - started)
         return taken
 
     def release(self) -> bool:
         return bool(self.scripts.release_locks(keys=[self.key], args=[self.token]))
-
-    def _record(self, outcome: str, started: float) -> None:
-        waited_s = time.monotonic() - started
-        LOCKS.labels(self.kind, "acquired" if outcome == "acquired" else "busy").inc()
-        LOCK_WAIT_SECONDS.observe(waited_s)
-        waited_ms = int(waited_s * 1000)
-        pipe = self.redis.pipeline(transaction=False)
-        pipe.hincrby(self.stats_key, outcome, 1)
-        pipe.hincrby(self.stats_key, "wait_ms", waited_ms)
-        pipe.execute()
 
 
 @contextmanager

@@ -299,8 +299,6 @@ def reconcile_product(
         if outcome in ("consistent", "repaired"):
             stock = report(snapshot, books)
             result = "repaired" if repaired else "consistent"
-            if repaired:
-                inventory.redis.hincrby(_service_keys(inventory).metrics, "reconcile_repairs", 1)
             return _recorded(
                 inventory,
                 Reconciliation(
