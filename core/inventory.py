@@ -308,9 +308,9 @@ class Inventory:
         k = self.keys(product_id)
         started = time.perf_counter()
         try:
-            reply = self._reserve_script(
-                k,
-                [
+            reply = self.scripts.reserve(
+                keys=reserve_keys(k, user_id),
+                args=[
                     user_id,
                     quantity,
                     ticket_id,
@@ -327,7 +327,6 @@ class Inventory:
                     pass_id,
                     request_id,
                 ],
-                user_id,
             )
         except RedisError:
             PURCHASES.labels("unavailable").inc()
@@ -335,9 +334,6 @@ class Inventory:
         RESERVE_SECONDS.observe(time.perf_counter() - started)
         PURCHASES.labels(reply[0]).inc()
         return _reservation(reply)
-
-    def _reserve_script(self, k: ProductKeys, args: list[object], user_id: int) -> list:
-        return self.scripts.reserve(keys=reserve_keys(k, user_id), args=args)
 
     # --- the waiting room ----------------------------------------------------------------
     def room_places(self, product_id: int, count: int) -> list[tuple[int, int]]:

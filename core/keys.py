@@ -151,15 +151,19 @@ class QueueGuardKeys:
     product_id: int
 
     @property
+    def tag(self) -> str:
+        return ProductKeys(self.prefix, self.product_id).tag
+
+    @property
     def rebuild_pending(self) -> str:
         """Set while a rebuild of the stock is queued."""
-        return f"{self.prefix}:{{{self.product_id}}}:rebuild-pending"
+        return f"{self.tag}:rebuild-pending"
 
     @property
     def drain_queued(self) -> str:
         """Set while a settlement job for the product waits in the queue: the web processes'
         kicks during a sale queue one job at a time, not one per kick."""
-        return f"{self.prefix}:{{{self.product_id}}}:drain-queued"
+        return f"{self.tag}:drain-queued"
 
 
 @dataclass(frozen=True)
