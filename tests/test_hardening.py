@@ -3,10 +3,8 @@ on registration, login timing, rq-dashboard's state-changing routes and safe con
 
 from __future__ import annotations
 
-import dataclasses
 import secrets
 from collections.abc import Iterator
-from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -20,26 +18,10 @@ from core.config import DEV_JWT_SECRET, ConfigError, Settings, normalize_databas
 from core.db import transaction
 from core.keys import new_ticket_id
 from core.models import RevokedToken
-from tests.helpers import create_product, make_user, run_workers
+from tests.helpers import app_with, create_product, make_user, run_workers
 from tests.servers import RedisProcess, free_port, wait_until
 
 PASSWORD = "correct horse battery"
-
-
-@contextmanager
-def app_with(settings: Settings, **changes: Any) -> Iterator[Flask]:
-    """Another app on the session's database, with some settings changed."""
-    from web import create_app
-    from web.extensions import db
-
-    built = create_app(dataclasses.replace(settings, **changes))
-    built.config["TESTING"] = True
-    try:
-        yield built
-    finally:
-        with built.app_context():
-            db.engine.dispose()
-        built.extensions["flashsale"].close()
 
 
 def assert_error(response: Any, status: int, code: str | None = None) -> dict[str, Any]:
@@ -114,7 +96,7 @@ def test_an_unknown_username_is_checked_against_a_hash_of_the_configured_cost(
         return original(password, hashed)
 
     monkeypatch.setattr(bcrypt, "checkpw", spy)
-    with app_with(settings, bcrypt_rounds=6) as app:
+    with app_with(bcrypt_rounds=6) as app:
         client = app.test_client()
         username = f"timing_{secrets.token_hex(4)}"
         body = {"username": username, "password": PASSWORD}
@@ -144,7 +126,6 @@ def new_credentials() -> dict[str, str]:
 
 def test_registration_is_limited_per_client_address(settings):
     with app_with(
-        settings,
         ratelimit_enabled=True,
         ratelimit_register="3/minute",
         ratelimit_register_global="1000/minute",
@@ -163,7 +144,6 @@ def test_registration_is_limited_per_client_address(settings):
 
 def test_registration_is_limited_overall(settings):
     with app_with(
-        settings,
         ratelimit_enabled=True,
         ratelimit_register="1000/minute",
         ratelimit_register_global="4/minute",
@@ -187,9 +167,7 @@ def ghost_login(client: Any, environ: dict[str, str], headers: dict[str, str] | 
 
 
 def test_without_trusted_proxies_a_forwarded_address_does_not_escape_the_bucket(settings):
-    with app_with(
-        settings, ratelimit_enabled=True, ratelimit_login="2/minute", trusted_proxies=0
-    ) as app:
+    with app_with(ratelimit_enabled=True, ratelimit_login="2/minute", trusted_proxies=0) as app:
         client = app.test_client()
         peer = from_address(address())
         for _ in range(2):
@@ -200,9 +178,7 @@ def test_without_trusted_proxies_a_forwarded_address_does_not_escape_the_bucket(
 
 
 def test_behind_a_trusted_proxy_each_forwarded_client_has_its_own_bucket(settings):
-    with app_with(
-        settings, ratelimit_enabled=True, ratelimit_login="2/minute", trusted_proxies=1
-    ) as app:
+    with app_with(ratelimit_enabled=True, ratelimit_login="2/minute", trusted_proxies=1) as app:
         client = app.test_client()
         proxy = from_address(address())
         first, second = {"X-Forwarded-For": address()}, {"X-Forwarded-For": address()}
@@ -335,9 +311,7 @@ def own_redis(tmp_path) -> Iterator[list[RedisProcess]]:  # type: ignore[no-unty
 
 def test_revocations_survive_a_redis_restart_without_persistence(app, settings, own_redis):
     user = make_user(app)
-    with app_with(
-        settings, redis_url=own_redis[0].url, inventory_redis_url=own_redis[0].url
-    ) as own:
+    with app_with(redis_url=own_redis[0].url, inventory_redis_url=own_redis[0].url) as own:
         client = own.test_client()
         revoked, kept = login_tokens(client, user.username), login_tokens(client, user.username)
         for token in (revoked["access_token"], revoked["refresh_token"]):
@@ -379,9 +353,7 @@ def commands_processed(redis: Redis) -> int:
 
 def test_a_token_check_asks_neither_redis_nor_sql_once_the_watch_follows(app, settings, own_redis):
     user = make_user(app)
-    with app_with(
-        settings, redis_url=own_redis[0].url, inventory_redis_url=own_redis[0].url
-    ) as own:
+    with app_with(redis_url=own_redis[0].url, inventory_redis_url=own_redis[0].url) as own:
         client = own.test_client()
         assert client.get("/auth/me", headers=user.headers).status_code == 200
         watch = own.extensions["flashsale"].revocations
@@ -435,14 +407,14 @@ def test_the_sweep_deletes_expired_revocations(rt, settings):
 def redis_down(settings) -> Iterator[Flask]:  # type: ignore[no-untyped-def]
     """An app whose Redis is a port where nothing listens, on the session's database."""
     down_url = f"redis://127.0.0.1:{free_port()}/0"
-    with app_with(settings, redis_url=down_url, inventory_redis_url=down_url) as down:
+    with app_with(redis_url=down_url, inventory_redis_url=down_url) as down:
         yield down
 
 
 def test_health_names_the_redis_that_does_not_answer(settings, client):
     assert client.get("/health").get_json()["status"] == "ok"
     down_url = f"redis://127.0.0.1:{free_port()}/0"
-    with app_with(settings, inventory_redis_url=down_url) as inventory_down:
+    with app_with(inventory_redis_url=down_url) as inventory_down:
         answer = inventory_down.test_client().get("/health")
     assert answer.status_code == 503
     body = answer.get_json()
@@ -538,7 +510,7 @@ def test_with_sql_unreachable_a_logout_is_503_and_the_token_still_works(app, set
     # a checked token: the process's copy of the revocations answers, without SQL
     assert client.get("/auth/me", headers=bearer(tokens["access_token"])).status_code == 200
     dead_sql = f"postgresql://nobody@127.0.0.1:{free_port()}/nothing"
-    with app_with(settings, database_url=normalize_database_url(dead_sql)) as no_sql:
+    with app_with(database_url=normalize_database_url(dead_sql)) as no_sql:
         down = no_sql.test_client()
         refused = down.post("/auth/logout", headers=bearer(tokens["access_token"]))
         assert_unavailable(refused, "unavailable")
