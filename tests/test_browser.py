@@ -15,6 +15,7 @@ import re
 import secrets
 import subprocess
 import sys
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -797,6 +798,36 @@ def test_search_suggests_titles_and_marks_what_matched(stack: Stack, open_tab) -
     box.press_sequentially("night", delay=30)
     expect(page.get_by_role("option", name="Beyoncé Renaissance Night")).to_be_visible()
     shot(page, "search.png")
+
+
+@needs_browser
+def test_a_late_suggestion_answer_keeps_the_one_the_arrows_are_on(stack: Stack, open_tab) -> None:
+    _seed_show(stack, "Harbour Lights Orchestra", description="Strings by the sea.")
+    page = open_tab().page
+    page.goto("/")
+    box = page.get_by_role("combobox", name="Search events")
+    box.press_sequentially("harbou", delay=30)
+    option = page.get_by_role("option", name="Harbour Lights Orchestra")
+    expect(option).to_be_visible()
+    box.press("ArrowDown")
+    expect(option).to_have_attribute("aria-selected", "true")
+    held: list = []
+
+    def hold(route) -> None:  # type: ignore[no-untyped-def]
+        held.append(route)
+
+    page.route(re.compile(r"/events/suggest\?q=harbour$"), hold)
+    box.press("r")  # its answer is held until after the highlight
+    deadline = time.monotonic() + 10
+    while not held:
+        assert time.monotonic() < deadline, "the suggestion request never came"
+        page.wait_for_timeout(20)  # lets the page's request reach the route
+    with page.expect_response(re.compile(r"/events/suggest\?q=harbour$")):
+        held[0].continue_()
+    expect(page.get_by_role("listbox").get_by_role("option")).to_have_count(1)
+    expect(option).to_have_attribute("aria-selected", "true")
+    box.press("Enter")
+    expect(page).to_have_url(re.compile(r"/search\?q=Harbour"))
 
 
 @needs_browser

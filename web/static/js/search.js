@@ -47,6 +47,8 @@
     }
 
     function show(suggestions) {
+      // A later answer (the buyer kept typing) keeps the suggestion the arrows are on, if any.
+      const kept = active >= 0 ? options()[active].textContent : null;
       list.replaceChildren();
       suggestions.forEach(function (suggestion, at) {
         const option = document.createElement("li");
@@ -65,6 +67,9 @@
       list.hidden = !any;
       input.setAttribute("aria-expanded", any ? "true" : "false");
       active = -1;
+      input.removeAttribute("aria-activedescendant");
+      const again = suggestions.findIndex(function (s) { return s.title === kept; });
+      if (again >= 0) point(again);
     }
 
     async function suggest() {
