@@ -71,6 +71,7 @@ def terms_of(product: Product) -> ProductTerms:
         terms_version=product.terms_version,
         waiting_room=bool(product.waiting_room),
         admit_per_second=product.admit_per_second or 0,
+        buckets=product.buckets or 1,
     )
 
 
@@ -83,6 +84,7 @@ def create_product(
     max_per_user: int,
     sale_starts_at: datetime | None,
     sale_ends_at: datetime | None,
+    buckets: int = 1,
 ) -> Product:
     product = Product(
         name=name,
@@ -92,6 +94,7 @@ def create_product(
         max_per_user=max_per_user,
         sale_starts_at=sale_starts_at,
         sale_ends_at=sale_ends_at,
+        buckets=buckets,
     )
     session.add(product)
     session.flush()

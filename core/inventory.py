@@ -5,14 +5,22 @@ from __future__ import annotations
 import json
 import secrets
 import time
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, replace
 from typing import NamedTuple
 
 from redis.exceptions import RedisError, ResponseError
 
 from core.config import Settings
-from core.keys import SETTLE_GROUP, ProductKeys, product_of_ticket
+from core.keys import (
+    SETTLE_GROUP,
+    ProductKeys,
+    bucket_of_ticket,
+    bucket_order,
+    bucket_share,
+    product_of_ticket,
+    ticket_in_bucket,
+)
 from core.locks import RedisLock, retry_with_backoff
 from core.metrics import LOCK_WAIT_SECONDS, LOCKS, PURCHASES, RESERVE_SECONDS
 from core.scripts import RedisClient, Scripts
@@ -237,6 +245,15 @@ class ProductTerms:
     terms_version: int = 1
     waiting_room: bool = False  # set with the stock when Redis creates it (restore_stock.lua)
     admit_per_second: int = 0
+    buckets: int = 1  # a hot product's stock split across this many buckets (see reserve)
+
+    def share(self, bucket: int) -> int:
+        """The bucket's part of the initial stock."""
+        return bucket_share(self.initial_stock, self.buckets, bucket)
+
+    def of_bucket(self, bucket: int) -> ProductTerms:
+        """The terms one bucket's stock enforces: its share of the units."""
+        return replace(self, initial_stock=self.share(bucket))
 
     def enforced(self) -> tuple[int, int, int, int, int, str, int]:
         """The figures Redis must agree with SQL on."""
@@ -260,6 +277,7 @@ class Snapshot:
     open_quantity: int
     confirmed_holds: dict[str, int]  # ticket -> quantity, confirmed in Redis, maybe not yet in SQL
     returning: dict[str, int]  # ticket -> quantity, refunds whose units are not back on sale yet
+    bucket: int = 0  # the bucket of a split product it was read from
 
 
 @dataclass(frozen=True)
@@ -281,9 +299,17 @@ class Inventory:
         self.settings = settings
         self.scripts = Scripts(redis)
         self.clock = RedisClock(redis)
+        self._buckets: dict[int, int] = {}  # product -> its buckets, once a reserve learnt them
 
-    def keys(self, product_id: int) -> ProductKeys:
-        return ProductKeys(self.settings.key_prefix, product_id)
+    def keys(self, product_id: int, bucket: int = 0) -> ProductKeys:
+        return ProductKeys(self.settings.key_prefix, product_id, bucket)
+
+    def ticket_keys(self, product_id: int, ticket_ids: Iterable[str]) -> ProductKeys:
+        """The keys of the bucket holding these tickets (a batch is one bucket's)."""
+        buckets = {bucket_of_ticket(t) for t in ticket_ids}
+        if len(buckets) > 1:
+            raise ValueError(f"tickets of several buckets in one batch: {sorted(buckets)}")
+        return self.keys(product_id, buckets.pop() if buckets else 0)
 
     # --- the purchase path -------------------------------------------------------------------
     def reserve(
@@ -304,36 +330,77 @@ class Inventory:
         product (the API's RATELIMIT_PURCHASE). A seated product's purchase names its `seats`
         (the quantity is their number; all are held, or none) or asks for the `best` ones. With
         the sale's waiting room on, `pass_id` (of a pass the caller verified) buys once. The
-        hold keeps `request_id`, the purchase request's, for the settlement's log lines."""
-        k = self.keys(product_id)
+        hold keeps `request_id`, the purchase request's, for the settlement's log lines.
+
+        A product split across buckets is tried bucket after bucket in the buyer's order
+        (`bucket_order`), one call each, until one has the units: the first call, to the
+        buyer's own bucket, answers alone while it has stock; sold out once every bucket is.
+        One purchase is served from one bucket. The number of buckets is learnt from the first
+        call (the stock says it), then kept: it never changes."""
+        call = _ReserveCall(
+            user_id, quantity, ticket_id, payment_method, idempotency_key, rate, seats, best,
+            pass_id, request_id,
+        )  # fmt: skip
         started = time.perf_counter()
         try:
-            reply = self.scripts.reserve(
-                keys=reserve_keys(k, user_id),
-                args=[
-                    user_id,
-                    quantity,
-                    ticket_id,
-                    int(self.settings.hold_seconds * 1000),
-                    idempotency_key,
-                    payment_method,
-                    RECLAIM_PER_CALL,
-                    rate.amount if rate else 0,
-                    rate.window_ms if rate else 0,
-                    _json_list(list(seats)) if seats else "",
-                    json.dumps({"section": best.section, "together": best.together})
-                    if best
-                    else "",
-                    pass_id,
-                    request_id,
-                ],
-            )
+            reservation = self._reserve_across(product_id, call)
         except RedisError:
             PURCHASES.labels("unavailable").inc()
             raise
         RESERVE_SECONDS.observe(time.perf_counter() - started)
-        PURCHASES.labels(reply[0]).inc()
-        return _reservation(reply)
+        PURCHASES.labels(reservation.result).inc()
+        return reservation
+
+    def _reserve_across(self, product_id: int, call: _ReserveCall) -> Reservation:
+        buckets = self._buckets.get(product_id, 1)
+        reply = self._reserve_in(product_id, call.user_id % buckets, buckets, call, True)
+        if reply[0] == "buckets":  # this process's first purchase of a split product
+            buckets = self._buckets[product_id] = int(reply[1])
+            reply = self._reserve_in(product_id, call.user_id % buckets, buckets, call, True)
+        if buckets == 1 or reply[0] not in _MOVE_ON:
+            return _reservation(reply)
+        replies = [reply]
+        for bucket in bucket_order(call.user_id, buckets)[1:]:
+            if reply[0] == "unavailable" and call.idempotency_key:
+                break  # a retry must meet the buckets as this attempt did: this one may have units
+            reply = self._reserve_in(product_id, bucket, buckets, call, False)
+            if reply[0] not in _MOVE_ON:
+                return _reservation(reply)
+            replies.append(reply)
+        if any(r[0] == "unavailable" for r in replies):
+            return Reservation("unavailable")
+        # Units left in some bucket, too few for this purchase: the most one purchase can get.
+        left = [int(r[1]) for r in replies if r[0] == "sold_out"]
+        return Reservation("sold_out", remaining=max(left, default=0))
+
+    def _reserve_in(
+        self, product_id: int, bucket: int, buckets: int, call: _ReserveCall, first: bool
+    ) -> list:
+        """One reserve call, in `bucket`; the purchase rate counts the first only."""
+        k = self.keys(product_id, bucket)
+        rate = call.rate if first else None
+        return self.scripts.reserve(
+            keys=reserve_keys(k, call.user_id),
+            args=[
+                call.user_id,
+                call.quantity,
+                ticket_in_bucket(call.ticket_id, bucket),
+                int(self.settings.hold_seconds * 1000),
+                call.idempotency_key,
+                call.payment_method,
+                RECLAIM_PER_CALL,
+                rate.amount if rate else 0,
+                rate.window_ms if rate else 0,
+                _json_list(list(call.seats)) if call.seats else "",
+                json.dumps({"section": call.best.section, "together": call.best.together})
+                if call.best
+                else "",
+                call.pass_id,
+                call.request_id,
+                buckets,
+                "1" if buckets > 1 else "",
+            ],
+        )
 
     # --- the waiting room ----------------------------------------------------------------
     def room_places(self, product_id: int, count: int) -> list[tuple[int, int]]:
@@ -368,7 +435,7 @@ class Inventory:
         product_id = product_of_ticket(ticket_id)
         if product_id is None:
             return None
-        raw = self.redis.hget(self.keys(product_id).holds, ticket_id)
+        raw = self.redis.hget(self.ticket_keys(product_id, [ticket_id]).holds, ticket_id)
         return Hold.from_json(raw) if raw else None
 
     def get_ticket(self, ticket_id: str) -> Hold | None:
@@ -377,18 +444,18 @@ class Inventory:
         product_id = product_of_ticket(ticket_id)
         if product_id is None:
             return None
-        k = self.keys(product_id)
+        k = self.ticket_keys(product_id, [ticket_id])
         raw = self.scripts.ticket_view(keys=[k.holds, k.final(ticket_id)], args=[ticket_id])
         return Hold.from_json(raw) if raw else None
 
     # --- settlement --------------------------------------------------------------------------
     def lock(self, product_id: int, ticket_id: str) -> RedisLock:
-        k = self.keys(product_id)
+        k = self.ticket_keys(product_id, [ticket_id])
         return RedisLock(self.redis, self.scripts, k.lock(ticket_id), self.settings.lock_ttl_ms)
 
     def refund_lock(self, product_id: int, ticket_id: str) -> RedisLock:
         """Refunds of one ticket run one at a time, each re-reading what was refunded."""
-        k = self.keys(product_id)
+        k = self.ticket_keys(product_id, [ticket_id])
         wait_s = self.settings.payment_timeout_seconds * 2
         return RedisLock(self.redis, self.scripts, k.refunding(ticket_id),
                          self._lease_ms, wait_s, kind="refund")  # fmt: skip
@@ -399,7 +466,7 @@ class Inventory:
     ) -> dict[str, str]:
         """Takes the settlement locks that are free, asking again for the others for up to
         `wait_s`: ticket -> token of those taken."""
-        k = self.keys(product_id)
+        k = self.ticket_keys(product_id, ticket_ids)
         tokens: dict[str, str] = {}
 
         def attempt() -> bool:
@@ -416,18 +483,18 @@ class Inventory:
         return tokens
 
     def release_locks(self, product_id: int, tokens: dict[str, str]) -> None:
-        k = self.keys(product_id)
+        k = self.ticket_keys(product_id, tokens)
         self._release({k.lock(t): token for t, token in tokens.items()})
 
     def take_leases(self, product_id: int, ticket_ids: list[str]) -> dict[str, str]:
         """Payment leases: only one settler talks to the provider about a ticket at a time (a
         second one that claimed the ticket meanwhile retries later); each outlives the provider
         calls it covers. ticket -> token, free ones only."""
-        k = self.keys(product_id)
+        k = self.ticket_keys(product_id, ticket_ids)
         return self._acquire([k.paying(t) for t in ticket_ids], ticket_ids, self._lease_ms, "lease")
 
     def release_leases(self, product_id: int, tokens: dict[str, str]) -> None:
-        k = self.keys(product_id)
+        k = self.ticket_keys(product_id, tokens)
         self._release({k.paying(t): token for t, token in tokens.items()})
 
     @property
@@ -456,7 +523,7 @@ class Inventory:
         self, product_id: int, ticket_ids: list[str]
     ) -> dict[str, tuple[str, Hold | None]]:
         """reserved -> processing, the deadline extended by the settlement lease."""
-        k = self.keys(product_id)
+        k = self.ticket_keys(product_id, ticket_ids)
         lease_ms = int(self.settings.settle_lease_seconds * 1000)
         pipe = self.scripts.pipeline(k.tag)
         for ticket in ticket_ids:
@@ -473,7 +540,7 @@ class Inventory:
     ) -> dict[str, tuple[str, Hold | None]]:
         """Moves open holds to their outcome: ticket -> (ok, already, conflict, missing or
         unavailable; the hold after)."""
-        k = self.keys(product_id)
+        k = self.ticket_keys(product_id, [e.ticket_id for e in endings])
         pipe = self.scripts.pipeline(k.tag)
         for ending in endings:
             self.scripts.finish_hold(
@@ -489,7 +556,7 @@ class Inventory:
         while for the buyers polling the ticket) and acknowledges their stream entries."""
         if not settled:
             return
-        k = self.keys(product_id)
+        k = self.ticket_keys(product_id, [one.ticket_id for one in settled])
         ttl = self.settings.final_status_ttl_seconds
         pipe = self.scripts.pipeline(k.tag)
         for one in settled:
@@ -504,14 +571,14 @@ class Inventory:
     def await_action(self, product_id: int, ticket_id: str, client_secret: str) -> bool:
         """Marks a hold whose payment waits for the buyer's authentication."""
         reply = self.scripts.await_action(
-            keys=[self.keys(product_id).holds], args=[ticket_id, client_secret]
+            keys=[self.ticket_keys(product_id, [ticket_id]).holds], args=[ticket_id, client_secret]
         )
         return reply[0] == "ok"
 
-    def drop_stock(self, product_id: int) -> None:
+    def drop_stock(self, product_id: int, bucket: int = 0) -> None:
         """Forgets a product's stock and seats, so that its next set-up writes them anew: only
         while nothing can be held (before its sale starts)."""
-        k = self.keys(product_id)
+        k = self.keys(product_id, bucket)
         self.redis.delete(k.stock, *k.seat_keys)
 
     def begin_return(
@@ -524,7 +591,7 @@ class Inventory:
     ) -> bool:
         """Marks a confirmed ticket being refunded (its units, and seats, stay sold); False while
         the stock is missing in Redis, whose rebuild then takes SQL's word."""
-        k = self.keys(product_id)
+        k = self.ticket_keys(product_id, [ticket_id])
         seat_list = _json_list(list(seats)) if seats else ""
         reply = self.scripts.begin_return(
             keys=[k.stock, k.returns], args=[ticket_id, user_id, quantity, seat_list]
@@ -536,7 +603,7 @@ class Inventory:
         answers how many tickets moved."""
         if not ticket_ids:
             return 0
-        k = self.keys(product_id)
+        k = self.ticket_keys(product_id, ticket_ids)
         pipe = self.scripts.pipeline(k.tag)
         for ticket in ticket_ids:
             self.scripts.return_units(
@@ -546,26 +613,28 @@ class Inventory:
             )
         return sum(1 for reply in pipe.execute() if reply == "returned")
 
-    def expire_holds(self, product_id: int, limit: int = 1000) -> int:
-        k = self.keys(product_id)
+    def expire_holds(self, product_id: int, limit: int = 1000, bucket: int = 0) -> int:
+        k = self.keys(product_id, bucket)
         return int(
             self.scripts.expire_holds(
                 keys=[k.stock, k.holds, k.deadlines, k.users, k.events, *k.seat_keys], args=[limit]
             )
         )
 
-    def ensure_settle_group(self, product_id: int) -> None:
+    def ensure_settle_group(self, product_id: int, bucket: int = 0) -> None:
         try:
-            self.redis.xgroup_create(self.keys(product_id).settle, SETTLE_GROUP, "0", mkstream=True)
+            settle = self.keys(product_id, bucket).settle
+            self.redis.xgroup_create(settle, SETTLE_GROUP, "0", mkstream=True)
         except ResponseError as exc:
             if "BUSYGROUP" not in str(exc):
                 raise
 
     def read_settle_queue(
-        self, product_id: int, consumer: str, count: int
+        self, product_id: int, consumer: str, count: int, bucket: int = 0
     ) -> list[tuple[str, str]]:
-        """Tickets to settle: entries abandoned by a dead settler first, then new ones."""
-        k = self.keys(product_id)
+        """Tickets to settle (of one bucket): entries abandoned by a dead settler first, then
+        new ones."""
+        k = self.keys(product_id, bucket)
         claim_idle_ms = self.settings.claim_idle_seconds * 1000
         try:
             claimed = self.redis.xautoclaim(
@@ -580,21 +649,25 @@ class Inventory:
         except ResponseError as exc:
             if "NOGROUP" not in str(exc):
                 raise
-            self.ensure_settle_group(product_id)
+            self.ensure_settle_group(product_id, bucket)
             return []
         return [(entry_id, fields["ticket"]) for entry_id, fields in [*claimed, *fresh] if fields]
 
-    def settle_backlog(self, product_id: int) -> int:
-        return int(self.redis.xlen(self.keys(product_id).settle))
+    def settle_backlog(self, product_id: int, bucket: int = 0) -> int:
+        return int(self.redis.xlen(self.keys(product_id, bucket).settle))
 
     def drop_final(self, product_id: int, ticket_id: str) -> None:
         """The order changed after settlement (say, refunded): polls go to SQL again."""
-        self.redis.delete(self.keys(product_id).final(ticket_id))
+        self.redis.delete(self.ticket_keys(product_id, [ticket_id]).final(ticket_id))
 
     # --- stock figures, rebuild and repair ---------------------------------------------------
-    def figures(self, product_id: int) -> StockFigures | None:
+    def bucket_count(self, product_id: int) -> int:
+        """The product's number of buckets, as its first bucket's stock says (1 without it)."""
+        return int(self.redis.hget(self.keys(product_id).stock, "buckets") or 1)
+
+    def figures(self, product_id: int, bucket: int = 0) -> StockFigures | None:
         values = self.redis.hmget(
-            self.keys(product_id).stock, "initial", "available", "held", "sold", "version"
+            self.keys(product_id, bucket).stock, "initial", "available", "held", "sold", "version"
         )
         if values[0] is None:
             return None
@@ -630,28 +703,43 @@ class Inventory:
         )
         return reply == "repaired"
 
-    def available(self, product_ids: list[int]) -> dict[int, int | None]:
+    def available(
+        self, product_ids: list[int], buckets: Mapping[int, int] | None = None
+    ) -> dict[int, int | None]:
+        """Units free now, one round trip for any number of products; a split product's
+        (`buckets`: product -> its number) summed over its buckets, None while one is missing."""
+        counts = {pid: (buckets or {}).get(pid, 1) for pid in product_ids}
         pipe = self.redis.pipeline(transaction=False)
-        for product_id in product_ids:
-            pipe.hget(self.keys(product_id).stock, "available")
-        values = pipe.execute()
-        return {
-            pid: None if v is None else int(v) for pid, v in zip(product_ids, values, strict=True)
-        }
+        for product_id, n in counts.items():
+            for bucket in range(n):
+                pipe.hget(self.keys(product_id, bucket).stock, "available")
+        values = iter(pipe.execute())
+        found: dict[int, int | None] = {}
+        for product_id, n in counts.items():
+            parts = [next(values) for _ in range(n)]
+            found[product_id] = None if None in parts else sum(int(v) for v in parts)
+        return {pid: found[pid] for pid in product_ids}
 
-    def terms_versions(self, product_ids: list[int]) -> dict[int, int | None]:
-        """The terms version each product's stock in Redis enforces (None: no stock key)."""
+    def terms_versions(
+        self, product_ids: list[int], buckets: Mapping[int, int] | None = None
+    ) -> dict[int, int | None]:
+        """The terms version each product's stock in Redis enforces (None: no stock key); a
+        split product's (`buckets`: product -> its number), the oldest any bucket enforces."""
+        counts = {pid: (buckets or {}).get(pid, 1) for pid in product_ids}
         pipe = self.redis.pipeline(transaction=False)
-        for product_id in product_ids:
-            pipe.hmget(self.keys(product_id).stock, "initial", "terms_version")
-        values = pipe.execute()
-        return {
-            pid: None if initial is None else int(version or 0)
-            for pid, (initial, version) in zip(product_ids, values, strict=True)
-        }
+        for product_id, n in counts.items():
+            for bucket in range(n):
+                pipe.hmget(self.keys(product_id, bucket).stock, "initial", "terms_version")
+        values = iter(pipe.execute())
+        found: dict[int, int | None] = {}
+        for product_id, n in counts.items():
+            parts = [next(values) for _ in range(n)]
+            versions = [int(v or 0) for initial, v in parts if initial is not None]
+            found[product_id] = min(versions) if versions else None
+        return {pid: found[pid] for pid in product_ids}
 
-    def snapshot(self, product_id: int) -> Snapshot | None:
-        k = self.keys(product_id)
+    def snapshot(self, product_id: int, bucket: int = 0) -> Snapshot | None:
+        k = self.keys(product_id, bucket)
         reply = self.scripts.inventory_snapshot(keys=[k.stock, k.holds, k.returns])
         if not reply:
             return None
@@ -674,14 +762,15 @@ class Inventory:
             int(open_quantity),
             _pairs(confirmed),
             _pairs(returning),
+            bucket,
         )
 
-    def begin_rebuild(self, product_id: int) -> RebuildView | None:
+    def begin_rebuild(self, product_id: int, bucket: int = 0) -> RebuildView | None:
         """Takes the product's rebuild lease and reads what survives in Redis, atomically; None
         when the stock exists or another rebuild holds the lease. A rebuild that outlives its
         lease, or whose Redis lost the lease with everything else, cannot restore (a fencing
         token): its reads may be older than what a later rebuild restored since."""
-        k = self.keys(product_id)
+        k = self.keys(product_id, bucket)
         token = secrets.token_hex(8)
         pipe = self.scripts.pipeline(k.tag, transaction=True)
         pipe.set(k.rebuild_lease, token, nx=True, px=REBUILD_LEASE_MS)
@@ -697,8 +786,10 @@ class Inventory:
         returning = {ticket: int(json.loads(raw)["q"]) for ticket, raw in marks.items()}
         return RebuildView([Hold.from_json(raw) for raw in holds], returning, token)
 
-    def repair(self, product_id: int, version: int, initial: int, sold: int, held: int) -> bool:
-        k = self.keys(product_id)
+    def repair(
+        self, product_id: int, version: int, initial: int, sold: int, held: int, bucket: int = 0
+    ) -> bool:
+        k = self.keys(product_id, bucket)
         reply = self.scripts.repair_stock(
             keys=[k.stock, k.events], args=[version, initial, sold, held]
         )
@@ -714,12 +805,14 @@ class Inventory:
         refunded_marks: list[str] | None = None,
         lease: str = "",
         seats: SeatPlan | None = None,
+        bucket: int = 0,
     ) -> bool:
         """Creates the stock key from SQL's figures; False when it exists already. Idempotency
         maps 'user:key' to the ticket; refunded_marks are return marks whose refund SQL has
         recorded; `lease` is the token of begin_rebuild (False when the lease is not held);
-        `seats`, a seated product's seats and section prices."""
-        k = self.keys(terms.product_id)
+        `seats`, a seated product's seats and section prices. A split product's `bucket` gets
+        its share of the units (`terms` are the product's)."""
+        k = self.keys(terms.product_id, bucket)
         reply = self.scripts.restore_stock(
             keys=[
                 k.stock,
@@ -735,7 +828,7 @@ class Inventory:
                 k.room,
             ],
             args=[
-                terms.initial_stock,
+                terms.share(bucket),
                 sold,
                 terms.max_per_user,
                 terms.starts_ms,
@@ -756,14 +849,21 @@ class Inventory:
                 json.dumps(seats.scores, separators=(",", ":")) if seats else "{}",
                 "1" if terms.waiting_room else "0",
                 terms.admit_per_second,
+                terms.buckets,
             ],
         )
         return reply[0] == "created"
 
     def update_terms(self, terms: ProductTerms) -> str:
-        """Applies SQL's terms (absolute figures: safe to repeat) to a stock that is in Redis:
-        applied, stale (Redis has newer terms) or missing (no stock key)."""
-        k = self.keys(terms.product_id)
+        """Applies SQL's terms (absolute figures: safe to repeat) to a stock that is in Redis,
+        each bucket's share of the units to it: applied, stale (Redis has newer terms) or
+        missing (no stock key), the first of the buckets' answers that is not 'applied'."""
+        answers = [self.update_bucket_terms(terms.of_bucket(b), b) for b in range(terms.buckets)]
+        return next((a for a in answers if a != "applied"), "applied")
+
+    def update_bucket_terms(self, terms: ProductTerms, bucket: int) -> str:
+        """One bucket's terms (`ProductTerms.of_bucket`: its share of the units) applied."""
+        k = self.keys(terms.product_id, bucket)
         return self.scripts.update_product(
             keys=[k.stock, k.events],
             args=[
@@ -778,10 +878,39 @@ class Inventory:
         )
 
     def recent_events(self, product_id: int, count: int = 100) -> list[dict[str, str]]:
-        entries = self.redis.xrevrange(self.keys(product_id).events, count=count)
+        """The newest stock events, newest first (a split product's buckets' together)."""
+        entries = []
+        for bucket in range(self.bucket_count(product_id)):
+            entries += self.redis.xrevrange(self.keys(product_id, bucket).events, count=count)
+        entries.sort(key=lambda entry: _stream_position(entry[0]), reverse=True)
         return [
-            {k: v for k, v in fields.items()} | {"id": entry_id} for entry_id, fields in entries
+            {k: v for k, v in fields.items()} | {"id": entry_id}
+            for entry_id, fields in entries[:count]
         ]
+
+
+def _stream_position(entry_id: str) -> tuple[int, int]:
+    moment, _, sequence = entry_id.partition("-")
+    return int(moment), int(sequence or 0)
+
+
+_MOVE_ON = ("sold_out", "moved", "unavailable")  # a bucket's answers that send a purchase on
+
+
+@dataclass(frozen=True)
+class _ReserveCall:
+    """One purchase, as every bucket it tries is asked."""
+
+    user_id: int
+    quantity: int
+    ticket_id: str
+    payment_method: str
+    idempotency_key: str
+    rate: PurchaseRate | None
+    seats: Sequence[str]
+    best: BestAvailable | None
+    pass_id: str
+    request_id: str
 
 
 def _state_and_hold(reply: list) -> tuple[str, Hold | None]:

@@ -74,6 +74,9 @@ class Product(Base):
     # A waiting room in front of the sale, admitting this many buyers a second.
     waiting_room: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
     admit_per_second: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    # A hot product's stock split across this many buckets in Redis, each its own hash tag (a
+    # Redis Cluster spreads them over its primaries); set at creation, never changed.
+    buckets: Mapped[int] = mapped_column(Integer, default=1, server_default="1")
 
 
 class Order(Base):
@@ -94,6 +97,9 @@ class Order(Base):
     failure_reason: Mapped[str | None] = mapped_column(String(200))
     payment_method: Mapped[str] = mapped_column(String(255))
     idempotency_key: Mapped[str | None] = mapped_column(String(100))
+    bucket: Mapped[int] = mapped_column(
+        Integer, default=0, server_default="0"
+    )  # see Product.buckets
     expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)

@@ -9,6 +9,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from core.db import transaction, upsert
 from core.entry.tickets import issue_tickets, void_tickets
 from core.inventory import Hold
+from core.keys import bucket_of_ticket, bucket_order
 from core.mail.outbox import queue_order_mail
 from core.models import Order, OrderSeat, Payment, WebhookEvent, utcnow
 from core.payments import PaymentIntent
@@ -57,6 +58,7 @@ def record_orders(
             "failure_reason": hold.reason if status.is_terminal else None,
             "payment_method": hold.payment_method,
             "idempotency_key": hold.idempotency_key,
+            "bucket": bucket_of_ticket(hold.ticket_id),
             "expires_at": from_ms(hold.deadline_ms),
             "created_at": from_ms(hold.created_ms),
             "updated_at": now,
@@ -273,10 +275,13 @@ def list_orders(session: Session, user_id: int, limit: int, offset: int) -> tupl
     return list(rows), total
 
 
-def confirmed_quantity(session: Session, product_id: int) -> int:
+def confirmed_quantity(session: Session, product_id: int, bucket: int = 0) -> int:
+    """Units confirmed (of one bucket of a split product: each bucket is a stock of its own)."""
     total = session.scalar(
         select(func.coalesce(func.sum(Order.quantity), 0)).where(
-            Order.product_id == product_id, Order.status == S.CONFIRMED.value
+            Order.product_id == product_id,
+            Order.status == S.CONFIRMED.value,
+            Order.bucket == bucket,
         )
     )
     return int(total or 0)
@@ -292,30 +297,49 @@ def statuses_of(session: Session, ticket_ids: list[str]) -> dict[str, str]:
     return {ticket: status for ticket, status in rows}
 
 
-def idempotency_keys(session: Session, product_id: int) -> dict[str, str]:
-    """'user:key' -> ticket for the product's orders placed with an Idempotency-Key."""
+def idempotency_keys(
+    session: Session, product_id: int, bucket: int = 0, buckets: int = 1
+) -> dict[str, str]:
+    """'user:key' -> ticket for the bucket's orders placed with an Idempotency-Key; for a split
+    product also '>' (moved on) for the keys of orders that the buyer's purchase found in a
+    later bucket of its order, as reserve.lua marks them."""
     rows = session.execute(
-        select(Order.user_id, Order.idempotency_key, Order.ticket_id).where(
+        select(Order.user_id, Order.idempotency_key, Order.ticket_id, Order.bucket).where(
             Order.product_id == product_id, Order.idempotency_key.is_not(None)
         )
     )
-    return {f"{user}:{key}": ticket for user, key, ticket in rows}
+    keys: dict[str, str] = {}
+    for user, key, ticket, sold_from in rows:
+        if sold_from == bucket:
+            keys[f"{user}:{key}"] = ticket
+        elif buckets > 1:
+            order = bucket_order(int(user), buckets)
+            if order.index(bucket) < order.index(sold_from):
+                keys[f"{user}:{key}"] = ">"
+    return keys
 
 
-def open_orders(session: Session, product_id: int) -> list[Order]:
+def open_orders(session: Session, product_id: int, bucket: int = 0) -> list[Order]:
     return list(
         session.scalars(
-            select(Order).where(Order.product_id == product_id, Order.status.in_(OPEN_STATUSES))
+            select(Order).where(
+                Order.product_id == product_id,
+                Order.status.in_(OPEN_STATUSES),
+                Order.bucket == bucket,
+            )
         )
     )
 
 
-def counted_orders(session: Session, product_id: int) -> dict[str, tuple[int, int]]:
+def counted_orders(
+    session: Session, product_id: int, bucket: int = 0
+) -> dict[str, tuple[int, int]]:
     """Orders the per-user limit counts (open or confirmed): ticket -> (user, quantity)."""
     rows = session.execute(
         select(Order.ticket_id, Order.user_id, Order.quantity).where(
             Order.product_id == product_id,
             Order.status.in_((*OPEN_STATUSES, S.CONFIRMED.value)),
+            Order.bucket == bucket,
         )
     )
     return {ticket: (int(user), int(qty)) for ticket, user, qty in rows}

@@ -19,6 +19,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import structlog
+from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from core.config import Settings
@@ -103,6 +104,7 @@ class Settler:
         self._pool: ThreadPoolExecutor | None = None
         self._pool_guard = threading.Lock()
         self._event_of: dict[int, int | None] = {}  # a product's event never changes
+        self._buckets_of: dict[int, int] = {}
 
     def event_of(self, product_id: int) -> int | None:
         """The event whose seats the product sells, if any."""
@@ -111,6 +113,16 @@ class Settler:
                 product = session.get(Product, product_id)
                 self._event_of[product_id] = product.event_id if product else None
         return self._event_of[product_id]
+
+    def buckets_of(self, product_id: int) -> int:
+        """The product's number of buckets (1 when its stock is not split, or it is unknown)."""
+        if product_id not in self._buckets_of:
+            with self.sessions() as session:
+                buckets = session.scalar(select(Product.buckets).where(Product.id == product_id))
+            if buckets is None:
+                return 1
+            self._buckets_of[product_id] = buckets  # never changes
+        return self._buckets_of[product_id]
 
     def _late(self, hold: Hold) -> bool:
         """Past the hold's deadline, by the clock the scripts decide deadlines by (Redis')."""

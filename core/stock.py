@@ -86,6 +86,7 @@ class StockReport:
     expected_sold: int
     expected_held: int
     terms_agree: bool
+    buckets_agree: bool = True  # a split product's: every bucket on its own
 
     @property
     def consistent(self) -> bool:
@@ -93,25 +94,31 @@ class StockReport:
         return (
             f.balanced
             and self.terms_agree
+            and self.buckets_agree
             and f.sold == self.expected_sold
             and f.held == self.expected_held
         )
 
 
 def read_books(
-    sessions: sessionmaker[Session], product_id: int, tickets: list[str]
+    sessions: sessionmaker[Session], product_id: int, tickets: list[str], bucket: int = 0
 ) -> Books | None:
     with sql_snapshot(sessions) as session:
-        return books_in(session, product_id, tickets)
+        return books_in(session, product_id, tickets, bucket)
 
 
-def books_in(session: Session, product_id: int, tickets: list[str]) -> Books | None:
-    """Books read in a session the caller holds (one snapshot: see core.db.snapshot)."""
+def books_in(
+    session: Session, product_id: int, tickets: list[str], bucket: int = 0
+) -> Books | None:
+    """Books read in a session the caller holds (one snapshot: see core.db.snapshot); a split
+    product's are one bucket's: its share of the units, its confirmed ones."""
     product = session.get(Product, product_id)
     if product is None:
         return None
     return Books(
-        terms_of(product), confirmed_quantity(session, product_id), statuses_of(session, tickets)
+        terms_of(product).of_bucket(bucket),
+        confirmed_quantity(session, product_id, bucket),
+        statuses_of(session, tickets),
     )
 
 
@@ -130,25 +137,60 @@ def report(snapshot: Snapshot, books: Books) -> StockReport:
     )
 
 
+def product_report(
+    inventory: Inventory, sessions: sessionmaker[Session], product_id: int
+) -> tuple[Books | None, StockReport | None]:
+    """The product's stock report (a split product's buckets added up) and its books (the
+    first bucket's): books None for a product SQL does not know, the report None while a
+    bucket's stock is missing in Redis."""
+    reports: list[StockReport] = []
+    first: Books | None = None
+    for bucket in range(inventory.bucket_count(product_id)):
+        snapshot = inventory.snapshot(product_id, bucket)
+        tickets = tickets_named(snapshot) if snapshot else []
+        books = read_books(sessions, product_id, tickets, bucket)
+        first = first or books
+        if books is None or snapshot is None:
+            return first, None
+        reports.append(report(snapshot, books))
+    return first, sum_reports(reports)
+
+
+def sum_reports(parts: list[StockReport]) -> StockReport:
+    if len(parts) == 1:
+        return parts[0]
+    return StockReport(
+        figures=sum_figures([p.figures for p in parts]),
+        sold_in_db=sum(p.sold_in_db for p in parts),
+        pending_in_db=sum(p.pending_in_db for p in parts),
+        expected_sold=sum(p.expected_sold for p in parts),
+        expected_held=sum(p.expected_held for p in parts),
+        terms_agree=all(p.terms_agree for p in parts),
+        buckets_agree=all(p.consistent for p in parts),
+    )
+
+
 def tickets_named(snapshot: Snapshot) -> list[str]:
     return [*snapshot.confirmed_holds, *snapshot.returning]
 
 
 def setup_stock(inventory: Inventory, product: Product, seats: SeatPlan | None = None) -> None:
-    """A new product's stock in Redis (and a seated product's seats, all free)."""
-    view = inventory.begin_rebuild(product.id)
-    if view is not None:
-        inventory.restore(terms_of(product), 0, [], {}, lease=view.token, seats=seats)
+    """A new product's stock in Redis, each bucket's (and a seated product's seats, all free)."""
+    for bucket in range(product.buckets or 1):
+        view = inventory.begin_rebuild(product.id, bucket)
+        if view is not None:
+            terms = terms_of(product)
+            inventory.restore(terms, 0, [], {}, lease=view.token, seats=seats, bucket=bucket)
 
 
 def _units_per_user(
-    session: Session, product_id: int, redis_holds: list[Hold], lapsed: set[str]
+    session: Session, product_id: int, redis_holds: list[Hold], lapsed: set[str], bucket: int
 ) -> dict[int, int]:
     """Units each buyer holds or bought: Redis' state for the tickets it still has (it moves
     first), SQL's for the rest, but for open orders past their deadline (`lapsed`)."""
     in_redis = {h.ticket_id for h in redis_holds} | lapsed
     users: dict[int, int] = {}
-    for ticket_id, (user_id, quantity) in counted_orders(session, product_id).items():
+    for ticket_id, (user_id, quantity) in counted_orders(session, product_id, bucket).items():
         if ticket_id not in in_redis:
             users[user_id] = users.get(user_id, 0) + quantity
     for hold in redis_holds:
@@ -181,8 +223,10 @@ def _restored_hold(order, now_ms: int, seats: Sequence[str]) -> Hold:  # type: i
 
 @dataclass(frozen=True)
 class RebuildPlan:
-    """A product's stock as SQL (read in one snapshot) and what survives in Redis make it."""
+    """A product's stock as SQL (read in one snapshot) and what survives in Redis make it;
+    `terms` are the product's, `books` the bucket's."""
 
+    terms: ProductTerms
     books: Books
     sold: int
     holds: list[Hold]
@@ -193,38 +237,57 @@ class RebuildPlan:
 
 
 def rebuild_stock(inventory: Inventory, sessions: sessionmaker[Session], product_id: int) -> bool:
-    """Recreates a missing stock key from SQL; False if the product is unknown or the key exists.
+    """Recreates the product's missing stock keys (a split product's, of each bucket) from SQL;
+    False if the product is unknown or no key was missing. The number of buckets comes from the
+    first bucket's stock, or from SQL when that one is rebuilt."""
+    rebuilt, buckets = _rebuild_bucket(inventory, sessions, product_id, 0)
+    if buckets is None:
+        buckets = inventory.bucket_count(product_id)
+    for bucket in range(1, buckets):
+        rebuilt = _rebuild_bucket(inventory, sessions, product_id, bucket)[0] or rebuilt
+    return rebuilt
+
+
+def _rebuild_bucket(
+    inventory: Inventory, sessions: sessionmaker[Session], product_id: int, bucket: int
+) -> tuple[bool, int | None]:
+    """Recreates one missing stock key from SQL: whether it did, and the product's number of
+    buckets if SQL was read.
 
     While the stock key is missing no script moves a hold or a refund mark, so what Redis still
     has is read first, then SQL in one snapshot."""
-    view = inventory.begin_rebuild(product_id)
+    view = inventory.begin_rebuild(product_id, bucket)
     if view is None:
-        return False  # the stock exists, or another rebuild is at work
+        return False, None  # the stock exists, or another rebuild is at work
     with sql_snapshot(sessions) as session:
-        plan = plan_rebuild(session, product_id, view, inventory.clock.now_ms())
-    return apply_rebuild(inventory, sessions, product_id, plan, view.token) if plan else False
+        plan = plan_rebuild(session, product_id, view, inventory.clock.now_ms(), bucket)
+    if plan is None:
+        return False, None
+    created = apply_rebuild(inventory, sessions, product_id, plan, view.token, bucket)
+    return created, plan.terms.buckets
 
 
 def plan_rebuild(
-    session: Session, product_id: int, view: RebuildView, now_ms: int
+    session: Session, product_id: int, view: RebuildView, now_ms: int, bucket: int = 0
 ) -> RebuildPlan | None:
     confirmed = {h.ticket_id: h.quantity for h in view.holds if h.status == CONFIRMED}
-    books = books_in(session, product_id, [*confirmed, *view.returning])
+    books = books_in(session, product_id, [*confirmed, *view.returning], bucket)
     if books is None:
         return None
     pending = sum(q for t, q in confirmed.items() if books.statuses.get(t) != CONFIRMED)
-    orders = open_orders(session, product_id)
+    orders = open_orders(session, product_id, bucket)
     seats = order_seats(session, [o.ticket_id for o in orders])
     holds = [_restored_hold(o, now_ms, seats.get(o.ticket_id, ())) for o in orders]
     lapsed = {h.ticket_id for h in holds if h.status not in OPEN_STATUSES}
     event_id = session.scalar(select(Product.event_id).where(Product.id == product_id))
     redis_confirmed = [h for h in view.holds if h.status == CONFIRMED]
     return RebuildPlan(
+        terms=terms_of(session.get(Product, product_id)),  # type: ignore[arg-type]
         books=books,
         sold=books.sold + pending,
         holds=holds,
-        users=_units_per_user(session, product_id, view.holds, lapsed),
-        idempotency=idempotency_keys(session, product_id),
+        users=_units_per_user(session, product_id, view.holds, lapsed, bucket),
+        idempotency=idempotency_keys(session, product_id, bucket, books.terms.buckets),
         # A refund SQL recorded has no units in SQL's sold figure: its mark must not return them.
         refunded_marks=[t for t in view.returning if books.statuses.get(t) == REFUNDED],
         seats=seat_plan(session, event_id, holds, redis_confirmed) if event_id else None,
@@ -237,9 +300,10 @@ def apply_rebuild(
     product_id: int,
     plan: RebuildPlan,
     lease: str,
+    bucket: int = 0,
 ) -> bool:
     created = inventory.restore(
-        plan.books.terms,
+        plan.terms,
         plan.sold,
         plan.holds,
         plan.users,
@@ -247,12 +311,14 @@ def apply_rebuild(
         plan.refunded_marks,
         lease,
         plan.seats,
+        bucket,
     )
     if created:
         _apply_current_terms(inventory, sessions, product_id)
         log.warning(
-            "stock of product %s rebuilt from SQL: sold=%s open=%s",
+            "stock of product %s (bucket %s) rebuilt from SQL: sold=%s open=%s",
             product_id,
+            bucket,
             plan.sold,
             len(plan.holds),
         )
@@ -273,7 +339,9 @@ def _apply_current_terms(
 def sync_terms(inventory: Inventory, products: list[Product]) -> int:
     """Applies SQL's terms to every product whose stock in Redis enforces another version
     (an admin's change that did not reach Redis); answers how many were applied."""
-    versions = inventory.terms_versions([p.id for p in products])
+    versions = inventory.terms_versions(
+        [p.id for p in products], {p.id: p.buckets for p in products}
+    )
     stale = [p for p in products if versions[p.id] not in (None, p.terms_version)]
     return sum(1 for p in stale if inventory.update_terms(terms_of(p)) == "applied")
 
@@ -281,31 +349,79 @@ def sync_terms(inventory: Inventory, products: list[Product]) -> int:
 def reconcile_product(
     inventory: Inventory, sessions: sessionmaker[Session], product_id: int, attempts: int = 5
 ) -> Reconciliation:
-    """Checks Redis against SQL (figures, held units, terms) and repairs Redis from SQL."""
+    """Checks Redis against SQL (figures, held units, terms) and repairs Redis from SQL, each
+    bucket of a split product on its own (each is a stock of its own); the product's outcome
+    is the worst of its buckets', with their figures added up."""
+    snapshot = inventory.snapshot(product_id)
+    if snapshot is None:
+        rebuilt = rebuild_stock(inventory, sessions, product_id)
+        result = "rebuilt" if rebuilt else "unknown_product"
+        return _recorded(inventory, Reconciliation(product_id, result, None, 0, 0))
+    buckets = inventory.bucket_count(product_id)
+    outcomes = [reconcile_bucket(inventory, sessions, product_id, 0, attempts, snapshot)]
+    for bucket in range(1, buckets):
+        outcomes.append(reconcile_bucket(inventory, sessions, product_id, bucket, attempts))
+    return _recorded(inventory, _combined(product_id, outcomes))
+
+
+def reconcile_bucket(
+    inventory: Inventory,
+    sessions: sessionmaker[Session],
+    product_id: int,
+    bucket: int = 0,
+    attempts: int = 5,
+    first: Snapshot | None = None,
+) -> Reconciliation:
     repaired = False
-    for _ in range(attempts):
-        snapshot = inventory.snapshot(product_id)
+    for attempt in range(attempts):
+        snapshot = first if attempt == 0 and first else inventory.snapshot(product_id, bucket)
         if snapshot is None:
-            rebuilt = rebuild_stock(inventory, sessions, product_id)
-            result = "rebuilt" if rebuilt else "unknown_product"
-            return _recorded(inventory, Reconciliation(product_id, result, None, 0, 0))
-        books = read_books(sessions, product_id, tickets_named(snapshot))
+            rebuilt = _rebuild_bucket(inventory, sessions, product_id, bucket)[0]
+            return Reconciliation(product_id, "rebuilt" if rebuilt else "busy", None, 0, 0)
+        books = read_books(sessions, product_id, tickets_named(snapshot), bucket)
         if books is None:
-            return _recorded(inventory, Reconciliation(product_id, "unknown_product", None, 0, 0))
+            return Reconciliation(product_id, "unknown_product", None, 0, 0)
         outcome = reconcile_step(inventory, product_id, snapshot, books)
-        if outcome == "consistent":
+        if outcome == "consistent" and bucket == 0:
             outcome = reconcile_seats(inventory, sessions, product_id)
         repaired = repaired or outcome in ("repaired", "set_right")
         if outcome in ("consistent", "repaired"):
             stock = report(snapshot, books)
             result = "repaired" if repaired else "consistent"
-            return _recorded(
-                inventory,
-                Reconciliation(
-                    product_id, result, snapshot.figures, stock.sold_in_db, stock.expected_sold
-                ),
+            return Reconciliation(
+                product_id, result, snapshot.figures, stock.sold_in_db, stock.expected_sold
             )
-    return _recorded(inventory, Reconciliation(product_id, "busy", None, 0, 0))
+    return Reconciliation(product_id, "busy", None, 0, 0)
+
+
+_WORST_FIRST = ("unknown_product", "busy", "rebuilt", "repaired", "consistent")
+
+
+def _combined(product_id: int, outcomes: list[Reconciliation]) -> Reconciliation:
+    """A split product's outcome from its buckets': the worst result, the figures summed."""
+    if len(outcomes) == 1:
+        return outcomes[0]
+    result = min((o.result for o in outcomes), key=_WORST_FIRST.index)
+    figures = [o.before for o in outcomes]
+    before = None if None in figures else sum_figures(figures)  # type: ignore[arg-type]
+    return Reconciliation(
+        product_id,
+        result,
+        before,
+        sum(o.sold_in_db for o in outcomes),
+        sum(o.expected_sold for o in outcomes),
+    )
+
+
+def sum_figures(parts: Sequence[StockFigures]) -> StockFigures:
+    """A split product's figures: its buckets' added up (the version, the highest)."""
+    return StockFigures(
+        initial=sum(f.initial for f in parts),
+        available=sum(f.available for f in parts),
+        held=sum(f.held for f in parts),
+        sold=sum(f.sold for f in parts),
+        version=max(f.version for f in parts),
+    )
 
 
 def reconcile_seats(inventory: Inventory, sessions: sessionmaker[Session], product_id: int) -> str:
@@ -356,7 +472,8 @@ def reconcile_step(inventory: Inventory, product_id: int, snapshot: Snapshot, bo
         return "set_right"
     stock = report(snapshot, books)
     if not stock.terms_agree:
-        return "set_right" if inventory.update_terms(books.terms) == "applied" else "changed"
+        applied = inventory.update_bucket_terms(books.terms, snapshot.bucket)
+        return "set_right" if applied == "applied" else "changed"
     if stock.consistent:
         return "consistent"
     figures = snapshot.figures
@@ -366,10 +483,12 @@ def reconcile_step(inventory: Inventory, product_id: int, snapshot: Snapshot, bo
         books.terms.initial_stock,
         stock.expected_sold,
         stock.expected_held,
+        snapshot.bucket,
     ):
         log.warning(
-            "stock of product %s repaired from SQL: %s, expected sold %s held %s",
+            "stock of product %s (bucket %s) repaired from SQL: %s, expected sold %s held %s",
             product_id,
+            snapshot.bucket,
             figures,
             stock.expected_sold,
             stock.expected_held,

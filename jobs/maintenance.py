@@ -33,11 +33,12 @@ def sweep() -> dict[str, int]:
     with rt.sessions() as session:
         products = list_products(session)
     for product in products:
-        if rt.inventory.figures(product.id) is None:
+        buckets = range(product.buckets or 1)
+        if any(rt.inventory.figures(product.id, b) is None for b in buckets):
             rebuild_stock(rt.inventory, rt.sessions, product.id)
             continue
-        expired += rt.inventory.expire_holds(product.id)
-        if rt.inventory.settle_backlog(product.id):
+        expired += sum(rt.inventory.expire_holds(product.id, bucket=b) for b in buckets)
+        if any(rt.inventory.settle_backlog(product.id, b) for b in buckets):
             waiting.append(product.id)
     terms_applied = sync_terms(rt.inventory, products)
     if waiting:

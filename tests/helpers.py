@@ -74,12 +74,13 @@ def stocked_product(
     max_per_user: int = 0,
     starts: datetime | None = None,
     ends: datetime | None = None,
+    buckets: int = 1,
 ) -> int:
     """A product written to SQL with its stock set up in Redis, without the HTTP API."""
     with transaction(rt.sessions) as session:
         name = f"drop {secrets.token_hex(3)}"
         product = catalog.create_product(
-            session, name, 1000, "USD", stock, max_per_user, starts, ends
+            session, name, 1000, "USD", stock, max_per_user, starts, ends, buckets
         )
     setup_stock(rt.inventory, product)
     return product.id

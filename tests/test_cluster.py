@@ -41,3 +41,23 @@ def test_a_script_follows_its_slot_to_another_primary(rt):
     finally:
         _move_slot(cluster, slot, owner_id)
         cluster.nodes_manager.initialize()
+
+
+def test_a_split_products_buckets_are_served_by_every_primary(rt):
+    from tests.helpers import buyer_ids, stocked_product
+
+    cluster = rt.inventory_redis
+    product_id = stocked_product(rt, stock=120, buckets=12)
+    owners = {
+        cluster.get_node_from_key(rt.inventory.keys(product_id, b).tag).name for b in range(12)
+    }
+    assert owners == {node.name for node in cluster.get_primaries()}
+    served: set[str] = set()
+    for buyer in buyer_ids(rt, 12):
+        outcome = rt.inventory.reserve(
+            product_id, buyer, 1, new_ticket_id(product_id), "pm_card_visa"
+        )
+        assert outcome.result == "reserved"
+        k = rt.inventory.ticket_keys(product_id, [outcome.ticket_id])
+        served.add(cluster.get_node_from_key(k.tag).name)
+    assert served == owners  # twelve buyers, one a bucket: every primary sold

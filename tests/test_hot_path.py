@@ -148,3 +148,19 @@ def test_a_logout_is_refused_by_every_worker_within_a_second(app, limited_server
             return all(a.status_code == 401 for a in answers)
 
         wait_until(refused_everywhere, 1.0, "every worker to refuse the logged-out token")
+
+
+def test_a_purchase_of_a_split_product_is_one_round_trip_while_the_buyers_bucket_has_units(
+    app, client, admin, settings
+):
+    product = create_product(client, admin, stock=40, buckets=4)
+    buyers = make_users(app, 6)
+    # The process learns the number of buckets from its first purchase (two calls, once).
+    assert _buy(client, buyers[0], product["id"]).status_code == 202
+    with monitored_service(settings) as log:
+        for buyer in buyers[1:]:
+            assert _buy(client, buyer, product["id"]).status_code == 202
+    sent = _request_path(log)
+    assert [c.name for c in sent] == ["EVALSHA"] * 5, [c.words[:3] for c in sent]
+    tags = {log.keys_of(c)[0].split(":stock")[0] for c in sent}
+    assert len(tags) > 1  # the buyers' own buckets, not one

@@ -17,7 +17,7 @@ from core.catalog import list_products
 from core.inventory import StockFigures
 from core.models import Product
 from core.money import to_decimal_string
-from core.stock import last_reconciliations, read_books, report, tickets_named
+from core.stock import last_reconciliations, product_report, read_books
 from core.times import iso, iso_seconds
 from jobs.queues import enqueue_reconcile, settlement_queue
 from web.answers import (
@@ -45,14 +45,12 @@ def inventory(product_id: int) -> Response:
     """Redis' figures against SQL's."""
     check_id(product_id)
     rt = runtime()
-    snapshot = rt.inventory.snapshot(product_id)
-    books = read_books(rt.sessions, product_id, tickets_named(snapshot) if snapshot else [])
+    books, stock = product_report(rt.inventory, rt.sessions, product_id)
     if books is None:
         raise ApiError(404, "not_found", "no such product")
-    if snapshot is None:
+    if stock is None:
         raise ApiError(503, "inventory_unavailable", "stock is not in Redis; it is being rebuilt")
-    stock = report(snapshot, books)
-    figures = snapshot.figures
+    figures = stock.figures
     return answer(
         Inventory(
             product_id=product_id,
@@ -62,7 +60,7 @@ def inventory(product_id: int) -> Response:
             sold=figures.sold,
             sold_in_db=stock.sold_in_db,
             consistent=stock.consistent,
-            settle_backlog=rt.inventory.settle_backlog(product_id),
+            settle_backlog=_backlog(product_id),
         )
     )
 
@@ -97,23 +95,31 @@ def overview_data() -> Overview:
     )
 
 
+def _backlog(product_id: int) -> int:
+    """Tickets waiting in the product's settle streams (each bucket's)."""
+    inventory = runtime().inventory
+    return sum(
+        inventory.settle_backlog(product_id, b) for b in range(inventory.bucket_count(product_id))
+    )
+
+
 def _product_row(product: Product, reconcile: LastReconciliation | None) -> ProductRow:
     """Redis' figures against SQL's, as reconciliation compares them (core.stock.report)."""
     rt = runtime()
     inventory = rt.inventory
     redis_error = False
     try:
-        snapshot = inventory.snapshot(product.id)
-        events = inventory.recent_events(product.id, CHART_EVENTS) if snapshot else []
-        backlog = inventory.settle_backlog(product.id) if snapshot else 0
+        books, stock = product_report(inventory, rt.sessions, product.id)
+        events = inventory.recent_events(product.id, CHART_EVENTS) if stock else []
+        backlog = _backlog(product.id) if stock else 0
         room = inventory.room_figures(product.id, CHART_POINTS) if product.waiting_room else None
     except RedisError:
-        snapshot, events, backlog, redis_error, room = None, [], 0, True, None
-    books = read_books(rt.sessions, product.id, tickets_named(snapshot) if snapshot else [])
-    stock = report(snapshot, books) if snapshot and books else None
-    sold_in_db = books.sold if books else 0
+        books, stock, events, backlog, redis_error, room = None, None, [], 0, True, None
+    if books is None:
+        books = read_books(rt.sessions, product.id, [])
+    sold_in_db = stock.sold_in_db if stock else (books.sold if books else 0)
     pending = stock.pending_in_db if stock else 0
-    figures = snapshot.figures if snapshot else None
+    figures = stock.figures if stock else None
     return ProductRow(
         id=product.id,
         name=product.name,

@@ -74,6 +74,7 @@ class Product(Answer):
     sale_ends_at: Moment
     waiting_room: bool
     admit_per_second: int
+    buckets: int = Field(description="the stock's buckets in Redis (see ProductCreate)")
 
 
 class ProductList(Answer):

@@ -158,7 +158,7 @@ def storefront() -> str:
         if view.event.status == EventStatus.PUBLISHED
     ]
     end_read()
-    available = _available([p.id for p in products])
+    available = _available(products)
     return render_template(
         "storefront.html",
         products=[product_answer(p, available[p.id]).model_dump() for p in products],
@@ -193,7 +193,7 @@ def waiting_room(product_id: int) -> tuple[str, int] | Response | str:
     if product is None or product.event_id is not None or product.section_id is not None:
         page = render_template("error.html", status=404, title="Not found", message="No such sale.")
         return page, 404
-    shown = product_answer(product, _available([product.id])[product.id]).model_dump()
+    shown = product_answer(product, _available([product])[product.id]).model_dump()
     return render_template("waiting_room.html", product=shown)
 
 

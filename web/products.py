@@ -41,14 +41,18 @@ def product_answer(product: Product, available: int | None) -> ProductAnswer:
         sale_ends_at=iso(product.sale_ends_at),
         waiting_room=product.waiting_room,
         admit_per_second=product.admit_per_second,
+        buckets=product.buckets,
     )
 
 
-def _available(product_ids: list[int]) -> dict[int, int | None]:
+def _available(products: list[Product]) -> dict[int, int | None]:
+    """Each product's free units (None while Redis cannot say)."""
     try:
-        return runtime().inventory.available(product_ids)
+        return runtime().inventory.available(
+            [p.id for p in products], {p.id: p.buckets for p in products}
+        )
     except RedisError:
-        return dict.fromkeys(product_ids)
+        return dict.fromkeys(p.id for p in products)
 
 
 def _get_product(product_id: int) -> Product:
@@ -65,7 +69,7 @@ def index() -> Response:
     """Products with their live availability (an event's seats are bought through the event)."""
     products = list_products(db.session, with_seats=False)
     end_read()
-    available = _available([p.id for p in products])
+    available = _available(products)
     return answer(ProductList(products=[product_answer(p, available[p.id]) for p in products]))
 
 
@@ -76,7 +80,7 @@ def show(product_id: int) -> Response:
     """One product."""
     product = _get_product(product_id)
     end_read()
-    return answer(product_answer(product, _available([product.id])[product.id]))
+    return answer(product_answer(product, _available([product])[product.id]))
 
 
 @bp.post("/products")
@@ -106,6 +110,7 @@ def create() -> Response:
         max_per_user=body.max_per_user,
         sale_starts_at=body.sale_starts_at,
         sale_ends_at=body.sale_ends_at,
+        buckets=body.buckets,
     )
     product.waiting_room, product.admit_per_second = body.waiting_room, body.admit_per_second
     db.session.commit()
@@ -151,6 +156,10 @@ def update(product_id: int) -> Response:
         product.admit_per_second = body.admit_per_second
     if product.waiting_room and not product.admit_per_second:
         raise ApiError(400, "invalid_request", "a waiting room needs admit_per_second")
+    if product.buckets > 1 and (product.max_per_user or product.waiting_room):
+        raise ApiError(
+            400, "invalid_request", "a product split across buckets has no per-user limit or room"
+        )
     if body.add_stock:
         product.initial_stock = Product.initial_stock + body.add_stock  # atomic in SQL
     if given & TERMS_FIELDS:
@@ -164,4 +173,4 @@ def update(product_id: int) -> Response:
     except RedisError:
         # SQL has the new terms; the sweep and reconciliation bring Redis to them.
         raise ApiError(503, "inventory_unavailable", "saved; Redis will follow shortly") from None
-    return answer(product_answer(product, _available([product.id])[product.id]))
+    return answer(product_answer(product, _available([product])[product.id]))

@@ -22,6 +22,8 @@ from pydantic import (
     model_validator,
 )
 
+from core.keys import MAX_BUCKETS
+
 IDEMPOTENCY_KEY_PATTERN = r"^[A-Za-z0-9_.:-]{1,100}$"
 MAX_SEATS_PER_PURCHASE = 10
 MAX_PAGE, MAX_PER_PAGE = 100_000, 100
@@ -117,6 +119,21 @@ class ProductCreate(SaleWindow, RoomSettings):
     currency: Currency | None = None
     stock: int = Field(ge=1, le=MAX_STOCK)
     max_per_user: int = Field(default=0, ge=0, le=1000)
+    buckets: int = Field(
+        default=1,
+        ge=1,
+        le=MAX_BUCKETS,
+        description="a hot product's stock split across this many Redis hash tags, so that a "
+        "Redis Cluster serves one product from several primaries; a purchase is served from "
+        "one bucket (the buyer's own, or the next with units). Not with a per-user limit or a "
+        "waiting room; fixed at creation",
+    )
+
+    @model_validator(mode="after")
+    def _buckets_alone(self) -> ProductCreate:
+        if self.buckets > 1 and (self.max_per_user or self.waiting_room):
+            raise ValueError("a product split across buckets has no per-user limit or room")
+        return self
 
     @field_validator("price", mode="before")
     @classmethod

@@ -8,7 +8,13 @@
 --       reclaim_limit, rate_limit (purchases per window, 0 = none), rate_window_ms,
 --       seats (a JSON list of seat ids, or ''), best ({"section", "together"}, or ''),
 --       the waiting room pass's id ('' = none), the purchase request's id ('' = none: the
---       settlement's log lines name it, so one grep finds the ticket's life from request on)
+--       settlement's log lines name it, so one grep finds the ticket's life from request on),
+--       the product's number of buckets as the caller knows it, and '1' when the purchase
+--       moves on to the buyer's next bucket should this one be sold out
+-- A product split across buckets: every bucket is a stock of its own, tried in the buyer's order
+-- (core.keys.bucket_order). A bucket that sends a purchase with an idempotency key on marks the
+-- key '>' (moved on), so a retry of it passes this bucket too, even with units back, and ends
+-- where the first attempt did: one ticket for one key, whichever bucket has it.
 -- A section's free seats, best first: its scores run from position * SECTION to the next one.
 local SECTION = 1e12
 local SCAN = 100 -- free seats read per step of a best-available search
@@ -77,10 +83,14 @@ local ticket = ARGV[3]
 local idem = ARGV[5]
 
 local stock = redis.call('HMGET', KEYS[1], 'available', 'max_per_user', 'starts_ms', 'ends_ms', 'price',
-  'currency', 'seated', 'room')
+  'currency', 'seated', 'room', 'buckets')
 if not stock[1] then
   return {'unavailable'}
 end
+if (stock[9] or '1') ~= ARGV[14] then
+  return {'buckets', stock[9] or '1'}
+end
+local moving = ARGV[15] == '1'
 -- The buyer's purchase rate on this product, a fixed window: every attempt counts.
 local rate_limit = tonumber(ARGV[8])
 if rate_limit > 0 then
@@ -94,6 +104,9 @@ if rate_limit > 0 then
 end
 if idem ~= '' then
   local existing = redis.call('HGET', KEYS[5], user .. ':' .. idem)
+  if existing == '>' then
+    return {'moved'}
+  end
   if existing then
     return {'duplicate', existing, redis.call('HGET', KEYS[2], existing) or ''}
   end
@@ -132,6 +145,9 @@ if limit > 0 and bought + qty > limit then
 end
 -- Seats are checked one by one below, naming the taken ones: free seats asked for are there.
 if not seats and available < qty then
+  if moving and idem ~= '' then
+    redis.call('HSET', KEYS[5], user .. ':' .. idem, '>')
+  end
   return {'sold_out', tostring(available)}
 end
 if best then

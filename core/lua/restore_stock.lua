@@ -14,7 +14,8 @@
 --       seats_json ({"A-1-1": "f" | "h:<ticket>" | "s:<ticket>"}, '' for no seats),
 --       sections_json ({"A": [price, position]}), ranks_json ({"A-1-1": score}),
 --       waiting room ('1' or '0'), admit_per_second (the room comes with the stock: a purchase
---       never meets a stock without its room)
+--       never meets a stock without its room), the product's number of buckets (each bucket's
+--       stock is created by its own call, with its share of the units)
 if redis.call('EXISTS', KEYS[1]) == 1 then
   return {'exists'}
 end
@@ -91,7 +92,7 @@ local available = initial - sold - held
 redis.call('HSET', KEYS[1], 'initial', initial, 'available', available, 'held', held,
   'sold', sold, 'max_per_user', ARGV[3], 'starts_ms', ARGV[4], 'ends_ms', ARGV[5],
   'price', ARGV[6], 'currency', ARGV[7], 'terms_version', ARGV[11], 'version', now,
-  'seated', seated, 'room', ARGV[18])
+  'seated', seated, 'room', ARGV[18], 'buckets', ARGV[20])
 if ARGV[18] == '1' then
   redis.call('HSET', KEYS[13], 'on', '1', 'rate', ARGV[19])
   redis.call('HSETNX', KEYS[13], 'epoch', now)
