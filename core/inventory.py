@@ -27,6 +27,9 @@ from core.scripts import RedisClient, Scripts
 
 RECLAIM_PER_CALL = 20
 REBUILD_LEASE_MS = 30_000
+# An open claim older than this belongs to a purchase that ended without saying how (its web
+# process died between two buckets): the sweep looks at where it went (core.stock.sweep_claims).
+CLAIM_MS = 120_000
 CLOCK_REFRESH_S = 30.0
 
 
@@ -48,6 +51,7 @@ def reserve_keys(k: ProductKeys, user_id: int) -> list[str]:
         k.purchase_rate(user_id),
         *k.seat_keys,
         k.passes_used,
+        k.claims,
     ]
 
 
@@ -353,32 +357,45 @@ class Inventory:
 
     def _reserve_across(self, product_id: int, call: _ReserveCall) -> Reservation:
         buckets = self._buckets.get(product_id, 1)
-        reply = self._reserve_in(product_id, call.user_id % buckets, buckets, call, True)
+        home = call.user_id % buckets
+        reply = self._reserve_in(product_id, home, buckets, call)
         if reply[0] == "buckets":  # this process's first purchase of a split product
             buckets = self._buckets[product_id] = int(reply[1])
-            reply = self._reserve_in(product_id, call.user_id % buckets, buckets, call, True)
-        if buckets == 1 or reply[0] not in _MOVE_ON:
+            home = call.user_id % buckets
+            reply = self._reserve_in(product_id, home, buckets, call)
+        # The buyer's own bucket answers alone but when it sends the purchase on: a bucket it
+        # cannot reach cannot count the buyer's units either.
+        if buckets == 1 or reply[0] not in ("sold_out", "moved"):
             return _reservation(reply)
-        replies = [reply]
+        claimed = reply[2:] == ["claimed"]
+        outcome = self._reserve_away(product_id, buckets, call, [reply])
+        if claimed and outcome.result != "reserved":
+            self.resolve_claims(product_id, home, [Claim(call.home_ticket(home), "released")])
+        return outcome
+
+    def _reserve_away(
+        self, product_id: int, buckets: int, call: _ReserveCall, replies: list[list]
+    ) -> Reservation:
+        """The buckets after the buyer's own, in the buyer's order, until one has the units."""
         for bucket in bucket_order(call.user_id, buckets)[1:]:
-            if reply[0] == "unavailable" and call.idempotency_key:
-                break  # a retry must meet the buckets as this attempt did: this one may have units
-            reply = self._reserve_in(product_id, bucket, buckets, call, False)
+            reply = self._reserve_in(product_id, bucket, buckets, call)
             if reply[0] not in _MOVE_ON:
                 return _reservation(reply)
             replies.append(reply)
+            if reply[0] == "unavailable" and call.idempotency_key:
+                break  # a retry must meet the buckets as this attempt did: this one may have units
         if any(r[0] == "unavailable" for r in replies):
             return Reservation("unavailable")
         # Units left in some bucket, too few for this purchase: the most one purchase can get.
         left = [int(r[1]) for r in replies if r[0] == "sold_out"]
         return Reservation("sold_out", remaining=max(left, default=0))
 
-    def _reserve_in(
-        self, product_id: int, bucket: int, buckets: int, call: _ReserveCall, first: bool
-    ) -> list:
-        """One reserve call, in `bucket`; the purchase rate counts the first only."""
+    def _reserve_in(self, product_id: int, bucket: int, buckets: int, call: _ReserveCall) -> list:
+        """One reserve call, in `bucket`; the purchase rate counts in the buyer's own only."""
+        home = bucket == call.user_id % buckets
+        place = "" if buckets == 1 else "home" if home else "away"
         k = self.keys(product_id, bucket)
-        rate = call.rate if first else None
+        rate = call.rate if home else None
         return self.scripts.reserve(
             keys=reserve_keys(k, call.user_id),
             args=[
@@ -398,9 +415,33 @@ class Inventory:
                 call.pass_id,
                 call.request_id,
                 buckets,
-                "1" if buckets > 1 else "",
+                place,
+                CLAIM_MS,
             ],
         )
+
+    def resolve_claims(self, product_id: int, bucket: int, claims: Sequence[Claim]) -> int:
+        """Ends claims of the bucket (see reserve.lua), each once; answers how many were open."""
+        if not claims:
+            return 0
+        k = self.keys(product_id, bucket)
+        args = [x for c in claims for x in (c.ticket_id, c.action, f"{c.user_id}:{c.quantity}")]
+        return int(self.scripts.resolve_claims(keys=[k.claims, k.users], args=args))
+
+    def open_claims(self, product_id: int, bucket: int) -> dict[str, tuple[int, int, int]]:
+        """The bucket's open claims: ticket (its id there) -> (user, quantity, lasts until)."""
+        raw = self.redis.hgetall(self.keys(product_id, bucket).claims)
+        claims = {t: json.loads(v) for t, v in raw.items()}
+        return {t: (int(c["u"]), int(c["q"]), int(c["d"])) for t, c in claims.items()}
+
+    def holding(self, product_id: int, ticket_ids: list[str]) -> set[str]:
+        """Those of the tickets (of any buckets) that have a hold record now."""
+        found: set[str] = set()
+        for bucket in sorted({bucket_of_ticket(t) for t in ticket_ids}):
+            mine = [t for t in ticket_ids if bucket_of_ticket(t) == bucket]
+            held = self.redis.hmget(self.keys(product_id, bucket).holds, mine)
+            found |= {t for t, raw in zip(mine, held, strict=True) if raw is not None}
+        return found
 
     # --- the waiting room ----------------------------------------------------------------
     def room_places(self, product_id: int, count: int) -> list[tuple[int, int]]:
@@ -611,7 +652,26 @@ class Inventory:
                 args=[ticket],
                 client=pipe,
             )
-        return sum(1 for reply in pipe.execute() if reply == "returned")
+        returned = [
+            Claim(ticket, "returned", int(reply[1]), int(reply[2]))
+            for ticket, reply in zip(ticket_ids, pipe.execute(), strict=True)
+            if reply[0] == "returned"
+        ]
+        self.uncount_away(product_id, returned)
+        return len(returned)
+
+    def uncount_away(self, product_id: int, returned: list[Claim]) -> None:
+        """A split product's refunded tickets held away from their buyer's own bucket: the
+        buyer's units are uncounted there (`returned` name the tickets as sold)."""
+        buckets = self.bucket_count(product_id) if returned else 1
+        by_home: dict[int, list[Claim]] = {}
+        for claim in returned:
+            home = claim.user_id % buckets
+            if buckets > 1 and bucket_of_ticket(claim.ticket_id) != home:
+                at_home = claim._replace(ticket_id=ticket_in_bucket(claim.ticket_id, home))
+                by_home.setdefault(home, []).append(at_home)
+        for home, claims in by_home.items():
+            self.resolve_claims(product_id, home, claims)
 
     def expire_holds(self, product_id: int, limit: int = 1000, bucket: int = 0) -> int:
         k = self.keys(product_id, bucket)
@@ -662,8 +722,13 @@ class Inventory:
 
     # --- stock figures, rebuild and repair ---------------------------------------------------
     def bucket_count(self, product_id: int) -> int:
-        """The product's number of buckets, as its first bucket's stock says (1 without it)."""
-        return int(self.redis.hget(self.keys(product_id).stock, "buckets") or 1)
+        """The product's number of buckets, as its first bucket's stock says, or its second's
+        while the first is missing (1 without either: SQL has the last word, see rebuild)."""
+        for bucket in (0, 1):
+            found = self.redis.hget(self.keys(product_id, bucket).stock, "buckets")
+            if found is not None:
+                return int(found)
+        return 1
 
     def figures(self, product_id: int, bucket: int = 0) -> StockFigures | None:
         values = self.redis.hmget(
@@ -786,6 +851,21 @@ class Inventory:
         returning = {ticket: int(json.loads(raw)["q"]) for ticket, raw in marks.items()}
         return RebuildView([Hold.from_json(raw) for raw in holds], returning, token)
 
+    def abandon_rebuild(self, product_id: int, bucket: int, token: str) -> None:
+        """Gives the rebuild lease back unused."""
+        self._release({self.keys(product_id, bucket).rebuild_lease: token})
+
+    def away_holds(self, product_id: int, home: int, buckets: int) -> list[Hold]:
+        """The holds in the other buckets of a split product whose buyers' own bucket is
+        `home`, each bucket read at once (they can only end while `home` is missing: a new one
+        needs a claim there)."""
+        found: list[Hold] = []
+        for bucket in range(buckets):
+            if bucket != home:
+                raw = self.redis.hvals(self.keys(product_id, bucket).holds)
+                found += [h for h in map(Hold.from_json, raw) if h.user_id % buckets == home]
+        return found
+
     def repair(
         self, product_id: int, version: int, initial: int, sold: int, held: int, bucket: int = 0
     ) -> bool:
@@ -806,12 +886,14 @@ class Inventory:
         lease: str = "",
         seats: SeatPlan | None = None,
         bucket: int = 0,
+        claims: Mapping[str, tuple[int, int]] | None = None,
     ) -> bool:
         """Creates the stock key from SQL's figures; False when it exists already. Idempotency
         maps 'user:key' to the ticket; refunded_marks are return marks whose refund SQL has
         recorded; `lease` is the token of begin_rebuild (False when the lease is not held);
         `seats`, a seated product's seats and section prices. A split product's `bucket` gets
-        its share of the units (`terms` are the product's)."""
+        its share of the units (`terms` are the product's), and the `claims` of its buyers'
+        purchases held in other buckets still open (ticket here -> user, quantity)."""
         k = self.keys(terms.product_id, bucket)
         reply = self.scripts.restore_stock(
             keys=[
@@ -826,6 +908,7 @@ class Inventory:
                 k.rebuild_lease,
                 *k.seat_keys,
                 k.room,
+                k.claims,
             ],
             args=[
                 terms.share(bucket),
@@ -850,6 +933,14 @@ class Inventory:
                 "1" if terms.waiting_room else "0",
                 terms.admit_per_second,
                 terms.buckets,
+                json.dumps(
+                    {
+                        t: {"u": str(u), "q": q, "d": self.clock.now_ms() + CLAIM_MS}
+                        for t, (u, q) in (claims or {}).items()
+                    }
+                )
+                if claims
+                else "{}",
             ],
         )
         return reply[0] == "created"
@@ -894,7 +985,17 @@ def _stream_position(entry_id: str) -> tuple[int, int]:
     return int(moment), int(sequence or 0)
 
 
-_MOVE_ON = ("sold_out", "moved", "unavailable")  # a bucket's answers that send a purchase on
+_MOVE_ON = ("sold_out", "moved", "unavailable")  # a later bucket's answers that send it on
+
+
+class Claim(NamedTuple):
+    """A claim's end (resolve_claims.lua): kept, released, or returned (a refund: the user and
+    quantity are uncounted, claim or none)."""
+
+    ticket_id: str  # the ticket's id in the bucket holding the claim
+    action: str
+    user_id: int = 0
+    quantity: int = 0
 
 
 @dataclass(frozen=True)
@@ -911,6 +1012,10 @@ class _ReserveCall:
     best: BestAvailable | None
     pass_id: str
     request_id: str
+
+    def home_ticket(self, home: int) -> str:
+        """The purchase's ticket id in the buyer's own bucket (where its claim is kept)."""
+        return ticket_in_bucket(self.ticket_id, home)
 
 
 def _state_and_hold(reply: list) -> tuple[str, Hold | None]:

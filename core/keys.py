@@ -111,6 +111,12 @@ class ProductKeys:
         return f"{self.tag}:returns"
 
     @property
+    def claims(self) -> str:
+        """A split product's bucket: the units of its buyers' purchases that moved on to a later
+        bucket, counted here until their outcome is known (see reserve.lua)."""
+        return f"{self.tag}:claims"
+
+    @property
     def rebuild_lease(self) -> str:
         """Held by the one rebuild that may create the stock (a fencing token)."""
         return f"{self.tag}:rebuilding"
@@ -144,6 +150,7 @@ class ProductKeys:
             *self.room_keys,
             self.passes_used,
             self.returns,
+            self.claims,
             self.rebuild_lease,
         ]
 

@@ -332,17 +332,21 @@ def open_orders(session: Session, product_id: int, bucket: int = 0) -> list[Orde
 
 
 def counted_orders(
-    session: Session, product_id: int, bucket: int = 0
-) -> dict[str, tuple[int, int]]:
-    """Orders the per-user limit counts (open or confirmed): ticket -> (user, quantity)."""
+    session: Session, product_id: int, bucket: int = 0, buckets: int = 1
+) -> dict[str, tuple[int, int, str]]:
+    """Orders the per-user limit counts (open or confirmed): ticket -> (user, quantity,
+    status). A
+    split product's bucket counts its own buyers' orders (see core.keys.bucket_order), from
+    whichever bucket they were sold."""
+    mine = Order.bucket == bucket if buckets == 1 else Order.user_id % buckets == bucket
     rows = session.execute(
-        select(Order.ticket_id, Order.user_id, Order.quantity).where(
+        select(Order.ticket_id, Order.user_id, Order.quantity, Order.status).where(
             Order.product_id == product_id,
             Order.status.in_((*OPEN_STATUSES, S.CONFIRMED.value)),
-            Order.bucket == bucket,
+            mine,
         )
     )
-    return {ticket: (int(user), int(qty)) for ticket, user, qty in rows}
+    return {ticket: (int(user), int(qty), status) for ticket, user, qty, status in rows}
 
 
 def get_payment_by_intent(session: Session, provider: str, intent_id: str) -> Payment | None:

@@ -21,6 +21,7 @@ from core.catalog import terms_of
 from core.db import snapshot as sql_snapshot
 from core.inventory import (
     SECTION_SCORE,
+    Claim,
     Hold,
     Inventory,
     ProductTerms,
@@ -29,7 +30,7 @@ from core.inventory import (
     Snapshot,
     StockFigures,
 )
-from core.keys import ServiceKeys
+from core.keys import ServiceKeys, bucket_of_ticket, ticket_in_bucket
 from core.metrics import RECONCILIATIONS
 from core.models import EventSection, Product, Seat
 from core.orders import (
@@ -183,20 +184,51 @@ def setup_stock(inventory: Inventory, product: Product, seats: SeatPlan | None =
             inventory.restore(terms, 0, [], {}, lease=view.token, seats=seats, bucket=bucket)
 
 
+@dataclass(frozen=True)
+class Counted:
+    """The units each buyer holds or bought, as a bucket counts them, and the claims of those
+    held in other buckets (a split product's) still open: ticket here -> (user, quantity)."""
+
+    users: dict[int, int]
+    claims: dict[str, tuple[int, int]]
+
+
 def _units_per_user(
-    session: Session, product_id: int, redis_holds: list[Hold], lapsed: set[str], bucket: int
-) -> dict[int, int]:
-    """Units each buyer holds or bought: Redis' state for the tickets it still has (it moves
-    first), SQL's for the rest, but for open orders past their deadline (`lapsed`)."""
+    session: Session,
+    terms: ProductTerms,
+    bucket: int,
+    redis_holds: list[Hold],
+    lapsed: set[str],
+) -> Counted:
+    """Units each buyer the bucket counts holds or bought: Redis' state for the tickets it still
+    has (it moves first), SQL's for the rest, but for open orders past their deadline
+    (`lapsed`). A split product's bucket counts its own buyers' units, whichever bucket holds
+    them (`redis_holds`: this bucket's and theirs in the others)."""
+    buckets = terms.buckets
+    mine = [h for h in redis_holds if buckets == 1 or h.user_id % buckets == bucket]
     in_redis = {h.ticket_id for h in redis_holds} | lapsed
     users: dict[int, int] = {}
-    for ticket_id, (user_id, quantity) in counted_orders(session, product_id, bucket).items():
+    claims: dict[str, tuple[int, int]] = {}
+    sql = counted_orders(session, terms.product_id, bucket, buckets)
+    for ticket_id, (user_id, quantity, status) in sql.items():
         if ticket_id not in in_redis:
             users[user_id] = users.get(user_id, 0) + quantity
-    for hold in redis_holds:
+            if buckets > 1 and status in OPEN_STATUSES:
+                _claim(claims, bucket, ticket_id, user_id, quantity)
+    for hold in mine:
         if hold.status in (*OPEN_STATUSES, CONFIRMED):
             users[hold.user_id] = users.get(hold.user_id, 0) + hold.quantity
-    return users
+            if buckets > 1 and hold.status in OPEN_STATUSES:
+                _claim(claims, bucket, hold.ticket_id, hold.user_id, hold.quantity)
+    return Counted(users, claims)
+
+
+def _claim(
+    claims: dict[str, tuple[int, int]], bucket: int, ticket_id: str, user_id: int, quantity: int
+) -> None:
+    """An open purchase held in another bucket: claimed here, under its id here."""
+    if bucket_of_ticket(ticket_id) != bucket:
+        claims[ticket_in_bucket(ticket_id, bucket)] = (user_id, quantity)
 
 
 def _restored_hold(order, now_ms: int, seats: Sequence[str]) -> Hold:  # type: ignore[no-untyped-def]
@@ -228,6 +260,7 @@ class RebuildPlan:
 
     terms: ProductTerms
     books: Books
+    claims: dict[str, tuple[int, int]]
     sold: int
     holds: list[Hold]
     users: dict[int, int]
@@ -238,37 +271,53 @@ class RebuildPlan:
 
 def rebuild_stock(inventory: Inventory, sessions: sessionmaker[Session], product_id: int) -> bool:
     """Recreates the product's missing stock keys (a split product's, of each bucket) from SQL;
-    False if the product is unknown or no key was missing. The number of buckets comes from the
-    first bucket's stock, or from SQL when that one is rebuilt."""
-    rebuilt, buckets = _rebuild_bucket(inventory, sessions, product_id, 0)
-    if buckets is None:
-        buckets = inventory.bucket_count(product_id)
-    for bucket in range(1, buckets):
-        rebuilt = _rebuild_bucket(inventory, sessions, product_id, bucket)[0] or rebuilt
+    False if the product is unknown or no key was missing."""
+    buckets = inventory.bucket_count(product_id)
+    rebuilt, bucket = False, 0
+    while bucket < buckets:
+        created, known = _rebuild_bucket(inventory, sessions, product_id, bucket, buckets)
+        if known is not None and known != buckets:
+            buckets = known  # Redis could not say (both first buckets gone): SQL's word, again
+            continue
+        rebuilt = created or rebuilt
+        bucket += 1
     return rebuilt
 
 
 def _rebuild_bucket(
-    inventory: Inventory, sessions: sessionmaker[Session], product_id: int, bucket: int
+    inventory: Inventory,
+    sessions: sessionmaker[Session],
+    product_id: int,
+    bucket: int,
+    buckets: int,
 ) -> tuple[bool, int | None]:
     """Recreates one missing stock key from SQL: whether it did, and the product's number of
-    buckets if SQL was read.
+    buckets if SQL was read (a rebuild that assumed another number gives its lease back).
 
     While the stock key is missing no script moves a hold or a refund mark, so what Redis still
-    has is read first, then SQL in one snapshot."""
+    has is read first, then SQL in one snapshot. So are a split product's holds in the other
+    buckets of the buyers whose own bucket this is: they can only end meanwhile (a new one
+    needs a claim here), and settlement writes SQL before it forgets a hold."""
     view = inventory.begin_rebuild(product_id, bucket)
     if view is None:
         return False, None  # the stock exists, or another rebuild is at work
+    away = inventory.away_holds(product_id, bucket, buckets) if buckets > 1 else []
     with sql_snapshot(sessions) as session:
-        plan = plan_rebuild(session, product_id, view, inventory.clock.now_ms(), bucket)
-    if plan is None:
-        return False, None
+        plan = plan_rebuild(session, product_id, view, inventory.clock.now_ms(), bucket, away)
+    if plan is None or plan.terms.buckets != buckets:
+        inventory.abandon_rebuild(product_id, bucket, view.token)
+        return False, plan.terms.buckets if plan else None
     created = apply_rebuild(inventory, sessions, product_id, plan, view.token, bucket)
     return created, plan.terms.buckets
 
 
 def plan_rebuild(
-    session: Session, product_id: int, view: RebuildView, now_ms: int, bucket: int = 0
+    session: Session,
+    product_id: int,
+    view: RebuildView,
+    now_ms: int,
+    bucket: int = 0,
+    away: Sequence[Hold] = (),
 ) -> RebuildPlan | None:
     confirmed = {h.ticket_id: h.quantity for h in view.holds if h.status == CONFIRMED}
     books = books_in(session, product_id, [*confirmed, *view.returning], bucket)
@@ -281,12 +330,15 @@ def plan_rebuild(
     lapsed = {h.ticket_id for h in holds if h.status not in OPEN_STATUSES}
     event_id = session.scalar(select(Product.event_id).where(Product.id == product_id))
     redis_confirmed = [h for h in view.holds if h.status == CONFIRMED]
+    terms = terms_of(session.get(Product, product_id))  # type: ignore[arg-type]
+    counted = _units_per_user(session, terms, bucket, [*view.holds, *away], lapsed)
     return RebuildPlan(
-        terms=terms_of(session.get(Product, product_id)),  # type: ignore[arg-type]
+        terms=terms,
         books=books,
         sold=books.sold + pending,
         holds=holds,
-        users=_units_per_user(session, product_id, view.holds, lapsed, bucket),
+        users=counted.users,
+        claims=counted.claims,
         idempotency=idempotency_keys(session, product_id, bucket, books.terms.buckets),
         # A refund SQL recorded has no units in SQL's sold figure: its mark must not return them.
         refunded_marks=[t for t in view.returning if books.statuses.get(t) == REFUNDED],
@@ -312,6 +364,7 @@ def apply_rebuild(
         lease,
         plan.seats,
         bucket,
+        plan.claims,
     )
     if created:
         _apply_current_terms(inventory, sessions, product_id)
@@ -334,6 +387,37 @@ def _apply_current_terms(
     if product is not None:
         inventory.update_terms(terms_of(product))
         apply_room(inventory, product)  # a room Redis lost opens again, empty
+
+
+def sweep_claims(
+    inventory: Inventory, sessions: sessionmaker[Session], product_id: int, buckets: int
+) -> int:
+    """Ends a split product's claims left open past CLAIM_MS (a purchase whose process died
+    between two buckets, or a settler that died before ending them) by where their purchase
+    went: still held somewhere, left alone (its settlement ends it); recorded confirmed or
+    refunded in SQL, kept; otherwise (recorded ended, or never held), released. Redis is read
+    before SQL: settlement writes SQL before it forgets a hold. Answers how many ended."""
+    ended = 0
+    now = inventory.clock.now_ms()
+    for home in range(buckets):
+        stale = [t for t, (_, _, until) in inventory.open_claims(product_id, home).items()
+                 if until <= now]  # fmt: skip
+        if not stale:
+            continue
+        away = {t: [ticket_in_bucket(t, b) for b in range(buckets) if b != home] for t in stale}
+        elsewhere = [ticket for tickets in away.values() for ticket in tickets]
+        held = inventory.holding(product_id, elsewhere)
+        with sql_snapshot(sessions) as session:
+            statuses = statuses_of(session, elsewhere)
+        claims = []
+        for ticket, tickets in away.items():
+            found = [statuses[t] for t in tickets if t in statuses]
+            if held & set(tickets) or any(s in OPEN_STATUSES for s in found):
+                continue
+            kept = any(s in (CONFIRMED, REFUNDED) for s in found)
+            claims.append(Claim(ticket, "kept" if kept else "released"))
+        ended += inventory.resolve_claims(product_id, home, claims)
+    return ended
 
 
 def sync_terms(inventory: Inventory, products: list[Product]) -> int:
@@ -376,7 +460,7 @@ def reconcile_bucket(
     for attempt in range(attempts):
         snapshot = first if attempt == 0 and first else inventory.snapshot(product_id, bucket)
         if snapshot is None:
-            rebuilt = _rebuild_bucket(inventory, sessions, product_id, bucket)[0]
+            rebuilt = rebuild_stock(inventory, sessions, product_id)
             return Reconciliation(product_id, "rebuilt" if rebuilt else "busy", None, 0, 0)
         books = read_books(sessions, product_id, tickets_named(snapshot), bucket)
         if books is None:

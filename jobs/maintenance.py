@@ -9,7 +9,7 @@ from sqlalchemy import select
 from core.catalog import list_products
 from core.models import Product
 from core.revocations import delete_expired_revocations
-from core.stock import rebuild_stock, reconcile_product, sync_terms
+from core.stock import rebuild_stock, reconcile_product, sweep_claims, sync_terms
 from jobs.queues import enqueue_drains, rebuild_finished
 from jobs.runtime import runtime
 
@@ -38,6 +38,8 @@ def sweep() -> dict[str, int]:
             rebuild_stock(rt.inventory, rt.sessions, product.id)
             continue
         expired += sum(rt.inventory.expire_holds(product.id, bucket=b) for b in buckets)
+        if len(buckets) > 1:
+            sweep_claims(rt.inventory, rt.sessions, product.id, len(buckets))
         if any(rt.inventory.settle_backlog(product.id, b) for b in buckets):
             waiting.append(product.id)
     terms_applied = sync_terms(rt.inventory, products)

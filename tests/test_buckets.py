@@ -6,14 +6,16 @@ real cluster in the cluster pass), real database, gunicorn over real HTTP for th
 from __future__ import annotations
 
 import asyncio
+import json
+import threading
 from collections import Counter
 
 import httpx
 import pytest
 from sqlalchemy import select
 
-from core.inventory import Ending
-from core.keys import bucket_of_ticket, bucket_order, new_ticket_id
+from core.inventory import Ending, Inventory
+from core.keys import bucket_of_ticket, bucket_order, new_ticket_id, ticket_in_bucket
 from core.models import Order
 from core.stock import product_report, rebuild_stock, reconcile_product
 from jobs.queues import enqueue_drains
@@ -39,8 +41,10 @@ def _buyers_at_home(rt, buckets: int, home: int, count: int) -> list[int]:  # ty
 
 
 def _reserve(rt, product_id: int, user: int, **kw):  # type: ignore[no-untyped-def]
+    """One unit bought through rt's inventory (or `rt` itself, an inventory)."""
+    inventory = rt if isinstance(rt, Inventory) else rt.inventory
     ticket = new_ticket_id(product_id)
-    return rt.inventory.reserve(product_id, user, 1, ticket, "pm_card_visa", **kw)
+    return inventory.reserve(product_id, user, 1, ticket, "pm_card_visa", **kw)
 
 
 def _settle_all(rt, settings, product_id: int) -> None:  # type: ignore[no-untyped-def]
@@ -124,18 +128,27 @@ def test_a_retry_after_a_rebuild_still_ends_where_the_first_did(rt, settings):
     assert (retry.result, retry.ticket_id) == ("duplicate", original.ticket_id)
 
 
-def test_a_missing_bucket_is_moved_past_without_a_key_and_answered_unavailable_with_one(rt):
-    product_id = stocked_product(rt, stock=6, buckets=2)
-    [buyer] = _buyers_at_home(rt, 2, home=0, count=1)
-    # The process learns the number of buckets from the first bucket it calls (this one: no
-    # process learns it while the first bucket is missing, and answers unavailable meanwhile).
-    assert _reserve(rt, product_id, buyer).result == "reserved"
-    rt.inventory_redis.delete(rt.inventory.keys(product_id, 0).stock)
-    assert bucket_of_ticket(_reserve(rt, product_id, buyer).ticket_id) == 1
-    # With a key, a retry must meet bucket 0 as this attempt did: answered unavailable.
+def test_a_missing_later_bucket_is_moved_past_without_a_key_and_answered_unavailable_with_one(rt):
+    product_id = stocked_product(rt, stock=4, buckets=3)  # 2, 1 and 1
+    first, [buyer] = _buyers_at_home(rt, 3, 0, 2), _buyers_at_home(rt, 3, 0, 1)
+    for other in first:
+        assert bucket_of_ticket(_reserve(rt, product_id, other).ticket_id) == 0
+    rt.inventory_redis.delete(rt.inventory.keys(product_id, 1).stock)
+    assert bucket_of_ticket(_reserve(rt, product_id, buyer).ticket_id) == 2
+    # With a key, a retry must meet bucket 1 as this attempt did: answered unavailable.
     assert _reserve(rt, product_id, buyer, idempotency_key="k-3").result == "unavailable"
     assert rebuild_stock(rt.inventory, rt.sessions, product_id)
-    assert bucket_of_ticket(_reserve(rt, product_id, buyer, idempotency_key="k-3").ticket_id) == 0
+    keyed = _reserve(rt, product_id, buyer, idempotency_key="k-3")
+    assert bucket_of_ticket(keyed.ticket_id) == 1
+
+
+def test_a_missing_own_bucket_is_answered_unavailable(rt):
+    product_id = stocked_product(rt, stock=6, buckets=2)
+    [buyer] = _buyers_at_home(rt, 2, home=0, count=1)
+    # The process learns the number of buckets from the first bucket it calls.
+    assert _reserve(rt, product_id, buyer).result == "reserved"
+    rt.inventory_redis.delete(rt.inventory.keys(product_id, 0).stock)
+    assert _reserve(rt, product_id, buyer).result == "unavailable"  # it counts the buyer's units
 
 
 def test_the_rate_limit_counts_each_attempt_once_however_many_buckets_it_tries(rt):
@@ -199,6 +212,16 @@ def test_reconciliation_repairs_the_bucket_that_is_wrong_and_leaves_the_others(r
     assert reconcile_product(rt.inventory, rt.sessions, product_id).result == "consistent"
 
 
+def test_reconciliation_rebuilds_a_lost_bucket_and_then_finds_it_consistent(rt, settings):
+    product_id = stocked_product(rt, stock=6, buckets=3)
+    for buyer in buyer_ids(rt, 4):
+        _reserve(rt, product_id, buyer)
+    _settle_all(rt, settings, product_id)
+    rt.inventory_redis.delete(rt.inventory.keys(product_id, 2).stock)
+    assert reconcile_product(rt.inventory, rt.sessions, product_id).result == "rebuilt"
+    assert reconcile_product(rt.inventory, rt.sessions, product_id).result == "consistent"
+
+
 def test_a_lost_bucket_is_rebuilt_from_its_own_orders_by_the_sweep(rt, settings):
     from jobs.maintenance import sweep
 
@@ -214,16 +237,180 @@ def test_a_lost_bucket_is_rebuilt_from_its_own_orders_by_the_sweep(rt, settings)
     assert reconcile_product(rt.inventory, rt.sessions, product_id).result == "consistent"
 
 
+# --- the per-user limit: the buyer's units are counted in the buyer's own bucket -------------
+
+
+def _claims(rt, product_id: int, bucket: int) -> dict:  # type: ignore[no-untyped-def]
+    return rt.inventory.open_claims(product_id, bucket)
+
+
+def _counted(rt, product_id: int, bucket: int, user: int) -> int:  # type: ignore[no-untyped-def]
+    k = rt.inventory.keys(product_id, bucket)
+    return int(rt.inventory_redis.hget(k.users, str(user)) or 0)
+
+
+def _sell_out_home(rt, product_id: int, buckets: int, home: int, units: int) -> None:  # type: ignore[no-untyped-def]
+    for other in _buyers_at_home(rt, buckets, home, units):
+        assert bucket_of_ticket(_reserve(rt, product_id, other).ticket_id) == home
+
+
+def test_the_limit_counts_a_buyers_units_in_every_bucket_in_the_buyers_own(rt, settings):
+    product_id = stocked_product(rt, stock=6, max_per_user=2, buckets=2)  # 3 and 3
+    [buyer] = _buyers_at_home(rt, 2, home=0, count=1)
+    assert bucket_of_ticket(_reserve(rt, product_id, buyer).ticket_id) == 0
+    _sell_out_home(rt, product_id, 2, home=0, units=2)
+    away = _reserve(rt, product_id, buyer)
+    assert bucket_of_ticket(away.ticket_id) == 1
+    assert _counted(rt, product_id, 0, buyer) == 2 and _counted(rt, product_id, 1, buyer) == 0
+    assert list(_claims(rt, product_id, 0)) == [ticket_in_bucket(away.ticket_id, 0)]
+    refused = _reserve(rt, product_id, buyer)
+    assert (refused.result, refused.remaining) == ("per_user_limit", 0)
+    _settle_all(rt, settings, product_id)  # confirmed: the claim goes, the units stay counted
+    assert _claims(rt, product_id, 0) == {}
+    assert _counted(rt, product_id, 0, buyer) == 2
+    assert _reserve(rt, product_id, buyer).result == "per_user_limit"
+
+
+def test_a_failed_purchase_in_another_bucket_gives_the_buyer_the_units_back(rt, settings):
+    product_id = stocked_product(rt, stock=4, max_per_user=1, buckets=2)
+    [buyer] = _buyers_at_home(rt, 2, home=1, count=1)
+    _sell_out_home(rt, product_id, 2, home=1, units=2)
+    ticket = new_ticket_id(product_id)
+    declined = rt.inventory.reserve(product_id, buyer, 1, ticket, "pm_card_chargeDeclined")
+    assert bucket_of_ticket(declined.ticket_id) == 0
+    assert _reserve(rt, product_id, buyer).result == "per_user_limit"
+    _settle_all(rt, settings, product_id)
+    assert {o.ticket_id: o.status for o in _orders(rt, product_id)}[declined.ticket_id] == "failed"
+    assert _claims(rt, product_id, 1) == {} and _counted(rt, product_id, 1, buyer) == 0
+    assert _reserve(rt, product_id, buyer).result == "reserved"
+
+
+def test_a_purchase_sold_out_everywhere_leaves_no_claim_and_no_count(rt):
+    product_id = stocked_product(rt, stock=2, max_per_user=3, buckets=2)
+    for buyer in buyer_ids(rt, 2):
+        assert _reserve(rt, product_id, buyer).result == "reserved"
+    [late] = buyer_ids(rt, 1)
+    refused = _reserve(rt, product_id, late)
+    assert (refused.result, refused.remaining) == ("sold_out", 0)
+    home = late % 2
+    assert _claims(rt, product_id, home) == {} and _counted(rt, product_id, home, late) == 0
+
+
+class _PausedAway(Inventory):
+    """An inventory whose purchases stop before their first call to a later bucket until let
+    go (or die there, with `fail`): the moment two purchases of one buyer can cross."""
+
+    def __init__(self, rt, fail: bool = False) -> None:  # type: ignore[no-untyped-def]
+        super().__init__(rt.inventory_redis, rt.settings)
+        self.reached, self.go, self.fail = threading.Event(), threading.Event(), fail
+
+    def _reserve_away(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+        self.reached.set()
+        if self.fail:
+            raise ConnectionError("the web process died between two buckets")
+        assert self.go.wait(10)
+        return super()._reserve_away(*args, **kwargs)
+
+
+def test_two_purchases_of_one_buyer_crossing_at_a_sold_out_bucket_sell_the_limit_once(rt):
+    product_id = stocked_product(rt, stock=4, max_per_user=1, buckets=2)
+    [buyer] = _buyers_at_home(rt, 2, home=0, count=1)
+    _sell_out_home(rt, product_id, 2, home=0, units=2)
+    paused = _PausedAway(rt)
+    outcomes: list = []
+    first = threading.Thread(target=lambda: outcomes.append(_reserve(paused, product_id, buyer)))
+    first.start()
+    assert paused.reached.wait(10)  # its claim is made, its call to bucket 1 not yet
+    second = _reserve(rt, product_id, buyer)
+    paused.go.set()
+    first.join(10)
+    assert second.result == "per_user_limit"
+    assert [o.result for o in outcomes] == ["reserved"]
+    assert rt.inventory.figures(product_id, 1).held == 1  # type: ignore[union-attr]
+
+
+def test_a_claim_left_by_a_purchase_that_died_is_released_by_the_sweep(rt, settings):
+    from jobs.maintenance import sweep
+
+    product_id = stocked_product(rt, stock=4, max_per_user=1, buckets=2)
+    [buyer] = _buyers_at_home(rt, 2, home=0, count=1)
+    _sell_out_home(rt, product_id, 2, home=0, units=2)
+    dying = _PausedAway(rt, fail=True)
+    with pytest.raises(ConnectionError):
+        _reserve(dying, product_id, buyer)
+    [claim] = _claims(rt, product_id, 0)
+    assert _reserve(rt, product_id, buyer).result == "per_user_limit"
+    sweep()
+    assert list(_claims(rt, product_id, 0)) == [claim]  # not stale yet: the purchase may live
+    _age_claims(rt, product_id, 0)
+    sweep()
+    assert _claims(rt, product_id, 0) == {} and _counted(rt, product_id, 0, buyer) == 0
+    assert bucket_of_ticket(_reserve(rt, product_id, buyer).ticket_id) == 1
+
+
+def _age_claims(rt, product_id: int, bucket: int) -> None:  # type: ignore[no-untyped-def]
+    """The bucket's open claims, as if made CLAIM_MS ago."""
+    k = rt.inventory.keys(product_id, bucket)
+    for ticket, raw in rt.inventory_redis.hgetall(k.claims).items():
+        claim = json.loads(raw) | {"d": 0}
+        rt.inventory_redis.hset(k.claims, ticket, json.dumps(claim))
+
+
+def test_the_sweep_keeps_a_stale_claim_whose_purchase_was_confirmed(rt, settings):
+    from jobs.maintenance import sweep
+
+    product_id = stocked_product(rt, stock=4, max_per_user=1, buckets=2)
+    [buyer] = _buyers_at_home(rt, 2, home=1, count=1)
+    _sell_out_home(rt, product_id, 2, home=1, units=2)
+    away = _reserve(rt, product_id, buyer)
+    claim = ticket_in_bucket(away.ticket_id, 1)
+    k = rt.inventory.keys(product_id, 1)
+    saved = rt.inventory_redis.hget(k.claims, claim)
+    _settle_all(rt, settings, product_id)
+    rt.inventory_redis.hset(k.claims, claim, saved)  # as if the settler died before ending it
+    _age_claims(rt, product_id, 1)
+    sweep()
+    assert _claims(rt, product_id, 1) == {} and _counted(rt, product_id, 1, buyer) == 1
+
+
+def test_a_refund_of_a_purchase_held_in_another_bucket_uncounts_the_buyer_once(rt, settings):
+    product_id = stocked_product(rt, stock=4, max_per_user=1, buckets=2)
+    [buyer] = _buyers_at_home(rt, 2, home=0, count=1)
+    _sell_out_home(rt, product_id, 2, home=0, units=2)
+    away = _reserve(rt, product_id, buyer)
+    _settle_all(rt, settings, product_id)
+    assert _counted(rt, product_id, 0, buyer) == 1
+    rt.settler.refunds.refund_confirmed(away.ticket_id)
+    assert _counted(rt, product_id, 0, buyer) == 0
+    assert rt.inventory.return_units(product_id, [away.ticket_id]) == 0  # once only
+    assert _counted(rt, product_id, 0, buyer) == 0
+    assert rt.inventory.figures(product_id, 1).available == 2  # type: ignore[union-attr]
+
+
+def test_a_rebuilt_own_bucket_counts_the_buyers_units_held_in_other_buckets(rt, settings):
+    product_id = stocked_product(rt, stock=6, max_per_user=2, buckets=2)  # 3 and 3
+    [buyer] = _buyers_at_home(rt, 2, home=0, count=1)
+    _sell_out_home(rt, product_id, 2, home=0, units=2)
+    confirmed = _reserve(rt, product_id, buyer)  # bucket 0's last unit
+    _settle_all(rt, settings, product_id)
+    open_away = _reserve(rt, product_id, buyer)
+    assert [bucket_of_ticket(t.ticket_id) for t in (confirmed, open_away)] == [0, 1]
+    rt.inventory_redis.delete(*rt.inventory.keys(product_id, 0).all())
+    assert rebuild_stock(rt.inventory, rt.sessions, product_id)
+    assert _counted(rt, product_id, 0, buyer) == 2
+    assert list(_claims(rt, product_id, 0)) == [ticket_in_bucket(open_away.ticket_id, 0)]
+    assert _reserve(rt, product_id, buyer).result == "per_user_limit"
+
+
 # --- the API ---------------------------------------------------------------------------------
 
 
-def test_the_api_takes_buckets_at_creation_and_refuses_them_with_a_limit_or_a_room(client, admin):
+def test_the_api_takes_buckets_at_creation_and_refuses_them_with_a_room(client, admin, rt):
     product = create_product(client, admin, stock=12, buckets=4)
     assert (product["buckets"], product["available"]) == (4, 12)
     shown = client.get(f"/products/{product['id']}").get_json()
     assert (shown["buckets"], shown["available"]) == (4, 12)
     for fields in (
-        {"buckets": 2, "max_per_user": 1},
         {"buckets": 2, "waiting_room": True, "admit_per_second": 5},
         {"buckets": 0},
         {"buckets": 65},
@@ -233,10 +420,18 @@ def test_the_api_takes_buckets_at_creation_and_refuses_them_with_a_limit_or_a_ro
         assert refused.status_code == 400, fields
         assert refused.get_json()["error"] == "invalid_request"
     patched = client.patch(
-        f"/products/{product['id']}", json={"max_per_user": 2}, headers=admin.headers
+        f"/products/{product['id']}",
+        json={"waiting_room": True, "admit_per_second": 5},
+        headers=admin.headers,
     )
     assert patched.status_code == 400 and patched.get_json()["error"] == "invalid_request"
-    assert client.get(f"/products/{product['id']}").get_json()["max_per_user"] == 0
+    assert client.get(f"/products/{product['id']}").get_json()["waiting_room"] is False
+    limited = client.patch(
+        f"/products/{product['id']}", json={"max_per_user": 2}, headers=admin.headers
+    )
+    assert limited.status_code == 200 and limited.get_json()["max_per_user"] == 2
+    snapshots = [rt.inventory.snapshot(product["id"], b) for b in range(4)]
+    assert [s.terms.max_per_user for s in snapshots] == [2] * 4  # type: ignore[union-attr]
 
 
 def test_a_ticket_of_any_bucket_is_polled_and_cancelled_through_the_api(app, client, admin, rt):
@@ -288,7 +483,7 @@ async def _rush(url: str, product_id: int, tokens: list[str]) -> list[httpx.Resp
 def test_a_rush_on_a_split_product_sells_exactly_the_stock(server, app, settings, rt):
     admin = make_user(app, "admin")
     units, buckets = 50, 4
-    product = create_product(app.test_client(), admin, stock=units, buckets=buckets)
+    product = create_product(app.test_client(), admin, stock=units, buckets=buckets, max_per_user=1)
     buyers = make_users(app, 160)
     responses = asyncio.run(_rush(server.url, product["id"], [b.token for b in buyers]))
     codes = Counter(r.status_code for r in responses)
@@ -306,6 +501,8 @@ def test_a_rush_on_a_split_product_sells_exactly_the_stock(server, app, settings
         return sum(o.status == "confirmed" for o in _orders(rt, product["id"])) == units
 
     wait_until(all_confirmed, 120, "every ticket to be confirmed")
+    # The claims of purchases that moved on all ended: kept (confirmed) or released (sold out).
+    assert [_claims(rt, product["id"], b) for b in range(buckets)] == [{}] * buckets
     with httpx.Client(base_url=server.url, timeout=10) as http:
         assert http.get(f"/products/{product['id']}").json()["available"] == 0
         inventory = http.get(

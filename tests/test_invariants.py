@@ -250,7 +250,7 @@ def test_random_purchases_settle_once_each_and_sql_agrees_with_redis(rt):
     with rt.sessions() as session:
         assert figures.held == 0 and figures.sold == confirmed_quantity(session, product_id)
         per_user: Counter[int] = Counter()
-        for user_id, quantity in counted_orders(session, product_id).values():
+        for user_id, quantity, _ in counted_orders(session, product_id).values():
             per_user[user_id] += quantity
         assert dict(per_user) == {
             int(u): int(q) for u, q in rt.inventory_redis.hgetall(keys.users).items()

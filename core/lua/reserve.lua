@@ -3,18 +3,24 @@
 -- asks for the best available seats of a section (ARGV[11]), adjacent in one row if `together`.
 -- With the sale's waiting room on, the buyer's pass (verified by the caller) buys once.
 -- KEYS: stock, holds, deadlines, users, idempotency, settle stream, events, the buyer's purchase
---       rate counter, seats, seat ranks, free seats, passes used
+--       rate counter, seats, seat ranks, free seats, passes used, claims
 -- ARGV: user, quantity, ticket, hold_ms, idempotency_key ('' = none), payment_method,
 --       reclaim_limit, rate_limit (purchases per window, 0 = none), rate_window_ms,
 --       seats (a JSON list of seat ids, or ''), best ({"section", "together"}, or ''),
 --       the waiting room pass's id ('' = none), the purchase request's id ('' = none: the
 --       settlement's log lines name it, so one grep finds the ticket's life from request on),
---       the product's number of buckets as the caller knows it, and '1' when the purchase
---       moves on to the buyer's next bucket should this one be sold out
+--       the product's number of buckets as the caller knows it, the bucket's place in the
+--       buyer's order ('' for a product of one bucket, 'home' for the buyer's own bucket, 'away'
+--       for a later one), and how long an open claim lasts (ms)
 -- A product split across buckets: every bucket is a stock of its own, tried in the buyer's order
 -- (core.keys.bucket_order). A bucket that sends a purchase with an idempotency key on marks the
 -- key '>' (moved on), so a retry of it passes this bucket too, even with units back, and ends
 -- where the first attempt did: one ticket for one key, whichever bucket has it.
+-- The buyer's units of a split product are counted in the buyer's own bucket only, wherever they
+-- are held: the own bucket, sold out, counts the purchase before it moves on (a claim, under the
+-- ticket's id there: answer 'sold_out', remaining, 'claimed'), and a later bucket neither checks
+-- nor counts the per-user limit. The claim goes once the purchase's outcome is known
+-- (core.inventory.Inventory.resolve_claims).
 -- A section's free seats, best first: its scores run from position * SECTION to the next one.
 local SECTION = 1e12
 local SCAN = 100 -- free seats read per step of a best-available search
@@ -90,7 +96,7 @@ end
 if (stock[9] or '1') ~= ARGV[14] then
   return {'buckets', stock[9] or '1'}
 end
-local moving = ARGV[15] == '1'
+local place = ARGV[15]
 -- The buyer's purchase rate on this product, a fixed window: every attempt counts.
 local rate_limit = tonumber(ARGV[8])
 if rate_limit > 0 then
@@ -140,13 +146,19 @@ local available = tonumber(stock[1]) +
   reclaim_expired(KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[7], seat, now, tonumber(ARGV[7]))
 local limit = tonumber(stock[2])
 local bought = tonumber(redis.call('HGET', KEYS[4], user) or '0')
-if limit > 0 and bought + qty > limit then
+if limit > 0 and place ~= 'away' and bought + qty > limit then
   return {'per_user_limit', tostring(limit - bought)}
 end
 -- Seats are checked one by one below, naming the taken ones: free seats asked for are there.
 if not seats and available < qty then
-  if moving and idem ~= '' then
+  if place ~= '' and idem ~= '' then
     redis.call('HSET', KEYS[5], user .. ':' .. idem, '>')
+  end
+  if place == 'home' then
+    redis.call('HINCRBY', KEYS[4], user, qty)
+    redis.call('HSET', KEYS[13], ticket,
+      cjson.encode({u = user, q = qty, d = now + tonumber(ARGV[16])}))
+    return {'sold_out', tostring(available), 'claimed'}
   end
   return {'sold_out', tostring(available)}
 end
@@ -206,7 +218,9 @@ local encoded = cjson.encode(hold)
 redis.call('HINCRBY', KEYS[1], 'available', -qty)
 redis.call('HINCRBY', KEYS[1], 'held', qty)
 redis.call('HINCRBY', KEYS[1], 'version', 1)
-redis.call('HINCRBY', KEYS[4], user, qty)
+if place ~= 'away' then
+  redis.call('HINCRBY', KEYS[4], user, qty)
+end
 redis.call('HSET', KEYS[2], ticket, encoded)
 redis.call('ZADD', KEYS[3], deadline, ticket)
 if seats then

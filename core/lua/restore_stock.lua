@@ -7,7 +7,7 @@
 -- A seated product gets its seats too: each seat's state as SQL has it, but that a hold that
 -- survived in Redis keeps its seats held; and each section's price.
 -- KEYS: stock, holds, deadlines, users, settle stream, events, idempotency, returns, rebuild lease,
---       seats, seat ranks, free seats, waiting room
+--       seats, seat ranks, free seats, waiting room, claims
 -- ARGV: initial, sold, max_per_user, starts_ms, ends_ms, price, currency, sql_holds_json,
 --       user_quantities_json, idempotency_json ({"user:key": ticket}),
 --       terms_version, settle group, refunded_marks_json ([ticket, ...]), lease token,
@@ -15,7 +15,8 @@
 --       sections_json ({"A": [price, position]}), ranks_json ({"A-1-1": score}),
 --       waiting room ('1' or '0'), admit_per_second (the room comes with the stock: a purchase
 --       never meets a stock without its room), the product's number of buckets (each bucket's
---       stock is created by its own call, with its share of the units)
+--       stock is created by its own call, with its share of the units), claims_json ({ticket:
+--       {u, q, d}}: a split product's buyers' purchases held in other buckets, still open)
 if redis.call('EXISTS', KEYS[1]) == 1 then
   return {'exists'}
 end
@@ -81,6 +82,9 @@ end
 redis.call('DEL', KEYS[4])
 for user, qty in pairs(cjson.decode(ARGV[9])) do
   redis.call('HSET', KEYS[4], user, qty)
+end
+for ticket, claim in pairs(cjson.decode(ARGV[21])) do
+  redis.call('HSETNX', KEYS[14], ticket, cjson.encode(claim))
 end
 for key, ticket in pairs(cjson.decode(ARGV[10])) do
   redis.call('HSETNX', KEYS[7], key, ticket)
