@@ -5,14 +5,16 @@ Starts its own redis-server and its own cluster (free ports, no persistence) and
 reserve script through `Inventory.reserve` (the purchase path's one call, without HTTP) from C
 client processes, each buyer a new user buying one unit:
 - `many`: every call picks one of P products at random (a catalogue of concurrent sales);
-- `hot`: every call buys the same product (one Black Friday drop).
+- `hot`: every call buys the same product (one Black Friday drop);
+- `hot-split`: the same, the product's stock split across --buckets buckets (one hash tag
+  each, spread over the primaries), each buyer buying from their own bucket.
 For each: reserves a second (median of --runs runs), each primary's share of the calls, and the
 reserve script's cost inside Redis (INFO commandstats, microseconds a call), from which one Redis
 core's ceiling for one product follows.
 
 On two cores the clients, not Redis, set the pace of single calls. `--batch B` (default 32)
-measures Redis itself as well: each client sends B reserve calls of one product in one pipeline
-(to the primary owning its slot), so the servers' cores bind.
+measures Redis itself as well: each client sends B reserve calls of one product (of one bucket
+of it) in one pipeline (to the primary owning its slot), so the servers' cores bind.
 
 `--api`: the purchase through the API instead (bench.rush's stack: gunicorn, 2 processes x 4
 threads, wrk over 256 connections, every buyer buying once), the inventory on one Redis and on
@@ -35,7 +37,7 @@ from redis import Redis
 
 from bench.rush import RESULTS
 from core.config import Settings, cluster_node_url
-from core.inventory import RECLAIM_PER_CALL, Inventory, ProductTerms, reserve_keys
+from core.inventory import CLAIM_MS, RECLAIM_PER_CALL, Inventory, ProductTerms, reserve_keys
 from core.keys import new_ticket_id
 from core.runtime import Runtime
 from scripts.run_stack import RedisClusterProcess, RedisProcess
@@ -51,6 +53,8 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--clients", type=int, default=4)
     parser.add_argument("--products", type=int, default=300)
     parser.add_argument("--batch", type=int, default=32)
+    parser.add_argument("--buckets", type=int, default=12)
+    parser.add_argument("--shapes", default="many,hot,hot-split")
     parser.add_argument("--api", action="store_true", help="through the API (see above)")
     return parser.parse_args()
 
@@ -63,20 +67,22 @@ def _inventory(url: str) -> Inventory:
     return Runtime(settings).inventory
 
 
-def _put_on_sale(inventory: Inventory, product_ids: list[int]) -> None:
+def _put_on_sale(inventory: Inventory, product_ids: list[int], buckets: int) -> None:
     now = inventory.clock.now_ms()
     for product_id in product_ids:
-        view = inventory.begin_rebuild(product_id)
-        assert view is not None, product_id
-        terms = ProductTerms(product_id, STOCK, 0, now - 1000, now + 3_600_000, 100, "USD")
-        assert inventory.restore(terms, 0, [], {}, lease=view.token)
+        terms = ProductTerms(product_id, STOCK, 0, now - 1000, now + 3_600_000, 100, "USD",
+                             buckets=buckets)  # fmt: skip
+        for bucket in range(buckets):
+            view = inventory.begin_rebuild(product_id, bucket)
+            assert view is not None, product_id
+            assert inventory.restore(terms, 0, [], {}, lease=view.token, bucket=bucket)
 
 
 def _client(url: str, product_ids: list[int], index: int, seconds: float, start_at: float,
-            batch: int) -> int:  # fmt: skip
+            batch: int, buckets: int) -> int:  # fmt: skip
     inventory = _inventory(url)
     picker = random.Random(index)
-    user = index * USERS_PER_CLIENT
+    user = index * USERS_PER_CLIENT * buckets
     done = 0
     while time.time() < start_at:
         time.sleep(0.001)
@@ -91,14 +97,16 @@ def _client(url: str, product_ids: list[int], index: int, seconds: float, start_
             assert reply.result == "reserved", reply
             done += 1
             continue
-        k = inventory.keys(product_id)
+        bucket = picker.randrange(buckets)  # the batch's buyers have this bucket as their own
+        k = inventory.keys(product_id, bucket)
         pipe = inventory.scripts.pipeline(k.tag)
         for _ in range(batch):
-            user += 1
+            user += buckets
             # reserve.lua's ARGV for one unit, no idempotency key, rate limit, seats or pass.
-            args = [user, 1, new_ticket_id(product_id), 600_000, "", "pm_card_visa",
-                    RECLAIM_PER_CALL, 0, 0, "", "", "", ""]  # fmt: skip
-            inventory.scripts.reserve(keys=reserve_keys(k, user), args=args, client=pipe)
+            args = [user + bucket, 1, new_ticket_id(product_id, bucket), 600_000, "",
+                    "pm_card_visa", RECLAIM_PER_CALL, 0, 0, "", "", "", "", buckets,
+                    "home" if buckets > 1 else "", CLAIM_MS]  # fmt: skip
+            inventory.scripts.reserve(keys=reserve_keys(k, user + bucket), args=args, client=pipe)
         replies = pipe.execute()
         assert all(reply[0] == "reserved" for reply in replies), replies[:1]
         done += len(replies)
@@ -139,8 +147,9 @@ def measure(url: str, shape: str, batch: int, options: argparse.Namespace) -> di
             node.flushall()
         base = 1_000 * (run + 1)
         count = options.products if shape == "many" else 1
+        buckets = options.buckets if shape == "hot-split" else 1
         product_ids = list(range(base, base + count))
-        _put_on_sale(_inventory(url), product_ids)
+        _put_on_sale(_inventory(url), product_ids, buckets)
         for node in nodes:
             node.config_resetstat()
         start_at = time.time() + 1.0
@@ -148,7 +157,7 @@ def measure(url: str, shape: str, batch: int, options: argparse.Namespace) -> di
             done = pool.starmap(
                 _client,
                 [
-                    (url, product_ids, i + 1, options.seconds, start_at, batch)
+                    (url, product_ids, i + 1, options.seconds, start_at, batch, buckets)
                     for i in range(options.clients)
                 ],
             )
@@ -233,7 +242,7 @@ def main() -> None:
     try:
         for batch in sorted({1, options.batch}):
             for name, url in (("single", single.url), ("cluster", cluster.url)):
-                for shape in ("many", "hot"):
+                for shape in options.shapes.split(","):
                     print(f"{name}, {shape}, batches of {batch}:", flush=True)
                     figures[f"{name}_{shape}_batch{batch}"] = measure(url, shape, batch, options)
         RESULTS.mkdir(exist_ok=True)
