@@ -6,7 +6,7 @@ import json
 import secrets
 import time
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import NamedTuple
 
 from redis.exceptions import RedisError, ResponseError
@@ -293,6 +293,7 @@ class RebuildView:
     holds: list[Hold]
     returning: dict[str, int]
     token: str
+    claims: dict[str, tuple[int, int]] = field(default_factory=dict)  # open: ticket -> (u, q)
 
 
 class Inventory:
@@ -367,10 +368,14 @@ class Inventory:
         # cannot reach cannot count the buyer's units either.
         if buckets == 1 or reply[0] not in ("sold_out", "moved"):
             return _reservation(reply)
-        claimed = reply[2:] == ["claimed"]
+        claim = call.home_ticket(home) if reply[-1] == "claimed" else None
+        if reply[0] == "moved":
+            # A keyed retry: under its own claim, or carrying on under the first attempt's, as
+            # that attempt's ticket (the buckets it reached know it by that ticket's id).
+            call = replace(call, ticket_id=reply[1])
         outcome = self._reserve_away(product_id, buckets, call, [reply])
-        if claimed and outcome.result != "reserved":
-            self.resolve_claims(product_id, home, [Claim(call.home_ticket(home), "released")])
+        if claim and outcome.result != "reserved":
+            self.resolve_claims(product_id, home, [Claim(claim, "released")])
         return outcome
 
     def _reserve_away(
@@ -421,18 +426,24 @@ class Inventory:
         )
 
     def resolve_claims(self, product_id: int, bucket: int, claims: Sequence[Claim]) -> int:
-        """Ends claims of the bucket (see reserve.lua), each once; answers how many were open."""
+        """Ends claims of the bucket (see reserve.lua), each once; answers how many were open
+        (none while the bucket's stock is missing: the sweep ends them after its rebuild)."""
         if not claims:
             return 0
         k = self.keys(product_id, bucket)
         args = [x for c in claims for x in (c.ticket_id, c.action, f"{c.user_id}:{c.quantity}")]
-        return int(self.scripts.resolve_claims(keys=[k.claims, k.users], args=args))
+        ended = self.scripts.resolve_claims(keys=[k.stock, k.claims, k.users], args=args)
+        return max(0, int(ended))
 
     def open_claims(self, product_id: int, bucket: int) -> dict[str, tuple[int, int, int]]:
         """The bucket's open claims: ticket (its id there) -> (user, quantity, lasts until)."""
         raw = self.redis.hgetall(self.keys(product_id, bucket).claims)
         claims = {t: json.loads(v) for t, v in raw.items()}
-        return {t: (int(c["u"]), int(c["q"]), int(c["d"])) for t, c in claims.items()}
+        return {
+            t: (int(c["u"]), int(c["q"]), int(c["d"]))
+            for t, c in claims.items()
+            if c.get("s") != "kept"
+        }
 
     def holding(self, product_id: int, ticket_ids: list[str]) -> set[str]:
         """Those of the tickets (of any buckets) that have a hold record now."""
@@ -842,14 +853,20 @@ class Inventory:
         pipe.exists(k.stock)
         pipe.hvals(k.holds)
         pipe.hgetall(k.returns)
-        taken, exists, holds, marks = pipe.execute()
+        pipe.hgetall(k.claims)
+        taken, exists, holds, marks, claims = pipe.execute()
         if not taken:
             return None
         if exists:
             self._release({k.rebuild_lease: token})
             return None
         returning = {ticket: int(json.loads(raw)["q"]) for ticket, raw in marks.items()}
-        return RebuildView([Hold.from_json(raw) for raw in holds], returning, token)
+        opened = {t: json.loads(raw) for t, raw in claims.items()}
+        open_claims = {
+            t: (int(c["u"]), int(c["q"])) for t, c in opened.items() if c.get("s") != "kept"
+        }
+        holds_read = [Hold.from_json(raw) for raw in holds]
+        return RebuildView(holds_read, returning, token, open_claims)
 
     def abandon_rebuild(self, product_id: int, bucket: int, token: str) -> None:
         """Gives the rebuild lease back unused."""
@@ -935,7 +952,7 @@ class Inventory:
                 terms.buckets,
                 json.dumps(
                     {
-                        t: {"u": str(u), "q": q, "d": self.clock.now_ms() + CLAIM_MS}
+                        t: {"u": str(u), "q": q, "d": self.clock.now_ms() + CLAIM_MS, "s": "open"}
                         for t, (u, q) in (claims or {}).items()
                     }
                 )

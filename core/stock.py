@@ -199,11 +199,13 @@ def _units_per_user(
     bucket: int,
     redis_holds: list[Hold],
     lapsed: set[str],
+    open_claims: dict[str, tuple[int, int]] | None = None,
 ) -> Counted:
     """Units each buyer the bucket counts holds or bought: Redis' state for the tickets it still
     has (it moves first), SQL's for the rest, but for open orders past their deadline
     (`lapsed`). A split product's bucket counts its own buyers' units, whichever bucket holds
-    them (`redis_holds`: this bucket's and theirs in the others)."""
+    them (`redis_holds`: this bucket's and theirs in the others), and the claims it kept whose
+    purchase holds nothing yet (on its way to a later bucket, or dead: the sweep ends it)."""
     buckets = terms.buckets
     mine = [h for h in redis_holds if buckets == 1 or h.user_id % buckets == bucket]
     in_redis = {h.ticket_id for h in redis_holds} | lapsed
@@ -220,6 +222,10 @@ def _units_per_user(
             users[hold.user_id] = users.get(hold.user_id, 0) + hold.quantity
             if buckets > 1 and hold.status in OPEN_STATUSES:
                 _claim(claims, bucket, hold.ticket_id, hold.user_id, hold.quantity)
+    purchases = {ticket_in_bucket(t, bucket) for t in [*sql, *(h.ticket_id for h in mine)]}
+    for ticket, (user_id, quantity) in (open_claims or {}).items():
+        if ticket not in purchases:
+            users[user_id] = users.get(user_id, 0) + quantity
     return Counted(users, claims)
 
 
@@ -331,7 +337,7 @@ def plan_rebuild(
     event_id = session.scalar(select(Product.event_id).where(Product.id == product_id))
     redis_confirmed = [h for h in view.holds if h.status == CONFIRMED]
     terms = terms_of(session.get(Product, product_id))  # type: ignore[arg-type]
-    counted = _units_per_user(session, terms, bucket, [*view.holds, *away], lapsed)
+    counted = _units_per_user(session, terms, bucket, [*view.holds, *away], lapsed, view.claims)
     return RebuildPlan(
         terms=terms,
         books=books,

@@ -329,6 +329,37 @@ def test_two_purchases_of_one_buyer_crossing_at_a_sold_out_bucket_sell_the_limit
     assert rt.inventory.figures(product_id, 1).held == 1  # type: ignore[union-attr]
 
 
+def test_a_keyed_retry_whose_first_attempt_came_to_nothing_is_counted_anew(rt):
+    product_id = stocked_product(rt, stock=6, max_per_user=1, buckets=3)  # 2, 2 and 2
+    [buyer] = _buyers_at_home(rt, 3, home=0, count=1)
+    _sell_out_home(rt, product_id, 3, home=0, units=2)
+    rt.inventory_redis.delete(rt.inventory.keys(product_id, 1).stock)
+    first = _reserve(rt, product_id, buyer, idempotency_key="k-5")
+    assert first.result == "unavailable"  # bucket 1 could not say: the claim went back
+    assert _claims(rt, product_id, 0) == {} and _counted(rt, product_id, 0, buyer) == 0
+    assert rebuild_stock(rt.inventory, rt.sessions, product_id)
+    retry = _reserve(rt, product_id, buyer, idempotency_key="k-5")
+    assert bucket_of_ticket(retry.ticket_id) == 1
+    assert _counted(rt, product_id, 0, buyer) == 1  # the retry's own claim
+    assert _reserve(rt, product_id, buyer).result == "per_user_limit"
+
+
+def test_a_keyed_retry_carries_on_under_the_claim_of_a_first_attempt_that_died(rt):
+    product_id = stocked_product(rt, stock=4, max_per_user=1, buckets=2)
+    [buyer] = _buyers_at_home(rt, 2, home=0, count=1)
+    _sell_out_home(rt, product_id, 2, home=0, units=2)
+    with pytest.raises(ConnectionError):
+        _reserve(_PausedAway(rt, fail=True), product_id, buyer, idempotency_key="k-6")
+    [claim] = _claims(rt, product_id, 0)
+    retry = _reserve(rt, product_id, buyer, idempotency_key="k-6")
+    assert retry.result == "reserved"
+    assert retry.ticket_id == ticket_in_bucket(claim, 1)  # the first attempt's ticket
+    assert _counted(rt, product_id, 0, buyer) == 1
+    again = _reserve(rt, product_id, buyer, idempotency_key="k-6")
+    assert (again.result, again.ticket_id) == ("duplicate", retry.ticket_id)
+    assert _counted(rt, product_id, 0, buyer) == 1
+
+
 def test_a_claim_left_by_a_purchase_that_died_is_released_by_the_sweep(rt, settings):
     from jobs.maintenance import sweep
 
@@ -371,6 +402,25 @@ def test_the_sweep_keeps_a_stale_claim_whose_purchase_was_confirmed(rt, settings
     _age_claims(rt, product_id, 1)
     sweep()
     assert _claims(rt, product_id, 1) == {} and _counted(rt, product_id, 1, buyer) == 1
+
+
+def test_a_rebuilt_own_bucket_keeps_counting_a_claim_whose_purchase_holds_nothing_yet(rt):
+    product_id = stocked_product(rt, stock=6, max_per_user=2, buckets=2)  # 3 and 3
+    [buyer] = _buyers_at_home(rt, 2, home=0, count=1)
+    _sell_out_home(rt, product_id, 2, home=0, units=2)
+    assert bucket_of_ticket(_reserve(rt, product_id, buyer).ticket_id) == 0  # the last unit
+    with pytest.raises(ConnectionError):  # a purchase dies between the two buckets
+        _reserve(_PausedAway(rt, fail=True), product_id, buyer)
+    assert _counted(rt, product_id, 0, buyer) == 2
+    rt.inventory_redis.delete(rt.inventory.keys(product_id, 0).stock)
+    assert rebuild_stock(rt.inventory, rt.sessions, product_id)
+    assert _counted(rt, product_id, 0, buyer) == 2  # the hold, and the claim still open
+    assert _reserve(rt, product_id, buyer).result == "per_user_limit"
+    _age_claims(rt, product_id, 0)
+    from jobs.maintenance import sweep
+
+    sweep()  # the dead purchase's claim goes: one unit counted, the hold's
+    assert _claims(rt, product_id, 0) == {} and _counted(rt, product_id, 0, buyer) == 1
 
 
 def test_a_refund_of_a_purchase_held_in_another_bucket_uncounts_the_buyer_once(rt, settings):

@@ -14,12 +14,14 @@
 --       for a later one), and how long an open claim lasts (ms)
 -- A product split across buckets: every bucket is a stock of its own, tried in the buyer's order
 -- (core.keys.bucket_order). A bucket that sends a purchase with an idempotency key on marks the
--- key '>' (moved on), so a retry of it passes this bucket too, even with units back, and ends
--- where the first attempt did: one ticket for one key, whichever bucket has it.
+-- key '>' (moved on; the buyer's own bucket adds the ticket whose claim counts the purchase), so a
+-- retry of it passes this bucket too, even with units back, and ends where the first attempt
+-- did: one ticket for one key, whichever bucket has it.
 -- The buyer's units of a split product are counted in the buyer's own bucket only, wherever they
 -- are held: the own bucket, sold out, counts the purchase before it moves on (a claim, under the
--- ticket's id there: answer 'sold_out', remaining, 'claimed'), and a later bucket neither checks
--- nor counts the per-user limit. The claim goes once the purchase's outcome is known
+-- ticket's id there: answer 'sold_out', remaining, 'claimed'; for a keyed retry passing it,
+-- 'moved', the claim's ticket, and 'claimed' if this call made the claim), and a later bucket
+-- neither checks nor counts the per-user limit. The claim ends with the purchase's outcome
 -- (core.inventory.Inventory.resolve_claims).
 -- A section's free seats, best first: its scores run from position * SECTION to the next one.
 local SECTION = 1e12
@@ -108,12 +110,21 @@ if rate_limit > 0 then
     return {'rate_limited', tostring(redis.call('PTTL', KEYS[8]))}
   end
 end
+local passed = false -- a keyed retry whose first attempt moved on from the buyer's own bucket
 if idem ~= '' then
   local existing = redis.call('HGET', KEYS[5], user .. ':' .. idem)
-  if existing == '>' then
-    return {'moved'}
-  end
-  if existing then
+  if existing and string.sub(existing, 1, 1) == '>' then
+    if place ~= 'home' then
+      return {'moved'}
+    end
+    -- The first attempt's claim still stands (open, or kept: it bought): the retry carries on
+    -- under it. Gone (that purchase came to nothing, or was refunded): the retry claims anew.
+    local first = string.sub(existing, 2)
+    if first ~= '' and redis.call('HEXISTS', KEYS[13], first) == 1 then
+      return {'moved', first, ''}
+    end
+    passed = true
+  elseif existing then
     return {'duplicate', existing, redis.call('HGET', KEYS[2], existing) or ''}
   end
 end
@@ -150,14 +161,17 @@ if limit > 0 and place ~= 'away' and bought + qty > limit then
   return {'per_user_limit', tostring(limit - bought)}
 end
 -- Seats are checked one by one below, naming the taken ones: free seats asked for are there.
-if not seats and available < qty then
+if passed or (not seats and available < qty) then
   if place ~= '' and idem ~= '' then
-    redis.call('HSET', KEYS[5], user .. ':' .. idem, '>')
+    redis.call('HSET', KEYS[5], user .. ':' .. idem, place == 'home' and '>' .. ticket or '>')
   end
   if place == 'home' then
     redis.call('HINCRBY', KEYS[4], user, qty)
     redis.call('HSET', KEYS[13], ticket,
-      cjson.encode({u = user, q = qty, d = now + tonumber(ARGV[16])}))
+      cjson.encode({u = user, q = qty, d = now + tonumber(ARGV[16]), s = 'open'}))
+    if passed then
+      return {'moved', ticket, 'claimed'}
+    end
     return {'sold_out', tostring(available), 'claimed'}
   end
   return {'sold_out', tostring(available)}

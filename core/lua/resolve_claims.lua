@@ -1,28 +1,40 @@
 -- Ends claims of a split product's bucket (reserve.lua): the buyer's units a purchase counted
--- here before it moved on to a later bucket. Each claim goes once: kept (the purchase was
--- confirmed: its units stay counted), released (it came to nothing: they are uncounted), or
--- returned (a confirmed purchase refunded: its units are uncounted, claim or none; the refund
--- asks once per ticket).
--- KEYS: claims, users
+-- here before it moved on to a later bucket. Kept: the purchase was confirmed, its units stay
+-- counted (the claim stays too, marked kept: a retry of a keyed purchase finds it); released:
+-- it came to nothing, an open claim goes and its units are uncounted, once; returned: a
+-- confirmed purchase refunded, its units are uncounted, claim or none (the refund asks once per
+-- ticket), and the claim goes.
+-- While the bucket's stock is missing nothing moves (its rebuild counts the units from what it
+-- reads): the claims stay as they are, for the sweep to end later.
+-- KEYS: stock, claims, users
 -- ARGV: triples of ticket (its id in this bucket), action, 'user:quantity' (for returned)
+-- Answers how many open claims ended (-1: the stock is missing).
+if redis.call('EXISTS', KEYS[1]) == 0 then
+  return -1
+end
 local ended = 0
+local function uncount(user, qty)
+  if redis.call('HINCRBY', KEYS[3], user, -tonumber(qty)) <= 0 then
+    redis.call('HDEL', KEYS[3], user)
+  end
+end
 for i = 1, #ARGV, 3 do
   local ticket, action = ARGV[i], ARGV[i + 1]
-  local raw = redis.call('HGET', KEYS[1], ticket)
-  local user, qty
-  if raw then
-    redis.call('HDEL', KEYS[1], ticket)
-    local claim = cjson.decode(raw)
-    user, qty = claim.u, claim.q
+  local raw = redis.call('HGET', KEYS[2], ticket)
+  local claim = raw and cjson.decode(raw)
+  local open = claim and claim.s ~= 'kept'
+  if open then
     ended = ended + 1
   end
   if action == 'returned' then
-    user, qty = string.match(ARGV[i + 2], '^(.*):(%d+)$')
-  elseif action ~= 'released' then
-    user = nil
-  end
-  if user and redis.call('HINCRBY', KEYS[2], user, -tonumber(qty)) <= 0 then
-    redis.call('HDEL', KEYS[2], user)
+    redis.call('HDEL', KEYS[2], ticket)
+    uncount(string.match(ARGV[i + 2], '^(.*):(%d+)$'))
+  elseif action == 'released' and open then
+    redis.call('HDEL', KEYS[2], ticket)
+    uncount(claim.u, claim.q)
+  elseif action == 'kept' and open then
+    claim.s = 'kept'
+    redis.call('HSET', KEYS[2], ticket, cjson.encode(claim))
   end
 end
 return ended
