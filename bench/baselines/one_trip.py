@@ -13,11 +13,11 @@ import jwt
 from flask import Flask, jsonify, request
 from redis import BlockingConnectionPool, Redis
 
+from core.inventory import CLAIM_MS, RECLAIM_PER_CALL, reserve_keys
 from core.keys import ProductKeys
 from core.scripts import source
 
 HOLD_MS = 600_000
-RECLAIM_PER_CALL = 20
 RATE_LIMIT, RATE_WINDOW_MS = 10, 60_000  # RATELIMIT_PURCHASE's default, counted as the API does
 
 
@@ -38,11 +38,12 @@ def create_app() -> Flask:
         body = request.get_json()
         k = ProductKeys(prefix, product_id)
         ticket = f"{product_id}-{secrets.token_hex(12)}"
+        # reserve.lua's ARGV: no idempotency key, seats, pass or request id; one bucket.
         reply = reserve(
-            keys=[k.stock, k.holds, k.deadlines, k.users, k.idempotency, k.settle, k.events,
-                  k.purchase_rate(user)],
+            keys=reserve_keys(k, user),
             args=[user, body["quantity"], ticket, HOLD_MS, "", body["payment_method"],
-                  RECLAIM_PER_CALL, RATE_LIMIT, RATE_WINDOW_MS],
+                  RECLAIM_PER_CALL, RATE_LIMIT, RATE_WINDOW_MS, "", "", "", "", 1, "",
+                  CLAIM_MS],
         )  # fmt: skip
         if reply[0] != "reserved":
             return jsonify({"error": reply[0], "message": reply[0]}), 409
