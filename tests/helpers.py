@@ -3,6 +3,7 @@ apps of their own."""
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import secrets
 from collections.abc import Callable, Iterator
@@ -13,6 +14,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
+import httpx
 from flask import Flask
 from flask_jwt_extended import create_access_token
 from rq import SimpleWorker
@@ -156,3 +158,23 @@ def app_with(**changes: Any) -> Iterator[Flask]:
         with app.app_context():
             db.engine.dispose()
         app.extensions["flashsale"].close()
+
+
+async def rush(url: str, product_id: int, tokens: list[str]) -> list[httpx.Response]:
+    """Every buyer (a token each) buys one unit at once, over real HTTP: the answers, in order."""
+    limits = httpx.Limits(max_connections=len(tokens), max_keepalive_connections=len(tokens))
+    async with httpx.AsyncClient(base_url=url, limits=limits, timeout=30) as http:
+        start = asyncio.Event()
+
+        async def one(token: str) -> httpx.Response:
+            await start.wait()
+            return await http.post(
+                f"/purchase/{product_id}",
+                json={"quantity": 1, "payment_method": "pm_card_visa"},
+                headers={"Authorization": f"Bearer {token}"},
+            )
+
+        tasks = [asyncio.create_task(one(t)) for t in tokens]
+        await asyncio.sleep(0)
+        start.set()
+        return await asyncio.gather(*tasks)

@@ -25,6 +25,7 @@ from tests.helpers import (
     make_user,
     make_users,
     run_workers,
+    rush,
     stocked_product,
 )
 from tests.servers import Gunicorn, clean_env, wait_until
@@ -512,30 +513,13 @@ def server():  # type: ignore[no-untyped-def]
     gunicorn.stop()
 
 
-async def _rush(url: str, product_id: int, tokens: list[str]) -> list[httpx.Response]:
-    limits = httpx.Limits(max_connections=len(tokens), max_keepalive_connections=len(tokens))
-    async with httpx.AsyncClient(base_url=url, limits=limits, timeout=30) as http:
-        start = asyncio.Event()
-
-        async def one(token: str) -> httpx.Response:
-            await start.wait()
-            return await http.post(
-                f"/purchase/{product_id}", json=BODY, headers={"Authorization": f"Bearer {token}"}
-            )
-
-        tasks = [asyncio.create_task(one(t)) for t in tokens]
-        await asyncio.sleep(0)
-        start.set()
-        return await asyncio.gather(*tasks)
-
-
 @pytest.mark.slow
 def test_a_rush_on_a_split_product_sells_exactly_the_stock(server, app, settings, rt):
     admin = make_user(app, "admin")
     units, buckets = 50, 4
     product = create_product(app.test_client(), admin, stock=units, buckets=buckets, max_per_user=1)
     buyers = make_users(app, 160)
-    responses = asyncio.run(_rush(server.url, product["id"], [b.token for b in buyers]))
+    responses = asyncio.run(rush(server.url, product["id"], [b.token for b in buyers]))
     codes = Counter(r.status_code for r in responses)
     assert codes == {202: units, 409: len(buyers) - units}, codes
     assert {r.json()["error"] for r in responses if r.status_code == 409} == {"sold_out"}

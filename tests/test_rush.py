@@ -11,7 +11,7 @@ from sqlalchemy import func, select
 
 from core.models import Order
 from core.stock import reconcile_product
-from tests.helpers import create_product, make_user, make_users, run_workers
+from tests.helpers import create_product, make_user, make_users, run_workers, rush
 from tests.servers import Gunicorn, clean_env, wait_until
 
 BUYERS = 320
@@ -25,25 +25,6 @@ def server():  # type: ignore[no-untyped-def]
     gunicorn.stop()
 
 
-async def _rush(url: str, product_id: int, tokens: list[str]) -> list[httpx.Response]:
-    limits = httpx.Limits(max_connections=len(tokens), max_keepalive_connections=len(tokens))
-    async with httpx.AsyncClient(base_url=url, limits=limits, timeout=30) as http:
-        start = asyncio.Event()
-
-        async def one(token: str) -> httpx.Response:
-            await start.wait()
-            return await http.post(
-                f"/purchase/{product_id}",
-                json={"quantity": 1, "payment_method": "pm_card_visa"},
-                headers={"Authorization": f"Bearer {token}"},
-            )
-
-        tasks = [asyncio.create_task(one(t)) for t in tokens]
-        await asyncio.sleep(0)
-        start.set()
-        return await asyncio.gather(*tasks)
-
-
 @pytest.mark.slow
 def test_rush_sells_exactly_the_stock(server, app, settings, rt, capsys):
     admin = make_user(app, "admin")
@@ -51,7 +32,7 @@ def test_rush_sells_exactly_the_stock(server, app, settings, rt, capsys):
     buyers = make_users(app, BUYERS)
 
     started = time.monotonic()
-    responses = asyncio.run(_rush(server.url, product["id"], [b.token for b in buyers]))
+    responses = asyncio.run(rush(server.url, product["id"], [b.token for b in buyers]))
     rush_s = time.monotonic() - started
     codes = [r.status_code for r in responses]
     assert codes.count(202) == UNITS, sorted(set(codes))
