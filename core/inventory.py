@@ -668,18 +668,19 @@ class Inventory:
             for ticket, reply in zip(ticket_ids, pipe.execute(), strict=True)
             if reply[0] == "returned"
         ]
-        self.uncount_away(product_id, returned)
+        if returned:
+            self.end_claims(product_id, self.bucket_count(product_id), returned)
         return len(returned)
 
-    def uncount_away(self, product_id: int, returned: list[Claim]) -> None:
-        """A split product's refunded tickets held away from their buyer's own bucket: the
-        buyer's units are uncounted there (`returned` name the tickets as sold)."""
-        buckets = self.bucket_count(product_id) if returned else 1
+    def end_claims(self, product_id: int, buckets: int, endings: Sequence[Claim]) -> None:
+        """Ends the claims of a split product's purchases held outside their buyer's own bucket
+        (`endings` name the tickets held; a ticket in its buyer's own bucket has no claim):
+        each in the buyer's own bucket, under the ticket's id there."""
         by_home: dict[int, list[Claim]] = {}
-        for claim in returned:
-            home = claim.user_id % buckets
-            if buckets > 1 and bucket_of_ticket(claim.ticket_id) != home:
-                at_home = claim._replace(ticket_id=ticket_in_bucket(claim.ticket_id, home))
+        for ending in endings:
+            home = ending.user_id % buckets
+            if buckets > 1 and bucket_of_ticket(ending.ticket_id) != home:
+                at_home = ending._replace(ticket_id=ticket_in_bucket(ending.ticket_id, home))
                 by_home.setdefault(home, []).append(at_home)
         for home, claims in by_home.items():
             self.resolve_claims(product_id, home, claims)

@@ -25,7 +25,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from core.config import Settings
 from core.db import transaction
 from core.inventory import Claim, Ending, Hold, Inventory, Settled
-from core.keys import bucket_of_ticket, product_of_ticket, ticket_in_bucket
+from core.keys import product_of_ticket
 from core.locks import LOCK_WAIT_S, locked
 from core.metrics import PAYMENT_SECONDS, PAYMENTS, SETTLE_BATCH_SIZE, SETTLEMENT_LAG
 from core.models import Order, Payment, Product
@@ -526,19 +526,15 @@ class Settler:
         return status, reason
 
     def _end_claims(self, product_id: int, finals: list[tuple[Hold, OrderStatus]]) -> None:
-        """A split product's purchases held away from the buyer's own bucket: their claims
-        there end with them, kept if confirmed, released otherwise (a claim left open, say by
-        a crash here, is ended by the sweep from SQL's word)."""
-        buckets = self.buckets_of(product_id)
-        by_home: dict[int, list[Claim]] = {}
-        for hold, status in finals:
-            home = hold.user_id % buckets
-            if buckets > 1 and bucket_of_ticket(hold.ticket_id) != home:
-                action = "kept" if status is OrderStatus.CONFIRMED else "released"
-                claim = Claim(ticket_in_bucket(hold.ticket_id, home), action)
-                by_home.setdefault(home, []).append(claim)
-        for home, claims in by_home.items():
-            self.inventory.resolve_claims(product_id, home, claims)
+        """A split product's purchases held outside the buyer's own bucket: their claims there
+        end with them, kept if confirmed, released otherwise (a claim left open, say by a crash
+        here, is ended by the sweep from SQL's word)."""
+        endings = [
+            Claim(hold.ticket_id, "kept" if status is OrderStatus.CONFIRMED else "released",
+                  hold.user_id, hold.quantity)
+            for hold, status in finals
+        ]  # fmt: skip
+        self.inventory.end_claims(product_id, self.buckets_of(product_id), endings)
 
     def _record_final(
         self,
