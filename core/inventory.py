@@ -293,7 +293,15 @@ class RebuildView:
     holds: list[Hold]
     returning: dict[str, int]
     token: str
-    claims: dict[str, tuple[int, int]] = field(default_factory=dict)  # open: ticket -> (u, q)
+    claims: dict[str, dict] = field(default_factory=dict)  # a split product's: ticket -> claim
+
+
+@dataclass(frozen=True)
+class HeldElsewhere:
+    """What a split product's other buckets hold of one bucket's buyers (see held_elsewhere)."""
+
+    holds: list[Hold]
+    returning: dict[str, tuple[int, int]]  # refunds under way: ticket -> (user, quantity)
 
 
 class Inventory:
@@ -375,7 +383,7 @@ class Inventory:
             call = replace(call, ticket_id=reply[1])
         outcome = self._reserve_away(product_id, buckets, call, [reply])
         if claim and outcome.result != "reserved":
-            self.resolve_claims(product_id, home, [Claim(claim, "released")])
+            self.resolve_claims(product_id, home, [Claim(claim, "withdrawn")])
         return outcome
 
     def _reserve_away(
@@ -432,7 +440,8 @@ class Inventory:
             return 0
         k = self.keys(product_id, bucket)
         args = [x for c in claims for x in (c.ticket_id, c.action, f"{c.user_id}:{c.quantity}")]
-        ended = self.scripts.resolve_claims(keys=[k.stock, k.claims, k.users], args=args)
+        keys = [k.stock, k.claims, k.users, k.passes_used]
+        ended = self.scripts.resolve_claims(keys=keys, args=args)
         return max(0, int(ended))
 
     def open_claims(self, product_id: int, bucket: int) -> dict[str, tuple[int, int, int]]:
@@ -476,12 +485,38 @@ class Inventory:
         waiting = max(0, int(last or 0) - served_n) + int(early)
         return RoomFigures(int(rate or 0), waiting, served_n, admitted)
 
-    def set_room(self, product_id: int, on: bool, admit_per_second: int) -> str:
-        """SQL's room settings in Redis: applied, or missing (no stock key yet)."""
-        k = self.keys(product_id)
-        return self.scripts.set_room(
-            keys=[k.stock, k.room], args=["1" if on else "0", admit_per_second]
-        )
+    def set_room(self, product_id: int, on: bool, admit_per_second: int, buckets: int = 1) -> str:
+        """SQL's room settings in Redis (every bucket's stock carries the flag; the room is the
+        first bucket's): applied, or missing (a stock key is missing yet)."""
+        answers = []
+        for bucket in range(buckets):
+            k = self.keys(product_id, bucket)
+            args = ["1" if on else "0", admit_per_second]
+            answers.append(self.scripts.set_room(keys=[k.stock, k.room], args=args))
+        return next((a for a in answers if a != "applied"), "applied")
+
+    def other_buckets_stock(self, product_id: int) -> str:
+        """A split product's buckets but the first: their units 'available:held' added up, for
+        the waiting room's board ('' for a product of one bucket)."""
+        buckets = self.known_buckets(product_id)
+        if buckets == 1:
+            return ""
+        pipe = self.redis.pipeline(transaction=False)
+        for bucket in range(1, buckets):
+            pipe.hmget(self.keys(product_id, bucket).stock, "available", "held")
+        figures = [(int(a or 0), int(h or 0)) for a, h in pipe.execute()]
+        return f"{sum(a for a, _ in figures)}:{sum(h for _, h in figures)}"
+
+    def known_buckets(self, product_id: int) -> int:
+        """The product's number of buckets, read once a process (it never changes) from its
+        first bucket's stock (while that is missing, from the second's, each time)."""
+        if product_id in self._buckets:
+            return self._buckets[product_id]
+        initial, buckets = self.redis.hmget(self.keys(product_id).stock, "initial", "buckets")
+        if initial is None:
+            return self.bucket_count(product_id)
+        self._buckets[product_id] = int(buckets or 1)
+        return self._buckets[product_id]
 
     def get_hold(self, ticket_id: str) -> Hold | None:
         product_id = product_of_ticket(ticket_id)
@@ -862,27 +897,33 @@ class Inventory:
             self._release({k.rebuild_lease: token})
             return None
         returning = {ticket: int(json.loads(raw)["q"]) for ticket, raw in marks.items()}
-        opened = {t: json.loads(raw) for t, raw in claims.items()}
-        open_claims = {
-            t: (int(c["u"]), int(c["q"])) for t, c in opened.items() if c.get("s") != "kept"
-        }
-        holds_read = [Hold.from_json(raw) for raw in holds]
-        return RebuildView(holds_read, returning, token, open_claims)
+        kept = {t: json.loads(raw) for t, raw in claims.items()}
+        return RebuildView([Hold.from_json(raw) for raw in holds], returning, token, kept)
 
     def abandon_rebuild(self, product_id: int, bucket: int, token: str) -> None:
         """Gives the rebuild lease back unused."""
         self._release({self.keys(product_id, bucket).rebuild_lease: token})
 
-    def away_holds(self, product_id: int, home: int, buckets: int) -> list[Hold]:
-        """The holds in the other buckets of a split product whose buyers' own bucket is
-        `home`, each bucket read at once (they can only end while `home` is missing: a new one
-        needs a claim there)."""
-        found: list[Hold] = []
+    def held_elsewhere(self, product_id: int, home: int, buckets: int) -> HeldElsewhere:
+        """A split product's holds and refunds under way in the buckets other than `home`, of
+        the buyers whose own bucket `home` is; each bucket read at once (while `home` is missing
+        they can only end: a new hold needs a claim there)."""
+        holds: list[Hold] = []
+        returning: dict[str, tuple[int, int]] = {}
         for bucket in range(buckets):
-            if bucket != home:
-                raw = self.redis.hvals(self.keys(product_id, bucket).holds)
-                found += [h for h in map(Hold.from_json, raw) if h.user_id % buckets == home]
-        return found
+            if bucket == home:
+                continue
+            k = self.keys(product_id, bucket)
+            pipe = self.scripts.pipeline(k.tag, transaction=True)
+            pipe.hvals(k.holds)
+            pipe.hgetall(k.returns)
+            raw_holds, marks = pipe.execute()
+            holds += [h for h in map(Hold.from_json, raw_holds) if h.user_id % buckets == home]
+            for ticket, raw in marks.items():
+                mark = json.loads(raw)
+                if int(mark["u"]) % buckets == home:
+                    returning[ticket] = (int(mark["u"]), int(mark["q"]))
+        return HeldElsewhere(holds, returning)
 
     def repair(
         self, product_id: int, version: int, initial: int, sold: int, held: int, bucket: int = 0
@@ -904,14 +945,14 @@ class Inventory:
         lease: str = "",
         seats: SeatPlan | None = None,
         bucket: int = 0,
-        claims: Mapping[str, tuple[int, int]] | None = None,
+        claims: Mapping[str, dict] | None = None,
     ) -> bool:
         """Creates the stock key from SQL's figures; False when it exists already. Idempotency
         maps 'user:key' to the ticket; refunded_marks are return marks whose refund SQL has
         recorded; `lease` is the token of begin_rebuild (False when the lease is not held);
         `seats`, a seated product's seats and section prices. A split product's `bucket` gets
-        its share of the units (`terms` are the product's), and the `claims` of its buyers'
-        purchases held in other buckets still open (ticket here -> user, quantity)."""
+        its share of the units (`terms` are the product's), and its `claims` (they replace
+        what survived: ticket here -> claim, see reserve.lua)."""
         k = self.keys(terms.product_id, bucket)
         reply = self.scripts.restore_stock(
             keys=[
@@ -951,14 +992,7 @@ class Inventory:
                 "1" if terms.waiting_room else "0",
                 terms.admit_per_second,
                 terms.buckets,
-                json.dumps(
-                    {
-                        t: {"u": str(u), "q": q, "d": self.clock.now_ms() + CLAIM_MS, "s": "open"}
-                        for t, (u, q) in (claims or {}).items()
-                    }
-                )
-                if claims
-                else "{}",
+                json.dumps(claims) if claims else "{}",
             ],
         )
         return reply[0] == "created"
@@ -1007,8 +1041,9 @@ _MOVE_ON = ("sold_out", "moved", "unavailable")  # a later bucket's answers that
 
 
 class Claim(NamedTuple):
-    """A claim's end (resolve_claims.lua): kept, released, or returned (a refund: the user and
-    quantity are uncounted, claim or none)."""
+    """A claim's end (resolve_claims.lua): kept, released, withdrawn (the purchase held nothing:
+    its waiting room pass may buy again), or returned (a refund: the user and quantity are
+    uncounted, claim or none)."""
 
     ticket_id: str  # the ticket's id in the bucket holding the claim
     action: str

@@ -20,8 +20,10 @@ from sqlalchemy.orm import Session, sessionmaker
 from core.catalog import terms_of
 from core.db import snapshot as sql_snapshot
 from core.inventory import (
+    CLAIM_MS,
     SECTION_SCORE,
     Claim,
+    HeldElsewhere,
     Hold,
     Inventory,
     ProductTerms,
@@ -186,11 +188,11 @@ def setup_stock(inventory: Inventory, product: Product, seats: SeatPlan | None =
 
 @dataclass(frozen=True)
 class Counted:
-    """The units each buyer holds or bought, as a bucket counts them, and the claims of those
-    held in other buckets (a split product's) still open: ticket here -> (user, quantity)."""
+    """The units each buyer holds or bought, as a bucket counts them, and (a split product's)
+    the bucket's claims: ticket here -> claim (see reserve.lua)."""
 
     users: dict[int, int]
-    claims: dict[str, tuple[int, int]]
+    claims: dict[str, dict]
 
 
 def _units_per_user(
@@ -199,42 +201,80 @@ def _units_per_user(
     bucket: int,
     redis_holds: list[Hold],
     lapsed: set[str],
-    open_claims: dict[str, tuple[int, int]] | None = None,
+    elsewhere: HeldElsewhere | None = None,
+    claims: dict[str, dict] | None = None,
+    now_ms: int = 0,
 ) -> Counted:
     """Units each buyer the bucket counts holds or bought: Redis' state for the tickets it still
     has (it moves first), SQL's for the rest, but for open orders past their deadline
-    (`lapsed`). A split product's bucket counts its own buyers' units, whichever bucket holds
-    them (`redis_holds`: this bucket's and theirs in the others), and the claims it kept whose
-    purchase holds nothing yet (on its way to a later bucket, or dead: the sweep ends it)."""
+    (`lapsed`). A split product's bucket counts its own buyers' units wherever they are held
+    (`elsewhere`: their holds in the other buckets and their refunds under way there, whose
+    units stay counted until they are returned), and settles its surviving `claims`."""
     buckets = terms.buckets
-    mine = [h for h in redis_holds if buckets == 1 or h.user_id % buckets == bucket]
-    in_redis = {h.ticket_id for h in redis_holds} | lapsed
-    users: dict[int, int] = {}
-    claims: dict[str, tuple[int, int]] = {}
+    away = elsewhere or HeldElsewhere([], {})
+    known = [*redis_holds, *away.holds]
+    mine = [h for h in known if buckets == 1 or h.user_id % buckets == bucket]
+    in_redis = {h.ticket_id for h in known} | lapsed | set(away.returning)
     sql = counted_orders(session, terms.product_id, bucket, buckets)
-    for ticket_id, (user_id, quantity, status) in sql.items():
-        if ticket_id not in in_redis:
-            users[user_id] = users.get(user_id, 0) + quantity
-            if buckets > 1 and status in OPEN_STATUSES:
-                _claim(claims, bucket, ticket_id, user_id, quantity)
-    for hold in mine:
-        if hold.status in (*OPEN_STATUSES, CONFIRMED):
-            users[hold.user_id] = users.get(hold.user_id, 0) + hold.quantity
-            if buckets > 1 and hold.status in OPEN_STATUSES:
-                _claim(claims, bucket, hold.ticket_id, hold.user_id, hold.quantity)
-    purchases = {ticket_in_bucket(t, bucket) for t in [*sql, *(h.ticket_id for h in mine)]}
-    for ticket, (user_id, quantity) in (open_claims or {}).items():
-        if ticket not in purchases:
-            users[user_id] = users.get(user_id, 0) + quantity
-    return Counted(users, claims)
+    # ticket -> (user, quantity, status): each purchase the bucket counts, by whoever has its word
+    counted = {t: order for t, order in sql.items() if t not in in_redis}
+    counted |= {h.ticket_id: (h.user_id, h.quantity, h.status) for h in mine if h.status in LIVE}
+    counted |= {t: (u, q, CONFIRMED) for t, (u, q) in away.returning.items()}
+    users: dict[int, int] = {}
+    for user_id, quantity, _ in counted.values():
+        users[user_id] = users.get(user_id, 0) + quantity
+    if buckets == 1:
+        return Counted(users, {})
+    seen = {ticket_in_bucket(h.ticket_id, bucket) for h in mine}
+    kept = _claims_after_rebuild(
+        session, bucket, buckets, counted, seen, claims or {}, now_ms + CLAIM_MS
+    )
+    for claim in kept.uncounted:
+        users[claim[0]] = users.get(claim[0], 0) + claim[1]
+    return Counted(users, kept.claims)
 
 
-def _claim(
-    claims: dict[str, tuple[int, int]], bucket: int, ticket_id: str, user_id: int, quantity: int
-) -> None:
-    """An open purchase held in another bucket: claimed here, under its id here."""
-    if bucket_of_ticket(ticket_id) != bucket:
-        claims[ticket_in_bucket(ticket_id, bucket)] = (user_id, quantity)
+LIVE = (*OPEN_STATUSES, CONFIRMED)
+
+
+@dataclass(frozen=True)
+class RebuiltClaims:
+    claims: dict[str, dict]  # ticket here -> claim
+    uncounted: list[tuple[int, int]]  # (user, quantity) of claims whose purchase holds nothing
+
+
+def _claims_after_rebuild(
+    session: Session,
+    bucket: int,
+    buckets: int,
+    counted: dict[str, tuple[int, int, str]],
+    seen: set[str],
+    claims: dict[str, dict],
+    until: int,
+) -> RebuiltClaims:
+    """A rebuilt bucket's claims. A surviving claim stays while its purchase is counted, and
+    goes if the purchase ended (uncounted already: a later release must not uncount it again);
+    a purchase found nowhere (on its way, or dead: the sweep ends it) keeps its claim, whose
+    units are counted. A counted open purchase held elsewhere without a claim gets one. `seen`:
+    the tickets (their ids here) Redis holds a record of."""
+    live = {ticket_in_bucket(t, bucket) for t in counted}
+    unknown = [t for t, c in claims.items() if t not in live and t not in seen]
+    elsewhere = [ticket_in_bucket(t, b) for t in unknown for b in range(buckets) if b != bucket]
+    recorded = {ticket_in_bucket(t, bucket) for t in statuses_of(session, elsewhere)}
+    kept: dict[str, dict] = {}
+    uncounted: list[tuple[int, int]] = []
+    for ticket, claim in claims.items():
+        if ticket in live or claim.get("s") == "kept":
+            kept[ticket] = claim
+        elif ticket not in seen and ticket not in recorded:
+            kept[ticket] = claim
+            uncounted.append((int(claim["u"]), int(claim["q"])))
+    for ticket_id, (user_id, quantity, status) in counted.items():
+        at_home = ticket_in_bucket(ticket_id, bucket)
+        away = bucket_of_ticket(ticket_id) != bucket
+        if away and status in OPEN_STATUSES and at_home not in kept:
+            kept[at_home] = {"u": str(user_id), "q": quantity, "d": until, "s": "open"}
+    return RebuiltClaims(kept, uncounted)
 
 
 def _restored_hold(order, now_ms: int, seats: Sequence[str]) -> Hold:  # type: ignore[no-untyped-def]
@@ -266,7 +306,7 @@ class RebuildPlan:
 
     terms: ProductTerms
     books: Books
-    claims: dict[str, tuple[int, int]]
+    claims: dict[str, dict]
     sold: int
     holds: list[Hold]
     users: dict[int, int]
@@ -307,7 +347,7 @@ def _rebuild_bucket(
     view = inventory.begin_rebuild(product_id, bucket)
     if view is None:
         return False, None  # the stock exists, or another rebuild is at work
-    away = inventory.away_holds(product_id, bucket, buckets) if buckets > 1 else []
+    away = inventory.held_elsewhere(product_id, bucket, buckets) if buckets > 1 else None
     with sql_snapshot(sessions) as session:
         plan = plan_rebuild(session, product_id, view, inventory.clock.now_ms(), bucket, away)
     if plan is None or plan.terms.buckets != buckets:
@@ -323,7 +363,7 @@ def plan_rebuild(
     view: RebuildView,
     now_ms: int,
     bucket: int = 0,
-    away: Sequence[Hold] = (),
+    elsewhere: HeldElsewhere | None = None,
 ) -> RebuildPlan | None:
     confirmed = {h.ticket_id: h.quantity for h in view.holds if h.status == CONFIRMED}
     books = books_in(session, product_id, [*confirmed, *view.returning], bucket)
@@ -337,7 +377,9 @@ def plan_rebuild(
     event_id = session.scalar(select(Product.event_id).where(Product.id == product_id))
     redis_confirmed = [h for h in view.holds if h.status == CONFIRMED]
     terms = terms_of(session.get(Product, product_id))  # type: ignore[arg-type]
-    counted = _units_per_user(session, terms, bucket, [*view.holds, *away], lapsed, view.claims)
+    counted = _units_per_user(
+        session, terms, bucket, view.holds, lapsed, elsewhere, view.claims, now_ms
+    )
     return RebuildPlan(
         terms=terms,
         books=books,

@@ -424,6 +424,22 @@ def test_a_rebuilt_own_bucket_keeps_counting_a_claim_whose_purchase_holds_nothin
     assert _claims(rt, product_id, 0) == {} and _counted(rt, product_id, 0, buyer) == 1
 
 
+def test_a_rebuilt_own_bucket_drops_the_claim_of_a_purchase_that_ended(rt, settings):
+    product_id = stocked_product(rt, stock=4, max_per_user=2, buckets=2)  # 2 and 2
+    [buyer] = _buyers_at_home(rt, 2, home=0, count=1)
+    assert bucket_of_ticket(_reserve(rt, product_id, buyer).ticket_id) == 0
+    _sell_out_home(rt, product_id, 2, home=0, units=1)
+    away = _reserve(rt, product_id, buyer)
+    ending = Ending(away.ticket_id, "cancelled", "cancelled_by_buyer", "reserved")
+    assert rt.inventory.finish_holds(product_id, [ending])[away.ticket_id][0] == "ok"
+    assert _counted(rt, product_id, 0, buyer) == 2  # until settlement ends its claim
+    rt.inventory_redis.delete(rt.inventory.keys(product_id, 0).stock)
+    assert rebuild_stock(rt.inventory, rt.sessions, product_id)
+    assert _counted(rt, product_id, 0, buyer) == 1 and _claims(rt, product_id, 0) == {}
+    _settle_all(rt, settings, product_id)  # the cancelled purchase's end: nothing to uncount
+    assert _counted(rt, product_id, 0, buyer) == 1
+
+
 def test_a_refund_of_a_purchase_held_in_another_bucket_uncounts_the_buyer_once(rt, settings):
     product_id = stocked_product(rt, stock=4, max_per_user=1, buckets=2)
     [buyer] = _buyers_at_home(rt, 2, home=0, count=1)
@@ -456,54 +472,77 @@ def test_a_rebuilt_own_bucket_counts_the_buyers_units_held_in_other_buckets(rt, 
 # --- the API ---------------------------------------------------------------------------------
 
 
-def test_the_api_takes_buckets_at_creation_and_refuses_them_with_a_room(client, admin, rt):
+def test_the_api_takes_buckets_at_creation_within_their_range(client, admin, rt):
     product = create_product(client, admin, stock=12, buckets=4)
     assert (product["buckets"], product["available"]) == (4, 12)
     shown = client.get(f"/products/{product['id']}").get_json()
     assert (shown["buckets"], shown["available"]) == (4, 12)
-    for fields in (
-        {"buckets": 2, "waiting_room": True, "admit_per_second": 5},
-        {"buckets": 0},
-        {"buckets": 65},
-    ):
+    for fields in ({"buckets": 0}, {"buckets": 65}, {"buckets": "2"}):
         body = {"name": "hot", "price": "5.00", "stock": 10} | fields
         refused = client.post("/products", json=body, headers=admin.headers)
         assert refused.status_code == 400, fields
         assert refused.get_json()["error"] == "invalid_request"
-    patched = client.patch(
-        f"/products/{product['id']}",
-        json={"waiting_room": True, "admit_per_second": 5},
-        headers=admin.headers,
-    )
-    assert patched.status_code == 400 and patched.get_json()["error"] == "invalid_request"
-    assert client.get(f"/products/{product['id']}").get_json()["waiting_room"] is False
     limited = client.patch(
-        f"/products/{product['id']}", json={"max_per_user": 2}, headers=admin.headers
+        f"/products/{product['id']}",
+        json={"max_per_user": 2, "waiting_room": True, "admit_per_second": 5},
+        headers=admin.headers,
     )
     assert limited.status_code == 200 and limited.get_json()["max_per_user"] == 2
     snapshots = [rt.inventory.snapshot(product["id"], b) for b in range(4)]
     assert [s.terms.max_per_user for s in snapshots] == [2] * 4  # type: ignore[union-attr]
+    stocks = [rt.inventory.keys(product["id"], b).stock for b in range(4)]
+    assert [rt.inventory_redis.hget(stock, "room") for stock in stocks] == ["1"] * 4
 
 
-def test_a_ticket_of_any_bucket_is_polled_and_cancelled_through_the_api(app, client, admin, rt):
-    product = create_product(client, admin, stock=2, buckets=2)
-    buyers = [b for b in make_users(app, 4) if b.id % 2 == 1][:1] + make_users(app, 1)
-    # The first buyer's own bucket is 1; the second, whatever its own, buys the other unit.
-    tickets = []
-    for buyer in buyers:
-        bought = client.post(f"/purchase/{product['id']}", json=BODY, headers=buyer.headers)
-        assert bought.status_code == 202, bought.get_json()
-        tickets.append(bought.get_json()["ticket_id"])
-    assert sorted(bucket_of_ticket(t) for t in tickets) == [0, 1]
-    for buyer, ticket in zip(buyers, tickets, strict=True):
-        polled = client.get(f"/orders/{ticket}", headers=buyer.headers)
-        assert (polled.status_code, polled.get_json()["status"]) == (200, "reserved")
-    away = tickets[0] if bucket_of_ticket(tickets[0]) == 1 else tickets[1]
-    owner = buyers[tickets.index(away)]
-    cancelled = client.post(f"/orders/{away}/cancel", headers=owner.headers)
-    assert (cancelled.status_code, cancelled.get_json()["status"]) == (200, "cancelled")
-    assert rt.inventory.figures(product["id"], 1).available == 1  # type: ignore[union-attr]
-    assert client.get(f"/products/{product['id']}").get_json()["available"] == 1
+# --- a waiting room in front of a split sale ---------------------------------------------------
+
+
+def test_a_pass_buys_once_across_the_buckets_and_again_if_its_purchase_held_nothing(
+    client, app, admin, rt
+):
+    from tests.test_api_errors import assert_error
+    from tests.test_waiting_room import _admitted_pass
+    from tests.test_waiting_room import _buy as buy_with
+
+    product_id = create_product(
+        client, admin, stock=2, buckets=2, waiting_room=True, admit_per_second=1000
+    )["id"]
+    first, second, third = [b for b in make_users(app, 8) if b.id % 2 == 0][:3]  # own bucket 0
+    passes = {b.id: _admitted_pass(client, b, product_id) for b in (first, second, third)}
+    bought = buy_with(client, first, product_id, passes[first.id])
+    assert bucket_of_ticket(bought.get_json()["ticket_id"]) == 0
+    assert_error(buy_with(client, first, product_id, passes[first.id]), 403, "queue_pass_invalid")
+    away = buy_with(client, second, product_id, passes[second.id])  # its own bucket is sold out
+    assert bucket_of_ticket(away.get_json()["ticket_id"]) == 1
+    assert_error(buy_with(client, second, product_id, passes[second.id]), 403, "queue_pass_invalid")
+    assert_error(buy_with(client, third, product_id, passes[third.id]), 409, "sold_out")
+    ticket = away.get_json()["ticket_id"]
+    assert client.post(f"/orders/{ticket}/cancel", headers=second.headers).status_code == 200
+
+    # The third buyer's purchase held nothing: its pass buys the unit that came back (once the
+    # process's sold-out flag lapses: SOLD_OUT_CACHE_MS).
+    def bought_again():  # type: ignore[no-untyped-def]
+        answer = buy_with(client, third, product_id, passes[third.id])
+        assert answer.status_code in (202, 409), answer.get_json()
+        return answer if answer.status_code == 202 else None
+
+    again = wait_until(bought_again, 10, "the pass to buy the unit that came back")
+    assert bucket_of_ticket(again.get_json()["ticket_id"]) == 1
+
+
+def test_the_room_counts_every_buckets_units_to_tell_a_sold_out_sale(client, app, admin, rt):
+    product_id = create_product(
+        client, admin, stock=2, buckets=2, waiting_room=True, admit_per_second=1000
+    )["id"]
+    k = rt.inventory.keys(product_id)
+
+    def board() -> list:
+        others = rt.inventory.other_buckets_stock(product_id)
+        return rt.inventory.scripts.room_board(keys=[k.stock, *k.room_keys], args=[others])
+
+    assert board()[4:6] == [2, 0]  # available, held: both buckets'
+    rt.inventory_redis.hset(k.stock, "available", 0)  # the first bucket empty, the second not
+    assert board()[4:6] == [1, 0]
 
 
 @pytest.fixture(scope="module")

@@ -156,8 +156,6 @@ def update(product_id: int) -> Response:
         product.admit_per_second = body.admit_per_second
     if product.waiting_room and not product.admit_per_second:
         raise ApiError(400, "invalid_request", "a waiting room needs admit_per_second")
-    if product.buckets > 1 and product.waiting_room:
-        raise ApiError(400, "invalid_request", "a product split across buckets has no waiting room")
     if body.add_stock:
         product.initial_stock = Product.initial_stock + body.add_stock  # atomic in SQL
     if given & TERMS_FIELDS:

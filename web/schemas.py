@@ -125,15 +125,8 @@ class ProductCreate(SaleWindow, RoomSettings):
         le=MAX_BUCKETS,
         description="a hot product's stock split across this many Redis hash tags, so that a "
         "Redis Cluster serves one product from several primaries; a purchase is served from "
-        "one bucket (the buyer's own, or the next with units). Not with a waiting room; fixed "
-        "at creation",
+        "one bucket (the buyer's own, or the next with units). Fixed at creation",
     )
-
-    @model_validator(mode="after")
-    def _buckets_without_a_room(self) -> ProductCreate:
-        if self.buckets > 1 and self.waiting_room:
-            raise ValueError("a product split across buckets has no waiting room")
-        return self
 
     @field_validator("price", mode="before")
     @classmethod

@@ -116,6 +116,17 @@ local function enter_room(q, stock_key, more)
   return stock
 end
 
+-- A split product's room counts every bucket's units: the other buckets' available and held, as
+-- the caller read them ('available:held'; '' for a product of one bucket), added to this one's.
+local function with_other_buckets(stock, others)
+  local available, held = string.match(others or '', '^(%-?%d+):(%-?%d+)$')
+  if available then
+    stock[3] = tostring(tonumber(stock[3]) + tonumber(available))
+    stock[4] = tostring(tonumber(stock[4]) + tonumber(held))
+  end
+  return stock
+end
+
 -- xorshift32: the opening's draw, reproducible from the seed the room records.
 local function draw_order(buyers, seed)
   local state = seed

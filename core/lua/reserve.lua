@@ -137,7 +137,8 @@ if ends > 0 and now >= ends then
 end
 
 local pass = ARGV[12]
-if stock[8] == '1' then
+local room = stock[8] == '1' and place ~= 'away' -- a later bucket: the buyer's own checked it
+if room then
   if pass == '' then
     return {'queue_pass_required'}
   end
@@ -167,8 +168,11 @@ if passed or (not seats and available < qty) then
   end
   if place == 'home' then
     redis.call('HINCRBY', KEYS[4], user, qty)
-    redis.call('HSET', KEYS[13], ticket,
-      cjson.encode({u = user, q = qty, d = now + tonumber(ARGV[16]), s = 'open'}))
+    redis.call('HSET', KEYS[13], ticket, cjson.encode(
+      {u = user, q = qty, d = now + tonumber(ARGV[16]), s = 'open', p = room and pass or nil}))
+    if room then
+      redis.call('SADD', KEYS[12], pass) -- the purchase's, until it comes to nothing
+    end
     if passed then
       return {'moved', ticket, 'claimed'}
     end
@@ -249,7 +253,7 @@ end
 if idem ~= '' then
   redis.call('HSET', KEYS[5], user .. ':' .. idem, ticket)
 end
-if stock[8] == '1' then
+if room then
   redis.call('SADD', KEYS[12], pass)
 end
 redis.call('XADD', KEYS[6], '*', 'ticket', ticket)

@@ -16,7 +16,7 @@
 --       waiting room ('1' or '0'), admit_per_second (the room comes with the stock: a purchase
 --       never meets a stock without its room), the product's number of buckets (each bucket's
 --       stock is created by its own call, with its share of the units), claims_json ({ticket:
---       {u, q, d}}: a split product's buyers' purchases held in other buckets, still open)
+--       {u, q, d, s, p}}: a split product's bucket's claims, replacing what survived)
 if redis.call('EXISTS', KEYS[1]) == 1 then
   return {'exists'}
 end
@@ -83,8 +83,9 @@ redis.call('DEL', KEYS[4])
 for user, qty in pairs(cjson.decode(ARGV[9])) do
   redis.call('HSET', KEYS[4], user, qty)
 end
+redis.call('DEL', KEYS[14])
 for ticket, claim in pairs(cjson.decode(ARGV[21])) do
-  redis.call('HSETNX', KEYS[14], ticket, cjson.encode(claim))
+  redis.call('HSET', KEYS[14], ticket, cjson.encode(claim))
 end
 for key, ticket in pairs(cjson.decode(ARGV[10])) do
   redis.call('HSETNX', KEYS[7], key, ticket)

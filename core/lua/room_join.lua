@@ -1,7 +1,7 @@
 -- A buyer joins the sale's waiting room: one place per buyer. Before the opening the buyer waits
 -- without a place (the opening draws the places at random); after it, the next place.
 -- KEYS: stock, room, queue, early, admits
--- ARGV: buyer
+-- ARGV: buyer, a split product's other buckets' 'available:held' ('' for none)
 -- Answers as room_status.lua: the board and the buyer's place, {'open'} (no room: buy now) or
 -- {'unavailable'} (the stock, or the room, is missing in Redis).
 local q = room_keys(2)
@@ -24,6 +24,6 @@ if not redis.call('ZSCORE', q.queue, buyer) then
     redis.call('ZADD', q.queue, redis.call('HINCRBY', q.room, 'next', 1), buyer)
   end
 end
-local board = room_board(q, stock, now)
+local board = room_board(q, with_other_buckets(stock, ARGV[2]), now)
 table.insert(board, buyer_place(q, buyer))
 return board

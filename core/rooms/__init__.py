@@ -23,4 +23,6 @@ __all__ = [
 
 def apply_room(inventory: Inventory, product: Product) -> str:
     """The product's room settings in Redis (applied, or missing while it has no stock)."""
-    return inventory.set_room(product.id, product.waiting_room, product.admit_per_second)
+    return inventory.set_room(
+        product.id, product.waiting_room, product.admit_per_second, product.buckets or 1
+    )

@@ -114,7 +114,8 @@ class RoomBoard:
             self._reading.acquire()
         try:
             k = self._inventory.keys(product_id)
-            reply = self._inventory.scripts.room_board(keys=[k.stock, *k.room_keys])
+            others = self._inventory.other_buckets_stock(product_id)
+            reply = self._inventory.scripts.room_board(keys=[k.stock, *k.room_keys], args=[others])
             return self._keep(product_id, reply)
         finally:
             self._reading.release()
@@ -149,8 +150,9 @@ class RoomBoard:
 
     def _ask(self, script: str, product_id: int, user_id: int) -> RoomPlace:
         k = self._inventory.keys(product_id)
+        others = self._inventory.other_buckets_stock(product_id)
         reply = getattr(self._inventory.scripts, script)(
-            keys=[k.stock, *k.room_keys], args=[user_id]
+            keys=[k.stock, *k.room_keys], args=[user_id, others]
         )
         board = self._keep(product_id, reply)
         if board is None:
