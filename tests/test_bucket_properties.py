@@ -15,7 +15,6 @@ sleeping.
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import json
 import os
 import secrets
@@ -47,9 +46,8 @@ from core.refunds import RefundDeferred, RefundRefused
 from core.settlement import Settler
 from core.stock import rebuild_stock, reconcile_product, setup_stock, sweep_claims
 from core.tickets import OPEN_STATUSES, OrderStatus
+from tests.test_safety_properties import HOLD_SECONDS, LEASE_SECONDS, machine_settings
 
-HOLD_SECONDS = 600
-LEASE_SECONDS = 60
 OPEN = set(OPEN_STATUSES)
 METHODS = ["pm_card_visa", "pm_card_chargeDeclined"]
 
@@ -71,14 +69,8 @@ class SplitSale(RuleBasedStateMachine):
     def __init__(self) -> None:
         super().__init__()
         rt = type(self).rt
-        fixed = dataclasses.replace(
-            rt.settings,
-            hold_seconds=HOLD_SECONDS,
-            settle_lease_seconds=LEASE_SECONDS,
-            payment_latency_ms=0,
-            payment_gateway="simulated",
-            claim_idle_seconds=0,  # a batch left unacknowledged is anyone's at the next read
-        )
+        # A batch left unacknowledged is anyone's at the next read.
+        fixed = machine_settings(rt.settings, claim_idle_seconds=0)
         self.inventory = Inventory(rt.inventory_redis, fixed)
         self.dying = _DiesBetweenBuckets(rt.inventory_redis, fixed)
         self.sessions = rt.sessions

@@ -43,6 +43,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from core.catalog import create_product
+from core.config import Settings
 from core.db import snapshot as sql_snapshot
 from core.db import transaction
 from core.inventory import Ending, Hold, Inventory, RebuildView, Settled, Snapshot, now_ms
@@ -396,6 +397,19 @@ def time_passes(inventory: Inventory, sessions: sessionmaker[Session], pid: int,
 # --- the machine ----------------------------------------------------------------------------------
 
 
+def machine_settings(settings: Settings, **changes: Any) -> Settings:
+    """The settings a state machine's system runs with: its hold and lease lengths (time passes
+    by moving deadlines), the simulated provider, no payment latency."""
+    return dataclasses.replace(
+        settings,
+        hold_seconds=HOLD_SECONDS,
+        settle_lease_seconds=LEASE_SECONDS,
+        payment_latency_ms=0,
+        payment_gateway="simulated",
+        **changes,
+    )
+
+
 class PurchasePipeline(RuleBasedStateMachine):
     """One product, a few buyers, and the system's steps in any order."""
 
@@ -419,13 +433,7 @@ class PurchasePipeline(RuleBasedStateMachine):
         super().__init__()
         rt = type(self).rt
         self.rt = rt
-        fixed = dataclasses.replace(
-            rt.settings,
-            hold_seconds=HOLD_SECONDS,
-            settle_lease_seconds=LEASE_SECONDS,
-            payment_latency_ms=0,
-            payment_gateway="simulated",
-        )
+        fixed = machine_settings(rt.settings)
         self.gateway = SimulatedGateway(rt.redis, fixed.key_prefix)
         self.inventory = Inventory(rt.inventory_redis, fixed)
         self.sessions = rt.sessions
