@@ -382,7 +382,8 @@ class Inventory:
             # that attempt's ticket (the buckets it reached know it by that ticket's id).
             call = replace(call, ticket_id=reply[1])
         outcome = self._reserve_away(product_id, buckets, call, [reply])
-        if claim and outcome.result != "reserved":
+        # A duplicate found the hold of another request with the key: the claim counts it.
+        if claim and outcome.result not in ("reserved", "duplicate"):
             self.resolve_claims(product_id, home, [Claim(claim, "withdrawn")])
         return outcome
 

@@ -59,6 +59,19 @@ class _DiesBetweenBuckets(Inventory):
         raise ConnectionError("died between two buckets")
 
 
+class _CrossedByTwin(Inventory):
+    """A purchase whose twin (the same buyer and Idempotency-Key, another request) runs whole
+    after the first one's call to the buyer's own bucket, before its next one."""
+
+    twin: Any = None
+
+    def _reserve_away(self, *args: Any, **kwargs: Any) -> Any:
+        twin, self.twin = self.twin, None
+        if twin:
+            twin()
+        return super()._reserve_away(*args, **kwargs)
+
+
 class SplitSale(RuleBasedStateMachine):
     """One product split across buckets, a per-user limit, a few buyers, and the system's
     steps in any order."""
@@ -73,6 +86,7 @@ class SplitSale(RuleBasedStateMachine):
         fixed = machine_settings(rt.settings, claim_idle_seconds=0)
         self.inventory = Inventory(rt.inventory_redis, fixed)
         self.dying = _DiesBetweenBuckets(rt.inventory_redis, fixed)
+        self.crossed = _CrossedByTwin(rt.inventory_redis, fixed)
         self.sessions = rt.sessions
         gateway = SimulatedGateway(rt.redis, fixed.key_prefix)
         self.settler = Settler(self.inventory, self.sessions, {"simulated": gateway}, fixed)
@@ -118,6 +132,30 @@ class SplitSale(RuleBasedStateMachine):
         if outcome.result != "reserved" or outcome.ticket_id is None:
             return multiple()
         return outcome.ticket_id
+
+    @rule(
+        target=tickets,
+        buyer=st.integers(0, 3),
+        quantity=st.integers(1, 2),
+        key=st.sampled_from(["k1", "k3"]),
+    )
+    def reserve_twice_at_once(self, buyer: int, quantity: int, key: str) -> Any:
+        """Two requests with one Idempotency-Key, the second overtaking the first between two
+        buckets."""
+        user = self.users[buyer % len(self.users)]
+        outcomes = []
+
+        def twin() -> None:
+            ticket = new_ticket_id(self.pid)
+            outcomes.append(
+                self.inventory.reserve(self.pid, user, quantity, ticket, METHODS[0], key)
+            )
+
+        self.crossed.twin = twin
+        first = new_ticket_id(self.pid)
+        outcomes.append(self.crossed.reserve(self.pid, user, quantity, first, METHODS[0], key))
+        self.crossed.twin = None
+        return multiple(*{o.ticket_id for o in outcomes if o.result == "reserved" and o.ticket_id})
 
     @rule(buyer=st.integers(0, 3), quantity=st.integers(1, 2))
     def reserve_and_die(self, buyer: int, quantity: int) -> None:

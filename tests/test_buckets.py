@@ -361,6 +361,31 @@ def test_a_keyed_retry_carries_on_under_the_claim_of_a_first_attempt_that_died(r
     assert _counted(rt, product_id, 0, buyer) == 1
 
 
+def test_two_requests_with_one_key_crossing_keep_the_buyer_counted_once(rt, settings):
+    product_id = stocked_product(rt, stock=4, max_per_user=1, buckets=2)
+    [buyer] = _buyers_at_home(rt, 2, home=0, count=1)
+    _sell_out_home(rt, product_id, 2, home=0, units=2)
+    paused = _PausedAway(rt)
+    outcomes: list = []
+    first = threading.Thread(
+        target=lambda: outcomes.append(_reserve(paused, product_id, buyer, idempotency_key="k-7"))
+    )
+    first.start()
+    assert paused.reached.wait(10)  # its claim is made, its call to bucket 1 not yet
+    second = _reserve(rt, product_id, buyer, idempotency_key="k-7")  # carries on under it
+    paused.go.set()
+    first.join(10)
+    assert second.result == "reserved" and bucket_of_ticket(second.ticket_id) == 1
+    assert [(o.result, o.ticket_id) for o in outcomes] == [("duplicate", second.ticket_id)]
+    # The first request found the second's hold: its claim still counts that purchase.
+    assert _counted(rt, product_id, 0, buyer) == 1
+    assert list(_claims(rt, product_id, 0)) == [ticket_in_bucket(second.ticket_id, 0)]
+    assert _reserve(rt, product_id, buyer).result == "per_user_limit"
+    _settle_all(rt, settings, product_id)
+    assert _counted(rt, product_id, 0, buyer) == 1
+    assert _reserve(rt, product_id, buyer).result == "per_user_limit"
+
+
 def test_a_claim_left_by_a_purchase_that_died_is_released_by_the_sweep(rt, settings):
     from jobs.maintenance import sweep
 
