@@ -8,8 +8,11 @@ import threading
 from typing import Any
 
 import pytest
+from sqlalchemy import event
 
 from core.entry.codes import Code, current_step, make_code
+from core.entry.gate import scan
+from core.entry.tickets import transfer_ticket
 from core.models import EntryTicket, GateScan
 from tests.helpers import Account, create_product, make_user
 from tests.test_api_errors import assert_error
@@ -162,6 +165,36 @@ def test_a_transfer_gives_a_new_secret_and_a_refund_voids(client, app, admin, se
     assert _scan(client, gate, make_code(ticket["id"], secret))["result"] == "void"
     assert_error(client.post(url, json={"to": buyer.username}, headers=friend.headers), 409,
                  "not_transferable")  # fmt: skip
+
+
+def test_a_transfer_between_a_scan_check_and_its_admission_refuses_the_old_code(
+    client, app, admin, settings, rt, gate
+):
+    """The scan reads and verifies the giver's code; the transfer commits before the scan's
+    admitting UPDATE runs: the old code is refused and the receiver's new code admits."""
+    buyer, _ = _confirmed(client, app, admin, settings, quantity=1)
+    (ticket,) = _tickets(client, buyer)
+    friend = make_user(app)
+    transferred = threading.Event()
+
+    def transfer_before_admitting(conn, cursor, statement, *args: Any) -> None:  # type: ignore[no-untyped-def]
+        admitting = statement.lstrip().upper().startswith("UPDATE ENTRY_TICKETS")
+        if admitting and not transferred.is_set():
+            with rt.sessions() as other:
+                transfer_ticket(other, ticket["id"], buyer.id, friend.username)
+                other.commit()
+            transferred.set()
+
+    with rt.sessions() as session:
+        event.listen(session.connection(), "before_cursor_execute", transfer_before_admitting)
+        outcome = scan(session, ticket["code"], gate.id, None)
+        session.commit()
+    assert transferred.is_set()
+    assert outcome.result == "invalid_code"
+    (given,) = _tickets(client, friend)
+    assert given["status"] == "valid"
+    admitted = _scan(client, gate, given["code"])
+    assert (admitted["result"], admitted["ticket_id"]) == ("admitted", ticket["id"])
 
 
 def test_no_tickets_for_an_order_that_was_not_confirmed(client, app, admin, settings):
