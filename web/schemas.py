@@ -304,9 +304,7 @@ class TransferRequest(Strict):
 
 class ScanRequest(Strict):
     code: str = Field(min_length=1, max_length=200, description="the ticket's code, as its QR")
-    event_id: int | None = Field(
-        default=None, ge=1, le=2_147_483_647, description="the event this gate admits to"
-    )
+    event_id: int = Field(ge=1, le=2_147_483_647, description="the event this gate admits to")
 
 
 MAX_SEARCH_CHARS = 200
