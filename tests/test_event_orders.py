@@ -1,5 +1,6 @@
-"""An event once it has orders: its seat map is fixed even when the sale is put off, and an
-admin's change that finds its stock missing in Redis brings back what was sold."""
+"""An event once it has orders: its seat map is fixed even when the sale is put off, an admin's
+change that finds its stock missing in Redis brings back what was sold, and the per-buyer limit
+counts per product (all the seats together, each standing section on its own)."""
 
 from __future__ import annotations
 
@@ -139,3 +140,24 @@ def test_a_change_that_finds_the_stock_missing_rebuilds_it_from_sql(
     figures = rt.inventory.figures(product_id)
     assert (figures.available, figures.sold) == (1, 1)
     assert_error(_places(client, buyer, event_id), 409, "per_user_limit")
+
+
+def test_the_limit_counts_per_product_all_seats_together_each_standing_section_alone(
+    client, app, admin
+):
+    hall = {
+        "sections": [
+            {"name": "A", "price": "80.00", "rows": [{"name": "1", "seats": 4}]},
+            {"name": "B", "price": "40.00", "rows": [{"name": "1", "seats": 4}]},
+            {"name": "Floor", "price": "25.00", "capacity": 10},
+            {"name": "Balcony", "price": "15.00", "capacity": 10},
+        ]
+    }
+    event_id = _event_on_sale(client, admin, hall, limit=1)
+    buyer = make_user(app)
+    assert _buy(client, buyer, event_id, seats=["A-1-1"]).status_code == 202
+    assert_error(_buy(client, buyer, event_id, seats=["B-1-1"]), 409, "per_user_limit")
+    assert _places(client, buyer, event_id, "Floor").status_code == 202
+    assert _places(client, buyer, event_id, "Balcony").status_code == 202
+    assert_error(_places(client, buyer, event_id, "Floor"), 409, "per_user_limit")
+    assert_error(_places(client, buyer, event_id, "Balcony"), 409, "per_user_limit")
