@@ -665,7 +665,7 @@ class Inventory:
 
     def drop_stock(self, product_id: int, bucket: int = 0) -> None:
         """Forgets a product's stock and seats, so that its next set-up writes them anew: only
-        while nothing can be held (before its sale starts)."""
+        while it has no order (its holds, and each buyer's count, are left for the rebuild)."""
         k = self.keys(product_id, bucket)
         self.redis.delete(k.stock, *k.seat_keys)
 

@@ -332,7 +332,7 @@ def seed_demo_data(admin_password: str) -> None:
                 publish_event(session, show)
                 products = event_products(session, show)
                 session.commit()
-                put_on_sale(rt.inventory, session, products, anew=False)
+                put_on_sale(rt.inventory, rt.sessions, products, anew=False)
                 say(f"==> created demo show {show.id}: {DEMO_SHOW['title']}, seats on sale")
         # A fresh Redis has no stock keys: rebuild them from SQL now rather than on first sweep.
         for product_id in product_ids:

@@ -8,20 +8,27 @@ import threading
 from typing import Any
 
 import pytest
+from sqlalchemy import event
 
 from core.entry.codes import Code, current_step, make_code
+from core.entry.gate import scan
+from core.entry.tickets import transfer_ticket
 from core.models import EntryTicket, GateScan
 from tests.helpers import Account, create_product, make_user
 from tests.test_api_errors import assert_error
 from tests.test_pipeline import buy, settle_until
+from tests.test_seats import _best, _on_sale
 
 
 def _confirmed(client: Any, app: Any, admin: Account, settings: Any, quantity: int) -> tuple:
+    """A new buyer's confirmed order of standing places at a new event: (buyer, order, event)."""
+    event_id = _on_sale(client, admin)["id"]
     buyer = make_user(app)
-    product = create_product(client, admin, stock=10, max_per_user=0)
-    ticket = buy(client, buyer, product["id"], quantity=quantity).get_json()["ticket_id"]
+    placed = _best(client, buyer, event_id, "Floor", quantity)
+    assert placed.status_code == 202, placed.get_json()
+    ticket = placed.get_json()["ticket_id"]
     settle_until(client, buyer, ticket, settings, {"confirmed"})
-    return buyer, ticket
+    return buyer, ticket, event_id
 
 
 def _tickets(client: Any, buyer: Account) -> list[dict[str, Any]]:
@@ -30,8 +37,10 @@ def _tickets(client: Any, buyer: Account) -> list[dict[str, Any]]:
     return response.get_json()["tickets"]
 
 
-def _scan(client: Any, gate: Account, code: str, **extra: Any) -> dict[str, Any]:
-    response = client.post("/gate/scan", json={"code": code, **extra}, headers=gate.headers)
+def _scan(client: Any, gate: Account, code: str, event_id: int) -> dict[str, Any]:
+    """A scan at the gate of `event_id`."""
+    body = {"code": code, "event_id": event_id}
+    response = client.post("/gate/scan", json=body, headers=gate.headers)
     assert response.status_code == 200, response.get_json()
     return response.get_json()
 
@@ -44,7 +53,7 @@ def gate(app):  # type: ignore[no-untyped-def]
 def test_a_confirmed_order_has_a_ticket_per_unit_seen_by_its_holder_only(
     client, app, admin, settings
 ):
-    buyer, order = _confirmed(client, app, admin, settings, quantity=3)
+    buyer, order, _ = _confirmed(client, app, admin, settings, quantity=3)
     tickets = _tickets(client, buyer)
     assert len(tickets) == 3 and {t["order_ticket_id"] for t in tickets} == {order}
     assert {t["status"] for t in tickets} == {"valid"}
@@ -62,39 +71,35 @@ def test_a_confirmed_order_has_a_ticket_per_unit_seen_by_its_holder_only(
 
 
 def test_codes_admit_within_a_step_either_side_and_once(client, app, admin, settings, gate):
-    buyer, _ = _confirmed(client, app, admin, settings, quantity=4)
+    buyer, _, event_id = _confirmed(client, app, admin, settings, quantity=4)
     a, b, c, d = _tickets(client, buyer)
     with app.app_context():
         from web.extensions import db
 
         secrets = {t.id: t.secret for t in db.session.query(EntryTicket).all()}
     now = current_step()
+
+    def result(code: str) -> str:
+        return _scan(client, gate, code, event_id)["result"]
+
     # Two steps away either way: refused as expired, and nothing is used.
-    assert _scan(client, gate, make_code(a["id"], secrets[a["id"]], now - 2))["result"] == (
-        "expired_code"
-    )
-    assert _scan(client, gate, make_code(a["id"], secrets[a["id"]], now + 2))["result"] == (
-        "expired_code"
-    )
+    assert result(make_code(a["id"], secrets[a["id"]], now - 2)) == "expired_code"
+    assert result(make_code(a["id"], secrets[a["id"]], now + 2)) == "expired_code"
     # Tampered, or another ticket's code under this ticket's id: not ours.
     good = make_code(a["id"], secrets[a["id"]], now)
-    assert _scan(client, gate, good[:-1] + ("0" if good[-1] != "0" else "1"))["result"] == (
-        "invalid_code"
-    )
+    assert result(good[:-1] + ("0" if good[-1] != "0" else "1")) == "invalid_code"
     foreign = make_code(b["id"], secrets[b["id"]], now).split(".")[-1]
-    assert _scan(client, gate, f"{a['id']}.{now}.{foreign}")["result"] == "invalid_code"
-    assert _scan(client, gate, "not a code")["result"] == "invalid_code"
+    assert result(f"{a['id']}.{now}.{foreign}") == "invalid_code"
+    assert result("not a code") == "invalid_code"
     # One step either side admits; once.
-    first = _scan(client, gate, make_code(a["id"], secrets[a["id"]], now - 1))
+    first = _scan(client, gate, make_code(a["id"], secrets[a["id"]], now - 1), event_id)
     assert first["result"] == "admitted" and first["ticket_id"] == a["id"]
-    again = _scan(client, gate, good)
+    again = _scan(client, gate, good, event_id)
     assert again["result"] == "already_used"
     assert (again["used_at"], again["used_gate_id"]) == (first["used_at"], gate.id)
-    assert _scan(client, gate, make_code(b["id"], secrets[b["id"]], now + 1))["result"] == (
-        "admitted"
-    )
+    assert result(make_code(b["id"], secrets[b["id"]], now + 1)) == "admitted"
     # A gate for another event refuses it.
-    wrong = _scan(client, gate, make_code(c["id"], secrets[c["id"]], now), event_id=999_999)
+    wrong = _scan(client, gate, make_code(c["id"], secrets[c["id"]], now), event_id + 1)
     assert wrong["result"] == "wrong_event"
     assert client.get(f"/tickets/{a['id']}", headers=buyer.headers).get_json()["status"] == "used"
     assert client.get(f"/tickets/{d['id']}", headers=buyer.headers).get_json()["status"] == "valid"
@@ -112,8 +117,27 @@ def test_only_gate_staff_scan(client, app, admin, buyer):
         )
 
 
+def test_a_scan_names_its_gate_event_and_admits_only_that_events_tickets(
+    client, app, admin, settings, gate
+):
+    buyer, _, event_id = _confirmed(client, app, admin, settings, quantity=1)
+    (ticket,) = _tickets(client, buyer)
+    other_event = _on_sale(client, admin)["id"]
+    unnamed = client.post("/gate/scan", json={"code": ticket["code"]}, headers=gate.headers)
+    assert "event_id" in assert_error(unnamed, 400, "invalid_request")["message"]
+    assert _scan(client, gate, ticket["code"], other_event)["result"] == "wrong_event"
+    drop_buyer = make_user(app)  # a plain drop's ticket belongs to no event's gate
+    drop = create_product(client, admin, stock=5)
+    order = buy(client, drop_buyer, drop["id"]).get_json()["ticket_id"]
+    settle_until(client, drop_buyer, order, settings, {"confirmed"})
+    (drop_ticket,) = _tickets(client, drop_buyer)
+    assert _scan(client, gate, drop_ticket["code"], event_id)["result"] == "wrong_event"
+    assert _tickets(client, buyer)[0]["status"] == "valid"  # nothing admitted so far
+    assert _scan(client, gate, ticket["code"], event_id)["result"] == "admitted"
+
+
 def test_fifty_gates_scanning_one_code_at_once_admit_it_once(client, app, admin, settings):
-    buyer, _ = _confirmed(client, app, admin, settings, quantity=1)
+    buyer, _, event_id = _confirmed(client, app, admin, settings, quantity=1)
     (ticket,) = _tickets(client, buyer)
     gates = [make_user(app, "gate") for _ in range(50)]
     start = threading.Barrier(len(gates))
@@ -122,7 +146,7 @@ def test_fifty_gates_scanning_one_code_at_once_admit_it_once(client, app, admin,
     def scan(gate: Account) -> None:
         own = app.test_client()
         start.wait()
-        results.append(_scan(own, gate, ticket["code"])["result"])
+        results.append(_scan(own, gate, ticket["code"], event_id)["result"])
 
     threads = [threading.Thread(target=scan, args=(g,)) for g in gates]
     for thread in threads:
@@ -133,7 +157,7 @@ def test_fifty_gates_scanning_one_code_at_once_admit_it_once(client, app, admin,
 
 
 def test_a_transfer_gives_a_new_secret_and_a_refund_voids(client, app, admin, settings, gate):
-    buyer, order = _confirmed(client, app, admin, settings, quantity=1)
+    buyer, order, event_id = _confirmed(client, app, admin, settings, quantity=1)
     (ticket,) = _tickets(client, buyer)
     old_code = ticket["code"]
     friend = make_user(app)
@@ -149,7 +173,8 @@ def test_a_transfer_gives_a_new_secret_and_a_refund_voids(client, app, admin, se
     assert given["id"] == ticket["id"] and given["code"] != old_code
     assert_error(client.post(url, json={"to": buyer.username}, headers=buyer.headers), 404,
                  "not_found")  # no longer the buyer's  # fmt: skip
-    assert _scan(client, gate, old_code)["result"] == "invalid_code"  # the old holder's codes
+    given_away = _scan(client, gate, old_code, event_id)
+    assert given_away["result"] == "invalid_code"  # the old holder's codes
 
     # The order refunded by an admin: the ticket no longer admits anyone.
     assert client.post(f"/orders/{order}/cancel", headers=admin.headers).status_code == 200
@@ -159,9 +184,39 @@ def test_a_transfer_gives_a_new_secret_and_a_refund_voids(client, app, admin, se
         from web.extensions import db
 
         secret = db.session.get(EntryTicket, ticket["id"]).secret
-    assert _scan(client, gate, make_code(ticket["id"], secret))["result"] == "void"
+    assert _scan(client, gate, make_code(ticket["id"], secret), event_id)["result"] == "void"
     assert_error(client.post(url, json={"to": buyer.username}, headers=friend.headers), 409,
                  "not_transferable")  # fmt: skip
+
+
+def test_a_transfer_between_a_scan_check_and_its_admission_refuses_the_old_code(
+    client, app, admin, settings, rt, gate
+):
+    """The scan reads and verifies the giver's code; the transfer commits before the scan's
+    admitting UPDATE runs: the old code is refused and the receiver's new code admits."""
+    buyer, _, event_id = _confirmed(client, app, admin, settings, quantity=1)
+    (ticket,) = _tickets(client, buyer)
+    friend = make_user(app)
+    transferred = threading.Event()
+
+    def transfer_before_admitting(conn, cursor, statement, *args: Any) -> None:  # type: ignore[no-untyped-def]
+        admitting = statement.lstrip().upper().startswith("UPDATE ENTRY_TICKETS")
+        if admitting and not transferred.is_set():
+            with rt.sessions() as other:
+                transfer_ticket(other, ticket["id"], buyer.id, friend.username)
+                other.commit()
+            transferred.set()
+
+    with rt.sessions() as session:
+        event.listen(session.connection(), "before_cursor_execute", transfer_before_admitting)
+        outcome = scan(session, ticket["code"], gate.id, event_id)
+        session.commit()
+    assert transferred.is_set()
+    assert outcome.result == "invalid_code"
+    (given,) = _tickets(client, friend)
+    assert given["status"] == "valid"
+    admitted = _scan(client, gate, given["code"], event_id)
+    assert (admitted["result"], admitted["ticket_id"]) == ("admitted", ticket["id"])
 
 
 def test_no_tickets_for_an_order_that_was_not_confirmed(client, app, admin, settings):
@@ -182,7 +237,9 @@ def test_gate_staff_are_created_from_the_command_line(client, app):
         "/auth/login", json={"username": username, "password": "correct horse"}
     ).get_json()["access_token"]
     scanned = client.post(
-        "/gate/scan", json={"code": "nothing"}, headers={"Authorization": f"Bearer {token}"}
+        "/gate/scan",
+        json={"code": "nothing", "event_id": 1},
+        headers={"Authorization": f"Bearer {token}"},
     )
     assert scanned.status_code == 200 and scanned.get_json()["result"] == "invalid_code"
     again = app.test_cli_runner().invoke(args=["create-user", username, "--password", "x" * 9])
@@ -191,7 +248,7 @@ def test_gate_staff_are_created_from_the_command_line(client, app):
 
 def test_a_seated_order_has_a_ticket_per_seat_for_its_event(client, app, admin, settings, gate):
     from tests.test_seats import _buy as buy_seats
-    from tests.test_seats import _on_sale, _settled
+    from tests.test_seats import _settled
 
     event_id = _on_sale(client, admin)["id"]
     buyer = make_user(app)
@@ -200,9 +257,9 @@ def test_a_seated_order_has_a_ticket_per_seat_for_its_event(client, app, admin, 
     tickets = _tickets(client, buyer)
     assert sorted(t["seat"] for t in tickets) == ["B-1-3", "B-1-4"]
     assert {t["event_id"] for t in tickets} == {event_id}
-    at_the_door = _scan(client, gate, tickets[0]["code"], event_id=event_id)
+    at_the_door = _scan(client, gate, tickets[0]["code"], event_id)
     assert (at_the_door["result"], at_the_door["seat"]) == ("admitted", tickets[0]["seat"])
-    elsewhere = _scan(client, gate, tickets[1]["code"], event_id=event_id + 1)
+    elsewhere = _scan(client, gate, tickets[1]["code"], event_id + 1)
     assert elsewhere["result"] == "wrong_event"
     # An event that forbids transfers: its tickets stay with their buyers.
     patched = client.patch(

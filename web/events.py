@@ -154,11 +154,12 @@ def cancel(event_id: int) -> Response:
 def put_seat_map(event_id: int) -> Response:
     """Replace the event's seat map (sections of rows of seats, or standing capacity).
 
-    Up to 100,000 seats; refused with 409 once the sale has started."""
+    Up to 100,000 seats; refused with 409 once the sale has started (sale_started) or the
+    event has an order, even one that ended (event_has_orders)."""
     request.max_content_length = SEAT_MAP_MAX_BYTES
     spec = parse_body(SeatMapSpec)
     event = _event(event_id)
-    _refusals(check_seat_map_may_change, event)
+    _refusals(check_seat_map_may_change, db.session, event)
     try:
         stored = replace_seat_map(db.session, event, spec)
     except SeatMapRefused as exc:
@@ -324,7 +325,7 @@ def _sell(event: Event, *, anew: bool, dropped: list[int] | None = None) -> None
         catalogue_changed()
         for product_id in dropped or []:
             runtime().inventory.drop_stock(product_id)
-        put_on_sale(runtime().inventory, db.session, products, anew=anew)
+        put_on_sale(runtime().inventory, runtime().sessions, products, anew=anew)
     except RedisError:
         raise ApiError(
             503, "inventory_unavailable", "saved; the sale follows once Redis answers"

@@ -38,8 +38,9 @@ def gate_staff_required(view: F) -> F:
 @documented("gate", {200: ScanAnswer}, (*BODY_ERRORS, *ADMIN_ERRORS), body=ScanRequest,
             bearer=True)  # fmt: skip
 def scan() -> Response:
-    """Check a ticket's code at the gate: `admitted` once per ticket, whichever gate scans
-    first; later scans answer `already_used` with the first admission's time and gate."""
+    """Check a ticket's code at the gate of `event_id`: `admitted` once per ticket of that
+    event, whichever gate scans first; later scans answer `already_used` with the first
+    admission's time and gate, and a ticket of another event `wrong_event`."""
     body = parse_body(ScanRequest)
     outcome = scan_code(db.session, body.code, current_user_id(), body.event_id)
     db.session.commit()

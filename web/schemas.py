@@ -157,6 +157,15 @@ ImageUrl = Annotated[str, StringConstraints(max_length=500, pattern=r"^https?://
 Moment = Annotated[datetime, Field(strict=False)]
 
 
+# Each of an event's products counts its own buyers (one Redis hash tag each, one script call a
+# purchase): a per-event count would need a call across all of them.
+EVENT_LIMIT = (
+    "the most a buyer may hold or buy of each of the event's products, 0 for no limit: its "
+    "seats (every seated section together) are one product, each standing section another "
+    "(a limit of 1 lets a buyer have one seat and one place in each standing section)"
+)
+
+
 class EventFields(SaleWindow):
     """What an event says about itself, in both its creation and its changes."""
 
@@ -183,7 +192,7 @@ class EventCreate(EventFields):
     location: Label = ""
     image_url: ImageUrl | None = None
     currency: Currency | None = None
-    max_per_user: int = Field(default=0, ge=0, le=1000)
+    max_per_user: int = Field(default=0, ge=0, le=1000, description=EVENT_LIMIT)
     transfers_allowed: bool = Field(default=True, description="buyers may give their tickets")
 
 
@@ -198,7 +207,7 @@ class EventUpdate(EventFields):
     category: Category | None = None
     location: Label | None = None
     image_url: ImageUrl | None = None
-    max_per_user: int | None = Field(default=None, ge=0, le=1000)
+    max_per_user: int | None = Field(default=None, ge=0, le=1000, description=EVENT_LIMIT)
     transfers_allowed: bool | None = None
 
     @model_validator(mode="after")
@@ -304,9 +313,7 @@ class TransferRequest(Strict):
 
 class ScanRequest(Strict):
     code: str = Field(min_length=1, max_length=200, description="the ticket's code, as its QR")
-    event_id: int | None = Field(
-        default=None, ge=1, le=2_147_483_647, description="the event this gate admits to"
-    )
+    event_id: int = Field(ge=1, le=2_147_483_647, description="the event this gate admits to")
 
 
 MAX_SEARCH_CHARS = 200

@@ -1,6 +1,8 @@
-"""The gate: a code admits its ticket once. The ticket moves from valid to used in one
-conditional UPDATE, so of two gates scanning the same code at the same moment exactly one
-admits it; every scan is recorded with its answer."""
+"""The gate: a code admits its ticket once, at its own event's gate (every scan names it). The
+ticket moves from valid to used in one conditional UPDATE that also requires the secret the
+code was verified against, so of two gates scanning the same code at the same moment exactly
+one admits it, and a transfer committed between the check and the UPDATE (a new secret) leaves
+the old code refused; every scan is recorded with its answer."""
 
 from __future__ import annotations
 
@@ -29,7 +31,7 @@ class ScanResult:
     used_gate_id: int | None = None
 
 
-def scan(session: Session, text: str, gate_user_id: int, event_id: int | None) -> ScanResult:
+def scan(session: Session, text: str, gate_user_id: int, event_id: int) -> ScanResult:
     """Checks a code and admits its ticket at most once; records the scan (caller commits)."""
     outcome = _check(session, text, gate_user_id, event_id)
     session.add(GateScan(
@@ -39,25 +41,32 @@ def scan(session: Session, text: str, gate_user_id: int, event_id: int | None) -
     return outcome
 
 
-def _check(session: Session, text: str, gate_user_id: int, event_id: int | None) -> ScanResult:
+def _check(session: Session, text: str, gate_user_id: int, event_id: int) -> ScanResult:
     code = Code.parse(text)
     ticket = session.get(EntryTicket, code.ticket_id) if code else None
     if code is None or ticket is None or not code.signed_by(ticket.secret):
         return ScanResult("invalid_code")
-    if event_id is not None and ticket.event_id != event_id:
+    if ticket.event_id != event_id:  # a ticket of no event is for no gate
         return ScanResult("wrong_event", ticket.id)
     if not code.in_time():
         return ScanResult("expired_code", ticket.id)
+    verified_secret = ticket.secret
     now = utcnow()
     admitted = session.execute(
         update(EntryTicket)
-        .where(EntryTicket.id == ticket.id, EntryTicket.status == VALID)
+        .where(
+            EntryTicket.id == ticket.id,
+            EntryTicket.status == VALID,
+            EntryTicket.secret == verified_secret,
+        )
         .values(status=USED, used_at=now, used_gate_id=gate_user_id)
         .execution_options(synchronize_session=False)
     ).rowcount
     if admitted == 1:
         return ScanResult(ADMITTED, ticket.id, ticket.seat, now, gate_user_id)
     session.refresh(ticket)
+    if ticket.secret != verified_secret:  # given to someone else since: the code is dead
+        return ScanResult("invalid_code")
     if ticket.status == VOID:
         return ScanResult("void", ticket.id)
     return ScanResult("already_used", ticket.id, ticket.seat, ticket.used_at, ticket.used_gate_id)

@@ -10,6 +10,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from core.events.sale import event_has_orders
 from core.models import Event, EventSection
 from core.times import aware
 
@@ -67,12 +68,16 @@ def cancel_event(event: Event) -> None:
     event.status = EventStatus.CANCELLED.value
 
 
-def check_seat_map_may_change(event: Event, now: datetime | None = None) -> None:
-    """The map is the event's until its sale starts; a cancelled event keeps its own."""
+def check_seat_map_may_change(session: Session, event: Event, now: datetime | None = None) -> None:
+    """The map is the event's until its sale starts; a cancelled event keeps its own. Once the
+    event has an order the map stays, even if the sale is put off: a new one would set its
+    stock up anew, and a section dropped would take its orders' product with it."""
     if event.status == EventStatus.CANCELLED:
         raise EventRefused("event_cancelled", "a cancelled event keeps its seat map")
     if event.status == EventStatus.PUBLISHED and sale_started(event, now):
         raise EventRefused("sale_started", "the sale has started: the seat map is fixed")
+    if event_has_orders(session, event.id):
+        raise EventRefused("event_has_orders", "the event has orders: the seat map is fixed")
 
 
 def sale_started(event: Event, now: datetime | None = None) -> bool:

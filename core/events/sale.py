@@ -6,12 +6,12 @@ the source of truth for all of them."""
 from __future__ import annotations
 
 from sqlalchemy import select, union_all
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, sessionmaker
 
 from core.catalog import terms_of
 from core.inventory import Inventory
-from core.models import Event, EventSection, Product, utcnow
-from core.stock import seat_plan, setup_stock
+from core.models import Event, EventSection, Order, Product, utcnow
+from core.stock import rebuild_stock
 
 
 def event_products(session: Session, event: Event) -> list[Product]:
@@ -54,6 +54,15 @@ def products_of_events(session: Session, event_ids: list[int]) -> dict[int, list
     return found
 
 
+def event_has_orders(session: Session, event_id: int) -> bool:
+    """Whether any product of the event has an order, whatever its status."""
+    products = products_of_events(session, [event_id])[event_id]
+    if not products:
+        return False
+    query = select(Order.id).where(Order.product_id.in_(products)).limit(1)
+    return session.scalar(query) is not None
+
+
 def places_left(inventory: Inventory, products: dict[int, list[int]]) -> dict[int, int | None]:
     """Each event's seats and places free now, from Redis (one round trip for any number);
     None for an event not on sale, or whose stock Redis does not have."""
@@ -85,16 +94,16 @@ def _follow(product: Product, event: Event, name: str, price_minor: int, stock: 
 
 
 def put_on_sale(
-    inventory: Inventory, session: Session, products: list[Product], *, anew: bool
+    inventory: Inventory, sessions: sessionmaker[Session], products: list[Product], *, anew: bool
 ) -> None:
-    """The products' stock (and seats) in Redis, as SQL has them; `anew` replaces what Redis
-    has (a seat map changed before the sale started), else a stock in Redis is left alone and
-    only its terms follow SQL's."""
+    """The products' stock (and seats) in Redis, built from SQL's books like any rebuild (sold
+    units, open holds, each buyer's count), never from zero: Redis may have lost a stock that
+    has orders. `anew` replaces what Redis has (a seat map changed before any order), else a
+    stock in Redis is left alone and only its terms follow SQL's."""
     for product in products:
         if anew:
             inventory.drop_stock(product.id)
-        seats = seat_plan(session, product.event_id, [], []) if product.event_id else None
-        setup_stock(inventory, product, seats)
+        rebuild_stock(inventory, sessions, product.id)
         inventory.update_terms(terms_of(product))
 
 

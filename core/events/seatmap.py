@@ -113,7 +113,7 @@ class SeatMapSummary:
 def replace_seat_map(session: Session, event: Event, spec: SeatMapSpec) -> SeatMapSummary:
     """The event's sections and seats become the map's (the caller commits). A section keeps its
     row when its name stays; the product of a standing section that is gone (or now seated)
-    goes with it: only before the sale, so no order has one."""
+    goes with it: only while the event has no order (see check_seat_map_may_change)."""
     prices = [_price_minor(section, event.currency) for section in spec.sections]
     event.updated_at = utcnow()  # the map's version, for those who keep its layout
     event.price_min_minor, event.price_max_minor = min(prices), max(prices)

@@ -1,5 +1,6 @@
 /* The gate: a code typed, pasted or read by the camera (BarcodeDetector, where the browser has
-   it) is checked with POST /gate/scan; the answer is shown big, green or red. */
+   it) is checked with POST /gate/scan for the event typed in (the gate's event); the answer is
+   shown big, green or red. */
 "use strict";
 
 (function () {
@@ -24,8 +25,12 @@
 
   async function check(code) {
     const eventId = form.elements.event_id.value;
-    const body = { code: code.trim() };
-    if (eventId) body.event_id = Number(eventId);
+    if (!eventId) {
+      show("error", "enter the event this gate admits to");
+      form.elements.event_id.focus();
+      return;
+    }
+    const body = { code: code.trim(), event_id: Number(eventId) };
     const reply = await F.api("POST", "/gate/scan", body);
     if (!reply.ok) {
       show("error", (reply.body && reply.body.message) || "error " + reply.status);
