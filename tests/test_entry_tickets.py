@@ -11,7 +11,7 @@ import pytest
 from sqlalchemy import event
 
 from core.entry.codes import Code, current_step, make_code
-from core.entry.gate import scan
+from core.entry.gate import GateFor, scan
 from core.entry.tickets import transfer_ticket
 from core.models import EntryTicket, GateScan
 from tests.helpers import Account, create_product, make_user
@@ -37,9 +37,9 @@ def _tickets(client: Any, buyer: Account) -> list[dict[str, Any]]:
     return response.get_json()["tickets"]
 
 
-def _scan(client: Any, gate: Account, code: str, event_id: int) -> dict[str, Any]:
-    """A scan at the gate of `event_id`."""
-    body = {"code": code, "event_id": event_id}
+def _scan(client: Any, gate: Account, code: str, event_id: int, at: str = "event_id") -> dict:
+    """A scan at the gate of `event_id` (or of a drop's product, `at="product_id"`)."""
+    body = {"code": code, at: event_id}
     response = client.post("/gate/scan", json=body, headers=gate.headers)
     assert response.status_code == 200, response.get_json()
     return response.get_json()
@@ -125,6 +125,8 @@ def test_a_scan_names_its_gate_event_and_admits_only_that_events_tickets(
     other_event = _on_sale(client, admin)["id"]
     unnamed = client.post("/gate/scan", json={"code": ticket["code"]}, headers=gate.headers)
     assert "event_id" in assert_error(unnamed, 400, "invalid_request")["message"]
+    both = {"code": ticket["code"], "event_id": event_id, "product_id": 1}
+    assert_error(client.post("/gate/scan", json=both, headers=gate.headers), 400, "invalid_request")
     assert _scan(client, gate, ticket["code"], other_event)["result"] == "wrong_event"
     drop_buyer = make_user(app)  # a plain drop's ticket belongs to no event's gate
     drop = create_product(client, admin, stock=5)
@@ -134,6 +136,14 @@ def test_a_scan_names_its_gate_event_and_admits_only_that_events_tickets(
     assert _scan(client, gate, drop_ticket["code"], event_id)["result"] == "wrong_event"
     assert _tickets(client, buyer)[0]["status"] == "valid"  # nothing admitted so far
     assert _scan(client, gate, ticket["code"], event_id)["result"] == "admitted"
+    # A drop's gate names its product: the drop's ticket is admitted there, an event's is not.
+    other_drop = create_product(client, admin, stock=1)["id"]
+    assert _scan(client, gate, drop_ticket["code"], other_drop, "product_id")["result"] == (
+        "wrong_event"
+    )
+    assert _scan(client, gate, drop_ticket["code"], drop["id"], "product_id")["result"] == (
+        "admitted"
+    )
 
 
 def test_fifty_gates_scanning_one_code_at_once_admit_it_once(client, app, admin, settings):
@@ -209,7 +219,7 @@ def test_a_transfer_between_a_scan_check_and_its_admission_refuses_the_old_code(
 
     with rt.sessions() as session:
         event.listen(session.connection(), "before_cursor_execute", transfer_before_admitting)
-        outcome = scan(session, ticket["code"], gate.id, event_id)
+        outcome = scan(session, ticket["code"], gate.id, GateFor(event_id))
         session.commit()
     assert transferred.is_set()
     assert outcome.result == "invalid_code"

@@ -9,6 +9,7 @@ from typing import Any, TypeVar
 from flask import Blueprint, Response
 from flask_jwt_extended import get_jwt, verify_jwt_in_request
 
+from core.entry.gate import GateFor
 from core.entry.gate import scan as scan_code
 from core.times import iso
 from web.answers import ScanAnswer, answer
@@ -38,11 +39,13 @@ def gate_staff_required(view: F) -> F:
 @documented("gate", {200: ScanAnswer}, (*BODY_ERRORS, *ADMIN_ERRORS), body=ScanRequest,
             bearer=True)  # fmt: skip
 def scan() -> Response:
-    """Check a ticket's code at the gate of `event_id`: `admitted` once per ticket of that
-    event, whichever gate scans first; later scans answer `already_used` with the first
-    admission's time and gate, and a ticket of another event `wrong_event`."""
+    """Check a ticket's code at the gate of `event_id` (or of `product_id`, for a drop sold
+    without an event): `admitted` once per ticket of that event, whichever gate scans first;
+    later scans answer `already_used` with the first admission's time and gate, and a ticket of
+    another event `wrong_event`."""
     body = parse_body(ScanRequest)
-    outcome = scan_code(db.session, body.code, current_user_id(), body.event_id)
+    gate = GateFor(body.event_id, body.product_id)
+    outcome = scan_code(db.session, body.code, current_user_id(), gate)
     db.session.commit()
     return answer(
         ScanAnswer(

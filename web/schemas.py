@@ -313,7 +313,21 @@ class TransferRequest(Strict):
 
 class ScanRequest(Strict):
     code: str = Field(min_length=1, max_length=200, description="the ticket's code, as its QR")
-    event_id: int = Field(ge=1, le=2_147_483_647, description="the event this gate admits to")
+    event_id: int | None = Field(
+        default=None, ge=1, le=2_147_483_647, description="the event this gate admits to"
+    )
+    product_id: int | None = Field(
+        default=None,
+        ge=1,
+        le=2_147_483_647,
+        description="instead of an event: the drop (a product sold without an event) it admits to",
+    )
+
+    @model_validator(mode="after")
+    def _one_gate(self) -> ScanRequest:
+        if (self.event_id is None) == (self.product_id is None):
+            raise ValueError("name the gate's event_id, or product_id for a drop without an event")
+        return self
 
 
 MAX_SEARCH_CHARS = 200

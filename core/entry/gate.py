@@ -1,4 +1,5 @@
-"""The gate: a code admits its ticket once, at its own event's gate (every scan names it). The
+"""The gate: a code admits its ticket once, at its own event's gate (every scan names it, or, for a
+drop sold without an event, its product). The
 ticket moves from valid to used in one conditional UPDATE that also requires the secret the
 code was verified against, so of two gates scanning the same code at the same moment exactly
 one admits it, and a transfer committed between the check and the UPDATE (a new secret) leaves
@@ -23,6 +24,24 @@ REFUSALS = ("invalid_code", "expired_code", "void", "already_used", "wrong_event
 
 
 @dataclass(frozen=True)
+class GateFor:
+    """What a gate admits to: an event's tickets, or those of one product (a drop sold without
+    an event); exactly one of the two."""
+
+    event_id: int | None = None
+    product_id: int | None = None
+
+    def __post_init__(self) -> None:
+        if (self.event_id is None) == (self.product_id is None):
+            raise ValueError("a gate admits to one event or one product")
+
+    def admits(self, ticket: EntryTicket) -> bool:
+        if self.event_id is not None:
+            return ticket.event_id == self.event_id
+        return ticket.product_id == self.product_id
+
+
+@dataclass(frozen=True)
 class ScanResult:
     result: str
     ticket_id: str | None = None
@@ -31,22 +50,22 @@ class ScanResult:
     used_gate_id: int | None = None
 
 
-def scan(session: Session, text: str, gate_user_id: int, event_id: int) -> ScanResult:
+def scan(session: Session, text: str, gate_user_id: int, gate: GateFor) -> ScanResult:
     """Checks a code and admits its ticket at most once; records the scan (caller commits)."""
-    outcome = _check(session, text, gate_user_id, event_id)
+    outcome = _check(session, text, gate_user_id, gate)
     session.add(GateScan(
-        entry_ticket_id=outcome.ticket_id, gate_user_id=gate_user_id, event_id=event_id,
+        entry_ticket_id=outcome.ticket_id, gate_user_id=gate_user_id, event_id=gate.event_id,
         result=outcome.result, scanned_at=utcnow(),
     ))  # fmt: skip
     return outcome
 
 
-def _check(session: Session, text: str, gate_user_id: int, event_id: int) -> ScanResult:
+def _check(session: Session, text: str, gate_user_id: int, gate: GateFor) -> ScanResult:
     code = Code.parse(text)
     ticket = session.get(EntryTicket, code.ticket_id) if code else None
     if code is None or ticket is None or not code.signed_by(ticket.secret):
         return ScanResult("invalid_code")
-    if ticket.event_id != event_id:  # a ticket of no event is for no gate
+    if not gate.admits(ticket):
         return ScanResult("wrong_event", ticket.id)
     if not code.in_time():
         return ScanResult("expired_code", ticket.id)
