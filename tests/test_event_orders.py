@@ -105,6 +105,17 @@ def test_a_sold_out_event_put_off_keeps_its_map_and_never_oversells(
     assert [(s["name"], s["price"]) for s in seen] == [("Floor", "25.00")]
 
 
+def test_a_purchase_not_yet_settled_fixes_the_map_too(client, app, admin, rt):
+    event_id = _event_on_sale(client, admin, FLOOR, limit=1)
+    held = _places(client, make_user(app), event_id)  # accepted; no worker has written it
+    assert held.status_code == 202, held.get_json()
+    _sale_starts(client, admin, event_id, timedelta(days=1))
+    price_fixed = {"sections": [{"name": "Floor", "price": "30.00", "capacity": 2}]}
+    assert_error(_put_map(client, admin, event_id, price_fixed), 409, "event_has_orders")
+    figures = rt.inventory.figures(_section_product(rt, event_id, "Floor"))
+    assert (figures.available, figures.held) == (1, 1)
+
+
 def test_a_map_dropping_a_section_with_orders_is_refused_whole(client, app, admin, settings):
     two_floors = {
         "sections": [

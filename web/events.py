@@ -159,7 +159,7 @@ def put_seat_map(event_id: int) -> Response:
     request.max_content_length = SEAT_MAP_MAX_BYTES
     spec = parse_body(SeatMapSpec)
     event = _event(event_id)
-    _refusals(check_seat_map_may_change, db.session, event)
+    _refusals(check_seat_map_may_change, db.session, event, runtime().inventory)
     try:
         stored = replace_seat_map(db.session, event, spec)
     except SeatMapRefused as exc:

@@ -11,6 +11,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from core.events.sale import event_has_orders
+from core.inventory import Inventory
 from core.models import Event, EventSection
 from core.times import aware
 
@@ -68,15 +69,18 @@ def cancel_event(event: Event) -> None:
     event.status = EventStatus.CANCELLED.value
 
 
-def check_seat_map_may_change(session: Session, event: Event, now: datetime | None = None) -> None:
+def check_seat_map_may_change(
+    session: Session, event: Event, inventory: Inventory, now: datetime | None = None
+) -> None:
     """The map is the event's until its sale starts; a cancelled event keeps its own. Once the
-    event has an order the map stays, even if the sale is put off: a new one would set its
-    stock up anew, and a section dropped would take its orders' product with it."""
+    event has an order (in SQL, or a purchase Redis accepted and no settler wrote yet) the map
+    stays, even if the sale is put off: a new one would set its stock up anew, and a section
+    dropped would take its orders' product with it. Redis not answering: RedisError."""
     if event.status == EventStatus.CANCELLED:
         raise EventRefused("event_cancelled", "a cancelled event keeps its seat map")
     if event.status == EventStatus.PUBLISHED and sale_started(event, now):
         raise EventRefused("sale_started", "the sale has started: the seat map is fixed")
-    if event_has_orders(session, event.id):
+    if event_has_orders(session, event.id, inventory):
         raise EventRefused("event_has_orders", "the event has orders: the seat map is fixed")
 
 

@@ -54,13 +54,24 @@ def products_of_events(session: Session, event_ids: list[int]) -> dict[int, list
     return found
 
 
-def event_has_orders(session: Session, event_id: int) -> bool:
-    """Whether any product of the event has an order, whatever its status."""
+def event_has_orders(session: Session, event_id: int, inventory: Inventory | None = None) -> bool:
+    """Whether any product of the event has an order, whatever its status: in SQL, or (with
+    `inventory`) a purchase Redis accepted that no settler has written yet."""
     products = products_of_events(session, [event_id])[event_id]
     if not products:
         return False
     query = select(Order.id).where(Order.product_id.in_(products)).limit(1)
-    return session.scalar(query) is not None
+    if session.scalar(query) is not None:
+        return True
+    return inventory is not None and any(_has_units_out(inventory, p) for p in products)
+
+
+def _has_units_out(inventory: Inventory, product_id: int) -> bool:
+    for bucket in range(inventory.bucket_count(product_id)):
+        figures = inventory.figures(product_id, bucket)
+        if figures is not None and (figures.held or figures.sold):
+            return True
+    return False
 
 
 def places_left(inventory: Inventory, products: dict[int, list[int]]) -> dict[int, int | None]:
