@@ -8,6 +8,7 @@ import os
 import signal
 import subprocess
 import sys
+from datetime import UTC, datetime, timedelta
 from email import message_from_bytes
 from email.message import Message
 from typing import Any
@@ -182,8 +183,6 @@ def test_an_address_is_validated(client, buyer):
 def test_reminders_go_a_week_and_a_day_before_the_event_once_each(
     client, app, admin, settings, rt, smtp
 ):
-    from datetime import timedelta
-
     from core.db import transaction
     from core.mail.outbox import queue_reminders
     from core.models import Event
@@ -216,3 +215,28 @@ def test_reminders_go_a_week_and_a_day_before_the_event_once_each(
     assert subjects == sorted(
         ["Your order is confirmed: Seated show", "In a week: Seated show", "Tomorrow: Seated show"]
     ), subjects
+
+
+@pytest.mark.parametrize("separator", ["\u2028", "\u2029", "\x85", "\r\n"])
+def test_names_and_titles_with_a_line_break_are_refused(client, admin, separator):
+    name = f"Night{separator}bus"
+    body = {"name": name, "price": "25.00", "stock": 10}
+    assert_error(client.post("/products", json=body, headers=admin.headers), 400, "invalid_request")
+    product = create_product(client, admin)
+    renamed = client.patch(f"/products/{product['id']}", json={"name": name}, headers=admin.headers)
+    assert_error(renamed, 400, "invalid_request")
+    starts = (datetime.now(UTC) + timedelta(days=30)).isoformat()
+    for field in ("title", "venue"):
+        event = {"title": "Show", "venue": "Hall", "starts_at": starts} | {field: name}
+        assert_error(
+            client.post("/events", json=event, headers=admin.headers), 400, "invalid_request"
+        )
+    created = client.post(
+        "/events", json={"title": "Show", "venue": "Hall", "starts_at": starts},
+        headers=admin.headers,
+    )  # fmt: skip
+    assert created.status_code == 201, created.get_json()
+    retitled = client.patch(
+        f"/events/{created.get_json()['id']}", json={"title": name}, headers=admin.headers
+    )
+    assert_error(retitled, 400, "invalid_request")
