@@ -4,7 +4,9 @@ with the change it tells of, sent once it can be, the same Message-ID when sent 
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
+import secrets
 import signal
 import subprocess
 import sys
@@ -17,8 +19,8 @@ import pytest
 from aiosmtpd.controller import Controller
 from sqlalchemy import select
 
-from core.mail.sender import deliver_pending
-from core.models import OutboxMessage
+from core.mail.sender import deliver_pending, message_id
+from core.models import OutboxMessage, Product
 from tests.helpers import Account, create_product, make_user
 from tests.servers import ROOT, free_port, wait_until
 from tests.test_api_errors import assert_error
@@ -215,6 +217,83 @@ def test_reminders_go_a_week_and_a_day_before_the_event_once_each(
     assert subjects == sorted(
         ["Your order is confirmed: Seated show", "In a week: Seated show", "Tomorrow: Seated show"]
     ), subjects
+
+
+def _drained(rt: Any, sending: Any) -> None:
+    """Every earlier test's mail sent, so a pass reaches the rows a test writes next."""
+    wait_until(lambda: deliver_pending(rt.sessions, sending).sent == 0, 10, "an empty outbox")
+
+
+def _passes(rt: Any, sending: Any, count: int) -> list[Any]:
+    """Sender passes as the scheduler runs them: a pass that raises is simply run again."""
+    outcomes: list[Any] = []
+    for _ in range(count):
+        try:
+            outcomes.append(deliver_pending(rt.sessions, sending))
+        except Exception as error:  # the job fails; the next pass runs anyway
+            outcomes.append(error)
+    return outcomes
+
+
+def _stored(rt: Any, user_id: int, address: str, key: str, context: dict[str, Any]) -> int:
+    """An order_confirmed row as stored in the outbox (by this code or an earlier one)."""
+    from core.db import transaction
+
+    with transaction(rt.sessions) as session:
+        row = OutboxMessage(
+            key=key, kind="order_confirmed", user_id=user_id, to_address=address,
+            context=json.dumps(context), status="pending", attempts=0,
+        )  # fmt: skip
+        session.add(row)
+        session.flush()
+        return row.id
+
+
+def _ids(inbox: Inbox, address: str) -> list[str]:
+    return [m["Message-ID"] for m in inbox.to(address)]
+
+
+def test_an_uncomposable_message_fails_alone_and_the_others_go_once(app, settings, rt, smtp):
+    inbox, controller = smtp
+    sending = _smtp_settings(settings, controller)
+    _drained(rt, sending)
+    address = f"first{make_user(app).id}@example.com"
+    buyer = _with_mail(app, address)
+    order = {"product": "Night bus tour", "quantity": 1, "order": "t_1", "amount": "25.00 USD"}
+    key = secrets.token_hex(4)
+    first = _stored(rt, buyer.id, address, f"a:{key}", order)
+    broken = _stored(rt, buyer.id, address, f"b:{key}", {"order": "t_2"})  # no product: no subject
+    later = _stored(rt, buyer.id, address, f"c:{key}", order | {"order": "t_3"})
+
+    outcomes = _passes(rt, sending, 3)
+    first_id, later_id = (message_id(i, sending.mail_from) for i in (first, later))
+    assert _ids(inbox, address).count(first_id) == 1, _ids(inbox, address)
+    assert _ids(inbox, address).count(later_id) == 1, _ids(inbox, address)
+    assert [type(o).__name__ for o in outcomes] == ["DeliveryReport"] * 3, outcomes
+    with rt.sessions() as session:
+        failed = session.get(OutboxMessage, broken)
+        assert failed.status == "failed" and "KeyError" in failed.last_error
+        assert session.get(OutboxMessage, first).status == "sent"
+        assert session.get(OutboxMessage, later).status == "sent"
+
+
+def test_a_stored_name_with_a_line_separator_is_sent_without_it(
+    client, app, admin, settings, rt, smtp
+):
+    inbox, controller = smtp
+    address = f"separator{make_user(app).id}@example.com"
+    buyer = _with_mail(app, address)
+    product = create_product(client, admin, stock=5, name="Night bus tour")
+    with rt.sessions.begin() as session:  # a name stored before names were checked
+        session.get(Product, product["id"]).name = "Night\u2028bus\u2029tour\x85"
+    order = buy(client, buyer, product["id"]).get_json()["ticket_id"]
+    settle_until(client, buyer, order, settings, {"confirmed"})
+
+    sending = _smtp_settings(settings, controller)
+    _drained(rt, sending)
+    (mail,) = inbox.to(address)
+    assert mail["Subject"] == "Your order is confirmed: Nightbustour", mail["Subject"]
+    assert _outbox(rt, buyer.id)[0].status == "sent"
 
 
 @pytest.mark.parametrize("separator", ["\u2028", "\u2029", "\x85", "\r\n"])
