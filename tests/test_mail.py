@@ -249,6 +249,12 @@ def _stored(rt: Any, user_id: int, address: str, key: str, context: dict[str, An
         return row.id
 
 
+def _text(mail: Message) -> str:
+    """The plain text part, decoded (a long line may be wrapped in the raw message)."""
+    parts = [p for p in mail.walk() if p.get_content_type() == "text/plain"]
+    return "".join(p.get_payload(decode=True).decode() for p in parts)
+
+
 def _ids(inbox: Inbox, address: str) -> list[str]:
     return [m["Message-ID"] for m in inbox.to(address)]
 
@@ -319,3 +325,37 @@ def test_names_and_titles_with_a_line_break_are_refused(client, admin, separator
         f"/events/{created.get_json()['id']}", json={"title": name}, headers=admin.headers
     )
     assert_error(retitled, 400, "invalid_request")
+
+
+def test_a_refund_tells_the_holder_of_a_given_ticket_that_it_is_void(
+    client, app, admin, settings, rt, smtp
+):
+    inbox, controller = smtp
+    buyer_address = f"giver{make_user(app).id}@example.com"
+    buyer = _with_mail(app, buyer_address)
+    holder_address = f"holder{make_user(app).id}@example.com"
+    holder = _with_mail(app, holder_address)
+    product = create_product(client, admin, stock=5, name="Harbour cruise")
+    order = buy(client, buyer, product["id"], quantity=2).get_json()["ticket_id"]
+    settle_until(client, buyer, order, settings, {"confirmed"})
+    given, kept = client.get("/tickets", headers=buyer.headers).get_json()["tickets"]
+    _transfer(client, buyer, given["id"], holder)
+
+    refunded = client.post(f"/orders/{order}/cancel", headers=admin.headers)
+    assert refunded.status_code == 200, refunded.get_json()
+    sending = _smtp_settings(settings, controller)
+    _drained(rt, sending)
+    void = [m for m in inbox.to(holder_address) if m["Subject"].startswith("Your ticket is void")]
+    assert len(void) == 1, [m["Subject"] for m in inbox.to(holder_address)]
+    assert given["id"] in _text(void[0]) and "refunded" in _text(void[0])
+    assert kept["id"] not in _text(void[0])
+    buyer_subjects = [m["Subject"] for m in inbox.to(buyer_address)]
+    assert "Your order is refunded: Harbour cruise" in buyer_subjects  # the buyer's own mail
+    assert not any(s.startswith("Your ticket is void") for s in buyer_subjects), buyer_subjects
+
+
+def _transfer(client: Any, holder: Account, ticket_id: str, to: Account) -> None:
+    moved = client.post(
+        f"/tickets/{ticket_id}/transfer", json={"to": to.username}, headers=holder.headers
+    )
+    assert moved.status_code == 200, moved.get_json()

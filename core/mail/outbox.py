@@ -67,6 +67,29 @@ def queue_transfer_mail(
     ])  # fmt: skip
 
 
+def queue_void_mail(session: Session, ticket_ids: list[str]) -> None:
+    """A mail to each holder of these tickets, now void, who is not its order's buyer (a ticket
+    given to them): the buyer has the order's own mail, the holder would not know."""
+    if not ticket_ids:
+        return
+    rows = session.execute(
+        select(EntryTicket.id, EntryTicket.user_id, User.email, Product.name, Order.status)
+        .join(User, User.id == EntryTicket.user_id)
+        .join(Order, Order.ticket_id == EntryTicket.order_ticket_id)
+        .join(Product, Product.id == EntryTicket.product_id)
+        .where(
+            EntryTicket.id.in_(ticket_ids),
+            EntryTicket.user_id != Order.user_id,
+            User.email.is_not(None),
+        )
+    ).all()
+    _write(session, [
+        (f"ticket_void:{ticket}", "ticket_void", user_id, email,
+         {"ticket": ticket, "product": name, "order_status": status})
+        for ticket, user_id, email, name, status in rows
+    ])  # fmt: skip
+
+
 # Reminders before an event: (kind, at most this long before it, at least this long).
 REMINDERS = (
     ("reminder_7d", timedelta(days=7), timedelta(days=1)),

@@ -69,6 +69,11 @@ MESSAGES = {
         "You received a ticket for {product}",
         "{from} gave you the ticket {ticket} for {product}.",
     ),
+    "ticket_void": (
+        "Your ticket is void: {product}",
+        "The ticket {ticket} for {product} that you were given no longer admits anyone: its "
+        "order was {order_status}.",
+    ),
     "reminder_7d": (
         "In a week: {event}",
         "{event} at {venue} starts {starts} (UTC). Your ticket {ticket}, seat: {seat}.",
