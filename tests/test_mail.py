@@ -354,6 +354,47 @@ def test_a_refund_tells_the_holder_of_a_given_ticket_that_it_is_void(
     assert not any(s.startswith("Your ticket is void") for s in buyer_subjects), buyer_subjects
 
 
+def test_a_reminder_written_before_a_transfer_goes_to_the_new_holder(
+    client, app, admin, settings, rt, smtp
+):
+    from core.db import transaction
+    from core.mail.outbox import queue_reminders
+    from core.models import Event
+    from tests.test_seats import _buy as buy_seats
+    from tests.test_seats import _on_sale, _settled
+
+    inbox, controller = smtp
+    event_id = _on_sale(client, admin)["id"]
+    old_address = f"old{make_user(app).id}@example.com"
+    old = _with_mail(app, old_address)
+    new_address = f"new{make_user(app).id}@example.com"
+    new = _with_mail(app, new_address)
+    order = buy_seats(client, old, event_id, ["A-1-5"]).get_json()["ticket_id"]
+    assert _settled(client, settings, old, order)["status"] == "confirmed"
+    (ticket,) = client.get("/tickets", headers=old.headers).get_json()["tickets"]
+    refunded = buy_seats(client, old, event_id, ["A-1-6"]).get_json()["ticket_id"]
+    assert _settled(client, settings, old, refunded)["status"] == "confirmed"
+    with rt.sessions() as session:
+        starts = session.get(Event, event_id).starts_at
+    with transaction(rt.sessions) as session:
+        assert queue_reminders(session, starts - timedelta(days=3)) >= 1
+    reminder, void = [r for r in _outbox(rt, old.id) if r.kind == "reminder_7d"]
+    if ticket["id"] not in reminder.context:
+        reminder, void = void, reminder
+    assert reminder.to_address == old_address  # written while the old holder held it
+
+    _transfer(client, old, ticket["id"], new)
+    assert client.post(f"/orders/{refunded}/cancel", headers=admin.headers).status_code == 200
+    _drained(rt, _smtp_settings(settings, controller))
+    reminders = [m for m in inbox.messages if m["Subject"] == "In a week: Seated show"]
+    assert [m["To"] for m in reminders if ticket["id"] in _text(m)] == [new_address]
+    with rt.sessions() as session:
+        sent = session.get(OutboxMessage, reminder.id)
+        assert (sent.status, sent.user_id, sent.to_address) == ("sent", new.id, new_address)
+        assert session.get(OutboxMessage, void.id).status == "dropped"  # its ticket is void
+    assert len(reminders) == 1  # none for the void ticket
+
+
 def _transfer(client: Any, holder: Account, ticket_id: str, to: Account) -> None:
     moved = client.post(
         f"/tickets/{ticket_id}/transfer", json={"to": to.username}, headers=holder.headers

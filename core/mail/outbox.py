@@ -125,6 +125,26 @@ def queue_reminders(session: Session, now: datetime | None = None) -> int:
     return written
 
 
+REMINDER_KINDS = frozenset(kind for kind, _, _ in REMINDERS)
+
+
+def address_to_current_holder(session: Session, message: OutboxMessage) -> bool:
+    """A reminder goes to whoever holds its ticket when it is sent (the ticket may have changed
+    hands since it was written); False when no one is to get it: the ticket is no longer valid,
+    or its holder has no address. Other mail keeps the address it was written with."""
+    if message.kind not in REMINDER_KINDS:
+        return True
+    holder = session.execute(
+        select(User.id, User.email)
+        .join(EntryTicket, EntryTicket.user_id == User.id)
+        .where(EntryTicket.id == json.loads(message.context)["ticket"], EntryTicket.status == VALID)
+    ).first()
+    if holder is None or holder.email is None:
+        return False
+    message.user_id, message.to_address = holder.id, holder.email
+    return True
+
+
 def _write(session: Session, messages: list[tuple[str, str, int, str, dict[str, Any]]]) -> None:
     if not messages:
         return

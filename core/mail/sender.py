@@ -27,6 +27,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from core.config import Settings
 from core.db import transaction
+from core.mail.outbox import address_to_current_holder
 from core.models import OutboxMessage, utcnow
 
 log = logging.getLogger(__name__)
@@ -90,6 +91,7 @@ MESSAGES = {
 class DeliveryReport:
     sent: int = 0
     failed: int = 0
+    dropped: int = 0  # reminders of tickets no longer valid, or whose holder has no address
 
 
 def deliver_pending(
@@ -113,7 +115,7 @@ def deliver_pending(
                 if isinstance(smtp, Exception):
                     _later(row, smtp, report)  # no server: each due row waits its backoff
                 else:
-                    _send(smtp, row, settings, report)
+                    _send(session, smtp, row, settings, report)
     return report
 
 
@@ -141,9 +143,18 @@ def _next_due(session: Session, after: int) -> OutboxMessage | None:
 
 
 def _send(
-    smtp: smtplib.SMTP, row: OutboxMessage, settings: Settings, report: DeliveryReport
+    session: Session,
+    smtp: smtplib.SMTP,
+    row: OutboxMessage,
+    settings: Settings,
+    report: DeliveryReport,
 ) -> None:
     try:
+        if not address_to_current_holder(session, row):
+            log.info("mail: outbox row %s (%s) dropped: no one to remind", row.id, row.kind)
+            row.status = "dropped"
+            report.dropped += 1
+            return
         message = compose(row, settings)
     except UNCOMPOSABLE as error:
         reason = f"{type(error).__name__}: {error}"
