@@ -286,7 +286,8 @@ class OutboxMessage(Base):
     user_id: Mapped[int] = mapped_column(ForeignKey("users.id"))
     to_address: Mapped[str] = mapped_column(String(254))
     context: Mapped[str] = mapped_column(Text)  # JSON: what the template says
-    status: Mapped[str] = mapped_column(String(10), default="pending")  # pending, sent
+    # pending, sent; failed (cannot be composed), dropped (a reminder with no one to remind)
+    status: Mapped[str] = mapped_column(String(10), default="pending")
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     next_attempt_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     last_error: Mapped[str | None] = mapped_column(String(300))

@@ -32,10 +32,13 @@ Username = Annotated[
     str, StringConstraints(min_length=3, max_length=50, pattern=r"^[A-Za-z0-9_.-]+$")
 ]
 Password = Annotated[str, StringConstraints(min_length=8, max_length=72)]
+# One line of text: no control character (C0, DEL, C1) and no line or paragraph separator
+# (U+2028, U+2029), which a mail header or a log line would read as a line break.
+ONE_LINE_CHAR = r"[^\x00-\x1f\x7f-\x9f\u2028\u2029]"
 Name = Annotated[
     str,
     StringConstraints(
-        min_length=1, max_length=200, strip_whitespace=True, pattern=r"^[^\x00-\x1f\x7f]+$"
+        min_length=1, max_length=200, strip_whitespace=True, pattern=rf"^{ONE_LINE_CHAR}+$"
     ),
 ]
 PaymentMethod = Annotated[
@@ -144,15 +147,10 @@ class ProductUpdate(SaleWindow):
     name: Name | None = None
 
 
-Title = Annotated[
-    str,
-    StringConstraints(
-        min_length=1, max_length=200, strip_whitespace=True, pattern=r"^[^\x00-\x1f\x7f]+$"
-    ),
-]
+Title = Name  # an event's title and venue
 Text = Annotated[str, StringConstraints(max_length=5000, pattern=r"^[^\x00]*$")]
-Label = Annotated[str, StringConstraints(max_length=200, pattern=r"^[^\x00-\x1f\x7f]*$")]
-Category = Annotated[str, StringConstraints(max_length=50, pattern=r"^[^\x00-\x1f\x7f]*$")]
+Label = Annotated[str, StringConstraints(max_length=200, pattern=rf"^{ONE_LINE_CHAR}*$")]
+Category = Annotated[str, StringConstraints(max_length=50, pattern=rf"^{ONE_LINE_CHAR}*$")]
 ImageUrl = Annotated[str, StringConstraints(max_length=500, pattern=r"^https?://[^\s\x00]+$")]
 Moment = Annotated[datetime, Field(strict=False)]
 

@@ -13,7 +13,7 @@ from sqlalchemy.orm import Session
 from core.db import upsert
 from core.entry.codes import new_secret
 from core.entry.status import VALID, VOID
-from core.mail.outbox import queue_transfer_mail
+from core.mail.outbox import queue_transfer_mail, queue_void_mail
 from core.models import EntryTicket, Event, EventSection, Order, OrderSeat, Product, User, utcnow
 
 
@@ -69,13 +69,16 @@ def issue_tickets(session: Session, order_ticket_ids: list[str]) -> None:
 
 
 def void_tickets(session: Session, order_ticket_ids: list[str]) -> None:
-    """The orders' tickets no longer admit anyone (a used one stays used)."""
+    """The orders' tickets no longer admit anyone (a used one stays used); a holder who was
+    given one is told by mail (the buyer has the order's own)."""
     if order_ticket_ids:
-        session.execute(
+        voided = session.scalars(
             update(EntryTicket)
             .where(EntryTicket.order_ticket_id.in_(order_ticket_ids), EntryTicket.status == VALID)
             .values(status=VOID)
-        )
+            .returning(EntryTicket.id)
+        ).all()
+        queue_void_mail(session, list(voided))
 
 
 def _events_of(session: Session, product_ids: set[int]) -> dict[int, int]:

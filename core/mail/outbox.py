@@ -67,6 +67,29 @@ def queue_transfer_mail(
     ])  # fmt: skip
 
 
+def queue_void_mail(session: Session, ticket_ids: list[str]) -> None:
+    """A mail to each holder of these tickets, now void, who is not its order's buyer (a ticket
+    given to them): the buyer has the order's own mail, the holder would not know."""
+    if not ticket_ids:
+        return
+    rows = session.execute(
+        select(EntryTicket.id, EntryTicket.user_id, User.email, Product.name, Order.status)
+        .join(User, User.id == EntryTicket.user_id)
+        .join(Order, Order.ticket_id == EntryTicket.order_ticket_id)
+        .join(Product, Product.id == EntryTicket.product_id)
+        .where(
+            EntryTicket.id.in_(ticket_ids),
+            EntryTicket.user_id != Order.user_id,
+            User.email.is_not(None),
+        )
+    ).all()
+    _write(session, [
+        (f"ticket_void:{ticket}", "ticket_void", user_id, email,
+         {"ticket": ticket, "product": name, "order_status": status})
+        for ticket, user_id, email, name, status in rows
+    ])  # fmt: skip
+
+
 # Reminders before an event: (kind, at most this long before it, at least this long).
 REMINDERS = (
     ("reminder_7d", timedelta(days=7), timedelta(days=1)),
@@ -100,6 +123,26 @@ def queue_reminders(session: Session, now: datetime | None = None) -> int:
         ])  # fmt: skip
         written += len(rows)
     return written
+
+
+REMINDER_KINDS = frozenset(kind for kind, _, _ in REMINDERS)
+
+
+def address_to_current_holder(session: Session, message: OutboxMessage) -> bool:
+    """A reminder goes to whoever holds its ticket when it is sent (the ticket may have changed
+    hands since it was written); False when no one is to get it: the ticket is no longer valid,
+    or its holder has no address. Other mail keeps the address it was written with."""
+    if message.kind not in REMINDER_KINDS:
+        return True
+    holder = session.execute(
+        select(User.id, User.email)
+        .join(EntryTicket, EntryTicket.user_id == User.id)
+        .where(EntryTicket.id == json.loads(message.context)["ticket"], EntryTicket.status == VALID)
+    ).first()
+    if holder is None or holder.email is None:
+        return False
+    message.user_id, message.to_address = holder.id, holder.email
+    return True
 
 
 def _write(session: Session, messages: list[tuple[str, str, int, str, dict[str, Any]]]) -> None:
