@@ -14,15 +14,16 @@ import logging
 import os
 import threading
 import time
+from collections.abc import Iterable
 from datetime import UTC, datetime
 
 from redis import Redis
 from redis.exceptions import RedisError
 from sqlalchemy import delete, select
-from sqlalchemy.exc import IntegrityError, SQLAlchemyError
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
-from core.db import transaction
+from core.db import transaction, upsert
 from core.keys import ServiceKeys
 from core.models import RevokedToken
 
@@ -33,18 +34,20 @@ RECONNECT_SECONDS = 0.5  # the first retry; doubled up to RECONNECT_MAX_SECONDS
 RECONNECT_MAX_SECONDS = 5.0
 
 
-def record_revocation(sessions: sessionmaker[Session], jti: str, expires_at: datetime) -> None:
-    """The revocation's record; every process refuses the token from its next reload on."""
-    try:
-        with transaction(sessions) as session:
-            session.merge(RevokedToken(jti=jti, expires_at=expires_at))
-    except IntegrityError:
-        pass  # revoked at the same moment by another request
+def record_revocations(sessions: sessionmaker[Session], expiries: dict[str, datetime]) -> None:
+    """The revocations' record (token id: its expiry), all in one transaction; every process
+    refuses the tokens from its next reload on. A token revoked already stays as it is."""
+    rows = [{"jti": jti, "expires_at": expires_at} for jti, expires_at in expiries.items()]
+    with transaction(sessions) as session:
+        statement = upsert(session, RevokedToken).on_conflict_do_nothing(index_elements=["jti"])
+        session.execute(statement, rows)
 
 
-def announce_revocation(redis: Redis, prefix: str, jti: str) -> None:
+def announce_revocations(redis: Redis, prefix: str, jtis: Iterable[str]) -> None:
     """Tells every process at once (RedisError: they learn it at their next reload)."""
-    redis.publish(ServiceKeys(prefix).revocations, jti)
+    channel = ServiceKeys(prefix).revocations
+    for jti in jtis:
+        redis.publish(channel, jti)
 
 
 def revoked_in_sql(sessions: sessionmaker[Session], jti: str) -> bool:

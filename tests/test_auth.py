@@ -171,6 +171,73 @@ def test_logout_with_the_refresh_token_revokes_it(client, buyer):
     assert_error(client.post("/auth/refresh", headers=headers), 401, "token_revoked")
 
 
+def test_logout_with_the_refresh_token_in_the_body_revokes_both(client, buyer):
+    tokens = login(client, buyer.username, "correct horse")
+    other = login(client, buyer.username, "correct horse")
+    headers = bearer(tokens["access_token"])
+    out = client.post(
+        "/auth/logout", headers=headers, json={"refresh_token": tokens["refresh_token"]}
+    )
+    assert out.status_code == 200 and out.get_json() == {"revoked": True}
+    refused = client.post("/auth/refresh", headers=bearer(tokens["refresh_token"]))
+    assert_error(refused, 401, "token_revoked")
+    assert_error(client.get("/auth/me", headers=headers), 401, "token_revoked")
+    # only that login: another login of the same user goes on
+    assert client.post("/auth/refresh", headers=bearer(other["refresh_token"])).status_code == 200
+
+
+def test_logout_with_an_expired_refresh_token_in_the_body_revokes_the_access_token(
+    client, app, buyer
+):
+    tokens = login(client, buyer.username, "correct horse")
+    expired = signed(
+        app, sub=str(buyer.id), type="refresh", exp=datetime.now(UTC) - timedelta(minutes=1)
+    )
+    headers = bearer(tokens["access_token"])
+    out = client.post("/auth/logout", headers=headers, json={"refresh_token": expired})
+    assert out.status_code == 200 and out.get_json() == {"revoked": True}
+    assert_error(client.get("/auth/me", headers=headers), 401, "token_revoked")
+
+
+def test_logout_refuses_a_body_without_the_callers_refresh_token(client, app, buyer):
+    """Each refused before anything is revoked: both tokens keep working."""
+    tokens = login(client, buyer.username, "correct horse")
+    stranger = login(client, register(client).get_json()["username"])
+    headers = bearer(tokens["access_token"])
+    bodies = [
+        {"refresh_token": stranger["refresh_token"]},  # another user's
+        {"refresh_token": tokens["access_token"]},  # not a refresh token
+        {
+            "refresh_token": signed(
+                app,
+                key="another key, as long as a real one: 32 bytes",
+                sub=str(buyer.id),
+                type="refresh",
+            )
+        },
+        {"refresh_token": "not.a.token"},
+        {"refresh_token": ""},
+        {"refresh_token": tokens["refresh_token"], "everything": True},
+        {},
+    ]
+    for body in bodies:
+        assert_error(client.post("/auth/logout", headers=headers, json=body), 400)
+    assert_error(client.post("/auth/logout", headers=headers, data="refresh_token=x"), 415)
+    assert client.get("/auth/me", headers=headers).status_code == 200
+    refreshed = client.post("/auth/refresh", headers=bearer(tokens["refresh_token"]))
+    assert refreshed.status_code == 200
+    assert (
+        client.post("/auth/refresh", headers=bearer(stranger["refresh_token"])).status_code == 200
+    )
+
+
+def test_the_logout_body_is_documented_as_optional(client):
+    operation = client.get("/openapi.json").get_json()["paths"]["/auth/logout"]["post"]
+    body = operation["requestBody"]
+    assert body["required"] is False
+    assert body["content"]["application/json"]["schema"]["$ref"].endswith("/LogoutRequest")
+
+
 def test_logout_without_a_token_is_401(client):
     assert_error(client.post("/auth/logout"), 401, "unauthorized")
 

@@ -130,6 +130,35 @@ def test_exact_matches_come_before_misspellings(shows):
         assert search_events(session, EventSearch(text="hamiltn")).fuzzy
 
 
+SWAPPED = [  # two adjacent letters swapped, in words of 5 letters or more
+    ("symphnoy", "mahler"),
+    ("chpoin", "chopin"),
+    ("swfit", "taylor"),
+    ("coldpaly", "coldplay"),
+    ("mteallica", "metallica"),
+    ("brnuch", "brunch"),  # (cancelled: among every status)
+]
+
+
+@pytest.mark.parametrize(("query", "expected"), SWAPPED)
+def test_a_swap_of_two_adjacent_letters_finds_the_word(shows, query, expected):
+    found = shows.find(query, statuses=())
+    assert expected in found[:3], found[:5]
+    marked = [hit.marked_title for hit in _hits(shows, query) if "<mark>" in hit.marked_title]
+    assert marked, "the swapped word is marked"
+
+
+def _hits(shows: Catalogue, query: str) -> list[Any]:
+    with shows.sessions() as session:
+        return search_events(session, EventSearch(text=query, statuses=())).hits
+
+
+@pytest.mark.parametrize("query", ["sympathy", "chorus", "swept", "colleges", "ymphsony"])
+def test_a_word_of_the_same_length_that_is_no_swap_finds_nothing(shows, query):
+    """As many letters as a title's word, some the same, but not one swap away."""
+    assert shows.find(query, statuses=()) == []
+
+
 def test_nothing_alike_finds_nothing(shows):
     assert shows.find("xylophonic") == []
     assert shows.find("쿼카") == []

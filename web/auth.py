@@ -20,13 +20,13 @@ from flask_jwt_extended import (
     unset_jwt_cookies,
 )
 from flask_jwt_extended.exceptions import JWTExtendedException
-from jwt.exceptions import PyJWTError
+from jwt.exceptions import ExpiredSignatureError, PyJWTError
 from redis.exceptions import RedisError
 from sqlalchemy.exc import SQLAlchemyError
 
 from core.catalog import UsernameTaken, authenticate, create_user
 from core.models import User
-from core.revocations import announce_revocation, record_revocation
+from core.revocations import announce_revocations, record_revocations
 from web.answers import AccessToken, Me, Revoked, SignedOut, Tokens, answer
 from web.answers import Session as SessionAnswer
 from web.answers import User as UserAnswer
@@ -34,7 +34,7 @@ from web.common import current_user_id, end_read, parse_body, runtime
 from web.errors import ApiError
 from web.extensions import db, everyone_key, limiter, login_username_key
 from web.openapi import BEARER_ERRORS, BODY_ERRORS, documented
-from web.schemas import LoginRequest, MeUpdate, Registration
+from web.schemas import LoginRequest, LogoutRequest, MeUpdate, Registration
 
 bp = Blueprint("auth", __name__, url_prefix="/auth")
 
@@ -117,25 +117,54 @@ def refresh() -> Response:
 
 @bp.post("/logout")
 @jwt_required(verify_type=False)
-@documented("auth", {200: Revoked}, BEARER_ERRORS, bearer=True)
+@documented(
+    "auth",
+    {200: Revoked},
+    (*BODY_ERRORS, *BEARER_ERRORS),
+    body=LogoutRequest,
+    bearer=True,
+    body_optional=True,
+)
 def logout() -> Response:
-    """Revoke the presented token."""
-    revoke_token(get_jwt())  # Redis unreachable: 503, and the token is revoked in SQL already
+    """Revoke the presented token and the body's refresh token.
+
+    The access token in the Authorization header, the refresh token of the same login in the
+    body (`{"refresh_token": ...}`): both are refused from then on, as the pages' sign-out
+    revokes both cookies. Without a body only the presented token is revoked."""
+    tokens = [get_jwt()]
+    if request.get_data():
+        tokens += _refresh_token_to_revoke(parse_body(LogoutRequest).refresh_token)
+    revoke_tokens(tokens)  # Redis unreachable: 503, and the tokens are revoked in SQL already
     return answer(Revoked(revoked=True))
 
 
-def revoke_token(claims: dict) -> None:
-    """Records the revocation, refuses the token in this process at once and tells the others.
-    Raises ApiError 503 when SQL cannot record it, RedisError when only the telling failed (the
-    other processes then learn it at their next reload)."""
-    rt = runtime()
-    jti = claims["jti"]
+def _refresh_token_to_revoke(encoded: str) -> list[dict]:
+    """The claims of the caller's own refresh token (none once it has expired: it is refused
+    anyway). Raises ApiError 400 for any other token, before anything is revoked."""
     try:
-        record_revocation(rt.sessions, jti, datetime.fromtimestamp(claims["exp"], UTC))
+        claims = decode_token(encoded)
+    except ExpiredSignatureError:
+        return []
+    except (PyJWTError, JWTExtendedException):
+        raise ApiError(400, "invalid_request", "refresh_token: not a valid token") from None
+    if claims.get("type") != "refresh" or claims.get("sub") != get_jwt_identity():
+        raise ApiError(400, "invalid_request", "refresh_token: not the caller's refresh token")
+    return [claims]
+
+
+def revoke_tokens(tokens: list[dict]) -> None:
+    """Records the revocations (all or none), refuses the tokens in this process at once and
+    tells the others. Raises ApiError 503 when SQL cannot record them, RedisError when only the
+    telling failed (the other processes then learn it at their next reload)."""
+    rt = runtime()
+    expiries = {claims["jti"]: datetime.fromtimestamp(claims["exp"], UTC) for claims in tokens}
+    try:
+        record_revocations(rt.sessions, expiries)
     except SQLAlchemyError:
         raise _sessions_unavailable() from None
-    rt.revocations.add(jti)
-    announce_revocation(rt.redis, rt.settings.key_prefix, jti)
+    for jti in expiries:
+        rt.revocations.add(jti)
+    announce_revocations(rt.redis, rt.settings.key_prefix, expiries)
 
 
 @bp.get("/me")
@@ -222,20 +251,21 @@ def end_session() -> Response:
         ]
         if not sent or not any(hmac.compare_digest(sent, value) for value in expected if value):
             raise ApiError(401, "unauthorized", "Missing or wrong CSRF token")
-    for encoded in filter(None, cookies):
-        _revoke_cookie_token(encoded)
+    tokens = [claims for claims in map(_cookie_claims, filter(None, cookies)) if claims]
+    if tokens:
+        with suppress(RedisError):  # recorded in SQL: the sign-out goes on and unsets the cookies
+            revoke_tokens(tokens)
     response = answer(SignedOut(signed_out=True))
     unset_jwt_cookies(response)
     return response
 
 
-def _revoke_cookie_token(encoded: str) -> None:
+def _cookie_claims(encoded: str) -> dict | None:
+    """A cookie token's claims; None when it has expired or is invalid (nothing to revoke)."""
     try:
-        claims = decode_token(encoded)
+        return decode_token(encoded)
     except (PyJWTError, JWTExtendedException):
-        return  # expired or invalid: nothing left to revoke
-    with suppress(RedisError):  # recorded in SQL: the sign-out goes on and unsets the cookies
-        revoke_token(claims)
+        return None
 
 
 def token_revoked(jti: str) -> bool:

@@ -8,6 +8,7 @@ documents: its plugin below calls a documented view as it is.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Iterable
 from functools import cache
 from typing import Any
@@ -87,12 +88,13 @@ def documented(
     headers: type[BaseModel] | None = None,
     bearer: bool = False,
     empty: Iterable[int] = (),
+    body_optional: bool = False,
 ) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     """The route in the OpenAPI document: its summary is the view's docstring; `empty` lists
-    answers without a body (304)."""
+    answers without a body (304); `body_optional`: the route also takes no body at all."""
     codes = {f"HTTP_{code}": model for code, model in answers.items()}
     codes |= {f"HTTP_{code}": Error for code in errors}
-    return api.validate(
+    validate = api.validate(
         json=body,
         query=query,
         headers=headers,
@@ -100,6 +102,13 @@ def documented(
         tags=[tag],
         security={"bearerAuth": []} if bearer else None,
     )
+
+    def document(view: Callable[..., Any]) -> Callable[..., Any]:
+        documented_view = validate(view)
+        documented_view.body_optional = body_optional  # type: ignore[attr-defined]
+        return documented_view
+
+    return document
 
 
 @cache
@@ -112,12 +121,23 @@ def openapi_document() -> dict[str, Any]:
         routes.register_blueprint(blueprint)
     with routes.app_context():
         document = api.spec
+    for rule in routes.url_map.iter_rules():
+        if getattr(routes.view_functions[rule.endpoint], "body_optional", False):
+            for method in rule.methods or ():
+                operation = document["paths"][_openapi_path(rule.rule)].get(method.lower())
+                if operation and "requestBody" in operation:  # (spectree marks every body required)
+                    operation["requestBody"]["required"] = False
     for path in document["paths"].values():
         for operation in path.values():
             for parameter in operation["parameters"]:
                 if parameter["name"] == "product_id":
                     parameter["schema"] = PRODUCT_ID_SCHEMA
     return document
+
+
+def _openapi_path(rule: str) -> str:
+    """A Flask rule as the document names its path: /a/<int:b> is /a/{b}."""
+    return re.sub(r"<(?:[^<>:]+:)?([^<>]+)>", r"{\1}", rule)
 
 
 class OpenApiDocument(BaseModel):

@@ -87,6 +87,12 @@ class LoginRequest(Strict):
     password: Annotated[str, StringConstraints(min_length=1, max_length=128)]
 
 
+class LogoutRequest(Strict):
+    refresh_token: Annotated[str, StringConstraints(min_length=1, max_length=4096)] = Field(
+        description="the refresh token of the same login, revoked with the presented token"
+    )
+
+
 class SaleWindow(Strict):
     sale_starts_at: datetime | None = Field(default=None, strict=False)
     sale_ends_at: datetime | None = Field(default=None, strict=False)

@@ -32,7 +32,7 @@ from core.search.query import (
     listing_key,
     listing_order,
 )
-from core.search.terms import Term, begins_a_word, query_terms, title_likeness
+from core.search.terms import Term, begins_a_word, query_terms, swapped_words, title_likeness
 
 __all__ = [
     "EventHit",
@@ -110,8 +110,9 @@ def _spelled_alike(
 ) -> Page:
     if not words:
         return [], False, False
+    text = " ".join(t.text for t in words)
     candidates = backend.spelled_alike(
-        session, search, " ".join(t.text for t in words), FUZZY_CANDIDATES
+        session, search, text, swapped_words(words), FUZZY_CANDIDATES
     )
     scored = [(title_likeness(words, event.title), event) for event in candidates]
     alike = [(score, event) for score, event in scored if score >= ALIKE]

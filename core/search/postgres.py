@@ -4,7 +4,7 @@ venue and location (weights 1.0, 0.67, 0.33: the 3:2:1 of title, description and
 
 from __future__ import annotations
 
-from sqlalchemy import Select, bindparam, cast, column, func, literal, select
+from sqlalchemy import Select, bindparam, cast, column, func, literal, or_, select
 from sqlalchemy.dialects.postgresql import ARRAY, REAL, REGCONFIG, TSVECTOR
 from sqlalchemy.orm import Session
 
@@ -50,16 +50,25 @@ def matching(search: EventSearch, terms: list[Term]) -> Select[tuple[Event]]:
     return statement.order_by(*listing_order(search.sort))
 
 
-def spelled_alike(session: Session, search: EventSearch, text: str, limit: int) -> list[Event]:
-    """Events whose title has words like the query's, most alike first."""
+def spelled_alike(
+    session: Session, search: EventSearch, text: str, swapped: list[str], limit: int
+) -> list[Event]:
+    """Events whose title has words like the query's (or like one of the `swapped` words: the
+    query's with two letters swapped back), most alike first."""
     session.execute(select(func.set_config("pg_trgm.word_similarity_threshold", FUZZY_FLOOR, True)))
+    spellings = [text, *swapped]
     statement = (
         select(Event)
-        .where(*filters(search), Event.title.op("%>")(text))
-        .order_by(func.word_similarity(text, Event.title).desc(), Event.id)
+        .where(*filters(search), or_(*(Event.title.op("%>")(spelling) for spelling in spellings)))
+        .order_by(_likest(spellings).desc(), Event.id)
         .limit(limit)
     )
     return list(session.scalars(statement))
+
+
+def _likest(spellings: list[str]):  # type: ignore[no-untyped-def]
+    alike = [func.word_similarity(spelling, Event.title) for spelling in spellings]
+    return alike[0] if len(alike) == 1 else func.greatest(*alike)
 
 
 def titles_beginning(search: EventSearch, terms: list[Term], limit: int) -> Select:

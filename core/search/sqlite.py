@@ -74,12 +74,15 @@ def matching(search: EventSearch, terms: list[Term]) -> Select[tuple[Event]]:
     return _joined(select(Event).where(*filters(search)), matched).order_by(*order)
 
 
-def spelled_alike(session: Session, search: EventSearch, text: str, limit: int) -> list[Event]:
-    """Events whose title shares trigrams with the query's words, most shared first."""
+def spelled_alike(
+    session: Session, search: EventSearch, text: str, swapped: list[str], limit: int
+) -> list[Event]:
+    """Events whose title shares trigrams with the query's words (or with the `swapped` words:
+    the query's with two letters swapped back), most shared first."""
     grams = sorted(
         {
             word[i : i + 3]
-            for word in text.split()
+            for word in [*text.split(), *swapped]
             if len(word) >= SHORTEST_MATCHED
             for i in range(len(word) - 2)
         }

@@ -24,6 +24,10 @@ STOPWORDS = frozenset(
     | {"on", "or", "the", "this", "that", "to", "with"}
 )
 MAX_TERMS = 12
+# A word this long or longer is found with two adjacent letters swapped ("symphnoy"), at
+# SWAPPED_LIKENESS (a swap changes up to four trigrams: in a short word, every one of them).
+SHORTEST_SWAPPED = 5
+SWAPPED_LIKENESS = 0.5
 
 
 @dataclass(frozen=True)
@@ -68,9 +72,31 @@ def trigrams(word: str) -> frozenset[str]:
 
 
 def likeness(a: str, b: str) -> float:
-    """Shared trigrams over all trigrams of the two words (pg_trgm's similarity)."""
+    """Shared trigrams over all trigrams of the two words (pg_trgm's similarity), or
+    SWAPPED_LIKENESS if higher and the words differ by a swap of two adjacent letters."""
     first, second = trigrams(a), trigrams(b)
-    return len(first & second) / len(first | second)
+    shared = len(first & second) / len(first | second)
+    if shared < SWAPPED_LIKENESS and plain(b) in swaps(a):
+        return SWAPPED_LIKENESS
+    return shared
+
+
+@lru_cache(maxsize=65536)
+def swaps(word: str) -> frozenset[str]:
+    """The words two adjacent letters of the word swapped make (none under SHORTEST_SWAPPED)."""
+    letters = plain(word)
+    if len(letters) < SHORTEST_SWAPPED:
+        return frozenset()
+    return frozenset(
+        letters[:i] + letters[i + 1] + letters[i] + letters[i + 2 :]
+        for i in range(len(letters) - 1)
+        if letters[i] != letters[i + 1]
+    )
+
+
+def swapped_words(terms: list[Term]) -> list[str]:
+    """Every swap of the terms' words, for looking up the titles a swap is undone in."""
+    return sorted({swapped for term in terms if not term.cjk for swapped in swaps(term.text)})
 
 
 def title_likeness(terms: list[Term], title: str) -> float:
