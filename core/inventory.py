@@ -31,6 +31,9 @@ REBUILD_LEASE_MS = 30_000
 # process died between two buckets): the sweep looks at where it went (core.stock.sweep_claims).
 CLAIM_MS = 120_000
 CLOCK_REFRESH_S = 30.0
+# Seats a search for seats together looks at, at most (reserve.lua's best_together): about a
+# millisecond of Redis whatever the hall; a block past that is not offered.
+TOGETHER_SEARCH_SEATS = 2000
 
 
 def now_ms() -> int:
@@ -430,6 +433,7 @@ class Inventory:
                 buckets,
                 place,
                 CLAIM_MS,
+                TOGETHER_SEARCH_SEATS,
             ],
         )
 
