@@ -15,9 +15,16 @@ from pathlib import Path
 import pytest
 from redis import Redis
 
-from core.inventory import SECTION_SCORE, BestAvailable, Inventory, SeatPlan
+from core.inventory import (
+    SECTION_SCORE,
+    TOGETHER_SEARCH_SEATS,
+    BestAvailable,
+    Inventory,
+    SeatPlan,
+)
 from core.keys import new_ticket_id
 from tests.helpers import seat_blocks, seated_stock, striped_section
+from tests.redis_monitor import CommandLog, monitored
 from tests.servers import RedisProcess
 
 SLOW_US = 20_000  # a search that cannot be met took 100-200 ms of Redis; now about 1 ms
@@ -60,8 +67,36 @@ def test_a_search_that_cannot_be_met_does_not_hold_redis(slowlog_redis, settings
     slowlog_redis.slowlog_reset()  # setting up 5,000 seats is one slow call
     answers = [_together(inventory, 1, user, 10) for user in range(1, 6)]
     assert answers == ["not_enough_adjacent"] * 5
-    slow = [e["command"][:40] for e in slowlog_redis.slowlog_get(100)]
+    slow = [(e["duration"], e["command"][:40]) for e in slowlog_redis.slowlog_get(100)]
     assert slow == [], slow
+
+
+def _seats_looked_at(log: CommandLog, keys: list[str]) -> int:
+    """How many seats the scripts in `log` read from those keys (states, ranks, free seats)."""
+    looked = 0
+    for command in log.commands:
+        words = command.words
+        if not command.from_script or len(words) < 2 or words[1] not in keys:
+            continue
+        if command.name == "HGET":
+            looked += 1
+        elif command.name == "HMGET":
+            looked += len(words) - 2
+        elif command.name == "ZRANGE":
+            looked += int(words[3]) - int(words[2]) + 1
+        elif command.name == "ZRANGEBYSCORE" and "LIMIT" in words:
+            looked += int(words[-1])
+    return looked
+
+
+def test_a_search_looks_at_no_more_seats_than_its_budget(inventory, settings):
+    """The same hall: the refusal comes after the search read TOGETHER_SEARCH_SEATS seats at
+    most (it read ten times that and more, a state and a rank at a time)."""
+    seated_stock(inventory, 1, striped_section(100, 50, 9))
+    with monitored(settings.inventory_url) as log:
+        assert _together(inventory, 1, 1, 10) == "not_enough_adjacent"
+    looked = _seats_looked_at(log, inventory.keys(1).seat_keys)
+    assert TOGETHER_SEARCH_SEATS // 2 < looked <= TOGETHER_SEARCH_SEATS, looked
 
 
 def test_a_block_far_into_a_large_section_is_found(inventory):

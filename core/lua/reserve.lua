@@ -107,11 +107,11 @@ local function best_together(seat, position, qty, budget)
   local count = redis.call('ZCOUNT', seat.free, low, high)
   local too_short = {} -- free seats in a run of fewer than qty
   local offset = 0
-  while offset < count and count >= qty do
-    local size = math.min(SCAN, count - offset)
+  while offset < count and count >= qty and budget > 0 do
+    local size = math.min(SCAN, count - offset, budget)
     local batch = redis.call('ZRANGE', seat.free, first + offset, first + offset + size - 1)
+    budget = budget - size
     for _, candidate in ipairs(batch) do
-      budget = budget - 1
       if not too_short[candidate] then
         local row, number = string.match(candidate, '^(.*)%-(%d+)$')
         number = tonumber(number)
@@ -131,9 +131,6 @@ local function best_together(seat, position, qty, budget)
         end
         mark_short_runs(labels, states, left == 1, qty, too_short)
       end
-    end
-    if budget <= 0 then
-      return nil
     end
     offset = offset + size
   end
