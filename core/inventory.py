@@ -182,11 +182,12 @@ class Reservation:
 @dataclass(frozen=True)
 class SeatPlan:
     """A seated product's seats as a rebuild (or the first set-up) writes them: seat id ->
-    'f', 'h:<ticket>' or 's:<ticket>', each section's price (minor units) and place, and each
-    seat's score for best available."""
+    'f', 'h:<ticket>' or 's:<ticket>', each section's price (minor units), place and most seats
+    side by side in a row (no search for more together), and each seat's score for best
+    available."""
 
     states: dict[str, str]
-    sections: dict[str, tuple[int, int]]  # section -> (price, its place in the map)
+    sections: dict[str, tuple[int, int, int]]  # section -> (price, place, longest row)
     scores: dict[str, int]  # seat -> its section's place * SECTION_SCORE + its rank
 
 

@@ -140,7 +140,7 @@ def striped_section(rows: int, seats_per_row: int, run: int) -> SeatPlan:
             label = f"A-{row}-{number}"
             states[label] = "s:1-sold" if number % (run + 1) == 0 else "f"
             scores[label] = SECTION_SCORE + row * 10**4 + int(abs(number - 1 - middle) * 2)
-    return SeatPlan(states, {"A": (1000, 1)}, scores)
+    return SeatPlan(states, {"A": (1000, 1, seats_per_row)}, scores)
 
 
 def seated_stock(inventory: Inventory, product_id: int, plan: SeatPlan) -> None:

@@ -23,9 +23,11 @@ from core.inventory import (
     SeatPlan,
 )
 from core.keys import new_ticket_id
-from tests.helpers import seat_blocks, seated_stock, striped_section
+from tests.helpers import make_user, seat_blocks, seated_stock, striped_section
 from tests.redis_monitor import CommandLog, monitored
 from tests.servers import RedisProcess
+from tests.test_api_errors import assert_error
+from tests.test_seats import _best, _on_sale, _product
 
 SLOW_US = 20_000  # a search that cannot be met took 100-200 ms of Redis; now about 1 ms
 
@@ -124,18 +126,19 @@ def _best_block(free: set[str], scores: dict[str, int], quantity: int) -> list[s
 
 
 def _random_hall(draw: random.Random) -> SeatPlan:
-    """Up to 6 rows of up to 16 seats, some numbers missing (aisles), ranks drawn with ties,
-    a share of the seats sold."""
+    """Up to 6 rows of 1 to 16 seats, some numbers missing (aisles), ranks drawn with ties, a
+    share of the seats sold."""
     states, scores = {}, {}
     sold = draw.choice([0.0, 0.2, 0.5, 0.8])
+    longest = draw.randint(1, 16)
     for row in range(1, draw.randint(1, 6) + 1):
-        for number in range(1, draw.randint(1, 16) + 1):
+        for number in range(1, longest + 1):
             if draw.random() < 0.1:
                 continue  # an aisle
             label = f"A-{row}-{number}"
             states[label] = "s:x" if draw.random() < sold else "f"
             scores[label] = SECTION_SCORE + draw.randint(0, 40)
-    return SeatPlan(states, {"A": (1000, 1)}, scores)
+    return SeatPlan(states, {"A": (1000, 1, longest)}, scores)
 
 
 def test_the_search_offers_the_block_the_rule_names(inventory):
@@ -158,3 +161,20 @@ def test_the_search_offers_the_block_the_rule_names(inventory):
                 free -= set(got)
                 offered += 1
     assert offered > 200  # the halls were not all sold out at once
+
+
+def test_no_search_for_more_seats_together_than_any_row_has(client, admin, app, settings, rt):
+    """Rows of 4 + 4 seats (an aisle between) and of 5: 6 together is refused without a seat
+    looked at, 5 together gets the row of 5."""
+    rows = [{"name": "1", "seats": [1, 2, 3, 4, 6, 7, 8, 9]}, {"name": "2", "seats": 5}]
+    hall = {"sections": [{"name": "A", "price": 10, "rows": rows}]}
+    event_id = _on_sale(client, admin, hall)["id"]
+    buyer = make_user(app)
+    keys = rt.inventory.keys(_product(rt, event_id)).seat_keys
+    with monitored(settings.inventory_url) as log:
+        refused = _best(client, buyer, event_id, "A", 6, together=True)
+    assert_error(refused, 409, "not_enough_adjacent")
+    assert _seats_looked_at(log, keys) == 0
+    block = _best(client, buyer, event_id, "A", 5, together=True)
+    assert block.status_code == 202, block.get_json()
+    assert block.get_json()["seats"] == [f"A-2-{n}" for n in range(1, 6)]

@@ -234,13 +234,16 @@ if passed or (not seats and available < qty) then
   return {'sold_out', tostring(available)}
 end
 if best then
-  local position = redis.call('HGET', KEYS[1], 's:' .. best.section)
+  local section = redis.call('HMGET', KEYS[1], 's:' .. best.section, 'w:' .. best.section)
+  local position, longest_row = section[1], tonumber(section[2] or qty)
   if not position then
     return {'unknown_section'}
   end
   local chosen
   if best.together then
-    chosen = best_together(seat, tonumber(position), qty, tonumber(ARGV[17]))
+    if qty <= longest_row then -- else no row has that many seats side by side
+      chosen = best_together(seat, tonumber(position), qty, tonumber(ARGV[17]))
+    end
   else
     chosen = best_seats(seat, tonumber(position), qty)
   end
