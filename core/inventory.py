@@ -31,6 +31,9 @@ REBUILD_LEASE_MS = 30_000
 # process died between two buckets): the sweep looks at where it went (core.stock.sweep_claims).
 CLAIM_MS = 120_000
 CLOCK_REFRESH_S = 30.0
+# Seats a search for seats together looks at, at most (reserve.lua's best_together): about a
+# millisecond of Redis whatever the hall; a block past that is not offered.
+TOGETHER_SEARCH_SEATS = 2000
 
 
 def now_ms() -> int:
@@ -179,11 +182,12 @@ class Reservation:
 @dataclass(frozen=True)
 class SeatPlan:
     """A seated product's seats as a rebuild (or the first set-up) writes them: seat id ->
-    'f', 'h:<ticket>' or 's:<ticket>', each section's price (minor units) and place, and each
-    seat's score for best available."""
+    'f', 'h:<ticket>' or 's:<ticket>', each section's price (minor units), place and most seats
+    side by side in a row (no search for more together), and each seat's score for best
+    available."""
 
     states: dict[str, str]
-    sections: dict[str, tuple[int, int]]  # section -> (price, its place in the map)
+    sections: dict[str, tuple[int, int, int]]  # section -> (price, place, longest row)
     scores: dict[str, int]  # seat -> its section's place * SECTION_SCORE + its rank
 
 
@@ -431,6 +435,7 @@ class Inventory:
                 buckets,
                 place,
                 CLAIM_MS,
+                TOGETHER_SEARCH_SEATS,
             ],
         )
 

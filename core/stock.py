@@ -19,6 +19,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from core.catalog import terms_of
 from core.db import snapshot as sql_snapshot
+from core.events.seatmap import longest_rows
 from core.inventory import (
     CLAIM_MS,
     SECTION_SCORE,
@@ -672,11 +673,13 @@ def seat_plan(
         if s.capacity is None
     }
     seats = session.execute(
-        select(Seat.label, Seat.section_id, Seat.rank).where(Seat.event_id == event_id)
+        select(Seat.label, Seat.section_id, Seat.rank, Seat.row, Seat.number).where(
+            Seat.event_id == event_id
+        )
     ).all()
-    states = {label: "f" for label, _, _ in seats}
+    states = {seat.label: "f" for seat in seats}
     scores = {
-        label: sections[section].position * SECTION_SCORE + rank for label, section, rank in seats
+        seat.label: sections[seat.section_id].position * SECTION_SCORE + seat.rank for seat in seats
     }
     reopened = {hold.ticket_id for hold in holds if hold.status in OPEN_STATUSES}
     for label, (ticket, status) in live_seat_orders(session, event_id).items():
@@ -687,5 +690,6 @@ def seat_plan(
     for hold in confirmed_in_redis:
         for label in hold.seats:
             states[label] = f"s:{hold.ticket_id}"
-    terms = {s.name: (s.price_minor, s.position) for s in sections.values()}
+    longest = longest_rows((seat.section_id, seat.row, seat.number) for seat in seats)
+    terms = {s.name: (s.price_minor, s.position, longest.get(s.id, 0)) for s in sections.values()}
     return SeatPlan(states, terms, scores)

@@ -24,6 +24,7 @@ from core import catalog
 from core.catalog import create_user
 from core.config import Settings, normalize_database_url
 from core.db import transaction
+from core.inventory import SECTION_SCORE, Inventory, ProductTerms, SeatPlan
 from core.models import User
 from core.runtime import Runtime
 from core.stock import setup_stock
@@ -126,6 +127,29 @@ def seat_blocks(free: set[str], size: int) -> list[list[str]]:
         if all(seat in free for seat in block):
             blocks.append(block)
     return blocks
+
+
+def striped_section(rows: int, seats_per_row: int, run: int) -> SeatPlan:
+    """Section A of `rows` rows of `seats_per_row` seats, every (run + 1)th seat of a row sold:
+    the longest free run is `run` seats. Ranked as a seat map ranks them (front rows first, then
+    the middle of the row)."""
+    states, scores = {}, {}
+    middle = (seats_per_row - 1) / 2
+    for row in range(1, rows + 1):
+        for number in range(1, seats_per_row + 1):
+            label = f"A-{row}-{number}"
+            states[label] = "s:1-sold" if number % (run + 1) == 0 else "f"
+            scores[label] = SECTION_SCORE + row * 10**4 + int(abs(number - 1 - middle) * 2)
+    return SeatPlan(states, {"A": (1000, 1, seats_per_row)}, scores)
+
+
+def seated_stock(inventory: Inventory, product_id: int, plan: SeatPlan) -> None:
+    """A seated product's stock written straight into Redis, from `plan` (no SQL behind it)."""
+    sold = sum(state != "f" for state in plan.states.values())
+    terms = ProductTerms(product_id, len(plan.states), 0, 0, 0, 1000, "USD")
+    view = inventory.begin_rebuild(product_id)
+    assert view is not None, "the product's stock exists already"
+    assert inventory.restore(terms, sold, [], {}, lease=view.token, seats=plan)
 
 
 def scratch_database(server_url: str, folder: Path, name: str) -> tuple[str, Callable[[], None]]:

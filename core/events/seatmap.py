@@ -9,6 +9,8 @@ distance to the middle of the row.
 
 from __future__ import annotations
 
+from collections import defaultdict
+from collections.abc import Iterable
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Annotated
@@ -151,6 +153,23 @@ def replace_seat_map(session: Session, event: Event, spec: SeatMapSpec) -> SeatM
         standing=sum(section.capacity or 0 for section in spec.sections),
         dropped_products=dropped,
     )
+
+
+def longest_rows(seats: Iterable[tuple[int, str, int]]) -> dict[int, int]:
+    """Each section's most seats side by side in one row (numbers in a row that follow one
+    another; a missing number is an aisle), from its seats' (section, row, number)."""
+    numbers: dict[tuple[int, str], set[int]] = defaultdict(set)
+    for section, row, number in seats:
+        numbers[section, row].add(number)
+    longest: dict[int, int] = defaultdict(int)
+    for (section, _), taken in numbers.items():
+        for number in taken:
+            if number - 1 not in taken:  # a run starts here
+                end = number
+                while end + 1 in taken:
+                    end += 1
+                longest[section] = max(longest[section], end - number + 1)
+    return dict(longest)
 
 
 def seat_label(section: str, row: str, number: int) -> str:

@@ -11,7 +11,8 @@
 --       settlement's log lines name it, so one grep finds the ticket's life from request on),
 --       the product's number of buckets as the caller knows it, the bucket's place in the
 --       buyer's order ('' for a product of one bucket, 'home' for the buyer's own bucket, 'away'
---       for a later one), and how long an open claim lasts (ms)
+--       for a later one), how long an open claim lasts (ms), and how many seats a search for
+--       seats together may look at
 -- A product split across buckets: every bucket is a stock of its own, tried in the buyer's order
 -- (core.keys.bucket_order). A bucket that sends a purchase with an idempotency key on marks the
 -- key '>' (moved on; the buyer's own bucket adds the ticket whose claim counts the purchase), so a
@@ -26,7 +27,6 @@
 -- A section's free seats, best first: its scores run from position * SECTION to the next one.
 local SECTION = 1e12
 local SCAN = 100 -- free seats read per step of a best-available search
-local MAX_SCANNED = 2000 -- and at most this many: a search costs rows' lengths, not the hall's
 
 local function section_range(position)
   return string.format('%.0f', position * SECTION), '(' .. string.format('%.0f', (position + 1) * SECTION)
@@ -38,48 +38,101 @@ local function best_seats(seat, position, qty)
   return #found == qty and found or nil
 end
 
+-- The labels of a row's seats numbered first..last.
+local function row_labels(row, first, last)
+  local labels = {}
+  for n = first, last do
+    labels[#labels + 1] = row .. '-' .. n
+  end
+  return labels
+end
+
+-- Of the blocks of qty seats within labels[from..to] (all free), the one whose ranks add up
+-- lowest; the leftmost of equals.
+local function lowest_block(seat, labels, from, to, qty)
+  local ranks = redis.call('HMGET', seat.ranks, unpack(labels, from, to))
+  local chosen, lowest
+  for first = 1, #ranks - qty + 1 do
+    local total = 0
+    for i = first, first + qty - 1 do
+      total = total + tonumber(ranks[i])
+    end
+    if not lowest or total < lowest then
+      chosen, lowest = first, total
+    end
+  end
+  return {unpack(labels, from + chosen - 1, from + chosen + qty - 2)}
+end
+
+-- The run of free seats in `states` around index `at` (free): its first and last index.
+local function run_around(states, at)
+  local from, to = at, at
+  while from > 1 and states[from - 1] == 'f' do
+    from = from - 1
+  end
+  while to < #states and states[to + 1] == 'f' do
+    to = to + 1
+  end
+  return from, to
+end
+
+-- Marks the free seats of every run shorter than qty that ends inside `labels` (their states):
+-- none of them is in a block. A run at an edge may go on past it, but for seat 1's side.
+local function mark_short_runs(labels, states, from_seat_1, qty, too_short)
+  local start
+  for i = 1, #labels do
+    if states[i] == 'f' then
+      start = start or i
+    elseif start then
+      if (start > 1 or from_seat_1) and i - start < qty then
+        for j = start, i - 1 do
+          too_short[labels[j]] = true
+        end
+      end
+      start = nil
+    end
+  end
+end
+
 -- The block of qty free seats side by side in one row holding the best free seat that is in any
 -- such block; of the blocks holding it, the one whose ranks add up lowest. Neighbours are the
 -- seat numbers either side (A-12-7: A-12-6, A-12-8); a number missing from the map is an aisle.
-local function best_together(seat, position, qty)
+-- A candidate's neighbours within qty - 1 seats are read in one call, which also rules out the
+-- seats of every shorter run it sees whole. The search looks at `budget` seats at most (free
+-- seats read and neighbours): past that it gives up as if no block were free, so that its time
+-- in Redis stays small whatever the hall.
+local function best_together(seat, position, qty, budget)
   local low, high = section_range(position)
-  local known = {}
-  local function free(label)
-    if known[label] == nil then
-      known[label] = redis.call('HGET', seat.states, label) == 'f'
-    end
-    return known[label]
-  end
+  local first = redis.call('ZCOUNT', seat.free, '-inf', '(' .. low)
+  local count = redis.call('ZCOUNT', seat.free, low, high)
+  local too_short = {} -- free seats in a run of fewer than qty
   local offset = 0
-  while offset < MAX_SCANNED do
-    local batch = redis.call('ZRANGEBYSCORE', seat.free, low, high, 'LIMIT', offset, SCAN)
+  while offset < count and count >= qty and budget > 0 do
+    local size = math.min(SCAN, count - offset, budget)
+    local batch = redis.call('ZRANGE', seat.free, first + offset, first + offset + size - 1)
+    budget = budget - size
     for _, candidate in ipairs(batch) do
-      local row, number = string.match(candidate, '^(.*)%-(%d+)$')
-      number = tonumber(number)
-      local chosen, lowest
-      for first = number - qty + 1, number do
-        local block, total = {}, 0
-        for n = first, first + qty - 1 do
-          local label = row .. '-' .. n
-          if n < 1 or not free(label) then
-            block = nil
-            break
+      if not too_short[candidate] then
+        local row, number = string.match(candidate, '^(.*)%-(%d+)$')
+        number = tonumber(number)
+        local left = math.max(1, number - qty + 1)
+        local labels = row_labels(row, left, number + qty - 1)
+        budget = budget - #labels
+        if budget < 0 then
+          return nil
+        end
+        local states = redis.call('HMGET', seat.states, unpack(labels))
+        local at = number - left + 1
+        if states[at] == 'f' then
+          local from, to = run_around(states, at)
+          if to - from + 1 >= qty then
+            return lowest_block(seat, labels, from, to, qty)
           end
-          block[#block + 1] = label
-          total = total + tonumber(redis.call('HGET', seat.ranks, label))
         end
-        if block and (not lowest or total < lowest) then
-          chosen, lowest = block, total
-        end
-      end
-      if chosen then
-        return chosen
+        mark_short_runs(labels, states, left == 1, qty, too_short)
       end
     end
-    if #batch < SCAN then
-      return nil
-    end
-    offset = offset + SCAN
+    offset = offset + size
   end
   return nil
 end
@@ -181,13 +234,16 @@ if passed or (not seats and available < qty) then
   return {'sold_out', tostring(available)}
 end
 if best then
-  local position = redis.call('HGET', KEYS[1], 's:' .. best.section)
+  local section = redis.call('HMGET', KEYS[1], 's:' .. best.section, 'w:' .. best.section)
+  local position, longest_row = section[1], tonumber(section[2] or qty)
   if not position then
     return {'unknown_section'}
   end
   local chosen
   if best.together then
-    chosen = best_together(seat, tonumber(position), qty)
+    if qty <= longest_row then -- else no row has that many seats side by side
+      chosen = best_together(seat, tonumber(position), qty, tonumber(ARGV[17]))
+    end
   else
     chosen = best_seats(seat, tonumber(position), qty)
   end

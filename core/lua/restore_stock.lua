@@ -12,7 +12,7 @@
 --       user_quantities_json, idempotency_json ({"user:key": ticket}),
 --       terms_version, settle group, refunded_marks_json ([ticket, ...]), lease token,
 --       seats_json ({"A-1-1": "f" | "h:<ticket>" | "s:<ticket>"}, '' for no seats),
---       sections_json ({"A": [price, position]}), ranks_json ({"A-1-1": score}),
+--       sections_json ({"A": [price, position, longest row]}), ranks_json ({"A-1-1": score}),
 --       waiting room ('1' or '0'), admit_per_second (the room comes with the stock: a purchase
 --       never meets a stock without its room), the product's number of buckets (each bucket's
 --       stock is created by its own call, with its share of the units), claims_json ({ticket:
@@ -76,7 +76,8 @@ if seats then
   end
   flush(true)
   for section, terms in pairs(cjson.decode(ARGV[16])) do
-    redis.call('HSET', KEYS[1], 'p:' .. section, terms[1], 's:' .. section, terms[2])
+    redis.call('HSET', KEYS[1], 'p:' .. section, terms[1], 's:' .. section, terms[2],
+      'w:' .. section, terms[3])
   end
 end
 redis.call('DEL', KEYS[4])
