@@ -100,6 +100,11 @@ class RevocationWatch:
             return jti in self._revoked
         return revoked_in_sql(self.sessions, jti)
 
+    def refuses(self, claims: dict) -> bool:
+        """Whether a token is revoked: itself (its `jti`), or its whole sign-in (its `sid`, which
+        every token made from one login carries)."""
+        return any(self.is_revoked(i) for i in (claims["jti"], claims.get("sid")) if i)
+
     def add(self, jti: str) -> None:
         """A revocation this process made: refused here at once, before its announcement."""
         self._revoked.add(jti)

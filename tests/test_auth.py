@@ -186,6 +186,20 @@ def test_logout_with_the_refresh_token_in_the_body_revokes_both(client, buyer):
     assert client.post("/auth/refresh", headers=bearer(other["refresh_token"])).status_code == 200
 
 
+def test_logout_ends_the_whole_sign_in_without_naming_the_refresh_token(client, buyer):
+    tokens = login(client, buyer.username, "correct horse")
+    other = login(client, buyer.username, "correct horse")
+    renewed = client.post("/auth/refresh", headers=bearer(tokens["refresh_token"]))
+    assert renewed.status_code == 200
+    out = client.post("/auth/logout", headers=bearer(tokens["access_token"]))
+    assert out.status_code == 200 and out.get_json() == {"revoked": True}
+    refused = client.post("/auth/refresh", headers=bearer(tokens["refresh_token"]))
+    assert_error(refused, 401, "token_revoked")
+    renewed_headers = bearer(renewed.get_json()["access_token"])  # made by that refresh token
+    assert_error(client.get("/auth/me", headers=renewed_headers), 401, "token_revoked")
+    assert client.post("/auth/refresh", headers=bearer(other["refresh_token"])).status_code == 200
+
+
 def test_logout_with_an_expired_refresh_token_in_the_body_revokes_the_access_token(
     client, app, buyer
 ):

@@ -141,7 +141,7 @@ def _register_jwt_callbacks(settings: Settings) -> None:
 
     @jwt.token_in_blocklist_loader
     def _is_revoked(_header: dict, payload: dict) -> bool:
-        return auth.token_revoked(payload["jti"])
+        return auth.token_revoked(payload)
 
 
 def _register_cli(app: Flask, settings: Settings) -> None:

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import hmac
+import secrets
 from contextlib import suppress
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 from flask import Blueprint, Response, current_app, request
 from flask_jwt_extended import (
@@ -52,13 +53,23 @@ def _register_global_limit() -> str:
 
 
 def tokens_for(user: User) -> Tokens:
-    claims = {"role": user.role}
+    """A sign-in: its tokens, and every access token its refresh token makes, carry one sign-in
+    id (`sid`), so that a logout ends all of them."""
+    claims = {"role": user.role, "sid": secrets.token_hex(12)}
     return Tokens(
         access_token=create_access_token(identity=str(user.id), additional_claims=claims),
         refresh_token=create_refresh_token(identity=str(user.id), additional_claims=claims),
         token_type="Bearer",
         expires_in=_access_seconds(),
     )
+
+
+def access_token_for(user: User, refresh_claims: dict) -> str:
+    """A new access token of the refresh token's sign-in."""
+    claims = {"role": user.role} | (
+        {"sid": refresh_claims["sid"]} if "sid" in refresh_claims else {}
+    )
+    return create_access_token(identity=str(user.id), additional_claims=claims)
 
 
 def _access_seconds() -> int:
@@ -106,7 +117,7 @@ def refresh() -> Response:
     end_read()
     if user is None:
         raise ApiError(401, "unauthorized", "the user no longer exists")
-    access = create_access_token(identity=str(user.id), additional_claims={"role": user.role})
+    access = access_token_for(user, get_jwt())
     response = answer(
         AccessToken(access_token=access, token_type="Bearer", expires_in=_access_seconds())
     )
@@ -126,11 +137,10 @@ def refresh() -> Response:
     body_optional=True,
 )
 def logout() -> Response:
-    """Revoke the presented token and the body's refresh token.
-
-    The access token in the Authorization header, the refresh token of the same login in the
-    body (`{"refresh_token": ...}`): both are refused from then on, as the pages' sign-out
-    revokes both cookies. Without a body only the presented token is revoked."""
+    """End the sign-in of the presented token: it, the refresh token of the same login and every
+    access token that refresh token made are refused from then on, as the pages' sign-out
+    does. A refresh token named in the body (`{"refresh_token": ...}`) is revoked too (tokens
+    made before sign-ins had an id)."""
     tokens = [get_jwt()]
     if request.get_data():
         tokens += _refresh_token_to_revoke(parse_body(LogoutRequest).refresh_token)
@@ -158,6 +168,9 @@ def revoke_tokens(tokens: list[dict]) -> None:
     telling failed (the other processes then learn it at their next reload)."""
     rt = runtime()
     expiries = {claims["jti"]: datetime.fromtimestamp(claims["exp"], UTC) for claims in tokens}
+    # A sign-in lasts no longer than a refresh token made now would.
+    sign_in_ends = datetime.now(UTC) + timedelta(days=rt.settings.jwt_refresh_days)
+    expiries |= {claims["sid"]: sign_in_ends for claims in tokens if "sid" in claims}
     try:
         record_revocations(rt.sessions, expiries)
     except SQLAlchemyError:
@@ -268,11 +281,12 @@ def _cookie_claims(encoded: str) -> dict | None:
         return None
 
 
-def token_revoked(jti: str) -> bool:
-    """Whether a token was revoked: this process's copy, no round trip (SQL while the copy is not
-    being kept current). Raises ApiError 503 when SQL would have to say and cannot."""
+def token_revoked(claims: dict) -> bool:
+    """Whether a token (or its sign-in) was revoked: this process's copy, no round trip (SQL
+    while the copy is not being kept current). Raises ApiError 503 when SQL would have to say
+    and cannot."""
     try:
-        return runtime().revocations.is_revoked(jti)
+        return runtime().revocations.refuses(claims)
     except SQLAlchemyError:
         raise _sessions_unavailable() from None
 

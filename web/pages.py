@@ -19,7 +19,7 @@ from flask import (
     request,
     url_for,
 )
-from flask_jwt_extended import create_access_token, decode_token
+from flask_jwt_extended import decode_token
 from flask_jwt_extended.exceptions import JWTExtendedException
 from jwt.exceptions import PyJWTError
 from sqlalchemy import select
@@ -31,7 +31,7 @@ from core.models import Product, User
 from core.orders import list_orders
 from core.tickets.view import RecordedOrder, order_view
 from web.admin import overview_data
-from web.auth import set_session_cookies, token_revoked
+from web.auth import access_token_for, set_session_cookies, token_revoked
 from web.common import end_read
 from web.errors import ApiError
 from web.events import event_answer
@@ -94,9 +94,7 @@ def viewer() -> Viewer | None:
             role = user.role if renew else str(claims.get("role", "buyer"))
             found = Viewer(user.id, user.username, role)
             if renew:
-                g.renewed_access = create_access_token(
-                    identity=str(user.id), additional_claims={"role": user.role}
-                )
+                g.renewed_access = access_token_for(user, claims)
     g.viewer = found
     return found
 
@@ -109,7 +107,7 @@ def _cookie_claims(cookie_name: str, token_type: str) -> dict | None:
         claims = decode_token(encoded)
         if claims.get("type") != token_type:
             return None
-        if token_revoked(claims["jti"]):
+        if token_revoked(claims):
             return None
     except (PyJWTError, JWTExtendedException, ApiError, KeyError, ValueError):
         return None

@@ -225,7 +225,7 @@ class QueueShortcut:
         if claims is None or claims.get("type") != "access":
             return None
         try:
-            if rt.revocations.is_revoked(claims["jti"]):
+            if rt.revocations.refuses(claims):
                 return None
         except SQLAlchemyError:
             return None
