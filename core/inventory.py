@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import secrets
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import NamedTuple
 
@@ -119,6 +119,7 @@ class Hold:
     idempotency_key: str | None = None
     seats: tuple[str, ...] = ()  # a seated product's hold: the seats it holds
     request_id: str | None = None  # the purchase request's id (X-Request-ID), for log lines
+    queue_pass: str | None = None  # the waiting room pass it bought with (its id, see reserve)
 
     @classmethod
     def from_json(cls, raw: str) -> Hold:
@@ -140,6 +141,7 @@ class Hold:
             idempotency_key=data.get("k"),
             seats=tuple(data.get("st") or ()),
             request_id=data.get("ri"),
+            queue_pass=data.get("qp"),
         )
 
     def to_record(self) -> dict[str, object]:
@@ -163,6 +165,8 @@ class Hold:
             record["st"] = list(self.seats)
         if self.request_id:
             record["ri"] = self.request_id
+        if self.queue_pass:
+            record["qp"] = self.queue_pass
         return record
 
 
@@ -251,7 +255,7 @@ class ProductTerms:
     price_minor: int
     currency: str
     terms_version: int = 1
-    waiting_room: bool = False  # set with the stock when Redis creates it (restore_stock.lua)
+    waiting_room: bool = False  # a term like the others (restore_stock.lua, update_product.lua)
     admit_per_second: int = 0
     buckets: int = 1  # a hot product's stock split across this many buckets (see reserve)
 
@@ -263,7 +267,7 @@ class ProductTerms:
         """The terms one bucket's stock enforces: its share of the units."""
         return replace(self, initial_stock=self.share(bucket))
 
-    def enforced(self) -> tuple[int, int, int, int, int, str, int]:
+    def enforced(self) -> tuple[int, int, int, int, int, str, int, bool]:
         """The figures Redis must agree with SQL on."""
         return (
             self.initial_stock,
@@ -273,6 +277,7 @@ class ProductTerms:
             self.price_minor,
             self.currency,
             self.terms_version,
+            self.waiting_room,
         )
 
 
@@ -491,15 +496,15 @@ class Inventory:
         waiting = max(0, int(last or 0) - served_n) + int(early)
         return RoomFigures(int(rate or 0), waiting, served_n, admitted)
 
-    def set_room(self, product_id: int, on: bool, admit_per_second: int, buckets: int = 1) -> str:
-        """SQL's room settings in Redis (every bucket's stock carries the flag; the room is the
-        first bucket's): applied, or missing (a stock key is missing yet)."""
-        answers = []
-        for bucket in range(buckets):
-            k = self.keys(product_id, bucket)
-            args = ["1" if on else "0", admit_per_second]
-            answers.append(self.scripts.set_room(keys=[k.stock, k.room], args=args))
-        return next((a for a in answers if a != "applied"), "applied")
+    def room_call(self, product_id: int, bucket: int) -> tuple[list[str], str]:
+        """What a script setting the room needs besides the bucket's stock (restore_stock.lua,
+        update_product.lua): the first bucket's room keys, which hold the room and decide its
+        epoch; a later bucket none, and the room's epoch as the first bucket has it now ('' if
+        none)."""
+        k = self.keys(product_id)
+        if bucket == 0:
+            return k.room_keys, ""
+        return [], self.redis.hget(k.room, "epoch") or ""
 
     def other_buckets_stock(self, product_id: int) -> str:
         """A split product's buckets but the first: their units 'available:held' added up, for
@@ -873,6 +878,9 @@ class Inventory:
             price_minor=price,
             currency=stock[9] or "",
             terms_version=int(stock[10] or 0),
+            # A room is applied with its epoch (reserve.lua checks passes against it): a room
+            # flag without one is not applied yet, and the reconciliation applies SQL's terms.
+            waiting_room=stock[11] == "1" and bool(stock[12]),
         )
         return Snapshot(
             StockFigures(initial, available, held, sold, version),
@@ -952,14 +960,17 @@ class Inventory:
         seats: SeatPlan | None = None,
         bucket: int = 0,
         claims: Mapping[str, dict] | None = None,
+        passes_used: Collection[str] = (),
     ) -> bool:
         """Creates the stock key from SQL's figures; False when it exists already. Idempotency
         maps 'user:key' to the ticket; refunded_marks are return marks whose refund SQL has
         recorded; `lease` is the token of begin_rebuild (False when the lease is not held);
         `seats`, a seated product's seats and section prices. A split product's `bucket` gets
         its share of the units (`terms` are the product's), and its `claims` (they replace
-        what survived: ticket here -> claim, see reserve.lua)."""
+        what survived: ticket here -> claim, see reserve.lua); `passes_used`, the waiting room
+        passes that bought (the bucket's buyers')."""
         k = self.keys(terms.product_id, bucket)
+        room_keys, room_epoch = self.room_call(terms.product_id, bucket)
         reply = self.scripts.restore_stock(
             keys=[
                 k.stock,
@@ -972,8 +983,9 @@ class Inventory:
                 k.returns,
                 k.rebuild_lease,
                 *k.seat_keys,
-                k.room,
                 k.claims,
+                k.passes_used,
+                *room_keys,
             ],
             args=[
                 terms.share(bucket),
@@ -999,6 +1011,8 @@ class Inventory:
                 terms.admit_per_second,
                 terms.buckets,
                 json.dumps(claims) if claims else "{}",
+                room_epoch,
+                _json_list(sorted(passes_used)),
             ],
         )
         return reply[0] == "created"
@@ -1013,8 +1027,9 @@ class Inventory:
     def update_bucket_terms(self, terms: ProductTerms, bucket: int) -> str:
         """One bucket's terms (`ProductTerms.of_bucket`: its share of the units) applied."""
         k = self.keys(terms.product_id, bucket)
+        room_keys, room_epoch = self.room_call(terms.product_id, bucket)
         return self.scripts.update_product(
-            keys=[k.stock, k.events],
+            keys=[k.stock, k.events, *room_keys],
             args=[
                 terms.initial_stock,
                 terms.starts_ms,
@@ -1023,6 +1038,9 @@ class Inventory:
                 terms.price_minor,
                 terms.terms_version,
                 terms.currency,
+                "1" if terms.waiting_room else "0",
+                terms.admit_per_second,
+                room_epoch,
             ],
         )
 

@@ -97,6 +97,9 @@ class Order(Base):
     failure_reason: Mapped[str | None] = mapped_column(String(200))
     payment_method: Mapped[str] = mapped_column(String(255))
     idempotency_key: Mapped[str | None] = mapped_column(String(100))
+    # The waiting room pass the order bought with (product:buyer:epoch:place): a rebuilt stock
+    # keeps it used.
+    queue_pass: Mapped[str | None] = mapped_column(String(64))
     bucket: Mapped[int] = mapped_column(
         Integer, default=0, server_default="0"
     )  # see Product.buckets

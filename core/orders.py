@@ -3,7 +3,7 @@ statements, so concurrent settlers never overwrite each other."""
 
 from __future__ import annotations
 
-from sqlalchemy import func, select, update
+from sqlalchemy import ColumnElement, and_, func, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from core.db import transaction, upsert
@@ -58,6 +58,7 @@ def record_orders(
             "failure_reason": hold.reason if status.is_terminal else None,
             "payment_method": hold.payment_method,
             "idempotency_key": hold.idempotency_key,
+            "queue_pass": hold.queue_pass,
             "bucket": bucket_of_ticket(hold.ticket_id),
             "expires_at": from_ms(hold.deadline_ms),
             "created_at": from_ms(hold.created_ms),
@@ -335,18 +336,36 @@ def counted_orders(
     session: Session, product_id: int, bucket: int = 0, buckets: int = 1
 ) -> dict[str, tuple[int, int, str]]:
     """Orders the per-user limit counts (open or confirmed): ticket -> (user, quantity,
-    status). A
-    split product's bucket counts its own buyers' orders (see core.keys.bucket_order), from
-    whichever bucket they were sold."""
-    mine = Order.bucket == bucket if buckets == 1 else Order.user_id % buckets == bucket
+    status). A split product's bucket counts its own buyers' orders (see
+    core.keys.bucket_order), from whichever bucket they were sold."""
     rows = session.execute(
         select(Order.ticket_id, Order.user_id, Order.quantity, Order.status).where(
-            Order.product_id == product_id,
-            Order.status.in_((*OPEN_STATUSES, S.CONFIRMED.value)),
-            mine,
+            _counted_in(product_id, bucket, buckets)
         )
     )
     return {ticket: (int(user), int(qty), status) for ticket, user, qty, status in rows}
+
+
+def used_passes(session: Session, product_id: int, bucket: int = 0, buckets: int = 1) -> set[str]:
+    """The waiting room passes the bucket's counted orders (see counted_orders) bought with."""
+    return set(
+        session.scalars(
+            select(Order.queue_pass).where(
+                _counted_in(product_id, bucket, buckets), Order.queue_pass.is_not(None)
+            )
+        )
+    )
+
+
+def _counted_in(product_id: int, bucket: int, buckets: int) -> ColumnElement[bool]:
+    """The orders a bucket counts (open or confirmed): a split product's bucket, its own
+    buyers' (see core.keys.bucket_order), from whichever bucket they were sold."""
+    mine = Order.bucket == bucket if buckets == 1 else Order.user_id % buckets == bucket
+    return and_(
+        Order.product_id == product_id,
+        Order.status.in_((*OPEN_STATUSES, S.CONFIRMED.value)),
+        mine,
+    )
 
 
 def get_payment_by_intent(session: Session, provider: str, intent_id: str) -> Payment | None:

@@ -32,7 +32,6 @@ _USES_LIB = {
     "room_join",
     "room_status",
     "room_board",
-    "set_room",
 }
 
 

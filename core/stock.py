@@ -45,8 +45,8 @@ from core.orders import (
     open_orders,
     order_seats,
     statuses_of,
+    used_passes,
 )
-from core.rooms import apply_room
 from core.tickets import OPEN_STATUSES, OrderStatus
 from core.times import to_ms
 
@@ -297,6 +297,7 @@ def _restored_hold(order, now_ms: int, seats: Sequence[str]) -> Hold:  # type: i
         currency=order.currency,
         idempotency_key=order.idempotency_key,
         seats=tuple(seats),
+        queue_pass=order.queue_pass,
     )
 
 
@@ -314,6 +315,7 @@ class RebuildPlan:
     idempotency: dict[str, str]
     refunded_marks: list[str]
     seats: SeatPlan | None = None
+    passes_used: frozenset[str] = frozenset()
 
 
 def rebuild_stock(inventory: Inventory, sessions: sessionmaker[Session], product_id: int) -> bool:
@@ -392,7 +394,26 @@ def plan_rebuild(
         # A refund SQL recorded has no units in SQL's sold figure: its mark must not return them.
         refunded_marks=[t for t in view.returning if books.statuses.get(t) == REFUNDED],
         seats=seat_plan(session, event_id, holds, redis_confirmed) if event_id else None,
+        passes_used=_passes_used(session, terms, bucket, view, elsewhere, counted.claims),
     )
+
+
+def _passes_used(
+    session: Session,
+    terms: ProductTerms,
+    bucket: int,
+    view: RebuildView,
+    elsewhere: HeldElsewhere | None,
+    claims: dict[str, dict],
+) -> frozenset[str]:
+    """The waiting room passes that bought, of the purchases the bucket counts: SQL's orders,
+    and what Redis still holds (holds SQL may not have recorded yet, and claims)."""
+    buckets = terms.buckets
+    held = [*view.holds, *(elsewhere.holds if elsewhere else [])]
+    mine = [h for h in held if buckets == 1 or h.user_id % buckets == bucket]
+    live = {h.queue_pass for h in mine if h.status in LIVE and h.queue_pass}
+    claimed = {c["p"] for c in claims.values() if c.get("p")}
+    return frozenset(used_passes(session, terms.product_id, bucket, buckets) | live | claimed)
 
 
 def apply_rebuild(
@@ -414,6 +435,7 @@ def apply_rebuild(
         plan.seats,
         bucket,
         plan.claims,
+        plan.passes_used,
     )
     if created:
         _apply_current_terms(inventory, sessions, product_id)
@@ -435,7 +457,6 @@ def _apply_current_terms(
         product = session.get(Product, product_id)
     if product is not None:
         inventory.update_terms(terms_of(product))
-        apply_room(inventory, product)  # a room Redis lost opens again, empty
 
 
 def sweep_claims(

@@ -706,6 +706,12 @@ def _queue_status(url: str, product_id: int, token: str) -> dict:
     return answer.json()
 
 
+def _buy_with_pass(url: str, product_id: int, token: str, queue_pass: str) -> httpx.Response:
+    headers = {"Authorization": f"Bearer {token}", "X-Queue-Pass": queue_pass}
+    body = {"quantity": 1, "payment_method": "pm_card_visa"}
+    return httpx.post(f"{url}/purchase/{product_id}", json=body, headers=headers, timeout=10)
+
+
 def test_a_waiting_room_admits_in_order_with_its_scheduler_killed_and_restarted(
     app, rt, procs, servers, capsys
 ):
@@ -747,8 +753,9 @@ def test_a_waiting_room_admits_in_order_with_its_scheduler_killed_and_restarted(
 
 def test_a_waiting_room_after_redis_restarted_empty(app, settings, procs, servers, capsys):
     """The room answers 503 until the stock is rebuilt (its 503 queues the rebuild, as a
-    purchase's does), which opens the room again, empty; a pass issued before the restart still
-    buys (it is self-contained)."""
+    purchase's does), which opens the room again, empty, as a new room: a pass issued before the
+    restart buys no more (the new room's places start again from 1), a pass of the new one
+    does."""
     redis = RedisProcess(Path(tempfile.mkdtemp(prefix="faults-redis-"))).start()
     own = Runtime(dataclasses.replace(settings, redis_url=redis.url, inventory_redis_url=redis.url))
     try:
@@ -782,13 +789,12 @@ def test_a_waiting_room_after_redis_restarted_empty(app, settings, procs, server
         assert rejoined
         recover_s = time.monotonic() - restarted_at
         assert _queue_status(server.url, pid, late)["position"] == 1  # open again, empty
-        headers = {"Authorization": f"Bearer {first}", "X-Queue-Pass": queue_pass}
-        bought = httpx.post(
-            f"{server.url}/purchase/{pid}",
-            json={"quantity": 1, "payment_method": "pm_card_visa"},
-            headers=headers,
-            timeout=10,
+        stale = _buy_with_pass(server.url, pid, first, queue_pass)
+        assert (stale.status_code, stale.json()["error"]) == (403, "queue_pass_invalid")
+        new_pass = wait_until(
+            lambda: _queue_status(server.url, pid, late).get("queue_pass"), 10, "admission"
         )
+        bought = _buy_with_pass(server.url, pid, late, new_pass)
         assert bought.status_code == 202, bought.text
         outcome = Outcome(tickets=1, lost=0, double_charged=0, oversold=0)
         report(capsys, "room_redis_restart_empty", outcome, recover_s)

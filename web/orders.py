@@ -178,6 +178,8 @@ def reserve_and_answer(
         raise ApiError(403, "queue_pass_required", "this sale has a waiting room: join its queue")
     if outcome.result == "queue_pass_used":
         raise ApiError(403, "queue_pass_invalid", "this pass has bought already")
+    if outcome.result == "queue_pass_stale":
+        raise ApiError(403, "queue_pass_invalid", "this pass is not of the sale's room: join again")
     if outcome.result in SEAT_REFUSALS:
         status, message = SEAT_REFUSALS[outcome.result]
         named = list(outcome.seats) or None

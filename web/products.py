@@ -8,7 +8,6 @@ from redis.exceptions import RedisError
 from core.catalog import create_product, list_products, terms_of
 from core.models import Product
 from core.money import AmountError, to_decimal_string, to_minor
-from core.rooms import apply_room
 from core.stock import setup_stock
 from core.times import iso, to_ms
 from web.answers import Product as ProductAnswer
@@ -21,7 +20,14 @@ from web.schemas import ProductCreate, ProductUpdate
 
 bp = Blueprint("products", __name__)
 # The fields the reserve script enforces: changing one moves the product's terms version.
-TERMS_FIELDS = {"max_per_user", "sale_starts_at", "sale_ends_at", "add_stock"}
+TERMS_FIELDS = {
+    "max_per_user",
+    "sale_starts_at",
+    "sale_ends_at",
+    "add_stock",
+    "waiting_room",
+    "admit_per_second",
+}
 
 
 def _reads_limit() -> str:
@@ -115,8 +121,7 @@ def create() -> Response:
     product.waiting_room, product.admit_per_second = body.waiting_room, body.admit_per_second
     db.session.commit()
     try:
-        setup_stock(rt.inventory, product)
-        apply_room(rt.inventory, product)
+        setup_stock(rt.inventory, product)  # with the room, if it has one
     except RedisError:
         # SQL has the product; the sweep builds its stock once Redis answers again.
         raise ApiError(
@@ -164,8 +169,7 @@ def update(product_id: int) -> Response:
     db.session.refresh(product)  # the terms and their version as committed, read together
     end_read()
     try:
-        runtime().inventory.update_terms(terms_of(product))
-        apply_room(runtime().inventory, product)
+        runtime().inventory.update_terms(terms_of(product))  # the room's settings too
     except RedisError:
         # SQL has the new terms; the sweep and reconciliation bring Redis to them.
         raise ApiError(503, "inventory_unavailable", "saved; Redis will follow shortly") from None

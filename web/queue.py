@@ -101,7 +101,9 @@ def place_answer(settings: Settings, product_id: int, user_id: int, place: RoomP
             ahead=0,
             estimated_wait_s=0,
             poll_after_ms=settings.pass_seconds * 1000,
-            queue_pass=issue_pass(settings.jwt_secret_key, product_id, user_id, position),
+            queue_pass=issue_pass(
+                settings.jwt_secret_key, product_id, user_id, position, place.epoch
+            ),
         )
     if place.state in ("waiting", "sold_out"):
         return QueuePlace(

@@ -3,7 +3,7 @@
 -- SQL may not have recorded yet, and the refunds whose units are not back on sale yet.
 -- KEYS: stock, holds, returns
 local stock = redis.call('HMGET', KEYS[1], 'initial', 'available', 'held', 'sold', 'version',
-  'max_per_user', 'starts_ms', 'ends_ms', 'price', 'currency', 'terms_version')
+  'max_per_user', 'starts_ms', 'ends_ms', 'price', 'currency', 'terms_version', 'room', 'room_epoch')
 if not stock[1] then
   return {}
 end

@@ -2,7 +2,7 @@
 -- Hold records are JSON in the product's holds hash: t ticket, u user, q quantity, a amount,
 -- d deadline (ms), s status, r reason, pm payment method, cur currency, cs client secret (while the
 -- buyer must authenticate), k idempotency key, c created (ms), m modified (ms), st the seats of a
--- seated product's hold. A seated product's seats hash has each seat's state: 'f' free,
+-- seated product's hold, qp the waiting room pass it bought with. A seated product's seats hash has each seat's state: 'f' free,
 -- 'h:<ticket>' held, 's:<ticket>' sold.
 -- The open statuses: the same set as core.tickets.status.OPEN_STATUSES (a test compares them).
 local OPEN = {reserved = true, processing = true, requires_action = true}
@@ -98,6 +98,24 @@ end
 local function room_keys(first)
   return {room = KEYS[first], queue = KEYS[first + 1], early = KEYS[first + 2],
           admits = KEYS[first + 3]}
+end
+
+-- A new room: its counters, places and admissions start empty under a new epoch (Redis' clock),
+-- so the passes of an earlier room, or of a sale without one, buy no more (reserve.lua).
+local function start_room(q, rate, now)
+  redis.call('DEL', q.room, q.queue, q.early, q.admits)
+  redis.call('HSET', q.room, 'on', '1', 'rate', rate, 'epoch', now)
+end
+
+-- The sale's room switched on or off at `rate`, from the sale's first bucket (whose keys hold
+-- the room): a room switched on, or one Redis lost, starts anew. Answers the room's epoch.
+local function apply_room(q, was_on, on, rate, now)
+  if on == '1' and (was_on ~= '1' or redis.call('HEXISTS', q.room, 'epoch') == 0) then
+    start_room(q, rate, now)
+  elseif redis.call('EXISTS', q.room) == 1 then
+    redis.call('HSET', q.room, 'on', on, 'rate', rate)
+  end
+  return redis.call('HGET', q.room, 'epoch') or ''
 end
 
 -- The sale's stock fields a room call needs (starts_ms, the room flag, then `more`), or the

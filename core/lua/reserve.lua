@@ -1,7 +1,10 @@
 -- The whole purchase decision in one atomic call.
 -- A seated product's purchase names its seats (ARGV[10]): all of them are held, or none; or it
 -- asks for the best available seats of a section (ARGV[11]), adjacent in one row if `together`.
--- With the sale's waiting room on, the buyer's pass (verified by the caller) buys once.
+-- With the sale's waiting room on, the buyer's pass (verified by the caller) buys once, and only
+-- in the room it was given in: its id (product:buyer:epoch:place) names the room's epoch, which
+-- the stock carries ('room_epoch'); a pass of an earlier room, or of the sale without one, is
+-- stale. The hold keeps the pass (qp), so SQL's order records its use.
 -- KEYS: stock, holds, deadlines, users, idempotency, settle stream, events, the buyer's purchase
 --       rate counter, seats, seat ranks, free seats, passes used, claims
 -- ARGV: user, quantity, ticket, hold_ms, idempotency_key ('' = none), payment_method,
@@ -144,7 +147,7 @@ local ticket = ARGV[3]
 local idem = ARGV[5]
 
 local stock = redis.call('HMGET', KEYS[1], 'available', 'max_per_user', 'starts_ms', 'ends_ms', 'price',
-  'currency', 'seated', 'room', 'buckets')
+  'currency', 'seated', 'room', 'buckets', 'room_epoch')
 if not stock[1] then
   return {'unavailable'}
 end
@@ -194,6 +197,10 @@ local room = stock[8] == '1' and place ~= 'away' -- a later bucket: the buyer's 
 if room then
   if pass == '' then
     return {'queue_pass_required'}
+  end
+  local epoch = string.match(pass, '^%d+:%d+:(%d*):')
+  if not epoch or epoch == '' or epoch ~= stock[10] then
+    return {'queue_pass_stale'}
   end
   if redis.call('SISMEMBER', KEYS[12], pass) == 1 then
     return {'queue_pass_used'}
@@ -287,6 +294,9 @@ if idem ~= '' then
 end
 if ARGV[13] ~= '' then
   hold.ri = ARGV[13]
+end
+if stock[8] == '1' and pass ~= '' then
+  hold.qp = pass -- a later bucket's hold too: its buyer's own bucket checked the pass
 end
 local encoded = cjson.encode(hold)
 redis.call('HINCRBY', KEYS[1], 'available', -qty)

@@ -6,8 +6,12 @@
 -- Only the rebuild holding the product's rebuild lease creates it, and releases the lease.
 -- A seated product gets its seats too: each seat's state as SQL has it, but that a hold that
 -- survived in Redis keeps its seats held; and each section's price.
+-- The passes that bought (SQL's orders and what survived in Redis) are used again; the room is
+-- the sale's first bucket's, as in update_product.lua: a room Redis lost starts anew, under a new
+-- epoch, so a pass of the old one (whose places start again from 1) buys no more.
 -- KEYS: stock, holds, deadlines, users, settle stream, events, idempotency, returns, rebuild lease,
---       seats, seat ranks, free seats, waiting room, claims
+--       seats, seat ranks, free seats, claims, passes used, and for the first bucket: room,
+--       queue, early, admits
 -- ARGV: initial, sold, max_per_user, starts_ms, ends_ms, price, currency, sql_holds_json,
 --       user_quantities_json, idempotency_json ({"user:key": ticket}),
 --       terms_version, settle group, refunded_marks_json ([ticket, ...]), lease token,
@@ -16,7 +20,8 @@
 --       waiting room ('1' or '0'), admit_per_second (the room comes with the stock: a purchase
 --       never meets a stock without its room), the product's number of buckets (each bucket's
 --       stock is created by its own call, with its share of the units), claims_json ({ticket:
---       {u, q, d, s, p}}: a split product's bucket's claims, replacing what survived)
+--       {u, q, d, s, p}}: a split product's bucket's claims, replacing what survived), the
+--       room's epoch (a later bucket's, as the first bucket has it), passes_used_json ([pass])
 if redis.call('EXISTS', KEYS[1]) == 1 then
   return {'exists'}
 end
@@ -84,9 +89,12 @@ redis.call('DEL', KEYS[4])
 for user, qty in pairs(cjson.decode(ARGV[9])) do
   redis.call('HSET', KEYS[4], user, qty)
 end
-redis.call('DEL', KEYS[14])
+redis.call('DEL', KEYS[13])
 for ticket, claim in pairs(cjson.decode(ARGV[21])) do
-  redis.call('HSET', KEYS[14], ticket, cjson.encode(claim))
+  redis.call('HSET', KEYS[13], ticket, cjson.encode(claim))
+end
+for _, pass in ipairs(cjson.decode(ARGV[23])) do
+  redis.call('SADD', KEYS[14], pass)
 end
 for key, ticket in pairs(cjson.decode(ARGV[10])) do
   redis.call('HSETNX', KEYS[7], key, ticket)
@@ -95,13 +103,14 @@ for _, ticket in ipairs(cjson.decode(ARGV[13])) do
   redis.call('HDEL', KEYS[8], ticket)
 end
 local available = initial - sold - held
+local epoch = ARGV[22]
+if #KEYS > 14 then
+  local q = room_keys(15)
+  epoch = apply_room(q, redis.call('HGET', q.room, 'on'), ARGV[18], ARGV[19], now)
+end
 redis.call('HSET', KEYS[1], 'initial', initial, 'available', available, 'held', held,
   'sold', sold, 'max_per_user', ARGV[3], 'starts_ms', ARGV[4], 'ends_ms', ARGV[5],
   'price', ARGV[6], 'currency', ARGV[7], 'terms_version', ARGV[11], 'version', now,
-  'seated', seated, 'room', ARGV[18], 'buckets', ARGV[20])
-if ARGV[18] == '1' then
-  redis.call('HSET', KEYS[13], 'on', '1', 'rate', ARGV[19])
-  redis.call('HSETNX', KEYS[13], 'epoch', now)
-end
+  'seated', seated, 'room', ARGV[18], 'room_epoch', epoch, 'buckets', ARGV[20])
 emit(KEYS[6], 'restore', '', available, '', now)
 return {'created', tostring(available)}

@@ -46,10 +46,12 @@ class Board:
 
     def place(self, position: int) -> RoomPlace:
         if position == WAITING:
-            return RoomPlace("waiting", None, self.served, self.rate, self.opens_ms, self.early)
+            return RoomPlace(
+                "waiting", None, self.served, self.rate, self.opens_ms, self.early, self.epoch
+            )
         if position > self.served and self.available <= 0 and self.held <= 0:
-            return RoomPlace("sold_out", position, self.served, self.rate)
-        return RoomPlace("queued", position, self.served, self.rate)
+            return RoomPlace("sold_out", position, self.served, self.rate, epoch=self.epoch)
+        return RoomPlace("queued", position, self.served, self.rate, epoch=self.epoch)
 
 
 @dataclass(frozen=True)
@@ -63,6 +65,7 @@ class RoomPlace:
     rate: int = 0
     opens_ms: int = 0  # waiting: the opening, Unix ms
     crowd: int = 0  # waiting: how many wait for the opening's draw
+    epoch: str = ""  # the room's ('' without one): its passes buy in this room only
 
     @property
     def admitted(self) -> bool:

@@ -1,7 +1,7 @@
 """The passes an admitted buyer buys with. A pass is signed (itsdangerous, with the JWT secret
-and a salt of its own) and bound to the buyer, the sale and the buyer's place; it is checked
-in-process, and the reserve script lets it buy once (its id is the place:
-product:buyer:position)."""
+and a salt of its own) and bound to the buyer, the sale, the room (its epoch: '' for a sale
+without one) and the buyer's place; it is checked in-process, and the reserve script lets it
+buy once, in its own room only (its id is product:buyer:epoch:position)."""
 
 from __future__ import annotations
 
@@ -14,9 +14,9 @@ class PassRefused(ValueError):
     """No pass the purchase may use: forged, for another buyer or sale, or expired."""
 
 
-def issue_pass(secret: str, product_id: int, user_id: int, position: int) -> str:
+def issue_pass(secret: str, product_id: int, user_id: int, position: int, epoch: str) -> str:
     serializer = URLSafeTimedSerializer(secret, salt=PASS_SALT)
-    return serializer.dumps({"p": product_id, "u": user_id, "n": position})
+    return serializer.dumps({"p": product_id, "u": user_id, "n": position, "e": epoch})
 
 
 def read_pass(secret: str, token: str, product_id: int, user_id: int, max_age_s: int) -> str:
@@ -32,4 +32,4 @@ def read_pass(secret: str, token: str, product_id: int, user_id: int, max_age_s:
         raise PassRefused("the pass is for another sale")
     if claims.get("u") != user_id:
         raise PassRefused("the pass is another buyer's")
-    return f"{product_id}:{user_id}:{claims.get('n')}"
+    return f"{product_id}:{user_id}:{claims.get('e', '')}:{claims.get('n')}"
