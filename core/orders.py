@@ -347,24 +347,29 @@ def counted_orders(
 
 
 def used_passes(session: Session, product_id: int, bucket: int = 0, buckets: int = 1) -> set[str]:
-    """The waiting room passes the bucket's counted orders (see counted_orders) bought with."""
+    """The waiting room passes the bucket's orders bought with, however they ended: a pass buys
+    once, as Redis keeps it used once its purchase held units (see reserve.lua)."""
     return set(
         session.scalars(
             select(Order.queue_pass).where(
-                _counted_in(product_id, bucket, buckets), Order.queue_pass.is_not(None)
+                _of_bucket(product_id, bucket, buckets), Order.queue_pass.is_not(None)
             )
         )
     )
 
 
-def _counted_in(product_id: int, bucket: int, buckets: int) -> ColumnElement[bool]:
-    """The orders a bucket counts (open or confirmed): a split product's bucket, its own
-    buyers' (see core.keys.bucket_order), from whichever bucket they were sold."""
+def _of_bucket(product_id: int, bucket: int, buckets: int) -> ColumnElement[bool]:
+    """A bucket's orders: a split product's bucket, its own buyers' (see core.keys.bucket_order),
+    from whichever bucket they were sold."""
     mine = Order.bucket == bucket if buckets == 1 else Order.user_id % buckets == bucket
+    return and_(Order.product_id == product_id, mine)
+
+
+def _counted_in(product_id: int, bucket: int, buckets: int) -> ColumnElement[bool]:
+    """The orders a bucket counts (open or confirmed)."""
     return and_(
-        Order.product_id == product_id,
+        _of_bucket(product_id, bucket, buckets),
         Order.status.in_((*OPEN_STATUSES, S.CONFIRMED.value)),
-        mine,
     )
 
 

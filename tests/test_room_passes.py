@@ -63,6 +63,31 @@ def test_a_pass_that_bought_stays_used_when_the_stock_is_rebuilt(client, app, ad
     assert recorded in rt.inventory_redis.smembers(keys.passes_used)
 
 
+def test_a_pass_whose_purchase_failed_stays_used_when_the_stock_is_rebuilt(client, app, admin, rt):
+    product_id = _room_sale(client, admin)
+    buyer = make_user(app)
+    queue_pass = _admitted_pass(client, buyer, product_id)
+    headers = buyer.headers | {"X-Queue-Pass": queue_pass}
+    body = {"quantity": 1, "payment_method": "pm_card_chargeDeclined"}
+    declined = client.post(f"/purchase/{product_id}", json=body, headers=headers)
+    assert declined.status_code == 202, declined.get_json()
+    ticket = declined.get_json()["ticket_id"]
+
+    def failed() -> bool:
+        run_workers(rt.settings)
+        answer = client.get(f"/orders/{ticket}", headers=buyer.headers).get_json()
+        return answer["status"] == "failed"
+
+    wait_until(failed, 20, "the declined purchase to fail")
+    assert_error(_buy(client, buyer, product_id, queue_pass), 403, "queue_pass_invalid")
+    keys = rt.inventory.keys(product_id)
+    room = set(keys.room_keys)
+    rt.inventory_redis.delete(*(key for key in keys.all() if key not in room))  # the stock lost
+    assert rebuild_stock(rt.inventory, rt.sessions, product_id)
+    # As before the loss: the pass bought once, whatever became of that purchase.
+    assert_error(_buy(client, buyer, product_id, queue_pass), 403, "queue_pass_invalid")
+
+
 def test_after_redis_lost_the_sale_old_passes_are_refused_and_new_ones_do_not_collide(
     client, app, admin, rt, settings
 ):
