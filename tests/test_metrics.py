@@ -154,7 +154,8 @@ def summed_web(tmp_path: Path) -> Iterator[tuple[str, Path]]:
 
 def test_gunicorns_workers_are_summed_whichever_answers(app, admin, summed_web):
     url, folder = summed_web
-    buyers = make_users(app, 12)
+    buyers = make_users(app, 60)
+    bought = 0
     with httpx.Client(base_url=url, timeout=10) as http:
         product = http.post(
             "/products",
@@ -162,7 +163,9 @@ def test_gunicorns_workers_are_summed_whichever_answers(app, admin, summed_web):
             headers=admin.headers,
         ).json()
         before = samples(http.get("/metrics").text)
-        for buyer in buyers:  # new connections: both workers take some
+        # New connections until both workers have counted purchases (which worker accepts a
+        # connection is the kernel's choice: on a busy machine one may take many in a row).
+        for buyer in buyers:
             with httpx.Client(base_url=url, timeout=10) as one:
                 answer = one.post(
                     f"/purchase/{product['id']}",
@@ -170,13 +173,16 @@ def test_gunicorns_workers_are_summed_whichever_answers(app, admin, summed_web):
                     headers=buyer.headers,
                 )
                 assert answer.status_code == 202
+            bought += 1
+            if bought >= 12 and len(list(folder.glob("counter_*.db"))) == 2:
+                break
         counts = set()
         for _ in range(6):
             with httpx.Client(base_url=url, timeout=10) as one:
                 now = samples(one.get("/metrics").text)
             counts.add(moved(before, now, "flashsale_purchases_total", outcome="reserved"))
-    assert counts == {12}
     assert len(list(folder.glob("counter_*.db"))) == 2  # both workers counted purchases
+    assert counts == {bought}
 
 
 def test_a_worker_serves_its_own_metrics_on_its_port(app, client, admin, tmp_path):
