@@ -49,7 +49,7 @@ CLUSTER_TESTS ?= tests/test_rush.py tests/test_pipeline.py tests/test_safety_net
 	tests/test_invariants.py tests/test_seats.py tests/test_seat_rush.py tests/test_waiting_room.py \
 	tests/test_waiting_room_rush.py tests/test_hot_path.py tests/test_metrics.py \
 	tests/test_scheduler.py tests/test_payment_paths.py tests/test_buckets.py \
-	tests/test_bucket_properties.py tests/test_cluster.py
+	tests/test_bucket_properties.py tests/test_cluster.py tests/test_room_passes.py
 test: lint browser
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 	$(if $(strip $(CLUSTER_TESTS)),TEST_INVENTORY_REDIS=cluster $(BIN)/python -m pytest $(PYTEST_ARGS) $(CLUSTER_TESTS))
