@@ -5,12 +5,18 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 from redis import Redis
+from rq import Queue
+from rq.serializers import JSONSerializer
 
+from jobs.queues import JsonJob
 from jobs.scheduler import SettlementScheduler, periodic_jobs
 from tests.servers import ROOT, RedisProcess, clean_env, wait_until
+
+RQ = str(Path(sys.executable).parent / "rq")
 
 
 class LoggedProcess:
@@ -77,4 +83,53 @@ def test_the_scheduler_carries_on_after_its_redis_refused_connections(tmp_path, 
         assert scheduler.output.count("outage ended") == 1, scheduler.output
     finally:
         scheduler.stop()
+        redis.stop()
+
+
+def wait_for_file(path: str) -> str:
+    """A job that runs until the test creates `path`."""
+    deadline = time.monotonic() + 60
+    while not Path(path).exists():
+        if time.monotonic() > deadline:
+            raise TimeoutError(path)
+        time.sleep(0.05)
+    return "done"
+
+
+def test_a_worker_carries_on_after_its_redis_restarted_under_a_job(tmp_path):
+    """The job ends while Redis is away: recording its end fails, which RQ's loop answered by
+    quitting; the worker now waits the outage out and takes the next job from the new Redis."""
+    redis = RedisProcess(tmp_path / "redis").start()
+    queue_name = "resilience"
+    argv = [RQ, "worker", "-w", "jobs.worker.SettlementWorker"]
+    argv += ["--serializer", "rq.serializers.JSONSerializer", "--job-class", "jobs.queues.JsonJob"]
+    argv += ["--url", redis.url, queue_name]
+    worker = LoggedProcess(argv, clean_env({"REDIS_URL": redis.url}), tmp_path / "log")
+    release = tmp_path / "release"
+
+    def enqueued(server: RedisProcess) -> JsonJob:
+        queue = Queue(
+            queue_name,
+            connection=Redis(port=server.port),
+            serializer=JSONSerializer,
+            job_class=JsonJob,
+        )
+        return queue.enqueue(wait_for_file, str(release))
+
+    def status(job: JsonJob) -> str:
+        return worker.running() and job.get_status(refresh=True)
+
+    try:
+        first = enqueued(redis)
+        wait_until(lambda: status(first) == "started", 30, "the first job to start", every=0.1)
+        redis.stop()
+        release.touch()  # the job ends while Redis is away
+        wait_until(lambda: worker.says("outage began"), 30, "the outage logged", every=0.1)
+        redis = restarted_empty(redis)
+        second = enqueued(redis)
+        wait_until(lambda: status(second) == "finished", 30, "the next job done", every=0.1)
+        assert worker.says("outage ended")
+        assert worker.output.count("outage began") == 1, worker.output
+    finally:
+        worker.stop()
         redis.stop()
