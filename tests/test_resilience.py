@@ -3,6 +3,7 @@ when the server is back, and the answers while it is away are quick 503s."""
 
 from __future__ import annotations
 
+import dataclasses
 import subprocess
 import sys
 import time
@@ -15,6 +16,7 @@ from rq.serializers import JSONSerializer
 from jobs.queues import JsonJob
 from jobs.scheduler import SettlementScheduler, periodic_jobs
 from tests.servers import ROOT, RedisProcess, clean_env, wait_until
+from web.kicker import SettlementKicker
 
 RQ = str(Path(sys.executable).parent / "rq")
 
@@ -132,4 +134,21 @@ def test_a_worker_carries_on_after_its_redis_restarted_under_a_job(tmp_path):
         assert worker.output.count("outage began") == 1, worker.output
     finally:
         worker.stop()
+        redis.stop()
+
+
+def test_the_settlement_kicker_kicks_again_once_redis_answers(tmp_path, settings, caplog):
+    """A kick while the queues' Redis refuses was dropped (left to the periodic sweep); it is
+    kept now, and enqueued once Redis is back."""
+    redis = RedisProcess(tmp_path / "redis")  # its port, no server on it yet
+    kicker = SettlementKicker(dataclasses.replace(settings, redis_url=redis.url))
+    kicker.kick(7)
+    queue = Queue(settings.queue_name, connection=Redis(port=redis.port))
+    refused = lambda: any(r.name == "web.kicker" for r in caplog.records)  # noqa: E731
+    wait_until(refused, 10, "the kicker's first try, refused")
+    try:
+        redis.start()
+        drains = wait_until(lambda: queue.job_ids, 30, "the drain job", every=0.1)
+        assert [job_id.split("-")[:2] for job_id in drains] == [["drain", "7"]]
+    finally:
         redis.stop()
