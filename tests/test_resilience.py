@@ -337,3 +337,58 @@ def _said(figures: dict[str, float]) -> str:
 def test_make_run_rides_out_a_database_outage():
     """A PostgreSQL of the test's own under `make run` would cost a server per run; the
     workers' database outage is scenario 4 of tests/test_faults.py."""
+
+
+def descendants(pid: int) -> dict[int, str]:
+    """The processes below `pid`, with their command lines."""
+    parents: dict[int, int] = {}
+    commands: dict[int, str] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+            command = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+        except OSError:
+            continue
+        parents[int(entry.name)] = int(stat.rsplit(") ", 1)[1].split()[1])
+        commands[int(entry.name)] = command
+    found: dict[int, str] = {}
+    frontier = [pid]
+    while frontier:
+        parent = frontier.pop()
+        for child, its_parent in parents.items():
+            if its_parent == parent and child not in found:
+                found[child] = commands[child]
+                frontier.append(child)
+    return found
+
+
+def the_scheduler(stack: Stack) -> int | None:
+    found = [
+        pid
+        for pid, command in descendants(stack.process.pid).items()
+        if "python" in command.split(" ", 1)[0]
+        and " -m jobs.scheduler" in command
+        and "keep_running" not in command
+    ]
+    return found[0] if len(found) == 1 else None
+
+
+@pytest.mark.slow
+def test_make_run_restarts_a_process_that_died_and_keeps_the_others(tmp_path):
+    stack = Stack(tmp_path)
+    try:
+        wait_until(stack.healthy, 90, "the stack's /health", every=0.2)
+        first = wait_until(lambda: the_scheduler(stack), 30, "the scheduler's pid")
+        os.kill(first, signal.SIGKILL)
+        restarted = wait_until(
+            lambda: (pid := the_scheduler(stack)) not in (None, first) and pid,
+            30,
+            "a new scheduler",
+            every=0.2,
+        )
+        assert _alive(restarted)
+        assert stack.healthy()  # the web (and the stack's script) still runs
+    finally:
+        stack.cleanup()
