@@ -392,3 +392,18 @@ def test_make_run_restarts_a_process_that_died_and_keeps_the_others(tmp_path):
         assert stack.healthy()  # the web (and the stack's script) still runs
     finally:
         stack.cleanup()
+
+
+def test_mail_delivery_notes_a_database_outage_once_instead_of_failing():
+    """The periodic mail job raised on every run while the database refused; it now logs the
+    outage once and does nothing until its backoff lets it try again."""
+    env = clean_env(
+        {"DATABASE_URL": "postgresql://root@127.0.0.1:1/none", "SMTP_URL": "smtp://127.0.0.1:1"}
+    )
+    code = "from jobs.mail import deliver_mail; print([deliver_mail()['sent'] for _ in range(3)])"
+    result = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "[0, 0, 0]"
+    assert result.stderr.count("outage began") == 1, result.stderr
