@@ -58,6 +58,11 @@ class Settings:
     # Redis Cluster (any one node of it): every script's keys share one product's hash tag.
     inventory_redis_url: str = _env("INVENTORY_REDIS_URL", "")
     redis_pool_size: int = _env("REDIS_POOL_SIZE", 64)
+    # How long a web process waits for the inventory's Redis (a purchase answers 503 after it);
+    # workers wait longer (core/runtime.py REDIS_TIMEOUT_S): settlement's calls are not hurried.
+    inventory_timeout_seconds: float = _env("INVENTORY_TIMEOUT_SECONDS", 1.0)
+    # GET /health runs its checks side by side, each given this long before it counts as failed.
+    health_check_timeout_seconds: float = _env("HEALTH_CHECK_TIMEOUT_SECONDS", 0.5)
     key_prefix: str = _env("REDIS_KEY_PREFIX", "fs")
     queue_name: str = _env("SETTLEMENT_QUEUE", "settlement")
     jwt_secret_key: str = _env("JWT_SECRET_KEY", DEV_JWT_SECRET)
@@ -159,6 +164,10 @@ class Settings:
             raise ConfigError(
                 "HOLD_SECONDS, SETTLE_LEASE_SECONDS, PASS_SECONDS and "
                 "ROOM_OPENING_POLLS_PER_SECOND must be positive"
+            )
+        if min(self.inventory_timeout_seconds, self.health_check_timeout_seconds) <= 0:
+            raise ConfigError(
+                "INVENTORY_TIMEOUT_SECONDS and HEALTH_CHECK_TIMEOUT_SECONDS must be positive"
             )
         if self.payment_gateway not in {"simulated", "stripe"}:
             raise ConfigError(f"unknown PAYMENT_GATEWAY {self.payment_gateway!r}")

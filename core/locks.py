@@ -4,12 +4,12 @@ compare-and-delete, acquired with jittered backoff, counted in the Prometheus me
 
 from __future__ import annotations
 
-import random
 import secrets
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
+from core.backoff import backoff_delays
 from core.metrics import LOCK_WAIT_SECONDS, LOCKS
 from core.scripts import RedisClient, Scripts
 
@@ -24,14 +24,13 @@ def retry_with_backoff(attempt: Callable[[], bool], max_wait_s: float) -> bool:
     """Calls `attempt` until it succeeds or waiting more would pass `max_wait_s`, sleeping with
     full jitter between calls (5 ms, doubling up to 200 ms)."""
     started = time.monotonic()
-    delay = 0.005
-    while True:
+    for delay in backoff_delays(0.005, 0.2):
         if attempt():
             return True
         if time.monotonic() - started + delay > max_wait_s:
             return False
-        time.sleep(random.uniform(0, delay))
-        delay = min(delay * 2, 0.2)
+        time.sleep(delay)
+    return False  # unreachable: the delays never end
 
 
 class RedisLock:

@@ -23,6 +23,7 @@ from sqlalchemy import delete, select
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
+from core.backoff import Outage
 from core.db import transaction, upsert
 from core.keys import ServiceKeys
 from core.models import RevokedToken
@@ -30,7 +31,7 @@ from core.models import RevokedToken
 log = logging.getLogger(__name__)
 
 RELOAD_SECONDS = 30.0
-RECONNECT_SECONDS = 0.5  # the first retry; doubled up to RECONNECT_MAX_SECONDS
+RECONNECT_SECONDS = 0.5  # the first retry's bound; doubled up to RECONNECT_MAX_SECONDS
 RECONNECT_MAX_SECONDS = 5.0
 
 
@@ -89,7 +90,7 @@ class RevocationWatch:
         self._revoked: set[str] = set()
         self._ready = threading.Event()
         self._stopped = threading.Event()
-        self._failures = 0
+        self._outage = Outage("revocation watch", log, RECONNECT_SECONDS, RECONNECT_MAX_SECONDS)
         self._guard = threading.Lock()
         self._owner_pid: int | None = None
 
@@ -134,11 +135,7 @@ class RevocationWatch:
             try:
                 self._follow()
             except (RedisError, SQLAlchemyError, OSError) as error:
-                if self._failures == 0:  # once per outage
-                    log.warning("revocation watch not subscribed (%s); retrying", error)
-                self._failures += 1
-                delay = RECONNECT_SECONDS * 2 ** min(self._failures - 1, 8)
-                self._stopped.wait(min(delay, RECONNECT_MAX_SECONDS))
+                self._stopped.wait(self._outage.failed(error))  # logged once per outage
 
     def _follow(self) -> None:
         client = Redis.from_url(self.redis_url, decode_responses=True, health_check_interval=10)
@@ -151,7 +148,7 @@ class RevocationWatch:
             if self._stopped.is_set():
                 return
             self._ready.set()
-            self._failures = 0
+            self._outage.recovered()
             reload_at = time.monotonic() + self.reload_seconds
             while not self._stopped.is_set():
                 message = pubsub.get_message(timeout=1.0)

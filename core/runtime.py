@@ -30,6 +30,9 @@ REDIS_TIMEOUT_S = 5.0  # a Redis that hangs answers 503 after this, instead of h
 @dataclass
 class Runtime:
     settings: Settings
+    # The inventory's socket timeout: web processes answer a purchase 503 sooner than settlement
+    # gives up (INVENTORY_TIMEOUT_SECONDS); workers and the scheduler keep REDIS_TIMEOUT_S.
+    inventory_timeout_s: float = REDIS_TIMEOUT_S
 
     @cached_property
     def redis(self) -> Redis:
@@ -41,31 +44,32 @@ class Runtime:
         """Stock, holds, seats and waiting rooms (INVENTORY_REDIS_URL): the service's Redis
         unless it names another server or a Redis Cluster."""
         url = self.settings.inventory_url
-        if url == self.settings.redis_url:
+        timeout_s = self.inventory_timeout_s
+        if url == self.settings.redis_url and timeout_s == REDIS_TIMEOUT_S:
             return self.redis
         node_url = cluster_node_url(url)
         if node_url is None:
-            return self._plain_redis(url)
+            return self._plain_redis(url, timeout_s)
         return RedisCluster.from_url(
             node_url,
             decode_responses=True,
             connection_pool_class=BlockingConnectionPool,  # per node, as large as for one Redis
             max_connections=self.settings.redis_pool_size,
-            timeout=REDIS_TIMEOUT_S,
-            socket_timeout=REDIS_TIMEOUT_S,
-            socket_connect_timeout=REDIS_TIMEOUT_S,
+            timeout=timeout_s,
+            socket_timeout=timeout_s,
+            socket_connect_timeout=timeout_s,
         )
 
-    def _plain_redis(self, url: str) -> Redis:
+    def _plain_redis(self, url: str, timeout_s: float = REDIS_TIMEOUT_S) -> Redis:
         """One pool per process, as large as its threads need: a thread takes a free connection
         without waiting on the others (hiredis parses the replies when installed)."""
         pool = BlockingConnectionPool.from_url(
             url,
             decode_responses=True,
             max_connections=self.settings.redis_pool_size,
-            timeout=REDIS_TIMEOUT_S,
-            socket_timeout=REDIS_TIMEOUT_S,
-            socket_connect_timeout=REDIS_TIMEOUT_S,
+            timeout=timeout_s,
+            socket_timeout=timeout_s,
+            socket_connect_timeout=timeout_s,
         )
         return Redis(connection_pool=pool)
 

@@ -7,12 +7,15 @@ Run with `python -m jobs.scheduler`.
 from __future__ import annotations
 
 import logging
+from contextlib import suppress
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from functools import partial
 
 from rq.exceptions import NoSuchJobError
 from rq_scheduler import Scheduler
 
+from core.backoff import OUTAGE_ERRORS, Outage, ride_out
 from core.config import Settings
 from core.logs import configure_logging
 from core.metrics import serve_metrics
@@ -72,7 +75,9 @@ def register_periodic_jobs(scheduler: Scheduler, settings: Settings) -> int:
 
 
 class SettlementScheduler(Scheduler):
-    """Re-checks the schedule on every pass, so it comes back by itself if Redis lost its data."""
+    """Re-checks the schedule on every pass, so it comes back by itself if Redis lost its data;
+    rides out a Redis that stalls, restarts or refuses (rq-scheduler's loop ends on the first
+    error, and its `finally` raises again while Redis is away)."""
 
     job_class = JsonJob
 
@@ -85,10 +90,32 @@ class SettlementScheduler(Scheduler):
             **kwargs,
         )
         self.settings = settings
+        self.outage = Outage("scheduler's Redis", log)
 
     def enqueue_jobs(self):  # type: ignore[no-untyped-def]
         register_periodic_jobs(self, self.settings)
         return super().enqueue_jobs()
+
+    def run(self, burst: bool = False) -> None:
+        """rq-scheduler's loop, started again after each outage error."""
+        ride_out(partial(super().run, burst), self.outage)
+
+    def heartbeat(self) -> None:
+        super().heartbeat()
+        self.outage.recovered()  # the first pass that reaches Redis again ends the outage
+
+    def register_birth(self) -> None:
+        # This process's own record, left alive by an outage that kept its death from Redis.
+        self.connection.delete(self.key)
+        super().register_birth()
+
+    def register_death(self) -> None:
+        with suppress(*OUTAGE_ERRORS):  # the record expires by itself
+            super().register_death()
+
+    def remove_lock(self) -> None:
+        with suppress(*OUTAGE_ERRORS):  # the lock expires by itself
+            super().remove_lock()
 
 
 def main() -> None:
@@ -98,7 +125,8 @@ def main() -> None:
         served = serve_metrics(settings.metrics_host, settings.metrics_port)
         log.info("metrics on port %s: %s", settings.metrics_port, "served" if served else "taken")
     scheduler = SettlementScheduler(settings)
-    log.info("registered %s periodic jobs", register_periodic_jobs(scheduler, settings))
+    created = ride_out(lambda: register_periodic_jobs(scheduler, settings), scheduler.outage)
+    log.info("registered %s periodic jobs", created)
     scheduler.run()
 
 

@@ -11,7 +11,8 @@
   sends to the run folder's `mail/`, one .eml file a message.
 - Runs the release step (migrations), creates a demo admin, product and show, then runs the
   Procfile's web, worker and scheduler under honcho on HOST:PORT (default 127.0.0.1:8000;
-  the Procfile alone binds 0.0.0.0, as a container or platform needs).
+  the Procfile alone binds 0.0.0.0, as a container or platform needs), each in a restart loop
+  (scripts/keep_running.py): a process that exits is started again after a backoff.
 
 SIGINT/SIGTERM stop honcho (which stops its processes), then the Redis started here.
 A `.env` file at the project root is read for variables the environment does not set.
@@ -21,6 +22,7 @@ from __future__ import annotations
 
 import os
 import secrets
+import shlex
 import shutil
 import signal
 import socket
@@ -364,8 +366,28 @@ def banner(redis: RedisProcess | None, admin_password: str, mail: MailSink | Non
     say()
 
 
-def run_honcho() -> int:
-    command = [str(BIN / "honcho"), "start", "-f", str(ROOT / "Procfile"), "-d", str(ROOT)]
+def restarting_procfile(run_dir: Path) -> Path:
+    """The Procfile's web, worker and scheduler, each inside a restart loop
+    (scripts/keep_running.py): one process that exits is started again, with a backoff,
+    instead of honcho stopping the whole stack."""
+    entries = {}
+    for line in (ROOT / "Procfile").read_text().splitlines():
+        name, _, command = line.partition(":")
+        if name.strip() in PROCESSES:
+            entries[name.strip()] = command.strip()
+    python = shlex.quote(str(BIN / "python"))
+    path = run_dir / "Procfile.restarting"
+    path.write_text(
+        "".join(
+            f"{name}: {python} -m scripts.keep_running {name} {shlex.quote(entries[name])}\n"
+            for name in PROCESSES
+        )
+    )
+    return path
+
+
+def run_honcho(procfile: Path) -> int:
+    command = [str(BIN / "honcho"), "start", "-f", str(procfile), "-d", str(ROOT)]
     command += ["-e", os.devnull]  # this script already applied .env: one environment for all
     if not sys.stdout.isatty():
         command.append("--no-colour")
@@ -423,7 +445,7 @@ def main() -> int:
         release()
         seed_demo_data(admin_password)
         banner(redis, admin_password, mail)
-        return run_honcho()
+        return run_honcho(restarting_procfile(run_dir))
     except Stop as stop:
         say(f"==> {stop} received, stopping")
         return 0

@@ -34,6 +34,7 @@ from web import (
 from web.common import SECURITY_HEADERS, SoldOutFlags, parse_purchase_rate, register_request_ids
 from web.errors import error_response, register_error_handlers
 from web.extensions import db, jwt, limiter, migrate
+from web.health import SideBySide
 from web.kicker import SettlementKicker
 
 ROLES = ("buyer", "admin", "gate")
@@ -92,10 +93,11 @@ def create_app(settings: Settings | None = None) -> Flask:
         hops = settings.trusted_proxies
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=hops, x_proto=hops, x_host=0, x_prefix=0)
     configure_logging("web", settings.log_level)
-    app.extensions["flashsale"] = Runtime(settings)
+    app.extensions["flashsale"] = Runtime(settings, settings.inventory_timeout_seconds)
     app.extensions["flashsale_kicker"] = SettlementKicker(settings)
     app.extensions["flashsale_sold_out"] = SoldOutFlags(settings.sold_out_cache_ms)
     app.extensions["flashsale_purchase_rate"] = parse_purchase_rate(settings)
+    app.extensions["flashsale_health"] = SideBySide(settings.health_check_timeout_seconds)
 
     db.init_app(app)
     with app.app_context():

@@ -1,5 +1,6 @@
 """Hands reserved tickets to the workers off the request path: products that took reservations
-are collected and one drain job per product is enqueued at most every `interval` seconds."""
+are collected and one drain job per product is enqueued at most every `interval` seconds; while
+the queues' Redis does not answer, they are kept and kicked again after a backoff."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import os
 import threading
 import time
 
+from core.backoff import OUTAGE_ERRORS, Outage
 from core.config import Settings
 from jobs.queues import enqueue_drains
 
@@ -32,6 +34,7 @@ class SettlementKicker:
         self._wake.set()
 
     def _run(self) -> None:
+        outage = Outage("settlement kicker's Redis", log)
         while True:
             self._wake.wait()
             time.sleep(self.interval)  # gather the burst into one enqueue per product
@@ -41,6 +44,13 @@ class SettlementKicker:
                 self._dirty.clear()
             try:
                 enqueue_drains(self.settings, batch)
+            except OUTAGE_ERRORS as error:
+                with self._guard:  # kicked again once Redis answers
+                    self._dirty.update(batch)
+                self._wake.set()
+                time.sleep(outage.failed(error))
+                continue
             except Exception:
                 # The periodic sweep queues settlement for any product with waiting tickets.
                 log.exception("could not enqueue settlement for products %s", batch)
+            outage.recovered()

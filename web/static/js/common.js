@@ -4,6 +4,8 @@
 (function () {
   const UNSAFE = new Set(["POST", "PUT", "PATCH", "DELETE"]);
   const SYMBOLS = { USD: "$", EUR: "€", GBP: "£", JPY: "¥" };
+  // A server that does not answer counts as no connection (status 0) after this, not a spinner.
+  const REQUEST_TIMEOUT_MS = 10000;
   const serverNow = Number(document.body.dataset.serverNow || Date.now());
   const clockSkew = serverNow - Date.now(); // the server's clock decides when a sale opens
 
@@ -38,6 +40,7 @@
       body: body === undefined ? undefined : JSON.stringify(body),
       credentials: "same-origin",
       cache: "no-store",
+      signal: AbortSignal.timeout(REQUEST_TIMEOUT_MS),
     });
   }
 

@@ -199,6 +199,7 @@
       default:
         if (answer.status === 429) return "Too many attempts: wait a moment and try again.";
         if (answer.status === 401) return "Your session has ended. Sign in again to buy.";
+        if (answer.status === 503) return "The seats cannot be held right now. Try again shortly.";
         if (answer.status === 0) return "No connection. Check your network and try again.";
         return "Something went wrong: " + (body.message || "error " + answer.status) + ".";
     }

@@ -181,7 +181,7 @@
     if (answer.status === 0) return "No connection to the shop. Check your network and try again.";
     const body = answer.body || {};
     if (answer.status === 400 && body.message) return "Check the form: " + body.message;
-    if (answer.status === 503) return "The shop is busy restoring its stock. Try again in a moment.";
+    if (answer.status === 503) return "The shop cannot take purchases right now. Try again shortly.";
     if (body.message) return "Something went wrong: " + body.message + ".";
     return "Something went wrong (error " + answer.status + "). Try again.";
   }
