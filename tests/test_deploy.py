@@ -179,7 +179,6 @@ def _port_open(port: int) -> bool:
         return False
 
 
-@pytest.mark.slow
 def _json_of(line: str) -> dict | None:
     """A JSON log line as honcho prints it (`web.1 | {...}`), read; None for other lines."""
     start = line.find("{")
@@ -190,6 +189,7 @@ def _json_of(line: str) -> dict | None:
     return found if isinstance(found, dict) else None
 
 
+@pytest.mark.slow
 def test_make_run_serves_a_purchase_until_confirmed_and_stops_cleanly(tmp_path):
     stack = Stack(tmp_path)
     try:
