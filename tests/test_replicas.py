@@ -79,12 +79,14 @@ def pair(tmp_path):  # type: ignore[no-untyped-def]
     servers.stop()
 
 
-def runtime_on(settings, server: RedisProcess, replicas: int = 1) -> Runtime:  # type: ignore[no-untyped-def]
+def runtime_on(settings, server: RedisProcess, replicas: int = 1, wait_ms: int = 50) -> Runtime:  # type: ignore[no-untyped-def]
+    """`wait_ms`: long where a replica must confirm (WAIT answers once it has), so a slow
+    machine does not turn into a lagging replica."""
     changed = dataclasses.replace(
         settings,
         inventory_redis_url=server.url,
         inventory_min_replicas=replicas,
-        inventory_replica_wait_ms=50,
+        inventory_replica_wait_ms=wait_ms,
     )
     return Runtime(changed)
 
@@ -94,7 +96,7 @@ def reserve(rt: Runtime, product_id: int, buyer: int):  # type: ignore[no-untype
 
 
 def test_a_reservation_is_answered_once_a_replica_has_it_in_one_round_trip(pair, settings):
-    rt = runtime_on(settings, pair.primary)
+    rt = runtime_on(settings, pair.primary, wait_ms=10_000)
     product_id = stocked_product(rt, stock=5)
     first, second = buyer_ids(rt, 2)
     reserve(rt, product_id, first)  # the script loaded (NOSCRIPT, once a server)
@@ -111,7 +113,7 @@ def test_a_reservation_is_answered_once_a_replica_has_it_in_one_round_trip(pair,
 
 
 def test_a_script_unknown_to_the_primary_is_loaded_and_sent_again(pair, settings):
-    rt = runtime_on(settings, pair.primary)
+    rt = runtime_on(settings, pair.primary, wait_ms=10_000)
     product_id = stocked_product(rt, stock=5)
     pair.client(pair.primary).script_flush()
     assert reserve(rt, product_id, buyer_ids(rt, 1)[0]).result == "reserved"
