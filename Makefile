@@ -44,12 +44,14 @@ browser:
 	fi
 
 # The tests of the rush, settlement, expiry, rebuild, seats, waiting room and buckets again, with
-# the inventory on a Redis Cluster of three primaries the suite starts (CLUSTER_TESTS= skips them).
+# the inventory on a Redis Cluster of three primaries the suite starts (CLUSTER_TESTS= skips them);
+# test_failover.py starts its own, each primary with a replica, and kills primaries.
 CLUSTER_TESTS ?= tests/test_rush.py tests/test_pipeline.py tests/test_safety_net.py \
 	tests/test_invariants.py tests/test_seats.py tests/test_seat_rush.py tests/test_waiting_room.py \
 	tests/test_waiting_room_rush.py tests/test_hot_path.py tests/test_metrics.py \
 	tests/test_scheduler.py tests/test_payment_paths.py tests/test_buckets.py \
-	tests/test_bucket_properties.py tests/test_cluster.py tests/test_room_passes.py
+	tests/test_bucket_properties.py tests/test_cluster.py tests/test_room_passes.py \
+	tests/test_failover.py
 test: lint browser
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 	$(if $(strip $(CLUSTER_TESTS)),TEST_INVENTORY_REDIS=cluster $(BIN)/python -m pytest $(PYTEST_ARGS) $(CLUSTER_TESTS))

@@ -63,6 +63,10 @@ class Settings:
     inventory_timeout_seconds: float = _env("INVENTORY_TIMEOUT_SECONDS", 1.0)
     # GET /health runs its checks side by side, each given this long before it counts as failed.
     health_check_timeout_seconds: float = _env("HEALTH_CHECK_TIMEOUT_SECONDS", 0.5)
+    # Replicas of the inventory's primary that must have a reservation before its 202 (WAIT);
+    # 0: none asked (one Redis). One that does not answer in time makes SQL record the order.
+    inventory_min_replicas: int = _env("INVENTORY_MIN_REPLICAS", 0)
+    inventory_replica_wait_ms: int = _env("INVENTORY_REPLICA_WAIT_MS", 50)
     key_prefix: str = _env("REDIS_KEY_PREFIX", "fs")
     queue_name: str = _env("SETTLEMENT_QUEUE", "settlement")
     jwt_secret_key: str = _env("JWT_SECRET_KEY", DEV_JWT_SECRET)
@@ -157,8 +161,12 @@ class Settings:
                 "REDIS_URL cannot name a Redis Cluster (RQ's keys span slots): "
                 "set INVENTORY_REDIS_URL to the cluster and REDIS_URL to a plain Redis"
             )
-        if self.trusted_proxies < 0:
-            raise ConfigError("TRUSTED_PROXIES must be 0 or more")
+        if min(self.trusted_proxies, self.inventory_min_replicas,
+               self.inventory_replica_wait_ms) < 0:  # fmt: skip
+            raise ConfigError(
+                "TRUSTED_PROXIES, INVENTORY_MIN_REPLICAS and INVENTORY_REPLICA_WAIT_MS "
+                "must be 0 or more"
+            )
         if min(self.hold_seconds, self.settle_lease_seconds, self.pass_seconds,
                self.room_opening_polls_per_second) <= 0:  # fmt: skip
             raise ConfigError(

@@ -181,6 +181,9 @@ class Reservation:
     remaining: int | None = None
     retry_after_ms: int | None = None
     seats: tuple[str, ...] = ()
+    # False: a replica did not confirm in time (INVENTORY_MIN_REPLICAS) that it has the hold,
+    # which a failover could then drop; the caller makes it durable otherwise before its 202.
+    replicated: bool = True
 
 
 @dataclass(frozen=True)
@@ -371,6 +374,8 @@ class Inventory:
             raise
         RESERVE_SECONDS.observe(time.perf_counter() - started)
         PURCHASES.labels(reservation.result).inc()
+        if call.unreplicated and reservation.result == "reserved":
+            return replace(reservation, replicated=False)
         return reservation
 
     def _reserve_across(self, product_id: int, call: _ReserveCall) -> Reservation:
@@ -419,30 +424,61 @@ class Inventory:
         place = "" if buckets == 1 else "home" if home else "away"
         k = self.keys(product_id, bucket)
         rate = call.rate if home else None
-        return self.scripts.reserve(
-            keys=reserve_keys(k, call.user_id),
-            args=[
-                call.user_id,
-                call.quantity,
-                ticket_in_bucket(call.ticket_id, bucket),
-                int(self.settings.hold_seconds * 1000),
-                call.idempotency_key,
-                call.payment_method,
-                RECLAIM_PER_CALL,
-                rate.amount if rate else 0,
-                rate.window_ms if rate else 0,
-                _json_list(list(call.seats)) if call.seats else "",
-                json.dumps({"section": call.best.section, "together": call.best.together})
-                if call.best
-                else "",
-                call.pass_id,
-                call.request_id,
-                buckets,
-                place,
-                CLAIM_MS,
-                TOGETHER_SEARCH_SEATS,
-            ],
+        keys = reserve_keys(k, call.user_id)
+        args = [
+            call.user_id,
+            call.quantity,
+            ticket_in_bucket(call.ticket_id, bucket),
+            int(self.settings.hold_seconds * 1000),
+            call.idempotency_key,
+            call.payment_method,
+            RECLAIM_PER_CALL,
+            rate.amount if rate else 0,
+            rate.window_ms if rate else 0,
+            _json_list(list(call.seats)) if call.seats else "",
+            json.dumps({"section": call.best.section, "together": call.best.together})
+            if call.best
+            else "",
+            call.pass_id,
+            call.request_id,
+            buckets,
+            place,
+            CLAIM_MS,
+            TOGETHER_SEARCH_SEATS,
+        ]
+        replicas = self.settings.inventory_min_replicas
+        if replicas == 0:
+            return self.scripts.reserve(keys=keys, args=args)
+        reply, acked = self.scripts.call_and_wait(
+            "reserve", keys, args, replicas, self.settings.inventory_replica_wait_ms
         )
+        if acked < replicas:
+            call.unreplicated.append(bucket)
+        return reply  # type: ignore[return-value]
+
+    def adopt_hold(self, product_id: int, hold: Hold, own: bool = True) -> str:
+        """Holds again a hold Redis lost whose order SQL has open (adopt_hold.lua): adopted,
+        held, settled, unavailable, lapsed or taken. `own`: the hold is in its buyer's own
+        bucket (always, for a product of one bucket)."""
+        k = self.ticket_keys(product_id, [hold.ticket_id])
+        keys = [k.stock, k.holds, k.deadlines, k.users, k.settle, k.events,
+                k.final(hold.ticket_id), k.idempotency, *k.seat_keys, k.passes_used]  # fmt: skip
+        record = json.dumps(hold.to_record(), separators=(",", ":"))
+        return self.scripts.adopt_hold(keys=keys, args=[record, "own" if own else "away"])
+
+    def replicated(self, product_id: int, bucket: int = 0) -> bool:
+        """Whether INVENTORY_MIN_REPLICAS replicas have every write the bucket's primary took
+        until now: a write of its own (the probe key) and WAIT, in one round trip. Always true
+        with no replicas asked for."""
+        replicas = self.settings.inventory_min_replicas
+        if replicas == 0:
+            return True
+        k = self.keys(product_id, bucket)
+        pipe = self.scripts.pipeline(k.tag)
+        pipe.set(k.replication_probe, now_ms(), px=60_000)
+        pipe.execute_command("WAIT", replicas, self.settings.inventory_replica_wait_ms)
+        _, acked = pipe.execute()
+        return int(acked) >= replicas
 
     def resolve_claims(self, product_id: int, bucket: int, claims: Sequence[Claim]) -> int:
         """Ends claims of the bucket (see reserve.lua), each once; answers how many were open
@@ -1089,6 +1125,7 @@ class _ReserveCall:
     best: BestAvailable | None
     pass_id: str
     request_id: str
+    unreplicated: list[int] = field(default_factory=list)  # buckets whose replicas lagged
 
     def home_ticket(self, home: int) -> str:
         """The purchase's ticket id in the buyer's own bucket (where its claim is kept)."""

@@ -106,6 +106,12 @@ class ProductKeys:
         return [self.room, self.queue, self.early, self.admits]
 
     @property
+    def replication_probe(self) -> str:
+        """Written before WAIT (Inventory.replicated): WAIT counts the replicas that have the
+        caller's last write and everything the primary took before it."""
+        return f"{self.tag}:replicated"
+
+    @property
     def returns(self) -> str:
         """Refunded tickets whose units are not back on sale yet (see begin_return.lua)."""
         return f"{self.tag}:returns"

@@ -25,7 +25,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from core.config import Settings
 from core.db import transaction
 from core.inventory import Claim, Ending, Hold, Inventory, Settled
-from core.keys import product_of_ticket
+from core.keys import bucket_of_ticket, product_of_ticket
 from core.locks import LOCK_WAIT_S, locked
 from core.metrics import PAYMENT_SECONDS, PAYMENTS, SETTLE_BATCH_SIZE, SETTLEMENT_LAG
 from core.models import Order, Payment, Product
@@ -479,6 +479,8 @@ class Settler:
         each payment is looked at first: one that succeeded for a hold not confirmed is refunded
         (the order says refunded), and its row is refreshed from the provider. `recorded`: the
         orders are in SQL already."""
+        finals, held_back = self._replicated_first(product_id, finals)
+        report.deferred += held_back
         if not finals:
             return
         states = [self._state_to_record(hold, money_settled) for hold, _, _ in finals]
@@ -490,7 +492,9 @@ class Settler:
                 rows = [(h, status) for (h, _, _), (status, _) in zip(finals, states, strict=True)]
                 record_orders(session, rows, product_id, currency, self.event_of(product_id))
             if paid_with:
-                record_payments(session, [self._payment_row(w) for w in paid_with])
+                recording = {hold.ticket_id for hold, _, _ in finals}
+                paid = [w for w in paid_with if w.hold.ticket_id in recording]
+                record_payments(session, [self._payment_row(w) for w in paid])
             for (status, reason), tickets in groups.items():
                 transition(session, tickets, status, reason)
         settled = [
@@ -515,6 +519,33 @@ class Settler:
                 reason=reason,
                 lag_ms=lag_ms,
             )
+
+    def _replicated_first(
+        self, product_id: int, finals: list[tuple[Hold, str | None, str]]
+    ) -> tuple[list[tuple[Hold, str | None, str]], int]:
+        """The finals SQL may record now, and how many wait: a confirmation is recorded once
+        the replicas have the hold's bucket (INVENTORY_MIN_REPLICAS). A hold no replica had
+        when its purchase was answered (its order recorded by the web process instead) is lost
+        by a failover, and its units sold again: SQL's confirmation would oversell. Left
+        pending in the stream, it is delivered again."""
+        confirmed = [f for f in finals if f[0].status == OrderStatus.CONFIRMED.value]
+        if not confirmed:
+            return finals, 0
+        bucket = bucket_of_ticket(confirmed[0][0].ticket_id)  # a batch is one bucket's
+        if self.inventory.replicated(product_id, bucket):
+            return finals, 0
+        log.warning("settle: %s confirmations wait for a replica", len(confirmed))
+        return [f for f in finals if f[0].status != OrderStatus.CONFIRMED.value], len(confirmed)
+
+    def record_lost(self, product_id: int, holds: Sequence[Hold]) -> SettleReport:
+        """Orders whose hold Redis lost and could not hold again (core.failover): their final
+        state (`hold.status`) recorded, a payment that succeeded refunded."""
+        report = SettleReport()
+        with self.sessions() as session:
+            currency = session.scalar(select(Product.currency).where(Product.id == product_id))
+        finals = [(hold, None, "") for hold in holds]
+        self._record_finals(report, product_id, currency or "", finals, money_settled=False)
+        return report
 
     def _state_to_record(self, hold: Hold, money_settled: bool) -> tuple[OrderStatus, str | None]:
         status, reason = OrderStatus(hold.status), hold.reason

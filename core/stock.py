@@ -278,7 +278,7 @@ def _claims_after_rebuild(
     return RebuiltClaims(kept, uncounted)
 
 
-def _restored_hold(order, now_ms: int, seats: Sequence[str]) -> Hold:  # type: ignore[no-untyped-def]
+def restored_hold(order, now_ms: int, seats: Sequence[str]) -> Hold:  # type: ignore[no-untyped-def]
     """An open order as a hold again, with its own deadline. One already past it comes back
     expired, holding no units: Redis may have released it and sold its units again before it
     lost them, and a payment that completes now is refunded by the settler that records it."""
@@ -375,7 +375,7 @@ def plan_rebuild(
     pending = sum(q for t, q in confirmed.items() if books.statuses.get(t) != CONFIRMED)
     orders = open_orders(session, product_id, bucket)
     seats = order_seats(session, [o.ticket_id for o in orders])
-    holds = [_restored_hold(o, now_ms, seats.get(o.ticket_id, ())) for o in orders]
+    holds = [restored_hold(o, now_ms, seats.get(o.ticket_id, ())) for o in orders]
     lapsed = {h.ticket_id for h in holds if h.status not in OPEN_STATUSES}
     event_id = session.scalar(select(Product.event_id).where(Product.id == product_id))
     redis_confirmed = [h for h in view.holds if h.status == CONFIRMED]

@@ -4,21 +4,14 @@ from __future__ import annotations
 
 import logging
 
-from sqlalchemy import select
-
 from core.catalog import list_products
-from core.models import Product
+from core.failover import recover_lost_holds
 from core.revocations import delete_expired_revocations
 from core.stock import rebuild_stock, reconcile_product, sweep_claims, sync_terms
 from jobs.queues import enqueue_drains, rebuild_finished
 from jobs.runtime import runtime
 
 log = logging.getLogger(__name__)
-
-
-def _product_ids() -> list[int]:
-    with runtime().sessions() as session:
-        return list(session.scalars(select(Product.id).order_by(Product.id)))
 
 
 def sweep() -> dict[str, int]:
@@ -53,10 +46,16 @@ def sweep() -> dict[str, int]:
 
 
 def reconcile_all() -> dict[str, str]:
+    """Every product: first the holds Redis lost that SQL has open (a failover), then the
+    figures."""
     rt = runtime()
-    return {
-        str(pid): reconcile_product(rt.inventory, rt.sessions, pid).result for pid in _product_ids()
-    }
+    with rt.sessions() as session:
+        products = list_products(session)
+    results: dict[str, str] = {}
+    for product in products:
+        recover_lost_holds(rt.settler, product.id, product.buckets or 1)
+        results[str(product.id)] = reconcile_product(rt.inventory, rt.sessions, product.id).result
+    return results
 
 
 def rebuild_product_stock(product_id: int) -> bool:

@@ -158,14 +158,23 @@ class RedisProcess:
 
 class RedisClusterProcess:
     """A Redis Cluster of `primaries` redis-servers this script starts, owns and stops: the
-    16384 slots split evenly, no replicas (CLUSTER ADDSLOTSRANGE and MEET, Redis 7)."""
+    16384 slots split evenly (CLUSTER ADDSLOTSRANGE and MEET, Redis 7), each primary with
+    `replicas` replicas (CLUSTER REPLICATE). `node_timeout_ms`: how long a primary may not answer
+    before its replica is promoted (any replica, however long it was cut off)."""
 
     SLOTS = 16384
 
-    def __init__(self, data_dir: Path, primaries: int = 3) -> None:
-        options = ("--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf")
+    def __init__(
+        self, data_dir: Path, primaries: int = 3, replicas: int = 0, node_timeout_ms: int = 0
+    ) -> None:
+        options = ["--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf"]
+        options += ["--repl-diskless-sync-delay", "0"]  # a replica syncs at once
+        if node_timeout_ms:
+            options += ["--cluster-node-timeout", str(node_timeout_ms)]
+            options += ["--cluster-replica-validity-factor", "0"]
+        self.primaries = primaries
         # The bus ports are free ports too (by default the port + 10000, maybe out of range).
-        self.bus_ports = [free_port() for _ in range(primaries)]
+        self.bus_ports = [free_port() for _ in range(primaries * (1 + replicas))]
         self.nodes = [
             RedisProcess(data_dir / f"node-{i}", *options, "--cluster-port", str(bus))
             for i, bus in enumerate(self.bus_ports)
@@ -183,23 +192,36 @@ class RedisClusterProcess:
                 (node.data_dir / "nodes.conf").unlink(missing_ok=True)  # always a new cluster
                 node.start()
             clients = [Redis(host="127.0.0.1", port=node.port) for node in self.nodes]
-            share = self.SLOTS // len(clients)
-            for i, client in enumerate(clients):
-                last = self.SLOTS - 1 if i == len(clients) - 1 else (i + 1) * share - 1
+            share = self.SLOTS // self.primaries
+            for i, client in enumerate(clients[: self.primaries]):
+                last = self.SLOTS - 1 if i == self.primaries - 1 else (i + 1) * share - 1
                 client.execute_command("CLUSTER ADDSLOTSRANGE", i * share, last)
             for node, bus in zip(self.nodes[1:], self.bus_ports[1:], strict=True):
                 clients[0].execute_command("CLUSTER MEET", "127.0.0.1", node.port, bus)
-            deadline = time.monotonic() + 30
-            while not all(self._ready(client) for client in clients):
-                if time.monotonic() > deadline:
-                    raise SystemExit("the Redis Cluster did not form within 30s")
-                time.sleep(0.05)
+            self._wait("form", lambda: all(self._ready(client) for client in clients))
+            ids = [client.execute_command("CLUSTER MYID") for client in clients[: self.primaries]]
+            for i, client in enumerate(clients[self.primaries :]):
+                client.execute_command("CLUSTER REPLICATE", ids[i % self.primaries])
+            replicas = clients[self.primaries :]
+            self._wait("sync its replicas", lambda: all(self._synced(c) for c in replicas))
             for client in clients:
                 client.close()
         except BaseException:
             self.stop()
             raise
         return self
+
+    @staticmethod
+    def _wait(what: str, done) -> None:  # type: ignore[no-untyped-def]
+        deadline = time.monotonic() + 30
+        while not done():
+            if time.monotonic() > deadline:
+                raise SystemExit(f"the Redis Cluster did not {what} within 30s")
+            time.sleep(0.05)
+
+    @staticmethod
+    def _synced(client) -> bool:  # type: ignore[no-untyped-def]
+        return client.info("replication").get("master_link_status") == "up"
 
     def _ready(self, client) -> bool:  # type: ignore[no-untyped-def]
         info = client.cluster("INFO")

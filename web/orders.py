@@ -13,7 +13,8 @@ from flask_jwt_extended import jwt_required
 from pydantic import BaseModel
 from redis.exceptions import RedisError
 
-from core.inventory import BestAvailable
+from core.failover import HoldNotDurable, record_unreplicated
+from core.inventory import BestAvailable, Hold
 from core.keys import new_ticket_id, product_of_ticket
 from core.locks import LockTimeout
 from core.metrics import PURCHASES, STATUS_POLLS
@@ -148,6 +149,8 @@ def reserve_and_answer(
             503, "inventory_unavailable", "inventory is unavailable, retry shortly"
         ) from None
     if outcome.result == "reserved" and outcome.hold:
+        if not outcome.replicated:
+            _record_unreplicated(product_id, outcome.hold)
         kicker().kick(product_id)
         events.info(
             "purchase accepted",
@@ -185,6 +188,17 @@ def reserve_and_answer(
         named = list(outcome.seats) or None
         return answer(Error(error=outcome.result, message=message, seats=named), status)
     return _stock_missing(product_id)
+
+
+def _record_unreplicated(product_id: int, hold: Hold) -> None:
+    """A hold no replica confirmed in time is durable once SQL has its order; else 503."""
+    rt = runtime()
+    try:
+        record_unreplicated(rt.inventory, rt.sessions, product_id, hold)
+    except HoldNotDurable:
+        raise ApiError(
+            503, "inventory_unavailable", "inventory is unavailable, retry shortly", RETRY_SHORTLY
+        ) from None
 
 
 def _pass_id(product_id: int, queue_pass: str) -> str:
