@@ -9,7 +9,7 @@ import secrets
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -116,6 +116,22 @@ def run_workers(settings: Settings) -> None:
         serializer=settlement_queue(settings).serializer,
     )
     worker.work(burst=True, with_scheduler=False)
+
+
+def seated_hall(app: Flask, title: str, rows: int, seats: int, max_per_user: int = 0) -> dict:
+    """A published show on sale now: one section A of `rows` rows of `seats` seats, at most
+    `max_per_user` seats a buyer (0: no limit); its stock in `app`'s inventory."""
+    admin, client = make_user(app, "admin"), app.test_client()
+    starts = (datetime.now(UTC) + timedelta(days=30)).isoformat()
+    body = {"title": title, "venue": "Hall", "starts_at": starts, "currency": "USD",
+            "max_per_user": max_per_user}  # fmt: skip
+    event = client.post("/events", json=body, headers=admin.headers).get_json()
+    layout = [{"name": str(n), "seats": seats} for n in range(1, rows + 1)]
+    hall = {"sections": [{"name": "A", "price": 30, "rows": layout}]}
+    put = client.put(f"/events/{event['id']}/seatmap", json=hall, headers=admin.headers)
+    assert put.status_code == 200, put.get_json()
+    assert client.post(f"/events/{event['id']}/publish", headers=admin.headers).status_code == 200
+    return event
 
 
 def seat_blocks(free: set[str], size: int) -> list[list[str]]:

@@ -1,15 +1,20 @@
 """A primary of the inventory's Redis Cluster SIGKILLed during a rush (INVENTORY_MIN_REPLICAS=1).
 
 A cluster of three primaries, each with a replica, on free ports (cluster-node-timeout 1000 ms);
-gunicorn and two `rq worker` processes use it. Buyers buy one unit each of three products (one a
-limit of one per buyer), retrying on 503, then try once more (refused: the limit); the primary
-owning the first product's slot is SIGKILLed once a share of the buyers have their answer. Its
-replica is promoted, and the killed node is started again (it comes back as the replica of the
-promoted one, as an operator would bring it back). At the end every ticket answered 202 is final
-in SQL, nothing is oversold or charged twice, the limit holds and reconciliation agrees.
+gunicorn and two `rq worker` processes use it. A seated show is on sale beside three products
+sold by count, one on each primary. Every fifth buyer asks for seats (named seats side by side,
+or the best available), then for two more (refused past the show's limit of two a buyer); the
+others buy one unit of a product, then try once more (refused: a limit of one). All retry on
+503. The primary owning the seats' slot (and one of the products') is SIGKILLed once a share of
+the buyers have their answer. Its replica is promoted, and the killed node is started again (it
+comes back as the replica of the promoted one, as an operator would bring it back). At the end
+every ticket answered 202 is final in SQL, nothing is oversold or charged twice, the limits
+hold, no seat is in two confirmed or live orders, Redis' seats agree with SQL's sold ones and
+reconciliation agrees.
 
-FAILOVER_KILLS=<n> (default 1) kills n times, a primary each time, the first product's slot's
-first: the run at length. In the cluster pass of `make test` (TEST_INVENTORY_REDIS=cluster).
+FAILOVER_KILLS=<n> (default 1) kills n times, a primary each time, the seats' first;
+FAILOVER_BUYERS=<n> (default 3000) sets the rush's size: the run at length. In the cluster pass
+of `make test` (TEST_INVENTORY_REDIS=cluster).
 """
 
 from __future__ import annotations
@@ -17,10 +22,12 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import os
+import random
 import statistics
 import threading
 import time
 from collections.abc import Callable
+from typing import Any
 
 import httpx
 import pytest
@@ -28,11 +35,11 @@ from redis import Redis
 from sqlalchemy import func, select
 
 from core.failover import recover_lost_holds
-from core.models import Order
+from core.models import Order, OrderSeat, Product
 from core.runtime import Runtime
 from core.stock import reconcile_product
 from jobs.queues import enqueue_drains
-from tests.helpers import make_users, stocked_product
+from tests.helpers import Account, app_with, make_users, seated_hall, stocked_product
 from tests.servers import Gunicorn, RedisClusterProcess, clean_env, wait_until
 from tests.test_faults import TERMINAL, Processes
 
@@ -44,11 +51,23 @@ pytestmark = [
     ),
 ]
 
-PRODUCTS = 3
-UNITS = 500  # a product's stock
-BUYERS = 1800  # 600 a product: each sells out
+BUYERS = int(os.environ.get("FAILOVER_BUYERS", "3000"))
+SEAT_BUYERS = BUYERS // 5  # every fifth buyer
+PRODUCTS = 3  # sold by count, one on each primary
+UNITS = (BUYERS - SEAT_BUYERS) // PRODUCTS * 5 // 6  # a product's stock: each sells out
+SEATS_PER_ROW = 30
+ROWS = max(1, SEAT_BUYERS // SEATS_PER_ROW)  # a seat a seat buyer: sold out before the end
+SEAT_LIMIT = 2  # the show's seats a buyer
 KILL_AFTER = 0.3  # the share of buyers answered when the (first) kill comes
 RETRY_FOR_S = 30.0
+PAY = {"payment_method": "pm_card_visa"}
+
+
+@dataclasses.dataclass(frozen=True)
+class Ask:
+    product_id: int
+    path: str
+    body: dict[str, Any]
 
 
 @dataclasses.dataclass
@@ -140,7 +159,7 @@ def _replicas_up(cluster: RedisClusterProcess) -> bool:
 
 async def _buy(
     http: httpx.AsyncClient,
-    product_id: int,
+    ask: Ask,
     buyer: int,
     token: str,
     answers: list[Answer],
@@ -152,14 +171,12 @@ async def _buy(
         sent = time.monotonic()
         try:
             response = await http.post(
-                f"/purchase/{product_id}",
-                json={"quantity": 1, "payment_method": "pm_card_visa"},
-                headers={"Authorization": f"Bearer {token}"},
+                ask.path, json=ask.body, headers={"Authorization": f"Bearer {token}"}
             )
             status, body = response.status_code, response.json()
         except httpx.HTTPError as error:
             status, body = 0, {"error": type(error).__name__}
-        answer = Answer(product_id, buyer, status, sent, time.monotonic(),
+        answer = Answer(ask.product_id, buyer, status, sent, time.monotonic(),
                         body.get("ticket_id"), body.get("error", ""))  # fmt: skip
         answers.append(answer)
         if status != 503 or time.monotonic() > deadline or stop.is_set():
@@ -167,32 +184,78 @@ async def _buy(
         await asyncio.sleep(0.05)
 
 
-async def _rush(
-    url: str, plan: list[tuple[int, int, str]], answers: list[Answer], stop: threading.Event
-) -> None:
+Plan = list[tuple[int, str, list[Ask]]]  # buyer, token, what the buyer asks for in turn
+
+
+async def _rush(url: str, plan: Plan, answers: list[Answer], stop: threading.Event) -> None:
     limits = httpx.Limits(max_connections=64, max_keepalive_connections=64)
     async with httpx.AsyncClient(base_url=url, limits=limits, timeout=60) as http:
         gate = asyncio.Semaphore(64)
 
-        async def buyer(product_id: int, user: int, token: str) -> None:
+        async def buyer(user: int, token: str, asks: list[Ask]) -> None:
             async with gate:
-                if stop.is_set():
-                    return
-                await _buy(http, product_id, user, token, answers, stop)
-                await _buy(http, product_id, user, token, answers, stop)  # once more: the limit
+                for ask in asks:
+                    if stop.is_set():
+                        return
+                    await _buy(http, ask, user, token, answers, stop)
 
         await asyncio.gather(*(buyer(*one) for one in plan))
 
 
-def _products_on_each_primary(rt: Runtime) -> list[int]:
-    """PRODUCTS products whose slots fall on distinct primaries."""
-    cluster = rt.inventory_redis
+def _seat_asks(draw: random.Random, event_id: int, product_id: int) -> list[Ask]:
+    """Named seats (1-2 side by side) or the best 1-2 of the section, then the best two: past
+    the limit once the first got any."""
+    size = draw.randint(1, 2)
+    if draw.random() < 0.5:
+        row, first = draw.randint(1, ROWS), draw.randint(1, SEATS_PER_ROW - size + 1)
+        first_ask = {"seats": [f"A-{row}-{n}" for n in range(first, first + size)]}
+    else:
+        first_ask = {"section": "A", "quantity": size, "together": True}
+    path = f"/events/{event_id}/purchase"
+    again = {"section": "A", "quantity": SEAT_LIMIT}
+    return [Ask(product_id, path, first_ask | PAY), Ask(product_id, path, again | PAY)]
+
+
+def _plan(buyers: list[Account], products: list[int], event_id: int, seated: int) -> Plan:
+    draw = random.Random(2026)
+    plan: Plan = []
+    for n, buyer in enumerate(buyers):
+        if n % 5 == 4:
+            asks = _seat_asks(draw, event_id, seated)
+        else:
+            product_id = products[n % PRODUCTS]
+            one = Ask(product_id, f"/purchase/{product_id}", {"quantity": 1} | PAY)
+            asks = [one, one]
+        plan.append((buyer.id, buyer.token, asks))
+    return plan
+
+
+def _node_of(rt: Runtime, product_id: int) -> str:
+    return rt.inventory_redis.get_node_from_key(rt.inventory.keys(product_id).tag).name
+
+
+def _slot_of(rt: Runtime, product_id: int) -> int:
+    return rt.inventory_redis.keyslot(rt.inventory.keys(product_id).tag)
+
+
+def _seated_show(rt: Runtime) -> tuple[int, int]:
+    """The show on sale in `rt`'s inventory: its event id and the product selling its seats."""
+    inventory = {"inventory_redis_url": rt.settings.inventory_redis_url,
+                 "inventory_min_replicas": rt.settings.inventory_min_replicas}  # fmt: skip
+    with app_with(**inventory) as seller:
+        event_id = seated_hall(seller, "Failover", ROWS, SEATS_PER_ROW, SEAT_LIMIT)["id"]
+    with rt.sessions() as session:
+        product_id = session.scalar(select(Product.id).where(Product.event_id == event_id))
+    return event_id, product_id
+
+
+def _products_on_each_primary(rt: Runtime, first_node: str) -> list[int]:
+    """PRODUCTS products whose slots fall on distinct primaries, the first on `first_node`."""
     chosen: dict[str, int] = {}
     while len(chosen) < PRODUCTS:
         product_id = stocked_product(rt, stock=UNITS, max_per_user=1)
-        owner = cluster.get_node_from_key(rt.inventory.keys(product_id).tag).name
-        chosen.setdefault(owner, product_id)
-    return list(chosen.values())
+        chosen.setdefault(_node_of(rt, product_id), product_id)
+    return [chosen[first_node]] + [p for node, p in chosen.items() if node != first_node]
 
 
 def _settle_everything(rt: Runtime, products: list[int], tickets: list[str]) -> None:
@@ -210,17 +273,61 @@ def _settle_everything(rt: Runtime, products: list[int], tickets: list[str]) -> 
 
 
 def _recoveries(
-    killer: Killer, products: list[int], slots: list[int], answers: list[Answer]
+    killer: Killer, sold_on: dict[int, int], answers: list[Answer]
 ) -> list[tuple[float | None, float]]:
     """Per kill: seconds from the kill to the first purchase sent after it and accepted on the
     killed slot (None: none was), and to the replica's promotion."""
     found = []
     for killed_at, slot, promoted_s in killer.kills:
-        product = products[slots.index(slot)]
-        back = [a for a in answers if a.product_id == product and a.status == 202]
+        back = [a for a in answers if a.product_id == sold_on[slot] and a.status == 202]
         later = [a.answered - killed_at for a in back if a.sent >= killed_at]
         found.append((min(later) if later else None, promoted_s))
     return found
+
+
+@dataclasses.dataclass
+class SeatBooks:
+    """The show's seats at the end, in SQL and in Redis."""
+
+    in_two_orders: list[str]  # a seat of two confirmed orders, or of two live ones
+    sold_in_sql: dict[str, str]  # seat -> its confirmed order
+    sold_in_redis: dict[str, str]  # seat -> the ticket Redis sold it to
+    held_in_redis: list[str]
+    miscounted: list[str]  # confirmed orders whose seats are not their quantity
+    sold_figure: int  # the seats product's sold units, as Redis counts them
+
+
+def _seat_books(rt: Runtime, event_id: int, product_id: int) -> SeatBooks:
+    with rt.sessions() as session:
+        rows = session.execute(
+            select(OrderSeat.label, OrderSeat.ticket_id, OrderSeat.live, Order.status,
+                   Order.quantity)
+            .join(Order, Order.ticket_id == OrderSeat.ticket_id)
+            .where(OrderSeat.event_id == event_id)
+        ).all()  # fmt: skip
+        quantities = dict(session.execute(select(Order.ticket_id, Order.quantity).where(
+            Order.product_id == product_id, Order.status == "confirmed")).all())  # fmt: skip
+    confirmed: dict[str, list[str]] = {}
+    live: dict[str, list[str]] = {}
+    seats_of: dict[str, int] = {}
+    for label, ticket, is_live, status, _ in rows:
+        if status == "confirmed":
+            confirmed.setdefault(label, []).append(ticket)
+            seats_of[ticket] = seats_of.get(ticket, 0) + 1
+        if is_live:
+            live.setdefault(label, []).append(ticket)
+    twice = {label for owners in (confirmed, live) for label, t in owners.items() if len(t) > 1}
+    states = rt.inventory_redis.hgetall(rt.inventory.keys(product_id).seats)
+    figures = rt.inventory.figures(product_id)
+    assert figures is not None
+    return SeatBooks(
+        in_two_orders=sorted(twice),
+        sold_in_sql={label: tickets[0] for label, tickets in confirmed.items()},
+        sold_in_redis={label: s[2:] for label, s in states.items() if s.startswith("s:")},
+        held_in_redis=sorted(label for label, s in states.items() if s.startswith("h:")),
+        miscounted=[t for t, q in quantities.items() if seats_of.get(t, 0) != q],
+        sold_figure=figures.sold,
+    )
 
 
 @pytest.fixture()
@@ -239,10 +346,14 @@ def test_a_primary_killed_mid_rush_loses_no_accepted_order(cluster, app, setting
     }
     rt = Runtime(dataclasses.replace(settings, inventory_redis_url=cluster.url,
                                      inventory_min_replicas=1))  # fmt: skip
-    products = _products_on_each_primary(rt)
-    buyers = make_users(app, BUYERS)
-    plan = [(products[i % PRODUCTS], b.id, b.token) for i, b in enumerate(buyers)]
-    slots = [rt.inventory_redis.keyslot(rt.inventory.keys(p).tag) for p in products]
+    event_id, seated = _seated_show(rt)
+    products = _products_on_each_primary(rt, _node_of(rt, seated))
+    everything = [seated, *products]
+    limits = {seated: SEAT_LIMIT} | {p: 1 for p in products}
+    stocks = {seated: ROWS * SEATS_PER_ROW} | {p: UNITS for p in products}
+    plan = _plan(make_users(app, BUYERS), products, event_id, seated)
+    # The seats' primary first (it owns products[0] too), then the others'.
+    sold_on = {_slot_of(rt, p): p for p in [seated, *products[1:]]}
     thresholds = [int(BUYERS * (KILL_AFTER + 0.5 * n / kills)) for n in range(kills)]
     env = clean_env(extra)
     procs = Processes()
@@ -250,11 +361,10 @@ def test_a_primary_killed_mid_rush_loses_no_accepted_order(cluster, app, setting
     answers: list[Answer] = []
 
     def sold_since(slot: int, moment: float) -> bool:
-        product = products[slots.index(slot)]
-        return any(a.product_id == product and a.status == 202 and a.sent >= moment
+        return any(a.product_id == sold_on[slot] and a.status == 202 and a.sent >= moment
                    for a in list(answers))  # fmt: skip
 
-    killer = Killer(cluster, slots, thresholds, sold_since)
+    killer = Killer(cluster, list(sold_on), thresholds, sold_since)
     done = threading.Event()
     try:
         procs.workers(env, 2)
@@ -273,9 +383,9 @@ def test_a_primary_killed_mid_rush_loses_no_accepted_order(cluster, app, setting
             :3
         ]
         tickets = [a.ticket for a in answers if a.status == 202 and a.ticket]
-        recoveries = _recoveries(killer, products, slots, answers)
+        recoveries = _recoveries(killer, sold_on, answers)
         assert all(first is not None for first, _ in recoveries), "a killed slot never sold again"
-        _settle_everything(rt, products, tickets)
+        _settle_everything(rt, everything, tickets)
     finally:
         done.set()
         server.stop()
@@ -283,26 +393,32 @@ def test_a_primary_killed_mid_rush_loses_no_accepted_order(cluster, app, setting
 
     with rt.sessions() as session:
         orders = {o.ticket_id: o for o in session.scalars(select(Order).where(
-            Order.product_id.in_(products)))}  # fmt: skip
+            Order.product_id.in_(everything)))}  # fmt: skip
     lost = [t for t in tickets if t not in orders or orders[t].status not in TERMINAL]
     confirmed = [o for o in orders.values() if o.status == "confirmed"]
-    per_product = {p: sum(o.quantity for o in confirmed if o.product_id == p) for p in products}
+    per_product = {p: sum(o.quantity for o in confirmed if o.product_id == p) for p in everything}
     per_buyer: dict[tuple[int, int], int] = {}
     for order in confirmed:
         key = (order.product_id, order.user_id)
         per_buyer[key] = per_buyer.get(key, 0) + order.quantity
+    over_limit = {k: n for k, n in per_buyer.items() if n > limits[k[0]]}
     charges = rt.gateways["simulated"]
     counts = {t: charges.charges(t) for t in orders}
     double_charged = [t for t, n in counts.items() if n > 1]
     uncharged = [o.ticket_id for o in confirmed if counts[o.ticket_id] != 1]
-    reconciled = [reconcile_product(rt.inventory, rt.sessions, p).result for p in products]
-    again = [reconcile_product(rt.inventory, rt.sessions, p).result for p in products]
+    seats = _seat_books(rt, event_id, seated)
+    reconciled = [reconcile_product(rt.inventory, rt.sessions, p).result for p in everything]
+    again = [reconcile_product(rt.inventory, rt.sessions, p).result for p in everything]
 
     assert lost == []
-    assert all(sold <= UNITS for sold in per_product.values()), per_product
+    assert all(sold <= stocks[p] for p, sold in per_product.items()), per_product
     assert double_charged == [] and uncharged == []
-    assert max(per_buyer.values()) == 1
-    assert again == ["consistent"] * PRODUCTS, (reconciled, again)
+    assert over_limit == {}
+    assert seats.in_two_orders == []
+    assert seats.sold_in_redis == seats.sold_in_sql
+    assert seats.held_in_redis == [] and seats.miscounted == []
+    assert seats.sold_figure == len(seats.sold_in_sql) == per_product[seated]
+    assert again == ["consistent"] * len(everything), (reconciled, again)
 
     unavailable = [a.answered - a.sent for a in answers if a.status == 503]
     failed_lost = sum(1 for o in orders.values() if o.failure_reason == "hold_lost")
@@ -310,6 +426,8 @@ def test_a_primary_killed_mid_rush_loses_no_accepted_order(cluster, app, setting
         print(
             f"\nfailover: kills={kills} buyers={BUYERS} accepted={len(tickets)} lost={len(lost)} "
             f"oversold=0 double_charged=0 confirmed={per_product} hold_lost={failed_lost} "
+            f"seats_sold={len(seats.sold_in_sql)}/{stocks[seated]} "
+            f"seats_in_two_orders={len(seats.in_two_orders)} "
             f"answers_503={len(unavailable)} "
             f"p50_503_ms={statistics.median(unavailable) * 1000 if unavailable else 0:.0f} "
             f"max_503_ms={max(unavailable, default=0) * 1000:.0f} "

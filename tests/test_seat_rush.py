@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import random
-from datetime import UTC, datetime, timedelta
 
 import httpx
 import pytest
@@ -15,7 +14,7 @@ from sqlalchemy import select
 
 from core.models import Product
 from core.orders import live_seats
-from tests.helpers import make_user, make_users, run_workers, seat_blocks
+from tests.helpers import make_users, run_workers, seat_blocks, seated_hall
 from tests.servers import Gunicorn, clean_env, wait_until
 
 BUYERS = 2000
@@ -61,23 +60,9 @@ async def _rush(
         return await asyncio.gather(*(one(t, s) for t, s in zip(tokens, asks, strict=True)))
 
 
-def _hall(app, title: str, rows: int, seats: int) -> dict:  # type: ignore[no-untyped-def]
-    """A published show: one section of `rows` rows of `seats` seats, on sale now."""
-    admin, client = make_user(app, "admin"), app.test_client()
-    starts = (datetime.now(UTC) + timedelta(days=30)).isoformat()
-    body = {"title": title, "venue": "Hall", "starts_at": starts, "currency": "USD"}
-    event = client.post("/events", json=body, headers=admin.headers).get_json()
-    layout = [{"name": str(n), "seats": seats} for n in range(1, rows + 1)]
-    hall = {"sections": [{"name": "A", "price": 30, "rows": layout}]}
-    put = client.put(f"/events/{event['id']}/seatmap", json=hall, headers=admin.headers)
-    assert put.status_code == 200, put.get_json()
-    assert client.post(f"/events/{event['id']}/publish", headers=admin.headers).status_code == 200
-    return event
-
-
 @pytest.mark.slow
 def test_a_rush_on_named_seats_never_sells_one_twice(server, app, settings, rt):
-    event = _hall(app, "Rush", ROWS, SEATS_PER_ROW)
+    event = seated_hall(app, "Rush", ROWS, SEATS_PER_ROW)
     buyers, asks = make_users(app, BUYERS), _asks(BUYERS)
 
     responses = asyncio.run(_rush(server.url, event["id"], [b.token for b in buyers], asks))
@@ -145,7 +130,7 @@ async def _rush_best(url: str, event_id: int, tokens: list[str], size: int) -> l
 def test_a_rush_for_best_seats_together_gets_adjacent_seats_never_worse(server, app, rt):
     """500 buyers asking for 4 together: each ticket's seats are side by side in one row, and
     replayed in the order Redis held them, no block with a better seat was free."""
-    event = _hall(app, "Best", 30, 38)
+    event = seated_hall(app, "Best", 30, 38)
     buyers = make_users(app, 500)
 
     responses = asyncio.run(_rush_best(server.url, event["id"], [b.token for b in buyers], 4))
