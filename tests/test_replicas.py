@@ -18,15 +18,16 @@ from pathlib import Path
 
 import pytest
 from redis import Redis
-from sqlalchemy import create_engine
+from sqlalchemy import create_engine, select
 from sqlalchemy.orm import sessionmaker
 
 from core.failover import LOST, HoldNotDurable, record_unreplicated, recover_lost_holds
 from core.keys import new_ticket_id
-from core.models import Order
-from core.orders import confirmed_quantity, get_order
+from core.models import Order, Product
+from core.orders import confirmed_quantity, get_order, live_seats
 from core.runtime import Runtime
-from tests.helpers import app_with, buyer_ids, make_user, stocked_product
+from core.stock import reconcile_product
+from tests.helpers import app_with, buyer_ids, make_user, seated_hall, stocked_product
 from tests.servers import RedisProcess, wait_until
 
 
@@ -229,3 +230,58 @@ def test_an_order_whose_hold_was_lost_and_its_unit_resold_fails_without_a_charge
     assert promoted.gateways["simulated"].charges(ticket) == 0
     rt.close()
     promoted.close()
+
+
+@pytest.mark.parametrize("first", ["recovery", "settlement"])
+def test_a_seat_whose_hold_a_failover_lost_and_that_sold_again_ends_in_one_order(
+    pair, settings, first
+):
+    """Seat A-1-2's hold is lost by a failover after SQL took its order; the promoted primary,
+    with no replica of its own, sells the seat again, its order recorded by the web too (SQL
+    refuses it the seat). Whichever runs first, the recovery of the lost hold or the settlement
+    of the new one, exactly one order ends with the seat, in SQL and in Redis, charged once."""
+    rt = runtime_on(settings, pair.primary)
+    with app_with(inventory_redis_url=pair.primary.url) as app:
+        event_id = seated_hall(app, "Failover", 1, 4)["id"]
+    with rt.sessions() as session:
+        product_id = session.scalar(select(Product.id).where(Product.event_id == event_id))
+    wait_until(lambda: rt.inventory.replicated(product_id), 10, "the seats on the replica")
+    pair.promote()
+    lost = reserve_seat(rt, product_id, "A-1-2")
+    assert not lost.replicated
+    record_unreplicated(rt.inventory, rt.sessions, product_id, lost.hold)
+    pair.kill_primary()
+    promoted = runtime_on(settings, pair.replica, replicas=0)
+    again = reserve_seat(promoted, product_id, "A-1-2")
+    assert again.result == "reserved", again
+    record_unreplicated(promoted.inventory, promoted.sessions, product_id, again.hold)
+    settle = promoted.settler.settle_batch
+    if first == "recovery":
+        assert recover_lost_holds(promoted.settler, product_id) == {"taken": 1}
+        assert settle(product_id, [(None, again.ticket_id)]).settled == {"confirmed": 1}
+        winner, loser, reason = again.ticket_id, lost.ticket_id, LOST
+    else:
+        assert settle(product_id, [(None, again.ticket_id)]).settled == {"failed": 1}
+        assert recover_lost_holds(promoted.settler, product_id) == {"adopted": 1}
+        assert settle(product_id, [(None, lost.ticket_id)]).settled == {"confirmed": 1}
+        winner, loser, reason = lost.ticket_id, again.ticket_id, "seat_taken"
+    with promoted.sessions() as session:
+        assert live_seats(session, event_id) == {"A-1-2": winner}
+        assert get_order(session, winner).status == "confirmed"
+        ended = get_order(session, loser)
+        assert (ended.status, ended.failure_reason) == ("failed", reason)
+    states = promoted.inventory_redis.hgetall(promoted.inventory.keys(product_id).seats)
+    assert states == {"A-1-1": "f", "A-1-2": f"s:{winner}", "A-1-3": "f", "A-1-4": "f"}
+    charges = promoted.gateways["simulated"]
+    assert (charges.charges(winner), charges.charges(loser)) == (1, 0)
+    assert reconcile_product(promoted.inventory, promoted.sessions, product_id).result == (
+        "consistent"
+    )
+    rt.close()
+    promoted.close()
+
+
+def reserve_seat(rt: Runtime, product_id: int, seat: str):  # type: ignore[no-untyped-def]
+    buyer = buyer_ids(rt, 1)[0]
+    ticket = new_ticket_id(product_id)
+    return rt.inventory.reserve(product_id, buyer, 1, ticket, "pm_card_visa", seats=[seat])
