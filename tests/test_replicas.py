@@ -27,6 +27,9 @@ from core.models import Order, Product
 from core.orders import confirmed_quantity, get_order, live_seats
 from core.runtime import Runtime
 from core.stock import reconcile_product
+from core.tickets import OrderStatus
+from core.tickets.cancel import CancelNotDurable, cancel_ticket
+from core.tickets.view import Viewer
 from tests.helpers import app_with, buyer_ids, make_user, seated_hall, stocked_product
 from tests.servers import RedisProcess, wait_until
 
@@ -167,6 +170,25 @@ def test_a_hold_neither_a_replica_nor_sql_takes_is_released(pair, settings, tmp_
     assert (figures.available, figures.held) == (5, 0)
     hold = rt.inventory.get_hold(reservation.ticket_id)
     assert hold.status == "failed" and hold.reason == "inventory_unavailable"
+    rt.close()
+
+
+def test_a_cancel_is_answered_once_a_replica_has_it(pair, settings):
+    rt = runtime_on(settings, pair.primary)
+    product_id = stocked_product(rt, stock=5)
+    [buyer] = buyer_ids(rt, 1)
+    reservation = reserve(rt, product_id, buyer)
+    assert reservation.replicated
+    viewer = Viewer(buyer)
+    # A failover now would bring the hold back reserved, and settle it: not answered yet.
+    with pair.replica_stopped(), rt.sessions() as session, pytest.raises(CancelNotDurable):
+        cancel_ticket(rt.inventory, rt.settler, session, reservation.ticket_id, viewer)
+    with rt.sessions() as session:  # asked again once the replica has it
+        again = cancel_ticket(rt.inventory, rt.settler, session, reservation.ticket_id, viewer)
+    assert again == OrderStatus.CANCELLED
+    holds = rt.inventory.keys(product_id).holds
+    on_replica = pair.client(pair.replica).hget(holds, reservation.ticket_id)
+    assert on_replica is not None and '"s":"cancelled"' in on_replica.replace(" ", "")
     rt.close()
 
 

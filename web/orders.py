@@ -24,7 +24,7 @@ from core.payments import PaymentUnavailable
 from core.refunds import RefundDeferred, RefundRefused
 from core.rooms import PassRefused, read_pass
 from core.tickets import OrderStatus
-from core.tickets.cancel import CancelRefused, cancel_ticket
+from core.tickets.cancel import CancelNotDurable, CancelRefused, cancel_ticket
 from core.tickets.view import (
     Receipt,
     TicketNotFound,
@@ -304,6 +304,10 @@ def cancel(ticket_id: str) -> Response:
     except RefundDeferred:
         raise ApiError(
             503, "inventory_unavailable", "stock is being rebuilt, retry shortly", RETRY_SHORTLY
+        ) from None
+    except CancelNotDurable:
+        raise ApiError(
+            503, "inventory_unavailable", "the cancel is not confirmed yet, retry", RETRY_SHORTLY
         ) from None
     except (PaymentUnavailable, LockTimeout):
         raise ApiError(503, "payment_unavailable", "the payment provider did not answer") from None

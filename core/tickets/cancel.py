@@ -8,11 +8,16 @@ from dataclasses import dataclass
 from sqlalchemy.orm import Session
 
 from core.inventory import Ending, Inventory
-from core.keys import product_of_ticket
+from core.keys import bucket_of_ticket, product_of_ticket
 from core.locks import LockTimeout, locked
 from core.settlement import Settler
 from core.tickets.status import OrderStatus
 from core.tickets.view import TicketNotFound, Viewer, visible_order
+
+
+class CancelNotDurable(RuntimeError):
+    """No replica confirmed the release in time (INVENTORY_MIN_REPLICAS): a failover could bring
+    the hold back and settle it, so the cancel is not answered yet; the buyer asks again."""
 
 
 @dataclass
@@ -27,8 +32,8 @@ def cancel_ticket(
     inventory: Inventory, settler: Settler, session: Session, ticket_id: str, viewer: Viewer
 ) -> OrderStatus:
     """CANCELLED (the hold is released; the workers record it) or REFUNDED. Raises
-    TicketNotFound, CancelRefused, and from a refund RefundRefused, RefundDeferred,
-    PaymentUnavailable or LockTimeout."""
+    TicketNotFound, CancelRefused, CancelNotDurable (asking again is safe), and from a refund
+    RefundRefused, RefundDeferred, PaymentUnavailable or LockTimeout."""
     product_id = product_of_ticket(ticket_id)
     if product_id is None:
         raise TicketNotFound(ticket_id)
@@ -51,6 +56,8 @@ def cancel_ticket(
     except LockTimeout:
         raise CancelRefused("payment_in_progress", "the order is being settled") from None
     if state in ("ok", "already"):
+        if not inventory.replicated(product_id, bucket_of_ticket(ticket_id)):
+            raise CancelNotDurable(ticket_id)
         return OrderStatus.CANCELLED
     current = after.status if after else "settled"
     if current in (OrderStatus.PROCESSING, OrderStatus.REQUIRES_ACTION):
