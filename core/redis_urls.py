@@ -13,12 +13,22 @@ from __future__ import annotations
 from typing import Any
 
 from redis import BlockingConnectionPool, ConnectionPool, Redis
-from redis.sentinel import Sentinel, SentinelConnectionPool
+from redis.sentinel import Sentinel, SentinelConnectionPool, SentinelManagedConnection
 
 from core.config import SentinelService, sentinel_service
 
 # A Sentinel that does not answer within this is skipped for the next one.
 SENTINEL_TIMEOUT_S = 1.0
+
+
+class ClosingSentinelConnection(SentinelManagedConnection):
+    """redis-py's Sentinel connection, closed when a read is cut short, as a plain Connection
+    is: redis-py's own stays open, and goes back to the pool with the reply still to come (a
+    worker's blocking pop that SIGTERM interrupted), which the next command would read as its
+    own (or wait behind, the pop still blocking)."""
+
+    def read_response(self, *args: Any, disconnect_on_error: bool = True, **kwargs: Any) -> Any:
+        return super().read_response(*args, disconnect_on_error=disconnect_on_error, **kwargs)
 
 
 class SentinelBlockingConnectionPool(SentinelConnectionPool, BlockingConnectionPool):
@@ -42,6 +52,7 @@ def redis_pool(url: str, blocking: bool = False, **options: Any) -> ConnectionPo
         },
     )
     pool = SentinelBlockingConnectionPool if blocking else SentinelConnectionPool
+    options = {"connection_class": ClosingSentinelConnection} | options
     return pool(service.service, sentinel, **_server_options(service), **options)
 
 

@@ -1,9 +1,14 @@
 """The queues' Redis behind Sentinel: REDIS_URL=redis+sentinel://... is parsed once at start
-(a malformed one refused), and every client of it follows the primary the Sentinels name."""
+(a malformed one refused), and every client of it follows the primary the Sentinels name. The
+servers (a primary, its replica, one Sentinel) run on free ports of the test's own; the
+inventory stays on the suite's Redis."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
+from redis import Redis
 from redis.sentinel import SentinelConnectionPool
 
 from core.config import ConfigError, SentinelService, Settings, sentinel_service
@@ -11,6 +16,9 @@ from core.redis_urls import SentinelBlockingConnectionPool
 from core.runtime import REDIS_TIMEOUT_S, Runtime
 from jobs.queues import rq_connection
 from tests.helpers import app_with
+from tests.servers import RedisProcess, clean_env, procfile_command, wait_until
+from tests.test_replicas import Pair
+from tests.test_resilience import LoggedProcess
 
 SERVICE = "queues"
 
@@ -83,3 +91,65 @@ def test_every_client_of_a_sentinel_url_follows_its_primary(monkeypatch, setting
         limits_pool = app.config["RATELIMIT_STORAGE_OPTIONS"]["connection_pool"]
         assert isinstance(limits_pool, SentinelConnectionPool)
         assert limits_pool.service_name == "queues"
+
+
+# --- real servers: a primary, its replica, one Sentinel ---------------------------------------
+
+
+class Watched(Pair):
+    """A primary, its replica and one Sentinel watching them (quorum 1: it alone decides)."""
+
+    def __init__(self, folder: Path) -> None:
+        super().__init__(folder)
+        config = folder / "sentinel.conf"
+        config.write_text(
+            f"sentinel monitor {SERVICE} 127.0.0.1 {self.primary.port} 1\n"
+            f"sentinel down-after-milliseconds {SERVICE} 1000\n"
+            f"sentinel failover-timeout {SERVICE} 3000\n"
+        )
+        self.sentinel = RedisProcess(folder / "sentinel", "--sentinel", config=config).start()
+        self.sentinel_client = Redis(port=self.sentinel.port, decode_responses=True)
+        wait_until(self._replica_known, 30, "the Sentinel to know the replica", every=0.1)
+
+    @property
+    def url(self) -> str:
+        return f"redis+sentinel://127.0.0.1:{self.sentinel.port}/{SERVICE}/0"
+
+    def _replica_known(self) -> bool:
+        replicas = self.sentinel_client.sentinel_slaves(SERVICE)
+        return any(r["port"] == self.replica.port and r["is_slave"] for r in replicas)
+
+    def primary_port(self) -> int:
+        return int(self.sentinel_client.sentinel_get_master_addr_by_name(SERVICE)[1])
+
+    def stop(self) -> None:
+        self.sentinel.stop()
+        super().stop()
+
+
+def blocked_in_a_pop(server: Redis) -> bool:
+    """Whether a client waits in a blocking pop (RQ's worker idle on its queue)."""
+    return any(
+        "b" in c["flags"] and c["cmd"].startswith(("blmove", "blpop", "brpoplpush"))
+        for c in server.client_list()
+    )
+
+
+def test_a_worker_idle_on_a_sentinel_primary_stops_cleanly_on_sigterm(settings, tmp_path):
+    """The warm shutdown's signal cuts the worker's blocking pop short: that connection must not
+    go back to the pool with the pop's reply still to come (the worker's record is then removed
+    by a pipeline that would read it)."""
+    servers = Watched(tmp_path)
+    env = clean_env({"REDIS_URL": servers.url, "INVENTORY_REDIS_URL": settings.inventory_url})
+    worker = LoggedProcess(procfile_command("worker"), env, tmp_path / "worker.log")
+    primary = Pair.client(servers.primary)
+    try:
+        wait_until(lambda: blocked_in_a_pop(primary), 60, "the worker idle on its queue", 0.1)
+        assert primary.scard("rq:workers") == 1
+        worker.process.terminate()
+        assert worker.process.wait(30) == 0, worker.output[-3000:]
+        assert "Traceback" not in worker.output, worker.output[-3000:]
+        assert primary.scard("rq:workers") == 0  # its death recorded
+    finally:
+        worker.stop()
+        servers.stop()
