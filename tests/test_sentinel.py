@@ -1,10 +1,12 @@
 """The queues' Redis behind Sentinel: REDIS_URL=redis+sentinel://... is parsed once at start
-(a malformed one refused), and every client of it follows the primary the Sentinels name. The
-servers (a primary, its replica, one Sentinel) run on free ports of the test's own; the
-inventory stays on the suite's Redis."""
+(a malformed one refused), every client of it follows the primary the Sentinels name, and
+settlement goes on, in the same worker process, after the primary is SIGKILLed and its replica
+promoted. The servers (a primary, its replica, one Sentinel) run on free ports of the test's own;
+the inventory stays on the suite's Redis."""
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import pytest
@@ -15,8 +17,10 @@ from core.config import ConfigError, SentinelService, Settings, sentinel_service
 from core.redis_urls import SentinelBlockingConnectionPool
 from core.runtime import REDIS_TIMEOUT_S, Runtime
 from jobs.queues import rq_connection
-from tests.helpers import app_with
+from jobs.scheduler import SettlementScheduler
+from tests.helpers import app_with, create_product, make_user, make_users
 from tests.servers import RedisProcess, clean_env, procfile_command, wait_until
+from tests.test_api_errors import buy
 from tests.test_replicas import Pair
 from tests.test_resilience import LoggedProcess
 
@@ -125,6 +129,85 @@ class Watched(Pair):
     def stop(self) -> None:
         self.sentinel.stop()
         super().stop()
+
+
+@pytest.mark.slow
+def test_settlement_goes_on_in_the_same_worker_after_a_sentinel_failover(settings, tmp_path):
+    servers = Watched(tmp_path)
+    env = clean_env(
+        {
+            "REDIS_URL": servers.url,
+            "INVENTORY_REDIS_URL": settings.inventory_url,
+            "SCHEDULER_POLL_SECONDS": "0.2",
+        }
+    )
+    worker = LoggedProcess(procfile_command("worker"), env, tmp_path / "worker.log")
+    scheduler = LoggedProcess(procfile_command("scheduler"), env, tmp_path / "scheduler.log")
+    try:
+        with app_with(redis_url=servers.url, inventory_redis_url=settings.inventory_url) as app:
+            client = app.test_client()
+            admin = make_user(app, "admin")
+            product = create_product(client, admin, stock=10)
+            buyers = make_users(app, 6)
+            primary = Pair.client(servers.primary)
+
+            def confirmed(buyer, ticket: str) -> bool:  # type: ignore[no-untyped-def]
+                assert worker.running()
+                order = client.get(f"/orders/{ticket}", headers=buyer.headers).get_json()
+                assert order["status"] in {"reserved", "processing", "confirmed"}, order
+                return order["status"] == "confirmed"
+
+            def all_confirmed(tickets: dict) -> bool:
+                return all([confirmed(buyer, ticket) for buyer, ticket in tickets.items()])
+
+            def bought(buyer) -> str:  # type: ignore[no-untyped-def]
+                answer = buy(client, buyer, product["id"])
+                assert answer.status_code == 202, answer.get_json()
+                return answer.get_json()["ticket_id"]
+
+            before = {buyer: bought(buyer) for buyer in buyers[:3]}
+            wait_until(lambda: all_confirmed(before), 60, "the first tickets confirmed", 0.1)
+            assert (
+                primary.scard("rq:workers") == 1
+            )  # the worker is on the primary the Sentinel names
+            scheduled = SettlementScheduler.scheduled_jobs_key
+            wait_until(lambda: primary.zcard(scheduled), 30, "the scheduler's schedule", 0.1)
+            assert primary.wait(1, 5000) == 1  # the replica has everything before the kill
+
+            servers.kill_primary()
+            killed_at = time.monotonic()
+            during = {buyer: bought(buyer) for buyer in buyers[3:5]}  # inventory is elsewhere
+            wait_until(
+                lambda: servers.primary_port() == servers.replica.port,
+                60,
+                "the Sentinel to promote the replica",
+                every=0.1,
+            )
+            promoted_s = time.monotonic() - killed_at
+            wait_until(
+                lambda: any(confirmed(buyer, ticket) for buyer, ticket in during.items()),
+                90,
+                "a confirmation after the kill",
+                every=0.1,
+            )
+            confirmed_s = time.monotonic() - killed_at
+            after = {buyers[5]: bought(buyers[5])}
+            wait_until(lambda: all_confirmed(during | after), 90, "every ticket confirmed", 0.1)
+
+        promoted = Pair.client(servers.replica)
+        assert promoted.info("replication")["role"] == "master"
+        assert worker.running()
+        for ticket in [*during.values(), *after.values()]:
+            assert ticket in worker.output  # its "ticket final" line: the same worker settled it
+        wait_until(lambda: scheduler.says("outage ended"), 60, "the scheduler back", every=0.2)
+        print(
+            f"\nSentinel failover: replica promoted {promoted_s:.1f} s after the kill; "
+            f"first confirmation {confirmed_s:.1f} s after it"
+        )
+    finally:
+        worker.stop()
+        scheduler.stop()
+        servers.stop()
 
 
 def blocked_in_a_pop(server: Redis) -> bool:
