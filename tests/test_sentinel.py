@@ -193,6 +193,10 @@ def test_settlement_goes_on_in_the_same_worker_after_a_sentinel_failover(setting
             confirmed_s = time.monotonic() - killed_at
             after = {buyers[5]: bought(buyers[5])}
             wait_until(lambda: all_confirmed(during | after), 90, "every ticket confirmed", 0.1)
+            figures = client.get(
+                f"/admin/products/{product['id']}/inventory", headers=admin.headers
+            ).get_json()
+            assert (figures["available"], figures["sold"], figures["sold_in_db"]) == (4, 6, 6)
 
         promoted = Pair.client(servers.replica)
         assert promoted.info("replication")["role"] == "master"
