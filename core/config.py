@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field, fields, replace
 from typing import Any
+from urllib.parse import unquote, urlsplit
 
 DEV_JWT_SECRET = "dev-only-secret-change-me-0123456789abcdef"
 ENVIRONMENTS = ("development", "test", "production")
@@ -32,6 +33,58 @@ def cluster_node_url(url: str) -> str | None:
     return f"{plain}://{rest}" if plain else None
 
 
+SENTINEL_SCHEME = "redis+sentinel"
+SENTINEL_URL_FORM = "redis+sentinel://[:password@]host:port[,host:port...]/service_name[/db]"
+
+
+@dataclass(frozen=True)
+class SentinelService:
+    """A primary that Sentinels name: the Sentinels' addresses, the service's name, and the
+    database and credentials of its servers (the Sentinels themselves take none)."""
+
+    sentinels: tuple[tuple[str, int], ...]
+    service: str
+    db: int = 0
+    username: str | None = None
+    password: str | None = None
+
+
+def sentinel_service(url: str) -> SentinelService | None:
+    """What a redis+sentinel:// URL names; None for a URL of another scheme. ValueError, saying
+    what is wrong without repeating the URL (it may hold a password), for a malformed one."""
+    scheme, sep, _ = url.partition("://")
+    if not sep or scheme.lower() != SENTINEL_SCHEME:
+        return None
+    parts = urlsplit(url)
+    if parts.query or parts.fragment:
+        raise ValueError(f"takes no options (?...#...): {SENTINEL_URL_FORM}")
+    userinfo, _, hosts = parts.netloc.rpartition("@")
+    username, _, password = userinfo.partition(":")
+    path = parts.path.strip("/").split("/")
+    if not path[0] or len(path) > 2:
+        raise ValueError(f"names no service, or more than a service and a db: {SENTINEL_URL_FORM}")
+    if len(path) == 2 and not path[1].isdigit():
+        raise ValueError(f"its db must be a number, not {path[1]!r}")
+    return SentinelService(
+        sentinels=tuple(_sentinel_address(host) for host in hosts.split(",")),
+        service=unquote(path[0]),
+        db=int(path[1]) if len(path) == 2 else 0,
+        username=unquote(username) or None,
+        password=unquote(password) or None,
+    )
+
+
+def _sentinel_address(location: str) -> tuple[str, int]:
+    try:
+        address = urlsplit(f"//{location.strip()}")
+        host, port = address.hostname, address.port
+    except ValueError:
+        host = port = None
+    if not host or port is None:
+        raise ValueError(f"each Sentinel needs a host and a port, not {location!r}")
+    return host, port
+
+
 def _env(name: str, default: Any) -> Any:
     """A setting read from the environment variable `name`."""
     return field(default=default, metadata={"env": name})
@@ -53,9 +106,12 @@ class Settings:
     # public development secret and SQLite instead of accepting forged tokens.
     env: str = _env("APP_ENV", "production")
     database_url: str = _env("DATABASE_URL", "sqlite:///flashsale.db")
+    # Queues, scheduler, rate limits, revocations: redis:// names one server; a redis+sentinel://
+    # URL (SENTINEL_URL_FORM) names Sentinels, and every client follows the primary they name.
     redis_url: str = _env("REDIS_URL", "redis://127.0.0.1:6379/0")
     # Stock, holds, seats and waiting rooms; unset, REDIS_URL. A redis+cluster:// URL names a
-    # Redis Cluster (any one node of it): every script's keys share one product's hash tag.
+    # Redis Cluster (any one node of it): every script's keys share one product's hash tag; a
+    # redis+sentinel:// URL, a primary behind Sentinels.
     inventory_redis_url: str = _env("INVENTORY_REDIS_URL", "")
     redis_pool_size: int = _env("REDIS_POOL_SIZE", 64)
     # How long a web process waits for the inventory's Redis (a purchase answers 503 after it);
@@ -161,6 +217,14 @@ class Settings:
                 "REDIS_URL cannot name a Redis Cluster (RQ's keys span slots): "
                 "set INVENTORY_REDIS_URL to the cluster and REDIS_URL to a plain Redis"
             )
+        for name, url in (
+            ("REDIS_URL", self.redis_url),
+            ("INVENTORY_REDIS_URL", self.inventory_url),
+        ):
+            try:
+                sentinel_service(url)
+            except ValueError as error:
+                raise ConfigError(f"{name} (a Sentinel URL) {error}") from None
         if min(self.trusted_proxies, self.inventory_min_replicas,
                self.inventory_replica_wait_ms) < 0:  # fmt: skip
             raise ConfigError(

@@ -27,6 +27,7 @@ from core.backoff import Outage
 from core.db import transaction, upsert
 from core.keys import ServiceKeys
 from core.models import RevokedToken
+from core.redis_urls import redis_client
 
 log = logging.getLogger(__name__)
 
@@ -138,7 +139,7 @@ class RevocationWatch:
                 self._stopped.wait(self._outage.failed(error))  # logged once per outage
 
     def _follow(self) -> None:
-        client = Redis.from_url(self.redis_url, decode_responses=True, health_check_interval=10)
+        client = redis_client(self.redis_url, decode_responses=True, health_check_interval=10)
         pubsub = client.pubsub()
         try:
             pubsub.subscribe(self.channel)

@@ -18,6 +18,7 @@ from core.keys import ServiceKeys
 from core.payments import PaymentGateway
 from core.payments.simulated import SimulatedGateway
 from core.payments.stripe_gateway import StripeGateway
+from core.redis_urls import redis_client
 from core.revocations import RevocationWatch
 from core.rooms import RoomBoard
 from core.scripts import RedisClient
@@ -62,16 +63,17 @@ class Runtime:
 
     def _plain_redis(self, url: str, timeout_s: float = REDIS_TIMEOUT_S) -> Redis:
         """One pool per process, as large as its threads need: a thread takes a free connection
-        without waiting on the others (hiredis parses the replies when installed)."""
-        pool = BlockingConnectionPool.from_url(
+        without waiting on the others (hiredis parses the replies when installed). One server,
+        or the primary Sentinels name."""
+        return redis_client(
             url,
+            blocking=True,
             decode_responses=True,
             max_connections=self.settings.redis_pool_size,
             timeout=timeout_s,
             socket_timeout=timeout_s,
             socket_connect_timeout=timeout_s,
         )
-        return Redis(connection_pool=pool)
 
     @cached_property
     def engine(self) -> Engine:

@@ -13,6 +13,7 @@ from rq.serializers import JSONSerializer
 import core.runtime  # noqa: F401  (imported once per worker process: see below)
 from core.config import Settings
 from core.keys import QueueGuardKeys
+from core.redis_urls import redis_client
 
 # `rq worker --job-class jobs.queues.JsonJob` imports this module in the worker process itself.
 # Importing what the jobs need here (SQLAlchemy, the models, the settler: about 0.6 s) does it
@@ -37,7 +38,7 @@ class JsonJob(Job):
 
 @cache
 def rq_connection(redis_url: str) -> Redis:
-    return Redis.from_url(redis_url)  # RQ stores bytes: no decode_responses
+    return redis_client(redis_url)  # RQ stores bytes: no decode_responses
 
 
 def settlement_queue(settings: Settings) -> Queue:

@@ -1,6 +1,8 @@
-"""The RQ worker class of the Procfile: RQ's SimpleWorker (a job runs in the worker process, so
-the runtime and its connections are kept between jobs) that also serves the metrics on
-METRICS_PORT when set, for machines where no web process sums them, and outlives Redis outages.
+"""The Procfile's worker (`python -m jobs.worker`): RQ's SimpleWorker (a job runs in the worker
+process, so the runtime and its connections are kept between jobs) on SETTLEMENT_QUEUE, connected
+as every client of REDIS_URL is (a redis+sentinel:// URL too, which `rq worker --url` refuses),
+that also serves the metrics on METRICS_PORT when set, for machines where no web process sums
+them, and outlives Redis outages.
 
 RQ's loop retries only its blocking pop: a Redis error anywhere else in a pass (the suspension
 check, a heartbeat, marking the worker idle, recording a job's end) ends the worker. Those steps
@@ -14,10 +16,13 @@ from contextlib import suppress
 from functools import partial
 from typing import Any
 
+from rq import Queue
+from rq.serializers import JSONSerializer
 from rq.worker import SimpleWorker
 
 from core.backoff import OUTAGE_CAP_S, OUTAGE_ERRORS, Outage, ride_out
 from core.metrics import serve_metrics
+from jobs.queues import JsonJob, rq_connection
 from jobs.runtime import runtime
 
 log = logging.getLogger(__name__)
@@ -63,3 +68,21 @@ class SettlementWorker(SimpleWorker):
     def register_death(self) -> None:
         with suppress(*OUTAGE_ERRORS):  # the worker's record expires by itself
             super().register_death()
+
+
+def main() -> None:
+    """What `rq worker -w jobs.worker.SettlementWorker --serializer JSONSerializer --job-class
+    jobs.queues.JsonJob --url $REDIS_URL $SETTLEMENT_QUEUE` ran, connected from the settings."""
+    settings = runtime().settings
+    connection = rq_connection(settings.redis_url)
+    queue = Queue(
+        settings.queue_name, connection=connection, serializer=JSONSerializer, job_class=JsonJob
+    )
+    worker = SettlementWorker(
+        [queue], connection=connection, serializer=JSONSerializer, job_class=JsonJob
+    )
+    worker.work(logging_level=settings.log_level)
+
+
+if __name__ == "__main__":
+    main()

@@ -113,9 +113,10 @@ def stop_process(process: subprocess.Popen | None, grace_s: float = 10.0) -> Non
 class RedisProcess:
     """A redis-server this script starts, owns and stops."""
 
-    def __init__(self, data_dir: Path, *options: str) -> None:
+    def __init__(self, data_dir: Path, *options: str, config: Path | None = None) -> None:
         self.data_dir = data_dir
         self.options = options
+        self.config = config  # a file read first (a Sentinel needs one it can rewrite)
         self.port = free_port()
         self.process: subprocess.Popen[bytes] | None = None
 
@@ -125,7 +126,8 @@ class RedisProcess:
 
     def start(self) -> RedisProcess:
         self.data_dir.mkdir(parents=True, exist_ok=True)
-        argv = [redis_server_binary(), "--port", str(self.port), "--bind", "127.0.0.1"]
+        argv = [redis_server_binary(), *([str(self.config)] if self.config else [])]
+        argv += ["--port", str(self.port), "--bind", "127.0.0.1"]
         argv += ["--save", "", "--appendonly", "no", "--dir", str(self.data_dir), *self.options]
         with open(self.data_dir / "redis.log", "ab") as log:
             self.process = subprocess.Popen(

@@ -19,6 +19,8 @@ __all__ = [
     "RedisProcess",
     "clean_env",
     "free_port",
+    "procfile_command",
+    "procfile_entries",
     "wait_until",
 ]
 
@@ -37,6 +39,23 @@ def wait_until(predicate: Callable[[], object], timeout: float, what: str, every
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout}s waiting for {what}")
         time.sleep(every)
+
+
+def procfile_entries() -> dict[str, str]:
+    entries = {}
+    for line in (ROOT / "Procfile").read_text().splitlines():
+        if line.strip() and not line.lstrip().startswith("#"):
+            name, _, command = line.partition(":")
+            entries[name.strip()] = command.strip()
+    return entries
+
+
+def procfile_command(name: str) -> list[str]:
+    """A Procfile line without shell variables (`python -m ...`), run by this interpreter: it
+    reads its settings from the environment."""
+    words = procfile_entries()[name].split()
+    assert not any("$" in word for word in words), words
+    return [sys.executable if word == "python" else word for word in words]
 
 
 class Gunicorn:

@@ -17,7 +17,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.servers import ROOT, free_port, wait_until
+from tests.servers import ROOT, free_port, procfile_entries, wait_until
 
 # What conftest.py puts in os.environ for the session: the stack must choose its own.
 APP_VARIABLES = (
@@ -83,21 +83,12 @@ def test_compose_requires_a_jwt_secret():
     assert "set JWT_SECRET_KEY" in result.stderr
 
 
-def procfile_entries() -> dict[str, str]:
-    entries = {}
-    for line in (ROOT / "Procfile").read_text().splitlines():
-        if line.strip() and not line.lstrip().startswith("#"):
-            name, _, command = line.partition(":")
-            entries[name.strip()] = command.strip()
-    return entries
-
-
 def test_procfile_has_release_web_worker_and_scheduler():
     entries = procfile_entries()
     assert set(entries) >= {"release", "web", "worker", "scheduler"}
     assert entries["release"] == "flask --app web db upgrade"
     assert "web:create_app()" in entries["web"] and "${PORT:-8000}" in entries["web"]
-    assert "jobs.queues.JsonJob" in entries["worker"] and "$REDIS_URL" not in entries["worker"]
+    assert entries["worker"] == "python -m jobs.worker"  # connected from REDIS_URL, any form
     assert entries["scheduler"] == "python -m jobs.scheduler"
 
 

@@ -5,11 +5,9 @@ whichever of them answers the scrape; METRICS_TOKEN guards the route."""
 from __future__ import annotations
 
 import json
-import os
 import re
 import secrets
 import subprocess
-import sys
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -20,7 +18,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.helpers import app_with, create_product, make_users, run_workers
-from tests.servers import ROOT, Gunicorn, clean_env, free_port, wait_until
+from tests.servers import ROOT, Gunicorn, clean_env, free_port, procfile_command, wait_until
 from tests.test_api_errors import assert_error, buy
 
 Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
@@ -190,7 +188,7 @@ def test_a_worker_serves_its_own_metrics_on_its_port(app, client, admin, tmp_pat
     port = free_port()
     log = tmp_path / "worker.log"
     env = clean_env({"METRICS_PORT": str(port)})
-    command = [str(Path(sys.executable).with_name("rq")), "worker", *procfile_worker_options()]
+    command = procfile_command("worker")
     with log.open("wb") as out:
         worker = subprocess.Popen(command, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
     try:
@@ -219,18 +217,3 @@ def test_a_worker_serves_its_own_metrics_on_its_port(app, client, admin, tmp_pat
     finally:
         worker.terminate()
         worker.wait(30)
-
-
-def procfile_worker_options() -> list[str]:
-    """The Procfile's worker line after `rq worker`, with this environment's values."""
-    line = next(
-        entry
-        for entry in (ROOT / "Procfile").read_text().splitlines()
-        if entry.startswith("worker:")
-    )
-    values = {
-        "${REDIS_URL": os.environ["REDIS_URL"],
-        "${SETTLEMENT": os.environ["SETTLEMENT_QUEUE"],
-    }
-    words = line.partition("rq worker")[2].split()
-    return [next((v for k, v in values.items() if w.startswith(k)), w) for w in words]

@@ -14,6 +14,7 @@ from core.config import Settings
 from core.db import engine_options, prepare_engine
 from core.keys import ServiceKeys
 from core.logs import configure_logging
+from core.redis_urls import redis_pool
 from core.runtime import Runtime
 from web import (
     admin,
@@ -78,7 +79,10 @@ def create_app(settings: Settings | None = None) -> Flask:
         JWT_COOKIE_SECURE=settings.is_production,
         RATELIMIT_ENABLED=True,  # the Limiter is shared: each app switches itself (below)
         FLASHSALE_RATELIMIT_ENABLED=settings.ratelimit_enabled,
-        RATELIMIT_STORAGE_URI=settings.redis_url,
+        # limits' Redis storage on the service's own pool (which follows a Sentinel's primary);
+        # the URI only picks that storage.
+        RATELIMIT_STORAGE_URI="redis://",
+        RATELIMIT_STORAGE_OPTIONS={"connection_pool": redis_pool(settings.redis_url)},
         RATELIMIT_KEY_PREFIX=ServiceKeys(settings.key_prefix).rate_limits,
         # X-RateLimit headers cost two Redis reads per request: only a 429 says when to retry.
         RATELIMIT_HEADERS_ENABLED=False,

@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import time
 from dataclasses import asdict
+from typing import Any
 
 import rq_dashboard
 from flask import Blueprint, Flask, Response, request
 from flask_jwt_extended import verify_jwt_in_request
+from redis import Redis
 from redis.exceptions import RedisError
 from rq import Worker
 from rq.serializers import JSONSerializer
@@ -19,7 +21,7 @@ from core.models import Product
 from core.money import to_decimal_string
 from core.stock import last_reconciliations, product_report, read_books
 from core.times import iso, iso_seconds
-from jobs.queues import enqueue_reconcile, settlement_queue
+from jobs.queues import enqueue_reconcile, rq_connection, settlement_queue
 from web.answers import (
     Inventory,
     LastReconciliation,
@@ -262,6 +264,7 @@ def mount_rq_dashboard(app: Flask) -> None:
     """rq-dashboard's blueprint is a module-level object, so the guard lives on the app."""
     app.config["RQ_DASHBOARD_REDIS_URL"] = runtime_url(app)
     rq_dashboard.web.config.serializer = JSONSerializer
+    rq_dashboard.web.from_url = _dashboard_connection
     rq_dashboard.web.setup_rq_connection(app)
     app.register_blueprint(rq_dashboard.blueprint, url_prefix="/admin/rq")
 
@@ -276,6 +279,12 @@ def mount_rq_dashboard(app: Flask) -> None:
         verify_jwt_in_request()  # for a cookie session, a POST must carry the CSRF header
         if not is_admin():
             raise ApiError(403, "forbidden", "admins only")
+
+
+def _dashboard_connection(url: str, **_passwords: Any) -> tuple[None, Redis]:
+    """What rq-dashboard connects with, for its URL (it asks again on every request): the
+    queues' own client (jobs/queues.py), one per URL, following a Sentinel's primary too."""
+    return None, rq_connection(url)
 
 
 def runtime_url(app: Flask) -> str:
