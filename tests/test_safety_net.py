@@ -6,12 +6,10 @@ matters (a session hook, a commit hook) while the other runs. Real Redis, real d
 from __future__ import annotations
 
 import dataclasses
-import re
 import threading
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 import pytest
 from redis.crc import key_slot
@@ -32,13 +30,11 @@ from core.stock import (
     reconcile_product,
     sync_terms,
 )
-from core.tickets import OPEN_STATUSES, OrderStatus
+from core.tickets import OrderStatus
 from jobs.queues import settlement_queue
 from tests.helpers import buyer_ids, stocked_product
 from tests.redis_monitor import CommandLog, monitored_service
 from tests.servers import wait_until
-
-LUA_DIR = Path(__file__).resolve().parent.parent / "core" / "lua"
 
 
 def _reserve(rt, product_id: int, user: int, method: str = "pm_card_visa", **kw) -> str:  # type: ignore[no-untyped-def]
@@ -229,14 +225,6 @@ def test_an_admin_refund_waits_while_the_stock_awaits_its_rebuild(rt):
 
 
 # --- 3 and 4. rebuild: open statuses and deadlines -----------------------------------------------
-
-
-def test_the_open_statuses_are_one_set_in_python_and_lua():
-    lib = (LUA_DIR / "lib.lua").read_text()
-    match = re.search(r"local OPEN = \{([^}]*)\}", lib)
-    assert match
-    lua_open = set(re.findall(r"(\w+) = true", match.group(1)))
-    assert lua_open == set(OPEN_STATUSES) == {s.value for s in OrderStatus if not s.is_terminal}
 
 
 def test_a_rebuild_counts_a_surviving_3d_secure_hold_against_the_per_user_limit(rt):

@@ -8,6 +8,7 @@ from core.inventory.claims import CLAIM_MS
 from core.inventory.clock import RedisClock, now_ms
 from core.inventory.hold import Hold
 from core.inventory.holds import Holds
+from core.inventory.outcomes import PurchaseOutcome
 from core.inventory.purchase import RECLAIM_PER_CALL, TOGETHER_SEARCH_SEATS, Purchases, reserve_keys
 from core.inventory.rebuild import REBUILD_LEASE_MS, Rebuild
 from core.inventory.records import (
@@ -49,6 +50,7 @@ __all__ = [
     "Hold",
     "Inventory",
     "ProductTerms",
+    "PurchaseOutcome",
     "PurchaseRate",
     "RebuildView",
     "RedisClock",

@@ -30,50 +30,53 @@ class Hold:
     @classmethod
     def from_json(cls, raw: str) -> Hold:
         data = json.loads(raw)
-        return cls(
-            ticket_id=data["t"],
-            user_id=int(data["u"]),
-            quantity=int(data["q"]),
-            amount_minor=int(data["a"]),
-            deadline_ms=int(data["d"]),
-            status=data["s"],
-            reason=data.get("r"),
-            payment_method=data.get("pm", ""),
-            created_ms=int(data["c"]),
-            modified_ms=int(data.get("m", data["c"])),
-            currency=data.get("cur", ""),
-            client_secret=data.get("cs"),
-            payment_status=data.get("ps"),
-            idempotency_key=data.get("k"),
-            seats=tuple(data.get("st") or ()),
-            request_id=data.get("ri"),
-            queue_pass=data.get("qp"),
-        )
+        found = {name: data[short] for name, short in HOLD_FIELDS.items() if short in data}
+        found.setdefault("modified_ms", found["created_ms"])
+        found.setdefault("payment_method", "")
+        found.setdefault("reason", None)
+        for name in _NUMBERS:
+            found[name] = int(found[name])
+        found["seats"] = tuple(found.get("seats") or ())
+        return cls(**found)
 
     def to_record(self) -> dict[str, object]:
-        record = {
-            "t": self.ticket_id,
-            "u": str(self.user_id),
-            "q": self.quantity,
-            "a": self.amount_minor,
-            "d": self.deadline_ms,
-            "s": self.status,
-            "pm": self.payment_method,
-            "c": self.created_ms,
-            "m": self.modified_ms,
-            "cur": self.currency,
-        }
-        if self.reason:
-            record["r"] = self.reason
-        if self.idempotency_key:
-            record["k"] = self.idempotency_key
-        if self.seats:
-            record["st"] = list(self.seats)
-        if self.request_id:
-            record["ri"] = self.request_id
-        if self.queue_pass:
-            record["qp"] = self.queue_pass
+        """The record restore_stock.lua and adopt_hold.lua write back (without the settlement's
+        client secret and payment status)."""
+        record = {HOLD_FIELDS[name]: getattr(self, name) for name in _ALWAYS_RECORDED}
+        record[HOLD_FIELDS["user_id"]] = str(self.user_id)
+        for name in _RECORDED_WHEN_SET:
+            if value := getattr(self, name):
+                record[HOLD_FIELDS[name]] = list(value) if name == "seats" else value
         return record
+
+
+# The hold record's short field names, the one place they are written: core/scripts.py gives
+# them to the scripts as HOLD.
+HOLD_FIELDS = {
+    "ticket_id": "t",
+    "user_id": "u",
+    "quantity": "q",
+    "amount_minor": "a",
+    "deadline_ms": "d",
+    "status": "s",
+    "reason": "r",
+    "payment_method": "pm",
+    "created_ms": "c",
+    "modified_ms": "m",
+    "currency": "cur",
+    "client_secret": "cs",  # while the buyer must authenticate
+    "payment_status": "ps",
+    "idempotency_key": "k",
+    "seats": "st",
+    "request_id": "ri",
+    "queue_pass": "qp",
+}
+_NUMBERS = ("user_id", "quantity", "amount_minor", "deadline_ms", "created_ms", "modified_ms")
+_ALWAYS_RECORDED = (
+    "ticket_id", "user_id", "quantity", "amount_minor", "deadline_ms", "status",
+    "payment_method", "created_ms", "modified_ms", "currency",
+)  # fmt: skip
+_RECORDED_WHEN_SET = ("reason", "idempotency_key", "seats", "request_id", "queue_pass")
 
 
 def json_list(items: list) -> str:

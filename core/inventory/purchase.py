@@ -10,8 +10,10 @@ from dataclasses import dataclass, field, replace
 
 from redis.exceptions import RedisError
 
+from core.inventory.calls import ReserveCall, reserve_key_map
 from core.inventory.claims import CLAIM_MS, Claims
 from core.inventory.hold import Hold, json_list
+from core.inventory.outcomes import BucketStep, PurchaseOutcome
 from core.inventory.records import BestAvailable, Claim, PurchaseRate, Reservation
 from core.inventory.replicas import Replicas
 from core.keys import ProductKeys, bucket_order, ticket_in_bucket
@@ -24,20 +26,8 @@ TOGETHER_SEARCH_SEATS = 2000
 
 
 def reserve_keys(k: ProductKeys, user_id: int) -> list[str]:
-    """The reserve script's KEYS, in its order (reserve.lua)."""
-    return [
-        k.stock,
-        k.holds,
-        k.deadlines,
-        k.users,
-        k.idempotency,
-        k.settle,
-        k.events,
-        k.purchase_rate(user_id),
-        *k.seat_keys,
-        k.passes_used,
-        k.claims,
-    ]
+    """The reserve script's KEYS, in its order (ReserveCall's)."""
+    return ReserveCall.ordered_keys(reserve_key_map(k, user_id))
 
 
 class Purchases(Claims, Replicas):
@@ -69,7 +59,7 @@ class Purchases(Claims, Replicas):
         buyer's own bucket, answers alone while it has stock; sold out once every bucket is.
         One purchase is served from one bucket. The number of buckets is learnt from the first
         call (the stock says it), then kept: it never changes."""
-        call = _ReserveCall(
+        call = _Purchase(
             user_id, quantity, ticket_id, payment_method, idempotency_key, rate, seats, best,
             pass_id, request_id,
         )  # fmt: skip
@@ -81,35 +71,35 @@ class Purchases(Claims, Replicas):
             raise
         RESERVE_SECONDS.observe(time.perf_counter() - started)
         PURCHASES.labels(reservation.result).inc()
-        if call.unreplicated and reservation.result == "reserved":
+        if call.unreplicated and reservation.result is PurchaseOutcome.RESERVED:
             return replace(reservation, replicated=False)
         return reservation
 
-    def _reserve_across(self, product_id: int, call: _ReserveCall) -> Reservation:
+    def _reserve_across(self, product_id: int, call: _Purchase) -> Reservation:
         buckets = self._buckets.get(product_id, 1)
         home = call.user_id % buckets
         reply = self._reserve_in(product_id, home, buckets, call)
-        if reply[0] == "buckets":  # this process's first purchase of a split product
+        if reply[0] == BucketStep.BUCKETS:  # this process's first purchase of a split product
             buckets = self._buckets[product_id] = int(reply[1])
             home = call.user_id % buckets
             reply = self._reserve_in(product_id, home, buckets, call)
         # The buyer's own bucket answers alone but when it sends the purchase on: a bucket it
         # cannot reach cannot count the buyer's units either.
-        if buckets == 1 or reply[0] not in ("sold_out", "moved"):
+        if buckets == 1 or reply[0] not in (PurchaseOutcome.SOLD_OUT, BucketStep.MOVED):
             return _reservation(reply)
         claim = call.home_ticket(home) if reply[-1] == "claimed" else None
-        if reply[0] == "moved":
+        if reply[0] == BucketStep.MOVED:
             # A keyed retry: under its own claim, or carrying on under the first attempt's, as
             # that attempt's ticket (the buckets it reached know it by that ticket's id).
             call = replace(call, ticket_id=reply[1])
         outcome = self._reserve_away(product_id, buckets, call, [reply])
         # A duplicate found the hold of another request with the key: the claim counts it.
-        if claim and outcome.result not in ("reserved", "duplicate"):
+        if claim and outcome.result not in _HELD:
             self.resolve_claims(product_id, home, [Claim(claim, "withdrawn")])
         return outcome
 
     def _reserve_away(
-        self, product_id: int, buckets: int, call: _ReserveCall, replies: list[list]
+        self, product_id: int, buckets: int, call: _Purchase, replies: list[list]
     ) -> Reservation:
         """The buckets after the buyer's own, in the buyer's order, until one has the units."""
         for bucket in bucket_order(call.user_id, buckets)[1:]:
@@ -117,43 +107,43 @@ class Purchases(Claims, Replicas):
             if reply[0] not in _MOVE_ON:
                 return _reservation(reply)
             replies.append(reply)
-            if reply[0] == "unavailable" and call.idempotency_key:
+            if reply[0] == PurchaseOutcome.UNAVAILABLE and call.idempotency_key:
                 break  # a retry must meet the buckets as this attempt did: this one may have units
-        if any(r[0] == "unavailable" for r in replies):
-            return Reservation("unavailable")
+        if any(r[0] == PurchaseOutcome.UNAVAILABLE for r in replies):
+            return Reservation(PurchaseOutcome.UNAVAILABLE)
         # Units left in some bucket, too few for this purchase: the most one purchase can get.
-        left = [int(r[1]) for r in replies if r[0] == "sold_out"]
-        return Reservation("sold_out", remaining=max(left, default=0))
+        left = [int(r[1]) for r in replies if r[0] == PurchaseOutcome.SOLD_OUT]
+        return Reservation(PurchaseOutcome.SOLD_OUT, remaining=max(left, default=0))
 
-    def _reserve_in(self, product_id: int, bucket: int, buckets: int, call: _ReserveCall) -> list:
+    def _reserve_in(self, product_id: int, bucket: int, buckets: int, call: _Purchase) -> list:
         """One reserve call, in `bucket`; the purchase rate counts in the buyer's own only."""
         home = bucket == call.user_id % buckets
         place = "" if buckets == 1 else "home" if home else "away"
         k = self.keys(product_id, bucket)
         rate = call.rate if home else None
-        keys = reserve_keys(k, call.user_id)
-        args = [
-            call.user_id,
-            call.quantity,
-            ticket_in_bucket(call.ticket_id, bucket),
-            int(self.settings.hold_seconds * 1000),
-            call.idempotency_key,
-            call.payment_method,
-            RECLAIM_PER_CALL,
-            rate.amount if rate else 0,
-            rate.window_ms if rate else 0,
-            json_list(list(call.seats)) if call.seats else "",
-            json.dumps({"section": call.best.section, "together": call.best.together})
+        args = {
+            "user": call.user_id,
+            "quantity": call.quantity,
+            "ticket": ticket_in_bucket(call.ticket_id, bucket),
+            "hold_ms": int(self.settings.hold_seconds * 1000),
+            "idempotency_key": call.idempotency_key,
+            "payment_method": call.payment_method,
+            "reclaim_limit": RECLAIM_PER_CALL,
+            "rate_limit": rate.amount if rate else 0,
+            "rate_window_ms": rate.window_ms if rate else 0,
+            "seats": json_list(list(call.seats)) if call.seats else "",
+            "best": json.dumps({"section": call.best.section, "together": call.best.together})
             if call.best
             else "",
-            call.pass_id,
-            call.request_id,
-            buckets,
-            place,
-            CLAIM_MS,
-            TOGETHER_SEARCH_SEATS,
-        ]
-        reply, replicated = self.call_counting_replicas("reserve", keys, args)
+            "pass": call.pass_id,
+            "request_id": call.request_id,
+            "buckets": buckets,
+            "place": place,
+            "claim_ms": CLAIM_MS,
+            "together_search": TOGETHER_SEARCH_SEATS,
+        }
+        script = ReserveCall(reserve_key_map(k, call.user_id), args)
+        reply, replicated = self.call_counting_replicas(script.script, script.keys(), script.argv())
         if not replicated:
             call.unreplicated.append(bucket)
         return reply
@@ -169,11 +159,13 @@ class Purchases(Claims, Replicas):
         return self.scripts.adopt_hold(keys=keys, args=[record, "own" if own else "away"])
 
 
-_MOVE_ON = ("sold_out", "moved", "unavailable")  # a later bucket's answers that send it on
+# A later bucket's answers that send the purchase on.
+_MOVE_ON = (PurchaseOutcome.SOLD_OUT, BucketStep.MOVED, PurchaseOutcome.UNAVAILABLE)
+_HELD = (PurchaseOutcome.RESERVED, PurchaseOutcome.DUPLICATE)  # answers naming a hold
 
 
 @dataclass(frozen=True)
-class _ReserveCall:
+class _Purchase:
     """One purchase, as every bucket it tries is asked."""
 
     user_id: int
@@ -195,14 +187,14 @@ class _ReserveCall:
 
 def _reservation(reply: list) -> Reservation:
     """The reserve script's answer, read."""
-    result = reply[0]
-    if result in ("reserved", "duplicate"):
+    result = PurchaseOutcome(reply[0])
+    if result in _HELD:
         raw = reply[2]
         hold = Hold.from_json(raw) if raw else None
         return Reservation(result, ticket_id=reply[1], hold=hold)
-    if result == "rate_limited":
+    if result is PurchaseOutcome.RATE_LIMITED:
         return Reservation(result, retry_after_ms=max(0, int(reply[1])))
-    if result in ("seats_unavailable", "unknown_seats"):
+    if result in (PurchaseOutcome.SEATS_UNAVAILABLE, PurchaseOutcome.UNKNOWN_SEATS):
         return Reservation(result, seats=tuple(json.loads(reply[1])))
     remaining = int(reply[1]) if len(reply) > 1 else None
     return Reservation(result, remaining=remaining)

@@ -7,6 +7,7 @@ import json
 import secrets
 from collections.abc import Collection, Mapping
 
+from core.inventory.calls import RestoreCall, restore_key_map
 from core.inventory.hold import Hold, json_list
 from core.inventory.locks import Locks
 from core.inventory.records import HeldElsewhere, ProductTerms, RebuildView, SeatPlan
@@ -99,50 +100,37 @@ class Rebuild(Locks, Rooms):
         passes that bought (the bucket's buyers')."""
         k = self.keys(terms.product_id, bucket)
         room_keys, room_epoch = self.room_call(terms.product_id, bucket)
-        reply = self.scripts.restore_stock(
-            keys=[
-                k.stock,
-                k.holds,
-                k.deadlines,
-                k.users,
-                k.settle,
-                k.events,
-                k.idempotency,
-                k.returns,
-                k.rebuild_lease,
-                *k.seat_keys,
-                k.claims,
-                k.passes_used,
-                *room_keys,
-            ],
-            args=[
-                terms.share(bucket),
-                sold,
-                terms.max_per_user,
-                terms.starts_ms,
-                terms.ends_ms,
-                terms.price_minor,
-                terms.currency,
-                json_list([h.to_record() for h in open_holds]),
-                json.dumps({str(u): q for u, q in user_quantities.items()}, separators=(",", ":"))
-                if user_quantities
-                else "{}",
-                json.dumps(idempotency) if idempotency else "{}",
-                terms.terms_version,
-                SETTLE_GROUP,
-                json_list(refunded_marks or []),
-                lease,
-                json.dumps(seats.states, separators=(",", ":")) if seats else "",
-                json.dumps(seats.sections) if seats else "{}",
-                json.dumps(seats.scores, separators=(",", ":")) if seats else "{}",
-                "1" if terms.waiting_room else "0",
-                terms.admit_per_second,
-                terms.buckets,
-                json.dumps(claims) if claims else "{}",
-                room_epoch,
-                json_list(sorted(passes_used)),
-            ],
-        )
+        args = {
+            "initial": terms.share(bucket),
+            "sold": sold,
+            "max_per_user": terms.max_per_user,
+            "starts_ms": terms.starts_ms,
+            "ends_ms": terms.ends_ms,
+            "price": terms.price_minor,
+            "currency": terms.currency,
+            "holds": json_list([h.to_record() for h in open_holds]),
+            "user_quantities": json.dumps(
+                {str(u): q for u, q in user_quantities.items()}, separators=(",", ":")
+            )
+            if user_quantities
+            else "{}",
+            "idempotency": json.dumps(idempotency) if idempotency else "{}",
+            "terms_version": terms.terms_version,
+            "settle_group": SETTLE_GROUP,
+            "refunded_marks": json_list(refunded_marks or []),
+            "lease": lease,
+            "seat_states": json.dumps(seats.states, separators=(",", ":")) if seats else "",
+            "sections": json.dumps(seats.sections) if seats else "{}",
+            "ranks": json.dumps(seats.scores, separators=(",", ":")) if seats else "{}",
+            "waiting_room": "1" if terms.waiting_room else "0",
+            "admit_per_second": terms.admit_per_second,
+            "buckets": terms.buckets,
+            "claims": json.dumps(claims) if claims else "{}",
+            "room_epoch": room_epoch,
+            "passes_used": json_list(sorted(passes_used)),
+        }
+        call = RestoreCall(restore_key_map(k, with_room=bool(room_keys)), args)
+        reply = self.scripts.restore_stock(keys=call.keys(), args=call.argv())
         return reply[0] == "created"
 
     def drop_stock(self, product_id: int, bucket: int = 0) -> None:

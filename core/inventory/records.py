@@ -7,6 +7,7 @@ from dataclasses import dataclass, field, replace
 from typing import NamedTuple
 
 from core.inventory.hold import Hold
+from core.inventory.outcomes import PurchaseOutcome
 from core.keys import bucket_share
 
 
@@ -31,10 +32,7 @@ class Settled(NamedTuple):
 
 @dataclass(frozen=True)
 class Reservation:
-    # reserved, duplicate, sold_out, per_user_limit, sale_not_started, sale_ended, unavailable,
-    # rate_limited; for seats: seats_unavailable, unknown_seats (both naming them in `seats`),
-    # seats_required (a seated product bought by quantity), not_seated
-    result: str
+    result: PurchaseOutcome
     ticket_id: str | None = None
     hold: Hold | None = None
     remaining: int | None = None

@@ -1,3 +1,4 @@
+-- uses: lib
 -- A hold Redis lost while SQL has its order open (a failover promoted a replica that never had
 -- it: the stock is there, the hold is not) is held again, as SQL recorded it, if its units are
 -- still free: stock available, every seat free, the buyer within the limit, its Idempotency-Key

@@ -1,3 +1,4 @@
+-- uses: lib
 -- A settler takes a hold: reserved -> processing (a hold awaiting the buyer's authentication keeps
 -- that state), and the hold's deadline is extended by a lease so that it is not reclaimed while its
 -- payment is in flight. A reserved hold already past its deadline is expired instead.
@@ -9,8 +10,8 @@ local hold, raw = load_hold(KEYS[1], KEYS[2], ticket)
 if not hold then
   return raw
 end
-if hold.s == 'reserved' and hold.d <= now then
-  hold.s = 'expired'
+if hold.s == STATUS.reserved and hold.d <= now then
+  hold.s = STATUS.expired
   hold.r = 'hold_expired'
   hold.m = now
   redis.call('ZREM', KEYS[3], ticket)
@@ -18,9 +19,9 @@ if hold.s == 'reserved' and hold.d <= now then
   redis.call('HINCRBY', KEYS[1], 'version', 1)
   emit(KEYS[5], 'expire', ticket, hold.q, hold.u, now)
 elseif OPEN[hold.s] then
-  local first = hold.s == 'reserved'
+  local first = hold.s == STATUS.reserved
   if first then
-    hold.s = 'processing'
+    hold.s = STATUS.processing
   end
   hold.m = now
   local lease_end = now + tonumber(ARGV[2])

@@ -1,3 +1,4 @@
+-- uses: lib
 -- Releases this product's holds past their deadline (the scheduled sweep; reserve does the same inline).
 -- KEYS: stock, holds, deadlines, users, events, seats, seat ranks, free seats
 -- ARGV: limit

@@ -1,3 +1,4 @@
+-- uses: lib
 -- Settles a hold: confirmed (held -> sold) or failed / expired / cancelled (held -> available).
 -- Only an open hold moves; asking again for the state it is in answers 'already'.
 -- KEYS: stock, holds, deadlines, users, events, seats, seat ranks, free seats
@@ -14,7 +15,7 @@ end
 if not OPEN[hold.s] or (ARGV[4] ~= '' and hold.s ~= ARGV[4]) then
   return {'conflict', raw}
 end
-if outcome == 'confirmed' then
+if outcome == STATUS.confirmed then
   redis.call('HINCRBY', KEYS[1], 'held', -hold.q)
   redis.call('HINCRBY', KEYS[1], 'sold', hold.q)
   move_seats(seat_keys(6), ticket, hold.st, 'h', 's')
@@ -30,5 +31,5 @@ end
 local encoded = cjson.encode(hold)
 redis.call('HSET', KEYS[2], ticket, encoded)
 redis.call('ZREM', KEYS[3], ticket)
-emit(KEYS[5], outcome == 'confirmed' and 'confirm' or 'release', ticket, hold.q, hold.u, now)
+emit(KEYS[5], outcome == STATUS.confirmed and 'confirm' or 'release', ticket, hold.q, hold.u, now)
 return {'ok', encoded}

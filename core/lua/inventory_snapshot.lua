@@ -13,7 +13,7 @@ for i = 1, #entries, 2 do
   local hold = cjson.decode(entries[i + 1])
   if OPEN[hold.s] then
     open_qty = open_qty + hold.q
-  elseif hold.s == 'confirmed' then
+  elseif hold.s == STATUS.confirmed then
     table.insert(confirmed, hold.t)
     table.insert(confirmed, hold.q)
   end

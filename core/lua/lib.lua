@@ -1,11 +1,9 @@
--- Shared helpers, prepended to the scripts that use them when they are loaded.
--- Hold records are JSON in the product's holds hash: t ticket, u user, q quantity, a amount,
--- d deadline (ms), s status, r reason, pm payment method, cur currency, cs client secret (while the
--- buyer must authenticate), k idempotency key, c created (ms), m modified (ms), st the seats of a
--- seated product's hold, qp the waiting room pass it bought with. A seated product's seats hash has each seat's state: 'f' free,
--- 'h:<ticket>' held, 's:<ticket>' sold.
--- The open statuses: the same set as core.tickets.status.OPEN_STATUSES (a test compares them).
-local OPEN = {reserved = true, processing = true, requires_action = true}
+-- Shared helpers, prepended to the scripts whose first line is '-- uses: lib' when they are loaded.
+-- Hold records are JSON in the product's holds hash, under the short field names HOLD maps
+-- (core.inventory.hold.HOLD_FIELDS). A seated product's seats hash has each seat's state: 'f'
+-- free, 'h:<ticket>' held, 's:<ticket>' sold.
+-- STATUS (every order status), OPEN (the open ones), OUTCOME (reserve's answers) and HOLD are
+-- generated from Python's definitions and prepended to every script (core/scripts.py).
 
 -- Redis' own clock: every process sees the same deadlines and sale windows, whatever its clock.
 local function now_ms()
@@ -77,7 +75,7 @@ local function reclaim_expired(stock_key, holds_key, deadlines_key, users_key, e
     if raw then
       local hold = cjson.decode(raw)
       if OPEN[hold.s] then
-        hold.s = 'expired'
+        hold.s = STATUS.expired
         hold.r = 'hold_expired'
         hold.m = now
         redis.call('HSET', holds_key, ticket, cjson.encode(hold))

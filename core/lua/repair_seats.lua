@@ -1,3 +1,4 @@
+-- uses: lib
 -- Sets seats to the states reconciliation derived from SQL, if nothing changed since the
 -- snapshot they were derived against (every seat move moves the stock's version).
 -- KEYS: stock, events, seats, seat ranks, free seats

@@ -1,3 +1,4 @@
+-- uses: lib
 -- Sets initial, sold and held from SQL's figures and derives available, if nothing changed since
 -- the snapshot they were computed against.
 -- KEYS: stock, events

@@ -1,13 +1,16 @@
+-- uses: lib
 -- The whole purchase decision in one atomic call.
--- A seated product's purchase names its seats (ARGV[10]): all of them are held, or none; or it
--- asks for the best available seats of a section (ARGV[11]), adjacent in one row if `together`.
+-- A seated product's purchase names its seats (ARG.seats): all of them are held, or none; or it
+-- asks for the best available seats of a section (ARG.best), adjacent in one row if `together`.
 -- With the sale's waiting room on, the buyer's pass (verified by the caller) buys once, and only
 -- in the room it was given in: its id (product:buyer:epoch:place) names the room's epoch, which
 -- the stock carries ('room_epoch'); a pass of an earlier room, or of the sale without one, is
 -- stale. The hold keeps the pass (qp), so SQL's order records its use.
--- KEYS: stock, holds, deadlines, users, idempotency, settle stream, events, the buyer's purchase
+-- KEYS and ARGV are read by name (KEY.x, ARG.x): their order is ReserveCall's
+-- (core/inventory/calls.py).
+-- KEY: stock, holds, deadlines, users, idempotency, settle stream, events, the buyer's purchase
 --       rate counter, seats, seat ranks, free seats, passes used, claims
--- ARGV: user, quantity, ticket, hold_ms, idempotency_key ('' = none), payment_method,
+-- ARG: user, quantity, ticket, hold_ms, idempotency_key ('' = none), payment_method,
 --       reclaim_limit, rate_limit (purchases per window, 0 = none), rate_window_ms,
 --       seats (a JSON list of seat ids, or ''), best ({"section", "together"}, or ''),
 --       the waiting room pass's id ('' = none), the purchase request's id ('' = none: the
@@ -141,121 +144,122 @@ local function best_together(seat, position, qty, budget)
 end
 
 local now = now_ms()
-local user = ARGV[1]
-local qty = tonumber(ARGV[2])
-local ticket = ARGV[3]
-local idem = ARGV[5]
+local user = ARGV[ARG.user]
+local qty = tonumber(ARGV[ARG.quantity])
+local ticket = ARGV[ARG.ticket]
+local idem = ARGV[ARG.idempotency_key]
 
-local stock = redis.call('HMGET', KEYS[1], 'available', 'max_per_user', 'starts_ms', 'ends_ms', 'price',
+local stock = redis.call('HMGET', KEYS[KEY.stock], 'available', 'max_per_user', 'starts_ms', 'ends_ms', 'price',
   'currency', 'seated', 'room', 'buckets', 'room_epoch')
 if not stock[1] then
-  return {'unavailable'}
+  return {OUTCOME.unavailable}
 end
-if (stock[9] or '1') ~= ARGV[14] then
-  return {'buckets', stock[9] or '1'}
+if (stock[9] or '1') ~= ARGV[ARG.buckets] then
+  return {OUTCOME.buckets, stock[9] or '1'}
 end
-local place = ARGV[15]
+local place = ARGV[ARG.place]
 -- The buyer's purchase rate on this product, a fixed window: every attempt counts.
-local rate_limit = tonumber(ARGV[8])
+local rate_limit = tonumber(ARGV[ARG.rate_limit])
 if rate_limit > 0 then
-  local attempts = redis.call('INCR', KEYS[8])
+  local attempts = redis.call('INCR', KEYS[KEY.purchase_rate])
   if attempts == 1 then
-    redis.call('PEXPIRE', KEYS[8], ARGV[9])
+    redis.call('PEXPIRE', KEYS[KEY.purchase_rate], ARGV[ARG.rate_window_ms])
   end
   if attempts > rate_limit then
-    return {'rate_limited', tostring(redis.call('PTTL', KEYS[8]))}
+    return {OUTCOME.rate_limited, tostring(redis.call('PTTL', KEYS[KEY.purchase_rate]))}
   end
 end
 local passed = false -- a keyed retry whose first attempt moved on from the buyer's own bucket
 if idem ~= '' then
-  local existing = redis.call('HGET', KEYS[5], user .. ':' .. idem)
+  local existing = redis.call('HGET', KEYS[KEY.idempotency], user .. ':' .. idem)
   if existing and string.sub(existing, 1, 1) == '>' then
     if place ~= 'home' then
-      return {'moved'}
+      return {OUTCOME.moved}
     end
     -- The first attempt's claim still stands (open, or kept: it bought): the retry carries on
     -- under it. Gone (that purchase came to nothing, or was refunded): the retry claims anew.
     local first = string.sub(existing, 2)
-    if first ~= '' and redis.call('HEXISTS', KEYS[13], first) == 1 then
-      return {'moved', first, ''}
+    if first ~= '' and redis.call('HEXISTS', KEYS[KEY.claims], first) == 1 then
+      return {OUTCOME.moved, first, ''}
     end
     passed = true
   elseif existing then
-    return {'duplicate', existing, redis.call('HGET', KEYS[2], existing) or ''}
+    return {OUTCOME.duplicate, existing, redis.call('HGET', KEYS[KEY.holds], existing) or ''}
   end
 end
 local starts, ends = tonumber(stock[3]), tonumber(stock[4])
 if starts > 0 and now < starts then
-  return {'sale_not_started'}
+  return {OUTCOME.sale_not_started}
 end
 if ends > 0 and now >= ends then
-  return {'sale_ended'}
+  return {OUTCOME.sale_ended}
 end
 
-local pass = ARGV[12]
+local pass = ARGV[ARG.pass]
 local room = stock[8] == '1' and place ~= 'away' -- a later bucket: the buyer's own checked it
 if room then
   if pass == '' then
-    return {'queue_pass_required'}
+    return {OUTCOME.queue_pass_required}
   end
   local epoch = string.match(pass, '^%d+:%d+:(%d*):')
   if not epoch or epoch == '' or epoch ~= stock[10] then
-    return {'queue_pass_stale'}
+    return {OUTCOME.queue_pass_stale}
   end
-  if redis.call('SISMEMBER', KEYS[12], pass) == 1 then
-    return {'queue_pass_used'}
+  if redis.call('SISMEMBER', KEYS[KEY.passes_used], pass) == 1 then
+    return {OUTCOME.queue_pass_used}
   end
 end
 
-local seat = seat_keys(9)
-local seats = ARGV[10] ~= '' and cjson.decode(ARGV[10]) or nil
-local best = ARGV[11] ~= '' and cjson.decode(ARGV[11]) or nil
+local seat = seat_keys(KEY.seats)
+local seats = ARGV[ARG.seats] ~= '' and cjson.decode(ARGV[ARG.seats]) or nil
+local best = ARGV[ARG.best] ~= '' and cjson.decode(ARGV[ARG.best]) or nil
 if (stock[7] == '1') ~= (seats ~= nil or best ~= nil) then
-  return {stock[7] == '1' and 'seats_required' or 'not_seated'}
+  return {stock[7] == '1' and OUTCOME.seats_required or OUTCOME.not_seated}
 end
 
 local available = tonumber(stock[1]) +
-  reclaim_expired(KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[7], seat, now, tonumber(ARGV[7]))
+  reclaim_expired(KEYS[KEY.stock], KEYS[KEY.holds], KEYS[KEY.deadlines], KEYS[KEY.users],
+    KEYS[KEY.events], seat, now, tonumber(ARGV[ARG.reclaim_limit]))
 local limit = tonumber(stock[2])
-local bought = tonumber(redis.call('HGET', KEYS[4], user) or '0')
+local bought = tonumber(redis.call('HGET', KEYS[KEY.users], user) or '0')
 if limit > 0 and place ~= 'away' and bought + qty > limit then
-  return {'per_user_limit', tostring(limit - bought)}
+  return {OUTCOME.per_user_limit, tostring(limit - bought)}
 end
 -- Seats are checked one by one below, naming the taken ones: free seats asked for are there.
 if passed or (not seats and available < qty) then
   if place ~= '' and idem ~= '' then
-    redis.call('HSET', KEYS[5], user .. ':' .. idem, place == 'home' and '>' .. ticket or '>')
+    redis.call('HSET', KEYS[KEY.idempotency], user .. ':' .. idem, place == 'home' and '>' .. ticket or '>')
   end
   if place == 'home' then
-    redis.call('HINCRBY', KEYS[4], user, qty)
-    redis.call('HSET', KEYS[13], ticket, cjson.encode(
-      {u = user, q = qty, d = now + tonumber(ARGV[16]), s = 'open', p = room and pass or nil}))
+    redis.call('HINCRBY', KEYS[KEY.users], user, qty)
+    redis.call('HSET', KEYS[KEY.claims], ticket, cjson.encode(
+      {u = user, q = qty, d = now + tonumber(ARGV[ARG.claim_ms]), s = 'open', p = room and pass or nil}))
     if room then
-      redis.call('SADD', KEYS[12], pass) -- the purchase's, until it comes to nothing
+      redis.call('SADD', KEYS[KEY.passes_used], pass) -- the purchase's, until it comes to nothing
     end
     if passed then
-      return {'moved', ticket, 'claimed'}
+      return {OUTCOME.moved, ticket, 'claimed'}
     end
-    return {'sold_out', tostring(available), 'claimed'}
+    return {OUTCOME.sold_out, tostring(available), 'claimed'}
   end
-  return {'sold_out', tostring(available)}
+  return {OUTCOME.sold_out, tostring(available)}
 end
 if best then
-  local section = redis.call('HMGET', KEYS[1], 's:' .. best.section, 'w:' .. best.section)
+  local section = redis.call('HMGET', KEYS[KEY.stock], 's:' .. best.section, 'w:' .. best.section)
   local position, longest_row = section[1], tonumber(section[2] or qty)
   if not position then
-    return {'unknown_section'}
+    return {OUTCOME.unknown_section}
   end
   local chosen
   if best.together then
     if qty <= longest_row then -- else no row has that many seats side by side
-      chosen = best_together(seat, tonumber(position), qty, tonumber(ARGV[17]))
+      chosen = best_together(seat, tonumber(position), qty, tonumber(ARGV[ARG.together_search]))
     end
   else
     chosen = best_seats(seat, tonumber(position), qty)
   end
   if not chosen then
-    return {best.together and 'not_enough_adjacent' or 'not_enough_seats'}
+    return {best.together and OUTCOME.not_enough_adjacent or OUTCOME.not_enough_seats}
   end
   seats = chosen
 end
@@ -271,42 +275,42 @@ if seats then
     end
   end
   if #unknown > 0 then
-    return {'unknown_seats', cjson.encode(unknown)}
+    return {OUTCOME.unknown_seats, cjson.encode(unknown)}
   end
   if #taken > 0 then
-    return {'seats_unavailable', cjson.encode(taken)}
+    return {OUTCOME.seats_unavailable, cjson.encode(taken)}
   end
   -- A seat's price is its section's: the stock hash keeps one 'p:<section>' field per section.
   for i = 1, #seats do
     prices[i] = 'p:' .. string.match(seats[i], '^[^-]+')
   end
   amount = 0
-  for _, price in ipairs(redis.call('HMGET', KEYS[1], unpack(prices))) do
+  for _, price in ipairs(redis.call('HMGET', KEYS[KEY.stock], unpack(prices))) do
     amount = amount + tonumber(price)
   end
 end
 
-local deadline = now + tonumber(ARGV[4])
+local deadline = now + tonumber(ARGV[ARG.hold_ms])
 local hold = {t = ticket, u = user, q = qty, a = amount, d = deadline,
-              s = 'reserved', pm = ARGV[6], cur = stock[6], c = now, m = now, st = seats}
+              s = STATUS.reserved, pm = ARGV[ARG.payment_method], cur = stock[6], c = now, m = now, st = seats}
 if idem ~= '' then
   hold.k = idem
 end
-if ARGV[13] ~= '' then
-  hold.ri = ARGV[13]
+if ARGV[ARG.request_id] ~= '' then
+  hold.ri = ARGV[ARG.request_id]
 end
 if stock[8] == '1' and pass ~= '' then
   hold.qp = pass -- a later bucket's hold too: its buyer's own bucket checked the pass
 end
 local encoded = cjson.encode(hold)
-redis.call('HINCRBY', KEYS[1], 'available', -qty)
-redis.call('HINCRBY', KEYS[1], 'held', qty)
-redis.call('HINCRBY', KEYS[1], 'version', 1)
+redis.call('HINCRBY', KEYS[KEY.stock], 'available', -qty)
+redis.call('HINCRBY', KEYS[KEY.stock], 'held', qty)
+redis.call('HINCRBY', KEYS[KEY.stock], 'version', 1)
 if place ~= 'away' then
-  redis.call('HINCRBY', KEYS[4], user, qty)
+  redis.call('HINCRBY', KEYS[KEY.users], user, qty)
 end
-redis.call('HSET', KEYS[2], ticket, encoded)
-redis.call('ZADD', KEYS[3], deadline, ticket)
+redis.call('HSET', KEYS[KEY.holds], ticket, encoded)
+redis.call('ZADD', KEYS[KEY.deadlines], deadline, ticket)
 if seats then
   local held = {}
   for _, label in ipairs(seats) do
@@ -317,11 +321,11 @@ if seats then
   redis.call('ZREM', seat.free, unpack(seats))
 end
 if idem ~= '' then
-  redis.call('HSET', KEYS[5], user .. ':' .. idem, ticket)
+  redis.call('HSET', KEYS[KEY.idempotency], user .. ':' .. idem, ticket)
 end
 if room then
-  redis.call('SADD', KEYS[12], pass)
+  redis.call('SADD', KEYS[KEY.passes_used], pass)
 end
-redis.call('XADD', KEYS[6], '*', 'ticket', ticket)
-emit(KEYS[7], 'reserve', ticket, qty, user, now)
-return {'reserved', ticket, encoded}
+redis.call('XADD', KEYS[KEY.settle], '*', 'ticket', ticket)
+emit(KEYS[KEY.events], 'reserve', ticket, qty, user, now)
+return {OUTCOME.reserved, ticket, encoded}

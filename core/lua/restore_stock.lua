@@ -1,3 +1,4 @@
+-- uses: lib
 -- Creates a product's stock from SQL figures (new product, or Redis lost the key), only if absent.
 -- Open holds that SQL knows and Redis lost are recreated with their own deadline and queued for
 -- settlement again; held is counted over every open hold, so holds that survived in Redis keep
@@ -9,10 +10,12 @@
 -- The passes that bought (SQL's orders and what survived in Redis) are used again; the room is
 -- the sale's first bucket's, as in update_product.lua: a room Redis lost starts anew, under a new
 -- epoch, so a pass of the old one (whose places start again from 1) buys no more.
--- KEYS: stock, holds, deadlines, users, settle stream, events, idempotency, returns, rebuild lease,
+-- KEYS and ARGV are read by name (KEY.x, ARG.x): their order is RestoreCall's
+-- (core/inventory/calls.py).
+-- KEY: stock, holds, deadlines, users, settle stream, events, idempotency, returns, rebuild lease,
 --       seats, seat ranks, free seats, claims, passes used, and for the first bucket: room,
 --       queue, early, admits
--- ARGV: initial, sold, max_per_user, starts_ms, ends_ms, price, currency, sql_holds_json,
+-- ARG: initial, sold, max_per_user, starts_ms, ends_ms, price, currency, sql_holds_json,
 --       user_quantities_json, idempotency_json ({"user:key": ticket}),
 --       terms_version, settle group, refunded_marks_json ([ticket, ...]), lease token,
 --       seats_json ({"A-1-1": "f" | "h:<ticket>" | "s:<ticket>"}, '' for no seats),
@@ -22,26 +25,26 @@
 --       stock is created by its own call, with its share of the units), claims_json ({ticket:
 --       {u, q, d, s, p}}: a split product's bucket's claims, replacing what survived), the
 --       room's epoch (a later bucket's, as the first bucket has it), passes_used_json ([pass])
-if redis.call('EXISTS', KEYS[1]) == 1 then
+if redis.call('EXISTS', KEYS[KEY.stock]) == 1 then
   return {'exists'}
 end
-if redis.call('GET', KEYS[9]) ~= ARGV[14] then
+if redis.call('GET', KEYS[KEY.rebuild_lease]) ~= ARGV[ARG.lease] then
   return {'stale'}
 end
-redis.call('DEL', KEYS[9])
+redis.call('DEL', KEYS[KEY.rebuild_lease])
 local now = now_ms()
-local initial, sold = tonumber(ARGV[1]), tonumber(ARGV[2])
-redis.pcall('XGROUP', 'CREATE', KEYS[5], ARGV[12], '0', 'MKSTREAM')
-for _, hold in ipairs(cjson.decode(ARGV[8])) do
-  if redis.call('HEXISTS', KEYS[2], hold.t) == 0 then
-    redis.call('HSET', KEYS[2], hold.t, cjson.encode(hold))
-    redis.call('ZADD', KEYS[3], hold.d, hold.t)
-    redis.call('XADD', KEYS[5], '*', 'ticket', hold.t)
+local initial, sold = tonumber(ARGV[ARG.initial]), tonumber(ARGV[ARG.sold])
+redis.pcall('XGROUP', 'CREATE', KEYS[KEY.settle], ARGV[ARG.settle_group], '0', 'MKSTREAM')
+for _, hold in ipairs(cjson.decode(ARGV[ARG.holds])) do
+  if redis.call('HEXISTS', KEYS[KEY.holds], hold.t) == 0 then
+    redis.call('HSET', KEYS[KEY.holds], hold.t, cjson.encode(hold))
+    redis.call('ZADD', KEYS[KEY.deadlines], hold.d, hold.t)
+    redis.call('XADD', KEYS[KEY.settle], '*', 'ticket', hold.t)
   end
 end
 local held = 0
-local seats = ARGV[15] ~= '' and cjson.decode(ARGV[15]) or nil
-local entries = redis.call('HGETALL', KEYS[2])
+local seats = ARGV[ARG.seat_states] ~= '' and cjson.decode(ARGV[ARG.seat_states]) or nil
+local entries = redis.call('HGETALL', KEYS[KEY.holds])
 for i = 1, #entries, 2 do
   local hold = cjson.decode(entries[i + 1])
   if OPEN[hold.s] then
@@ -55,8 +58,8 @@ for i = 1, #entries, 2 do
 end
 local seated = seats and '1' or '0'
 if seats then
-  local seat = seat_keys(10)
-  local ranks = cjson.decode(ARGV[17])
+  local seat = seat_keys(KEY.seats)
+  local ranks = cjson.decode(ARGV[ARG.ranks])
   redis.call('DEL', seat.states, seat.ranks, seat.free)
   local states, scores, free = {}, {}, {}
   local function flush(force)
@@ -80,37 +83,37 @@ if seats then
     flush(false)
   end
   flush(true)
-  for section, terms in pairs(cjson.decode(ARGV[16])) do
-    redis.call('HSET', KEYS[1], 'p:' .. section, terms[1], 's:' .. section, terms[2],
+  for section, terms in pairs(cjson.decode(ARGV[ARG.sections])) do
+    redis.call('HSET', KEYS[KEY.stock], 'p:' .. section, terms[1], 's:' .. section, terms[2],
       'w:' .. section, terms[3])
   end
 end
-redis.call('DEL', KEYS[4])
-for user, qty in pairs(cjson.decode(ARGV[9])) do
-  redis.call('HSET', KEYS[4], user, qty)
+redis.call('DEL', KEYS[KEY.users])
+for user, qty in pairs(cjson.decode(ARGV[ARG.user_quantities])) do
+  redis.call('HSET', KEYS[KEY.users], user, qty)
 end
-redis.call('DEL', KEYS[13])
-for ticket, claim in pairs(cjson.decode(ARGV[21])) do
-  redis.call('HSET', KEYS[13], ticket, cjson.encode(claim))
+redis.call('DEL', KEYS[KEY.claims])
+for ticket, claim in pairs(cjson.decode(ARGV[ARG.claims])) do
+  redis.call('HSET', KEYS[KEY.claims], ticket, cjson.encode(claim))
 end
-for _, pass in ipairs(cjson.decode(ARGV[23])) do
-  redis.call('SADD', KEYS[14], pass)
+for _, pass in ipairs(cjson.decode(ARGV[ARG.passes_used])) do
+  redis.call('SADD', KEYS[KEY.passes_used], pass)
 end
-for key, ticket in pairs(cjson.decode(ARGV[10])) do
-  redis.call('HSETNX', KEYS[7], key, ticket)
+for key, ticket in pairs(cjson.decode(ARGV[ARG.idempotency])) do
+  redis.call('HSETNX', KEYS[KEY.idempotency], key, ticket)
 end
-for _, ticket in ipairs(cjson.decode(ARGV[13])) do
-  redis.call('HDEL', KEYS[8], ticket)
+for _, ticket in ipairs(cjson.decode(ARGV[ARG.refunded_marks])) do
+  redis.call('HDEL', KEYS[KEY.returns], ticket)
 end
 local available = initial - sold - held
-local epoch = ARGV[22]
-if #KEYS > 14 then
-  local q = room_keys(15)
-  epoch = apply_room(q, redis.call('HGET', q.room, 'on'), ARGV[18], ARGV[19], now)
+local epoch = ARGV[ARG.room_epoch]
+if #KEYS >= KEY.room then
+  local q = room_keys(KEY.room)
+  epoch = apply_room(q, redis.call('HGET', q.room, 'on'), ARGV[ARG.waiting_room], ARGV[ARG.admit_per_second], now)
 end
-redis.call('HSET', KEYS[1], 'initial', initial, 'available', available, 'held', held,
-  'sold', sold, 'max_per_user', ARGV[3], 'starts_ms', ARGV[4], 'ends_ms', ARGV[5],
-  'price', ARGV[6], 'currency', ARGV[7], 'terms_version', ARGV[11], 'version', now,
-  'seated', seated, 'room', ARGV[18], 'room_epoch', epoch, 'buckets', ARGV[20])
-emit(KEYS[6], 'restore', '', available, '', now)
+redis.call('HSET', KEYS[KEY.stock], 'initial', initial, 'available', available, 'held', held,
+  'sold', sold, 'max_per_user', ARGV[ARG.max_per_user], 'starts_ms', ARGV[ARG.starts_ms], 'ends_ms', ARGV[ARG.ends_ms],
+  'price', ARGV[ARG.price], 'currency', ARGV[ARG.currency], 'terms_version', ARGV[ARG.terms_version], 'version', now,
+  'seated', seated, 'room', ARGV[ARG.waiting_room], 'room_epoch', epoch, 'buckets', ARGV[ARG.buckets])
+emit(KEYS[KEY.events], 'restore', '', available, '', now)
 return {'created', tostring(available)}

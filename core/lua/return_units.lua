@@ -1,3 +1,4 @@
+-- uses: lib
 -- Last step of a refund, once SQL says refunded: the units of a ticket marked by begin_return go
 -- back on sale (sold -> available, and the ticket's seats free), once; the mark goes with them.
 -- Answers 'returned' with the mark's user and quantity (a split product's buyer may be counted

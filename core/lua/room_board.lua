@@ -1,3 +1,4 @@
+-- uses: lib
 -- A waiting room's board (the counters each web process keeps for a few hundred ms and answers
 -- its buyers' polls from), admitting the next places at the room's rate on the way.
 -- KEYS: stock, room, queue, early, admits

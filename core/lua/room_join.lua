@@ -1,3 +1,4 @@
+-- uses: lib
 -- A buyer joins the sale's waiting room: one place per buyer. Before the opening the buyer waits
 -- without a place (the opening draws the places at random); after it, the next place.
 -- KEYS: stock, room, queue, early, admits

@@ -1,3 +1,4 @@
+-- uses: lib
 -- Where a buyer stands in the sale's waiting room (asked when the web process does not know the
 -- buyer's place yet), admitting the next places at the room's rate on the way. No SQL.
 -- KEYS: stock, room, queue, early, admits

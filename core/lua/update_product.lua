@@ -1,3 +1,4 @@
+-- uses: lib
 -- Brings a product's terms in Redis to SQL's: initial stock (the difference goes to available),
 -- sale window, per-user limit, price and the waiting room (on or off, its rate). Absolute values
 -- under SQL's terms version: running it twice changes nothing, and terms older than the ones
