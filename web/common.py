@@ -14,9 +14,11 @@ from flask import Flask, Response, current_app, request
 from flask_jwt_extended import get_jwt, get_jwt_identity, verify_jwt_in_request
 from limits import parse as parse_limit
 from pydantic import BaseModel, ValidationError
+from redis.exceptions import RedisError
 
 from core.config import Settings
 from core.inventory import PurchaseRate
+from core.models import Product
 from core.runtime import Runtime
 from web.errors import ApiError, validation_message
 from web.extensions import db
@@ -116,6 +118,16 @@ def end_read() -> None:
     objects read usable: they are detached first, so the rollback does not expire them."""
     db.session.expunge_all()
     db.session.rollback()
+
+
+def available_units(products: list[Product]) -> dict[int, int | None]:
+    """Each product's free units (None while Redis cannot say)."""
+    try:
+        return runtime().inventory.available(
+            [p.id for p in products], {p.id: p.buckets for p in products}
+        )
+    except RedisError:
+        return dict.fromkeys(p.id for p in products)
 
 
 def current_user_id() -> int:

@@ -33,16 +33,12 @@ from core.events.seatmap import (
 )
 from core.inventory import BestAvailable
 from core.models import Event, EventSection, Product
-from core.money import to_decimal_string
-from core.times import iso, to_ms
+from core.times import to_ms
 from web.answers import (
     EventAnswer,
     EventList,
-    RowStates,
     SeatMapStates,
     SeatMapStored,
-    SectionAnswer,
-    SectionStates,
     StandingPlaces,
     answer,
 )
@@ -57,6 +53,7 @@ from web.common import (
 )
 from web.errors import ApiError
 from web.extensions import db, without_http_limit
+from web.mappers import event_answer, seat_map_states
 from web.openapi import ADMIN_ERRORS, BODY_ERRORS, documented
 from web.orders import documented_purchase, reserve_and_answer
 from web.schemas import EventCreate, EventUpdate, PurchaseHeaders, SeatPurchase
@@ -225,7 +222,7 @@ def seats(event_id: int) -> Response:
     if request.if_none_match.contains(etag):
         response = Response(status=304)
     else:
-        seat_map = _seat_map(event_id, version, layout, currency, states)
+        seat_map = seat_map_states(event_id, version, layout, currency, states)
         response = answer(seat_map.model_copy(update={"standing": places}))
     response.set_etag(etag)
     return response
@@ -245,38 +242,6 @@ def _layout(event_id: int) -> tuple[list[SectionLayout], str, int]:
         _LAYOUTS[event_id] = cached
     end_read()
     return cached[1], cached[2], changed
-
-
-def _seat_map(
-    event_id: int,
-    version: int,
-    layout: list[SectionLayout],
-    currency: str,
-    states: dict[str, str],
-) -> SeatMapStates:
-    return SeatMapStates(
-        event_id=event_id,
-        version=version,
-        sections=[
-            SectionStates(
-                name=section.name,
-                price=to_decimal_string(section.price_minor, currency),
-                rows=[
-                    RowStates(
-                        name=row.name,
-                        seats=_numbers(row.numbers),
-                        states="".join(states.get(label, "s")[0] for label in row.labels),
-                    )
-                    for row in section.rows
-                ],
-            )
-            for section in layout
-        ],
-    )
-
-
-def _numbers(numbers: tuple[int, ...]) -> int | list[int]:
-    return len(numbers) if numbers == tuple(range(1, len(numbers) + 1)) else list(numbers)
 
 
 @dataclass(frozen=True)
@@ -332,36 +297,6 @@ def _sell(event: Event, *, anew: bool, dropped: list[int] | None = None) -> None
         ) from None
     finally:
         end_read()
-
-
-def event_answer(view: EventView) -> EventAnswer:
-    event = view.event
-    return EventAnswer(
-        id=event.id,
-        title=event.title,
-        description=event.description,
-        category=event.category,
-        venue=event.venue,
-        location=event.location,
-        image_url=event.image_url,
-        starts_at=iso(event.starts_at),
-        ends_at=iso(event.ends_at),
-        status=event.status,
-        currency=event.currency,
-        max_per_user=event.max_per_user,
-        transfers_allowed=event.transfers_allowed,
-        sale_starts_at=iso(event.sale_starts_at),
-        sale_ends_at=iso(event.sale_ends_at),
-        sections=[
-            SectionAnswer(
-                name=section.name,
-                price=to_decimal_string(section.price_minor, event.currency),
-                kind="standing" if section.capacity is not None else "seated",
-                seats=section.capacity if section.capacity is not None else section.seat_count,
-            )
-            for section in view.sections
-        ],
-    )
 
 
 def _viewer_is_admin() -> bool:

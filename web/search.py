@@ -15,19 +15,14 @@ from redis.exceptions import RedisError
 
 from core.db import reads_only
 from core.events.sale import places_left
-from core.money import AmountError, to_decimal_string, to_minor
-from core.search import EventHit, EventSearch, SearchSort, search_events, suggest_titles
+from core.money import AmountError, to_minor
+from core.search import EventSearch, SearchSort, search_events, suggest_titles
 from core.times import iso
-from web.answers import (
-    SearchHighlight,
-    SearchHit,
-    SearchPage,
-    Suggestions,
-    TitleSuggestion,
-)
+from web.answers import SearchPage, Suggestions, TitleSuggestion
 from web.common import end_read, is_admin, parse_query, runtime
 from web.errors import ApiError
 from web.extensions import db, limiter
+from web.mappers import search_hit
 from web.openapi import documented
 from web.schemas import EventSearchQuery, SuggestQuery
 
@@ -93,7 +88,7 @@ def _prepared(query: EventSearchQuery, search: EventSearch) -> PreparedPage:
     finally:
         end_read()
     page = SearchPage(
-        hits=[_hit(hit, None) for hit in result.hits],
+        hits=[search_hit(hit, None) for hit in result.hits],
         page=query.page,
         per_page=query.per_page,
         has_more=result.has_more,
@@ -154,24 +149,3 @@ def _places_left(products: dict[int, list[int]]) -> dict[int, int | None]:
         return places_left(runtime().inventory, products)
     except RedisError:
         return dict.fromkeys(products)
-
-
-def _hit(hit: EventHit, available: int | None) -> SearchHit:
-    def price(minor: int | None) -> str | None:
-        return None if minor is None else to_decimal_string(minor, hit.currency)
-
-    return SearchHit(
-        id=hit.id,
-        title=hit.title,
-        venue=hit.venue,
-        location=hit.location,
-        category=hit.category,
-        status=hit.status,
-        starts_at=iso(hit.starts_at),
-        ends_at=iso(hit.ends_at),
-        currency=hit.currency,
-        price_min=price(hit.price_min_minor),
-        price_max=price(hit.price_max_minor),
-        available=available,
-        highlight=SearchHighlight(title=hit.marked_title, snippet=hit.snippet),
-    )
