@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import re
 import time
 import uuid
@@ -24,6 +25,7 @@ from web.errors import ApiError, validation_message
 from web.extensions import db
 from web.kicker import SettlementKicker
 
+log = logging.getLogger(__name__)
 M = TypeVar("M", bound=BaseModel)
 F = TypeVar("F", bound=Callable[..., Any])
 MAX_DB_ID = 2_147_483_647
@@ -50,6 +52,15 @@ def parse_purchase_rate(settings: Settings) -> PurchaseRate | None:
         return None
     item = parse_limit(settings.ratelimit_purchase)
     return PurchaseRate(item.amount, item.get_expiry() * 1000, str(item))
+
+
+def catalogue_changed() -> None:
+    """After an event's change is committed: the search answers kept are stale. (Without Redis
+    the change shows once the answers' SEARCH_CACHE_SECONDS are over.)"""
+    try:
+        runtime().search_cache.changed()
+    except RedisError:
+        log.warning("the catalogue's version did not move: search answers may lag")
 
 
 def kicker() -> SettlementKicker:

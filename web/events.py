@@ -44,6 +44,7 @@ from web.answers import (
 )
 from web.common import (
     admin_required,
+    catalogue_changed,
     check_id,
     end_read,
     is_admin,
@@ -55,9 +56,8 @@ from web.errors import ApiError
 from web.extensions import db, without_http_limit
 from web.mappers import event_answer, seat_map_states
 from web.openapi import ADMIN_ERRORS, BODY_ERRORS, documented
-from web.orders import documented_purchase, reserve_and_answer
+from web.purchase import documented_purchase, reserve_and_answer
 from web.schemas import EventCreate, EventUpdate, PurchaseHeaders, SeatPurchase
-from web.search import catalogue_changed
 
 bp = Blueprint("events", __name__)
 SEAT_MAP_MAX_BYTES = 8 * 1024 * 1024  # 100,000 seats with a rank each fit with room to spare

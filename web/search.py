@@ -3,7 +3,6 @@ suggestions as they type (core/search does the finding)."""
 
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -27,7 +26,6 @@ from web.openapi import documented
 from web.schemas import EventSearchQuery, SuggestQuery
 
 bp = Blueprint("search", __name__)
-log = logging.getLogger(__name__)
 
 
 def _search_limit() -> str:
@@ -62,15 +60,6 @@ def suggest() -> Response:
     return jsonify(
         runtime().search_cache.answer(("suggest", text, now), lambda: _titles(text, now))
     )
-
-
-def catalogue_changed() -> None:
-    """After an event's change is committed: the search answers kept are stale. (Without Redis
-    the change shows once the answers' SEARCH_CACHE_SECONDS are over.)"""
-    try:
-        runtime().search_cache.changed()
-    except RedisError:
-        log.warning("the catalogue's version did not move: search answers may lag")
 
 
 @dataclass(frozen=True)
