@@ -30,11 +30,11 @@ from core.events.catalog import EventStatus, event_categories, get_event, list_e
 from core.models import Product, User
 from core.orders import list_orders
 from core.tickets.view import RecordedOrder, order_view
-from web.admin import overview_data
 from web.common import available_units, end_read
 from web.errors import ApiError
 from web.extensions import db
 from web.mappers import event_answer, product_answer, ticket_view
+from web.overview import overview_data
 from web.schemas import MAX_PAGE, MAX_SEATS_PER_PURCHASE
 from web.sessions import access_token_for, set_session_cookies, token_revoked
 
