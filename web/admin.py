@@ -14,9 +14,9 @@ from rq.serializers import JSONSerializer
 from core.stock import product_report
 from jobs.queues import enqueue_reconcile, rq_connection
 from web.answers import Inventory, Overview, Queued, answer
+from web.apidoc import ADMIN_ERRORS, documented
 from web.common import admin_required, check_id, is_admin, runtime
 from web.errors import ApiError
-from web.openapi import ADMIN_ERRORS, documented
 from web.overview import overview_data, settle_backlog
 
 bp = Blueprint("admin", __name__, url_prefix="/admin")

@@ -27,10 +27,10 @@ from core.revocations import announce_revocations, record_revocations
 from web.answers import AccessToken, Me, Revoked, SignedOut, Tokens, answer
 from web.answers import Session as SessionAnswer
 from web.answers import User as UserAnswer
+from web.apidoc import BEARER_ERRORS, BODY_ERRORS, documented
 from web.common import current_user_id, end_read, parse_body, runtime
 from web.errors import ApiError
 from web.extensions import db, everyone_key, limiter, login_username_key
-from web.openapi import BEARER_ERRORS, BODY_ERRORS, documented
 from web.schemas import LoginRequest, LogoutRequest, MeUpdate, Registration
 from web.sessions import (
     access_seconds,

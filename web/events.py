@@ -42,6 +42,7 @@ from web.answers import (
     StandingPlaces,
     answer,
 )
+from web.apidoc import ADMIN_ERRORS, BODY_ERRORS, documented
 from web.common import (
     admin_required,
     catalogue_changed,
@@ -55,7 +56,6 @@ from web.common import (
 from web.errors import ApiError
 from web.extensions import db, without_http_limit
 from web.mappers import event_answer, seat_map_states
-from web.openapi import ADMIN_ERRORS, BODY_ERRORS, documented
 from web.purchase import documented_purchase, reserve_and_answer
 from web.schemas import EventCreate, EventUpdate, PurchaseHeaders, SeatPurchase
 

@@ -23,6 +23,7 @@ from core.tickets.view import (
     view_ticket,
 )
 from web.answers import Cancelled, OrderPage, answer
+from web.apidoc import BEARER_ERRORS, documented
 from web.common import (
     check_id,
     current_user_id,
@@ -37,7 +38,6 @@ from web.common import (
 )
 from web.errors import ApiError
 from web.extensions import db, without_http_limit
-from web.openapi import BEARER_ERRORS, documented
 from web.purchase import RETRY_SHORTLY, documented_purchase, refusal, reserve_and_answer
 from web.schemas import OrderPageQuery, PurchaseHeaders, PurchaseRequest
 

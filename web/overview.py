@@ -47,8 +47,7 @@ def settle_backlog(product_id: int) -> int:
     """Tickets waiting in the product's settle streams (each bucket's)."""
     inventory = runtime().inventory
     return sum(
-        inventory.settle_backlog(product_id, b)
-        for b in range(inventory.bucket_count(product_id))
+        inventory.settle_backlog(product_id, b) for b in range(inventory.bucket_count(product_id))
     )
 
 

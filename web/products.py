@@ -12,11 +12,11 @@ from core.stock import setup_stock
 from core.times import to_ms
 from web.answers import Product as ProductAnswer
 from web.answers import ProductList, answer
+from web.apidoc import ADMIN_ERRORS, BODY_ERRORS, documented
 from web.common import admin_required, available_units, check_id, end_read, parse_body, runtime
 from web.errors import ApiError
 from web.extensions import db, limiter
 from web.mappers import product_answer
-from web.openapi import ADMIN_ERRORS, BODY_ERRORS, documented
 from web.schemas import ProductCreate, ProductUpdate
 
 bp = Blueprint("products", __name__)

@@ -22,6 +22,7 @@ from core.rooms import PassRefused, read_pass
 from core.tickets.view import Receipt, receipt, recorded_receipt
 from jobs.queues import enqueue_rebuild
 from web.answers import Error, PurchaseAccepted, answer
+from web.apidoc import BEARER_ERRORS, BODY_ERRORS, documented
 from web.common import (
     current_request_id,
     current_user_id,
@@ -33,7 +34,6 @@ from web.common import (
 )
 from web.errors import ApiError
 from web.extensions import db
-from web.openapi import BEARER_ERRORS, BODY_ERRORS, documented
 from web.schemas import PurchaseHeaders
 
 events = structlog.get_logger(__name__)

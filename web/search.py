@@ -18,11 +18,11 @@ from core.money import AmountError, to_minor
 from core.search import EventSearch, SearchSort, search_events, suggest_titles
 from core.times import iso
 from web.answers import SearchPage, Suggestions, TitleSuggestion
+from web.apidoc import documented
 from web.common import end_read, is_admin, parse_query, runtime
 from web.errors import ApiError
 from web.extensions import db, limiter
 from web.mappers import search_hit
-from web.openapi import documented
 from web.schemas import EventSearchQuery, SuggestQuery
 
 bp = Blueprint("search", __name__)

@@ -14,11 +14,11 @@ from core.entry.status import VALID
 from core.entry.tickets import TicketRow, TransferRefused, get_ticket, list_tickets
 from core.entry.tickets import transfer_ticket as transfer_in_sql
 from web.answers import EntryTicketPage, EntryTicketView, Transferred, answer
+from web.apidoc import BEARER_ERRORS, BODY_ERRORS, documented
 from web.common import current_user_id, end_read, is_admin, parse_body, parse_query
 from web.errors import ApiError
 from web.extensions import db
 from web.mappers import ticket_view
-from web.openapi import BEARER_ERRORS, BODY_ERRORS, documented
 from web.schemas import OrderPageQuery, TransferRequest
 
 bp = Blueprint("tickets", __name__, url_prefix="/tickets")
