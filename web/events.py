@@ -3,13 +3,11 @@ maps; everyone reads the published ones."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 from flask import Blueprint, Response, request
 from flask_jwt_extended import jwt_required, verify_jwt_in_request
 from redis.exceptions import RedisError
-from sqlalchemy import select
 
+from core.events.cache import EventProducts
 from core.events.catalog import (
     EventRefused,
     EventStatus,
@@ -20,20 +18,16 @@ from core.events.catalog import (
     get_event,
     list_events,
     publish_event,
-    sale_started,
     update_event,
 )
 from core.events.sale import event_products, put_on_sale
 from core.events.seatmap import (
     SeatMapRefused,
     SeatMapSpec,
-    SectionLayout,
     replace_seat_map,
-    seated_layout,
 )
 from core.inventory import BestAvailable
-from core.models import Event, EventSection, Product
-from core.times import to_ms
+from core.models import Event
 from web.answers import (
     EventAnswer,
     EventList,
@@ -207,7 +201,9 @@ def seats(event_id: int) -> Response:
     """Every seat's state, row by row (a letter a seat), with the version to skip an unchanged
     map (ETag, If-None-Match: 304)."""
     products = _products(check_id(event_id, "event"))
-    layout, currency, changed = _layout(event_id)
+    layout = runtime().event_cache.layout(db.session, event_id)
+    end_read()
+    assert layout is not None
     read = runtime().inventory.seat_states(_seats_of(products))
     if read is None:
         raise ApiError(503, "inventory_unavailable", "the seats are being rebuilt, retry shortly")
@@ -218,60 +214,21 @@ def seats(event_id: int) -> Response:
         for name, product_id in products.standing.items()
     ]
     left = ".".join(str(place.available) for place in places)
-    etag = f"{changed}-{version}" + (f"-{left}" if left else "")
+    etag = f"{layout.version}-{version}" + (f"-{left}" if left else "")
     if request.if_none_match.contains(etag):
         response = Response(status=304)
     else:
-        seat_map = seat_map_states(event_id, version, layout, currency, states)
+        seat_map = seat_map_states(event_id, version, layout.sections, layout.currency, states)
         response = answer(seat_map.model_copy(update={"standing": places}))
     response.set_etag(etag)
     return response
 
 
-# Event -> its seated layout, as of the map's last change (the map is fixed once on sale).
-_LAYOUTS: dict[int, tuple[int, list[SectionLayout], str]] = {}
-
-
-def _layout(event_id: int) -> tuple[list[SectionLayout], str, int]:
-    event = db.session.get(Event, event_id)
-    assert event is not None
-    changed, currency = to_ms(event.updated_at), event.currency
-    cached = _LAYOUTS.get(event_id)
-    if cached is None or cached[0] != changed:
-        cached = (changed, seated_layout(db.session, event_id), currency)
-        _LAYOUTS[event_id] = cached
-    end_read()
-    return cached[1], cached[2], changed
-
-
-@dataclass(frozen=True)
-class EventProducts:
-    seats: int | None  # the product selling the seats
-    standing: dict[str, int]  # standing section -> the product selling its places
-
-
-# Event -> its products, once its sale has started (from then on its map, so its products,
-# never change): a purchase reads SQL only the first time a process sees the event on sale.
-_PRODUCTS: dict[int, EventProducts] = {}
-
-
 def _products(event_id: int) -> EventProducts:
-    found = _PRODUCTS.get(event_id)
+    found = runtime().event_cache.products(db.session, event_id)
+    end_read()
     if found is None:
-        event = db.session.get(Event, event_id)
-        if event is None or event.status == EventStatus.DRAFT:
-            end_read()
-            raise ApiError(404, "not_found", "no such event")
-        seats = db.session.scalar(select(Product.id).where(Product.event_id == event_id))
-        rows = db.session.execute(
-            select(EventSection.name, Product.id)
-            .join(Product, Product.section_id == EventSection.id)
-            .where(EventSection.event_id == event_id)
-        )
-        found = EventProducts(seats, {name: product_id for name, product_id in rows})
-        if sale_started(event):
-            _PRODUCTS[event_id] = found
-        end_read()
+        raise ApiError(404, "not_found", "no such event")
     return found
 
 
