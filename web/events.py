@@ -180,7 +180,7 @@ def purchase(event_id: int) -> Response:
     body = parse_body(SeatPurchase)
     headers = parse_headers(PurchaseHeaders, "invalid_idempotency_key")
     key, queue_pass = headers.idempotency_key, headers.queue_pass
-    products = _products(check_id(event_id, "event"))
+    products = _products(check_id(event_id, "event"), body.section, body.seats is not None)
     if body.seats is not None:
         return reserve_and_answer(
             _seats_of(products), len(body.seats), body.payment_method, key, queue_pass, body.seats
@@ -224,8 +224,8 @@ def seats(event_id: int) -> Response:
     return response
 
 
-def _products(event_id: int) -> EventProducts:
-    found = runtime().event_cache.products(db.session, event_id)
+def _products(event_id: int, section: str | None = None, seats: bool = False) -> EventProducts:
+    found = runtime().event_cache.products(db.session, event_id, section, seats)
     end_read()
     if found is None:
         raise ApiError(404, "not_found", "no such event")
@@ -243,6 +243,7 @@ def _sell(event: Event, *, anew: bool, dropped: list[int] | None = None) -> None
     SQL, then in Redis. Redis not answering: 503, and the sweep brings Redis to SQL."""
     products = [] if event.status == EventStatus.DRAFT else event_products(db.session, event)
     db.session.commit()
+    runtime().event_cache.forget(event.id)
     try:
         catalogue_changed()
         for product_id in dropped or []:

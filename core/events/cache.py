@@ -4,6 +4,7 @@ once per change of the map."""
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass
 
 from sqlalchemy import select
@@ -19,6 +20,14 @@ from core.times import to_ms
 class EventProducts:
     seats: int | None  # the product selling the seats
     standing: dict[str, int]  # standing section -> the product selling its places
+    seated: frozenset[str]  # the seated sections' names
+
+    def knows(self, section: str | None, seats: bool) -> bool:
+        """Whether this copy can route a purchase of the section's seats or places, or of
+        named seats."""
+        if seats and self.seats is None:
+            return False
+        return section is None or section in self.standing or section in self.seated
 
 
 @dataclass(frozen=True)
@@ -29,25 +38,33 @@ class SeatedLayout:
 
 
 class EventCache:
-    """Products are kept once the sale has started (from then on its map, so its products,
-    never change): a purchase reads SQL only the first time a process sees the event on sale.
-    The layout is kept under the map's version."""
+    """Products are kept once the sale has started, and the layout under the map's version. A
+    sale put off may get a new map (while the event has no order): this process forgets the
+    event on each change it commits, and a kept copy that does not know the section asked for
+    is read again, as another process may have changed the map."""
 
     def __init__(self) -> None:
         self._products: dict[int, EventProducts] = {}
         self._layouts: dict[int, SeatedLayout] = {}
+        # Event -> how many changes this process committed: a copy read before a change is not
+        # kept after it.
+        self._changes: dict[int, int] = {}
+        self._guard = threading.Lock()
 
-    def products(self, session: Session, event_id: int) -> EventProducts | None:
+    def products(
+        self, session: Session, event_id: int, section: str | None = None, seats: bool = False
+    ) -> EventProducts | None:
         """The products selling a published or cancelled event (None: no such event, or a
-        draft)."""
+        draft), for a purchase of the section's seats or places, or of named `seats`."""
         kept = self._products.get(event_id)
-        if kept is not None:
+        if kept is not None and kept.knows(section, seats):
             return kept
+        changes = self._changes.get(event_id, 0)
         event = session.get(Event, event_id)
         if event is None or event.status == EventStatus.DRAFT:
             return None
         found = _read_products(session, event_id)
-        if sale_started(event):
+        if sale_started(event) and self._changes.get(event_id, 0) == changes:
             self._products[event_id] = found
         return found
 
@@ -63,12 +80,25 @@ class EventCache:
             self._layouts[event_id] = kept
         return kept
 
+    def forget(self, event_id: int) -> None:
+        """The event changed (call after the commit): its products are read again."""
+        with self._guard:
+            self._changes[event_id] = self._changes.get(event_id, 0) + 1
+            self._products.pop(event_id, None)
+
 
 def _read_products(session: Session, event_id: int) -> EventProducts:
     seats = session.scalar(select(Product.id).where(Product.event_id == event_id))
-    rows = session.execute(
-        select(EventSection.name, Product.id)
-        .join(Product, Product.section_id == EventSection.id)
+    standing: dict[str, int] = {}
+    seated: set[str] = set()
+    sections = session.execute(
+        select(EventSection.name, EventSection.capacity, Product.id)
+        .outerjoin(Product, Product.section_id == EventSection.id)
         .where(EventSection.event_id == event_id)
     )
-    return EventProducts(seats, {name: product_id for name, product_id in rows})
+    for name, capacity, product_id in sections:
+        if capacity is None:
+            seated.add(name)
+        elif product_id is not None:
+            standing[name] = product_id
+    return EventProducts(seats, standing, frozenset(seated))
