@@ -21,7 +21,7 @@ from flask import Flask, Response, jsonify
 from core.tickets import OrderStatus
 from core.tickets.view import TicketView
 from web.answers import answer
-from web.openapi import documented
+from web.apidoc import documented
 
 TICKET = {
     "ticket_id": "1-0123456789abcdef01234567",

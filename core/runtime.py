@@ -13,6 +13,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from core.config import Settings, cluster_node_url
 from core.db import make_engine, make_session_factory
+from core.events.cache import EventCache
 from core.inventory import Inventory
 from core.keys import ServiceKeys
 from core.payments import PaymentGateway
@@ -114,6 +115,11 @@ class Runtime:
             self.settings.search_cache_entries,
             self.settings.search_cache_seconds,
         )
+
+    @cached_property
+    def event_cache(self) -> EventCache:
+        """This process's copy of events' products and seated layouts (web processes)."""
+        return EventCache()
 
     @cached_property
     def gateways(self) -> dict[str, PaymentGateway]:

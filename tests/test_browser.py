@@ -987,7 +987,7 @@ def test_rq_dashboard_buttons_work_for_an_admin_signed_in_by_cookie(app, admin, 
 
 def test_the_sales_series_walks_back_from_the_current_figures():
     from core.inventory import StockFigures
-    from web.admin import sales_series
+    from web.overview import sales_series
 
     events = [  # newest first, as Inventory.recent_events returns them
         {"action": "confirm", "quantity": "2", "at": "5000"},

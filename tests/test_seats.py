@@ -16,7 +16,7 @@ from core.models import EventSection, Product
 from core.orders import live_seats
 from core.settlement import SettleReport
 from core.stock import rebuild_stock, reconcile_product
-from tests.helpers import Account, make_user, make_users, run_workers, seat_blocks
+from tests.helpers import Account, app_with, make_user, make_users, run_workers, seat_blocks
 from tests.servers import wait_until
 from tests.test_api_errors import assert_error
 
@@ -447,6 +447,49 @@ def test_a_new_map_before_the_sale_replaces_the_standing_places_too(client, app,
         assert session.get(Product, floor) is None
     assert rt.inventory.figures(floor) is None
     assert rt.inventory.figures(_product(rt, event_id)).initial == 12
+
+
+# HALL with its standing section Floor replaced by Balcony.
+BALCONY_FOR_FLOOR = {
+    "sections": [*HALL["sections"][:2], {"name": "Balcony", "price": "30.00", "capacity": 20}]
+}
+
+
+def _put_off_and_remap(client: Any, admin: Account, event_id: int, body: dict[str, Any]) -> None:
+    """The sale put off, a new map for the event (it has no order), the sale open again."""
+    for starts in (timedelta(days=1), -timedelta(minutes=1)):
+        moved = client.patch(
+            f"/events/{event_id}",
+            json={"sale_starts_at": (datetime.now(UTC) + starts).isoformat()},
+            headers=admin.headers,
+        )
+        assert moved.status_code == 200, moved.get_json()
+        if starts > timedelta(0):
+            remapped = client.put(f"/events/{event_id}/seatmap", json=body, headers=admin.headers)
+            assert remapped.status_code == 200, remapped.get_json()
+
+
+def test_a_sale_put_off_sells_the_sections_of_its_new_map(client, app, admin):
+    event_id = _on_sale(client, admin)["id"]
+    buyer = make_user(app)
+    assert client.get(f"/events/{event_id}/seats").status_code == 200  # read while on sale
+    _put_off_and_remap(client, admin, event_id, BALCONY_FOR_FLOOR)
+    assert_error(_best(client, buyer, event_id, "Floor", 1), 400, "unknown_section")
+    balcony = _best(client, buyer, event_id, "Balcony", 2)
+    assert balcony.status_code == 202, balcony.get_json()
+    standing = client.get(f"/events/{event_id}/seats").get_json()["standing"]
+    assert standing == [{"name": "Balcony", "available": 18}]
+
+
+def test_another_process_sells_the_section_a_new_map_added(client, app, admin):
+    event_id = _on_sale(client, admin)["id"]
+    buyer = make_user(app)
+    with app_with() as other:  # another web process, which read the event while on sale
+        seller = other.test_client()
+        assert seller.get(f"/events/{event_id}/seats").status_code == 200
+        _put_off_and_remap(client, admin, event_id, BALCONY_FOR_FLOOR)
+        balcony = _best(seller, buyer, event_id, "Balcony", 2)
+        assert balcony.status_code == 202, balcony.get_json()
 
 
 def test_reconciliation_puts_seats_back_as_sql_has_them(client, app, admin, rt, settings):

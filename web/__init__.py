@@ -37,6 +37,7 @@ from web.errors import error_response, register_error_handlers
 from web.extensions import db, jwt, limiter, migrate
 from web.health import SideBySide
 from web.kicker import SettlementKicker
+from web.sessions import token_revoked
 
 ROLES = ("buyer", "admin", "gate")
 MIGRATIONS_DIR = str(Path(__file__).resolve().parent.parent / "migrations")
@@ -147,7 +148,7 @@ def _register_jwt_callbacks(settings: Settings) -> None:
 
     @jwt.token_in_blocklist_loader
     def _is_revoked(_header: dict, payload: dict) -> bool:
-        return auth.token_revoked(payload)
+        return token_revoked(payload)
 
 
 def _register_cli(app: Flask, settings: Settings) -> None:

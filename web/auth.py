@@ -1,23 +1,19 @@
-"""Registration, login, token refresh and revocation; cookie sessions for the pages."""
+"""Registration, login, token refresh and revocation; cookie sessions for the pages (their
+tokens and cookies: web/sessions.py)."""
 
 from __future__ import annotations
 
 import hmac
-import secrets
 from contextlib import suppress
 from datetime import UTC, datetime, timedelta
 
 from flask import Blueprint, Response, current_app, request
 from flask_jwt_extended import (
-    create_access_token,
-    create_refresh_token,
     decode_token,
     get_jwt,
     get_jwt_identity,
     get_jwt_request_location,
     jwt_required,
-    set_access_cookies,
-    set_refresh_cookies,
     unset_jwt_cookies,
 )
 from flask_jwt_extended.exceptions import JWTExtendedException
@@ -31,11 +27,18 @@ from core.revocations import announce_revocations, record_revocations
 from web.answers import AccessToken, Me, Revoked, SignedOut, Tokens, answer
 from web.answers import Session as SessionAnswer
 from web.answers import User as UserAnswer
+from web.apidoc import BEARER_ERRORS, BODY_ERRORS, documented
 from web.common import current_user_id, end_read, parse_body, runtime
 from web.errors import ApiError
 from web.extensions import db, everyone_key, limiter, login_username_key
-from web.openapi import BEARER_ERRORS, BODY_ERRORS, documented
 from web.schemas import LoginRequest, LogoutRequest, MeUpdate, Registration
+from web.sessions import (
+    access_seconds,
+    access_token_for,
+    sessions_unavailable,
+    set_session_cookies,
+    tokens_for,
+)
 
 bp = Blueprint("auth", __name__, url_prefix="/auth")
 
@@ -50,30 +53,6 @@ def _register_limit() -> str:
 
 def _register_global_limit() -> str:
     return runtime().settings.ratelimit_register_global
-
-
-def tokens_for(user: User) -> Tokens:
-    """A sign-in: its tokens, and every access token its refresh token makes, carry one sign-in
-    id (`sid`), so that a logout ends all of them."""
-    claims = {"role": user.role, "sid": secrets.token_hex(12)}
-    return Tokens(
-        access_token=create_access_token(identity=str(user.id), additional_claims=claims),
-        refresh_token=create_refresh_token(identity=str(user.id), additional_claims=claims),
-        token_type="Bearer",
-        expires_in=_access_seconds(),
-    )
-
-
-def access_token_for(user: User, refresh_claims: dict) -> str:
-    """A new access token of the refresh token's sign-in."""
-    claims = {"role": user.role} | (
-        {"sid": refresh_claims["sid"]} if "sid" in refresh_claims else {}
-    )
-    return create_access_token(identity=str(user.id), additional_claims=claims)
-
-
-def _access_seconds() -> int:
-    return runtime().settings.jwt_access_minutes * 60
 
 
 @bp.post("/register")
@@ -119,7 +98,7 @@ def refresh() -> Response:
         raise ApiError(401, "unauthorized", "the user no longer exists")
     access = access_token_for(user, get_jwt())
     response = answer(
-        AccessToken(access_token=access, token_type="Bearer", expires_in=_access_seconds())
+        AccessToken(access_token=access, token_type="Bearer", expires_in=access_seconds())
     )
     if get_jwt_request_location() == "cookies":  # a page's session: renew its cookie too
         set_session_cookies(response, access)
@@ -174,7 +153,7 @@ def revoke_tokens(tokens: list[dict]) -> None:
     try:
         record_revocations(rt.sessions, expiries)
     except SQLAlchemyError:
-        raise _sessions_unavailable() from None
+        raise sessions_unavailable() from None
     for jti in expiries:
         rt.revocations.add(jti)
     announce_revocations(rt.redis, rt.settings.key_prefix, expiries)
@@ -237,14 +216,6 @@ def start_session() -> Response:
     return response
 
 
-def set_session_cookies(response: Response, access: str, refresh: str | None = None) -> None:
-    """The token cookies (HttpOnly) and their CSRF cookies, kept as long as the tokens last."""
-    settings = runtime().settings
-    set_access_cookies(response, access, max_age=settings.jwt_access_minutes * 60)
-    if refresh:
-        set_refresh_cookies(response, refresh, max_age=settings.jwt_refresh_days * 24 * 3600)
-
-
 @bp.delete("/session")
 @documented("auth", {200: SignedOut}, (401,))
 def end_session() -> Response:
@@ -279,19 +250,3 @@ def _cookie_claims(encoded: str) -> dict | None:
         return decode_token(encoded)
     except (PyJWTError, JWTExtendedException):
         return None
-
-
-def token_revoked(claims: dict) -> bool:
-    """Whether a token (or its sign-in) was revoked: this process's copy, no round trip (SQL
-    while the copy is not being kept current). Raises ApiError 503 when SQL would have to say
-    and cannot."""
-    try:
-        return runtime().revocations.refuses(claims)
-    except SQLAlchemyError:
-        raise _sessions_unavailable() from None
-
-
-def _sessions_unavailable() -> ApiError:
-    return ApiError(
-        503, "unavailable", "sessions cannot be checked now, retry shortly", {"Retry-After": "2"}
-    )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import re
 import time
 import uuid
@@ -14,14 +15,17 @@ from flask import Flask, Response, current_app, request
 from flask_jwt_extended import get_jwt, get_jwt_identity, verify_jwt_in_request
 from limits import parse as parse_limit
 from pydantic import BaseModel, ValidationError
+from redis.exceptions import RedisError
 
 from core.config import Settings
 from core.inventory import PurchaseRate
+from core.models import Product
 from core.runtime import Runtime
 from web.errors import ApiError, validation_message
 from web.extensions import db
 from web.kicker import SettlementKicker
 
+log = logging.getLogger(__name__)
 M = TypeVar("M", bound=BaseModel)
 F = TypeVar("F", bound=Callable[..., Any])
 MAX_DB_ID = 2_147_483_647
@@ -48,6 +52,15 @@ def parse_purchase_rate(settings: Settings) -> PurchaseRate | None:
         return None
     item = parse_limit(settings.ratelimit_purchase)
     return PurchaseRate(item.amount, item.get_expiry() * 1000, str(item))
+
+
+def catalogue_changed() -> None:
+    """After an event's change is committed: the search answers kept are stale. (Without Redis
+    the change shows once the answers' SEARCH_CACHE_SECONDS are over.)"""
+    try:
+        runtime().search_cache.changed()
+    except RedisError:
+        log.warning("the catalogue's version did not move: search answers may lag")
 
 
 def kicker() -> SettlementKicker:
@@ -116,6 +129,16 @@ def end_read() -> None:
     objects read usable: they are detached first, so the rollback does not expire them."""
     db.session.expunge_all()
     db.session.rollback()
+
+
+def available_units(products: list[Product]) -> dict[int, int | None]:
+    """Each product's free units (None while Redis cannot say)."""
+    try:
+        return runtime().inventory.available(
+            [p.id for p in products], {p.id: p.buckets for p in products}
+        )
+    except RedisError:
+        return dict.fromkeys(p.id for p in products)
 
 
 def current_user_id() -> int:

@@ -3,13 +3,11 @@ maps; everyone reads the published ones."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 from flask import Blueprint, Response, request
 from flask_jwt_extended import jwt_required, verify_jwt_in_request
 from redis.exceptions import RedisError
-from sqlalchemy import select
 
+from core.events.cache import EventProducts
 from core.events.catalog import (
     EventRefused,
     EventStatus,
@@ -20,34 +18,28 @@ from core.events.catalog import (
     get_event,
     list_events,
     publish_event,
-    sale_started,
     update_event,
 )
 from core.events.sale import event_products, put_on_sale
 from core.events.seatmap import (
     SeatMapRefused,
     SeatMapSpec,
-    SectionLayout,
     replace_seat_map,
-    seated_layout,
 )
 from core.inventory import BestAvailable
-from core.models import Event, EventSection, Product
-from core.money import to_decimal_string
-from core.times import iso, to_ms
+from core.models import Event
 from web.answers import (
     EventAnswer,
     EventList,
-    RowStates,
     SeatMapStates,
     SeatMapStored,
-    SectionAnswer,
-    SectionStates,
     StandingPlaces,
     answer,
 )
+from web.apidoc import ADMIN_ERRORS, BODY_ERRORS, documented
 from web.common import (
     admin_required,
+    catalogue_changed,
     check_id,
     end_read,
     is_admin,
@@ -57,10 +49,9 @@ from web.common import (
 )
 from web.errors import ApiError
 from web.extensions import db, without_http_limit
-from web.openapi import ADMIN_ERRORS, BODY_ERRORS, documented
-from web.orders import documented_purchase, reserve_and_answer
+from web.mappers import event_answer, seat_map_states
+from web.purchase import documented_purchase, reserve_and_answer
 from web.schemas import EventCreate, EventUpdate, PurchaseHeaders, SeatPurchase
-from web.search import catalogue_changed
 
 bp = Blueprint("events", __name__)
 SEAT_MAP_MAX_BYTES = 8 * 1024 * 1024  # 100,000 seats with a rank each fit with room to spare
@@ -189,7 +180,7 @@ def purchase(event_id: int) -> Response:
     body = parse_body(SeatPurchase)
     headers = parse_headers(PurchaseHeaders, "invalid_idempotency_key")
     key, queue_pass = headers.idempotency_key, headers.queue_pass
-    products = _products(check_id(event_id, "event"))
+    products = _products(check_id(event_id, "event"), body.section, body.seats is not None)
     if body.seats is not None:
         return reserve_and_answer(
             _seats_of(products), len(body.seats), body.payment_method, key, queue_pass, body.seats
@@ -210,7 +201,9 @@ def seats(event_id: int) -> Response:
     """Every seat's state, row by row (a letter a seat), with the version to skip an unchanged
     map (ETag, If-None-Match: 304)."""
     products = _products(check_id(event_id, "event"))
-    layout, currency, changed = _layout(event_id)
+    layout = runtime().event_cache.layout(db.session, event_id)
+    end_read()
+    assert layout is not None
     read = runtime().inventory.seat_states(_seats_of(products))
     if read is None:
         raise ApiError(503, "inventory_unavailable", "the seats are being rebuilt, retry shortly")
@@ -221,92 +214,21 @@ def seats(event_id: int) -> Response:
         for name, product_id in products.standing.items()
     ]
     left = ".".join(str(place.available) for place in places)
-    etag = f"{changed}-{version}" + (f"-{left}" if left else "")
+    etag = f"{layout.version}-{version}" + (f"-{left}" if left else "")
     if request.if_none_match.contains(etag):
         response = Response(status=304)
     else:
-        seat_map = _seat_map(event_id, version, layout, currency, states)
+        seat_map = seat_map_states(event_id, version, layout.sections, layout.currency, states)
         response = answer(seat_map.model_copy(update={"standing": places}))
     response.set_etag(etag)
     return response
 
 
-# Event -> its seated layout, as of the map's last change (the map is fixed once on sale).
-_LAYOUTS: dict[int, tuple[int, list[SectionLayout], str]] = {}
-
-
-def _layout(event_id: int) -> tuple[list[SectionLayout], str, int]:
-    event = db.session.get(Event, event_id)
-    assert event is not None
-    changed, currency = to_ms(event.updated_at), event.currency
-    cached = _LAYOUTS.get(event_id)
-    if cached is None or cached[0] != changed:
-        cached = (changed, seated_layout(db.session, event_id), currency)
-        _LAYOUTS[event_id] = cached
+def _products(event_id: int, section: str | None = None, seats: bool = False) -> EventProducts:
+    found = runtime().event_cache.products(db.session, event_id, section, seats)
     end_read()
-    return cached[1], cached[2], changed
-
-
-def _seat_map(
-    event_id: int,
-    version: int,
-    layout: list[SectionLayout],
-    currency: str,
-    states: dict[str, str],
-) -> SeatMapStates:
-    return SeatMapStates(
-        event_id=event_id,
-        version=version,
-        sections=[
-            SectionStates(
-                name=section.name,
-                price=to_decimal_string(section.price_minor, currency),
-                rows=[
-                    RowStates(
-                        name=row.name,
-                        seats=_numbers(row.numbers),
-                        states="".join(states.get(label, "s")[0] for label in row.labels),
-                    )
-                    for row in section.rows
-                ],
-            )
-            for section in layout
-        ],
-    )
-
-
-def _numbers(numbers: tuple[int, ...]) -> int | list[int]:
-    return len(numbers) if numbers == tuple(range(1, len(numbers) + 1)) else list(numbers)
-
-
-@dataclass(frozen=True)
-class EventProducts:
-    seats: int | None  # the product selling the seats
-    standing: dict[str, int]  # standing section -> the product selling its places
-
-
-# Event -> its products, once its sale has started (from then on its map, so its products,
-# never change): a purchase reads SQL only the first time a process sees the event on sale.
-_PRODUCTS: dict[int, EventProducts] = {}
-
-
-def _products(event_id: int) -> EventProducts:
-    found = _PRODUCTS.get(event_id)
     if found is None:
-        event = db.session.get(Event, event_id)
-        if event is None or event.status == EventStatus.DRAFT:
-            end_read()
-            raise ApiError(404, "not_found", "no such event")
-        seats = db.session.scalar(select(Product.id).where(Product.event_id == event_id))
-        rows = db.session.execute(
-            select(EventSection.name, Product.id)
-            .join(Product, Product.section_id == EventSection.id)
-            .where(EventSection.event_id == event_id)
-        )
-        found = EventProducts(seats, {name: product_id for name, product_id in rows})
-        if sale_started(event):
-            _PRODUCTS[event_id] = found
-        end_read()
+        raise ApiError(404, "not_found", "no such event")
     return found
 
 
@@ -321,6 +243,7 @@ def _sell(event: Event, *, anew: bool, dropped: list[int] | None = None) -> None
     SQL, then in Redis. Redis not answering: 503, and the sweep brings Redis to SQL."""
     products = [] if event.status == EventStatus.DRAFT else event_products(db.session, event)
     db.session.commit()
+    runtime().event_cache.forget(event.id)
     try:
         catalogue_changed()
         for product_id in dropped or []:
@@ -332,36 +255,6 @@ def _sell(event: Event, *, anew: bool, dropped: list[int] | None = None) -> None
         ) from None
     finally:
         end_read()
-
-
-def event_answer(view: EventView) -> EventAnswer:
-    event = view.event
-    return EventAnswer(
-        id=event.id,
-        title=event.title,
-        description=event.description,
-        category=event.category,
-        venue=event.venue,
-        location=event.location,
-        image_url=event.image_url,
-        starts_at=iso(event.starts_at),
-        ends_at=iso(event.ends_at),
-        status=event.status,
-        currency=event.currency,
-        max_per_user=event.max_per_user,
-        transfers_allowed=event.transfers_allowed,
-        sale_starts_at=iso(event.sale_starts_at),
-        sale_ends_at=iso(event.sale_ends_at),
-        sections=[
-            SectionAnswer(
-                name=section.name,
-                price=to_decimal_string(section.price_minor, event.currency),
-                kind="standing" if section.capacity is not None else "seated",
-                seats=section.capacity if section.capacity is not None else section.seat_count,
-            )
-            for section in view.sections
-        ],
-    )
 
 
 def _viewer_is_admin() -> bool:

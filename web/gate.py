@@ -13,10 +13,10 @@ from core.entry.gate import GateFor
 from core.entry.gate import scan as scan_code
 from core.times import iso
 from web.answers import ScanAnswer, answer
+from web.apidoc import ADMIN_ERRORS, BODY_ERRORS, documented
 from web.common import current_user_id, parse_body
 from web.errors import ApiError
 from web.extensions import db
-from web.openapi import ADMIN_ERRORS, BODY_ERRORS, documented
 from web.schemas import ScanRequest
 
 bp = Blueprint("gate", __name__, url_prefix="/gate")

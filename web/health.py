@@ -16,9 +16,9 @@ from sqlalchemy import Engine, text
 from core.scripts import RedisClient
 from jobs.queues import settlement_queue
 from web.answers import Health, HealthChecks, QueueCheck, Reachable, answer
+from web.apidoc import documented
 from web.common import runtime
 from web.extensions import db
-from web.openapi import documented
 
 bp = Blueprint("health", __name__)
 

@@ -18,10 +18,10 @@ from sqlalchemy import select
 
 from core.metrics import machine_registry
 from core.models import Product
-from web.admin import queue_figures
 from web.common import end_read, runtime
 from web.errors import ApiError
 from web.extensions import db
+from web.overview import queue_figures
 
 bp = Blueprint("metrics", __name__)
 QUEUE_STATES = ("queued", "started", "scheduled", "deferred", "failed")

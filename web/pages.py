@@ -30,15 +30,13 @@ from core.events.catalog import EventStatus, event_categories, get_event, list_e
 from core.models import Product, User
 from core.orders import list_orders
 from core.tickets.view import RecordedOrder, order_view
-from web.admin import overview_data
-from web.auth import access_token_for, set_session_cookies, token_revoked
-from web.common import end_read
+from web.common import available_units, end_read
 from web.errors import ApiError
-from web.events import event_answer
 from web.extensions import db
-from web.products import _available, product_answer
+from web.mappers import event_answer, product_answer, ticket_view
+from web.overview import overview_data
 from web.schemas import MAX_PAGE, MAX_SEATS_PER_PURCHASE
-from web.tickets import ticket_view
+from web.sessions import access_token_for, set_session_cookies, token_revoked
 
 bp = Blueprint("pages", __name__)
 ORDERS_PER_PAGE = 20
@@ -156,7 +154,7 @@ def storefront() -> str:
         if view.event.status == EventStatus.PUBLISHED
     ]
     end_read()
-    available = _available(products)
+    available = available_units(products)
     return render_template(
         "storefront.html",
         products=[product_answer(p, available[p.id]).model_dump() for p in products],
@@ -191,7 +189,7 @@ def waiting_room(product_id: int) -> tuple[str, int] | Response | str:
     if product is None or product.event_id is not None or product.section_id is not None:
         page = render_template("error.html", status=404, title="Not found", message="No such sale.")
         return page, 404
-    shown = product_answer(product, _available([product])[product.id]).model_dump()
+    shown = product_answer(product, available_units([product])[product.id]).model_dump()
     return render_template("waiting_room.html", product=shown)
 
 

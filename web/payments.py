@@ -13,10 +13,10 @@ from core.orders import event_seen, record_event
 from core.payments import PaymentUnavailable
 from core.settlement import SettlementDeferred
 from web.answers import WebhookReceived, answer
+from web.apidoc import documented
 from web.common import runtime
 from web.errors import ApiError
 from web.extensions import limiter
-from web.openapi import documented
 from web.schemas import StripeEvent, StripeHeaders
 
 log = logging.getLogger(__name__)

@@ -7,15 +7,16 @@ from redis.exceptions import RedisError
 
 from core.catalog import create_product, list_products, terms_of
 from core.models import Product
-from core.money import AmountError, to_decimal_string, to_minor
+from core.money import AmountError, to_minor
 from core.stock import setup_stock
-from core.times import iso, to_ms
+from core.times import to_ms
 from web.answers import Product as ProductAnswer
 from web.answers import ProductList, answer
-from web.common import admin_required, check_id, end_read, parse_body, runtime
+from web.apidoc import ADMIN_ERRORS, BODY_ERRORS, documented
+from web.common import admin_required, available_units, check_id, end_read, parse_body, runtime
 from web.errors import ApiError
 from web.extensions import db, limiter
-from web.openapi import ADMIN_ERRORS, BODY_ERRORS, documented
+from web.mappers import product_answer
 from web.schemas import ProductCreate, ProductUpdate
 
 bp = Blueprint("products", __name__)
@@ -34,33 +35,6 @@ def _reads_limit() -> str:
     return runtime().settings.ratelimit_product_reads
 
 
-def product_answer(product: Product, available: int | None) -> ProductAnswer:
-    return ProductAnswer(
-        id=product.id,
-        name=product.name,
-        price=to_decimal_string(product.price_minor, product.currency),
-        currency=product.currency,
-        initial_stock=product.initial_stock,
-        available=available,
-        max_per_user=product.max_per_user,
-        sale_starts_at=iso(product.sale_starts_at),
-        sale_ends_at=iso(product.sale_ends_at),
-        waiting_room=product.waiting_room,
-        admit_per_second=product.admit_per_second,
-        buckets=product.buckets,
-    )
-
-
-def _available(products: list[Product]) -> dict[int, int | None]:
-    """Each product's free units (None while Redis cannot say)."""
-    try:
-        return runtime().inventory.available(
-            [p.id for p in products], {p.id: p.buckets for p in products}
-        )
-    except RedisError:
-        return dict.fromkeys(p.id for p in products)
-
-
 def _get_product(product_id: int) -> Product:
     product = db.session.get(Product, check_id(product_id))
     if product is None:
@@ -75,7 +49,7 @@ def index() -> Response:
     """Products with their live availability (an event's seats are bought through the event)."""
     products = list_products(db.session, with_seats=False)
     end_read()
-    available = _available(products)
+    available = available_units(products)
     return answer(ProductList(products=[product_answer(p, available[p.id]) for p in products]))
 
 
@@ -86,7 +60,7 @@ def show(product_id: int) -> Response:
     """One product."""
     product = _get_product(product_id)
     end_read()
-    return answer(product_answer(product, _available([product])[product.id]))
+    return answer(product_answer(product, available_units([product])[product.id]))
 
 
 @bp.post("/products")
@@ -173,4 +147,4 @@ def update(product_id: int) -> Response:
     except RedisError:
         # SQL has the new terms; the sweep and reconciliation bring Redis to them.
         raise ApiError(503, "inventory_unavailable", "saved; Redis will follow shortly") from None
-    return answer(product_answer(product, _available([product])[product.id]))
+    return answer(product_answer(product, available_units([product])[product.id]))

@@ -24,10 +24,10 @@ from core.rooms import BOARD_MAX_AGE_S, RoomPlace, issue_pass
 from core.runtime import Runtime
 from jobs.queues import enqueue_rebuild
 from web.answers import QueuePlace, answer
+from web.apidoc import BEARER_ERRORS, documented
 from web.common import MAX_DB_ID, SECURITY_HEADERS, check_id, current_user_id, end_read, runtime
 from web.errors import ApiError
 from web.extensions import db, jwt, without_http_limit
-from web.openapi import BEARER_ERRORS, documented
 
 bp = Blueprint("queue", __name__, url_prefix="/queue")
 # When to ask again. A queued buyer: when its turn should come (the room admits at its rate

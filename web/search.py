@@ -3,7 +3,6 @@ suggestions as they type (core/search does the finding)."""
 
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -15,24 +14,18 @@ from redis.exceptions import RedisError
 
 from core.db import reads_only
 from core.events.sale import places_left
-from core.money import AmountError, to_decimal_string, to_minor
-from core.search import EventHit, EventSearch, SearchSort, search_events, suggest_titles
+from core.money import AmountError, to_minor
+from core.search import EventSearch, SearchSort, search_events, suggest_titles
 from core.times import iso
-from web.answers import (
-    SearchHighlight,
-    SearchHit,
-    SearchPage,
-    Suggestions,
-    TitleSuggestion,
-)
+from web.answers import SearchPage, Suggestions, TitleSuggestion
+from web.apidoc import documented
 from web.common import end_read, is_admin, parse_query, runtime
 from web.errors import ApiError
 from web.extensions import db, limiter
-from web.openapi import documented
+from web.mappers import search_hit
 from web.schemas import EventSearchQuery, SuggestQuery
 
 bp = Blueprint("search", __name__)
-log = logging.getLogger(__name__)
 
 
 def _search_limit() -> str:
@@ -69,15 +62,6 @@ def suggest() -> Response:
     )
 
 
-def catalogue_changed() -> None:
-    """After an event's change is committed: the search answers kept are stale. (Without Redis
-    the change shows once the answers' SEARCH_CACHE_SECONDS are over.)"""
-    try:
-        runtime().search_cache.changed()
-    except RedisError:
-        log.warning("the catalogue's version did not move: search answers may lag")
-
-
 @dataclass(frozen=True)
 class PreparedPage:
     """A page of results as the answer dumps it, but for the hits' availability."""
@@ -93,7 +77,7 @@ def _prepared(query: EventSearchQuery, search: EventSearch) -> PreparedPage:
     finally:
         end_read()
     page = SearchPage(
-        hits=[_hit(hit, None) for hit in result.hits],
+        hits=[search_hit(hit, None) for hit in result.hits],
         page=query.page,
         per_page=query.per_page,
         has_more=result.has_more,
@@ -154,24 +138,3 @@ def _places_left(products: dict[int, list[int]]) -> dict[int, int | None]:
         return places_left(runtime().inventory, products)
     except RedisError:
         return dict.fromkeys(products)
-
-
-def _hit(hit: EventHit, available: int | None) -> SearchHit:
-    def price(minor: int | None) -> str | None:
-        return None if minor is None else to_decimal_string(minor, hit.currency)
-
-    return SearchHit(
-        id=hit.id,
-        title=hit.title,
-        venue=hit.venue,
-        location=hit.location,
-        category=hit.category,
-        status=hit.status,
-        starts_at=iso(hit.starts_at),
-        ends_at=iso(hit.ends_at),
-        currency=hit.currency,
-        price_min=price(hit.price_min_minor),
-        price_max=price(hit.price_max_minor),
-        available=available,
-        highlight=SearchHighlight(title=hit.marked_title, snippet=hit.snippet),
-    )

@@ -9,16 +9,16 @@ import segno
 from flask import Blueprint, Response
 from flask_jwt_extended import jwt_required
 
-from core.entry.codes import make_code, seconds_left
+from core.entry.codes import make_code
 from core.entry.status import VALID
 from core.entry.tickets import TicketRow, TransferRefused, get_ticket, list_tickets
 from core.entry.tickets import transfer_ticket as transfer_in_sql
-from core.times import iso
 from web.answers import EntryTicketPage, EntryTicketView, Transferred, answer
+from web.apidoc import BEARER_ERRORS, BODY_ERRORS, documented
 from web.common import current_user_id, end_read, is_admin, parse_body, parse_query
 from web.errors import ApiError
 from web.extensions import db
-from web.openapi import BEARER_ERRORS, BODY_ERRORS, documented
+from web.mappers import ticket_view
 from web.schemas import OrderPageQuery, TransferRequest
 
 bp = Blueprint("tickets", __name__, url_prefix="/tickets")
@@ -96,21 +96,3 @@ def _visible(ticket_id: str, holder_only: bool = False) -> TicketRow:
     if row is None or (row.ticket.user_id != current_user_id() and (holder_only or not is_admin())):
         raise ApiError(404, "not_found", "no such ticket")
     return row
-
-
-def ticket_view(row: TicketRow) -> EntryTicketView:
-    ticket = row.ticket
-    valid = ticket.status == VALID
-    return EntryTicketView(
-        id=ticket.id,
-        order_ticket_id=ticket.order_ticket_id,
-        product_id=ticket.product_id,
-        product_name=row.product_name,
-        event_id=ticket.event_id,
-        seat=ticket.seat,
-        status=ticket.status,  # type: ignore[arg-type]
-        issued_at=iso(ticket.issued_at),
-        used_at=iso(ticket.used_at),
-        code=make_code(ticket.id, ticket.secret) if valid else None,
-        code_seconds_left=seconds_left() if valid else None,
-    )

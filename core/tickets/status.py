@@ -1,5 +1,5 @@
-"""The statuses of a ticket: one vocabulary for Python, SQL and (through `lua_open_set`) the
-Lua scripts."""
+"""The statuses of a ticket: one vocabulary for Python, SQL and the Lua scripts, whose own open
+set (`OPEN` in core/lua/lib.lua) a test compares with `OPEN_STATUSES`."""
 
 from __future__ import annotations
 
