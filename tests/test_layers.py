@@ -6,8 +6,6 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
-import pytest
-
 ROOT = Path(__file__).resolve().parent.parent
 CORE_MODULE_MAX_LINES = 400
 
@@ -68,9 +66,6 @@ def test_core_imports_neither_web_nor_jobs():
     assert {name: found for name, found in upward.items() if found} == {}
 
 
-@pytest.mark.xfail(
-    reason="core/inventory.py, core/stock.py and core/settlement.py are being split", strict=False
-)
 def test_no_core_module_is_over_400_lines():
     long = {
         name: lines
