@@ -104,7 +104,7 @@ class Killer:
         try:
             for n, threshold in enumerate(self.thresholds):
                 while answered() < threshold and not done.is_set():
-                    time.sleep(0.01)
+                    done.wait(0.01)
                 if done.is_set():
                     return
                 self._kill_and_bring_back(self.slots[n % len(self.slots)])
