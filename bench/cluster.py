@@ -37,7 +37,14 @@ from redis import Redis
 
 from bench.rush import RESULTS
 from core.config import Settings, cluster_node_url
-from core.inventory import CLAIM_MS, RECLAIM_PER_CALL, Inventory, ProductTerms, reserve_keys
+from core.inventory import (
+    CLAIM_MS,
+    RECLAIM_PER_CALL,
+    TOGETHER_SEARCH_SEATS,
+    Inventory,
+    ProductTerms,
+)
+from core.inventory.calls import ReserveCall, reserve_key_map
 from core.keys import new_ticket_id
 from core.runtime import Runtime
 from scripts.run_stack import RedisClusterProcess, RedisProcess
@@ -102,11 +109,16 @@ def _client(url: str, product_ids: list[int], index: int, seconds: float, start_
         pipe = inventory.scripts.pipeline(k.tag)
         for _ in range(batch):
             user += buckets
-            # reserve.lua's ARGV for one unit, no idempotency key, rate limit, seats or pass.
-            args = [user + bucket, 1, new_ticket_id(product_id, bucket), 600_000, "",
-                    "pm_card_visa", RECLAIM_PER_CALL, 0, 0, "", "", "", "", buckets,
-                    "home" if buckets > 1 else "", CLAIM_MS]  # fmt: skip
-            inventory.scripts.reserve(keys=reserve_keys(k, user + bucket), args=args, client=pipe)
+            # One unit, no idempotency key, rate limit, seats or pass.
+            args = {"user": user + bucket, "quantity": 1,
+                    "ticket": new_ticket_id(product_id, bucket), "hold_ms": 600_000,
+                    "idempotency_key": "", "payment_method": "pm_card_visa",
+                    "reclaim_limit": RECLAIM_PER_CALL, "rate_limit": 0, "rate_window_ms": 0,
+                    "seats": "", "best": "", "pass": "", "request_id": "", "buckets": buckets,
+                    "place": "home" if buckets > 1 else "", "claim_ms": CLAIM_MS,
+                    "together_search": TOGETHER_SEARCH_SEATS}  # fmt: skip
+            call = ReserveCall(reserve_key_map(k, user + bucket), args)
+            call.run(inventory.scripts, client=pipe)
         replies = pipe.execute()
         assert all(reply[0] == "reserved" for reply in replies), replies[:1]
         done += len(replies)

@@ -15,6 +15,7 @@ import pytest
 from sqlalchemy import select
 
 from core.inventory import Ending, Inventory
+from core.inventory.calls import RoomBoardCall, bucket_keys
 from core.keys import bucket_of_ticket, bucket_order, new_ticket_id, ticket_in_bucket
 from core.models import Order
 from core.stock import product_report, rebuild_stock, reconcile_product
@@ -563,7 +564,8 @@ def test_the_room_counts_every_buckets_units_to_tell_a_sold_out_sale(client, app
 
     def board() -> list:
         others = rt.inventory.other_buckets_stock(product_id)
-        return rt.inventory.scripts.room_board(keys=[k.stock, *k.room_keys], args=[others])
+        call = RoomBoardCall(bucket_keys(k, RoomBoardCall.KEYS), {"other_buckets": others})
+        return call.run(rt.inventory.scripts)
 
     assert board()[4:6] == [2, 0]  # available, held: both buckets'
     rt.inventory_redis.hset(k.stock, "available", 0)  # the first bucket empty, the second not

@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 from itsdangerous import URLSafeTimedSerializer
 
+from core.inventory.calls import RoomBoardCall, bucket_keys
 from core.rooms import BOARD_MAX_AGE_S, PASS_SALT, issue_pass
 from core.stock import rebuild_stock
 from tests.helpers import Account, create_product, make_user, make_users, run_workers
@@ -232,7 +233,8 @@ def test_admission_pauses_while_nothing_is_left_and_owes_no_burst_when_a_unit_co
     keys = rt.inventory.keys(product_id)
 
     def served() -> int:  # as a web process reads the board, admitting what the clock allows
-        return int(rt.inventory.scripts.room_board(keys=[keys.stock, *keys.room_keys])[2])
+        call = RoomBoardCall(bucket_keys(keys, RoomBoardCall.KEYS), {"other_buckets": ""})
+        return int(call.run(rt.inventory.scripts)[2])
 
     def redis_ms() -> int:
         seconds, micros = rt.inventory_redis.time()

@@ -7,6 +7,7 @@ import json
 from collections.abc import Sequence
 
 from core.inventory.base import InventoryBase
+from core.inventory.calls import ResolveClaimsCall, bucket_keys
 from core.inventory.records import Claim
 from core.keys import bucket_of_ticket, ticket_in_bucket
 
@@ -24,9 +25,10 @@ class Claims(InventoryBase):
         if not claims:
             return 0
         k = self.keys(product_id, bucket)
-        args = [x for c in claims for x in (c.ticket_id, c.action, f"{c.user_id}:{c.quantity}")]
-        keys = [k.stock, k.claims, k.users, k.passes_used]
-        ended = self.scripts.resolve_claims(keys=keys, args=args)
+        items = [{"ticket": c.ticket_id, "action": c.action, "counted": f"{c.user_id}:{c.quantity}"}
+                 for c in claims]  # fmt: skip
+        call = ResolveClaimsCall(bucket_keys(k, ResolveClaimsCall.KEYS), {}, items)
+        ended = call.run(self.scripts)
         return max(0, int(ended))
 
     def open_claims(self, product_id: int, bucket: int) -> dict[str, tuple[int, int, int]]:

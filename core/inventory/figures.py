@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from core.inventory.base import InventoryBase
+from core.inventory.calls import InventorySnapshotCall, bucket_keys
 from core.inventory.records import ProductTerms, Snapshot, StockFigures
 
 
@@ -59,7 +60,8 @@ class Figures(InventoryBase):
 
     def snapshot(self, product_id: int, bucket: int = 0) -> Snapshot | None:
         k = self.keys(product_id, bucket)
-        reply = self.scripts.inventory_snapshot(keys=[k.stock, k.holds, k.returns])
+        keys = bucket_keys(k, InventorySnapshotCall.KEYS)
+        reply = InventorySnapshotCall(keys, {}).run(self.scripts)
         if not reply:
             return None
         stock, open_quantity, confirmed, returning = reply

@@ -10,24 +10,19 @@ from dataclasses import dataclass, field, replace
 
 from redis.exceptions import RedisError
 
-from core.inventory.calls import ReserveCall, reserve_key_map
+from core.inventory.calls import AdoptHoldCall, ReserveCall, bucket_keys, reserve_key_map
 from core.inventory.claims import CLAIM_MS, Claims
 from core.inventory.hold import Hold, json_list
 from core.inventory.outcomes import BucketStep, PurchaseOutcome
 from core.inventory.records import BestAvailable, Claim, PurchaseRate, Reservation
 from core.inventory.replicas import Replicas
-from core.keys import ProductKeys, bucket_order, ticket_in_bucket
+from core.keys import bucket_order, ticket_in_bucket
 from core.metrics import PURCHASES, RESERVE_SECONDS
 
 RECLAIM_PER_CALL = 20
 # Seats a search for seats together looks at, at most (reserve.lua's best_together): about a
 # millisecond of Redis whatever the hall; a block past that is not offered.
 TOGETHER_SEARCH_SEATS = 2000
-
-
-def reserve_keys(k: ProductKeys, user_id: int) -> list[str]:
-    """The reserve script's KEYS, in its order (ReserveCall's)."""
-    return ReserveCall.ordered_keys(reserve_key_map(k, user_id))
 
 
 class Purchases(Claims, Replicas):
@@ -153,10 +148,10 @@ class Purchases(Claims, Replicas):
         held, settled, unavailable, lapsed or taken. `own`: the hold is in its buyer's own
         bucket (always, for a product of one bucket)."""
         k = self.ticket_keys(product_id, [hold.ticket_id])
-        keys = [k.stock, k.holds, k.deadlines, k.users, k.settle, k.events,
-                k.final(hold.ticket_id), k.idempotency, *k.seat_keys, k.passes_used]  # fmt: skip
+        keys = bucket_keys(k, AdoptHoldCall.KEYS) | {"final": k.final(hold.ticket_id)}
         record = json.dumps(hold.to_record(), separators=(",", ":"))
-        return self.scripts.adopt_hold(keys=keys, args=[record, "own" if own else "away"])
+        args = {"record": record, "placement": "own" if own else "away"}
+        return AdoptHoldCall(keys, args).run(self.scripts)
 
 
 # A later bucket's answers that send the purchase on.

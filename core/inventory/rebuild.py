@@ -7,7 +7,7 @@ import json
 import secrets
 from collections.abc import Collection, Mapping
 
-from core.inventory.calls import RestoreCall, restore_key_map
+from core.inventory.calls import RepairStockCall, RestoreCall, bucket_keys, restore_key_map
 from core.inventory.hold import Hold, json_list
 from core.inventory.locks import Locks
 from core.inventory.records import HeldElsewhere, ProductTerms, RebuildView, SeatPlan
@@ -72,9 +72,8 @@ class Rebuild(Locks, Rooms):
         self, product_id: int, version: int, initial: int, sold: int, held: int, bucket: int = 0
     ) -> bool:
         k = self.keys(product_id, bucket)
-        reply = self.scripts.repair_stock(
-            keys=[k.stock, k.events], args=[version, initial, sold, held]
-        )
+        args = {"version": version, "initial": initial, "sold": sold, "held": held}
+        reply = RepairStockCall(bucket_keys(k, RepairStockCall.KEYS), args).run(self.scripts)
         return reply[0] == "repaired"
 
     def restore(

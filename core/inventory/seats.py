@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 from core.inventory.base import InventoryBase
+from core.inventory.calls import RepairSeatsCall, bucket_keys
 from core.inventory.records import SeatSnapshot
 
 
@@ -35,8 +36,6 @@ class Seats(InventoryBase):
     def repair_seats(self, product_id: int, version: int, fixes: dict[str, str]) -> bool:
         """Sets those seats' states if the stock has not moved since `version`."""
         k = self.keys(product_id)
-        reply = self.scripts.repair_seats(
-            keys=[k.stock, k.events, *k.seat_keys],
-            args=[version, json.dumps(fixes, separators=(",", ":"))],
-        )
+        args = {"version": version, "fixes": json.dumps(fixes, separators=(",", ":"))}
+        reply = RepairSeatsCall(bucket_keys(k, RepairSeatsCall.KEYS), args).run(self.scripts)
         return reply == "repaired"
