@@ -44,8 +44,8 @@ from core.inventory import (
     Inventory,
     ProductTerms,
 )
+from core.inventory.buckets import BucketRouter, Stock
 from core.inventory.calls import ReserveCall, reserve_key_map
-from core.keys import new_ticket_id
 from core.runtime import Runtime
 from scripts.run_stack import RedisClusterProcess, RedisProcess
 
@@ -99,7 +99,11 @@ def _client(url: str, product_ids: list[int], index: int, seconds: float, start_
         if batch <= 1:
             user += 1
             reply = inventory.reserve(
-                product_id, user, 1, new_ticket_id(product_id), "pm_card_visa"
+                product_id,
+                user,
+                1,
+                BucketRouter.new_ticket_id(Stock(product_id, 0)),
+                "pm_card_visa",
             )
             assert reply.result == "reserved", reply
             done += 1
@@ -111,7 +115,8 @@ def _client(url: str, product_ids: list[int], index: int, seconds: float, start_
             user += buckets
             # One unit, no idempotency key, rate limit, seats or pass.
             args = {"user": user + bucket, "quantity": 1,
-                    "ticket": new_ticket_id(product_id, bucket), "hold_ms": 600_000,
+                    "ticket": BucketRouter.new_ticket_id(Stock(product_id, bucket)),
+                    "hold_ms": 600_000,
                     "idempotency_key": "", "payment_method": "pm_card_visa",
                     "reclaim_limit": RECLAIM_PER_CALL, "rate_limit": 0, "rate_window_ms": 0,
                     "seats": "", "best": "", "pass": "", "request_id": "", "buckets": buckets,

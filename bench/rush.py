@@ -589,14 +589,14 @@ class Bench:
         concurrency: int = 8,
     ) -> float:
         """Orders per second settled by `workers` processes from a backlog of `orders` tickets."""
-        from core.keys import new_ticket_id
+        from core.inventory.buckets import BucketRouter, Stock
         from jobs.queues import enqueue_drains
 
         product_id = self.product(stock=orders)
         users = self.tokens(1)  # one buyer id is enough: no per-user limit here
         user_id = int(_jwt_subject(users[0]))
         for _ in range(orders):
-            ticket = new_ticket_id(product_id)
+            ticket = BucketRouter.new_ticket_id(Stock(product_id, 0))
             self.rt.inventory.reserve(product_id, user_id, 1, ticket, "pm_card_visa")
         extra = {"PAYMENT_LATENCY_MS": str(latency_ms), "PAYMENT_CONCURRENCY": str(concurrency)}
         self.procs.rq_workers(workers, extra, worker_class)

@@ -22,7 +22,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from core.db import snapshot, transaction
 from core.inventory import Ending, Hold, Inventory
-from core.keys import bucket_of_ticket
+from core.inventory.buckets import BucketRouter
 from core.locks import LockTimeout, locked
 from core.models import Product
 from core.orders import open_orders, order_seats, record_orders
@@ -101,7 +101,9 @@ def _open_holds(session: Session, product_id: int, bucket: int, now_ms: int) -> 
 
 
 def _adopt(inventory: Inventory, product_id: int, buckets: int, hold: Hold) -> str:
-    own = buckets == 1 or bucket_of_ticket(hold.ticket_id) == hold.user_id % buckets
+    own = buckets == 1 or BucketRouter.bucket_of_ticket(hold.ticket_id) == BucketRouter.home(
+        hold.user_id, buckets
+    )
     return inventory.adopt_hold(product_id, hold, own)
 
 

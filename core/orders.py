@@ -9,7 +9,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from core.db import transaction, upsert
 from core.entry.tickets import issue_tickets, void_tickets
 from core.inventory import Hold
-from core.keys import bucket_of_ticket, bucket_order
+from core.inventory.buckets import BucketRouter
 from core.mail.outbox import queue_order_mail
 from core.models import Order, OrderSeat, Payment, WebhookEvent, utcnow
 from core.payments import PaymentIntent
@@ -59,7 +59,7 @@ def record_orders(
             "payment_method": hold.payment_method,
             "idempotency_key": hold.idempotency_key,
             "queue_pass": hold.queue_pass,
-            "bucket": bucket_of_ticket(hold.ticket_id),
+            "bucket": BucketRouter.bucket_of_ticket(hold.ticket_id),
             "expires_at": from_ms(hold.deadline_ms),
             "created_at": from_ms(hold.created_ms),
             "updated_at": now,
@@ -314,7 +314,7 @@ def idempotency_keys(
         if sold_from == bucket:
             keys[f"{user}:{key}"] = ticket
         elif buckets > 1:
-            order = bucket_order(int(user), buckets)
+            order = BucketRouter.order(int(user), buckets)
             if order.index(bucket) < order.index(sold_from):
                 keys[f"{user}:{key}"] = ">"
     return keys
@@ -337,7 +337,7 @@ def counted_orders(
 ) -> dict[str, tuple[int, int, str]]:
     """Orders the per-user limit counts (open or confirmed): ticket -> (user, quantity,
     status). A split product's bucket counts its own buyers' orders (see
-    core.keys.bucket_order), from whichever bucket they were sold."""
+    BucketRouter.order), from whichever bucket they were sold."""
     rows = session.execute(
         select(Order.ticket_id, Order.user_id, Order.quantity, Order.status).where(
             _counted_in(product_id, bucket, buckets)
@@ -359,7 +359,7 @@ def used_passes(session: Session, product_id: int, bucket: int = 0, buckets: int
 
 
 def _of_bucket(product_id: int, bucket: int, buckets: int) -> ColumnElement[bool]:
-    """A bucket's orders: a split product's bucket, its own buyers' (see core.keys.bucket_order),
+    """A bucket's orders: a split product's bucket, its own buyers' (see BucketRouter.order),
     from whichever bucket they were sold."""
     mine = Order.bucket == bucket if buckets == 1 else Order.user_id % buckets == bucket
     return and_(Order.product_id == product_id, mine)

@@ -38,7 +38,8 @@ from sqlalchemy import select
 from core.catalog import create_product
 from core.db import transaction
 from core.inventory import Ending, Hold, Inventory
-from core.keys import bucket_share, new_ticket_id
+from core.inventory.buckets import BucketRouter, Stock
+from core.keys import bucket_share
 from core.locks import locked
 from core.models import Order, User
 from core.payments.simulated import SimulatedGateway
@@ -127,7 +128,7 @@ class SplitSale(RuleBasedStateMachine):
     )
     def reserve(self, buyer: int, quantity: int, method: str, key: str) -> Any:
         user = self.users[buyer % len(self.users)]
-        ticket = new_ticket_id(self.pid)
+        ticket = BucketRouter.new_ticket_id(Stock(self.pid, 0))
         outcome = self.inventory.reserve(self.pid, user, quantity, ticket, method, key)
         if outcome.result != "reserved" or outcome.ticket_id is None:
             return multiple()
@@ -146,13 +147,13 @@ class SplitSale(RuleBasedStateMachine):
         outcomes = []
 
         def twin() -> None:
-            ticket = new_ticket_id(self.pid)
+            ticket = BucketRouter.new_ticket_id(Stock(self.pid, 0))
             outcomes.append(
                 self.inventory.reserve(self.pid, user, quantity, ticket, METHODS[0], key)
             )
 
         self.crossed.twin = twin
-        first = new_ticket_id(self.pid)
+        first = BucketRouter.new_ticket_id(Stock(self.pid, 0))
         outcomes.append(self.crossed.reserve(self.pid, user, quantity, first, METHODS[0], key))
         self.crossed.twin = None
         return multiple(*{o.ticket_id for o in outcomes if o.result == "reserved" and o.ticket_id})
@@ -161,7 +162,9 @@ class SplitSale(RuleBasedStateMachine):
     def reserve_and_die(self, buyer: int, quantity: int) -> None:
         user = self.users[buyer % len(self.users)]
         with contextlib.suppress(ConnectionError):
-            self.dying.reserve(self.pid, user, quantity, new_ticket_id(self.pid), METHODS[0])
+            self.dying.reserve(
+                self.pid, user, quantity, BucketRouter.new_ticket_id(Stock(self.pid, 0)), METHODS[0]
+            )
 
     @rule(ticket=tickets)
     def cancel(self, ticket: str) -> None:

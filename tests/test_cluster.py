@@ -9,7 +9,7 @@ import pytest
 from redis.cluster import RedisCluster
 from redis.crc import key_slot
 
-from core.keys import new_ticket_id
+from core.inventory.buckets import BucketRouter, Stock
 
 pytestmark = pytest.mark.skipif(
     os.environ.get("TEST_INVENTORY_REDIS") != "cluster",
@@ -39,7 +39,7 @@ def test_a_script_follows_its_slot_to_another_primary(rt):
     cluster = rt.inventory_redis
     assert isinstance(cluster, RedisCluster)
     product_id = _product_on_an_empty_slot(rt, cluster)
-    ticket = new_ticket_id(product_id)
+    ticket = BucketRouter.new_ticket_id(Stock(product_id, 0))
     slot = key_slot(rt.inventory.keys(product_id).tag.encode())
     owner = cluster.get_node_from_key(rt.inventory.keys(product_id).tag)
     assert rt.inventory.get_ticket(ticket) is None  # routed to its owner, which it knows
@@ -67,7 +67,7 @@ def test_a_split_products_buckets_are_served_by_every_primary(rt):
     served: set[str] = set()
     for buyer in buyer_ids(rt, 12):
         outcome = rt.inventory.reserve(
-            product_id, buyer, 1, new_ticket_id(product_id), "pm_card_visa"
+            product_id, buyer, 1, BucketRouter.new_ticket_id(Stock(product_id, 0)), "pm_card_visa"
         )
         assert outcome.result == "reserved"
         k = rt.inventory.ticket_keys(product_id, [outcome.ticket_id])

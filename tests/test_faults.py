@@ -30,7 +30,7 @@ import pytest
 from sqlalchemy import select
 
 from core.inventory import Ending, Hold, Inventory, now_ms
-from core.keys import new_ticket_id
+from core.inventory.buckets import BucketRouter, Stock
 from core.models import Order
 from core.orders import confirmed_quantity
 from core.runtime import Runtime
@@ -444,7 +444,7 @@ def test_a_lock_holder_past_its_ttl_cannot_settle_the_hold_twice(app, rt, capsys
     product = create_product(app.test_client(), admin, stock=2)
     pid = product["id"]
     short = Inventory(rt.inventory_redis, dataclasses.replace(rt.settings, lock_ttl_ms=200))
-    ticket = new_ticket_id(pid)
+    ticket = BucketRouter.new_ticket_id(Stock(pid, 0))
     assert short.reserve(pid, buyer.id, 1, ticket, "pm_card_visa").result == "reserved"
 
     stale = short.lock(pid, ticket)

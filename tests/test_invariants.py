@@ -13,7 +13,7 @@ from collections import Counter
 from sqlalchemy import select
 
 from core.inventory import Ending, Inventory, now_ms
-from core.keys import new_ticket_id
+from core.inventory.buckets import BucketRouter, Stock
 from core.locks import locked
 from core.models import Order
 from core.orders import confirmed_quantity, counted_orders, get_order, get_payment
@@ -70,7 +70,7 @@ class _PausingGateway(SimulatedGateway):
 def test_requires_action_payment_past_its_deadline_reaches_a_terminal_state(rt):
     product_id, [user] = stocked_product(rt, stock=2), buyer_ids(rt, 1)
     inventory, settler = _fast(rt)
-    ticket = new_ticket_id(product_id)
+    ticket = BucketRouter.new_ticket_id(Stock(product_id, 0))
     method = "pm_card_authenticationRequired"  # 3-D Secure the buyer never completes
     assert inventory.reserve(product_id, user, 1, ticket, method).result == "reserved"
     assert settler.settle_batch(product_id, [(None, ticket)]).settled == {"requires_action": 1}
@@ -92,7 +92,7 @@ def test_requires_action_payment_past_its_deadline_reaches_a_terminal_state(rt):
 def test_rebuild_while_a_released_hold_awaits_sql_keeps_per_user_counts(rt):
     product_id, [user] = stocked_product(rt, stock=3, max_per_user=1), buyer_ids(rt, 1)
     keys = rt.inventory.keys(product_id)
-    ticket = new_ticket_id(product_id)
+    ticket = BucketRouter.new_ticket_id(Stock(product_id, 0))
     rt.inventory.reserve(product_id, user, 1, ticket, "pm_card_chargeDeclined")
     _crash_after_finish_hold(rt, product_id, ticket)  # Redis: failed; SQL: processing
     rt.inventory_redis.delete(keys.stock)
@@ -100,7 +100,9 @@ def test_rebuild_while_a_released_hold_awaits_sql_keeps_per_user_counts(rt):
     rt.settler.settle_batch(product_id, [(None, ticket)])  # the redelivery records 'failed'
     assert _order_and_payment(rt, ticket)[0].status == "failed"
     assert rt.inventory_redis.hget(keys.users, str(user)) is None, "rebuild counted a released hold"
-    again = rt.inventory.reserve(product_id, user, 1, new_ticket_id(product_id), "pm_card_visa")
+    again = rt.inventory.reserve(
+        product_id, user, 1, BucketRouter.new_ticket_id(Stock(product_id, 0)), "pm_card_visa"
+    )
     assert again.result == "reserved"
 
 
@@ -108,7 +110,7 @@ def test_payment_succeeding_after_another_settler_recorded_expiry_is_refunded(rt
     product_id, [user] = stocked_product(rt, stock=2), buyer_ids(rt, 1)
     gateway = _PausingGateway(rt.redis, rt.settings.key_prefix)
     inventory, slow = _fast(rt, gateway)
-    ticket = new_ticket_id(product_id)
+    ticket = BucketRouter.new_ticket_id(Stock(product_id, 0))
     inventory.reserve(product_id, user, 1, ticket, "pm_card_visa")
 
     def meanwhile() -> None:  # the confirm call is slow: the lease runs out, then a redelivery
@@ -127,7 +129,7 @@ def test_payment_succeeding_after_another_settler_recorded_expiry_is_refunded(rt
 
 def test_rebuild_racing_a_settler_does_not_resurrect_a_settled_hold(rt):
     product_id, [user] = stocked_product(rt, stock=5), buyer_ids(rt, 1)
-    ticket = new_ticket_id(product_id)
+    ticket = BucketRouter.new_ticket_id(Stock(product_id, 0))
     rt.inventory.reserve(product_id, user, 1, ticket, "pm_card_visa")
     report, hold = _crash_after_finish_hold(rt, product_id, ticket)  # stalls, not dead
     rt.inventory_redis.delete(rt.inventory.keys(product_id).stock)
@@ -189,10 +191,12 @@ def test_random_interleavings_keep_stock_and_per_user_counts_balanced(rt):
     tickets: list[str] = []
     for _ in range(250):
         op = rng.choice(["reserve"] * 4 + ["begin", "finish", "cancel", "expire", "rebuild"])
-        ticket = rng.choice(tickets) if tickets else new_ticket_id(product_id)
+        ticket = (
+            rng.choice(tickets) if tickets else BucketRouter.new_ticket_id(Stock(product_id, 0))
+        )
         if op == "reserve":
             inventory = rng.choice([normal, normal, expired_at_once])
-            ticket = new_ticket_id(product_id)
+            ticket = BucketRouter.new_ticket_id(Stock(product_id, 0))
             outcome = inventory.reserve(
                 product_id, rng.choice(users), rng.randint(1, 3), ticket, "pm_card_visa"
             )
@@ -227,7 +231,7 @@ def test_random_purchases_settle_once_each_and_sql_agrees_with_redis(rt):
     tickets: list[str] = []
     for step in range(60):
         inventory = expired_at_once if rng.random() < 0.15 else rt.inventory
-        ticket = new_ticket_id(product_id)
+        ticket = BucketRouter.new_ticket_id(Stock(product_id, 0))
         user, quantity = rng.choice(users), rng.randint(1, 2)
         if inventory.reserve(product_id, user, quantity, ticket, rng.choice(methods)).result == (
             "reserved"

@@ -8,7 +8,7 @@ import threading
 from sqlalchemy import func, select
 
 from core.inventory import Inventory
-from core.keys import new_ticket_id
+from core.inventory.buckets import BucketRouter, Stock
 from core.models import Order, Payment
 from core.stock import reconcile_product
 from jobs.maintenance import sweep
@@ -165,7 +165,7 @@ def test_an_unsettled_hold_expires_and_its_stock_returns(client, app, settings, 
     admin, buyer = make_user(app, "admin"), make_user(app)
     product = create_product(client, admin, stock=2)
     short = Inventory(rt.inventory_redis, dataclasses.replace(settings, hold_seconds=1))
-    ticket = new_ticket_id(product["id"])
+    ticket = BucketRouter.new_ticket_id(Stock(product["id"], 0))
     outcome = short.reserve(product["id"], buyer.id, 2, ticket, "pm_card_visa")
     assert outcome.result == "reserved"
     assert rt.inventory.figures(product["id"]).available == 0
@@ -248,7 +248,7 @@ def test_reconciliation_repairs_redis_from_sql(client, app, settings, rt):
 def test_sweep_settles_tickets_nobody_kicked(client, app, settings, rt):
     admin, buyer = make_user(app, "admin"), make_user(app)
     product = create_product(client, admin, stock=3)
-    ticket = new_ticket_id(product["id"])
+    ticket = BucketRouter.new_ticket_id(Stock(product["id"], 0))
     assert rt.inventory.reserve(product["id"], buyer.id, 1, ticket, "pm_card_visa").result == (
         "reserved"
     )
@@ -261,7 +261,7 @@ def test_sweep_settles_tickets_nobody_kicked(client, app, settings, rt):
 def test_buyer_cancels_a_hold_before_payment(client, app, settings, rt):
     admin, buyer = make_user(app, "admin"), make_user(app)
     product = create_product(client, admin, stock=3)
-    ticket = new_ticket_id(product["id"])
+    ticket = BucketRouter.new_ticket_id(Stock(product["id"], 0))
     rt.inventory.reserve(product["id"], buyer.id, 1, ticket, "pm_card_visa")
     stranger = make_user(app)
     assert client.post(f"/orders/{ticket}/cancel", headers=stranger.headers).status_code == 404
@@ -313,7 +313,7 @@ def test_concurrent_confirmations_of_one_intent_charge_once(rt):
 def test_stock_released_after_a_sell_out_is_sold_again(client, app, rt):
     admin, first, second = make_user(app, "admin"), make_user(app), make_user(app)
     product = create_product(client, admin, stock=1)
-    ticket = new_ticket_id(product["id"])
+    ticket = BucketRouter.new_ticket_id(Stock(product["id"], 0))
     rt.inventory.reserve(product["id"], first.id, 1, ticket, "pm_card_visa")
     refused = buy(client, second, product["id"])
     assert refused.get_json()["error"] == "sold_out"  # this process now remembers: sold out

@@ -22,7 +22,7 @@ from sqlalchemy import create_engine, select
 from sqlalchemy.orm import sessionmaker
 
 from core.failover import LOST, HoldNotDurable, record_unreplicated, recover_lost_holds
-from core.keys import new_ticket_id
+from core.inventory.buckets import BucketRouter, Stock
 from core.models import Order, Product
 from core.orders import confirmed_quantity, get_order, live_seats
 from core.runtime import Runtime
@@ -96,7 +96,9 @@ def runtime_on(settings, server: RedisProcess, replicas: int = 1, wait_ms: int =
 
 
 def reserve(rt: Runtime, product_id: int, buyer: int):  # type: ignore[no-untyped-def]
-    return rt.inventory.reserve(product_id, buyer, 1, new_ticket_id(product_id), "pm_card_visa")
+    return rt.inventory.reserve(
+        product_id, buyer, 1, BucketRouter.new_ticket_id(Stock(product_id, 0)), "pm_card_visa"
+    )
 
 
 def test_a_reservation_is_answered_once_a_replica_has_it_in_one_round_trip(pair, settings):
@@ -305,5 +307,5 @@ def test_a_seat_whose_hold_a_failover_lost_and_that_sold_again_ends_in_one_order
 
 def reserve_seat(rt: Runtime, product_id: int, seat: str):  # type: ignore[no-untyped-def]
     buyer = buyer_ids(rt, 1)[0]
-    ticket = new_ticket_id(product_id)
+    ticket = BucketRouter.new_ticket_id(Stock(product_id, 0))
     return rt.inventory.reserve(product_id, buyer, 1, ticket, "pm_card_visa", seats=[seat])

@@ -18,7 +18,7 @@ from sqlalchemy import event, update
 from core.db import snapshot as sql_snapshot
 from core.db import transaction
 from core.inventory import Ending, Inventory
-from core.keys import new_ticket_id
+from core.inventory.buckets import BucketRouter, Stock
 from core.models import Order, Product
 from core.orders import confirmed_quantity, get_order, get_payment
 from core.refunds import RefundDeferred
@@ -38,7 +38,7 @@ from tests.servers import wait_until
 
 
 def _reserve(rt, product_id: int, user: int, method: str = "pm_card_visa", **kw) -> str:  # type: ignore[no-untyped-def]
-    ticket = new_ticket_id(product_id)
+    ticket = BucketRouter.new_ticket_id(Stock(product_id, 0))
     outcome = rt.inventory.reserve(product_id, user, 1, ticket, method, **kw)
     assert outcome.result == "reserved", outcome
     return ticket
@@ -117,7 +117,9 @@ def test_a_batch_committed_while_reconciliation_reads_sql_is_counted_once(
         _record_finals(rt, product_id, works)
     assert result.result in ("consistent", "busy"), result
     for user in users[3:]:  # three more buyers: the stock is gone
-        outcome = rt.inventory.reserve(product_id, user, 1, new_ticket_id(product_id), "x")
+        outcome = rt.inventory.reserve(
+            product_id, user, 1, BucketRouter.new_ticket_id(Stock(product_id, 0)), "x"
+        )
         assert outcome.result == "sold_out", outcome
     assert reconcile_product(rt.inventory, rt.sessions, product_id).result == "consistent"
     assert _sql_confirmed(rt, product_id) == 3
@@ -176,7 +178,9 @@ def test_an_admin_refund_racing_reconciliation_returns_the_units_once(rt):
     figures = rt.inventory.figures(product_id)
     assert (figures.available, figures.held, figures.sold) == (1, 0, 0), figures
     assert _settled(rt, product_id, second)  # the returned unit sells once, not twice
-    refused = rt.inventory.reserve(product_id, third, 1, new_ticket_id(product_id), "x")
+    refused = rt.inventory.reserve(
+        product_id, third, 1, BucketRouter.new_ticket_id(Stock(product_id, 0)), "x"
+    )
     assert refused.result == "sold_out"
     assert reconcile_product(rt.inventory, rt.sessions, product_id).result == "consistent"
 
@@ -233,7 +237,9 @@ def test_a_rebuild_counts_a_surviving_3d_secure_hold_against_the_per_user_limit(
     assert rt.settler.settle_batch(product_id, [(None, ticket)]).settled == {"requires_action": 1}
     rt.inventory_redis.delete(rt.inventory.keys(product_id).stock)
     assert rebuild_stock(rt.inventory, rt.sessions, product_id)
-    again = rt.inventory.reserve(product_id, buyer, 1, new_ticket_id(product_id), "pm_card_visa")
+    again = rt.inventory.reserve(
+        product_id, buyer, 1, BucketRouter.new_ticket_id(Stock(product_id, 0)), "pm_card_visa"
+    )
     assert again.result == "per_user_limit", again
 
 
@@ -242,7 +248,7 @@ def test_a_rebuilt_hold_keeps_its_deadline_and_expires_at_it(rt):
     inventory = Inventory(rt.inventory_redis, short)
     settler = Settler(inventory, rt.sessions, rt.gateways, short)
     product_id, [buyer] = stocked_product(rt, stock=2), buyer_ids(rt, 1)
-    ticket = new_ticket_id(product_id)
+    ticket = BucketRouter.new_ticket_id(Stock(product_id, 0))
     inventory.reserve(product_id, buyer, 1, ticket, "pm_card_authenticationRequired")
     assert settler.settle_batch(product_id, [(None, ticket)]).settled == {"requires_action": 1}
     deadline = inventory.get_hold(ticket).deadline_ms
@@ -289,13 +295,13 @@ def test_a_hold_redis_released_and_resold_does_not_come_back_open_after_redis_lo
     inventory = Inventory(rt.inventory_redis, fast)
     settler = Settler(inventory, rt.sessions, rt.gateways, fast)
     product_id, [late_buyer, buyer] = stocked_product(rt, stock=3), buyer_ids(rt, 2)
-    late = new_ticket_id(product_id)
+    late = BucketRouter.new_ticket_id(Stock(product_id, 0))
     inventory.reserve(product_id, late_buyer, 2, late, "pm_card_authenticationRequired")
     assert settler.settle_batch(product_id, [(None, late)]).settled == {"requires_action": 1}
     deadline = inventory.get_hold(late).deadline_ms
     wait_until(lambda: inventory.clock.now_ms() > deadline + 300, 5, "the deadline and lease")
     assert inventory.expire_holds(product_id) == 2  # Redis released it; SQL still waits
-    sold = new_ticket_id(product_id)
+    sold = BucketRouter.new_ticket_id(Stock(product_id, 0))
     assert inventory.reserve(product_id, buyer, 2, sold, "pm_card_visa").result == "reserved"
     assert settler.settle_batch(product_id, [(None, sold)]).settled == {"confirmed": 1}
     rt.inventory_redis.delete(*inventory.keys(product_id).all())  # Redis lost the product
@@ -331,12 +337,16 @@ def test_reconciliation_applies_terms_that_never_reached_redis(rt):
     ended = datetime.now(UTC) - timedelta(minutes=1)
     _change_terms_in_sql_only(rt, product_id, sale_ends_at=ended, max_per_user=1)
     assert reconcile_product(rt.inventory, rt.sessions, product_id).result == "repaired"
-    late = rt.inventory.reserve(product_id, users[0], 1, new_ticket_id(product_id), "x")
+    late = rt.inventory.reserve(
+        product_id, users[0], 1, BucketRouter.new_ticket_id(Stock(product_id, 0)), "x"
+    )
     assert late.result == "sale_ended"
     _change_terms_in_sql_only(rt, product_id, sale_ends_at=None)
     assert reconcile_product(rt.inventory, rt.sessions, product_id).result == "repaired"
     _reserve(rt, product_id, users[1])
-    over = rt.inventory.reserve(product_id, users[1], 1, new_ticket_id(product_id), "x")
+    over = rt.inventory.reserve(
+        product_id, users[1], 1, BucketRouter.new_ticket_id(Stock(product_id, 0)), "x"
+    )
     assert over.result == "per_user_limit"
     assert reconcile_product(rt.inventory, rt.sessions, product_id).result == "consistent"
 
@@ -348,9 +358,9 @@ def test_the_sweep_applies_lost_terms_and_older_terms_never_overwrite_newer(rt):
         product = session.get(Product, product_id)
     assert sync_terms(rt.inventory, [product]) == 1
     _reserve(rt, product_id, buyer)
-    assert rt.inventory.reserve(product_id, buyer, 1, new_ticket_id(product_id), "x").result == (
-        "per_user_limit"
-    )
+    assert rt.inventory.reserve(
+        product_id, buyer, 1, BucketRouter.new_ticket_id(Stock(product_id, 0)), "x"
+    ).result == ("per_user_limit")
     older = dataclasses.replace(
         rt.inventory.snapshot(product_id).terms, max_per_user=0, terms_version=1
     )
@@ -370,7 +380,12 @@ def test_a_retried_idempotency_key_after_redis_lost_everything_finds_the_first_o
     rt.inventory_redis.delete(*rt.inventory.keys(product_id).all())  # a restart without persistence
     assert rebuild_stock(rt.inventory, rt.sessions, product_id)
     again = rt.inventory.reserve(
-        product_id, buyer, 1, new_ticket_id(product_id), "pm_card_visa", "retry-me"
+        product_id,
+        buyer,
+        1,
+        BucketRouter.new_ticket_id(Stock(product_id, 0)),
+        "pm_card_visa",
+        "retry-me",
     )
     assert (again.result, again.ticket_id) == ("duplicate", ticket)
     assert rt.inventory.figures(product_id).sold == 1
@@ -422,7 +437,9 @@ def test_a_process_whose_clock_runs_fast_cannot_open_the_sale_early(rt, monkeypa
     real_time = time.time
     monkeypatch.setattr(time, "time", lambda: real_time() + 120)  # this node is 2 minutes ahead
     fast = Inventory(rt.inventory_redis, rt.settings)
-    outcome = fast.reserve(product_id, buyer, 1, new_ticket_id(product_id), "pm_card_visa")
+    outcome = fast.reserve(
+        product_id, buyer, 1, BucketRouter.new_ticket_id(Stock(product_id, 0)), "pm_card_visa"
+    )
     assert outcome.result == "sale_not_started"
     redis_ms = int(rt.inventory_redis.time()[0]) * 1000
     assert abs(fast.clock.now_ms() - redis_ms) < 2000  # deadlines are judged by Redis' clock
@@ -447,7 +464,13 @@ def test_every_key_a_script_touches_is_in_keys_and_in_one_slot(rt):
     expiring = Inventory(rt.inventory_redis, short)
     product_id, users = stocked_product(rt, stock=4), buyer_ids(rt, 3)
     with monitored_service(rt.settings) as log:
-        expiring.reserve(product_id, users[0], 1, new_ticket_id(product_id), "pm_card_visa")
+        expiring.reserve(
+            product_id,
+            users[0],
+            1,
+            BucketRouter.new_ticket_id(Stock(product_id, 0)),
+            "pm_card_visa",
+        )
         ticket = _reserve(rt, product_id, users[1])  # reclaims the expired hold on the way
         rt.settler.settle_batch(product_id, [(None, ticket)])  # simulated provider included
         rt.settler.refunds.refund_confirmed(ticket)

@@ -47,7 +47,7 @@ from core.config import Settings
 from core.db import snapshot as sql_snapshot
 from core.db import transaction
 from core.inventory import Ending, Hold, Inventory, RebuildView, Settled, Snapshot, now_ms
-from core.keys import new_ticket_id
+from core.inventory.buckets import BucketRouter, Stock
 from core.locks import locked
 from core.models import Order, Payment, Product, User
 from core.orders import confirmed_quantity, get_order, get_payment, transition
@@ -81,7 +81,7 @@ METHODS = ["pm_card_visa", "pm_card_chargeDeclined", "pm_card_authenticationRequ
 
 def reserve(inventory: Inventory, product_id: int, user: int, quantity: int, method: str) -> str:
     """A buyer's purchase request; the ticket id, or '' when refused."""
-    ticket = new_ticket_id(product_id)
+    ticket = BucketRouter.new_ticket_id(Stock(product_id, 0))
     outcome = inventory.reserve(product_id, user, quantity, ticket, method)
     return ticket if outcome.result == "reserved" else ""
 

@@ -22,7 +22,7 @@ from core.inventory import (
     Inventory,
     SeatPlan,
 )
-from core.keys import new_ticket_id
+from core.inventory.buckets import BucketRouter, Stock
 from tests.helpers import make_user, seat_blocks, seated_stock, striped_section
 from tests.redis_monitor import CommandLog, monitored
 from tests.servers import RedisProcess
@@ -52,8 +52,8 @@ def slowlog_redis() -> Iterator[Redis]:
 def _together(inventory: Inventory, product_id: int, user: int, quantity: int) -> list[str] | str:
     """The seats a purchase of `quantity` together got, or the refusal's code."""
     reservation = inventory.reserve(
-        product_id, user, quantity, new_ticket_id(product_id), "pm_card_visa",
-        best=BestAvailable("A", True),
+        product_id, user, quantity, BucketRouter.new_ticket_id(Stock(product_id, 0)),
+        "pm_card_visa", best=BestAvailable("A", True),
     )  # fmt: skip
     if reservation.result != "reserved":
         return reservation.result

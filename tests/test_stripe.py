@@ -20,7 +20,7 @@ import pytest
 import stripe
 
 from core.inventory import Inventory
-from core.keys import new_ticket_id
+from core.inventory.buckets import BucketRouter, Stock
 from core.orders import get_order, get_payment
 from core.settlement import Settler
 from tests.helpers import create_product, make_user
@@ -51,7 +51,7 @@ def settler(rt, localstripe):  # type: ignore[no-untyped-def]
 
 
 def reserve(rt, product_id, user_id, payment_method, inventory=None):  # type: ignore[no-untyped-def]
-    ticket = new_ticket_id(product_id)
+    ticket = BucketRouter.new_ticket_id(Stock(product_id, 0))
     outcome = (inventory or rt.inventory).reserve(product_id, user_id, 1, ticket, payment_method)
     assert outcome.result == "reserved", outcome
     return ticket

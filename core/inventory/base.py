@@ -6,8 +6,9 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from core.config import Settings
+from core.inventory.buckets import BucketRouter
 from core.inventory.clock import RedisClock
-from core.keys import ProductKeys, bucket_of_ticket
+from core.keys import ProductKeys
 from core.scripts import RedisClient, Scripts
 
 
@@ -26,7 +27,7 @@ class InventoryBase:
 
     def ticket_keys(self, product_id: int, ticket_ids: Iterable[str]) -> ProductKeys:
         """The keys of the bucket holding these tickets (a batch is one bucket's)."""
-        buckets = {bucket_of_ticket(t) for t in ticket_ids}
+        buckets = {BucketRouter.bucket_of_ticket(t) for t in ticket_ids}
         if len(buckets) > 1:
             raise ValueError(f"tickets of several buckets in one batch: {sorted(buckets)}")
         return self.keys(product_id, buckets.pop() if buckets else 0)

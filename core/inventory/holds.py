@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from core.inventory.buckets import BucketRouter
 from core.inventory.calls import (
     AwaitActionCall,
     BeginReturnCall,
@@ -20,14 +21,14 @@ from core.inventory.claims import Claims
 from core.inventory.figures import Figures
 from core.inventory.hold import Hold, json_list
 from core.inventory.records import Claim, Ending, Settled
-from core.keys import SETTLE_GROUP, product_of_ticket
+from core.keys import SETTLE_GROUP
 
 
 class Holds(Claims, Figures):
     """Each step takes a batch of tickets of one bucket (one is a batch of one)."""
 
     def get_hold(self, ticket_id: str) -> Hold | None:
-        product_id = product_of_ticket(ticket_id)
+        product_id = BucketRouter.product_of_ticket(ticket_id)
         if product_id is None:
             return None
         raw = self.redis.hget(self.ticket_keys(product_id, [ticket_id]).holds, ticket_id)
@@ -36,7 +37,7 @@ class Holds(Claims, Figures):
     def get_ticket(self, ticket_id: str) -> Hold | None:
         """The ticket as Redis knows it: its open hold, or its final state for a while after
         settlement (one round trip)."""
-        product_id = product_of_ticket(ticket_id)
+        product_id = BucketRouter.product_of_ticket(ticket_id)
         if product_id is None:
             return None
         k = self.ticket_keys(product_id, [ticket_id])

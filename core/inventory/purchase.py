@@ -10,13 +10,13 @@ from dataclasses import dataclass, field, replace
 
 from redis.exceptions import RedisError
 
+from core.inventory.buckets import BucketRouter
 from core.inventory.calls import AdoptHoldCall, ReserveCall, bucket_keys, reserve_key_map
 from core.inventory.claims import CLAIM_MS, Claims
 from core.inventory.hold import Hold, json_list
 from core.inventory.outcomes import BucketStep, PurchaseOutcome
 from core.inventory.records import BestAvailable, Claim, PurchaseRate, Reservation
 from core.inventory.replicas import Replicas
-from core.keys import bucket_order, ticket_in_bucket
 from core.metrics import PURCHASES, RESERVE_SECONDS
 
 RECLAIM_PER_CALL = 20
@@ -72,11 +72,11 @@ class Purchases(Claims, Replicas):
 
     def _reserve_across(self, product_id: int, call: _Purchase) -> Reservation:
         buckets = self._buckets.get(product_id, 1)
-        home = call.user_id % buckets
+        home = BucketRouter.home(call.user_id, buckets)
         reply = self._reserve_in(product_id, home, buckets, call)
         if reply[0] == BucketStep.BUCKETS:  # this process's first purchase of a split product
             buckets = self._buckets[product_id] = int(reply[1])
-            home = call.user_id % buckets
+            home = BucketRouter.home(call.user_id, buckets)
             reply = self._reserve_in(product_id, home, buckets, call)
         # The buyer's own bucket answers alone but when it sends the purchase on: a bucket it
         # cannot reach cannot count the buyer's units either.
@@ -97,7 +97,7 @@ class Purchases(Claims, Replicas):
         self, product_id: int, buckets: int, call: _Purchase, replies: list[list]
     ) -> Reservation:
         """The buckets after the buyer's own, in the buyer's order, until one has the units."""
-        for bucket in bucket_order(call.user_id, buckets)[1:]:
+        for bucket in BucketRouter.order(call.user_id, buckets)[1:]:
             reply = self._reserve_in(product_id, bucket, buckets, call)
             if reply[0] not in _MOVE_ON:
                 return _reservation(reply)
@@ -112,14 +112,14 @@ class Purchases(Claims, Replicas):
 
     def _reserve_in(self, product_id: int, bucket: int, buckets: int, call: _Purchase) -> list:
         """One reserve call, in `bucket`; the purchase rate counts in the buyer's own only."""
-        home = bucket == call.user_id % buckets
+        home = bucket == BucketRouter.home(call.user_id, buckets)
         place = "" if buckets == 1 else "home" if home else "away"
         k = self.keys(product_id, bucket)
         rate = call.rate if home else None
         args = {
             "user": call.user_id,
             "quantity": call.quantity,
-            "ticket": ticket_in_bucket(call.ticket_id, bucket),
+            "ticket": BucketRouter.ticket_in_bucket(call.ticket_id, bucket),
             "hold_ms": int(self.settings.hold_seconds * 1000),
             "idempotency_key": call.idempotency_key,
             "payment_method": call.payment_method,
@@ -177,7 +177,7 @@ class _Purchase:
 
     def home_ticket(self, home: int) -> str:
         """The purchase's ticket id in the buyer's own bucket (where its claim is kept)."""
-        return ticket_in_bucket(self.ticket_id, home)
+        return BucketRouter.ticket_in_bucket(self.ticket_id, home)
 
 
 def _reservation(reply: list) -> Reservation:

@@ -7,6 +7,7 @@ import json
 import secrets
 from collections.abc import Collection, Mapping
 
+from core.inventory.buckets import BucketRouter
 from core.inventory.calls import RepairStockCall, RestoreCall, bucket_keys, restore_key_map
 from core.inventory.hold import Hold, json_list
 from core.inventory.locks import Locks
@@ -61,10 +62,14 @@ class Rebuild(Locks, Rooms):
             pipe.hvals(k.holds)
             pipe.hgetall(k.returns)
             raw_holds, marks = pipe.execute()
-            holds += [h for h in map(Hold.from_json, raw_holds) if h.user_id % buckets == home]
+            holds += [
+                h
+                for h in map(Hold.from_json, raw_holds)
+                if BucketRouter.home(h.user_id, buckets) == home
+            ]
             for ticket, raw in marks.items():
                 mark = json.loads(raw)
-                if int(mark["u"]) % buckets == home:
+                if BucketRouter.home(int(mark["u"]), buckets) == home:
                     returning[ticket] = (int(mark["u"]), int(mark["q"]))
         return HeldElsewhere(holds, returning)
 

@@ -21,7 +21,7 @@ from core.inventory import (
     RebuildView,
     SeatPlan,
 )
-from core.keys import bucket_of_ticket, ticket_in_bucket
+from core.inventory.buckets import BucketRouter
 from core.models import Product
 from core.orders import (
     counted_orders,
@@ -75,7 +75,7 @@ def _units_per_user(
     buckets = terms.buckets
     away = elsewhere or HeldElsewhere([], {})
     known = [*redis_holds, *away.holds]
-    mine = [h for h in known if buckets == 1 or h.user_id % buckets == bucket]
+    mine = [h for h in known if buckets == 1 or BucketRouter.home(h.user_id, buckets) == bucket]
     in_redis = {h.ticket_id for h in known} | lapsed | set(away.returning)
     sql = counted_orders(session, terms.product_id, bucket, buckets)
     # ticket -> (user, quantity, status): each purchase the bucket counts, by whoever has its word
@@ -87,7 +87,7 @@ def _units_per_user(
         users[user_id] = users.get(user_id, 0) + quantity
     if buckets == 1:
         return Counted(users, {})
-    seen = {ticket_in_bucket(h.ticket_id, bucket) for h in mine}
+    seen = {BucketRouter.ticket_in_bucket(h.ticket_id, bucket) for h in mine}
     kept = _claims_after_rebuild(
         session, bucket, buckets, counted, seen, claims or {}, now_ms + CLAIM_MS
     )
@@ -119,10 +119,12 @@ def _claims_after_rebuild(
     a purchase found nowhere (on its way, or dead: the sweep ends it) keeps its claim, whose
     units are counted. A counted open purchase held elsewhere without a claim gets one. `seen`:
     the tickets (their ids here) Redis holds a record of."""
-    live = {ticket_in_bucket(t, bucket) for t in counted}
+    live = {BucketRouter.ticket_in_bucket(t, bucket) for t in counted}
     unknown = [t for t, c in claims.items() if t not in live and t not in seen]
-    elsewhere = [ticket_in_bucket(t, b) for t in unknown for b in range(buckets) if b != bucket]
-    recorded = {ticket_in_bucket(t, bucket) for t in statuses_of(session, elsewhere)}
+    elsewhere = [
+        BucketRouter.ticket_in_bucket(t, b) for t in unknown for b in range(buckets) if b != bucket
+    ]
+    recorded = {BucketRouter.ticket_in_bucket(t, bucket) for t in statuses_of(session, elsewhere)}
     kept: dict[str, dict] = {}
     uncounted: list[tuple[int, int]] = []
     for ticket, claim in claims.items():
@@ -132,8 +134,8 @@ def _claims_after_rebuild(
             kept[ticket] = claim
             uncounted.append((int(claim["u"]), int(claim["q"])))
     for ticket_id, (user_id, quantity, status) in counted.items():
-        at_home = ticket_in_bucket(ticket_id, bucket)
-        away = bucket_of_ticket(ticket_id) != bucket
+        at_home = BucketRouter.ticket_in_bucket(ticket_id, bucket)
+        away = BucketRouter.bucket_of_ticket(ticket_id) != bucket
         if away and status in OPEN_STATUSES and at_home not in kept:
             kept[at_home] = {"u": str(user_id), "q": quantity, "d": until, "s": "open"}
     return RebuiltClaims(kept, uncounted)
@@ -271,7 +273,7 @@ def _passes_used(
     and what Redis still holds (holds SQL may not have recorded yet, and claims)."""
     buckets = terms.buckets
     held = [*view.holds, *(elsewhere.holds if elsewhere else [])]
-    mine = [h for h in held if buckets == 1 or h.user_id % buckets == bucket]
+    mine = [h for h in held if buckets == 1 or BucketRouter.home(h.user_id, buckets) == bucket]
     live = {h.queue_pass for h in mine if h.status in LIVE and h.queue_pass}
     claimed = {c["p"] for c in claims.values() if c.get("p")}
     return frozenset(used_passes(session, terms.product_id, bucket, buckets) | live | claimed)
