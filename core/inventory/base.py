@@ -20,7 +20,7 @@ class InventoryBase:
         self.settings = settings
         self.scripts = Scripts(redis)
         self.clock = RedisClock(redis)
-        self._buckets: dict[int, int] = {}  # product -> its buckets, once a reserve learnt them
+        self.router = BucketRouter()
 
     def keys(self, product_id: int, bucket: int = 0) -> ProductKeys:
         return ProductKeys(self.settings.key_prefix, product_id, bucket)

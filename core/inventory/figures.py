@@ -13,25 +13,18 @@ from core.inventory.records import ProductTerms, Snapshot, StockFigures
 class Figures(InventoryBase):
     """Reads of the stock."""
 
-    def known_buckets(self, product_id: int) -> int:
-        """The product's number of buckets, read once a process (it never changes) from its
-        first bucket's stock (while that is missing, from the second's, each time)."""
-        if product_id in self._buckets:
-            return self._buckets[product_id]
-        initial, buckets = self.redis.hmget(self.keys(product_id).stock, "initial", "buckets")
-        if initial is None:
-            return self.bucket_count(product_id)
-        self._buckets[product_id] = int(buckets or 1)
-        return self._buckets[product_id]
-
     def bucket_count(self, product_id: int) -> int:
-        """The product's number of buckets, as its first bucket's stock says, or its second's
-        while the first is missing (1 without either: SQL has the last word, see rebuild)."""
-        for bucket in (0, 1):
-            found = self.redis.hget(self.keys(product_id, bucket).stock, "buckets")
-            if found is not None:
-                return int(found)
-        return 1
+        """The product's number of buckets, read once a process (it never changes): as its first
+        bucket's stock says, or its second's while the first is missing (1 without either, read
+        again next time: SQL has the last word, see rebuild)."""
+        return self.router.count(product_id, self._bucket_count_in_redis) or 1
+
+    def _bucket_count_in_redis(self, product_id: int) -> int | None:
+        initial, buckets = self.redis.hmget(self.keys(product_id, 0).stock, "initial", "buckets")
+        if initial is not None:
+            return int(buckets or 1)
+        second = self.redis.hget(self.keys(product_id, 1).stock, "buckets")
+        return None if second is None else int(second)
 
     def figures(self, product_id: int, bucket: int = 0) -> StockFigures | None:
         values = self.redis.hmget(

@@ -71,11 +71,12 @@ class Purchases(Claims, Replicas):
         return reservation
 
     def _reserve_across(self, product_id: int, call: _Purchase) -> Reservation:
-        buckets = self._buckets.get(product_id, 1)
+        buckets = self.router.known_count(product_id) or 1
         home = BucketRouter.home(call.user_id, buckets)
         reply = self._reserve_in(product_id, home, buckets, call)
         if reply[0] == BucketStep.BUCKETS:  # this process's first purchase of a split product
-            buckets = self._buckets[product_id] = int(reply[1])
+            buckets = int(reply[1])
+            self.router.learn_count(product_id, buckets)
             home = BucketRouter.home(call.user_id, buckets)
             reply = self._reserve_in(product_id, home, buckets, call)
         # The buyer's own bucket answers alone but when it sends the purchase on: a bucket it

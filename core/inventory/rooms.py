@@ -43,7 +43,7 @@ class Rooms(Figures):
     def other_buckets_stock(self, product_id: int) -> str:
         """A split product's buckets but the first: their units 'available:held' added up, for
         the waiting room's board ('' for a product of one bucket)."""
-        buckets = self.known_buckets(product_id)
+        buckets = self.bucket_count(product_id)
         if buckets == 1:
             return ""
         pipe = self.redis.pipeline(transaction=False)
