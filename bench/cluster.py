@@ -109,7 +109,7 @@ def _client(url: str, product_ids: list[int], index: int, seconds: float, start_
             done += 1
             continue
         bucket = picker.randrange(buckets)  # the batch's buyers have this bucket as their own
-        k = inventory.keys(product_id, bucket)
+        k = inventory.keys(Stock(product_id, bucket))
         pipe = inventory.scripts.pipeline(k.tag)
         for _ in range(batch):
             user += buckets

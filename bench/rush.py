@@ -297,6 +297,8 @@ class Bench:
     def product_paths(self, tokens: list[str]) -> dict[str, Any]:
         """accepted, sold_out and status: the HTTP paths alone, as the targets compare them with
         `bare` (no settlement competing for the two cores; the sale below runs everything)."""
+        from core.inventory.buckets import Stock
+
         url = self.serve("web:create_app()")
         try:
             open_sale = self.product(stock=10_000_000)
@@ -310,7 +312,7 @@ class Bench:
             refused = self.median_of("sold_out", lambda: self._rate(
                 self.wrk(url, "POST", [f"/purchase/{sold_out}"], chunks.pop(), PURCHASE_BODY,
                          self.options.duration, reuse=False), "409"))  # fmt: skip
-            tickets = self.rt.redis.hkeys(self.rt.inventory.keys(open_sale).holds)[:5000]
+            tickets = self.rt.redis.hkeys(self.rt.inventory.keys(Stock(open_sale, 0)).holds)[:5000]
             owners = self._owners(open_sale, tickets, tokens)
             polled = self.median_of("status", lambda: self._rate(
                 self.wrk(url, "GET", [f"/orders/{t}" for t in tickets], owners, "",
@@ -399,12 +401,15 @@ class Bench:
         """Each buyer asks once (wrk stops when all are answered), then every ticket issued is
         awaited until final. Times run from the first request: to the last ticket issued (sold
         out: no further answer was a 202) and to the last ticket final, as SQL recorded them."""
+        from core.inventory.buckets import Stock
         from core.stock import reconcile_product
 
         window = 30 if self.options.quick else RUSH_WINDOW_S
         load = self.wrk(url, "POST", [path], tokens, "", window, reuse=False, bodies=bodies,
                         until_answered=True)  # fmt: skip
-        tickets = self.rt.redis.hlen(self.rt.inventory.keys(product_id).users)  # one a buyer
+        tickets = self.rt.redis.hlen(
+            self.rt.inventory.keys(Stock(product_id, 0)).users
+        )  # one a buyer
         self._wait_all_final(product_id, tickets, timeout=window)
         issued, final = self._last_times(product_id)
         first = load.first_us / 1e6
@@ -641,10 +646,12 @@ class Bench:
         by_user = {}
         from flask_jwt_extended import decode_token
 
+        from core.inventory.buckets import Stock
+
         with self.app.app_context():
             for token in tokens:
                 by_user[decode_token(token)["sub"]] = token
-        holds = self.rt.redis.hmget(self.rt.inventory.keys(product_id).holds, tickets)
+        holds = self.rt.redis.hmget(self.rt.inventory.keys(Stock(product_id, 0)).holds, tickets)
         return [by_user.get(json.loads(h)["u"], tokens[0]) if h else tokens[0] for h in holds]
 
     def serve_with_settlers(self) -> str:

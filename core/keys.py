@@ -14,7 +14,7 @@ SETTLE_GROUP = "settlers"
 class ProductKeys:
     prefix: str
     product_id: int
-    bucket: int = 0
+    bucket: int
 
     @property
     def tag(self) -> str:
@@ -167,7 +167,7 @@ class QueueGuardKeys:
 
     @property
     def tag(self) -> str:
-        return ProductKeys(self.prefix, self.product_id).tag
+        return ProductKeys(self.prefix, self.product_id, 0).tag
 
     @property
     def rebuild_pending(self) -> str:

@@ -639,7 +639,7 @@ def test_an_admin_refund_while_the_stock_is_rebuilt_is_503_and_moves_nothing(
 
     wait_until(confirmed, 20, "the order to be confirmed")
     rt = app.extensions["flashsale"]
-    rt.inventory_redis.delete(rt.inventory.keys(fresh["id"]).stock)
+    rt.inventory_redis.delete(rt.inventory.keys(Stock(fresh["id"], 0)).stock)
     refused = client.post(f"/orders/{ticket}/cancel", headers=admin.headers)
     assert_error(refused, 503, "inventory_unavailable")
     assert refused.headers["Retry-After"] == "2"

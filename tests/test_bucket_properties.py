@@ -206,7 +206,7 @@ class SplitSale(RuleBasedStateMachine):
         ms = (HOLD_SECONDS + LEASE_SECONDS + 1) * 1000 + 120_000
         redis = self.inventory.redis
         for bucket in range(self.buckets):
-            k = self.inventory.keys(self.pid, bucket)
+            k = self.inventory.keys(Stock(self.pid, bucket))
             for ticket, raw in redis.hgetall(k.holds).items():
                 redis.hset(k.holds, ticket, json.dumps(json.loads(raw) | {"d": 0}))
             for ticket, score in redis.zrange(k.deadlines, 0, -1, withscores=True):
@@ -219,7 +219,9 @@ class SplitSale(RuleBasedStateMachine):
 
     @rule(bucket=st.integers(0, 2))
     def stock_key_lost(self, bucket: int) -> None:
-        self.inventory.redis.delete(self.inventory.keys(self.pid, bucket % self.buckets).stock)
+        self.inventory.redis.delete(
+            self.inventory.keys(Stock(self.pid, bucket % self.buckets)).stock
+        )
 
     @rule()
     def rebuild(self) -> None:
@@ -233,7 +235,7 @@ class SplitSale(RuleBasedStateMachine):
     def _holds(self) -> dict[str, Hold]:
         found: dict[str, Hold] = {}
         for bucket in range(self.buckets):
-            raw = self.inventory.redis.hgetall(self.inventory.keys(self.pid, bucket).holds)
+            raw = self.inventory.redis.hgetall(self.inventory.keys(Stock(self.pid, bucket)).holds)
             found |= {t: Hold.from_json(r) for t, r in raw.items()}
         return found
 
@@ -256,7 +258,7 @@ class SplitSale(RuleBasedStateMachine):
         return units
 
     def _counted(self, user: int) -> int:
-        k = self.inventory.keys(self.pid, user % self.buckets)
+        k = self.inventory.keys(Stock(self.pid, user % self.buckets))
         return int(self.inventory.redis.hget(k.users, str(user)) or 0)
 
     # --- invariants -----------------------------------------------------------------------------
@@ -287,7 +289,7 @@ class SplitSale(RuleBasedStateMachine):
             return
         for user, units in self._live_units().items():
             assert units <= self.limit, f"user {user} has {units} units, limit {self.limit}"
-            home = self.inventory.keys(self.pid, user % self.buckets)
+            home = self.inventory.keys(Stock(self.pid, user % self.buckets))
             if self.inventory.redis.exists(home.stock):
                 assert self._counted(user) >= units, (
                     f"user {user}: {units} units, counted {self._counted(user)} in their bucket"

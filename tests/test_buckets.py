@@ -66,7 +66,7 @@ def test_the_stock_is_shared_out_and_each_bucket_has_its_own_keys(rt):
     product_id = stocked_product(rt, stock=10, buckets=4)
     shares = [rt.inventory.figures(product_id, b).initial for b in range(4)]  # type: ignore[union-attr]
     assert shares == [3, 3, 2, 2]
-    tags = {rt.inventory.keys(product_id, b).tag for b in range(4)}
+    tags = {rt.inventory.keys(Stock(product_id, b)).tag for b in range(4)}
     assert len(tags) == 4
     assert rt.inventory.bucket_count(product_id) == 4
     assert rt.inventory.available([product_id], {product_id: 4}) == {product_id: 10}
@@ -125,9 +125,9 @@ def test_a_retry_after_a_rebuild_still_ends_where_the_first_did(rt, settings):
         original.ticket_id: 1,
     }
     # Bucket 0 is lost with its marks, rebuilt from SQL, and gets a unit back (a refund's).
-    rt.inventory_redis.delete(*rt.inventory.keys(product_id, 0).all())
+    rt.inventory_redis.delete(*rt.inventory.keys(Stock(product_id, 0)).all())
     assert rebuild_stock(rt.inventory, rt.sessions, product_id)
-    rt.inventory_redis.hincrby(rt.inventory.keys(product_id, 0).stock, "available", 1)
+    rt.inventory_redis.hincrby(rt.inventory.keys(Stock(product_id, 0)).stock, "available", 1)
     retry = _reserve(rt, product_id, retrier, idempotency_key="k-2")
     assert (retry.result, retry.ticket_id) == ("duplicate", original.ticket_id)
 
@@ -137,7 +137,7 @@ def test_a_missing_later_bucket_is_moved_past_without_a_key_and_answered_unavail
     first, [buyer] = _buyers_at_home(rt, 3, 0, 2), _buyers_at_home(rt, 3, 0, 1)
     for other in first:
         assert BucketRouter.bucket_of_ticket(_reserve(rt, product_id, other).ticket_id) == 0
-    rt.inventory_redis.delete(rt.inventory.keys(product_id, 1).stock)
+    rt.inventory_redis.delete(rt.inventory.keys(Stock(product_id, 1)).stock)
     assert BucketRouter.bucket_of_ticket(_reserve(rt, product_id, buyer).ticket_id) == 2
     # With a key, a retry must meet bucket 1 as this attempt did: answered unavailable.
     assert _reserve(rt, product_id, buyer, idempotency_key="k-3").result == "unavailable"
@@ -151,7 +151,7 @@ def test_a_missing_own_bucket_is_answered_unavailable(rt):
     [buyer] = _buyers_at_home(rt, 2, home=0, count=1)
     # The process learns the number of buckets from the first bucket it calls.
     assert _reserve(rt, product_id, buyer).result == "reserved"
-    rt.inventory_redis.delete(rt.inventory.keys(product_id, 0).stock)
+    rt.inventory_redis.delete(rt.inventory.keys(Stock(product_id, 0)).stock)
     assert _reserve(rt, product_id, buyer).result == "unavailable"  # it counts the buyer's units
 
 
@@ -191,7 +191,7 @@ def test_expiry_returns_units_to_the_bucket_that_held_them(rt, settings):
     buyers = _buyers_at_home(rt, 2, home=1, count=2)
     tickets = [_reserve(rt, product_id, b).ticket_id for b in buyers]
     assert [BucketRouter.bucket_of_ticket(t) for t in tickets] == [1, 1]
-    k = rt.inventory.keys(product_id, 1)
+    k = rt.inventory.keys(Stock(product_id, 1))
     rt.inventory_redis.zadd(k.deadlines, dict.fromkeys(tickets, 0))  # past their deadline
     assert rt.inventory.expire_holds(product_id, bucket=0) == 0
     assert rt.inventory.expire_holds(product_id, bucket=1) == 2
@@ -207,7 +207,7 @@ def test_reconciliation_repairs_the_bucket_that_is_wrong_and_leaves_the_others(r
         _reserve(rt, product_id, buyer)
     _settle_all(rt, settings, product_id)
     before = [rt.inventory.figures(product_id, b) for b in range(3)]
-    rt.inventory_redis.hincrby(rt.inventory.keys(product_id, 2).stock, "available", 5)
+    rt.inventory_redis.hincrby(rt.inventory.keys(Stock(product_id, 2)).stock, "available", 5)
     outcome = reconcile_product(rt.inventory, rt.sessions, product_id)
     assert outcome.result == "repaired"
     after = [rt.inventory.figures(product_id, b) for b in range(3)]
@@ -221,7 +221,7 @@ def test_reconciliation_rebuilds_a_lost_bucket_and_then_finds_it_consistent(rt, 
     for buyer in buyer_ids(rt, 4):
         _reserve(rt, product_id, buyer)
     _settle_all(rt, settings, product_id)
-    rt.inventory_redis.delete(rt.inventory.keys(product_id, 2).stock)
+    rt.inventory_redis.delete(rt.inventory.keys(Stock(product_id, 2)).stock)
     assert reconcile_product(rt.inventory, rt.sessions, product_id).result == "rebuilt"
     assert reconcile_product(rt.inventory, rt.sessions, product_id).result == "consistent"
 
@@ -233,7 +233,7 @@ def test_a_lost_bucket_is_rebuilt_from_its_own_orders_by_the_sweep(rt, settings)
     tickets = [_reserve(rt, product_id, b).ticket_id for b in buyer_ids(rt, 5)]
     _settle_all(rt, settings, product_id)
     sold_in_1 = sum(1 for t in tickets if BucketRouter.bucket_of_ticket(t) == 1)
-    rt.inventory_redis.delete(*rt.inventory.keys(product_id, 1).all())
+    rt.inventory_redis.delete(*rt.inventory.keys(Stock(product_id, 1)).all())
     sweep()
     figures = rt.inventory.figures(product_id, 1)
     assert figures is not None
@@ -249,7 +249,7 @@ def _claims(rt, product_id: int, bucket: int) -> dict:  # type: ignore[no-untype
 
 
 def _counted(rt, product_id: int, bucket: int, user: int) -> int:  # type: ignore[no-untyped-def]
-    k = rt.inventory.keys(product_id, bucket)
+    k = rt.inventory.keys(Stock(product_id, bucket))
     return int(rt.inventory_redis.hget(k.users, str(user)) or 0)
 
 
@@ -337,7 +337,7 @@ def test_a_keyed_retry_whose_first_attempt_came_to_nothing_is_counted_anew(rt):
     product_id = stocked_product(rt, stock=6, max_per_user=1, buckets=3)  # 2, 2 and 2
     [buyer] = _buyers_at_home(rt, 3, home=0, count=1)
     _sell_out_home(rt, product_id, 3, home=0, units=2)
-    rt.inventory_redis.delete(rt.inventory.keys(product_id, 1).stock)
+    rt.inventory_redis.delete(rt.inventory.keys(Stock(product_id, 1)).stock)
     first = _reserve(rt, product_id, buyer, idempotency_key="k-5")
     assert first.result == "unavailable"  # bucket 1 could not say: the claim went back
     assert _claims(rt, product_id, 0) == {} and _counted(rt, product_id, 0, buyer) == 0
@@ -410,7 +410,7 @@ def test_a_claim_left_by_a_purchase_that_died_is_released_by_the_sweep(rt, setti
 
 def _age_claims(rt, product_id: int, bucket: int) -> None:  # type: ignore[no-untyped-def]
     """The bucket's open claims, as if made CLAIM_MS ago."""
-    k = rt.inventory.keys(product_id, bucket)
+    k = rt.inventory.keys(Stock(product_id, bucket))
     for ticket, raw in rt.inventory_redis.hgetall(k.claims).items():
         claim = json.loads(raw) | {"d": 0}
         rt.inventory_redis.hset(k.claims, ticket, json.dumps(claim))
@@ -424,7 +424,7 @@ def test_the_sweep_keeps_a_stale_claim_whose_purchase_was_confirmed(rt, settings
     _sell_out_home(rt, product_id, 2, home=1, units=2)
     away = _reserve(rt, product_id, buyer)
     claim = BucketRouter.ticket_in_bucket(away.ticket_id, 1)
-    k = rt.inventory.keys(product_id, 1)
+    k = rt.inventory.keys(Stock(product_id, 1))
     saved = rt.inventory_redis.hget(k.claims, claim)
     _settle_all(rt, settings, product_id)
     rt.inventory_redis.hset(k.claims, claim, saved)  # as if the settler died before ending it
@@ -443,7 +443,7 @@ def test_a_rebuilt_own_bucket_keeps_counting_a_claim_whose_purchase_holds_nothin
     with pytest.raises(ConnectionError):  # a purchase dies between the two buckets
         _reserve(_PausedAway(rt, fail=True), product_id, buyer)
     assert _counted(rt, product_id, 0, buyer) == 2
-    rt.inventory_redis.delete(rt.inventory.keys(product_id, 0).stock)
+    rt.inventory_redis.delete(rt.inventory.keys(Stock(product_id, 0)).stock)
     assert rebuild_stock(rt.inventory, rt.sessions, product_id)
     assert _counted(rt, product_id, 0, buyer) == 2  # the hold, and the claim still open
     assert _reserve(rt, product_id, buyer).result == "per_user_limit"
@@ -463,7 +463,7 @@ def test_a_rebuilt_own_bucket_drops_the_claim_of_a_purchase_that_ended(rt, setti
     ending = Ending(away.ticket_id, "cancelled", "cancelled_by_buyer", "reserved")
     assert rt.inventory.finish_holds(product_id, [ending])[away.ticket_id][0] == "ok"
     assert _counted(rt, product_id, 0, buyer) == 2  # until settlement ends its claim
-    rt.inventory_redis.delete(rt.inventory.keys(product_id, 0).stock)
+    rt.inventory_redis.delete(rt.inventory.keys(Stock(product_id, 0)).stock)
     assert rebuild_stock(rt.inventory, rt.sessions, product_id)
     assert _counted(rt, product_id, 0, buyer) == 1 and _claims(rt, product_id, 0) == {}
     _settle_all(rt, settings, product_id)  # the cancelled purchase's end: nothing to uncount
@@ -492,7 +492,7 @@ def test_a_rebuilt_own_bucket_counts_the_buyers_units_held_in_other_buckets(rt, 
     _settle_all(rt, settings, product_id)
     open_away = _reserve(rt, product_id, buyer)
     assert [BucketRouter.bucket_of_ticket(t.ticket_id) for t in (confirmed, open_away)] == [0, 1]
-    rt.inventory_redis.delete(*rt.inventory.keys(product_id, 0).all())
+    rt.inventory_redis.delete(*rt.inventory.keys(Stock(product_id, 0)).all())
     assert rebuild_stock(rt.inventory, rt.sessions, product_id)
     assert _counted(rt, product_id, 0, buyer) == 2
     assert list(_claims(rt, product_id, 0)) == [
@@ -522,7 +522,7 @@ def test_the_api_takes_buckets_at_creation_within_their_range(client, admin, rt)
     assert limited.status_code == 200 and limited.get_json()["max_per_user"] == 2
     snapshots = [rt.inventory.snapshot(product["id"], b) for b in range(4)]
     assert [s.terms.max_per_user for s in snapshots] == [2] * 4  # type: ignore[union-attr]
-    stocks = [rt.inventory.keys(product["id"], b).stock for b in range(4)]
+    stocks = [rt.inventory.keys(Stock(product["id"], b)).stock for b in range(4)]
     assert [rt.inventory_redis.hget(stock, "room") for stock in stocks] == ["1"] * 4
 
 
@@ -566,7 +566,7 @@ def test_the_room_counts_every_buckets_units_to_tell_a_sold_out_sale(client, app
     product_id = create_product(
         client, admin, stock=2, buckets=2, waiting_room=True, admit_per_second=1000
     )["id"]
-    k = rt.inventory.keys(product_id)
+    k = rt.inventory.keys(Stock(product_id, 0))
 
     def board() -> list:
         others = rt.inventory.other_buckets_stock(product_id)

@@ -9,6 +9,7 @@ from typing import Any
 
 from sqlalchemy import func, select
 
+from core.inventory.buckets import Stock
 from core.models import EventSection, Order, Product
 from tests.helpers import Account, make_user
 from tests.test_api_errors import assert_error
@@ -144,7 +145,9 @@ def test_a_change_that_finds_the_stock_missing_rebuilds_it_from_sql(
         "confirmed"
     )
     product_id = _section_product(rt, event_id, "Floor")
-    rt.inventory_redis.delete(*rt.inventory.keys(product_id).all())  # Redis lost the product
+    rt.inventory_redis.delete(
+        *rt.inventory.keys(Stock(product_id, 0)).all()
+    )  # Redis lost the product
 
     renamed = client.patch(f"/events/{event_id}", json={"title": "Show II"}, headers=admin.headers)
     assert renamed.status_code == 200, renamed.get_json()

@@ -217,7 +217,7 @@ def check_invariants(
     lost = [t for t in tickets if t not in orders]
     stuck = [t for t, o in orders.items() if o.status not in TERMINAL]
     now = now_ms()
-    k = rt.inventory.keys(product_id)
+    k = rt.inventory.keys(Stock(product_id, 0))
     for raw in rt.inventory_redis.hvals(k.holds):
         hold = Hold.from_json(raw)
         deadline = rt.inventory_redis.zscore(k.deadlines, hold.ticket_id) or hold.deadline_ms
@@ -741,7 +741,7 @@ def test_a_waiting_room_admits_in_order_with_its_scheduler_killed_and_restarted(
 
     wait_until(everyone_admitted, 60, "every place to be admitted", every=0.1)
     recover_s = time.monotonic() - killed_at
-    keys = rt.inventory.keys(pid)
+    keys = rt.inventory.keys(Stock(pid, 0))
     admits = [(int(f["position"]), int(f["at"])) for _, f in rt.inventory_redis.xrange(keys.admits)]
     assert [position for position, _ in admits] == list(range(1, buyers + 1))
     moments = [at for _, at in admits]

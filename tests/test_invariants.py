@@ -91,7 +91,7 @@ def test_requires_action_payment_past_its_deadline_reaches_a_terminal_state(rt):
 
 def test_rebuild_while_a_released_hold_awaits_sql_keeps_per_user_counts(rt):
     product_id, [user] = stocked_product(rt, stock=3, max_per_user=1), buyer_ids(rt, 1)
-    keys = rt.inventory.keys(product_id)
+    keys = rt.inventory.keys(Stock(product_id, 0))
     ticket = BucketRouter.new_ticket_id(Stock(product_id, 0))
     rt.inventory.reserve(product_id, user, 1, ticket, "pm_card_chargeDeclined")
     _crash_after_finish_hold(rt, product_id, ticket)  # Redis: failed; SQL: processing
@@ -132,7 +132,7 @@ def test_rebuild_racing_a_settler_does_not_resurrect_a_settled_hold(rt):
     ticket = BucketRouter.new_ticket_id(Stock(product_id, 0))
     rt.inventory.reserve(product_id, user, 1, ticket, "pm_card_visa")
     report, hold = _crash_after_finish_hold(rt, product_id, ticket)  # stalls, not dead
-    rt.inventory_redis.delete(rt.inventory.keys(product_id).stock)
+    rt.inventory_redis.delete(rt.inventory.keys(Stock(product_id, 0)).stock)
 
     def sessions_then_settler_resumes():  # type: ignore[no-untyped-def]
         session = rt.sessions()  # rebuild reads SQL: the order is still 'processing'
@@ -158,7 +158,7 @@ def test_rebuild_racing_a_settler_does_not_resurrect_a_settled_hold(rt):
 
 
 def _check_redis(rt, product_id: int, max_per_user: int) -> None:  # type: ignore[no-untyped-def]
-    keys = rt.inventory.keys(product_id)
+    keys = rt.inventory.keys(Stock(product_id, 0))
     holds = [rt.inventory.get_hold(t) for t in rt.inventory_redis.hkeys(keys.holds)]
     figures = rt.inventory.figures(product_id)
     assert figures.balanced and figures.available >= 0, figures
@@ -214,7 +214,7 @@ def test_random_interleavings_keep_stock_and_per_user_counts_balanced(rt):
             normal.expire_holds(product_id)
         else:
             assert reconcile_product(normal, rt.sessions, product_id).result == "consistent"
-            rt.inventory_redis.delete(normal.keys(product_id).stock)
+            rt.inventory_redis.delete(normal.keys(Stock(product_id, 0)).stock)
             assert rebuild_stock(normal, rt.sessions, product_id)
         _check_redis(rt, product_id, 4)
     assert reconcile_product(normal, rt.sessions, product_id).result == "consistent"
@@ -223,7 +223,7 @@ def test_random_interleavings_keep_stock_and_per_user_counts_balanced(rt):
 def test_random_purchases_settle_once_each_and_sql_agrees_with_redis(rt):
     rng = random.Random(7)
     product_id, users = stocked_product(rt, stock=15, max_per_user=3), buyer_ids(rt, 8)
-    keys = rt.inventory.keys(product_id)
+    keys = rt.inventory.keys(Stock(product_id, 0))
     expired_at_once = Inventory(
         rt.inventory_redis, dataclasses.replace(rt.settings, hold_seconds=-1)
     )

@@ -219,7 +219,7 @@ def test_missing_stock_key_answers_503_then_is_rebuilt_from_sql(client, app, set
     tickets = [buy(client, b, product["id"]).get_json()["ticket_id"] for b in buyers]
     for account, ticket in zip(buyers, tickets, strict=True):
         settle_until(client, account, ticket, settings, {"confirmed"})
-    rt.inventory_redis.delete(rt.inventory.keys(product["id"]).stock)
+    rt.inventory_redis.delete(rt.inventory.keys(Stock(product["id"], 0)).stock)
 
     late = make_user(app)
     refused = buy(client, late, product["id"])
@@ -237,7 +237,7 @@ def test_reconciliation_repairs_redis_from_sql(client, app, settings, rt):
     ticket = buy(client, buyer, product["id"]).get_json()["ticket_id"]
     settle_until(client, buyer, ticket, settings, {"confirmed"})
     assert reconcile_product(rt.inventory, rt.sessions, product["id"]).result == "consistent"
-    stock_key = rt.inventory.keys(product["id"]).stock
+    stock_key = rt.inventory.keys(Stock(product["id"], 0)).stock
     rt.inventory_redis.hset(stock_key, mapping={"sold": 4, "available": 3})
     outcome = reconcile_product(rt.inventory, rt.sessions, product["id"])
     assert outcome.result == "repaired" and outcome.sold_in_db == 1
@@ -284,7 +284,7 @@ def test_restock_reaches_redis_and_a_lost_restock_is_repaired(client, app, rt):
     assert (patched.get_json()["initial_stock"], patched.get_json()["available"]) == (5, 5)
     # Redis missed a restock that SQL recorded: reconciliation brings it in.
     rt.inventory_redis.hset(
-        rt.inventory.keys(product["id"]).stock, mapping={"initial": 2, "available": 2}
+        rt.inventory.keys(Stock(product["id"], 0)).stock, mapping={"initial": 2, "available": 2}
     )
     assert reconcile_product(rt.inventory, rt.sessions, product["id"]).result == "repaired"
     figures = rt.inventory.figures(product["id"])
@@ -332,7 +332,7 @@ def test_a_settled_ticket_is_answered_from_redis_until_it_changes(client, app, s
     product = create_product(client, admin, stock=2)
     ticket = buy(client, buyer, product["id"]).get_json()["ticket_id"]
     settle_until(client, buyer, ticket, settings, {"confirmed"})
-    final_key = rt.inventory.keys(product["id"]).final(ticket)
+    final_key = rt.inventory.keys(Stock(product["id"], 0)).final(ticket)
     assert rt.inventory_redis.ttl(final_key) > 0
     body = client.get(f"/orders/{ticket}", headers=buyer.headers).get_json()
     assert (body["status"], body["payment"]) == ("confirmed", {"status": "succeeded"})

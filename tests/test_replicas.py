@@ -110,7 +110,7 @@ def test_a_reservation_is_answered_once_a_replica_has_it_in_one_round_trip(pair,
     primary.config_resetstat()
     reservation = reserve(rt, product_id, second)
     assert reservation.result == "reserved" and reservation.replicated
-    holds = rt.inventory.keys(product_id).holds
+    holds = rt.inventory.keys(Stock(product_id, 0)).holds
     assert pair.client(pair.replica).hexists(holds, reservation.ticket_id)  # there at the answer
     stats = primary.info("commandstats")
     assert stats["cmdstat_evalsha"]["calls"] == 1 and stats["cmdstat_wait"]["calls"] == 1
@@ -188,7 +188,7 @@ def test_a_cancel_is_answered_once_a_replica_has_it(pair, settings):
     with rt.sessions() as session:  # asked again once the replica has it
         again = cancel_ticket(rt.inventory, rt.settler, session, reservation.ticket_id, viewer)
     assert again == OrderStatus.CANCELLED
-    holds = rt.inventory.keys(product_id).holds
+    holds = rt.inventory.keys(Stock(product_id, 0)).holds
     on_replica = pair.client(pair.replica).hget(holds, reservation.ticket_id)
     assert on_replica is not None and '"s":"cancelled"' in on_replica.replace(" ", "")
     rt.close()
@@ -294,7 +294,7 @@ def test_a_seat_whose_hold_a_failover_lost_and_that_sold_again_ends_in_one_order
         assert get_order(session, winner).status == "confirmed"
         ended = get_order(session, loser)
         assert (ended.status, ended.failure_reason) == ("failed", reason)
-    states = promoted.inventory_redis.hgetall(promoted.inventory.keys(product_id).seats)
+    states = promoted.inventory_redis.hgetall(promoted.inventory.keys(Stock(product_id, 0)).seats)
     assert states == {"A-1-1": "f", "A-1-2": f"s:{winner}", "A-1-3": "f", "A-1-4": "f"}
     charges = promoted.gateways["simulated"]
     assert (charges.charges(winner), charges.charges(loser)) == (1, 0)

@@ -215,7 +215,7 @@ def test_an_admin_refund_waits_while_the_stock_awaits_its_rebuild(rt):
     (found by the stateful test): no money moves until the stock is back."""
     product_id, [buyer] = stocked_product(rt, stock=1), buyer_ids(rt, 1)
     ticket = _settled(rt, product_id, buyer)
-    rt.inventory_redis.delete(rt.inventory.keys(product_id).stock)
+    rt.inventory_redis.delete(rt.inventory.keys(Stock(product_id, 0)).stock)
     with pytest.raises(RefundDeferred):
         rt.settler.refunds.refund_confirmed(ticket)
     with rt.sessions() as session:
@@ -235,7 +235,7 @@ def test_a_rebuild_counts_a_surviving_3d_secure_hold_against_the_per_user_limit(
     product_id, [buyer] = stocked_product(rt, stock=3, max_per_user=1), buyer_ids(rt, 1)
     ticket = _reserve(rt, product_id, buyer, "pm_card_authenticationRequired")
     assert rt.settler.settle_batch(product_id, [(None, ticket)]).settled == {"requires_action": 1}
-    rt.inventory_redis.delete(rt.inventory.keys(product_id).stock)
+    rt.inventory_redis.delete(rt.inventory.keys(Stock(product_id, 0)).stock)
     assert rebuild_stock(rt.inventory, rt.sessions, product_id)
     again = rt.inventory.reserve(
         product_id, buyer, 1, BucketRouter.new_ticket_id(Stock(product_id, 0)), "pm_card_visa"
@@ -252,7 +252,7 @@ def test_a_rebuilt_hold_keeps_its_deadline_and_expires_at_it(rt):
     inventory.reserve(product_id, buyer, 1, ticket, "pm_card_authenticationRequired")
     assert settler.settle_batch(product_id, [(None, ticket)]).settled == {"requires_action": 1}
     deadline = inventory.get_hold(ticket).deadline_ms
-    rt.inventory_redis.delete(*inventory.keys(product_id).all())  # Redis lost the product
+    rt.inventory_redis.delete(*inventory.keys(Stock(product_id, 0)).all())  # Redis lost the product
     assert rebuild_stock(inventory, rt.sessions, product_id)
     assert inventory.get_hold(ticket).deadline_ms == deadline
     wait_until(lambda: inventory.clock.now_ms() > deadline, 5, "the hold's deadline to pass")
@@ -268,7 +268,7 @@ def test_a_rebuild_that_read_before_a_later_one_cannot_restore_its_old_figures(r
     restored the stock, sales settled and Redis lost the product again, restored its old figures
     (and per-user counts) over the new ones."""
     product_id, [first, second] = stocked_product(rt, stock=2), buyer_ids(rt, 2)
-    keys = rt.inventory.keys(product_id)
+    keys = rt.inventory.keys(Stock(product_id, 0))
     rt.inventory_redis.delete(*keys.all())
     stalled = rt.inventory.begin_rebuild(product_id)
     assert stalled is not None
@@ -304,7 +304,7 @@ def test_a_hold_redis_released_and_resold_does_not_come_back_open_after_redis_lo
     sold = BucketRouter.new_ticket_id(Stock(product_id, 0))
     assert inventory.reserve(product_id, buyer, 2, sold, "pm_card_visa").result == "reserved"
     assert settler.settle_batch(product_id, [(None, sold)]).settled == {"confirmed": 1}
-    rt.inventory_redis.delete(*inventory.keys(product_id).all())  # Redis lost the product
+    rt.inventory_redis.delete(*inventory.keys(Stock(product_id, 0)).all())  # Redis lost the product
     assert rebuild_stock(inventory, rt.sessions, product_id)
     figures = inventory.figures(product_id)
     assert (figures.available, figures.held, figures.sold) == (1, 0, 2), figures
@@ -377,7 +377,9 @@ def test_a_retried_idempotency_key_after_redis_lost_everything_finds_the_first_o
     assert rt.settler.settle_batch(product_id, [(None, ticket)]).settled == {"confirmed": 1}
     with rt.sessions() as session:
         assert get_order(session, ticket).idempotency_key == "retry-me"
-    rt.inventory_redis.delete(*rt.inventory.keys(product_id).all())  # a restart without persistence
+    rt.inventory_redis.delete(
+        *rt.inventory.keys(Stock(product_id, 0)).all()
+    )  # a restart without persistence
     assert rebuild_stock(rt.inventory, rt.sessions, product_id)
     again = rt.inventory.reserve(
         product_id,
@@ -396,7 +398,7 @@ def test_a_retried_idempotency_key_after_redis_lost_everything_finds_the_first_o
 
 def test_a_crowd_during_a_rebuild_queues_one_rebuild_job(rt, client, buyer):
     product_id = stocked_product(rt, stock=3)
-    rt.inventory_redis.delete(rt.inventory.keys(product_id).stock)
+    rt.inventory_redis.delete(rt.inventory.keys(Stock(product_id, 0)).stock)
     for _ in range(40):
         response = client.post(
             f"/purchase/{product_id}",
@@ -476,7 +478,7 @@ def test_every_key_a_script_touches_is_in_keys_and_in_one_slot(rt):
         rt.settler.refunds.refund_confirmed(ticket)
         rt.inventory.expire_holds(product_id)
         reconcile_product(rt.inventory, rt.sessions, product_id)
-        rt.inventory_redis.delete(rt.inventory.keys(product_id).stock)
+        rt.inventory_redis.delete(rt.inventory.keys(Stock(product_id, 0)).stock)
         rebuild_stock(rt.inventory, rt.sessions, product_id)
     runs = _script_runs(log)
     assert len(runs) >= 8, runs

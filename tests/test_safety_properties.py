@@ -301,12 +301,12 @@ def reconcile_whole(inventory: Inventory, sessions: sessionmaker[Session], produ
 
 
 def lose_stock_key(inventory: Inventory, product_id: int) -> None:
-    inventory.redis.delete(inventory.keys(product_id).stock)
+    inventory.redis.delete(inventory.keys(Stock(product_id, 0)).stock)
 
 
 def flush_product(inventory: Inventory, product_id: int) -> None:
     """Redis loses everything of the product: stock, holds, streams, locks, final states."""
-    keys = inventory.keys(product_id)
+    keys = inventory.keys(Stock(product_id, 0))
     doomed = set(keys.all()) | set(inventory.redis.scan_iter(match=f"{keys.tag}:*", count=500))
     inventory.redis.delete(*doomed)
 
@@ -381,7 +381,7 @@ def _shifted(hold: Hold, ms: int) -> Hold:
 def time_passes(inventory: Inventory, sessions: sessionmaker[Session], pid: int, ms: int) -> None:
     """Every deadline of the product moves `ms` into the past: in the holds, in the deadline
     index and in SQL, as if the clock had jumped."""
-    keys = inventory.keys(pid)
+    keys = inventory.keys(Stock(pid, 0))
     redis = inventory.redis
     for ticket, raw in redis.hgetall(keys.holds).items():
         record = json.loads(raw)
@@ -689,7 +689,7 @@ class PurchasePipeline(RuleBasedStateMachine):
 
     # --- reading the state ----------------------------------------------------------------------
     def _redis_holds(self) -> dict[str, Hold]:
-        raw = self.inventory.redis.hgetall(self.inventory.keys(self.pid).holds)
+        raw = self.inventory.redis.hgetall(self.inventory.keys(Stock(self.pid, 0)).holds)
         return {t: Hold.from_json(r) for t, r in raw.items()}
 
     def _sql_orders(self) -> dict[str, Order]:
@@ -718,7 +718,7 @@ class PurchasePipeline(RuleBasedStateMachine):
         return order is not None and to_ms(order.expires_at) <= now_ms()
 
     def _final_state(self, ticket: str) -> str | None:
-        raw = self.inventory.redis.get(self.inventory.keys(self.pid).final(ticket))
+        raw = self.inventory.redis.get(self.inventory.keys(Stock(self.pid, 0)).final(ticket))
         return Hold.from_json(raw).status if raw else None
 
     def _busy_tickets(self) -> set[str]:
@@ -732,7 +732,7 @@ class PurchasePipeline(RuleBasedStateMachine):
 
     def _refunds_awaiting_unsell(self) -> list[Refund]:
         """Refunds SQL recorded whose units Redis still counts (marked, not yet returned)."""
-        marks = self.inventory.redis.hgetall(self.inventory.keys(self.pid).returns)
+        marks = self.inventory.redis.hgetall(self.inventory.keys(Stock(self.pid, 0)).returns)
         if not marks:
             return []
         sql = self._sql_orders()
@@ -901,7 +901,7 @@ class PurchasePipeline(RuleBasedStateMachine):
                     users[user] = users.get(user, 0) + (hold or sql[ticket]).quantity
             for r in unsold:
                 users[str(r.user_id)] = users.get(str(r.user_id), 0) + r.quantity
-            counts = self.inventory.redis.hgetall(self.inventory.keys(self.pid).users)
+            counts = self.inventory.redis.hgetall(self.inventory.keys(Stock(self.pid, 0)).users)
             assert {u: int(q) for u, q in counts.items()} == users, (
                 f"per-user counts in Redis {counts}, held or bought {users}"
             )

@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 from sqlalchemy import select
 
+from core.inventory.buckets import Stock
 from core.models import EventSection, Product
 from core.orders import live_seats
 from core.settlement import SettleReport
@@ -57,7 +58,7 @@ def _product(rt: Any, event_id: int) -> int:
 
 
 def _states(rt: Any, event_id: int) -> dict[str, str]:
-    return rt.inventory_redis.hgetall(rt.inventory.keys(_product(rt, event_id)).seats)
+    return rt.inventory_redis.hgetall(rt.inventory.keys(Stock(_product(rt, event_id), 0)).seats)
 
 
 def _status(client: Any, buyer: Account, ticket: str) -> dict[str, Any]:
@@ -143,7 +144,7 @@ def test_a_ticket_that_ends_unpaid_gives_back_exactly_its_seats(
 
 
 def _past_deadline(rt: Any, product_id: int, ticket: str) -> None:
-    keys = rt.inventory.keys(product_id)
+    keys = rt.inventory.keys(Stock(product_id, 0))
     record = json.loads(rt.inventory_redis.hget(keys.holds, ticket))
     record["d"] = 1
     rt.inventory_redis.hset(keys.holds, ticket, json.dumps(record))
@@ -162,7 +163,7 @@ def test_a_rebuild_after_redis_lost_the_event_gives_the_same_seat_states(
     works = rt.settler.prepare(SettleReport(), product_id, "USD", [(None, open_ticket)])
     assert [w.hold.ticket_id for w in works] == [open_ticket]  # recorded in SQL, still open
     before = _states(rt, event_id)
-    keys = rt.inventory.keys(product_id)
+    keys = rt.inventory.keys(Stock(product_id, 0))
     rt.inventory_redis.delete(*keys.all())
     assert rebuild_stock(rt.inventory, rt.sessions, product_id)
     assert _states(rt, event_id) == before
@@ -295,11 +296,11 @@ def test_best_available_together_under_concurrency_is_adjacent_and_never_worse(
     ranks = {
         label: float(score)
         for label, score in rt.inventory_redis.hgetall(
-            rt.inventory.keys(product_id).seat_ranks
+            rt.inventory.keys(Stock(product_id, 0)).seat_ranks
         ).items()
     }
     free = set(ranks)
-    reserves = rt.inventory_redis.xrange(rt.inventory.keys(product_id).events)
+    reserves = rt.inventory_redis.xrange(rt.inventory.keys(Stock(product_id, 0)).events)
     order = [fields["ticket"] for _, fields in reserves if fields.get("action") == "reserve"]
     assert sorted(order) == sorted(answers)
     for ticket in order:  # replayed in the order Redis held them
@@ -501,7 +502,7 @@ def test_reconciliation_puts_seats_back_as_sql_has_them(client, app, admin, rt, 
     product_id = _product(rt, event_id)
     assert reconcile_product(rt.inventory, rt.sessions, product_id).result == "consistent"
 
-    keys = rt.inventory.keys(product_id)
+    keys = rt.inventory.keys(Stock(product_id, 0))
     rt.inventory_redis.hset(keys.seats, "A-1-2", "f")  # a sold seat that Redis lost track of
     rt.inventory_redis.zadd(
         keys.free_seats, {"A-1-2": rt.inventory_redis.hget(keys.seat_ranks, "A-1-2")}

@@ -37,7 +37,7 @@ def create_app() -> Flask:
         token = request.headers["Authorization"].removeprefix("Bearer ")
         user = int(jwt.decode(token, secret, algorithms=["HS256"])["sub"])
         body = request.get_json()
-        k = ProductKeys(prefix, product_id)
+        k = ProductKeys(prefix, product_id, 0)
         ticket = f"{product_id}-{secrets.token_hex(12)}"
         # No idempotency key, seats, pass or request id; one bucket.
         args = {"user": user, "quantity": body["quantity"], "ticket": ticket, "hold_ms": HOLD_MS,

@@ -7,7 +7,7 @@ import json
 from collections.abc import Sequence
 
 from core.inventory.base import InventoryBase
-from core.inventory.buckets import BucketRouter
+from core.inventory.buckets import BucketRouter, Stock
 from core.inventory.calls import ResolveClaimsCall, bucket_keys
 from core.inventory.records import Claim
 
@@ -24,7 +24,7 @@ class Claims(InventoryBase):
         (none while the bucket's stock is missing: the sweep ends them after its rebuild)."""
         if not claims:
             return 0
-        k = self.keys(product_id, bucket)
+        k = self.keys(Stock(product_id, bucket))
         items = [{"ticket": c.ticket_id, "action": c.action, "counted": f"{c.user_id}:{c.quantity}"}
                  for c in claims]  # fmt: skip
         call = ResolveClaimsCall(bucket_keys(k, ResolveClaimsCall.KEYS), {}, items)
@@ -33,7 +33,7 @@ class Claims(InventoryBase):
 
     def open_claims(self, product_id: int, bucket: int) -> dict[str, tuple[int, int, int]]:
         """The bucket's open claims: ticket (its id there) -> (user, quantity, lasts until)."""
-        raw = self.redis.hgetall(self.keys(product_id, bucket).claims)
+        raw = self.redis.hgetall(self.keys(Stock(product_id, bucket)).claims)
         claims = {t: json.loads(v) for t, v in raw.items()}
         return {
             t: (int(c["u"]), int(c["q"]), int(c["d"]))
@@ -46,7 +46,7 @@ class Claims(InventoryBase):
         found: set[str] = set()
         for bucket in sorted({BucketRouter.bucket_of_ticket(t) for t in ticket_ids}):
             mine = [t for t in ticket_ids if BucketRouter.bucket_of_ticket(t) == bucket]
-            held = self.redis.hmget(self.keys(product_id, bucket).holds, mine)
+            held = self.redis.hmget(self.keys(Stock(product_id, bucket)).holds, mine)
             found |= {t for t, raw in zip(mine, held, strict=True) if raw is not None}
         return found
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from core.inventory.base import InventoryBase
+from core.inventory.buckets import Stock
 from core.inventory.calls import InventorySnapshotCall, bucket_keys
 from core.inventory.records import ProductTerms, Snapshot, StockFigures
 
@@ -20,15 +21,22 @@ class Figures(InventoryBase):
         return self.router.count(product_id, self._bucket_count_in_redis) or 1
 
     def _bucket_count_in_redis(self, product_id: int) -> int | None:
-        initial, buckets = self.redis.hmget(self.keys(product_id, 0).stock, "initial", "buckets")
+        initial, buckets = self.redis.hmget(
+            self.keys(Stock(product_id, 0)).stock, "initial", "buckets"
+        )
         if initial is not None:
             return int(buckets or 1)
-        second = self.redis.hget(self.keys(product_id, 1).stock, "buckets")
+        second = self.redis.hget(self.keys(Stock(product_id, 1)).stock, "buckets")
         return None if second is None else int(second)
 
     def figures(self, product_id: int, bucket: int = 0) -> StockFigures | None:
         values = self.redis.hmget(
-            self.keys(product_id, bucket).stock, "initial", "available", "held", "sold", "version"
+            self.keys(Stock(product_id, bucket)).stock,
+            "initial",
+            "available",
+            "held",
+            "sold",
+            "version",
         )
         if values[0] is None:
             return None
@@ -43,7 +51,7 @@ class Figures(InventoryBase):
         pipe = self.redis.pipeline(transaction=False)
         for product_id, n in counts.items():
             for bucket in range(n):
-                pipe.hget(self.keys(product_id, bucket).stock, "available")
+                pipe.hget(self.keys(Stock(product_id, bucket)).stock, "available")
         values = iter(pipe.execute())
         found: dict[int, int | None] = {}
         for product_id, n in counts.items():
@@ -52,7 +60,7 @@ class Figures(InventoryBase):
         return {pid: found[pid] for pid in product_ids}
 
     def snapshot(self, product_id: int, bucket: int = 0) -> Snapshot | None:
-        k = self.keys(product_id, bucket)
+        k = self.keys(Stock(product_id, bucket))
         keys = bucket_keys(k, InventorySnapshotCall.KEYS)
         reply = InventorySnapshotCall(keys, {}).run(self.scripts)
         if not reply:
@@ -86,7 +94,9 @@ class Figures(InventoryBase):
         """The newest stock events, newest first (a split product's buckets' together)."""
         entries = []
         for bucket in range(self.bucket_count(product_id)):
-            entries += self.redis.xrevrange(self.keys(product_id, bucket).events, count=count)
+            entries += self.redis.xrevrange(
+                self.keys(Stock(product_id, bucket)).events, count=count
+            )
         entries.sort(key=lambda entry: _stream_position(entry[0]), reverse=True)
         return [
             {k: v for k, v in fields.items()} | {"id": entry_id}

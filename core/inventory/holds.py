@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from core.inventory.buckets import BucketRouter
+from core.inventory.buckets import BucketRouter, Stock
 from core.inventory.calls import (
     AwaitActionCall,
     BeginReturnCall,
@@ -133,7 +133,7 @@ class Holds(Claims, Figures):
         return len(returned)
 
     def expire_holds(self, product_id: int, limit: int = 1000, bucket: int = 0) -> int:
-        k = self.keys(product_id, bucket)
+        k = self.keys(Stock(product_id, bucket))
         call = ExpireHoldsCall(bucket_keys(k, ExpireHoldsCall.KEYS), {"limit": limit})
         return int(call.run(self.scripts))
 

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field, replace
 
 from redis.exceptions import RedisError
 
-from core.inventory.buckets import BucketRouter
+from core.inventory.buckets import BucketRouter, Stock
 from core.inventory.calls import AdoptHoldCall, ReserveCall, bucket_keys, reserve_key_map
 from core.inventory.claims import CLAIM_MS, Claims
 from core.inventory.hold import Hold, json_list
@@ -115,7 +115,7 @@ class Purchases(Claims, Replicas):
         """One reserve call, in `bucket`; the purchase rate counts in the buyer's own only."""
         home = bucket == BucketRouter.home(call.user_id, buckets)
         place = "" if buckets == 1 else "home" if home else "away"
-        k = self.keys(product_id, bucket)
+        k = self.keys(Stock(product_id, bucket))
         rate = call.rate if home else None
         args = {
             "user": call.user_id,

@@ -7,7 +7,7 @@ import json
 import secrets
 from collections.abc import Collection, Mapping
 
-from core.inventory.buckets import BucketRouter
+from core.inventory.buckets import BucketRouter, Stock
 from core.inventory.calls import RepairStockCall, RestoreCall, bucket_keys, restore_key_map
 from core.inventory.hold import Hold, json_list
 from core.inventory.locks import Locks
@@ -26,7 +26,7 @@ class Rebuild(Locks, Rooms):
         when the stock exists or another rebuild holds the lease. A rebuild that outlives its
         lease, or whose Redis lost the lease with everything else, cannot restore (a fencing
         token): its reads may be older than what a later rebuild restored since."""
-        k = self.keys(product_id, bucket)
+        k = self.keys(Stock(product_id, bucket))
         token = secrets.token_hex(8)
         pipe = self.scripts.pipeline(k.tag, transaction=True)
         pipe.set(k.rebuild_lease, token, nx=True, px=REBUILD_LEASE_MS)
@@ -46,7 +46,7 @@ class Rebuild(Locks, Rooms):
 
     def abandon_rebuild(self, product_id: int, bucket: int, token: str) -> None:
         """Gives the rebuild lease back unused."""
-        self._release({self.keys(product_id, bucket).rebuild_lease: token})
+        self._release({self.keys(Stock(product_id, bucket)).rebuild_lease: token})
 
     def held_elsewhere(self, product_id: int, home: int, buckets: int) -> HeldElsewhere:
         """A split product's holds and refunds under way in the buckets other than `home`, of
@@ -57,7 +57,7 @@ class Rebuild(Locks, Rooms):
         for bucket in range(buckets):
             if bucket == home:
                 continue
-            k = self.keys(product_id, bucket)
+            k = self.keys(Stock(product_id, bucket))
             pipe = self.scripts.pipeline(k.tag, transaction=True)
             pipe.hvals(k.holds)
             pipe.hgetall(k.returns)
@@ -76,7 +76,7 @@ class Rebuild(Locks, Rooms):
     def repair(
         self, product_id: int, version: int, initial: int, sold: int, held: int, bucket: int = 0
     ) -> bool:
-        k = self.keys(product_id, bucket)
+        k = self.keys(Stock(product_id, bucket))
         args = {"version": version, "initial": initial, "sold": sold, "held": held}
         reply = RepairStockCall(bucket_keys(k, RepairStockCall.KEYS), args).run(self.scripts)
         return reply[0] == "repaired"
@@ -102,7 +102,7 @@ class Rebuild(Locks, Rooms):
         its share of the units (`terms` are the product's), and its `claims` (they replace
         what survived: ticket here -> claim, see reserve.lua); `passes_used`, the waiting room
         passes that bought (the bucket's buyers')."""
-        k = self.keys(terms.product_id, bucket)
+        k = self.keys(Stock(terms.product_id, bucket))
         room_keys, room_epoch = self.room_call(terms.product_id, bucket)
         args = {
             "initial": terms.share(bucket),
@@ -140,5 +140,5 @@ class Rebuild(Locks, Rooms):
     def drop_stock(self, product_id: int, bucket: int = 0) -> None:
         """Forgets a product's stock and seats, so that its next set-up writes them anew: only
         while it has no order (its holds, and each buyer's count, are left for the rebuild)."""
-        k = self.keys(product_id, bucket)
+        k = self.keys(Stock(product_id, bucket))
         self.redis.delete(k.stock, *k.seat_keys)

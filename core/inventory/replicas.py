@@ -4,6 +4,7 @@ script call followed by WAIT in one round trip."""
 from __future__ import annotations
 
 from core.inventory.base import InventoryBase
+from core.inventory.buckets import Stock
 from core.inventory.clock import now_ms
 
 
@@ -17,7 +18,7 @@ class Replicas(InventoryBase):
         replicas = self.settings.inventory_min_replicas
         if replicas == 0:
             return True
-        k = self.keys(product_id, bucket)
+        k = self.keys(Stock(product_id, bucket))
         pipe = self.scripts.pipeline(k.tag)
         pipe.set(k.replication_probe, now_ms(), px=60_000)
         pipe.execute_command("WAIT", replicas, self.settings.inventory_replica_wait_ms)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from redis.exceptions import ResponseError
 
 from core.inventory.base import InventoryBase
+from core.inventory.buckets import Stock
 from core.keys import SETTLE_GROUP
 
 
@@ -13,7 +14,7 @@ class SettleStream(InventoryBase):
 
     def ensure_settle_group(self, product_id: int, bucket: int = 0) -> None:
         try:
-            settle = self.keys(product_id, bucket).settle
+            settle = self.keys(Stock(product_id, bucket)).settle
             self.redis.xgroup_create(settle, SETTLE_GROUP, "0", mkstream=True)
         except ResponseError as exc:
             if "BUSYGROUP" not in str(exc):
@@ -24,7 +25,7 @@ class SettleStream(InventoryBase):
     ) -> list[tuple[str, str]]:
         """Tickets to settle (of one bucket): entries abandoned by a dead settler first, then
         new ones."""
-        k = self.keys(product_id, bucket)
+        k = self.keys(Stock(product_id, bucket))
         claim_idle_ms = self.settings.claim_idle_seconds * 1000
         try:
             claimed = self.redis.xautoclaim(
@@ -44,4 +45,4 @@ class SettleStream(InventoryBase):
         return [(entry_id, fields["ticket"]) for entry_id, fields in [*claimed, *fresh] if fields]
 
     def settle_backlog(self, product_id: int, bucket: int = 0) -> int:
-        return int(self.redis.xlen(self.keys(product_id, bucket).settle))
+        return int(self.redis.xlen(self.keys(Stock(product_id, bucket)).settle))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
+from core.inventory.buckets import Stock
 from core.inventory.calls import UpdateProductCall, room_key_map
 from core.inventory.records import ProductTerms
 from core.inventory.rooms import Rooms
@@ -21,7 +22,7 @@ class Terms(Rooms):
         pipe = self.redis.pipeline(transaction=False)
         for product_id, n in counts.items():
             for bucket in range(n):
-                pipe.hmget(self.keys(product_id, bucket).stock, "initial", "terms_version")
+                pipe.hmget(self.keys(Stock(product_id, bucket)).stock, "initial", "terms_version")
         values = iter(pipe.execute())
         found: dict[int, int | None] = {}
         for product_id, n in counts.items():
@@ -39,7 +40,7 @@ class Terms(Rooms):
 
     def update_bucket_terms(self, terms: ProductTerms, bucket: int) -> str:
         """One bucket's terms (`ProductTerms.of_bucket`: its share of the units) applied."""
-        k = self.keys(terms.product_id, bucket)
+        k = self.keys(Stock(terms.product_id, bucket))
         room_keys, room_epoch = self.room_call(terms.product_id, bucket)
         keys = room_key_map(k, UpdateProductCall, with_room=bool(room_keys))
         args = {

@@ -16,6 +16,7 @@ import time
 from dataclasses import dataclass
 
 from core.inventory import Inventory
+from core.inventory.buckets import Stock
 from core.inventory.calls import RoomBoardCall, RoomJoinCall, RoomStatusCall, bucket_keys
 
 BOARD_MAX_AGE_S = 0.25
@@ -117,7 +118,7 @@ class RoomBoard:
         if read is None:
             self._reading.acquire()
         try:
-            k = self._inventory.keys(product_id)
+            k = self._inventory.keys(Stock(product_id, 0))
             others = self._inventory.other_buckets_stock(product_id)
             call = RoomBoardCall(bucket_keys(k, RoomBoardCall.KEYS), {"other_buckets": others})
             reply = call.run(self._inventory.scripts)
@@ -156,7 +157,7 @@ class RoomBoard:
     def _ask(
         self, call: type[RoomJoinCall | RoomStatusCall], product_id: int, user_id: int
     ) -> RoomPlace:
-        k = self._inventory.keys(product_id)
+        k = self._inventory.keys(Stock(product_id, 0))
         args = {"buyer": user_id, "other_buckets": self._inventory.other_buckets_stock(product_id)}
         reply = call(bucket_keys(k, call.KEYS), args).run(self._inventory.scripts)
         board = self._keep(product_id, reply)
