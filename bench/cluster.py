@@ -80,7 +80,7 @@ def _put_on_sale(inventory: Inventory, product_ids: list[int], buckets: int) -> 
         terms = ProductTerms(product_id, STOCK, 0, now - 1000, now + 3_600_000, 100, "USD",
                              buckets=buckets)  # fmt: skip
         for bucket in range(buckets):
-            view = inventory.begin_rebuild(product_id, bucket)
+            view = inventory.begin_rebuild(Stock(product_id, bucket))
             assert view is not None, product_id
             assert inventory.restore(terms, 0, [], {}, lease=view.token, bucket=bucket)
 

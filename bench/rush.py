@@ -323,6 +323,8 @@ class Bench:
 
     def sale(self) -> dict[str, Any]:
         """S units to B buyers, each buying once; settled by the workers and the scheduler."""
+        from core.inventory.buckets import Stock
+
         tokens = self.tokens(self.options.sale_buyers)
         product_id = self.product(stock=self.options.sale_units, max_per_user=1)
         url = self.serve_with_settlers()
@@ -340,7 +342,7 @@ class Bench:
             load = self.wrk(url, "POST", [path], tokens, PURCHASE_BODY, window,
                             reuse=False, while_running=until_sold_and_final)  # fmt: skip
             final = sold_out["final_s"]
-            figures = self.rt.inventory.figures(product_id)
+            figures = self.rt.inventory.figures(Stock(product_id, 0))
             result = {
                 "units": self.options.sale_units,
                 "buyers": self.options.sale_buyers,
@@ -415,7 +417,7 @@ class Bench:
         first = load.first_us / 1e6
         rush_s = max(0.001, (load.last_us - load.first_us) / 1e6)
         answers = sum(load.codes.values())
-        figures = self.rt.inventory.figures(product_id)
+        figures = self.rt.inventory.figures(Stock(product_id, 0))
         return {
             "buyers": len(tokens),
             "answers": answers,
@@ -512,6 +514,7 @@ class Bench:
         evenly over the `room_arrival_s` before it), polls as the API says (poll_after_ms) and,
         once admitted, buys once with its pass."""
         from bench.room_driver import run_crowd
+        from core.inventory.buckets import Stock
         from core.stock import reconcile_product
 
         o = self.options
@@ -532,7 +535,7 @@ class Bench:
             self._wait_all_final(product_id, accepted, timeout=window)
             issued, final = self._last_times(product_id) if accepted else (opening, opening)
             room = self.rt.inventory.room_figures(product_id, points=o.room_sale_buyers)
-            figures = self.rt.inventory.figures(product_id)
+            figures = self.rt.inventory.figures(Stock(product_id, 0))
             sold = self._confirmed(product_id)
             admitted_at = [at / 1000 for at, _ in room.admissions] if room else []
             purchases = _calls(crowd.purchases, opening)

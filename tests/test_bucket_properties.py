@@ -267,7 +267,7 @@ class SplitSale(RuleBasedStateMachine):
         if not self.pid:
             return
         for bucket in range(self.buckets):
-            figures = self.inventory.figures(self.pid, bucket)
+            figures = self.inventory.figures(Stock(self.pid, bucket))
             if figures is None:
                 continue
             assert figures.balanced, f"bucket {bucket}: {figures}"

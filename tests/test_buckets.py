@@ -64,7 +64,7 @@ def _orders(rt, product_id: int) -> list[Order]:  # type: ignore[no-untyped-def]
 
 def test_the_stock_is_shared_out_and_each_bucket_has_its_own_keys(rt):
     product_id = stocked_product(rt, stock=10, buckets=4)
-    shares = [rt.inventory.figures(product_id, b).initial for b in range(4)]  # type: ignore[union-attr]
+    shares = [rt.inventory.figures(Stock(product_id, b)).initial for b in range(4)]  # type: ignore[union-attr]
     assert shares == [3, 3, 2, 2]
     tags = {rt.inventory.keys(Stock(product_id, b)).tag for b in range(4)}
     assert len(tags) == 4
@@ -84,7 +84,7 @@ def test_a_buyer_buys_in_their_own_bucket_then_moves_on_and_sold_out_comes_once_
     assert [BucketRouter.bucket_of_ticket(t) for t in tickets] == [1, 2, 0]
     refused = _reserve(rt, product_id, buyers[3])
     assert (refused.result, refused.remaining) == ("sold_out", 0)
-    figures = [rt.inventory.figures(product_id, b) for b in range(3)]
+    figures = [rt.inventory.figures(Stock(product_id, b)) for b in range(3)]
     assert [(f.available, f.held) for f in figures] == [(0, 1)] * 3  # type: ignore[union-attr]
 
 
@@ -108,10 +108,10 @@ def test_a_retried_purchase_ends_where_the_first_did_even_with_units_back_in_the
     # The first buyer's hold ends: bucket 0 has its unit again.
     ending = Ending(held.ticket_id, "failed", "card_declined")
     assert rt.inventory.finish_holds(product_id, [ending])[held.ticket_id][0] == "ok"
-    assert rt.inventory.figures(product_id, 0).available == 1  # type: ignore[union-attr]
+    assert rt.inventory.figures(Stock(product_id, 0)).available == 1  # type: ignore[union-attr]
     retry = _reserve(rt, product_id, retrier, idempotency_key="k-1")
     assert (retry.result, retry.ticket_id) == ("duplicate", original.ticket_id)
-    assert rt.inventory.figures(product_id, 0).available == 1  # type: ignore[union-attr]
+    assert rt.inventory.figures(Stock(product_id, 0)).available == 1  # type: ignore[union-attr]
 
 
 def test_a_retry_after_a_rebuild_still_ends_where_the_first_did(rt, settings):
@@ -195,7 +195,7 @@ def test_expiry_returns_units_to_the_bucket_that_held_them(rt, settings):
     rt.inventory_redis.zadd(k.deadlines, dict.fromkeys(tickets, 0))  # past their deadline
     assert rt.inventory.expire_holds(product_id, bucket=0) == 0
     assert rt.inventory.expire_holds(product_id, bucket=1) == 2
-    assert rt.inventory.figures(product_id, 1).available == 2  # type: ignore[union-attr]
+    assert rt.inventory.figures(Stock(product_id, 1)).available == 2  # type: ignore[union-attr]
     _settle_all(rt, settings, product_id)
     assert {o.status for o in _orders(rt, product_id)} == {"expired"}
     assert reconcile_product(rt.inventory, rt.sessions, product_id).result == "consistent"
@@ -206,11 +206,11 @@ def test_reconciliation_repairs_the_bucket_that_is_wrong_and_leaves_the_others(r
     for buyer in buyer_ids(rt, 6):
         _reserve(rt, product_id, buyer)
     _settle_all(rt, settings, product_id)
-    before = [rt.inventory.figures(product_id, b) for b in range(3)]
+    before = [rt.inventory.figures(Stock(product_id, b)) for b in range(3)]
     rt.inventory_redis.hincrby(rt.inventory.keys(Stock(product_id, 2)).stock, "available", 5)
     outcome = reconcile_product(rt.inventory, rt.sessions, product_id)
     assert outcome.result == "repaired"
-    after = [rt.inventory.figures(product_id, b) for b in range(3)]
+    after = [rt.inventory.figures(Stock(product_id, b)) for b in range(3)]
     assert [(f.available, f.sold) for f in after] == [(f.available, f.sold) for f in before]  # type: ignore[union-attr]
     assert after[0].version == before[0].version and after[1].version == before[1].version  # type: ignore[union-attr]
     assert reconcile_product(rt.inventory, rt.sessions, product_id).result == "consistent"
@@ -235,7 +235,7 @@ def test_a_lost_bucket_is_rebuilt_from_its_own_orders_by_the_sweep(rt, settings)
     sold_in_1 = sum(1 for t in tickets if BucketRouter.bucket_of_ticket(t) == 1)
     rt.inventory_redis.delete(*rt.inventory.keys(Stock(product_id, 1)).all())
     sweep()
-    figures = rt.inventory.figures(product_id, 1)
+    figures = rt.inventory.figures(Stock(product_id, 1))
     assert figures is not None
     assert (figures.initial, figures.sold, figures.available) == (2, sold_in_1, 2 - sold_in_1)
     assert reconcile_product(rt.inventory, rt.sessions, product_id).result == "consistent"
@@ -330,7 +330,7 @@ def test_two_purchases_of_one_buyer_crossing_at_a_sold_out_bucket_sell_the_limit
     first.join(10)
     assert second.result == "per_user_limit"
     assert [o.result for o in outcomes] == ["reserved"]
-    assert rt.inventory.figures(product_id, 1).held == 1  # type: ignore[union-attr]
+    assert rt.inventory.figures(Stock(product_id, 1)).held == 1  # type: ignore[union-attr]
 
 
 def test_a_keyed_retry_whose_first_attempt_came_to_nothing_is_counted_anew(rt):
@@ -481,7 +481,7 @@ def test_a_refund_of_a_purchase_held_in_another_bucket_uncounts_the_buyer_once(r
     assert _counted(rt, product_id, 0, buyer) == 0
     assert rt.inventory.return_units(product_id, [away.ticket_id]) == 0  # once only
     assert _counted(rt, product_id, 0, buyer) == 0
-    assert rt.inventory.figures(product_id, 1).available == 2  # type: ignore[union-attr]
+    assert rt.inventory.figures(Stock(product_id, 1)).available == 2  # type: ignore[union-attr]
 
 
 def test_a_rebuilt_own_bucket_counts_the_buyers_units_held_in_other_buckets(rt, settings):
@@ -520,7 +520,7 @@ def test_the_api_takes_buckets_at_creation_within_their_range(client, admin, rt)
         headers=admin.headers,
     )
     assert limited.status_code == 200 and limited.get_json()["max_per_user"] == 2
-    snapshots = [rt.inventory.snapshot(product["id"], b) for b in range(4)]
+    snapshots = [rt.inventory.snapshot(Stock(product["id"], b)) for b in range(4)]
     assert [s.terms.max_per_user for s in snapshots] == [2] * 4  # type: ignore[union-attr]
     stocks = [rt.inventory.keys(Stock(product["id"], b)).stock for b in range(4)]
     assert [rt.inventory_redis.hget(stock, "room") for stock in stocks] == ["1"] * 4

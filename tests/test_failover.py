@@ -268,7 +268,9 @@ def _settle_everything(rt: Runtime, products: list[int], tickets: list[str]) -> 
             done = session.scalar(
                 select(func.count()).where(Order.ticket_id.in_(tickets), Order.status.in_(TERMINAL))
             )
-        return done == len(tickets) and all(rt.inventory.figures(p).held == 0 for p in products)
+        return done == len(tickets) and all(
+            rt.inventory.figures(Stock(p, 0)).held == 0 for p in products
+        )
 
     wait_until(final, 180, "every accepted ticket to be final", every=1.0)
 
@@ -319,7 +321,7 @@ def _seat_books(rt: Runtime, event_id: int, product_id: int) -> SeatBooks:
             live.setdefault(label, []).append(ticket)
     twice = {label for owners in (confirmed, live) for label, t in owners.items() if len(t) > 1}
     states = rt.inventory_redis.hgetall(rt.inventory.keys(Stock(product_id, 0)).seats)
-    figures = rt.inventory.figures(product_id)
+    figures = rt.inventory.figures(Stock(product_id, 0))
     assert figures is not None
     return SeatBooks(
         in_two_orders=sorted(twice),

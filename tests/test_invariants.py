@@ -84,7 +84,7 @@ def test_requires_action_payment_past_its_deadline_reaches_a_terminal_state(rt):
     assert hold is None or hold.status not in OPEN_STATUSES, (
         "the hold is leased again on every redelivery"
     )
-    assert inventory.figures(product_id).held == 0
+    assert inventory.figures(Stock(product_id, 0)).held == 0
     order, payment = _order_and_payment(rt, ticket)
     assert (order.status, payment.status) == ("expired", "canceled")
 
@@ -147,7 +147,7 @@ def test_rebuild_racing_a_settler_does_not_resurrect_a_settled_hold(rt):
 
     assert rebuild_stock(rt.inventory, sessions_then_settler_resumes, product_id)
     rt.settler.settle_batch(product_id, [(None, ticket)])
-    figures = rt.inventory.figures(product_id)
+    figures = rt.inventory.figures(Stock(product_id, 0))
     with rt.sessions() as session:
         sold_in_db = confirmed_quantity(session, product_id)
     assert sold_in_db == 1 and rt.gateway.charges(ticket) == 1
@@ -160,7 +160,7 @@ def test_rebuild_racing_a_settler_does_not_resurrect_a_settled_hold(rt):
 def _check_redis(rt, product_id: int, max_per_user: int) -> None:  # type: ignore[no-untyped-def]
     keys = rt.inventory.keys(Stock(product_id, 0))
     holds = [rt.inventory.get_hold(t) for t in rt.inventory_redis.hkeys(keys.holds)]
-    figures = rt.inventory.figures(product_id)
+    figures = rt.inventory.figures(Stock(product_id, 0))
     assert figures.balanced and figures.available >= 0, figures
     assert figures.held == sum(h.quantity for h in holds if h.status in OPEN_STATUSES)
     in_redis = {h.ticket_id for h in holds}
@@ -249,8 +249,11 @@ def test_random_purchases_settle_once_each_and_sql_agrees_with_redis(rt):
     rt.inventory.expire_holds(product_id)
     while entries := rt.inventory.read_settle_queue(product_id, "prop", 10):
         rt.settler.settle_batch(product_id, entries)
-    assert rt.inventory_redis.hlen(keys.holds) == 0 and rt.inventory.settle_backlog(product_id) == 0
-    figures = rt.inventory.figures(product_id)
+    assert (
+        rt.inventory_redis.hlen(keys.holds) == 0
+        and rt.inventory.settle_backlog(Stock(product_id, 0)) == 0
+    )
+    figures = rt.inventory.figures(Stock(product_id, 0))
     with rt.sessions() as session:
         assert figures.held == 0 and figures.sold == confirmed_quantity(session, product_id)
         per_user: Counter[int] = Counter()

@@ -16,6 +16,7 @@ import pytest
 import stripe
 
 from core.inventory import Inventory
+from core.inventory.buckets import Stock
 from core.orders import event_seen
 from core.settlement import Settler, SettleReport
 from tests.helpers import create_product, make_user
@@ -198,7 +199,7 @@ def test_two_admins_refunding_at_once_return_the_stock_once(
     ticket, codes = _two_admins_cancel(app, rt, settler, localstripe, product, buyer, admin)
     assert 200 in codes and set(codes) <= {200, 409, 503}  # the other: done, refused or busy
     assert order_and_payment(rt, ticket)[0].status == "refunded"
-    figures = rt.inventory.figures(product["id"])
+    figures = rt.inventory.figures(Stock(product["id"], 0))
     assert (figures.available, figures.held, figures.sold) == (2, 0, 0)
 
 
@@ -221,7 +222,7 @@ def test_concurrent_duplicate_deliveries_confirm_once(
         "succeeded",
         0,
     )
-    figures = rt.inventory.figures(product["id"])
+    figures = rt.inventory.figures(Stock(product["id"], 0))
     assert (figures.available, figures.held, figures.sold) == (1, 0, 1)
 
 

@@ -155,7 +155,7 @@ def test_declined_payment_fails_the_order_and_returns_the_stock(client, app, set
     ticket = buy(client, buyer, product["id"], pm="pm_card_chargeDeclined").get_json()["ticket_id"]
     final = settle_until(client, buyer, ticket, settings, {"failed"})
     assert final["failure_reason"] == "generic_decline"
-    figures = rt.inventory.figures(product["id"])
+    figures = rt.inventory.figures(Stock(product["id"], 0))
     assert (figures.available, figures.held, figures.sold) == (3, 0, 0)
     # the per-user allowance comes back with the stock
     assert buy(client, buyer, product["id"]).status_code == 202
@@ -168,9 +168,9 @@ def test_an_unsettled_hold_expires_and_its_stock_returns(client, app, settings, 
     ticket = BucketRouter.new_ticket_id(Stock(product["id"], 0))
     outcome = short.reserve(product["id"], buyer.id, 2, ticket, "pm_card_visa")
     assert outcome.result == "reserved"
-    assert rt.inventory.figures(product["id"]).available == 0
+    assert rt.inventory.figures(Stock(product["id"], 0)).available == 0
     wait_until(lambda: rt.inventory.expire_holds(product["id"]) == 2, 10, "the hold to expire")
-    figures = rt.inventory.figures(product["id"])
+    figures = rt.inventory.figures(Stock(product["id"], 0))
     assert (figures.available, figures.held) == (2, 0)
     assert client.get(f"/orders/{ticket}", headers=buyer.headers).get_json()["status"] == "expired"
     sweep()  # nobody kicked a worker for this ticket: the periodic sweep does
@@ -196,7 +196,7 @@ def test_the_same_settlement_run_twice_makes_one_order_and_one_charge(client, ap
     with rt.sessions() as session:
         assert session.scalar(select(func.count()).where(Order.ticket_id == ticket)) == 1
         assert session.scalar(select(func.count()).where(Payment.ticket_id == ticket)) == 1
-    assert rt.inventory.figures(product["id"]).sold == 1
+    assert rt.inventory.figures(Stock(product["id"], 0)).sold == 1
 
 
 def test_a_ticket_whose_settler_died_is_claimed_again(client, app, settings, rt):
@@ -209,7 +209,7 @@ def test_a_ticket_whose_settler_died_is_claimed_again(client, app, settings, rt)
     assert rt.inventory.read_settle_queue(product["id"], "live-worker", 10) == []
     final = settle_until(client, buyer, ticket, settings, {"confirmed"}, sweeping=True)
     assert final["status"] == "confirmed"
-    assert rt.inventory.settle_backlog(product["id"]) == 0
+    assert rt.inventory.settle_backlog(Stock(product["id"], 0)) == 0
 
 
 def test_missing_stock_key_answers_503_then_is_rebuilt_from_sql(client, app, settings, rt):
@@ -226,7 +226,7 @@ def test_missing_stock_key_answers_503_then_is_rebuilt_from_sql(client, app, set
     assert refused.status_code == 503
     assert refused.get_json()["error"] == "inventory_unavailable"
     run_workers(settings)  # runs the rebuild job the refusal queued
-    figures = rt.inventory.figures(product["id"])
+    figures = rt.inventory.figures(Stock(product["id"], 0))
     assert (figures.initial, figures.available, figures.held, figures.sold) == (10, 7, 0, 3)
     assert buy(client, late, product["id"]).status_code == 202
 
@@ -241,7 +241,7 @@ def test_reconciliation_repairs_redis_from_sql(client, app, settings, rt):
     rt.inventory_redis.hset(stock_key, mapping={"sold": 4, "available": 3})
     outcome = reconcile_product(rt.inventory, rt.sessions, product["id"])
     assert outcome.result == "repaired" and outcome.sold_in_db == 1
-    figures = rt.inventory.figures(product["id"])
+    figures = rt.inventory.figures(Stock(product["id"], 0))
     assert (figures.available, figures.held, figures.sold) == (9, 0, 1)
 
 
@@ -267,7 +267,7 @@ def test_buyer_cancels_a_hold_before_payment(client, app, settings, rt):
     assert client.post(f"/orders/{ticket}/cancel", headers=stranger.headers).status_code == 404
     cancelled = client.post(f"/orders/{ticket}/cancel", headers=buyer.headers)
     assert cancelled.status_code == 200 and cancelled.get_json()["status"] == "cancelled"
-    assert rt.inventory.figures(product["id"]).available == 3
+    assert rt.inventory.figures(Stock(product["id"], 0)).available == 3
     settle_until(client, buyer, ticket, settings, {"cancelled"})
     assert order_rows(rt, ticket_id=ticket)[0].status == "cancelled"
     again = client.post(f"/orders/{ticket}/cancel", headers=buyer.headers)
@@ -287,7 +287,7 @@ def test_restock_reaches_redis_and_a_lost_restock_is_repaired(client, app, rt):
         rt.inventory.keys(Stock(product["id"], 0)).stock, mapping={"initial": 2, "available": 2}
     )
     assert reconcile_product(rt.inventory, rt.sessions, product["id"]).result == "repaired"
-    figures = rt.inventory.figures(product["id"])
+    figures = rt.inventory.figures(Stock(product["id"], 0))
     assert (figures.initial, figures.available) == (5, 5)
     assert reconcile_product(rt.inventory, rt.sessions, product["id"]).result == "consistent"
 

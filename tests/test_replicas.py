@@ -168,7 +168,7 @@ def test_a_hold_neither_a_replica_nor_sql_takes_is_released(pair, settings, tmp_
     unreachable = sessionmaker(create_engine("postgresql+psycopg2://nobody@127.0.0.1:1/none"))
     with pytest.raises(HoldNotDurable):
         record_unreplicated(rt.inventory, unreachable, product_id, reservation.hold)
-    figures = rt.inventory.figures(product_id)
+    figures = rt.inventory.figures(Stock(product_id, 0))
     assert (figures.available, figures.held) == (5, 0)
     hold = rt.inventory.get_hold(reservation.ticket_id)
     assert hold.status == "failed" and hold.reason == "inventory_unavailable"
@@ -206,7 +206,7 @@ def test_a_confirmation_waits_until_a_replica_has_the_hold(pair, settings):
         with rt.sessions() as session:
             assert get_order(session, ticket).status == "processing"  # paid, not confirmed
         assert rt.inventory.get_hold(ticket).status == "confirmed"
-    wait_until(lambda: rt.inventory.replicated(product_id), 10, "the replica to catch up")
+    wait_until(lambda: rt.inventory.replicated(Stock(product_id, 0)), 10, "the replica to catch up")
     assert rt.settler.settle_batch(product_id, [(None, ticket)]).settled == {"confirmed": 1}
     assert rt.gateways["simulated"].charges(ticket) == 1
     rt.close()
@@ -216,7 +216,9 @@ def _lost_in_a_failover(pair: Pair, rt: Runtime, stock: int) -> tuple[int, str]:
     """A purchase answered 202 through SQL while the replica lagged, then a failover that lost
     its hold: the promoted replica has the stock (all units free) but not the hold."""
     product_id = stocked_product(rt, stock=stock, max_per_user=1)
-    wait_until(lambda: rt.inventory.replicated(product_id), 10, "the stock on the replica")
+    wait_until(
+        lambda: rt.inventory.replicated(Stock(product_id, 0)), 10, "the stock on the replica"
+    )
     pair.promote()
     reservation = reserve(rt, product_id, buyer_ids(rt, 1)[0])
     assert not reservation.replicated
@@ -231,7 +233,7 @@ def test_an_order_whose_hold_a_failover_lost_is_held_again_and_confirmed(pair, s
     promoted = runtime_on(settings, pair.replica, replicas=0)  # it has none of its own
     assert promoted.inventory.get_hold(ticket) is None
     assert recover_lost_holds(promoted.settler, product_id) == {"adopted": 1}
-    assert promoted.inventory.figures(product_id).available == 2
+    assert promoted.inventory.figures(Stock(product_id, 0)).available == 2
     settled = promoted.settler.settle_batch(product_id, [(None, ticket)]).settled
     assert settled == {"confirmed": 1}
     assert recover_lost_holds(promoted.settler, product_id) == {}  # nothing open is left
@@ -269,7 +271,9 @@ def test_a_seat_whose_hold_a_failover_lost_and_that_sold_again_ends_in_one_order
         event_id = seated_hall(app, "Failover", 1, 4)["id"]
     with rt.sessions() as session:
         product_id = session.scalar(select(Product.id).where(Product.event_id == event_id))
-    wait_until(lambda: rt.inventory.replicated(product_id), 10, "the seats on the replica")
+    wait_until(
+        lambda: rt.inventory.replicated(Stock(product_id, 0)), 10, "the seats on the replica"
+    )
     pair.promote()
     lost = reserve_seat(rt, product_id, "A-1-2")
     assert not lost.replicated

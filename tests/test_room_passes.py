@@ -58,7 +58,7 @@ def test_a_pass_that_bought_stays_used_when_the_stock_is_rebuilt(client, app, ad
     rt.inventory_redis.delete(*(key for key in keys.all() if key not in room))  # the stock lost
     assert rebuild_stock(rt.inventory, rt.sessions, product_id)
     assert_error(_buy(client, buyer, product_id, queue_pass), 403, "queue_pass_invalid")
-    assert rt.inventory.figures(product_id).held == 0  # nothing held
+    assert rt.inventory.figures(Stock(product_id, 0)).held == 0  # nothing held
     with rt.sessions() as session:  # SQL's order kept the pass's use
         recorded = session.scalar(select(Order.queue_pass).where(Order.ticket_id == ticket))
     assert recorded in rt.inventory_redis.smembers(keys.passes_used)

@@ -91,7 +91,7 @@ def _sql_confirmed(rt, product_id: int) -> int:  # type: ignore[no-untyped-def]
 
 
 def _balanced(rt, product_id: int, initial: int) -> None:  # type: ignore[no-untyped-def]
-    figures = rt.inventory.figures(product_id)
+    figures = rt.inventory.figures(Stock(product_id, 0))
     assert figures.available + figures.held + figures.sold == initial, figures
     assert min(figures.available, figures.held, figures.sold) >= 0, figures
 
@@ -129,9 +129,9 @@ def test_a_batch_committed_while_reconciliation_reads_sql_is_counted_once(
 def test_forgetting_a_settled_hold_moves_the_stock_version(rt):
     product_id, [user] = stocked_product(rt), buyer_ids(rt, 1)
     works = _confirmed_in_redis_only(rt, product_id, [_reserve(rt, product_id, user)])
-    before = rt.inventory.figures(product_id).version
+    before = rt.inventory.figures(Stock(product_id, 0)).version
     _record_finals(rt, product_id, works)  # SQL, then the hold leaves Redis
-    assert rt.inventory.figures(product_id).version > before
+    assert rt.inventory.figures(Stock(product_id, 0)).version > before
 
 
 # --- 2. an admin refund racing reconciliation ----------------------------------------------------
@@ -175,7 +175,7 @@ def test_an_admin_refund_racing_reconciliation_returns_the_units_once(rt):
     settler = Settler(rt.inventory, hooked, rt.gateways, rt.settings)
     settler.refunds.refund_confirmed(ticket)
     assert hooked.results, "no reconciliation ran between the refund's steps"
-    figures = rt.inventory.figures(product_id)
+    figures = rt.inventory.figures(Stock(product_id, 0))
     assert (figures.available, figures.held, figures.sold) == (1, 0, 0), figures
     assert _settled(rt, product_id, second)  # the returned unit sells once, not twice
     refused = rt.inventory.reserve(
@@ -195,7 +195,7 @@ def test_a_refund_stopped_after_sql_is_finished_by_reconciliation_once(rt):
         session.execute(update(Order).where(Order.ticket_id == ticket).values(status="refunded"))
     assert reconcile_product(rt.inventory, rt.sessions, product_id).result == "repaired"
     assert rt.inventory.return_units(product_id, [ticket]) == 0  # a late retry changes nothing
-    figures = rt.inventory.figures(product_id)
+    figures = rt.inventory.figures(Stock(product_id, 0))
     assert (figures.available, figures.sold) == (2, 0), figures
     assert reconcile_product(rt.inventory, rt.sessions, product_id).result == "consistent"
 
@@ -206,7 +206,7 @@ def test_a_second_refund_of_the_same_order_is_refused_and_returns_nothing(rt):
     rt.settler.refunds.refund_confirmed(ticket)
     with pytest.raises(Exception, match="refunded"):
         rt.settler.refunds.refund_confirmed(ticket)
-    assert rt.inventory.figures(product_id).available == 2
+    assert rt.inventory.figures(Stock(product_id, 0)).available == 2
 
 
 def test_an_admin_refund_waits_while_the_stock_awaits_its_rebuild(rt):
@@ -223,7 +223,7 @@ def test_an_admin_refund_waits_while_the_stock_awaits_its_rebuild(rt):
         assert get_payment(session, ticket).amount_refunded_minor == 0
     assert rebuild_stock(rt.inventory, rt.sessions, product_id)
     rt.settler.refunds.refund_confirmed(ticket)
-    figures = rt.inventory.figures(product_id)
+    figures = rt.inventory.figures(Stock(product_id, 0))
     assert (figures.available, figures.held, figures.sold) == (1, 0, 0), figures
     assert reconcile_product(rt.inventory, rt.sessions, product_id).result == "consistent"
 
@@ -260,7 +260,7 @@ def test_a_rebuilt_hold_keeps_its_deadline_and_expires_at_it(rt):
     with rt.sessions() as session:
         order, payment = get_order(session, ticket), get_payment(session, ticket)
     assert (order.status, payment.status) == ("expired", "canceled")
-    assert inventory.figures(product_id).available == 2
+    assert inventory.figures(Stock(product_id, 0)).available == 2
 
 
 def test_a_rebuild_that_read_before_a_later_one_cannot_restore_its_old_figures(rt):
@@ -270,7 +270,7 @@ def test_a_rebuild_that_read_before_a_later_one_cannot_restore_its_old_figures(r
     product_id, [first, second] = stocked_product(rt, stock=2), buyer_ids(rt, 2)
     keys = rt.inventory.keys(Stock(product_id, 0))
     rt.inventory_redis.delete(*keys.all())
-    stalled = rt.inventory.begin_rebuild(product_id)
+    stalled = rt.inventory.begin_rebuild(Stock(product_id, 0))
     assert stalled is not None
     with sql_snapshot(rt.sessions) as session:
         plan = plan_rebuild(session, product_id, stalled, rt.inventory.clock.now_ms())
@@ -281,10 +281,10 @@ def test_a_rebuild_that_read_before_a_later_one_cannot_restore_its_old_figures(r
     rt.inventory_redis.delete(*keys.all())  # Redis loses the product again
     assert not apply_rebuild(rt.inventory, rt.sessions, product_id, plan, stalled.token)
     assert rebuild_stock(rt.inventory, rt.sessions, product_id)
-    figures = rt.inventory.figures(product_id)
+    figures = rt.inventory.figures(Stock(product_id, 0))
     assert (figures.available, figures.sold) == (1, 1), figures
     _settled(rt, product_id, second)
-    assert rt.inventory.figures(product_id).available == 0
+    assert rt.inventory.figures(Stock(product_id, 0)).available == 0
 
 
 def test_a_hold_redis_released_and_resold_does_not_come_back_open_after_redis_lost_it(rt):
@@ -306,7 +306,7 @@ def test_a_hold_redis_released_and_resold_does_not_come_back_open_after_redis_lo
     assert settler.settle_batch(product_id, [(None, sold)]).settled == {"confirmed": 1}
     rt.inventory_redis.delete(*inventory.keys(Stock(product_id, 0)).all())  # Redis lost the product
     assert rebuild_stock(inventory, rt.sessions, product_id)
-    figures = inventory.figures(product_id)
+    figures = inventory.figures(Stock(product_id, 0))
     assert (figures.available, figures.held, figures.sold) == (1, 0, 2), figures
     with rt.sessions() as session:
         intent_id = get_payment(session, late).intent_id
@@ -316,7 +316,7 @@ def test_a_hold_redis_released_and_resold_does_not_come_back_open_after_redis_lo
     assert _sql_confirmed(rt, product_id) == 2
     with rt.sessions() as session:
         assert get_order(session, late).status == "refunded"
-    assert inventory.figures(product_id).available == 1
+    assert inventory.figures(Stock(product_id, 0)).available == 1
 
 
 # --- 5. product terms ----------------------------------------------------------------------------
@@ -362,10 +362,10 @@ def test_the_sweep_applies_lost_terms_and_older_terms_never_overwrite_newer(rt):
         product_id, buyer, 1, BucketRouter.new_ticket_id(Stock(product_id, 0)), "x"
     ).result == ("per_user_limit")
     older = dataclasses.replace(
-        rt.inventory.snapshot(product_id).terms, max_per_user=0, terms_version=1
+        rt.inventory.snapshot(Stock(product_id, 0)).terms, max_per_user=0, terms_version=1
     )
     assert rt.inventory.update_terms(older) == "stale"
-    assert rt.inventory.snapshot(product_id).terms.max_per_user == 1
+    assert rt.inventory.snapshot(Stock(product_id, 0)).terms.max_per_user == 1
 
 
 # --- 6. idempotency keys outlive a Redis restart -------------------------------------------------
@@ -390,7 +390,7 @@ def test_a_retried_idempotency_key_after_redis_lost_everything_finds_the_first_o
         "retry-me",
     )
     assert (again.result, again.ticket_id) == ("duplicate", ticket)
-    assert rt.inventory.figures(product_id).sold == 1
+    assert rt.inventory.figures(Stock(product_id, 0)).sold == 1
 
 
 # --- 8. one rebuild job, however many buyers ask -------------------------------------------------
@@ -423,7 +423,7 @@ def test_a_late_failure_event_leaves_a_payment_that_still_waits_for_the_buyer(rt
     result = rt.settler.settle_payment_event("simulated", intent_id, "failed", "payment_failed")
     assert result in ("requires_action", "no_change")
     assert rt.inventory.get_hold(ticket).status == "requires_action"
-    assert rt.inventory.figures(product_id).held == 1
+    assert rt.inventory.figures(Stock(product_id, 0)).held == 1
     rt.gateway.complete_action(intent_id, ticket, success=True)  # the buyer authenticates
     assert rt.settler.settle_payment_event("simulated", intent_id, "confirmed", "") == "confirmed"
     with rt.sessions() as session:

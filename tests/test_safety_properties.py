@@ -265,7 +265,7 @@ class Reconciliation:
 
 
 def reconcile_snapshot(inventory: Inventory, product_id: int) -> Reconciliation | None:
-    snapshot = inventory.snapshot(product_id)
+    snapshot = inventory.snapshot(Stock(product_id, 0))
     return None if snapshot is None else Reconciliation(product_id, snapshot)
 
 
@@ -338,7 +338,7 @@ class Rebuild:
 
 
 def rebuild_read_redis(inventory: Inventory, product_id: int) -> Rebuild | None:
-    view = inventory.begin_rebuild(product_id)
+    view = inventory.begin_rebuild(Stock(product_id, 0))
     return None if view is None else Rebuild(product_id, view, inventory.clock.now_ms())
 
 
@@ -659,7 +659,7 @@ class PurchasePipeline(RuleBasedStateMachine):
 
     @rule(target=rebuild_reads)
     def rebuild_a_redis(self) -> Any:
-        if self.inventory.figures(self.pid) is not None:
+        if self.inventory.figures(Stock(self.pid, 0)) is not None:
             return multiple()
         run = rebuild_read_redis(self.inventory, self.pid)
         if run is None:  # another rebuild holds the lease
@@ -765,7 +765,7 @@ class PurchasePipeline(RuleBasedStateMachine):
     @invariant()
     def redis_stock_balanced(self) -> None:
         def check() -> None:
-            figures = self.inventory.figures(self.pid)
+            figures = self.inventory.figures(Stock(self.pid, 0))
             if figures is None:
                 return
             holds = self._redis_holds()
@@ -877,7 +877,7 @@ class PurchasePipeline(RuleBasedStateMachine):
         the holds, SQL and the refunds in flight."""
 
         def check() -> None:
-            figures = self.inventory.figures(self.pid)
+            figures = self.inventory.figures(Stock(self.pid, 0))
             if figures is None or self.flushed:
                 return
             holds, sql = self._redis_holds(), self._sql_orders()
@@ -946,7 +946,7 @@ class PurchasePipeline(RuleBasedStateMachine):
                 rebuild_restore(self.inventory, self.sessions, run)
             self.inflight.remove(run)
             self._check_all()
-        if self.inventory.figures(self.pid) is None:
+        if self.inventory.figures(Stock(self.pid, 0)) is None:
             rebuild_whole(self.inventory, self.sessions, self.pid)
         for event in list(self.pending_webhooks):
             self._deliver(event)
@@ -974,7 +974,7 @@ class PurchasePipeline(RuleBasedStateMachine):
         assert not holds, f"holds left in Redis after settling: {sorted(holds)}"
         stuck = sorted(t for t, o in sql.items() if o.status in OPEN)
         assert not stuck, f"orders left open in SQL: {stuck}"
-        figures = self.inventory.figures(self.pid)
+        figures = self.inventory.figures(Stock(self.pid, 0))
         assert figures is not None
         sold = sum(o.quantity for o in sql.values() if o.status == "confirmed")
         assert sold <= self.initial, f"SQL confirmed {sold} units of {self.initial}"

@@ -97,7 +97,7 @@ def test_a_rush_on_named_seats_never_sells_one_twice(server, app, settings, rt):
     states = rt.inventory_redis.hgetall(rt.inventory.keys(Stock(product_id, 0)).seats)
     assert {seat for seat, state in states.items() if state != "f"} == set(owner)
     assert all(states[seat] == f"s:{ticket}" for seat, ticket in owner.items())
-    figures = rt.inventory.figures(product_id)
+    figures = rt.inventory.figures(Stock(product_id, 0))
     assert (figures.sold, figures.held, figures.available) == (
         len(owner),
         0,

@@ -111,7 +111,7 @@ def test_settlement_sells_the_seats_and_sql_agrees_seat_by_seat(client, app, adm
     assert states["A-1-1"] == states["A-1-2"] == f"s:{ticket}"
     with rt.sessions() as session:
         assert live_seats(session, event_id) == {"A-1-1": ticket, "A-1-2": ticket}
-    figures = rt.inventory.figures(_product(rt, event_id))
+    figures = rt.inventory.figures(Stock(_product(rt, event_id), 0))
     assert (figures.initial, figures.sold, figures.held) == (12, 2, 0)
 
 
@@ -383,7 +383,7 @@ def test_a_bad_seat_purchase_is_refused_and_holds_nothing(client, app, admin, rt
     response = client.post(f"/events/{event_id}/purchase", json=request, headers=buyer.headers)
     assert_error(response, 400)
     assert set(_states(rt, event_id).values()) == {"f"}
-    figures = rt.inventory.figures(_product(rt, event_id))
+    figures = rt.inventory.figures(Stock(_product(rt, event_id), 0))
     assert (figures.available, figures.held) == (12, 0)
 
 
@@ -440,14 +440,14 @@ def test_a_new_map_before_the_sale_replaces_the_standing_places_too(client, app,
             .join(EventSection, Product.section_id == EventSection.id)
             .where(EventSection.event_id == event_id)
         )
-    assert rt.inventory.figures(floor).initial == 50
+    assert rt.inventory.figures(Stock(floor, 0)).initial == 50
     seated_only = {"sections": HALL["sections"][:2]}
     replaced = client.put(f"/events/{event_id}/seatmap", json=seated_only, headers=admin.headers)
     assert replaced.status_code == 200, replaced.get_json()
     with rt.sessions() as session:
         assert session.get(Product, floor) is None
-    assert rt.inventory.figures(floor) is None
-    assert rt.inventory.figures(_product(rt, event_id)).initial == 12
+    assert rt.inventory.figures(Stock(floor, 0)) is None
+    assert rt.inventory.figures(Stock(_product(rt, event_id), 0)).initial == 12
 
 
 # HALL with its standing section Floor replaced by Balcony.

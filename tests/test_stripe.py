@@ -103,7 +103,7 @@ def test_a_card_payment_succeeds_with_our_metadata(client, app, rt, settler, str
         "product_id": str(product["id"]),
         "user_id": str(buyer.id),
     }
-    assert rt.inventory.figures(product["id"]).sold == 1
+    assert rt.inventory.figures(Stock(product["id"], 0)).sold == 1
 
 
 def test_zero_decimal_currencies_are_not_multiplied(client, app, rt, settler, stripe_client):
@@ -132,7 +132,7 @@ def test_a_declined_card_fails_the_order_and_returns_the_stock(
     assert settler.settle_batch(product["id"], [(None, ticket)]).settled == {"failed": 1}
     order, _ = order_and_payment(rt, ticket)
     assert (order.status, order.failure_reason) == ("failed", reason)
-    figures = rt.inventory.figures(product["id"])
+    figures = rt.inventory.figures(Stock(product["id"], 0))
     assert (figures.available, figures.held, figures.sold) == (2, 0, 0)
 
 
@@ -152,7 +152,7 @@ def test_a_retried_settlement_makes_one_intent_and_one_charge(
     [intent] = intents_of(stripe_client, ticket)
     charges = stripe_client.v1.charges.list(params={"limit": 100}).data
     assert len([c for c in charges if c.payment_intent == intent.id]) == 1
-    assert rt.inventory.figures(product["id"]).sold == 1
+    assert rt.inventory.figures(Stock(product["id"], 0)).sold == 1
 
 
 def settler_report():  # type: ignore[no-untyped-def]
@@ -179,7 +179,7 @@ def test_admin_cancel_of_a_confirmed_order_refunds_once_and_returns_the_stock(
         payment.intent_id, params={"expand": ["latest_charge"]}
     )
     assert intent.latest_charge.amount_refunded == 4000
-    figures = rt.inventory.figures(product["id"])
+    figures = rt.inventory.figures(Stock(product["id"], 0))
     assert (figures.available, figures.sold) == (2, 0)
     assert reserve(rt, product["id"], buyer.id, "pm_card_visa")  # the allowance came back
 
@@ -212,7 +212,7 @@ def test_a_duplicated_webhook_is_acknowledged_and_ignored(client, app, rt, settl
     assert second.get_json() == {"received": True, "duplicate": True}
     order, _ = order_and_payment(rt, ticket)
     assert order.status == "confirmed"
-    assert rt.inventory.figures(product["id"]).sold == 1
+    assert rt.inventory.figures(Stock(product["id"], 0)).sold == 1
 
 
 def three_d_secure_method(stripe_client) -> str:  # type: ignore[no-untyped-def]
@@ -253,7 +253,7 @@ def test_an_authentication_failure_reported_by_webhook_fails_the_order(
         "failed",
         "payment_intent_authentication_failure",
     )
-    assert rt.inventory.figures(product["id"]).available == 2
+    assert rt.inventory.figures(Stock(product["id"], 0)).available == 2
 
 
 def test_a_payment_that_succeeds_after_its_hold_expired_is_refunded(
@@ -275,7 +275,7 @@ def test_a_payment_that_succeeds_after_its_hold_expired_is_refunded(
         payment.intent_id, params={"expand": ["latest_charge"]}
     )
     assert intent.latest_charge.amount_refunded == 1000
-    figures = rt.inventory.figures(product["id"])
+    figures = rt.inventory.figures(Stock(product["id"], 0))
     assert (figures.available, figures.sold) == (2, 0)
 
 
@@ -323,7 +323,7 @@ def test_three_d_secure_completed_at_stripe_settles_by_the_emulators_webhook(
         15,
         "the confirmation recorded in SQL",
     )
-    assert rt.inventory.figures(product["id"]).sold == 1
+    assert rt.inventory.figures(Stock(product["id"], 0)).sold == 1
 
 
 @pytest.mark.slow
@@ -341,7 +341,7 @@ def test_stripe_unreachable_orders_wait_then_settle_once(
         for ticket in tickets:
             order, _ = order_and_payment(rt, ticket)
             assert order.status == "processing"
-        assert rt.inventory.figures(product["id"]).held == len(tickets)
+        assert rt.inventory.figures(Stock(product["id"], 0)).held == len(tickets)
     finally:
         localstripe.start()
     report = settler.settle_batch(product["id"], [(None, t) for t in tickets])
@@ -349,7 +349,7 @@ def test_stripe_unreachable_orders_wait_then_settle_once(
     for ticket in tickets:
         assert order_and_payment(rt, ticket)[0].status == "confirmed"
         assert len(intents_of(stripe_client, ticket)) == 1
-    figures = rt.inventory.figures(product["id"])
+    figures = rt.inventory.figures(Stock(product["id"], 0))
     assert (figures.held, figures.sold) == (0, len(tickets))
 
 

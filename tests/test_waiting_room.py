@@ -207,16 +207,16 @@ def test_a_pass_buys_once_for_its_buyer_and_sale_and_nothing_else_does(
     )
     forged = issue_pass("not-the-secret-" * 3, product_id, buyer.id, 1, "")
     tampered = good[:-2] + ("AA" if good[-2:] != "AA" else "BB")
-    held_before = rt.inventory.figures(product_id).held
+    held_before = rt.inventory.figures(Stock(product_id, 0)).held
 
     assert_error(_buy(client, buyer, product_id), 403, "queue_pass_required")
     for refused in (others, elsewhere, expired, forged, tampered):
         assert_error(_buy(client, buyer, product_id, refused), 403, "queue_pass_invalid")
-    assert rt.inventory.figures(product_id).held == held_before  # nothing held
+    assert rt.inventory.figures(Stock(product_id, 0)).held == held_before  # nothing held
 
     assert _buy(client, buyer, product_id, good).status_code == 202
     assert_error(_buy(client, buyer, product_id, good), 403, "queue_pass_invalid")  # used
-    assert rt.inventory.figures(product_id).held == held_before + 1
+    assert rt.inventory.figures(Stock(product_id, 0)).held == held_before + 1
 
 
 def test_admission_pauses_while_nothing_is_left_and_owes_no_burst_when_a_unit_comes_back(

@@ -29,9 +29,9 @@ class Figures(InventoryBase):
         second = self.redis.hget(self.keys(Stock(product_id, 1)).stock, "buckets")
         return None if second is None else int(second)
 
-    def figures(self, product_id: int, bucket: int = 0) -> StockFigures | None:
+    def figures(self, stock: Stock) -> StockFigures | None:
         values = self.redis.hmget(
-            self.keys(Stock(product_id, bucket)).stock,
+            self.keys(stock).stock,
             "initial",
             "available",
             "held",
@@ -59,27 +59,27 @@ class Figures(InventoryBase):
             found[product_id] = None if None in parts else sum(int(v) for v in parts)
         return {pid: found[pid] for pid in product_ids}
 
-    def snapshot(self, product_id: int, bucket: int = 0) -> Snapshot | None:
-        k = self.keys(Stock(product_id, bucket))
+    def snapshot(self, stock: Stock) -> Snapshot | None:
+        k = self.keys(stock)
         keys = bucket_keys(k, InventorySnapshotCall.KEYS)
         reply = InventorySnapshotCall(keys, {}).run(self.scripts)
         if not reply:
             return None
-        stock, open_quantity, confirmed, returning = reply
-        initial, available, held, sold, version = (int(v) for v in stock[:5])
-        max_per_user, starts_ms, ends_ms, price = (int(v or 0) for v in stock[5:9])
+        fields, open_quantity, confirmed, returning = reply
+        initial, available, held, sold, version = (int(v) for v in fields[:5])
+        max_per_user, starts_ms, ends_ms, price = (int(v or 0) for v in fields[5:9])
         terms = ProductTerms(
-            product_id=product_id,
+            product_id=stock.product_id,
             initial_stock=initial,
             max_per_user=max_per_user,
             starts_ms=starts_ms,
             ends_ms=ends_ms,
             price_minor=price,
-            currency=stock[9] or "",
-            terms_version=int(stock[10] or 0),
+            currency=fields[9] or "",
+            terms_version=int(fields[10] or 0),
             # A room is applied with its epoch (reserve.lua checks passes against it): a room
             # flag without one is not applied yet, and the reconciliation applies SQL's terms.
-            waiting_room=stock[11] == "1" and bool(stock[12]),
+            waiting_room=fields[11] == "1" and bool(fields[12]),
         )
         return Snapshot(
             StockFigures(initial, available, held, sold, version),
@@ -87,7 +87,7 @@ class Figures(InventoryBase):
             int(open_quantity),
             _pairs(confirmed),
             _pairs(returning),
-            bucket,
+            stock.bucket,
         )
 
     def recent_events(self, product_id: int, count: int = 100) -> list[dict[str, str]]:

@@ -21,12 +21,12 @@ REBUILD_LEASE_MS = 30_000
 class Rebuild(Locks, Rooms):
     """The rebuild lease, what survives of a product, and the restore."""
 
-    def begin_rebuild(self, product_id: int, bucket: int = 0) -> RebuildView | None:
+    def begin_rebuild(self, stock: Stock) -> RebuildView | None:
         """Takes the product's rebuild lease and reads what survives in Redis, atomically; None
         when the stock exists or another rebuild holds the lease. A rebuild that outlives its
         lease, or whose Redis lost the lease with everything else, cannot restore (a fencing
         token): its reads may be older than what a later rebuild restored since."""
-        k = self.keys(Stock(product_id, bucket))
+        k = self.keys(stock)
         token = secrets.token_hex(8)
         pipe = self.scripts.pipeline(k.tag, transaction=True)
         pipe.set(k.rebuild_lease, token, nx=True, px=REBUILD_LEASE_MS)
@@ -137,8 +137,8 @@ class Rebuild(Locks, Rooms):
         reply = self.scripts.restore_stock(keys=call.keys(), args=call.argv())
         return reply[0] == "created"
 
-    def drop_stock(self, product_id: int, bucket: int = 0) -> None:
+    def drop_stock(self, stock: Stock) -> None:
         """Forgets a product's stock and seats, so that its next set-up writes them anew: only
         while it has no order (its holds, and each buyer's count, are left for the rebuild)."""
-        k = self.keys(Stock(product_id, bucket))
+        k = self.keys(stock)
         self.redis.delete(k.stock, *k.seat_keys)

@@ -12,9 +12,9 @@ from core.keys import SETTLE_GROUP
 class SettleStream(InventoryBase):
     """The stream's consumer group, reads and backlog."""
 
-    def ensure_settle_group(self, product_id: int, bucket: int = 0) -> None:
+    def ensure_settle_group(self, stock: Stock) -> None:
         try:
-            settle = self.keys(Stock(product_id, bucket)).settle
+            settle = self.keys(stock).settle
             self.redis.xgroup_create(settle, SETTLE_GROUP, "0", mkstream=True)
         except ResponseError as exc:
             if "BUSYGROUP" not in str(exc):
@@ -40,9 +40,9 @@ class SettleStream(InventoryBase):
         except ResponseError as exc:
             if "NOGROUP" not in str(exc):
                 raise
-            self.ensure_settle_group(product_id, bucket)
+            self.ensure_settle_group(Stock(product_id, bucket))
             return []
         return [(entry_id, fields["ticket"]) for entry_id, fields in [*claimed, *fresh] if fields]
 
-    def settle_backlog(self, product_id: int, bucket: int = 0) -> int:
-        return int(self.redis.xlen(self.keys(Stock(product_id, bucket)).settle))
+    def settle_backlog(self, stock: Stock) -> int:
+        return int(self.redis.xlen(self.keys(stock).settle))

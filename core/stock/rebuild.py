@@ -21,7 +21,7 @@ from core.inventory import (
     RebuildView,
     SeatPlan,
 )
-from core.inventory.buckets import BucketRouter
+from core.inventory.buckets import BucketRouter, Stock
 from core.models import Product
 from core.orders import (
     counted_orders,
@@ -42,7 +42,7 @@ log = logging.getLogger(__name__)
 def setup_stock(inventory: Inventory, product: Product, seats: SeatPlan | None = None) -> None:
     """A new product's stock in Redis, each bucket's (and a seated product's seats, all free)."""
     for bucket in range(product.buckets or 1):
-        view = inventory.begin_rebuild(product.id, bucket)
+        view = inventory.begin_rebuild(Stock(product.id, bucket))
         if view is not None:
             terms = terms_of(product)
             inventory.restore(terms, 0, [], {}, lease=view.token, seats=seats, bucket=bucket)
@@ -210,7 +210,7 @@ def _rebuild_bucket(
     has is read first, then SQL in one snapshot. So are a split product's holds in the other
     buckets of the buyers whose own bucket this is: they can only end meanwhile (a new one
     needs a claim here), and settlement writes SQL before it forgets a hold."""
-    view = inventory.begin_rebuild(product_id, bucket)
+    view = inventory.begin_rebuild(Stock(product_id, bucket))
     if view is None:
         return False, None  # the stock exists, or another rebuild is at work
     away = inventory.held_elsewhere(product_id, bucket, buckets) if buckets > 1 else None

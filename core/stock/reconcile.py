@@ -14,6 +14,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from core.catalog import terms_of
 from core.inventory import Inventory, Snapshot, StockFigures
+from core.inventory.buckets import Stock
 from core.keys import ServiceKeys
 from core.metrics import RECONCILIATIONS
 from core.models import Product
@@ -54,7 +55,7 @@ def reconcile_product(
     """Checks Redis against SQL (figures, held units, terms) and repairs Redis from SQL, each
     bucket of a split product on its own (each is a stock of its own); the product's outcome
     is the worst of its buckets', with their figures added up."""
-    snapshot = inventory.snapshot(product_id)
+    snapshot = inventory.snapshot(Stock(product_id, 0))
     if snapshot is None:
         rebuilt = rebuild_stock(inventory, sessions, product_id)
         result = "rebuilt" if rebuilt else "unknown_product"
@@ -76,7 +77,9 @@ def reconcile_bucket(
 ) -> Reconciliation:
     repaired = False
     for attempt in range(attempts):
-        snapshot = first if attempt == 0 and first else inventory.snapshot(product_id, bucket)
+        snapshot = (
+            first if attempt == 0 and first else inventory.snapshot(Stock(product_id, bucket))
+        )
         if snapshot is None:
             rebuilt = rebuild_stock(inventory, sessions, product_id)
             return Reconciliation(product_id, "rebuilt" if rebuilt else "busy", None, 0, 0)

@@ -13,6 +13,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from core.catalog import terms_of
 from core.db import snapshot as sql_snapshot
 from core.inventory import Inventory, ProductTerms, Snapshot, StockFigures
+from core.inventory.buckets import Stock
 from core.models import Product
 from core.orders import confirmed_quantity, statuses_of
 from core.tickets import OrderStatus
@@ -107,7 +108,7 @@ def product_report(
     reports: list[StockReport] = []
     first: Books | None = None
     for bucket in range(inventory.bucket_count(product_id)):
-        snapshot = inventory.snapshot(product_id, bucket)
+        snapshot = inventory.snapshot(Stock(product_id, bucket))
         tickets = tickets_named(snapshot) if snapshot else []
         books = read_books(sessions, product_id, tickets, bucket)
         first = first or books

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from sqlalchemy.orm import Session
 
 from core.inventory import Ending, Inventory
-from core.inventory.buckets import BucketRouter
+from core.inventory.buckets import BucketRouter, Stock
 from core.locks import LockTimeout, locked
 from core.settlement import Settler
 from core.tickets.status import OrderStatus
@@ -56,7 +56,7 @@ def cancel_ticket(
     except LockTimeout:
         raise CancelRefused("payment_in_progress", "the order is being settled") from None
     if state in ("ok", "already"):
-        if not inventory.replicated(product_id, BucketRouter.bucket_of_ticket(ticket_id)):
+        if not inventory.replicated(Stock(product_id, BucketRouter.bucket_of_ticket(ticket_id))):
             raise CancelNotDurable(ticket_id)
         return OrderStatus.CANCELLED
     current = after.status if after else "settled"
