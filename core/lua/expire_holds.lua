@@ -4,5 +4,6 @@
 if redis.call('EXISTS', KEYS[KEY.stock]) == 0 then
   return 0
 end
-return reclaim_expired(KEYS[KEY.stock], KEYS[KEY.holds], KEYS[KEY.deadlines], KEYS[KEY.users], KEYS[KEY.events], seat_keys(KEY.seats), now_ms(),
+return reclaim_expired(KEYS[KEY.stock], KEYS[KEY.holds], KEYS[KEY.deadlines], KEYS[KEY.users],
+  KEYS[KEY.events], seat_keys(KEY.seats), now_ms(),
   tonumber(ARGV[ARG.limit]))

@@ -30,5 +30,6 @@ end
 local encoded = cjson.encode(hold)
 redis.call('HSET', KEYS[KEY.holds], ticket, encoded)
 redis.call('ZREM', KEYS[KEY.deadlines], ticket)
-emit(KEYS[KEY.events], outcome == STATUS.confirmed and 'confirm' or 'release', ticket, hold.q, hold.u, now)
+local action = outcome == STATUS.confirmed and 'confirm' or 'release'
+emit(KEYS[KEY.events], action, ticket, hold.q, hold.u, now)
 return {'ok', encoded}

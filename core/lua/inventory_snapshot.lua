@@ -2,8 +2,8 @@
 -- the reserve script enforces, the quantity of holds still open, the confirmed holds whose order
 -- SQL may not have recorded yet, and the refunds whose units are not back on sale yet.
 -- KEY and ARG (read by name) are InventorySnapshotCall's (core/inventory/calls.py).
-local stock = redis.call('HMGET', KEYS[KEY.stock], 'initial', 'available', 'held', 'sold', 'version',
-  'max_per_user', 'starts_ms', 'ends_ms', 'price', 'currency', 'terms_version', 'room', 'room_epoch')
+local stock = redis.call('HMGET', KEYS[KEY.stock], 'initial', 'available', 'held', 'sold',
+  'version', 'max_per_user', 'starts_ms', 'ends_ms', 'price', 'currency', 'terms_version', 'room', 'room_epoch')
 if not stock[1] then
   return {}
 end

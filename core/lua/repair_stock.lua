@@ -6,9 +6,11 @@ local version = redis.call('HGET', KEYS[KEY.stock], 'version')
 if version ~= ARGV[ARG.version] then
   return {'changed'}
 end
-local initial, sold, held = tonumber(ARGV[ARG.initial]), tonumber(ARGV[ARG.sold]), tonumber(ARGV[ARG.held])
+local initial, sold = tonumber(ARGV[ARG.initial]), tonumber(ARGV[ARG.sold])
+local held = tonumber(ARGV[ARG.held])
 local available = initial - sold - held
-redis.call('HSET', KEYS[KEY.stock], 'initial', initial, 'sold', sold, 'held', held, 'available', available)
+redis.call('HSET', KEYS[KEY.stock], 'initial', initial, 'sold', sold, 'held', held,
+  'available', available)
 redis.call('HINCRBY', KEYS[KEY.stock], 'version', 1)
 emit(KEYS[KEY.events], 'repair', '', available, '', now_ms())
 return {'repaired', tostring(available)}
