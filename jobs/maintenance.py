@@ -31,7 +31,7 @@ def sweep() -> dict[str, int]:
         if any(rt.inventory.figures(Stock(product.id, b)) is None for b in buckets):
             rebuild_stock(rt.inventory, rt.sessions, product.id)
             continue
-        expired += sum(rt.inventory.expire_holds(product.id, bucket=b) for b in buckets)
+        expired += sum(rt.inventory.expire_holds(Stock(product.id, b)) for b in buckets)
         if len(buckets) > 1:
             sweep_claims(rt.inventory, rt.sessions, product.id, len(buckets))
         if any(rt.inventory.settle_backlog(Stock(product.id, b)) for b in buckets):

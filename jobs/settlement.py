@@ -7,6 +7,7 @@ import os
 import socket
 import time
 
+from core.inventory.buckets import Stock
 from core.runtime import Runtime
 from jobs.queues import drain_started, enqueue_drains
 from jobs.runtime import runtime
@@ -41,7 +42,7 @@ def _settle_one_batch(rt: Runtime, product_id: int, bucket: int, totals: dict[st
     """Settles one batch from the bucket's stream into `totals`; False once nothing is left
     there, or nothing moved (the rest is left to the sweep instead of spinning)."""
     size = rt.settler.batch_size
-    entries = rt.inventory.read_settle_queue(product_id, consumer_name(), size, bucket)
+    entries = rt.inventory.read_settle_queue(Stock(product_id, bucket), consumer_name(), size)
     if not entries:
         return False
     report = rt.settler.settle_batch(product_id, entries)

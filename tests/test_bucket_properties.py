@@ -190,14 +190,14 @@ class SplitSale(RuleBasedStateMachine):
     @rule(bucket=st.integers(0, 2))
     def settle(self, bucket: int) -> None:
         bucket %= self.buckets
-        entries = self.inventory.read_settle_queue(self.pid, "prop", 5, bucket)
+        entries = self.inventory.read_settle_queue(Stock(self.pid, bucket), "prop", 5)
         if entries:
             self.settler.settle_batch(self.pid, entries)
 
     @rule()
     def sweep(self) -> None:
         for bucket in range(self.buckets):
-            self.inventory.expire_holds(self.pid, bucket=bucket)
+            self.inventory.expire_holds(Stock(self.pid, bucket))
         sweep_claims(self.inventory, self.sessions, self.pid, self.buckets)
 
     @rule()
@@ -304,7 +304,9 @@ class SplitSale(RuleBasedStateMachine):
             self.time_passes()
             self.sweep()
             for bucket in range(self.buckets):
-                while entries := self.inventory.read_settle_queue(self.pid, "end", 50, bucket):
+                while entries := self.inventory.read_settle_queue(
+                    Stock(self.pid, bucket), "end", 50
+                ):
                     self.settler.settle_batch(self.pid, entries)
             claims = [self.inventory.open_claims(self.pid, b) for b in range(self.buckets)]
             if not self._holds() and not any(claims):

@@ -193,8 +193,8 @@ def test_expiry_returns_units_to_the_bucket_that_held_them(rt, settings):
     assert [BucketRouter.bucket_of_ticket(t) for t in tickets] == [1, 1]
     k = rt.inventory.keys(Stock(product_id, 1))
     rt.inventory_redis.zadd(k.deadlines, dict.fromkeys(tickets, 0))  # past their deadline
-    assert rt.inventory.expire_holds(product_id, bucket=0) == 0
-    assert rt.inventory.expire_holds(product_id, bucket=1) == 2
+    assert rt.inventory.expire_holds(Stock(product_id, 0)) == 0
+    assert rt.inventory.expire_holds(Stock(product_id, 1)) == 2
     assert rt.inventory.figures(Stock(product_id, 1)).available == 2  # type: ignore[union-attr]
     _settle_all(rt, settings, product_id)
     assert {o.status for o in _orders(rt, product_id)} == {"expired"}

@@ -79,7 +79,7 @@ def test_requires_action_payment_past_its_deadline_reaches_a_terminal_state(rt):
     wait_until(lambda: now_ms() > deadline + 300, 5, "the hold's deadline and lease to pass")
     for _ in range(3):  # redeliveries (XAUTOCLAIM) and sweeps, as production runs them
         settler.settle_batch(product_id, [(None, ticket)])
-        inventory.expire_holds(product_id)
+        inventory.expire_holds(Stock(product_id, 0))
     hold = inventory.get_hold(ticket)
     assert hold is None or hold.status not in OPEN_STATUSES, (
         "the hold is leased again on every redelivery"
@@ -114,7 +114,7 @@ def test_payment_succeeding_after_another_settler_recorded_expiry_is_refunded(rt
     inventory.reserve(product_id, user, 1, ticket, "pm_card_visa")
 
     def meanwhile() -> None:  # the confirm call is slow: the lease runs out, then a redelivery
-        wait_until(lambda: inventory.expire_holds(product_id), 5, "the lease to run out")
+        wait_until(lambda: inventory.expire_holds(Stock(product_id, 0)), 5, "the lease to run out")
         assert rt.settler.settle_batch(product_id, [(None, ticket)]).settled == {"expired": 1}
 
     gateway.before_confirm = meanwhile
@@ -211,7 +211,7 @@ def test_random_interleavings_keep_stock_and_per_user_counts_balanced(rt):
             with locked(normal.lock(product_id, ticket)):
                 normal.finish_holds(product_id, [cancel_ending(ticket)])
         elif op == "expire":
-            normal.expire_holds(product_id)
+            normal.expire_holds(Stock(product_id, 0))
         else:
             assert reconcile_product(normal, rt.sessions, product_id).result == "consistent"
             rt.inventory_redis.delete(normal.keys(Stock(product_id, 0)).stock)
@@ -243,11 +243,11 @@ def test_random_purchases_settle_once_each_and_sql_agrees_with_redis(rt):
             if step == 39:
                 rt.inventory_redis.delete(keys.stock)
                 assert rebuild_stock(rt.inventory, rt.sessions, product_id)
-            while entries := rt.inventory.read_settle_queue(product_id, "prop", 10):
+            while entries := rt.inventory.read_settle_queue(Stock(product_id, 0), "prop", 10):
                 rt.settler.settle_batch(product_id, entries)
         _check_redis(rt, product_id, 3)
-    rt.inventory.expire_holds(product_id)
-    while entries := rt.inventory.read_settle_queue(product_id, "prop", 10):
+    rt.inventory.expire_holds(Stock(product_id, 0))
+    while entries := rt.inventory.read_settle_queue(Stock(product_id, 0), "prop", 10):
         rt.settler.settle_batch(product_id, entries)
     assert (
         rt.inventory_redis.hlen(keys.holds) == 0

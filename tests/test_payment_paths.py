@@ -151,7 +151,9 @@ def test_a_late_payment_recorded_by_two_settlers_at_once_is_refunded_once(
     work = short.prepare(SettleReport(), product["id"], "USD", [(None, ticket)])[0]
     short.pay(work.product_id, [work])
     assert work.outcome == "confirmed"
-    wait_until(lambda: inventory.expire_holds(product["id"]) == 1, 10, "the lease to lapse")
+    wait_until(
+        lambda: inventory.expire_holds(Stock(product["id"], 0)) == 1, 10, "the lease to lapse"
+    )
     settle = lambda: short.settle_batch(product["id"], [(None, ticket)])  # noqa: E731
     race(localstripe, settle, settle)
     order, payment = order_and_payment(rt, ticket)
@@ -183,7 +185,9 @@ def test_a_3ds_hold_released_by_the_sweep_cancels_its_intent(
     """Workers are late: the sweep releases the hold before a settler looks at the ticket again."""
     inventory, short = fast_settler(rt, settler)
     ticket, payment = awaiting_3ds(rt, short, stripe_client, product, buyer, inventory)
-    wait_until(lambda: inventory.expire_holds(product["id"]) == 1, 10, "the sweep to release it")
+    wait_until(
+        lambda: inventory.expire_holds(Stock(product["id"], 0)) == 1, 10, "the sweep to release it"
+    )
     assert short.settle_batch(product["id"], [(None, ticket)]).settled == {"expired": 1}
     intent = stripe_client.v1.payment_intents.retrieve(payment.intent_id)
     assert intent.status == "canceled", f"the expired order's intent is still {intent.status}"

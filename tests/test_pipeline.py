@@ -169,7 +169,9 @@ def test_an_unsettled_hold_expires_and_its_stock_returns(client, app, settings, 
     outcome = short.reserve(product["id"], buyer.id, 2, ticket, "pm_card_visa")
     assert outcome.result == "reserved"
     assert rt.inventory.figures(Stock(product["id"], 0)).available == 0
-    wait_until(lambda: rt.inventory.expire_holds(product["id"]) == 2, 10, "the hold to expire")
+    wait_until(
+        lambda: rt.inventory.expire_holds(Stock(product["id"], 0)) == 2, 10, "the hold to expire"
+    )
     figures = rt.inventory.figures(Stock(product["id"], 0))
     assert (figures.available, figures.held) == (2, 0)
     assert client.get(f"/orders/{ticket}", headers=buyer.headers).get_json()["status"] == "expired"
@@ -204,9 +206,9 @@ def test_a_ticket_whose_settler_died_is_claimed_again(client, app, settings, rt)
     product = create_product(client, admin, stock=5)
     ticket = buy(client, buyer, product["id"]).get_json()["ticket_id"]
     # A settler reads the ticket and dies before acknowledging it.
-    taken = rt.inventory.read_settle_queue(product["id"], "dead-worker", 10)
+    taken = rt.inventory.read_settle_queue(Stock(product["id"], 0), "dead-worker", 10)
     assert [t for _, t in taken] == [ticket]
-    assert rt.inventory.read_settle_queue(product["id"], "live-worker", 10) == []
+    assert rt.inventory.read_settle_queue(Stock(product["id"], 0), "live-worker", 10) == []
     final = settle_until(client, buyer, ticket, settings, {"confirmed"}, sweeping=True)
     assert final["status"] == "confirmed"
     assert rt.inventory.settle_backlog(Stock(product["id"], 0)) == 0

@@ -300,7 +300,7 @@ def test_a_hold_redis_released_and_resold_does_not_come_back_open_after_redis_lo
     assert settler.settle_batch(product_id, [(None, late)]).settled == {"requires_action": 1}
     deadline = inventory.get_hold(late).deadline_ms
     wait_until(lambda: inventory.clock.now_ms() > deadline + 300, 5, "the deadline and lease")
-    assert inventory.expire_holds(product_id) == 2  # Redis released it; SQL still waits
+    assert inventory.expire_holds(Stock(product_id, 0)) == 2  # Redis released it; SQL still waits
     sold = BucketRouter.new_ticket_id(Stock(product_id, 0))
     assert inventory.reserve(product_id, buyer, 2, sold, "pm_card_visa").result == "reserved"
     assert settler.settle_batch(product_id, [(None, sold)]).settled == {"confirmed": 1}
@@ -476,7 +476,7 @@ def test_every_key_a_script_touches_is_in_keys_and_in_one_slot(rt):
         ticket = _reserve(rt, product_id, users[1])  # reclaims the expired hold on the way
         rt.settler.settle_batch(product_id, [(None, ticket)])  # simulated provider included
         rt.settler.refunds.refund_confirmed(ticket)
-        rt.inventory.expire_holds(product_id)
+        rt.inventory.expire_holds(Stock(product_id, 0))
         reconcile_product(rt.inventory, rt.sessions, product_id)
         rt.inventory_redis.delete(rt.inventory.keys(Stock(product_id, 0)).stock)
         rebuild_stock(rt.inventory, rt.sessions, product_id)

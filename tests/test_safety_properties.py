@@ -95,7 +95,7 @@ def buyer_cancel(inventory: Inventory, product_id: int, ticket: str) -> str:
 
 
 def expiry_sweep(inventory: Inventory, product_id: int) -> int:
-    return inventory.expire_holds(product_id)
+    return inventory.expire_holds(Stock(product_id, 0))
 
 
 @dataclass

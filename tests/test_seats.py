@@ -131,7 +131,7 @@ def test_a_ticket_that_ends_unpaid_gives_back_exactly_its_seats(
         assert client.post(f"/orders/{ticket}/cancel", headers=buyer.headers).status_code == 200
     elif ending == "expired":
         _past_deadline(rt, product_id, ticket)
-        assert rt.inventory.expire_holds(product_id) == 2
+        assert rt.inventory.expire_holds(Stock(product_id, 0)) == 2
     final = _settled(client, settings, buyer, ticket)
     assert final["status"] == {"declined": "failed"}.get(ending, ending)
     states = _states(rt, event_id)

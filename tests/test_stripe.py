@@ -267,7 +267,9 @@ def test_a_payment_that_succeeds_after_its_hold_expired_is_refunded(
     ticket = reserve(rt, product["id"], buyer.id, "pm_card_visa", inventory=inventory)
     work = short.prepare(settler_report(), product["id"], "USD", [(None, ticket)])[0]
     short.pay(work.product_id, [work])  # charged; the settler dies before it confirms the hold
-    wait_until(lambda: inventory.expire_holds(product["id"]) == 1, 10, "the lease to lapse")
+    wait_until(
+        lambda: inventory.expire_holds(Stock(product["id"], 0)) == 1, 10, "the lease to lapse"
+    )
     assert short.settle_batch(product["id"], [(None, ticket)]).settled == {"refunded": 1}
     order, payment = order_and_payment(rt, ticket)
     assert order.status == "refunded" and payment.amount_refunded_minor == 1000

@@ -132,8 +132,8 @@ class Holds(Claims, Figures):
             self.end_claims(product_id, self.bucket_count(product_id), returned)
         return len(returned)
 
-    def expire_holds(self, product_id: int, limit: int = 1000, bucket: int = 0) -> int:
-        k = self.keys(Stock(product_id, bucket))
+    def expire_holds(self, stock: Stock, limit: int = 1000) -> int:
+        k = self.keys(stock)
         call = ExpireHoldsCall(bucket_keys(k, ExpireHoldsCall.KEYS), {"limit": limit})
         return int(call.run(self.scripts))
 

@@ -73,10 +73,8 @@ class Rebuild(Locks, Rooms):
                     returning[ticket] = (int(mark["u"]), int(mark["q"]))
         return HeldElsewhere(holds, returning)
 
-    def repair(
-        self, product_id: int, version: int, initial: int, sold: int, held: int, bucket: int = 0
-    ) -> bool:
-        k = self.keys(Stock(product_id, bucket))
+    def repair(self, stock: Stock, version: int, initial: int, sold: int, held: int) -> bool:
+        k = self.keys(stock)
         args = {"version": version, "initial": initial, "sold": sold, "held": held}
         reply = RepairStockCall(bucket_keys(k, RepairStockCall.KEYS), args).run(self.scripts)
         return reply[0] == "repaired"

@@ -20,12 +20,10 @@ class SettleStream(InventoryBase):
             if "BUSYGROUP" not in str(exc):
                 raise
 
-    def read_settle_queue(
-        self, product_id: int, consumer: str, count: int, bucket: int = 0
-    ) -> list[tuple[str, str]]:
+    def read_settle_queue(self, stock: Stock, consumer: str, count: int) -> list[tuple[str, str]]:
         """Tickets to settle (of one bucket): entries abandoned by a dead settler first, then
         new ones."""
-        k = self.keys(Stock(product_id, bucket))
+        k = self.keys(stock)
         claim_idle_ms = self.settings.claim_idle_seconds * 1000
         try:
             claimed = self.redis.xautoclaim(
@@ -40,7 +38,7 @@ class SettleStream(InventoryBase):
         except ResponseError as exc:
             if "NOGROUP" not in str(exc):
                 raise
-            self.ensure_settle_group(Stock(product_id, bucket))
+            self.ensure_settle_group(stock)
             return []
         return [(entry_id, fields["ticket"]) for entry_id, fields in [*claimed, *fresh] if fields]
 

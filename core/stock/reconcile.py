@@ -134,12 +134,11 @@ def reconcile_step(inventory: Inventory, product_id: int, snapshot: Snapshot, bo
         return "consistent"
     figures = snapshot.figures
     if inventory.repair(
-        product_id,
+        Stock(product_id, snapshot.bucket),
         figures.version,
         books.terms.initial_stock,
         stock.expected_sold,
         stock.expected_held,
-        snapshot.bucket,
     ):
         log.warning(
             "stock of product %s (bucket %s) repaired from SQL: %s, expected sold %s held %s",
