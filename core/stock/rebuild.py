@@ -41,11 +41,11 @@ log = logging.getLogger(__name__)
 
 def setup_stock(inventory: Inventory, product: Product, seats: SeatPlan | None = None) -> None:
     """A new product's stock in Redis, each bucket's (and a seated product's seats, all free)."""
-    for bucket in range(product.buckets or 1):
-        view = inventory.begin_rebuild(Stock(product.id, bucket))
+    for stock in BucketRouter.stocks(product.id, product.buckets or 1):
+        view = inventory.begin_rebuild(stock)
         if view is not None:
             terms = terms_of(product)
-            inventory.restore(terms, 0, [], {}, lease=view.token, seats=seats, bucket=bucket)
+            inventory.restore(terms, 0, [], {}, lease=view.token, seats=seats, bucket=stock.bucket)
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from core.catalog import terms_of
 from core.inventory import Inventory, Snapshot, StockFigures
-from core.inventory.buckets import Stock
+from core.inventory.buckets import BucketRouter, Stock
 from core.keys import ServiceKeys
 from core.metrics import RECONCILIATIONS
 from core.models import Product
@@ -60,26 +60,23 @@ def reconcile_product(
         rebuilt = rebuild_stock(inventory, sessions, product_id)
         result = "rebuilt" if rebuilt else "unknown_product"
         return _recorded(inventory, Reconciliation(product_id, result, None, 0, 0))
-    buckets = inventory.bucket_count(product_id)
-    outcomes = [reconcile_bucket(inventory, sessions, product_id, 0, attempts, snapshot)]
-    for bucket in range(1, buckets):
-        outcomes.append(reconcile_bucket(inventory, sessions, product_id, bucket, attempts))
+    first, *later = BucketRouter.stocks(product_id, inventory.bucket_count(product_id))
+    outcomes = [reconcile_bucket(inventory, sessions, first, attempts, snapshot)]
+    outcomes += [reconcile_bucket(inventory, sessions, stock, attempts) for stock in later]
     return _recorded(inventory, _combined(product_id, outcomes))
 
 
 def reconcile_bucket(
     inventory: Inventory,
     sessions: sessionmaker[Session],
-    product_id: int,
-    bucket: int = 0,
+    stock: Stock,
     attempts: int = 5,
     first: Snapshot | None = None,
 ) -> Reconciliation:
+    product_id, bucket = stock.product_id, stock.bucket
     repaired = False
     for attempt in range(attempts):
-        snapshot = (
-            first if attempt == 0 and first else inventory.snapshot(Stock(product_id, bucket))
-        )
+        snapshot = first if attempt == 0 and first else inventory.snapshot(stock)
         if snapshot is None:
             rebuilt = rebuild_stock(inventory, sessions, product_id)
             return Reconciliation(product_id, "rebuilt" if rebuilt else "busy", None, 0, 0)
@@ -91,10 +88,10 @@ def reconcile_bucket(
             outcome = reconcile_seats(inventory, sessions, product_id)
         repaired = repaired or outcome in ("repaired", "set_right")
         if outcome in ("consistent", "repaired"):
-            stock = report(snapshot, books)
+            found = report(snapshot, books)
             result = "repaired" if repaired else "consistent"
             return Reconciliation(
-                product_id, result, snapshot.figures, stock.sold_in_db, stock.expected_sold
+                product_id, result, snapshot.figures, found.sold_in_db, found.expected_sold
             )
     return Reconciliation(product_id, "busy", None, 0, 0)
 
