@@ -149,7 +149,7 @@ def test_rebuild_racing_a_settler_does_not_resurrect_a_settled_hold(rt):
     rt.settler.settle_batch(product_id, [(None, ticket)])
     figures = rt.inventory.figures(Stock(product_id, 0))
     with rt.sessions() as session:
-        sold_in_db = confirmed_quantity(session, product_id)
+        sold_in_db = confirmed_quantity(session, Stock(product_id, 0))
     assert sold_in_db == 1 and rt.gateway.charges(ticket) == 1
     assert (figures.available, figures.sold) == (4, 1), f"{figures}: the unit counted twice"
 
@@ -255,9 +255,11 @@ def test_random_purchases_settle_once_each_and_sql_agrees_with_redis(rt):
     )
     figures = rt.inventory.figures(Stock(product_id, 0))
     with rt.sessions() as session:
-        assert figures.held == 0 and figures.sold == confirmed_quantity(session, product_id)
+        assert figures.held == 0 and figures.sold == confirmed_quantity(
+            session, Stock(product_id, 0)
+        )
         per_user: Counter[int] = Counter()
-        for user_id, quantity, _ in counted_orders(session, product_id).values():
+        for user_id, quantity, _ in counted_orders(session, Stock(product_id, 0), 1).values():
             per_user[user_id] += quantity
         assert dict(per_user) == {
             int(u): int(q) for u, q in rt.inventory_redis.hgetall(keys.users).items()

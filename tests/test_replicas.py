@@ -252,7 +252,7 @@ def test_an_order_whose_hold_was_lost_and_its_unit_resold_fails_without_a_charge
     with promoted.sessions() as session:
         lost = get_order(session, ticket)
         assert (lost.status, lost.failure_reason) == ("failed", LOST)
-        assert confirmed_quantity(session, product_id) == 1  # not oversold
+        assert confirmed_quantity(session, Stock(product_id, 0)) == 1  # not oversold
     assert promoted.gateways["simulated"].charges(ticket) == 0
     rt.close()
     promoted.close()

@@ -87,7 +87,7 @@ class _SessionsWithHook:
 
 def _sql_confirmed(rt, product_id: int) -> int:  # type: ignore[no-untyped-def]
     with rt.sessions() as session:
-        return confirmed_quantity(session, product_id)
+        return confirmed_quantity(session, Stock(product_id, 0))
 
 
 def _balanced(rt, product_id: int, initial: int) -> None:  # type: ignore[no-untyped-def]

@@ -757,7 +757,7 @@ class PurchasePipeline(RuleBasedStateMachine):
     def sql_never_oversells(self) -> None:
         def check() -> None:
             with self.sessions() as session:
-                sold = confirmed_quantity(session, self.pid)
+                sold = confirmed_quantity(session, Stock(self.pid, 0))
             assert sold <= self.initial, f"SQL confirmed {sold} units of {self.initial}"
 
         self._guarded(check)

@@ -77,7 +77,7 @@ def _units_per_user(
     known = [*redis_holds, *away.holds]
     mine = [h for h in known if buckets == 1 or BucketRouter.home(h.user_id, buckets) == bucket]
     in_redis = {h.ticket_id for h in known} | lapsed | set(away.returning)
-    sql = counted_orders(session, terms.product_id, bucket, buckets)
+    sql = counted_orders(session, Stock(terms.product_id, bucket), buckets)
     # ticket -> (user, quantity, status): each purchase the bucket counts, by whoever has its word
     counted = {t: order for t, order in sql.items() if t not in in_redis}
     counted |= {h.ticket_id: (h.user_id, h.quantity, h.status) for h in mine if h.status in LIVE}
@@ -236,7 +236,7 @@ def plan_rebuild(
     if books is None:
         return None
     pending = sum(q for t, q in confirmed.items() if books.statuses.get(t) != CONFIRMED)
-    orders = open_orders(session, product_id, bucket)
+    orders = open_orders(session, Stock(product_id, bucket))
     seats = order_seats(session, [o.ticket_id for o in orders])
     holds = [restored_hold(o, now_ms, seats.get(o.ticket_id, ())) for o in orders]
     lapsed = {h.ticket_id for h in holds if h.status not in OPEN_STATUSES}
@@ -253,7 +253,7 @@ def plan_rebuild(
         holds=holds,
         users=counted.users,
         claims=counted.claims,
-        idempotency=idempotency_keys(session, product_id, bucket, books.terms.buckets),
+        idempotency=idempotency_keys(session, Stock(product_id, bucket), books.terms.buckets),
         # A refund SQL recorded has no units in SQL's sold figure: its mark must not return them.
         refunded_marks=[t for t in view.returning if books.statuses.get(t) == REFUNDED],
         seats=seat_plan(session, event_id, holds, redis_confirmed) if event_id else None,
@@ -276,7 +276,9 @@ def _passes_used(
     mine = [h for h in held if buckets == 1 or BucketRouter.home(h.user_id, buckets) == bucket]
     live = {h.queue_pass for h in mine if h.status in LIVE and h.queue_pass}
     claimed = {c["p"] for c in claims.values() if c.get("p")}
-    return frozenset(used_passes(session, terms.product_id, bucket, buckets) | live | claimed)
+    return frozenset(
+        used_passes(session, Stock(terms.product_id, bucket), buckets) | live | claimed
+    )
 
 
 def apply_rebuild(

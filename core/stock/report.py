@@ -79,7 +79,7 @@ def books_in(
         return None
     return Books(
         terms_of(product).of_bucket(bucket),
-        confirmed_quantity(session, product_id, bucket),
+        confirmed_quantity(session, Stock(product_id, bucket)),
         statuses_of(session, tickets),
     )
 
