@@ -284,7 +284,7 @@ def reconcile_read_recorded(run: Reconciliation) -> None:
     """The rest of the SQL reads, in the same snapshot."""
     if run.phase != "read_sold" or run.session is None:
         return
-    run.books = books_in(run.session, run.product_id, tickets_named(run.snapshot))
+    run.books = books_in(run.session, Stock(run.product_id, 0), tickets_named(run.snapshot))
     run.close()
     run.phase = "read_recorded"
 

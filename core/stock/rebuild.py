@@ -232,7 +232,7 @@ def plan_rebuild(
     elsewhere: HeldElsewhere | None = None,
 ) -> RebuildPlan | None:
     confirmed = {h.ticket_id: h.quantity for h in view.holds if h.status == CONFIRMED}
-    books = books_in(session, product_id, [*confirmed, *view.returning], bucket)
+    books = books_in(session, Stock(product_id, bucket), [*confirmed, *view.returning])
     if books is None:
         return None
     pending = sum(q for t, q in confirmed.items() if books.statuses.get(t) != CONFIRMED)

@@ -80,7 +80,7 @@ def reconcile_bucket(
         if snapshot is None:
             rebuilt = rebuild_stock(inventory, sessions, product_id)
             return Reconciliation(product_id, "rebuilt" if rebuilt else "busy", None, 0, 0)
-        books = read_books(sessions, product_id, tickets_named(snapshot), bucket)
+        books = read_books(sessions, stock, tickets_named(snapshot))
         if books is None:
             return Reconciliation(product_id, "unknown_product", None, 0, 0)
         outcome = reconcile_step(inventory, product_id, snapshot, books)
