@@ -37,15 +37,8 @@ from redis import Redis
 
 from bench.rush import RESULTS
 from core.config import Settings, cluster_node_url
-from core.inventory import (
-    CLAIM_MS,
-    RECLAIM_PER_CALL,
-    TOGETHER_SEARCH_SEATS,
-    Inventory,
-    ProductTerms,
-)
-from core.inventory.buckets import BucketRouter, Stock
-from core.inventory.calls import ReserveCall, reserve_key_map
+from core.inventory import CLAIM_MS, RECLAIM_PER_CALL, Inventory, ProductTerms, reserve_keys
+from core.keys import new_ticket_id
 from core.runtime import Runtime
 from scripts.run_stack import RedisClusterProcess, RedisProcess
 
@@ -80,7 +73,7 @@ def _put_on_sale(inventory: Inventory, product_ids: list[int], buckets: int) -> 
         terms = ProductTerms(product_id, STOCK, 0, now - 1000, now + 3_600_000, 100, "USD",
                              buckets=buckets)  # fmt: skip
         for bucket in range(buckets):
-            view = inventory.begin_rebuild(Stock(product_id, bucket))
+            view = inventory.begin_rebuild(product_id, bucket)
             assert view is not None, product_id
             assert inventory.restore(terms, 0, [], {}, lease=view.token, bucket=bucket)
 
@@ -99,31 +92,21 @@ def _client(url: str, product_ids: list[int], index: int, seconds: float, start_
         if batch <= 1:
             user += 1
             reply = inventory.reserve(
-                product_id,
-                user,
-                1,
-                BucketRouter.new_ticket_id(Stock(product_id, 0)),
-                "pm_card_visa",
+                product_id, user, 1, new_ticket_id(product_id), "pm_card_visa"
             )
             assert reply.result == "reserved", reply
             done += 1
             continue
         bucket = picker.randrange(buckets)  # the batch's buyers have this bucket as their own
-        k = inventory.keys(Stock(product_id, bucket))
+        k = inventory.keys(product_id, bucket)
         pipe = inventory.scripts.pipeline(k.tag)
         for _ in range(batch):
             user += buckets
-            # One unit, no idempotency key, rate limit, seats or pass.
-            args = {"user": user + bucket, "quantity": 1,
-                    "ticket": BucketRouter.new_ticket_id(Stock(product_id, bucket)),
-                    "hold_ms": 600_000,
-                    "idempotency_key": "", "payment_method": "pm_card_visa",
-                    "reclaim_limit": RECLAIM_PER_CALL, "rate_limit": 0, "rate_window_ms": 0,
-                    "seats": "", "best": "", "pass": "", "request_id": "", "buckets": buckets,
-                    "place": "home" if buckets > 1 else "", "claim_ms": CLAIM_MS,
-                    "together_search": TOGETHER_SEARCH_SEATS}  # fmt: skip
-            call = ReserveCall(reserve_key_map(k, user + bucket), args)
-            call.run(inventory.scripts, client=pipe)
+            # reserve.lua's ARGV for one unit, no idempotency key, rate limit, seats or pass.
+            args = [user + bucket, 1, new_ticket_id(product_id, bucket), 600_000, "",
+                    "pm_card_visa", RECLAIM_PER_CALL, 0, 0, "", "", "", "", buckets,
+                    "home" if buckets > 1 else "", CLAIM_MS]  # fmt: skip
+            inventory.scripts.reserve(keys=reserve_keys(k, user + bucket), args=args, client=pipe)
         replies = pipe.execute()
         assert all(reply[0] == "reserved" for reply in replies), replies[:1]
         done += len(replies)

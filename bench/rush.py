@@ -297,8 +297,6 @@ class Bench:
     def product_paths(self, tokens: list[str]) -> dict[str, Any]:
         """accepted, sold_out and status: the HTTP paths alone, as the targets compare them with
         `bare` (no settlement competing for the two cores; the sale below runs everything)."""
-        from core.inventory.buckets import Stock
-
         url = self.serve("web:create_app()")
         try:
             open_sale = self.product(stock=10_000_000)
@@ -312,7 +310,7 @@ class Bench:
             refused = self.median_of("sold_out", lambda: self._rate(
                 self.wrk(url, "POST", [f"/purchase/{sold_out}"], chunks.pop(), PURCHASE_BODY,
                          self.options.duration, reuse=False), "409"))  # fmt: skip
-            tickets = self.rt.redis.hkeys(self.rt.inventory.keys(Stock(open_sale, 0)).holds)[:5000]
+            tickets = self.rt.redis.hkeys(self.rt.inventory.keys(open_sale).holds)[:5000]
             owners = self._owners(open_sale, tickets, tokens)
             polled = self.median_of("status", lambda: self._rate(
                 self.wrk(url, "GET", [f"/orders/{t}" for t in tickets], owners, "",
@@ -323,8 +321,6 @@ class Bench:
 
     def sale(self) -> dict[str, Any]:
         """S units to B buyers, each buying once; settled by the workers and the scheduler."""
-        from core.inventory.buckets import Stock
-
         tokens = self.tokens(self.options.sale_buyers)
         product_id = self.product(stock=self.options.sale_units, max_per_user=1)
         url = self.serve_with_settlers()
@@ -342,7 +338,7 @@ class Bench:
             load = self.wrk(url, "POST", [path], tokens, PURCHASE_BODY, window,
                             reuse=False, while_running=until_sold_and_final)  # fmt: skip
             final = sold_out["final_s"]
-            figures = self.rt.inventory.figures(Stock(product_id, 0))
+            figures = self.rt.inventory.figures(product_id)
             result = {
                 "units": self.options.sale_units,
                 "buyers": self.options.sale_buyers,
@@ -403,21 +399,18 @@ class Bench:
         """Each buyer asks once (wrk stops when all are answered), then every ticket issued is
         awaited until final. Times run from the first request: to the last ticket issued (sold
         out: no further answer was a 202) and to the last ticket final, as SQL recorded them."""
-        from core.inventory.buckets import Stock
         from core.stock import reconcile_product
 
         window = 30 if self.options.quick else RUSH_WINDOW_S
         load = self.wrk(url, "POST", [path], tokens, "", window, reuse=False, bodies=bodies,
                         until_answered=True)  # fmt: skip
-        tickets = self.rt.redis.hlen(
-            self.rt.inventory.keys(Stock(product_id, 0)).users
-        )  # one a buyer
+        tickets = self.rt.redis.hlen(self.rt.inventory.keys(product_id).users)  # one a buyer
         self._wait_all_final(product_id, tickets, timeout=window)
         issued, final = self._last_times(product_id)
         first = load.first_us / 1e6
         rush_s = max(0.001, (load.last_us - load.first_us) / 1e6)
         answers = sum(load.codes.values())
-        figures = self.rt.inventory.figures(Stock(product_id, 0))
+        figures = self.rt.inventory.figures(product_id)
         return {
             "buyers": len(tokens),
             "answers": answers,
@@ -514,7 +507,6 @@ class Bench:
         evenly over the `room_arrival_s` before it), polls as the API says (poll_after_ms) and,
         once admitted, buys once with its pass."""
         from bench.room_driver import run_crowd
-        from core.inventory.buckets import Stock
         from core.stock import reconcile_product
 
         o = self.options
@@ -535,7 +527,7 @@ class Bench:
             self._wait_all_final(product_id, accepted, timeout=window)
             issued, final = self._last_times(product_id) if accepted else (opening, opening)
             room = self.rt.inventory.room_figures(product_id, points=o.room_sale_buyers)
-            figures = self.rt.inventory.figures(Stock(product_id, 0))
+            figures = self.rt.inventory.figures(product_id)
             sold = self._confirmed(product_id)
             admitted_at = [at / 1000 for at, _ in room.admissions] if room else []
             purchases = _calls(crowd.purchases, opening)
@@ -597,14 +589,14 @@ class Bench:
         concurrency: int = 8,
     ) -> float:
         """Orders per second settled by `workers` processes from a backlog of `orders` tickets."""
-        from core.inventory.buckets import BucketRouter, Stock
+        from core.keys import new_ticket_id
         from jobs.queues import enqueue_drains
 
         product_id = self.product(stock=orders)
         users = self.tokens(1)  # one buyer id is enough: no per-user limit here
         user_id = int(_jwt_subject(users[0]))
         for _ in range(orders):
-            ticket = BucketRouter.new_ticket_id(Stock(product_id, 0))
+            ticket = new_ticket_id(product_id)
             self.rt.inventory.reserve(product_id, user_id, 1, ticket, "pm_card_visa")
         extra = {"PAYMENT_LATENCY_MS": str(latency_ms), "PAYMENT_CONCURRENCY": str(concurrency)}
         self.procs.rq_workers(workers, extra, worker_class)
@@ -649,12 +641,10 @@ class Bench:
         by_user = {}
         from flask_jwt_extended import decode_token
 
-        from core.inventory.buckets import Stock
-
         with self.app.app_context():
             for token in tokens:
                 by_user[decode_token(token)["sub"]] = token
-        holds = self.rt.redis.hmget(self.rt.inventory.keys(Stock(product_id, 0)).holds, tickets)
+        holds = self.rt.redis.hmget(self.rt.inventory.keys(product_id).holds, tickets)
         return [by_user.get(json.loads(h)["u"], tokens[0]) if h else tokens[0] for h in holds]
 
     def serve_with_settlers(self) -> str:

@@ -44,7 +44,6 @@ from tqdm import tqdm
 
 from bench.room_driver import Calls, Pool
 from bench.stack import ROOT, Processes, environment, wrk_binary
-from core.inventory.buckets import Stock
 
 RESULTS = ROOT / "bench" / "results"
 WRK_SCRIPT = ROOT / "bench" / "wrk" / "paths.lua"
@@ -199,9 +198,7 @@ def stock_in_redis(rt: Any) -> None:
     for start in range(0, len(product_ids), BATCH):
         pipe = rt.redis.pipeline(transaction=False)
         for product_id in product_ids[start : start + BATCH]:
-            pipe.hset(
-                rt.inventory.keys(Stock(product_id, 0)).stock, "available", draw.randrange(0, 500)
-            )
+            pipe.hset(rt.inventory.keys(product_id).stock, "available", draw.randrange(0, 500))
         pipe.execute()
 
 

@@ -22,7 +22,7 @@ from redis import Redis
 
 from core.config import Settings
 from core.inventory import BestAvailable, Inventory
-from core.inventory.buckets import BucketRouter, Stock
+from core.keys import new_ticket_id
 from scripts.run_stack import RedisProcess
 from tests.helpers import seated_stock, striped_section
 
@@ -34,7 +34,7 @@ def _round(
     redis = inventory.redis
     redis.slowlog_reset()
     for user in range(1, requests + 1):
-        ticket = BucketRouter.new_ticket_id(Stock(product_id, 0))
+        ticket = new_ticket_id(product_id)
         reservation = inventory.reserve(
             product_id, user, quantity, ticket, "pm_card_visa", best=BestAvailable("A", True)
         )

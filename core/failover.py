@@ -22,7 +22,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from core.db import snapshot, transaction
 from core.inventory import Ending, Hold, Inventory
-from core.inventory.buckets import BucketRouter, Stock
+from core.keys import bucket_of_ticket
 from core.locks import LockTimeout, locked
 from core.models import Product
 from core.orders import open_orders, order_seats, record_orders
@@ -95,15 +95,13 @@ def recover_lost_holds(settler: Settler, product_id: int, buckets: int = 1) -> d
 
 
 def _open_holds(session: Session, product_id: int, bucket: int, now_ms: int) -> list[Hold]:
-    orders = open_orders(session, Stock(product_id, bucket))
+    orders = open_orders(session, product_id, bucket)
     seats = order_seats(session, [o.ticket_id for o in orders])
     return [restored_hold(o, now_ms, seats.get(o.ticket_id, ())) for o in orders]
 
 
 def _adopt(inventory: Inventory, product_id: int, buckets: int, hold: Hold) -> str:
-    own = buckets == 1 or BucketRouter.bucket_of_ticket(hold.ticket_id) == BucketRouter.home(
-        hold.user_id, buckets
-    )
+    own = buckets == 1 or bucket_of_ticket(hold.ticket_id) == hold.user_id % buckets
     return inventory.adopt_hold(product_id, hold, own)
 
 

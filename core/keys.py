@@ -5,16 +5,20 @@ bucket 0 keeps {<product_id>}, bucket b has {<product_id>.<b>}; each bucket is a
 
 from __future__ import annotations
 
+import re
+import secrets
 from dataclasses import dataclass
 
 SETTLE_GROUP = "settlers"
+MAX_BUCKETS = 64
+_TICKET = re.compile(r"^([1-9][0-9]{0,9})(?:\.([1-9][0-9]?))?-([0-9a-f]{24})$")
 
 
 @dataclass(frozen=True)
 class ProductKeys:
     prefix: str
     product_id: int
-    bucket: int
+    bucket: int = 0
 
     @property
     def tag(self) -> str:
@@ -167,7 +171,7 @@ class QueueGuardKeys:
 
     @property
     def tag(self) -> str:
-        return ProductKeys(self.prefix, self.product_id, 0).tag
+        return ProductKeys(self.prefix, self.product_id).tag
 
     @property
     def rebuild_pending(self) -> str:
@@ -208,9 +212,43 @@ class SimulatedProviderKeys:
         return f"{self.tag}:refunds"
 
 
+def new_ticket_id(product_id: int, bucket: int = 0) -> str:
+    """The product id (and the bucket, past the first) leads the ticket id, so a ticket's keys
+    are found without a lookup: 12-<hex>, or 12.3-<hex> in bucket 3."""
+    return ticket_in_bucket(f"{product_id}-{secrets.token_hex(12)}", bucket)
+
+
+def ticket_in_bucket(ticket_id: str, bucket: int) -> str:
+    """The same ticket id naming another bucket (a purchase moving on to it)."""
+    match = _TICKET.match(ticket_id)
+    if match is None:
+        raise ValueError(f"not a ticket id: {ticket_id!r}")
+    product, token = match.group(1), match.group(3)
+    return f"{product}.{bucket}-{token}" if bucket else f"{product}-{token}"
+
+
+def product_of_ticket(ticket_id: str) -> int | None:
+    match = _TICKET.match(ticket_id)
+    return int(match.group(1)) if match else None
+
+
+def bucket_of_ticket(ticket_id: str) -> int:
+    """The bucket whose keys hold the ticket (0 for a product not split)."""
+    match = _TICKET.match(ticket_id)
+    return int(match.group(2) or 0) if match else 0
+
+
 def bucket_share(initial: int, buckets: int, bucket: int) -> int:
     """A bucket's part of a product's stock: equal parts, the first ones one more for the rest."""
     return initial // buckets + (1 if bucket < initial % buckets else 0)
+
+
+def bucket_order(user_id: int, buckets: int) -> list[int]:
+    """The buckets a buyer tries, in order: the buyer's own first, then the next ones round.
+    Always the same order for a buyer, so a retried purchase visits the buckets as the first
+    one did (see reserve.lua's markers)."""
+    home = user_id % buckets
+    return [(home + step) % buckets for step in range(buckets)]
 
 
 # --- keys of the whole service, not of one product ---------------------------------------------

@@ -11,28 +11,7 @@ from contextlib import contextmanager
 
 from core.backoff import backoff_delays
 from core.metrics import LOCK_WAIT_SECONDS, LOCKS
-from core.script_call import ScriptCall
 from core.scripts import RedisClient, Scripts
-
-
-class TakeLocksCall(ScriptCall):
-    script = "take_locks"
-    ARGV = ("ttl_ms",)
-    KEYS_EACH = ("lock",)
-    ARGV_EACH = ("token",)
-
-
-class ReleaseLocksCall(ScriptCall):
-    script = "release_locks"
-    KEYS_EACH = ("lock",)
-    ARGV_EACH = ("token",)
-
-
-def release_locks_call(tokens_by_key: dict[str, str]) -> ReleaseLocksCall:
-    """Releases those locks whose token is still the one given."""
-    items = [{"lock": key, "token": token} for key, token in tokens_by_key.items()]
-    return ReleaseLocksCall({}, {}, items)
-
 
 LOCK_WAIT_S = 2.0  # how long a caller that must have a lock waits for it
 
@@ -83,7 +62,7 @@ class RedisLock:
         return taken
 
     def release(self) -> bool:
-        return bool(release_locks_call({self.key: self.token}).run(self.scripts))
+        return bool(self.scripts.release_locks(keys=[self.key], args=[self.token]))
 
 
 @contextmanager

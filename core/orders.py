@@ -9,7 +9,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from core.db import transaction, upsert
 from core.entry.tickets import issue_tickets, void_tickets
 from core.inventory import Hold
-from core.inventory.buckets import BucketRouter, Stock
+from core.keys import bucket_of_ticket, bucket_order
 from core.mail.outbox import queue_order_mail
 from core.models import Order, OrderSeat, Payment, WebhookEvent, utcnow
 from core.payments import PaymentIntent
@@ -59,7 +59,7 @@ def record_orders(
             "payment_method": hold.payment_method,
             "idempotency_key": hold.idempotency_key,
             "queue_pass": hold.queue_pass,
-            "bucket": BucketRouter.bucket_of_ticket(hold.ticket_id),
+            "bucket": bucket_of_ticket(hold.ticket_id),
             "expires_at": from_ms(hold.deadline_ms),
             "created_at": from_ms(hold.created_ms),
             "updated_at": now,
@@ -276,13 +276,13 @@ def list_orders(session: Session, user_id: int, limit: int, offset: int) -> tupl
     return list(rows), total
 
 
-def confirmed_quantity(session: Session, stock: Stock) -> int:
+def confirmed_quantity(session: Session, product_id: int, bucket: int = 0) -> int:
     """Units confirmed (of one bucket of a split product: each bucket is a stock of its own)."""
     total = session.scalar(
         select(func.coalesce(func.sum(Order.quantity), 0)).where(
-            Order.product_id == stock.product_id,
+            Order.product_id == product_id,
             Order.status == S.CONFIRMED.value,
-            Order.bucket == stock.bucket,
+            Order.bucket == bucket,
         )
     )
     return int(total or 0)
@@ -298,64 +298,68 @@ def statuses_of(session: Session, ticket_ids: list[str]) -> dict[str, str]:
     return {ticket: status for ticket, status in rows}
 
 
-def idempotency_keys(session: Session, stock: Stock, buckets: int) -> dict[str, str]:
+def idempotency_keys(
+    session: Session, product_id: int, bucket: int = 0, buckets: int = 1
+) -> dict[str, str]:
     """'user:key' -> ticket for the bucket's orders placed with an Idempotency-Key; for a split
     product also '>' (moved on) for the keys of orders that the buyer's purchase found in a
     later bucket of its order, as reserve.lua marks them."""
     rows = session.execute(
         select(Order.user_id, Order.idempotency_key, Order.ticket_id, Order.bucket).where(
-            Order.product_id == stock.product_id, Order.idempotency_key.is_not(None)
+            Order.product_id == product_id, Order.idempotency_key.is_not(None)
         )
     )
     keys: dict[str, str] = {}
     for user, key, ticket, sold_from in rows:
-        if sold_from == stock.bucket:
+        if sold_from == bucket:
             keys[f"{user}:{key}"] = ticket
         elif buckets > 1:
-            order = BucketRouter.order(int(user), buckets)
-            if order.index(stock.bucket) < order.index(sold_from):
+            order = bucket_order(int(user), buckets)
+            if order.index(bucket) < order.index(sold_from):
                 keys[f"{user}:{key}"] = ">"
     return keys
 
 
-def open_orders(session: Session, stock: Stock) -> list[Order]:
+def open_orders(session: Session, product_id: int, bucket: int = 0) -> list[Order]:
     return list(
         session.scalars(
             select(Order).where(
-                Order.product_id == stock.product_id,
+                Order.product_id == product_id,
                 Order.status.in_(OPEN_STATUSES),
-                Order.bucket == stock.bucket,
+                Order.bucket == bucket,
             )
         )
     )
 
 
-def counted_orders(session: Session, stock: Stock, buckets: int) -> dict[str, tuple[int, int, str]]:
+def counted_orders(
+    session: Session, product_id: int, bucket: int = 0, buckets: int = 1
+) -> dict[str, tuple[int, int, str]]:
     """Orders the per-user limit counts (open or confirmed): ticket -> (user, quantity,
     status). A split product's bucket counts its own buyers' orders (see
-    BucketRouter.order), from whichever bucket they were sold."""
+    core.keys.bucket_order), from whichever bucket they were sold."""
     rows = session.execute(
         select(Order.ticket_id, Order.user_id, Order.quantity, Order.status).where(
-            _counted_in(stock.product_id, stock.bucket, buckets)
+            _counted_in(product_id, bucket, buckets)
         )
     )
     return {ticket: (int(user), int(qty), status) for ticket, user, qty, status in rows}
 
 
-def used_passes(session: Session, stock: Stock, buckets: int) -> set[str]:
+def used_passes(session: Session, product_id: int, bucket: int = 0, buckets: int = 1) -> set[str]:
     """The waiting room passes the bucket's orders bought with, however they ended: a pass buys
     once, as Redis keeps it used once its purchase held units (see reserve.lua)."""
     return set(
         session.scalars(
             select(Order.queue_pass).where(
-                _of_bucket(stock.product_id, stock.bucket, buckets), Order.queue_pass.is_not(None)
+                _of_bucket(product_id, bucket, buckets), Order.queue_pass.is_not(None)
             )
         )
     )
 
 
 def _of_bucket(product_id: int, bucket: int, buckets: int) -> ColumnElement[bool]:
-    """A bucket's orders: a split product's bucket, its own buyers' (see BucketRouter.order),
+    """A bucket's orders: a split product's bucket, its own buyers' (see core.keys.bucket_order),
     from whichever bucket they were sold."""
     mine = Order.bucket == bucket if buckets == 1 else Order.user_id % buckets == bucket
     return and_(Order.product_id == product_id, mine)

@@ -9,7 +9,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from core.db import transaction
 from core.inventory import Inventory
-from core.inventory.buckets import BucketRouter
+from core.keys import product_of_ticket
 from core.locks import locked
 from core.orders import get_order, get_payment, order_seats, store_payments, transition
 from core.payments import PaymentGateway, gateway_for
@@ -40,7 +40,7 @@ class Refunds:
     def refund_if_paid(self, ticket_id: str) -> bool:
         """Refunds what is still owed on a succeeded payment; True if the payment had succeeded.
         A payment still waiting for the buyer is cancelled first, so it cannot succeed later."""
-        product_id = BucketRouter.product_of_ticket(ticket_id)
+        product_id = product_of_ticket(ticket_id)
         if product_id is None:
             return False
         with locked(self.inventory.refund_lock(product_id, ticket_id)):
@@ -73,7 +73,7 @@ class Refunds:
         units go back on sale. One refund of a ticket at a time; Redis marks the ticket first,
         so a reconciliation between the steps counts its units as sold on both sides, and the
         units return once, whoever (this call, a retry, a reconciliation) finishes the refund."""
-        product_id = BucketRouter.product_of_ticket(ticket_id)
+        product_id = product_of_ticket(ticket_id)
         if product_id is None:
             raise RefundRefused("no such order")
         with locked(self.inventory.refund_lock(product_id, ticket_id)):

@@ -59,23 +59,16 @@ def lua_constants() -> str:
 
 
 def _layout(name: str) -> list[str]:
-    """KEY and ARG (name -> position) of the script, from its call (core/script_call.py); and,
-    for a call with repeated items, an item's offsets, the head's length and the item's width."""
-    from core.script_call import layouts  # imported here: the modules declaring calls import this
+    """KEY and ARG (name -> position) of a script whose call names them (core/inventory/calls)."""
+    from core.inventory.calls import LAYOUTS  # imported here: the inventory imports this module
 
-    call = layouts()[name]
-    lines = [
+    call = LAYOUTS.get(name)
+    if call is None:
+        return []
+    return [
         _lua_table("KEY", {key: str(i) for i, key in enumerate(call.KEYS, 1)}),
         _lua_table("ARG", {arg: str(i) for i, arg in enumerate(call.ARGV, 1)}),
     ]
-    for side, head, each in (
-        ("KEY", call.KEYS, call.KEYS_EACH),
-        ("ARG", call.ARGV, call.ARGV_EACH),
-    ):
-        if each:
-            offsets = _lua_table(f"{side}_EACH", {n: str(i) for i, n in enumerate(each, 1)})
-            lines += [offsets, f"local {side}_HEAD, {side}_WIDTH = {len(head)}, {len(each)}"]
-    return lines
 
 
 def _lua_table(name: str, entries: dict[str, str]) -> str:

@@ -6,7 +6,6 @@ import logging
 
 from core.catalog import list_products
 from core.failover import recover_lost_holds
-from core.inventory.buckets import BucketRouter
 from core.revocations import delete_expired_revocations
 from core.stock import rebuild_stock, reconcile_product, sweep_claims, sync_terms
 from jobs.queues import enqueue_drains, rebuild_finished
@@ -27,14 +26,14 @@ def sweep() -> dict[str, int]:
     with rt.sessions() as session:
         products = list_products(session)
     for product in products:
-        stocks = BucketRouter.stocks(product.id, product.buckets or 1)
-        if any(rt.inventory.figures(stock) is None for stock in stocks):
+        buckets = range(product.buckets or 1)
+        if any(rt.inventory.figures(product.id, b) is None for b in buckets):
             rebuild_stock(rt.inventory, rt.sessions, product.id)
             continue
-        expired += sum(rt.inventory.expire_holds(stock) for stock in stocks)
-        if len(stocks) > 1:
-            sweep_claims(rt.inventory, rt.sessions, product.id, len(stocks))
-        if any(rt.inventory.settle_backlog(stock) for stock in stocks):
+        expired += sum(rt.inventory.expire_holds(product.id, bucket=b) for b in buckets)
+        if len(buckets) > 1:
+            sweep_claims(rt.inventory, rt.sessions, product.id, len(buckets))
+        if any(rt.inventory.settle_backlog(product.id, b) for b in buckets):
             waiting.append(product.id)
     terms_applied = sync_terms(rt.inventory, products)
     if waiting:

@@ -7,7 +7,6 @@ import os
 import socket
 import time
 
-from core.inventory.buckets import BucketRouter, Stock
 from core.runtime import Runtime
 from jobs.queues import drain_started, enqueue_drains
 from jobs.runtime import runtime
@@ -27,25 +26,25 @@ def drain_product(product_id: int) -> dict[str, int]:
     drain_started(rt.settings, product_id)
     totals: dict[str, int] = {"deferred": 0}
     stop_at = time.monotonic() + DRAIN_BUDGET_S
-    stocks = BucketRouter.stocks(product_id, rt.settler.buckets_of(product_id))
-    while stocks:
-        for stock in list(stocks):
-            if not _settle_one_batch(rt, stock, totals):
-                stocks.remove(stock)
-        if stocks and time.monotonic() > stop_at:
+    buckets = list(range(rt.settler.buckets_of(product_id)))
+    while buckets:
+        for bucket in list(buckets):
+            if not _settle_one_batch(rt, product_id, bucket, totals):
+                buckets.remove(bucket)
+        if buckets and time.monotonic() > stop_at:
             enqueue_drains(rt.settings, [product_id])
             return totals
     return totals
 
 
-def _settle_one_batch(rt: Runtime, stock: Stock, totals: dict[str, int]) -> bool:
+def _settle_one_batch(rt: Runtime, product_id: int, bucket: int, totals: dict[str, int]) -> bool:
     """Settles one batch from the bucket's stream into `totals`; False once nothing is left
     there, or nothing moved (the rest is left to the sweep instead of spinning)."""
     size = rt.settler.batch_size
-    entries = rt.inventory.read_settle_queue(stock, consumer_name(), size)
+    entries = rt.inventory.read_settle_queue(product_id, consumer_name(), size, bucket)
     if not entries:
         return False
-    report = rt.settler.settle_batch(stock.product_id, entries)
+    report = rt.settler.settle_batch(product_id, entries)
     for status, count in report.settled.items():
         totals[status] = totals.get(status, 0) + count
     totals["deferred"] += report.deferred

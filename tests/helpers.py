@@ -25,7 +25,6 @@ from core.catalog import create_user
 from core.config import Settings, normalize_database_url
 from core.db import transaction
 from core.inventory import SECTION_SCORE, Inventory, ProductTerms, SeatPlan
-from core.inventory.buckets import Stock
 from core.models import User
 from core.runtime import Runtime
 from core.stock import setup_stock
@@ -164,7 +163,7 @@ def seated_stock(inventory: Inventory, product_id: int, plan: SeatPlan) -> None:
     """A seated product's stock written straight into Redis, from `plan` (no SQL behind it)."""
     sold = sum(state != "f" for state in plan.states.values())
     terms = ProductTerms(product_id, len(plan.states), 0, 0, 0, 1000, "USD")
-    view = inventory.begin_rebuild(Stock(product_id, 0))
+    view = inventory.begin_rebuild(product_id)
     assert view is not None, "the product's stock exists already"
     assert inventory.restore(terms, sold, [], {}, lease=view.token, seats=plan)
 

@@ -38,8 +38,7 @@ from sqlalchemy import select
 from core.catalog import create_product
 from core.db import transaction
 from core.inventory import Ending, Hold, Inventory
-from core.inventory.buckets import BucketRouter, Stock
-from core.keys import bucket_share
+from core.keys import bucket_share, new_ticket_id
 from core.locks import locked
 from core.models import Order, User
 from core.payments.simulated import SimulatedGateway
@@ -128,7 +127,7 @@ class SplitSale(RuleBasedStateMachine):
     )
     def reserve(self, buyer: int, quantity: int, method: str, key: str) -> Any:
         user = self.users[buyer % len(self.users)]
-        ticket = BucketRouter.new_ticket_id(Stock(self.pid, 0))
+        ticket = new_ticket_id(self.pid)
         outcome = self.inventory.reserve(self.pid, user, quantity, ticket, method, key)
         if outcome.result != "reserved" or outcome.ticket_id is None:
             return multiple()
@@ -147,13 +146,13 @@ class SplitSale(RuleBasedStateMachine):
         outcomes = []
 
         def twin() -> None:
-            ticket = BucketRouter.new_ticket_id(Stock(self.pid, 0))
+            ticket = new_ticket_id(self.pid)
             outcomes.append(
                 self.inventory.reserve(self.pid, user, quantity, ticket, METHODS[0], key)
             )
 
         self.crossed.twin = twin
-        first = BucketRouter.new_ticket_id(Stock(self.pid, 0))
+        first = new_ticket_id(self.pid)
         outcomes.append(self.crossed.reserve(self.pid, user, quantity, first, METHODS[0], key))
         self.crossed.twin = None
         return multiple(*{o.ticket_id for o in outcomes if o.result == "reserved" and o.ticket_id})
@@ -162,9 +161,7 @@ class SplitSale(RuleBasedStateMachine):
     def reserve_and_die(self, buyer: int, quantity: int) -> None:
         user = self.users[buyer % len(self.users)]
         with contextlib.suppress(ConnectionError):
-            self.dying.reserve(
-                self.pid, user, quantity, BucketRouter.new_ticket_id(Stock(self.pid, 0)), METHODS[0]
-            )
+            self.dying.reserve(self.pid, user, quantity, new_ticket_id(self.pid), METHODS[0])
 
     @rule(ticket=tickets)
     def cancel(self, ticket: str) -> None:
@@ -190,14 +187,14 @@ class SplitSale(RuleBasedStateMachine):
     @rule(bucket=st.integers(0, 2))
     def settle(self, bucket: int) -> None:
         bucket %= self.buckets
-        entries = self.inventory.read_settle_queue(Stock(self.pid, bucket), "prop", 5)
+        entries = self.inventory.read_settle_queue(self.pid, "prop", 5, bucket)
         if entries:
             self.settler.settle_batch(self.pid, entries)
 
     @rule()
     def sweep(self) -> None:
         for bucket in range(self.buckets):
-            self.inventory.expire_holds(Stock(self.pid, bucket))
+            self.inventory.expire_holds(self.pid, bucket=bucket)
         sweep_claims(self.inventory, self.sessions, self.pid, self.buckets)
 
     @rule()
@@ -206,7 +203,7 @@ class SplitSale(RuleBasedStateMachine):
         ms = (HOLD_SECONDS + LEASE_SECONDS + 1) * 1000 + 120_000
         redis = self.inventory.redis
         for bucket in range(self.buckets):
-            k = self.inventory.keys(Stock(self.pid, bucket))
+            k = self.inventory.keys(self.pid, bucket)
             for ticket, raw in redis.hgetall(k.holds).items():
                 redis.hset(k.holds, ticket, json.dumps(json.loads(raw) | {"d": 0}))
             for ticket, score in redis.zrange(k.deadlines, 0, -1, withscores=True):
@@ -219,9 +216,7 @@ class SplitSale(RuleBasedStateMachine):
 
     @rule(bucket=st.integers(0, 2))
     def stock_key_lost(self, bucket: int) -> None:
-        self.inventory.redis.delete(
-            self.inventory.keys(Stock(self.pid, bucket % self.buckets)).stock
-        )
+        self.inventory.redis.delete(self.inventory.keys(self.pid, bucket % self.buckets).stock)
 
     @rule()
     def rebuild(self) -> None:
@@ -235,7 +230,7 @@ class SplitSale(RuleBasedStateMachine):
     def _holds(self) -> dict[str, Hold]:
         found: dict[str, Hold] = {}
         for bucket in range(self.buckets):
-            raw = self.inventory.redis.hgetall(self.inventory.keys(Stock(self.pid, bucket)).holds)
+            raw = self.inventory.redis.hgetall(self.inventory.keys(self.pid, bucket).holds)
             found |= {t: Hold.from_json(r) for t, r in raw.items()}
         return found
 
@@ -258,7 +253,7 @@ class SplitSale(RuleBasedStateMachine):
         return units
 
     def _counted(self, user: int) -> int:
-        k = self.inventory.keys(Stock(self.pid, user % self.buckets))
+        k = self.inventory.keys(self.pid, user % self.buckets)
         return int(self.inventory.redis.hget(k.users, str(user)) or 0)
 
     # --- invariants -----------------------------------------------------------------------------
@@ -267,7 +262,7 @@ class SplitSale(RuleBasedStateMachine):
         if not self.pid:
             return
         for bucket in range(self.buckets):
-            figures = self.inventory.figures(Stock(self.pid, bucket))
+            figures = self.inventory.figures(self.pid, bucket)
             if figures is None:
                 continue
             assert figures.balanced, f"bucket {bucket}: {figures}"
@@ -289,7 +284,7 @@ class SplitSale(RuleBasedStateMachine):
             return
         for user, units in self._live_units().items():
             assert units <= self.limit, f"user {user} has {units} units, limit {self.limit}"
-            home = self.inventory.keys(Stock(self.pid, user % self.buckets))
+            home = self.inventory.keys(self.pid, user % self.buckets)
             if self.inventory.redis.exists(home.stock):
                 assert self._counted(user) >= units, (
                     f"user {user}: {units} units, counted {self._counted(user)} in their bucket"
@@ -304,9 +299,7 @@ class SplitSale(RuleBasedStateMachine):
             self.time_passes()
             self.sweep()
             for bucket in range(self.buckets):
-                while entries := self.inventory.read_settle_queue(
-                    Stock(self.pid, bucket), "end", 50
-                ):
+                while entries := self.inventory.read_settle_queue(self.pid, "end", 50, bucket):
                     self.settler.settle_batch(self.pid, entries)
             claims = [self.inventory.open_claims(self.pid, b) for b in range(self.buckets)]
             if not self._holds() and not any(claims):

@@ -15,8 +15,7 @@ import pytest
 from sqlalchemy import select
 
 from core.inventory import Ending, Inventory
-from core.inventory.buckets import BucketRouter, Stock
-from core.inventory.calls import RoomBoardCall, bucket_keys
+from core.keys import bucket_of_ticket, bucket_order, new_ticket_id, ticket_in_bucket
 from core.models import Order
 from core.stock import product_report, rebuild_stock, reconcile_product
 from jobs.queues import enqueue_drains
@@ -45,7 +44,7 @@ def _buyers_at_home(rt, buckets: int, home: int, count: int) -> list[int]:  # ty
 def _reserve(rt, product_id: int, user: int, **kw):  # type: ignore[no-untyped-def]
     """One unit bought through rt's inventory (or `rt` itself, an inventory)."""
     inventory = rt if isinstance(rt, Inventory) else rt.inventory
-    ticket = BucketRouter.new_ticket_id(Stock(product_id, 0))
+    ticket = new_ticket_id(product_id)
     return inventory.reserve(product_id, user, 1, ticket, "pm_card_visa", **kw)
 
 
@@ -64,9 +63,9 @@ def _orders(rt, product_id: int) -> list[Order]:  # type: ignore[no-untyped-def]
 
 def test_the_stock_is_shared_out_and_each_bucket_has_its_own_keys(rt):
     product_id = stocked_product(rt, stock=10, buckets=4)
-    shares = [rt.inventory.figures(Stock(product_id, b)).initial for b in range(4)]  # type: ignore[union-attr]
+    shares = [rt.inventory.figures(product_id, b).initial for b in range(4)]  # type: ignore[union-attr]
     assert shares == [3, 3, 2, 2]
-    tags = {rt.inventory.keys(Stock(product_id, b)).tag for b in range(4)}
+    tags = {rt.inventory.keys(product_id, b).tag for b in range(4)}
     assert len(tags) == 4
     assert rt.inventory.bucket_count(product_id) == 4
     assert rt.inventory.available([product_id], {product_id: 4}) == {product_id: 10}
@@ -81,19 +80,17 @@ def test_a_buyer_buys_in_their_own_bucket_then_moves_on_and_sold_out_comes_once_
         assert outcome.result == "reserved", outcome
         tickets.append(outcome.ticket_id)
     # The first in their own bucket, the next ones in the buckets after it, round.
-    assert [BucketRouter.bucket_of_ticket(t) for t in tickets] == [1, 2, 0]
+    assert [bucket_of_ticket(t) for t in tickets] == [1, 2, 0]
     refused = _reserve(rt, product_id, buyers[3])
     assert (refused.result, refused.remaining) == ("sold_out", 0)
-    figures = [rt.inventory.figures(Stock(product_id, b)) for b in range(3)]
+    figures = [rt.inventory.figures(product_id, b) for b in range(3)]
     assert [(f.available, f.held) for f in figures] == [(0, 1)] * 3  # type: ignore[union-attr]
 
 
 def test_a_purchase_bigger_than_any_bucket_is_sold_out_with_what_one_purchase_can_get(rt):
     product_id = stocked_product(rt, stock=4, buckets=2)  # 2 and 2
     [buyer] = buyer_ids(rt, 1)
-    outcome = rt.inventory.reserve(
-        product_id, buyer, 3, BucketRouter.new_ticket_id(Stock(product_id, 0)), "pm_card_visa"
-    )
+    outcome = rt.inventory.reserve(product_id, buyer, 3, new_ticket_id(product_id), "pm_card_visa")
     assert (outcome.result, outcome.remaining) == ("sold_out", 2)
     assert rt.inventory.available([product_id], {product_id: 2}) == {product_id: 4}
 
@@ -102,16 +99,16 @@ def test_a_retried_purchase_ends_where_the_first_did_even_with_units_back_in_the
     product_id = stocked_product(rt, stock=2, buckets=2)  # one unit a bucket
     first, retrier = _buyers_at_home(rt, 2, home=0, count=2)
     held = _reserve(rt, product_id, first)
-    assert BucketRouter.bucket_of_ticket(held.ticket_id) == 0
+    assert bucket_of_ticket(held.ticket_id) == 0
     original = _reserve(rt, product_id, retrier, idempotency_key="k-1")
-    assert BucketRouter.bucket_of_ticket(original.ticket_id) == 1
+    assert bucket_of_ticket(original.ticket_id) == 1
     # The first buyer's hold ends: bucket 0 has its unit again.
     ending = Ending(held.ticket_id, "failed", "card_declined")
     assert rt.inventory.finish_holds(product_id, [ending])[held.ticket_id][0] == "ok"
-    assert rt.inventory.figures(Stock(product_id, 0)).available == 1  # type: ignore[union-attr]
+    assert rt.inventory.figures(product_id, 0).available == 1  # type: ignore[union-attr]
     retry = _reserve(rt, product_id, retrier, idempotency_key="k-1")
     assert (retry.result, retry.ticket_id) == ("duplicate", original.ticket_id)
-    assert rt.inventory.figures(Stock(product_id, 0)).available == 1  # type: ignore[union-attr]
+    assert rt.inventory.figures(product_id, 0).available == 1  # type: ignore[union-attr]
 
 
 def test_a_retry_after_a_rebuild_still_ends_where_the_first_did(rt, settings):
@@ -125,9 +122,9 @@ def test_a_retry_after_a_rebuild_still_ends_where_the_first_did(rt, settings):
         original.ticket_id: 1,
     }
     # Bucket 0 is lost with its marks, rebuilt from SQL, and gets a unit back (a refund's).
-    rt.inventory_redis.delete(*rt.inventory.keys(Stock(product_id, 0)).all())
+    rt.inventory_redis.delete(*rt.inventory.keys(product_id, 0).all())
     assert rebuild_stock(rt.inventory, rt.sessions, product_id)
-    rt.inventory_redis.hincrby(rt.inventory.keys(Stock(product_id, 0)).stock, "available", 1)
+    rt.inventory_redis.hincrby(rt.inventory.keys(product_id, 0).stock, "available", 1)
     retry = _reserve(rt, product_id, retrier, idempotency_key="k-2")
     assert (retry.result, retry.ticket_id) == ("duplicate", original.ticket_id)
 
@@ -136,14 +133,14 @@ def test_a_missing_later_bucket_is_moved_past_without_a_key_and_answered_unavail
     product_id = stocked_product(rt, stock=4, buckets=3)  # 2, 1 and 1
     first, [buyer] = _buyers_at_home(rt, 3, 0, 2), _buyers_at_home(rt, 3, 0, 1)
     for other in first:
-        assert BucketRouter.bucket_of_ticket(_reserve(rt, product_id, other).ticket_id) == 0
-    rt.inventory_redis.delete(rt.inventory.keys(Stock(product_id, 1)).stock)
-    assert BucketRouter.bucket_of_ticket(_reserve(rt, product_id, buyer).ticket_id) == 2
+        assert bucket_of_ticket(_reserve(rt, product_id, other).ticket_id) == 0
+    rt.inventory_redis.delete(rt.inventory.keys(product_id, 1).stock)
+    assert bucket_of_ticket(_reserve(rt, product_id, buyer).ticket_id) == 2
     # With a key, a retry must meet bucket 1 as this attempt did: answered unavailable.
     assert _reserve(rt, product_id, buyer, idempotency_key="k-3").result == "unavailable"
     assert rebuild_stock(rt.inventory, rt.sessions, product_id)
     keyed = _reserve(rt, product_id, buyer, idempotency_key="k-3")
-    assert BucketRouter.bucket_of_ticket(keyed.ticket_id) == 1
+    assert bucket_of_ticket(keyed.ticket_id) == 1
 
 
 def test_a_missing_own_bucket_is_answered_unavailable(rt):
@@ -151,7 +148,7 @@ def test_a_missing_own_bucket_is_answered_unavailable(rt):
     [buyer] = _buyers_at_home(rt, 2, home=0, count=1)
     # The process learns the number of buckets from the first bucket it calls.
     assert _reserve(rt, product_id, buyer).result == "reserved"
-    rt.inventory_redis.delete(rt.inventory.keys(Stock(product_id, 0)).stock)
+    rt.inventory_redis.delete(rt.inventory.keys(product_id, 0).stock)
     assert _reserve(rt, product_id, buyer).result == "unavailable"  # it counts the buyer's units
 
 
@@ -173,12 +170,12 @@ def test_settlement_and_the_stock_report_cover_every_bucket(rt, settings):
     buyers = buyer_ids(rt, 10)
     outcomes = [_reserve(rt, product_id, b) for b in buyers]
     tickets = [o.ticket_id for o in outcomes if o.result == "reserved"]
-    assert len(tickets) == 8 and {BucketRouter.bucket_of_ticket(t) for t in tickets} == {0, 1, 2, 3}
+    assert len(tickets) == 8 and {bucket_of_ticket(t) for t in tickets} == {0, 1, 2, 3}
     _settle_all(rt, settings, product_id)
     orders = _orders(rt, product_id)
     assert sorted(o.ticket_id for o in orders) == sorted(tickets)
     assert {o.status for o in orders} == {"confirmed"}
-    assert all(o.bucket == BucketRouter.bucket_of_ticket(o.ticket_id) for o in orders)
+    assert all(o.bucket == bucket_of_ticket(o.ticket_id) for o in orders)
     books, stock = product_report(rt.inventory, rt.sessions, product_id)
     assert books is not None and stock is not None
     assert (stock.figures.initial, stock.figures.sold, stock.sold_in_db) == (8, 8, 8)
@@ -190,12 +187,12 @@ def test_expiry_returns_units_to_the_bucket_that_held_them(rt, settings):
     product_id = stocked_product(rt, stock=4, buckets=2)
     buyers = _buyers_at_home(rt, 2, home=1, count=2)
     tickets = [_reserve(rt, product_id, b).ticket_id for b in buyers]
-    assert [BucketRouter.bucket_of_ticket(t) for t in tickets] == [1, 1]
-    k = rt.inventory.keys(Stock(product_id, 1))
+    assert [bucket_of_ticket(t) for t in tickets] == [1, 1]
+    k = rt.inventory.keys(product_id, 1)
     rt.inventory_redis.zadd(k.deadlines, dict.fromkeys(tickets, 0))  # past their deadline
-    assert rt.inventory.expire_holds(Stock(product_id, 0)) == 0
-    assert rt.inventory.expire_holds(Stock(product_id, 1)) == 2
-    assert rt.inventory.figures(Stock(product_id, 1)).available == 2  # type: ignore[union-attr]
+    assert rt.inventory.expire_holds(product_id, bucket=0) == 0
+    assert rt.inventory.expire_holds(product_id, bucket=1) == 2
+    assert rt.inventory.figures(product_id, 1).available == 2  # type: ignore[union-attr]
     _settle_all(rt, settings, product_id)
     assert {o.status for o in _orders(rt, product_id)} == {"expired"}
     assert reconcile_product(rt.inventory, rt.sessions, product_id).result == "consistent"
@@ -206,11 +203,11 @@ def test_reconciliation_repairs_the_bucket_that_is_wrong_and_leaves_the_others(r
     for buyer in buyer_ids(rt, 6):
         _reserve(rt, product_id, buyer)
     _settle_all(rt, settings, product_id)
-    before = [rt.inventory.figures(Stock(product_id, b)) for b in range(3)]
-    rt.inventory_redis.hincrby(rt.inventory.keys(Stock(product_id, 2)).stock, "available", 5)
+    before = [rt.inventory.figures(product_id, b) for b in range(3)]
+    rt.inventory_redis.hincrby(rt.inventory.keys(product_id, 2).stock, "available", 5)
     outcome = reconcile_product(rt.inventory, rt.sessions, product_id)
     assert outcome.result == "repaired"
-    after = [rt.inventory.figures(Stock(product_id, b)) for b in range(3)]
+    after = [rt.inventory.figures(product_id, b) for b in range(3)]
     assert [(f.available, f.sold) for f in after] == [(f.available, f.sold) for f in before]  # type: ignore[union-attr]
     assert after[0].version == before[0].version and after[1].version == before[1].version  # type: ignore[union-attr]
     assert reconcile_product(rt.inventory, rt.sessions, product_id).result == "consistent"
@@ -221,7 +218,7 @@ def test_reconciliation_rebuilds_a_lost_bucket_and_then_finds_it_consistent(rt, 
     for buyer in buyer_ids(rt, 4):
         _reserve(rt, product_id, buyer)
     _settle_all(rt, settings, product_id)
-    rt.inventory_redis.delete(rt.inventory.keys(Stock(product_id, 2)).stock)
+    rt.inventory_redis.delete(rt.inventory.keys(product_id, 2).stock)
     assert reconcile_product(rt.inventory, rt.sessions, product_id).result == "rebuilt"
     assert reconcile_product(rt.inventory, rt.sessions, product_id).result == "consistent"
 
@@ -232,10 +229,10 @@ def test_a_lost_bucket_is_rebuilt_from_its_own_orders_by_the_sweep(rt, settings)
     product_id = stocked_product(rt, stock=6, buckets=3)
     tickets = [_reserve(rt, product_id, b).ticket_id for b in buyer_ids(rt, 5)]
     _settle_all(rt, settings, product_id)
-    sold_in_1 = sum(1 for t in tickets if BucketRouter.bucket_of_ticket(t) == 1)
-    rt.inventory_redis.delete(*rt.inventory.keys(Stock(product_id, 1)).all())
+    sold_in_1 = sum(1 for t in tickets if bucket_of_ticket(t) == 1)
+    rt.inventory_redis.delete(*rt.inventory.keys(product_id, 1).all())
     sweep()
-    figures = rt.inventory.figures(Stock(product_id, 1))
+    figures = rt.inventory.figures(product_id, 1)
     assert figures is not None
     assert (figures.initial, figures.sold, figures.available) == (2, sold_in_1, 2 - sold_in_1)
     assert reconcile_product(rt.inventory, rt.sessions, product_id).result == "consistent"
@@ -249,24 +246,24 @@ def _claims(rt, product_id: int, bucket: int) -> dict:  # type: ignore[no-untype
 
 
 def _counted(rt, product_id: int, bucket: int, user: int) -> int:  # type: ignore[no-untyped-def]
-    k = rt.inventory.keys(Stock(product_id, bucket))
+    k = rt.inventory.keys(product_id, bucket)
     return int(rt.inventory_redis.hget(k.users, str(user)) or 0)
 
 
 def _sell_out_home(rt, product_id: int, buckets: int, home: int, units: int) -> None:  # type: ignore[no-untyped-def]
     for other in _buyers_at_home(rt, buckets, home, units):
-        assert BucketRouter.bucket_of_ticket(_reserve(rt, product_id, other).ticket_id) == home
+        assert bucket_of_ticket(_reserve(rt, product_id, other).ticket_id) == home
 
 
 def test_the_limit_counts_a_buyers_units_in_every_bucket_in_the_buyers_own(rt, settings):
     product_id = stocked_product(rt, stock=6, max_per_user=2, buckets=2)  # 3 and 3
     [buyer] = _buyers_at_home(rt, 2, home=0, count=1)
-    assert BucketRouter.bucket_of_ticket(_reserve(rt, product_id, buyer).ticket_id) == 0
+    assert bucket_of_ticket(_reserve(rt, product_id, buyer).ticket_id) == 0
     _sell_out_home(rt, product_id, 2, home=0, units=2)
     away = _reserve(rt, product_id, buyer)
-    assert BucketRouter.bucket_of_ticket(away.ticket_id) == 1
+    assert bucket_of_ticket(away.ticket_id) == 1
     assert _counted(rt, product_id, 0, buyer) == 2 and _counted(rt, product_id, 1, buyer) == 0
-    assert list(_claims(rt, product_id, 0)) == [BucketRouter.ticket_in_bucket(away.ticket_id, 0)]
+    assert list(_claims(rt, product_id, 0)) == [ticket_in_bucket(away.ticket_id, 0)]
     refused = _reserve(rt, product_id, buyer)
     assert (refused.result, refused.remaining) == ("per_user_limit", 0)
     _settle_all(rt, settings, product_id)  # confirmed: the claim goes, the units stay counted
@@ -279,9 +276,9 @@ def test_a_failed_purchase_in_another_bucket_gives_the_buyer_the_units_back(rt, 
     product_id = stocked_product(rt, stock=4, max_per_user=1, buckets=2)
     [buyer] = _buyers_at_home(rt, 2, home=1, count=1)
     _sell_out_home(rt, product_id, 2, home=1, units=2)
-    ticket = BucketRouter.new_ticket_id(Stock(product_id, 0))
+    ticket = new_ticket_id(product_id)
     declined = rt.inventory.reserve(product_id, buyer, 1, ticket, "pm_card_chargeDeclined")
-    assert BucketRouter.bucket_of_ticket(declined.ticket_id) == 0
+    assert bucket_of_ticket(declined.ticket_id) == 0
     assert _reserve(rt, product_id, buyer).result == "per_user_limit"
     _settle_all(rt, settings, product_id)
     assert {o.ticket_id: o.status for o in _orders(rt, product_id)}[declined.ticket_id] == "failed"
@@ -330,20 +327,20 @@ def test_two_purchases_of_one_buyer_crossing_at_a_sold_out_bucket_sell_the_limit
     first.join(10)
     assert second.result == "per_user_limit"
     assert [o.result for o in outcomes] == ["reserved"]
-    assert rt.inventory.figures(Stock(product_id, 1)).held == 1  # type: ignore[union-attr]
+    assert rt.inventory.figures(product_id, 1).held == 1  # type: ignore[union-attr]
 
 
 def test_a_keyed_retry_whose_first_attempt_came_to_nothing_is_counted_anew(rt):
     product_id = stocked_product(rt, stock=6, max_per_user=1, buckets=3)  # 2, 2 and 2
     [buyer] = _buyers_at_home(rt, 3, home=0, count=1)
     _sell_out_home(rt, product_id, 3, home=0, units=2)
-    rt.inventory_redis.delete(rt.inventory.keys(Stock(product_id, 1)).stock)
+    rt.inventory_redis.delete(rt.inventory.keys(product_id, 1).stock)
     first = _reserve(rt, product_id, buyer, idempotency_key="k-5")
     assert first.result == "unavailable"  # bucket 1 could not say: the claim went back
     assert _claims(rt, product_id, 0) == {} and _counted(rt, product_id, 0, buyer) == 0
     assert rebuild_stock(rt.inventory, rt.sessions, product_id)
     retry = _reserve(rt, product_id, buyer, idempotency_key="k-5")
-    assert BucketRouter.bucket_of_ticket(retry.ticket_id) == 1
+    assert bucket_of_ticket(retry.ticket_id) == 1
     assert _counted(rt, product_id, 0, buyer) == 1  # the retry's own claim
     assert _reserve(rt, product_id, buyer).result == "per_user_limit"
 
@@ -357,7 +354,7 @@ def test_a_keyed_retry_carries_on_under_the_claim_of_a_first_attempt_that_died(r
     [claim] = _claims(rt, product_id, 0)
     retry = _reserve(rt, product_id, buyer, idempotency_key="k-6")
     assert retry.result == "reserved"
-    assert retry.ticket_id == BucketRouter.ticket_in_bucket(claim, 1)  # the first attempt's ticket
+    assert retry.ticket_id == ticket_in_bucket(claim, 1)  # the first attempt's ticket
     assert _counted(rt, product_id, 0, buyer) == 1
     again = _reserve(rt, product_id, buyer, idempotency_key="k-6")
     assert (again.result, again.ticket_id) == ("duplicate", retry.ticket_id)
@@ -378,11 +375,11 @@ def test_two_requests_with_one_key_crossing_keep_the_buyer_counted_once(rt, sett
     second = _reserve(rt, product_id, buyer, idempotency_key="k-7")  # carries on under it
     paused.go.set()
     first.join(10)
-    assert second.result == "reserved" and BucketRouter.bucket_of_ticket(second.ticket_id) == 1
+    assert second.result == "reserved" and bucket_of_ticket(second.ticket_id) == 1
     assert [(o.result, o.ticket_id) for o in outcomes] == [("duplicate", second.ticket_id)]
     # The first request found the second's hold: its claim still counts that purchase.
     assert _counted(rt, product_id, 0, buyer) == 1
-    assert list(_claims(rt, product_id, 0)) == [BucketRouter.ticket_in_bucket(second.ticket_id, 0)]
+    assert list(_claims(rt, product_id, 0)) == [ticket_in_bucket(second.ticket_id, 0)]
     assert _reserve(rt, product_id, buyer).result == "per_user_limit"
     _settle_all(rt, settings, product_id)
     assert _counted(rt, product_id, 0, buyer) == 1
@@ -405,12 +402,12 @@ def test_a_claim_left_by_a_purchase_that_died_is_released_by_the_sweep(rt, setti
     _age_claims(rt, product_id, 0)
     sweep()
     assert _claims(rt, product_id, 0) == {} and _counted(rt, product_id, 0, buyer) == 0
-    assert BucketRouter.bucket_of_ticket(_reserve(rt, product_id, buyer).ticket_id) == 1
+    assert bucket_of_ticket(_reserve(rt, product_id, buyer).ticket_id) == 1
 
 
 def _age_claims(rt, product_id: int, bucket: int) -> None:  # type: ignore[no-untyped-def]
     """The bucket's open claims, as if made CLAIM_MS ago."""
-    k = rt.inventory.keys(Stock(product_id, bucket))
+    k = rt.inventory.keys(product_id, bucket)
     for ticket, raw in rt.inventory_redis.hgetall(k.claims).items():
         claim = json.loads(raw) | {"d": 0}
         rt.inventory_redis.hset(k.claims, ticket, json.dumps(claim))
@@ -423,8 +420,8 @@ def test_the_sweep_keeps_a_stale_claim_whose_purchase_was_confirmed(rt, settings
     [buyer] = _buyers_at_home(rt, 2, home=1, count=1)
     _sell_out_home(rt, product_id, 2, home=1, units=2)
     away = _reserve(rt, product_id, buyer)
-    claim = BucketRouter.ticket_in_bucket(away.ticket_id, 1)
-    k = rt.inventory.keys(Stock(product_id, 1))
+    claim = ticket_in_bucket(away.ticket_id, 1)
+    k = rt.inventory.keys(product_id, 1)
     saved = rt.inventory_redis.hget(k.claims, claim)
     _settle_all(rt, settings, product_id)
     rt.inventory_redis.hset(k.claims, claim, saved)  # as if the settler died before ending it
@@ -437,13 +434,11 @@ def test_a_rebuilt_own_bucket_keeps_counting_a_claim_whose_purchase_holds_nothin
     product_id = stocked_product(rt, stock=6, max_per_user=2, buckets=2)  # 3 and 3
     [buyer] = _buyers_at_home(rt, 2, home=0, count=1)
     _sell_out_home(rt, product_id, 2, home=0, units=2)
-    assert (
-        BucketRouter.bucket_of_ticket(_reserve(rt, product_id, buyer).ticket_id) == 0
-    )  # the last unit
+    assert bucket_of_ticket(_reserve(rt, product_id, buyer).ticket_id) == 0  # the last unit
     with pytest.raises(ConnectionError):  # a purchase dies between the two buckets
         _reserve(_PausedAway(rt, fail=True), product_id, buyer)
     assert _counted(rt, product_id, 0, buyer) == 2
-    rt.inventory_redis.delete(rt.inventory.keys(Stock(product_id, 0)).stock)
+    rt.inventory_redis.delete(rt.inventory.keys(product_id, 0).stock)
     assert rebuild_stock(rt.inventory, rt.sessions, product_id)
     assert _counted(rt, product_id, 0, buyer) == 2  # the hold, and the claim still open
     assert _reserve(rt, product_id, buyer).result == "per_user_limit"
@@ -457,13 +452,13 @@ def test_a_rebuilt_own_bucket_keeps_counting_a_claim_whose_purchase_holds_nothin
 def test_a_rebuilt_own_bucket_drops_the_claim_of_a_purchase_that_ended(rt, settings):
     product_id = stocked_product(rt, stock=4, max_per_user=2, buckets=2)  # 2 and 2
     [buyer] = _buyers_at_home(rt, 2, home=0, count=1)
-    assert BucketRouter.bucket_of_ticket(_reserve(rt, product_id, buyer).ticket_id) == 0
+    assert bucket_of_ticket(_reserve(rt, product_id, buyer).ticket_id) == 0
     _sell_out_home(rt, product_id, 2, home=0, units=1)
     away = _reserve(rt, product_id, buyer)
     ending = Ending(away.ticket_id, "cancelled", "cancelled_by_buyer", "reserved")
     assert rt.inventory.finish_holds(product_id, [ending])[away.ticket_id][0] == "ok"
     assert _counted(rt, product_id, 0, buyer) == 2  # until settlement ends its claim
-    rt.inventory_redis.delete(rt.inventory.keys(Stock(product_id, 0)).stock)
+    rt.inventory_redis.delete(rt.inventory.keys(product_id, 0).stock)
     assert rebuild_stock(rt.inventory, rt.sessions, product_id)
     assert _counted(rt, product_id, 0, buyer) == 1 and _claims(rt, product_id, 0) == {}
     _settle_all(rt, settings, product_id)  # the cancelled purchase's end: nothing to uncount
@@ -481,7 +476,7 @@ def test_a_refund_of_a_purchase_held_in_another_bucket_uncounts_the_buyer_once(r
     assert _counted(rt, product_id, 0, buyer) == 0
     assert rt.inventory.return_units(product_id, [away.ticket_id]) == 0  # once only
     assert _counted(rt, product_id, 0, buyer) == 0
-    assert rt.inventory.figures(Stock(product_id, 1)).available == 2  # type: ignore[union-attr]
+    assert rt.inventory.figures(product_id, 1).available == 2  # type: ignore[union-attr]
 
 
 def test_a_rebuilt_own_bucket_counts_the_buyers_units_held_in_other_buckets(rt, settings):
@@ -491,13 +486,11 @@ def test_a_rebuilt_own_bucket_counts_the_buyers_units_held_in_other_buckets(rt, 
     confirmed = _reserve(rt, product_id, buyer)  # bucket 0's last unit
     _settle_all(rt, settings, product_id)
     open_away = _reserve(rt, product_id, buyer)
-    assert [BucketRouter.bucket_of_ticket(t.ticket_id) for t in (confirmed, open_away)] == [0, 1]
-    rt.inventory_redis.delete(*rt.inventory.keys(Stock(product_id, 0)).all())
+    assert [bucket_of_ticket(t.ticket_id) for t in (confirmed, open_away)] == [0, 1]
+    rt.inventory_redis.delete(*rt.inventory.keys(product_id, 0).all())
     assert rebuild_stock(rt.inventory, rt.sessions, product_id)
     assert _counted(rt, product_id, 0, buyer) == 2
-    assert list(_claims(rt, product_id, 0)) == [
-        BucketRouter.ticket_in_bucket(open_away.ticket_id, 0)
-    ]
+    assert list(_claims(rt, product_id, 0)) == [ticket_in_bucket(open_away.ticket_id, 0)]
     assert _reserve(rt, product_id, buyer).result == "per_user_limit"
 
 
@@ -520,9 +513,9 @@ def test_the_api_takes_buckets_at_creation_within_their_range(client, admin, rt)
         headers=admin.headers,
     )
     assert limited.status_code == 200 and limited.get_json()["max_per_user"] == 2
-    snapshots = [rt.inventory.snapshot(Stock(product["id"], b)) for b in range(4)]
+    snapshots = [rt.inventory.snapshot(product["id"], b) for b in range(4)]
     assert [s.terms.max_per_user for s in snapshots] == [2] * 4  # type: ignore[union-attr]
-    stocks = [rt.inventory.keys(Stock(product["id"], b)).stock for b in range(4)]
+    stocks = [rt.inventory.keys(product["id"], b).stock for b in range(4)]
     assert [rt.inventory_redis.hget(stock, "room") for stock in stocks] == ["1"] * 4
 
 
@@ -542,10 +535,10 @@ def test_a_pass_buys_once_across_the_buckets_and_again_if_its_purchase_held_noth
     first, second, third = [b for b in make_users(app, 8) if b.id % 2 == 0][:3]  # own bucket 0
     passes = {b.id: _admitted_pass(client, b, product_id) for b in (first, second, third)}
     bought = buy_with(client, first, product_id, passes[first.id])
-    assert BucketRouter.bucket_of_ticket(bought.get_json()["ticket_id"]) == 0
+    assert bucket_of_ticket(bought.get_json()["ticket_id"]) == 0
     assert_error(buy_with(client, first, product_id, passes[first.id]), 403, "queue_pass_invalid")
     away = buy_with(client, second, product_id, passes[second.id])  # its own bucket is sold out
-    assert BucketRouter.bucket_of_ticket(away.get_json()["ticket_id"]) == 1
+    assert bucket_of_ticket(away.get_json()["ticket_id"]) == 1
     assert_error(buy_with(client, second, product_id, passes[second.id]), 403, "queue_pass_invalid")
     assert_error(buy_with(client, third, product_id, passes[third.id]), 409, "sold_out")
     ticket = away.get_json()["ticket_id"]
@@ -559,19 +552,18 @@ def test_a_pass_buys_once_across_the_buckets_and_again_if_its_purchase_held_noth
         return answer if answer.status_code == 202 else None
 
     again = wait_until(bought_again, 10, "the pass to buy the unit that came back")
-    assert BucketRouter.bucket_of_ticket(again.get_json()["ticket_id"]) == 1
+    assert bucket_of_ticket(again.get_json()["ticket_id"]) == 1
 
 
 def test_the_room_counts_every_buckets_units_to_tell_a_sold_out_sale(client, app, admin, rt):
     product_id = create_product(
         client, admin, stock=2, buckets=2, waiting_room=True, admit_per_second=1000
     )["id"]
-    k = rt.inventory.keys(Stock(product_id, 0))
+    k = rt.inventory.keys(product_id)
 
     def board() -> list:
         others = rt.inventory.other_buckets_stock(product_id)
-        call = RoomBoardCall(bucket_keys(k, RoomBoardCall.KEYS), {"other_buckets": others})
-        return call.run(rt.inventory.scripts)
+        return rt.inventory.scripts.room_board(keys=[k.stock, *k.room_keys], args=[others])
 
     assert board()[4:6] == [2, 0]  # available, held: both buckets'
     rt.inventory_redis.hset(k.stock, "available", 0)  # the first bucket empty, the second not
@@ -596,18 +588,11 @@ def test_a_rush_on_a_split_product_sells_exactly_the_stock(server, app, settings
     assert codes == {202: units, 409: len(buyers) - units}, codes
     assert {r.json()["error"] for r in responses if r.status_code == 409} == {"sold_out"}
     tickets = [r.json()["ticket_id"] for r in responses if r.status_code == 202]
-    assert Counter(BucketRouter.bucket_of_ticket(t) for t in tickets) == {
-        0: 13,
-        1: 13,
-        2: 12,
-        3: 12,
-    }
+    assert Counter(bucket_of_ticket(t) for t in tickets) == {0: 13, 1: 13, 2: 12, 3: 12}
     # Every buyer that got a ticket got it from the first bucket of their order with units.
     for response, buyer in zip(responses, buyers, strict=True):
         if response.status_code == 202:
-            assert BucketRouter.bucket_of_ticket(
-                response.json()["ticket_id"]
-            ) in BucketRouter.order(buyer.id, 4)
+            assert bucket_of_ticket(response.json()["ticket_id"]) in bucket_order(buyer.id, 4)
 
     def all_confirmed() -> bool:
         run_workers(settings)

@@ -9,7 +9,7 @@ import pytest
 from redis.cluster import RedisCluster
 from redis.crc import key_slot
 
-from core.inventory.buckets import BucketRouter, Stock
+from core.keys import new_ticket_id
 
 pytestmark = pytest.mark.skipif(
     os.environ.get("TEST_INVENTORY_REDIS") != "cluster",
@@ -28,7 +28,7 @@ def _product_on_an_empty_slot(rt, cluster: RedisCluster) -> int:  # type: ignore
     slot may move to another primary only while it is empty."""
     for _ in range(1000):
         product_id = random.randrange(10**8, 10**9)
-        tag = rt.inventory.keys(Stock(product_id, 0)).tag
+        tag = rt.inventory.keys(product_id).tag
         owner = cluster.get_node_from_key(tag).redis_connection
         if owner.execute_command("CLUSTER COUNTKEYSINSLOT", key_slot(tag.encode())) == 0:
             return product_id
@@ -39,9 +39,9 @@ def test_a_script_follows_its_slot_to_another_primary(rt):
     cluster = rt.inventory_redis
     assert isinstance(cluster, RedisCluster)
     product_id = _product_on_an_empty_slot(rt, cluster)
-    ticket = BucketRouter.new_ticket_id(Stock(product_id, 0))
-    slot = key_slot(rt.inventory.keys(Stock(product_id, 0)).tag.encode())
-    owner = cluster.get_node_from_key(rt.inventory.keys(Stock(product_id, 0)).tag)
+    ticket = new_ticket_id(product_id)
+    slot = key_slot(rt.inventory.keys(product_id).tag.encode())
+    owner = cluster.get_node_from_key(rt.inventory.keys(product_id).tag)
     assert rt.inventory.get_ticket(ticket) is None  # routed to its owner, which it knows
     other = next(n for n in cluster.get_primaries() if n.name != owner.name)
     other_id = other.redis_connection.execute_command("CLUSTER MYID")
@@ -49,10 +49,7 @@ def test_a_script_follows_its_slot_to_another_primary(rt):
     _move_slot(cluster, slot, other_id)
     try:
         assert rt.inventory.get_ticket(ticket) is None  # MOVED from the old owner, then asked again
-        assert (
-            cluster.get_node_from_key(rt.inventory.keys(Stock(product_id, 0)).tag).name
-            == other.name
-        )
+        assert cluster.get_node_from_key(rt.inventory.keys(product_id).tag).name == other.name
     finally:
         _move_slot(cluster, slot, owner_id)
         cluster.nodes_manager.initialize()
@@ -64,14 +61,13 @@ def test_a_split_products_buckets_are_served_by_every_primary(rt):
     cluster = rt.inventory_redis
     product_id = stocked_product(rt, stock=120, buckets=12)
     owners = {
-        cluster.get_node_from_key(rt.inventory.keys(Stock(product_id, b)).tag).name
-        for b in range(12)
+        cluster.get_node_from_key(rt.inventory.keys(product_id, b).tag).name for b in range(12)
     }
     assert owners == {node.name for node in cluster.get_primaries()}
     served: set[str] = set()
     for buyer in buyer_ids(rt, 12):
         outcome = rt.inventory.reserve(
-            product_id, buyer, 1, BucketRouter.new_ticket_id(Stock(product_id, 0)), "pm_card_visa"
+            product_id, buyer, 1, new_ticket_id(product_id), "pm_card_visa"
         )
         assert outcome.result == "reserved"
         k = rt.inventory.ticket_keys(product_id, [outcome.ticket_id])

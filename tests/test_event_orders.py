@@ -9,7 +9,6 @@ from typing import Any
 
 from sqlalchemy import func, select
 
-from core.inventory.buckets import Stock
 from core.models import EventSection, Order, Product
 from tests.helpers import Account, make_user
 from tests.test_api_errors import assert_error
@@ -100,7 +99,7 @@ def test_a_sold_out_event_put_off_keeps_its_map_and_never_oversells(
     sold = _confirmed_per_buyer(rt, _section_product(rt, event_id, "Floor"))
     outcome = (reupload.status_code, reupload.get_json().get("error"))
     assert (*outcome, sum(sold.values()), max(sold.values())) == (409, "event_has_orders", 2, 1)
-    figures = rt.inventory.figures(Stock(_section_product(rt, event_id, "Floor"), 0))
+    figures = rt.inventory.figures(_section_product(rt, event_id, "Floor"))
     assert (figures.available, figures.sold) == (0, 2)
     seen = client.get(f"/events/{event_id}").get_json()["sections"]
     assert [(s["name"], s["price"]) for s in seen] == [("Floor", "25.00")]
@@ -113,7 +112,7 @@ def test_a_purchase_not_yet_settled_fixes_the_map_too(client, app, admin, rt):
     _sale_starts(client, admin, event_id, timedelta(days=1))
     price_fixed = {"sections": [{"name": "Floor", "price": "30.00", "capacity": 2}]}
     assert_error(_put_map(client, admin, event_id, price_fixed), 409, "event_has_orders")
-    figures = rt.inventory.figures(Stock(_section_product(rt, event_id, "Floor"), 0))
+    figures = rt.inventory.figures(_section_product(rt, event_id, "Floor"))
     assert (figures.available, figures.held) == (1, 1)
 
 
@@ -145,13 +144,11 @@ def test_a_change_that_finds_the_stock_missing_rebuilds_it_from_sql(
         "confirmed"
     )
     product_id = _section_product(rt, event_id, "Floor")
-    rt.inventory_redis.delete(
-        *rt.inventory.keys(Stock(product_id, 0)).all()
-    )  # Redis lost the product
+    rt.inventory_redis.delete(*rt.inventory.keys(product_id).all())  # Redis lost the product
 
     renamed = client.patch(f"/events/{event_id}", json={"title": "Show II"}, headers=admin.headers)
     assert renamed.status_code == 200, renamed.get_json()
-    figures = rt.inventory.figures(Stock(product_id, 0))
+    figures = rt.inventory.figures(product_id)
     assert (figures.available, figures.sold) == (1, 1)
     assert_error(_places(client, buyer, event_id), 409, "per_user_limit")
 

@@ -13,7 +13,7 @@ from sqlalchemy import func, select
 from core.db import transaction
 from core.events.seatmap import MAX_SEATS
 from core.inventory import Hold
-from core.inventory.buckets import BucketRouter, Stock
+from core.keys import new_ticket_id
 from core.models import Seat
 from core.orders import live_seats, record_orders, transition
 from core.tickets import OrderStatus
@@ -233,7 +233,7 @@ def test_a_cancelled_event_stays_listed_and_changes_no_more(client, admin):
 def _hold(product_id: int, user_id: int, seats: tuple[str, ...]) -> Hold:
     now = int(datetime.now(UTC).timestamp() * 1000)
     return Hold(
-        ticket_id=BucketRouter.new_ticket_id(Stock(product_id, 0)),
+        ticket_id=new_ticket_id(product_id),
         user_id=user_id,
         quantity=len(seats),
         amount_minor=100,

@@ -35,7 +35,6 @@ from redis import Redis
 from sqlalchemy import func, select
 
 from core.failover import recover_lost_holds
-from core.inventory.buckets import Stock
 from core.models import Order, OrderSeat, Product
 from core.runtime import Runtime
 from core.stock import reconcile_product
@@ -232,11 +231,11 @@ def _plan(buyers: list[Account], products: list[int], event_id: int, seated: int
 
 
 def _node_of(rt: Runtime, product_id: int) -> str:
-    return rt.inventory_redis.get_node_from_key(rt.inventory.keys(Stock(product_id, 0)).tag).name
+    return rt.inventory_redis.get_node_from_key(rt.inventory.keys(product_id).tag).name
 
 
 def _slot_of(rt: Runtime, product_id: int) -> int:
-    return rt.inventory_redis.keyslot(rt.inventory.keys(Stock(product_id, 0)).tag)
+    return rt.inventory_redis.keyslot(rt.inventory.keys(product_id).tag)
 
 
 def _seated_show(rt: Runtime) -> tuple[int, int]:
@@ -268,9 +267,7 @@ def _settle_everything(rt: Runtime, products: list[int], tickets: list[str]) -> 
             done = session.scalar(
                 select(func.count()).where(Order.ticket_id.in_(tickets), Order.status.in_(TERMINAL))
             )
-        return done == len(tickets) and all(
-            rt.inventory.figures(Stock(p, 0)).held == 0 for p in products
-        )
+        return done == len(tickets) and all(rt.inventory.figures(p).held == 0 for p in products)
 
     wait_until(final, 180, "every accepted ticket to be final", every=1.0)
 
@@ -320,8 +317,8 @@ def _seat_books(rt: Runtime, event_id: int, product_id: int) -> SeatBooks:
         if is_live:
             live.setdefault(label, []).append(ticket)
     twice = {label for owners in (confirmed, live) for label, t in owners.items() if len(t) > 1}
-    states = rt.inventory_redis.hgetall(rt.inventory.keys(Stock(product_id, 0)).seats)
-    figures = rt.inventory.figures(Stock(product_id, 0))
+    states = rt.inventory_redis.hgetall(rt.inventory.keys(product_id).seats)
+    figures = rt.inventory.figures(product_id)
     assert figures is not None
     return SeatBooks(
         in_two_orders=sorted(twice),

@@ -30,7 +30,7 @@ import pytest
 from sqlalchemy import select
 
 from core.inventory import Ending, Hold, Inventory, now_ms
-from core.inventory.buckets import BucketRouter, Stock
+from core.keys import new_ticket_id
 from core.models import Order
 from core.orders import confirmed_quantity
 from core.runtime import Runtime
@@ -172,7 +172,7 @@ def orders_of(rt: Runtime, tickets: list[str]) -> dict[str, Order]:
 
 def settled(rt: Runtime, product_id: int, tickets: list[str]) -> bool:
     orders = orders_of(rt, tickets)
-    figures = rt.inventory.figures(Stock(product_id, 0))
+    figures = rt.inventory.figures(product_id)
     return (
         len(orders) == len(tickets)
         and all(o.status in TERMINAL for o in orders.values())
@@ -206,18 +206,18 @@ def check_invariants(
 ) -> Outcome:
     """available + held + sold == initial in Redis, SQL confirmed == Redis sold, every accepted
     ticket in SQL in a final state, no open hold past its deadline, nothing charged twice."""
-    figures = rt.inventory.figures(Stock(product_id, 0))
+    figures = rt.inventory.figures(product_id)
     assert figures is not None
     assert figures.initial == initial
     assert figures.available + figures.held + figures.sold == initial, figures
     with rt.sessions() as session:
-        sold_in_db = confirmed_quantity(session, Stock(product_id, 0))
+        sold_in_db = confirmed_quantity(session, product_id)
     assert sold_in_db == figures.sold, (sold_in_db, figures)
     orders = orders_of(rt, tickets)
     lost = [t for t in tickets if t not in orders]
     stuck = [t for t, o in orders.items() if o.status not in TERMINAL]
     now = now_ms()
-    k = rt.inventory.keys(Stock(product_id, 0))
+    k = rt.inventory.keys(product_id)
     for raw in rt.inventory_redis.hvals(k.holds):
         hold = Hold.from_json(raw)
         deadline = rt.inventory_redis.zscore(k.deadlines, hold.ticket_id) or hold.deadline_ms
@@ -290,7 +290,7 @@ def test_workers_killed_mid_payment(app, rt, procs, servers, capsys):
     outcome = check_invariants(rt, pid, units, tickets)
     statuses = {o.status for o in orders_of(rt, tickets).values()}
     assert statuses == {"confirmed"}, statuses
-    assert rt.inventory.figures(Stock(pid, 0)).sold == units
+    assert rt.inventory.figures(pid).sold == units
     with capsys.disabled():
         print(f"\nworker_sigkill: {in_flight} tickets were processing when the workers died")
     report(capsys, "worker_sigkill", outcome, recover_s)
@@ -412,7 +412,7 @@ def test_redis_restarted_empty_mid_sale(app, settings, procs, servers, capsys):
         probe_ticket = wait_until(sold_again, 60, "the stock to be rebuilt", every=0.1)
         recover_s = time.monotonic() - restarted_at
         assert set(answers) <= {202, 503}, answers
-        figures = own.inventory.figures(Stock(pid, 0))
+        figures = own.inventory.figures(pid)
         assert figures.sold == 150 and figures.available == units - 151, figures
 
         after = rush(server.url, pid, tokens[151:])
@@ -444,7 +444,7 @@ def test_a_lock_holder_past_its_ttl_cannot_settle_the_hold_twice(app, rt, capsys
     product = create_product(app.test_client(), admin, stock=2)
     pid = product["id"]
     short = Inventory(rt.inventory_redis, dataclasses.replace(rt.settings, lock_ttl_ms=200))
-    ticket = BucketRouter.new_ticket_id(Stock(pid, 0))
+    ticket = new_ticket_id(pid)
     assert short.reserve(pid, buyer.id, 1, ticket, "pm_card_visa").result == "reserved"
 
     stale = short.lock(pid, ticket)
@@ -462,7 +462,7 @@ def test_a_lock_holder_past_its_ttl_cannot_settle_the_hold_twice(app, rt, capsys
     assert finish(short, pid, ticket, "failed", "payment_failed")[0] == "conflict"
     assert finish(short, pid, ticket, "confirmed")[0] == "already"
     assert finish(short, pid, ticket, "expired", "hold_expired")[0] == "conflict"
-    figures = short.figures(Stock(pid, 0))
+    figures = short.figures(pid)
     assert (figures.available, figures.held, figures.sold) == (1, 0, 1)
     assert fresh.release()
 
@@ -500,7 +500,7 @@ def test_one_idempotency_key_twenty_times_at_once_makes_one_hold(app, rt, procs,
     outcome = check_invariants(rt, pid, units, tickets)
     [ticket] = same
     assert charges_of(rt, [ticket]) == {ticket: 1}
-    assert rt.inventory.figures(Stock(pid, 0)).sold == buyers + 1
+    assert rt.inventory.figures(pid).sold == buyers + 1
     with rt.sessions() as session:
         mine = session.scalars(select(Order).where(Order.user_id == repeated.id)).all()
     assert [(o.ticket_id, o.quantity, o.status) for o in mine] == [(ticket, 1, "confirmed")]
@@ -741,7 +741,7 @@ def test_a_waiting_room_admits_in_order_with_its_scheduler_killed_and_restarted(
 
     wait_until(everyone_admitted, 60, "every place to be admitted", every=0.1)
     recover_s = time.monotonic() - killed_at
-    keys = rt.inventory.keys(Stock(pid, 0))
+    keys = rt.inventory.keys(pid)
     admits = [(int(f["position"]), int(f["at"])) for _, f in rt.inventory_redis.xrange(keys.admits)]
     assert [position for position, _ in admits] == list(range(1, buyers + 1))
     moments = [at for _, at in admits]

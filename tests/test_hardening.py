@@ -16,7 +16,7 @@ from sqlalchemy import event
 
 from core.config import DEV_JWT_SECRET, ConfigError, Settings, normalize_database_url
 from core.db import transaction
-from core.inventory.buckets import BucketRouter, Stock
+from core.keys import new_ticket_id
 from core.models import RevokedToken
 from tests.helpers import app_with, create_product, make_user, run_workers
 from tests.servers import RedisProcess, free_port, wait_until
@@ -462,9 +462,7 @@ def test_with_redis_unreachable_an_order_is_read_from_sql(
         live["amount"],
     )
     # a ticket SQL has not recorded may be a hold in Redis: unavailable, not "no such order"
-    unknown = down.get(
-        f"/orders/{BucketRouter.new_ticket_id(Stock(product['id'], 0))}", headers=buyer.headers
-    )
+    unknown = down.get(f"/orders/{new_ticket_id(product['id'])}", headers=buyer.headers)
     assert_unavailable(unknown, "unavailable")
 
 
@@ -498,7 +496,7 @@ def test_with_redis_unreachable_revoked_tokens_are_refused_from_sql(
 def test_with_redis_unreachable_routes_answer_503_json(redis_down, client, admin, buyer):
     product = create_product(client, admin, stock=5)
     down = redis_down.test_client()
-    ticket = BucketRouter.new_ticket_id(Stock(product["id"], 0))
+    ticket = new_ticket_id(product["id"])
     for method, path, who in (
         ("get", f"/admin/products/{product['id']}/inventory", admin),
         ("post", f"/orders/{ticket}/cancel", buyer),

@@ -17,7 +17,6 @@ from urllib.parse import quote
 import pytest
 from sqlalchemy import select
 
-from core.inventory.buckets import Stock
 from core.models import Order, Product, User
 from tests.helpers import create_product, make_user
 from web.extensions import db
@@ -63,7 +62,7 @@ def state(app: Any) -> dict[str, Any]:
         orders = db.session.scalars(select(Order.ticket_id).order_by(Order.ticket_id)).all()
         db.session.rollback()
         inventory = app.extensions["flashsale"].inventory
-        stock = {pid: inventory.figures(Stock(pid, 0)) for pid, *_ in products}
+        stock = {pid: inventory.figures(pid) for pid, *_ in products}
     return {"products": products, "users": users, "orders": orders, "stock": stock}
 
 

@@ -13,7 +13,7 @@ from collections import Counter
 from sqlalchemy import select
 
 from core.inventory import Ending, Inventory, now_ms
-from core.inventory.buckets import BucketRouter, Stock
+from core.keys import new_ticket_id
 from core.locks import locked
 from core.models import Order
 from core.orders import confirmed_quantity, counted_orders, get_order, get_payment
@@ -70,7 +70,7 @@ class _PausingGateway(SimulatedGateway):
 def test_requires_action_payment_past_its_deadline_reaches_a_terminal_state(rt):
     product_id, [user] = stocked_product(rt, stock=2), buyer_ids(rt, 1)
     inventory, settler = _fast(rt)
-    ticket = BucketRouter.new_ticket_id(Stock(product_id, 0))
+    ticket = new_ticket_id(product_id)
     method = "pm_card_authenticationRequired"  # 3-D Secure the buyer never completes
     assert inventory.reserve(product_id, user, 1, ticket, method).result == "reserved"
     assert settler.settle_batch(product_id, [(None, ticket)]).settled == {"requires_action": 1}
@@ -79,20 +79,20 @@ def test_requires_action_payment_past_its_deadline_reaches_a_terminal_state(rt):
     wait_until(lambda: now_ms() > deadline + 300, 5, "the hold's deadline and lease to pass")
     for _ in range(3):  # redeliveries (XAUTOCLAIM) and sweeps, as production runs them
         settler.settle_batch(product_id, [(None, ticket)])
-        inventory.expire_holds(Stock(product_id, 0))
+        inventory.expire_holds(product_id)
     hold = inventory.get_hold(ticket)
     assert hold is None or hold.status not in OPEN_STATUSES, (
         "the hold is leased again on every redelivery"
     )
-    assert inventory.figures(Stock(product_id, 0)).held == 0
+    assert inventory.figures(product_id).held == 0
     order, payment = _order_and_payment(rt, ticket)
     assert (order.status, payment.status) == ("expired", "canceled")
 
 
 def test_rebuild_while_a_released_hold_awaits_sql_keeps_per_user_counts(rt):
     product_id, [user] = stocked_product(rt, stock=3, max_per_user=1), buyer_ids(rt, 1)
-    keys = rt.inventory.keys(Stock(product_id, 0))
-    ticket = BucketRouter.new_ticket_id(Stock(product_id, 0))
+    keys = rt.inventory.keys(product_id)
+    ticket = new_ticket_id(product_id)
     rt.inventory.reserve(product_id, user, 1, ticket, "pm_card_chargeDeclined")
     _crash_after_finish_hold(rt, product_id, ticket)  # Redis: failed; SQL: processing
     rt.inventory_redis.delete(keys.stock)
@@ -100,9 +100,7 @@ def test_rebuild_while_a_released_hold_awaits_sql_keeps_per_user_counts(rt):
     rt.settler.settle_batch(product_id, [(None, ticket)])  # the redelivery records 'failed'
     assert _order_and_payment(rt, ticket)[0].status == "failed"
     assert rt.inventory_redis.hget(keys.users, str(user)) is None, "rebuild counted a released hold"
-    again = rt.inventory.reserve(
-        product_id, user, 1, BucketRouter.new_ticket_id(Stock(product_id, 0)), "pm_card_visa"
-    )
+    again = rt.inventory.reserve(product_id, user, 1, new_ticket_id(product_id), "pm_card_visa")
     assert again.result == "reserved"
 
 
@@ -110,11 +108,11 @@ def test_payment_succeeding_after_another_settler_recorded_expiry_is_refunded(rt
     product_id, [user] = stocked_product(rt, stock=2), buyer_ids(rt, 1)
     gateway = _PausingGateway(rt.redis, rt.settings.key_prefix)
     inventory, slow = _fast(rt, gateway)
-    ticket = BucketRouter.new_ticket_id(Stock(product_id, 0))
+    ticket = new_ticket_id(product_id)
     inventory.reserve(product_id, user, 1, ticket, "pm_card_visa")
 
     def meanwhile() -> None:  # the confirm call is slow: the lease runs out, then a redelivery
-        wait_until(lambda: inventory.expire_holds(Stock(product_id, 0)), 5, "the lease to run out")
+        wait_until(lambda: inventory.expire_holds(product_id), 5, "the lease to run out")
         assert rt.settler.settle_batch(product_id, [(None, ticket)]).settled == {"expired": 1}
 
     gateway.before_confirm = meanwhile
@@ -129,10 +127,10 @@ def test_payment_succeeding_after_another_settler_recorded_expiry_is_refunded(rt
 
 def test_rebuild_racing_a_settler_does_not_resurrect_a_settled_hold(rt):
     product_id, [user] = stocked_product(rt, stock=5), buyer_ids(rt, 1)
-    ticket = BucketRouter.new_ticket_id(Stock(product_id, 0))
+    ticket = new_ticket_id(product_id)
     rt.inventory.reserve(product_id, user, 1, ticket, "pm_card_visa")
     report, hold = _crash_after_finish_hold(rt, product_id, ticket)  # stalls, not dead
-    rt.inventory_redis.delete(rt.inventory.keys(Stock(product_id, 0)).stock)
+    rt.inventory_redis.delete(rt.inventory.keys(product_id).stock)
 
     def sessions_then_settler_resumes():  # type: ignore[no-untyped-def]
         session = rt.sessions()  # rebuild reads SQL: the order is still 'processing'
@@ -147,9 +145,9 @@ def test_rebuild_racing_a_settler_does_not_resurrect_a_settled_hold(rt):
 
     assert rebuild_stock(rt.inventory, sessions_then_settler_resumes, product_id)
     rt.settler.settle_batch(product_id, [(None, ticket)])
-    figures = rt.inventory.figures(Stock(product_id, 0))
+    figures = rt.inventory.figures(product_id)
     with rt.sessions() as session:
-        sold_in_db = confirmed_quantity(session, Stock(product_id, 0))
+        sold_in_db = confirmed_quantity(session, product_id)
     assert sold_in_db == 1 and rt.gateway.charges(ticket) == 1
     assert (figures.available, figures.sold) == (4, 1), f"{figures}: the unit counted twice"
 
@@ -158,9 +156,9 @@ def test_rebuild_racing_a_settler_does_not_resurrect_a_settled_hold(rt):
 
 
 def _check_redis(rt, product_id: int, max_per_user: int) -> None:  # type: ignore[no-untyped-def]
-    keys = rt.inventory.keys(Stock(product_id, 0))
+    keys = rt.inventory.keys(product_id)
     holds = [rt.inventory.get_hold(t) for t in rt.inventory_redis.hkeys(keys.holds)]
-    figures = rt.inventory.figures(Stock(product_id, 0))
+    figures = rt.inventory.figures(product_id)
     assert figures.balanced and figures.available >= 0, figures
     assert figures.held == sum(h.quantity for h in holds if h.status in OPEN_STATUSES)
     in_redis = {h.ticket_id for h in holds}
@@ -191,12 +189,10 @@ def test_random_interleavings_keep_stock_and_per_user_counts_balanced(rt):
     tickets: list[str] = []
     for _ in range(250):
         op = rng.choice(["reserve"] * 4 + ["begin", "finish", "cancel", "expire", "rebuild"])
-        ticket = (
-            rng.choice(tickets) if tickets else BucketRouter.new_ticket_id(Stock(product_id, 0))
-        )
+        ticket = rng.choice(tickets) if tickets else new_ticket_id(product_id)
         if op == "reserve":
             inventory = rng.choice([normal, normal, expired_at_once])
-            ticket = BucketRouter.new_ticket_id(Stock(product_id, 0))
+            ticket = new_ticket_id(product_id)
             outcome = inventory.reserve(
                 product_id, rng.choice(users), rng.randint(1, 3), ticket, "pm_card_visa"
             )
@@ -211,10 +207,10 @@ def test_random_interleavings_keep_stock_and_per_user_counts_balanced(rt):
             with locked(normal.lock(product_id, ticket)):
                 normal.finish_holds(product_id, [cancel_ending(ticket)])
         elif op == "expire":
-            normal.expire_holds(Stock(product_id, 0))
+            normal.expire_holds(product_id)
         else:
             assert reconcile_product(normal, rt.sessions, product_id).result == "consistent"
-            rt.inventory_redis.delete(normal.keys(Stock(product_id, 0)).stock)
+            rt.inventory_redis.delete(normal.keys(product_id).stock)
             assert rebuild_stock(normal, rt.sessions, product_id)
         _check_redis(rt, product_id, 4)
     assert reconcile_product(normal, rt.sessions, product_id).result == "consistent"
@@ -223,7 +219,7 @@ def test_random_interleavings_keep_stock_and_per_user_counts_balanced(rt):
 def test_random_purchases_settle_once_each_and_sql_agrees_with_redis(rt):
     rng = random.Random(7)
     product_id, users = stocked_product(rt, stock=15, max_per_user=3), buyer_ids(rt, 8)
-    keys = rt.inventory.keys(Stock(product_id, 0))
+    keys = rt.inventory.keys(product_id)
     expired_at_once = Inventory(
         rt.inventory_redis, dataclasses.replace(rt.settings, hold_seconds=-1)
     )
@@ -231,7 +227,7 @@ def test_random_purchases_settle_once_each_and_sql_agrees_with_redis(rt):
     tickets: list[str] = []
     for step in range(60):
         inventory = expired_at_once if rng.random() < 0.15 else rt.inventory
-        ticket = BucketRouter.new_ticket_id(Stock(product_id, 0))
+        ticket = new_ticket_id(product_id)
         user, quantity = rng.choice(users), rng.randint(1, 2)
         if inventory.reserve(product_id, user, quantity, ticket, rng.choice(methods)).result == (
             "reserved"
@@ -243,23 +239,18 @@ def test_random_purchases_settle_once_each_and_sql_agrees_with_redis(rt):
             if step == 39:
                 rt.inventory_redis.delete(keys.stock)
                 assert rebuild_stock(rt.inventory, rt.sessions, product_id)
-            while entries := rt.inventory.read_settle_queue(Stock(product_id, 0), "prop", 10):
+            while entries := rt.inventory.read_settle_queue(product_id, "prop", 10):
                 rt.settler.settle_batch(product_id, entries)
         _check_redis(rt, product_id, 3)
-    rt.inventory.expire_holds(Stock(product_id, 0))
-    while entries := rt.inventory.read_settle_queue(Stock(product_id, 0), "prop", 10):
+    rt.inventory.expire_holds(product_id)
+    while entries := rt.inventory.read_settle_queue(product_id, "prop", 10):
         rt.settler.settle_batch(product_id, entries)
-    assert (
-        rt.inventory_redis.hlen(keys.holds) == 0
-        and rt.inventory.settle_backlog(Stock(product_id, 0)) == 0
-    )
-    figures = rt.inventory.figures(Stock(product_id, 0))
+    assert rt.inventory_redis.hlen(keys.holds) == 0 and rt.inventory.settle_backlog(product_id) == 0
+    figures = rt.inventory.figures(product_id)
     with rt.sessions() as session:
-        assert figures.held == 0 and figures.sold == confirmed_quantity(
-            session, Stock(product_id, 0)
-        )
+        assert figures.held == 0 and figures.sold == confirmed_quantity(session, product_id)
         per_user: Counter[int] = Counter()
-        for user_id, quantity, _ in counted_orders(session, Stock(product_id, 0), 1).values():
+        for user_id, quantity, _ in counted_orders(session, product_id).values():
             per_user[user_id] += quantity
         assert dict(per_user) == {
             int(u): int(q) for u, q in rt.inventory_redis.hgetall(keys.users).items()

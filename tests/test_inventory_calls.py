@@ -7,13 +7,9 @@ import re
 
 import pytest
 
-from core.inventory.calls import ReserveCall, ResolveClaimsCall, RestoreCall, restore_key_map
+from core.inventory.calls import LAYOUTS, ReserveCall, RestoreCall, restore_key_map
 from core.keys import ProductKeys
-from core.locks import TakeLocksCall
-from core.script_call import layouts
 from core.scripts import LUA_DIR, source
-
-SCRIPTS = sorted(p.stem for p in LUA_DIR.glob("*.lua") if p.stem != "lib")
 
 
 def test_argv_follows_the_declared_order_whatever_order_the_call_names_them_in():
@@ -42,30 +38,12 @@ def test_only_trailing_keys_may_be_left_out():
         RestoreCall.ordered_keys(holed)
 
 
-def test_repeated_items_follow_the_named_head_in_each_items_order():
-    items = [{"lock": "l1", "token": "t1"}, {"token": "t2", "lock": "l2"}]
-    call = TakeLocksCall({}, {"ttl_ms": 5}, items)
-    assert (call.keys(), call.argv()) == (["l1", "l2"], [5, "t1", "t2"])
-    with pytest.raises(ValueError, match="counted"):
-        ResolveClaimsCall({}, {}, [{"ticket": "t", "action": "kept"}]).argv()
-
-
-def test_every_script_has_a_call():
-    assert sorted(layouts()) == SCRIPTS
-
-
-@pytest.mark.parametrize("name", SCRIPTS)
+@pytest.mark.parametrize("name", sorted(LAYOUTS))
 def test_the_script_reads_only_names_its_call_declares_and_no_position(name):
-    call = layouts()[name]
+    call = LAYOUTS[name]
     body = (LUA_DIR / f"{name}.lua").read_text()
     code = "\n".join(line.split("--", 1)[0] for line in body.splitlines())
     assert re.findall(r"(?:KEYS|ARGV)\[\d+\]", code) == []
-    assert re.findall(r"\b(?:seat_keys|room_keys)\(\d+\)", code) == []
     assert set(re.findall(r"\bKEY\.(\w+)", code)) <= set(call.KEYS)
-    assert set(re.findall(r"\bARG\.(\w+)", code)) <= set(call.ARGV)
-    read = set(re.findall(r"\bARG\.(\w+)|\bARG\['(\w+)'\]", code))
-    assert {a or b for a, b in read} == set(call.ARGV), "an argument never read"
-    assert set(re.findall(r"\bKEY_EACH\.(\w+)", code)) == set(call.KEYS_EACH)
-    assert set(re.findall(r"\bARG_EACH\.(\w+)", code)) == set(call.ARGV_EACH)
-    if call.ARGV:
-        assert f"local ARG = {{{call.ARGV[0]} = 1" in source(name)
+    assert set(re.findall(r"\bARG\.(\w+)", code)) == set(call.ARGV), "an argument never read"
+    assert f"local ARG = {{{call.ARGV[0]} = 1," in source(name)

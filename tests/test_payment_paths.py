@@ -16,7 +16,6 @@ import pytest
 import stripe
 
 from core.inventory import Inventory
-from core.inventory.buckets import Stock
 from core.orders import event_seen
 from core.settlement import Settler, SettleReport
 from tests.helpers import create_product, make_user
@@ -151,9 +150,7 @@ def test_a_late_payment_recorded_by_two_settlers_at_once_is_refunded_once(
     work = short.prepare(SettleReport(), product["id"], "USD", [(None, ticket)])[0]
     short.pay(work.product_id, [work])
     assert work.outcome == "confirmed"
-    wait_until(
-        lambda: inventory.expire_holds(Stock(product["id"], 0)) == 1, 10, "the lease to lapse"
-    )
+    wait_until(lambda: inventory.expire_holds(product["id"]) == 1, 10, "the lease to lapse")
     settle = lambda: short.settle_batch(product["id"], [(None, ticket)])  # noqa: E731
     race(localstripe, settle, settle)
     order, payment = order_and_payment(rt, ticket)
@@ -185,9 +182,7 @@ def test_a_3ds_hold_released_by_the_sweep_cancels_its_intent(
     """Workers are late: the sweep releases the hold before a settler looks at the ticket again."""
     inventory, short = fast_settler(rt, settler)
     ticket, payment = awaiting_3ds(rt, short, stripe_client, product, buyer, inventory)
-    wait_until(
-        lambda: inventory.expire_holds(Stock(product["id"], 0)) == 1, 10, "the sweep to release it"
-    )
+    wait_until(lambda: inventory.expire_holds(product["id"]) == 1, 10, "the sweep to release it")
     assert short.settle_batch(product["id"], [(None, ticket)]).settled == {"expired": 1}
     intent = stripe_client.v1.payment_intents.retrieve(payment.intent_id)
     assert intent.status == "canceled", f"the expired order's intent is still {intent.status}"
@@ -203,7 +198,7 @@ def test_two_admins_refunding_at_once_return_the_stock_once(
     ticket, codes = _two_admins_cancel(app, rt, settler, localstripe, product, buyer, admin)
     assert 200 in codes and set(codes) <= {200, 409, 503}  # the other: done, refused or busy
     assert order_and_payment(rt, ticket)[0].status == "refunded"
-    figures = rt.inventory.figures(Stock(product["id"], 0))
+    figures = rt.inventory.figures(product["id"])
     assert (figures.available, figures.held, figures.sold) == (2, 0, 0)
 
 
@@ -226,7 +221,7 @@ def test_concurrent_duplicate_deliveries_confirm_once(
         "succeeded",
         0,
     )
-    figures = rt.inventory.figures(Stock(product["id"], 0))
+    figures = rt.inventory.figures(product["id"])
     assert (figures.available, figures.held, figures.sold) == (1, 0, 1)
 
 

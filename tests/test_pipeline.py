@@ -8,7 +8,7 @@ import threading
 from sqlalchemy import func, select
 
 from core.inventory import Inventory
-from core.inventory.buckets import BucketRouter, Stock
+from core.keys import new_ticket_id
 from core.models import Order, Payment
 from core.stock import reconcile_product
 from jobs.maintenance import sweep
@@ -155,7 +155,7 @@ def test_declined_payment_fails_the_order_and_returns_the_stock(client, app, set
     ticket = buy(client, buyer, product["id"], pm="pm_card_chargeDeclined").get_json()["ticket_id"]
     final = settle_until(client, buyer, ticket, settings, {"failed"})
     assert final["failure_reason"] == "generic_decline"
-    figures = rt.inventory.figures(Stock(product["id"], 0))
+    figures = rt.inventory.figures(product["id"])
     assert (figures.available, figures.held, figures.sold) == (3, 0, 0)
     # the per-user allowance comes back with the stock
     assert buy(client, buyer, product["id"]).status_code == 202
@@ -165,14 +165,12 @@ def test_an_unsettled_hold_expires_and_its_stock_returns(client, app, settings, 
     admin, buyer = make_user(app, "admin"), make_user(app)
     product = create_product(client, admin, stock=2)
     short = Inventory(rt.inventory_redis, dataclasses.replace(settings, hold_seconds=1))
-    ticket = BucketRouter.new_ticket_id(Stock(product["id"], 0))
+    ticket = new_ticket_id(product["id"])
     outcome = short.reserve(product["id"], buyer.id, 2, ticket, "pm_card_visa")
     assert outcome.result == "reserved"
-    assert rt.inventory.figures(Stock(product["id"], 0)).available == 0
-    wait_until(
-        lambda: rt.inventory.expire_holds(Stock(product["id"], 0)) == 2, 10, "the hold to expire"
-    )
-    figures = rt.inventory.figures(Stock(product["id"], 0))
+    assert rt.inventory.figures(product["id"]).available == 0
+    wait_until(lambda: rt.inventory.expire_holds(product["id"]) == 2, 10, "the hold to expire")
+    figures = rt.inventory.figures(product["id"])
     assert (figures.available, figures.held) == (2, 0)
     assert client.get(f"/orders/{ticket}", headers=buyer.headers).get_json()["status"] == "expired"
     sweep()  # nobody kicked a worker for this ticket: the periodic sweep does
@@ -198,7 +196,7 @@ def test_the_same_settlement_run_twice_makes_one_order_and_one_charge(client, ap
     with rt.sessions() as session:
         assert session.scalar(select(func.count()).where(Order.ticket_id == ticket)) == 1
         assert session.scalar(select(func.count()).where(Payment.ticket_id == ticket)) == 1
-    assert rt.inventory.figures(Stock(product["id"], 0)).sold == 1
+    assert rt.inventory.figures(product["id"]).sold == 1
 
 
 def test_a_ticket_whose_settler_died_is_claimed_again(client, app, settings, rt):
@@ -206,12 +204,12 @@ def test_a_ticket_whose_settler_died_is_claimed_again(client, app, settings, rt)
     product = create_product(client, admin, stock=5)
     ticket = buy(client, buyer, product["id"]).get_json()["ticket_id"]
     # A settler reads the ticket and dies before acknowledging it.
-    taken = rt.inventory.read_settle_queue(Stock(product["id"], 0), "dead-worker", 10)
+    taken = rt.inventory.read_settle_queue(product["id"], "dead-worker", 10)
     assert [t for _, t in taken] == [ticket]
-    assert rt.inventory.read_settle_queue(Stock(product["id"], 0), "live-worker", 10) == []
+    assert rt.inventory.read_settle_queue(product["id"], "live-worker", 10) == []
     final = settle_until(client, buyer, ticket, settings, {"confirmed"}, sweeping=True)
     assert final["status"] == "confirmed"
-    assert rt.inventory.settle_backlog(Stock(product["id"], 0)) == 0
+    assert rt.inventory.settle_backlog(product["id"]) == 0
 
 
 def test_missing_stock_key_answers_503_then_is_rebuilt_from_sql(client, app, settings, rt):
@@ -221,14 +219,14 @@ def test_missing_stock_key_answers_503_then_is_rebuilt_from_sql(client, app, set
     tickets = [buy(client, b, product["id"]).get_json()["ticket_id"] for b in buyers]
     for account, ticket in zip(buyers, tickets, strict=True):
         settle_until(client, account, ticket, settings, {"confirmed"})
-    rt.inventory_redis.delete(rt.inventory.keys(Stock(product["id"], 0)).stock)
+    rt.inventory_redis.delete(rt.inventory.keys(product["id"]).stock)
 
     late = make_user(app)
     refused = buy(client, late, product["id"])
     assert refused.status_code == 503
     assert refused.get_json()["error"] == "inventory_unavailable"
     run_workers(settings)  # runs the rebuild job the refusal queued
-    figures = rt.inventory.figures(Stock(product["id"], 0))
+    figures = rt.inventory.figures(product["id"])
     assert (figures.initial, figures.available, figures.held, figures.sold) == (10, 7, 0, 3)
     assert buy(client, late, product["id"]).status_code == 202
 
@@ -239,18 +237,18 @@ def test_reconciliation_repairs_redis_from_sql(client, app, settings, rt):
     ticket = buy(client, buyer, product["id"]).get_json()["ticket_id"]
     settle_until(client, buyer, ticket, settings, {"confirmed"})
     assert reconcile_product(rt.inventory, rt.sessions, product["id"]).result == "consistent"
-    stock_key = rt.inventory.keys(Stock(product["id"], 0)).stock
+    stock_key = rt.inventory.keys(product["id"]).stock
     rt.inventory_redis.hset(stock_key, mapping={"sold": 4, "available": 3})
     outcome = reconcile_product(rt.inventory, rt.sessions, product["id"])
     assert outcome.result == "repaired" and outcome.sold_in_db == 1
-    figures = rt.inventory.figures(Stock(product["id"], 0))
+    figures = rt.inventory.figures(product["id"])
     assert (figures.available, figures.held, figures.sold) == (9, 0, 1)
 
 
 def test_sweep_settles_tickets_nobody_kicked(client, app, settings, rt):
     admin, buyer = make_user(app, "admin"), make_user(app)
     product = create_product(client, admin, stock=3)
-    ticket = BucketRouter.new_ticket_id(Stock(product["id"], 0))
+    ticket = new_ticket_id(product["id"])
     assert rt.inventory.reserve(product["id"], buyer.id, 1, ticket, "pm_card_visa").result == (
         "reserved"
     )
@@ -263,13 +261,13 @@ def test_sweep_settles_tickets_nobody_kicked(client, app, settings, rt):
 def test_buyer_cancels_a_hold_before_payment(client, app, settings, rt):
     admin, buyer = make_user(app, "admin"), make_user(app)
     product = create_product(client, admin, stock=3)
-    ticket = BucketRouter.new_ticket_id(Stock(product["id"], 0))
+    ticket = new_ticket_id(product["id"])
     rt.inventory.reserve(product["id"], buyer.id, 1, ticket, "pm_card_visa")
     stranger = make_user(app)
     assert client.post(f"/orders/{ticket}/cancel", headers=stranger.headers).status_code == 404
     cancelled = client.post(f"/orders/{ticket}/cancel", headers=buyer.headers)
     assert cancelled.status_code == 200 and cancelled.get_json()["status"] == "cancelled"
-    assert rt.inventory.figures(Stock(product["id"], 0)).available == 3
+    assert rt.inventory.figures(product["id"]).available == 3
     settle_until(client, buyer, ticket, settings, {"cancelled"})
     assert order_rows(rt, ticket_id=ticket)[0].status == "cancelled"
     again = client.post(f"/orders/{ticket}/cancel", headers=buyer.headers)
@@ -286,10 +284,10 @@ def test_restock_reaches_redis_and_a_lost_restock_is_repaired(client, app, rt):
     assert (patched.get_json()["initial_stock"], patched.get_json()["available"]) == (5, 5)
     # Redis missed a restock that SQL recorded: reconciliation brings it in.
     rt.inventory_redis.hset(
-        rt.inventory.keys(Stock(product["id"], 0)).stock, mapping={"initial": 2, "available": 2}
+        rt.inventory.keys(product["id"]).stock, mapping={"initial": 2, "available": 2}
     )
     assert reconcile_product(rt.inventory, rt.sessions, product["id"]).result == "repaired"
-    figures = rt.inventory.figures(Stock(product["id"], 0))
+    figures = rt.inventory.figures(product["id"])
     assert (figures.initial, figures.available) == (5, 5)
     assert reconcile_product(rt.inventory, rt.sessions, product["id"]).result == "consistent"
 
@@ -315,7 +313,7 @@ def test_concurrent_confirmations_of_one_intent_charge_once(rt):
 def test_stock_released_after_a_sell_out_is_sold_again(client, app, rt):
     admin, first, second = make_user(app, "admin"), make_user(app), make_user(app)
     product = create_product(client, admin, stock=1)
-    ticket = BucketRouter.new_ticket_id(Stock(product["id"], 0))
+    ticket = new_ticket_id(product["id"])
     rt.inventory.reserve(product["id"], first.id, 1, ticket, "pm_card_visa")
     refused = buy(client, second, product["id"])
     assert refused.get_json()["error"] == "sold_out"  # this process now remembers: sold out
@@ -334,7 +332,7 @@ def test_a_settled_ticket_is_answered_from_redis_until_it_changes(client, app, s
     product = create_product(client, admin, stock=2)
     ticket = buy(client, buyer, product["id"]).get_json()["ticket_id"]
     settle_until(client, buyer, ticket, settings, {"confirmed"})
-    final_key = rt.inventory.keys(Stock(product["id"], 0)).final(ticket)
+    final_key = rt.inventory.keys(product["id"]).final(ticket)
     assert rt.inventory_redis.ttl(final_key) > 0
     body = client.get(f"/orders/{ticket}", headers=buyer.headers).get_json()
     assert (body["status"], body["payment"]) == ("confirmed", {"status": "succeeded"})

@@ -22,7 +22,7 @@ from sqlalchemy import create_engine, select
 from sqlalchemy.orm import sessionmaker
 
 from core.failover import LOST, HoldNotDurable, record_unreplicated, recover_lost_holds
-from core.inventory.buckets import BucketRouter, Stock
+from core.keys import new_ticket_id
 from core.models import Order, Product
 from core.orders import confirmed_quantity, get_order, live_seats
 from core.runtime import Runtime
@@ -96,9 +96,7 @@ def runtime_on(settings, server: RedisProcess, replicas: int = 1, wait_ms: int =
 
 
 def reserve(rt: Runtime, product_id: int, buyer: int):  # type: ignore[no-untyped-def]
-    return rt.inventory.reserve(
-        product_id, buyer, 1, BucketRouter.new_ticket_id(Stock(product_id, 0)), "pm_card_visa"
-    )
+    return rt.inventory.reserve(product_id, buyer, 1, new_ticket_id(product_id), "pm_card_visa")
 
 
 def test_a_reservation_is_answered_once_a_replica_has_it_in_one_round_trip(pair, settings):
@@ -110,7 +108,7 @@ def test_a_reservation_is_answered_once_a_replica_has_it_in_one_round_trip(pair,
     primary.config_resetstat()
     reservation = reserve(rt, product_id, second)
     assert reservation.result == "reserved" and reservation.replicated
-    holds = rt.inventory.keys(Stock(product_id, 0)).holds
+    holds = rt.inventory.keys(product_id).holds
     assert pair.client(pair.replica).hexists(holds, reservation.ticket_id)  # there at the answer
     stats = primary.info("commandstats")
     assert stats["cmdstat_evalsha"]["calls"] == 1 and stats["cmdstat_wait"]["calls"] == 1
@@ -168,7 +166,7 @@ def test_a_hold_neither_a_replica_nor_sql_takes_is_released(pair, settings, tmp_
     unreachable = sessionmaker(create_engine("postgresql+psycopg2://nobody@127.0.0.1:1/none"))
     with pytest.raises(HoldNotDurable):
         record_unreplicated(rt.inventory, unreachable, product_id, reservation.hold)
-    figures = rt.inventory.figures(Stock(product_id, 0))
+    figures = rt.inventory.figures(product_id)
     assert (figures.available, figures.held) == (5, 0)
     hold = rt.inventory.get_hold(reservation.ticket_id)
     assert hold.status == "failed" and hold.reason == "inventory_unavailable"
@@ -188,7 +186,7 @@ def test_a_cancel_is_answered_once_a_replica_has_it(pair, settings):
     with rt.sessions() as session:  # asked again once the replica has it
         again = cancel_ticket(rt.inventory, rt.settler, session, reservation.ticket_id, viewer)
     assert again == OrderStatus.CANCELLED
-    holds = rt.inventory.keys(Stock(product_id, 0)).holds
+    holds = rt.inventory.keys(product_id).holds
     on_replica = pair.client(pair.replica).hget(holds, reservation.ticket_id)
     assert on_replica is not None and '"s":"cancelled"' in on_replica.replace(" ", "")
     rt.close()
@@ -206,7 +204,7 @@ def test_a_confirmation_waits_until_a_replica_has_the_hold(pair, settings):
         with rt.sessions() as session:
             assert get_order(session, ticket).status == "processing"  # paid, not confirmed
         assert rt.inventory.get_hold(ticket).status == "confirmed"
-    wait_until(lambda: rt.inventory.replicated(Stock(product_id, 0)), 10, "the replica to catch up")
+    wait_until(lambda: rt.inventory.replicated(product_id), 10, "the replica to catch up")
     assert rt.settler.settle_batch(product_id, [(None, ticket)]).settled == {"confirmed": 1}
     assert rt.gateways["simulated"].charges(ticket) == 1
     rt.close()
@@ -216,9 +214,7 @@ def _lost_in_a_failover(pair: Pair, rt: Runtime, stock: int) -> tuple[int, str]:
     """A purchase answered 202 through SQL while the replica lagged, then a failover that lost
     its hold: the promoted replica has the stock (all units free) but not the hold."""
     product_id = stocked_product(rt, stock=stock, max_per_user=1)
-    wait_until(
-        lambda: rt.inventory.replicated(Stock(product_id, 0)), 10, "the stock on the replica"
-    )
+    wait_until(lambda: rt.inventory.replicated(product_id), 10, "the stock on the replica")
     pair.promote()
     reservation = reserve(rt, product_id, buyer_ids(rt, 1)[0])
     assert not reservation.replicated
@@ -233,7 +229,7 @@ def test_an_order_whose_hold_a_failover_lost_is_held_again_and_confirmed(pair, s
     promoted = runtime_on(settings, pair.replica, replicas=0)  # it has none of its own
     assert promoted.inventory.get_hold(ticket) is None
     assert recover_lost_holds(promoted.settler, product_id) == {"adopted": 1}
-    assert promoted.inventory.figures(Stock(product_id, 0)).available == 2
+    assert promoted.inventory.figures(product_id).available == 2
     settled = promoted.settler.settle_batch(product_id, [(None, ticket)]).settled
     assert settled == {"confirmed": 1}
     assert recover_lost_holds(promoted.settler, product_id) == {}  # nothing open is left
@@ -252,7 +248,7 @@ def test_an_order_whose_hold_was_lost_and_its_unit_resold_fails_without_a_charge
     with promoted.sessions() as session:
         lost = get_order(session, ticket)
         assert (lost.status, lost.failure_reason) == ("failed", LOST)
-        assert confirmed_quantity(session, Stock(product_id, 0)) == 1  # not oversold
+        assert confirmed_quantity(session, product_id) == 1  # not oversold
     assert promoted.gateways["simulated"].charges(ticket) == 0
     rt.close()
     promoted.close()
@@ -271,9 +267,7 @@ def test_a_seat_whose_hold_a_failover_lost_and_that_sold_again_ends_in_one_order
         event_id = seated_hall(app, "Failover", 1, 4)["id"]
     with rt.sessions() as session:
         product_id = session.scalar(select(Product.id).where(Product.event_id == event_id))
-    wait_until(
-        lambda: rt.inventory.replicated(Stock(product_id, 0)), 10, "the seats on the replica"
-    )
+    wait_until(lambda: rt.inventory.replicated(product_id), 10, "the seats on the replica")
     pair.promote()
     lost = reserve_seat(rt, product_id, "A-1-2")
     assert not lost.replicated
@@ -298,7 +292,7 @@ def test_a_seat_whose_hold_a_failover_lost_and_that_sold_again_ends_in_one_order
         assert get_order(session, winner).status == "confirmed"
         ended = get_order(session, loser)
         assert (ended.status, ended.failure_reason) == ("failed", reason)
-    states = promoted.inventory_redis.hgetall(promoted.inventory.keys(Stock(product_id, 0)).seats)
+    states = promoted.inventory_redis.hgetall(promoted.inventory.keys(product_id).seats)
     assert states == {"A-1-1": "f", "A-1-2": f"s:{winner}", "A-1-3": "f", "A-1-4": "f"}
     charges = promoted.gateways["simulated"]
     assert (charges.charges(winner), charges.charges(loser)) == (1, 0)
@@ -311,5 +305,5 @@ def test_a_seat_whose_hold_a_failover_lost_and_that_sold_again_ends_in_one_order
 
 def reserve_seat(rt: Runtime, product_id: int, seat: str):  # type: ignore[no-untyped-def]
     buyer = buyer_ids(rt, 1)[0]
-    ticket = BucketRouter.new_ticket_id(Stock(product_id, 0))
+    ticket = new_ticket_id(product_id)
     return rt.inventory.reserve(product_id, buyer, 1, ticket, "pm_card_visa", seats=[seat])

@@ -7,7 +7,6 @@ from typing import Any
 
 from sqlalchemy import select
 
-from core.inventory.buckets import Stock
 from core.models import Order
 from core.stock import rebuild_stock
 from jobs.maintenance import sweep
@@ -53,12 +52,12 @@ def test_a_pass_that_bought_stays_used_when_the_stock_is_rebuilt(client, app, ad
     queue_pass = _admitted_pass(client, buyer, product_id)
     ticket = _bought(client, buyer, product_id, queue_pass)
     _settled(client, buyer, ticket, settings)
-    keys = rt.inventory.keys(Stock(product_id, 0))
+    keys = rt.inventory.keys(product_id)
     room = set(keys.room_keys)
     rt.inventory_redis.delete(*(key for key in keys.all() if key not in room))  # the stock lost
     assert rebuild_stock(rt.inventory, rt.sessions, product_id)
     assert_error(_buy(client, buyer, product_id, queue_pass), 403, "queue_pass_invalid")
-    assert rt.inventory.figures(Stock(product_id, 0)).held == 0  # nothing held
+    assert rt.inventory.figures(product_id).held == 0  # nothing held
     with rt.sessions() as session:  # SQL's order kept the pass's use
         recorded = session.scalar(select(Order.queue_pass).where(Order.ticket_id == ticket))
     assert recorded in rt.inventory_redis.smembers(keys.passes_used)
@@ -81,7 +80,7 @@ def test_a_pass_whose_purchase_failed_stays_used_when_the_stock_is_rebuilt(clien
 
     wait_until(failed, 20, "the declined purchase to fail")
     assert_error(_buy(client, buyer, product_id, queue_pass), 403, "queue_pass_invalid")
-    keys = rt.inventory.keys(Stock(product_id, 0))
+    keys = rt.inventory.keys(product_id)
     room = set(keys.room_keys)
     rt.inventory_redis.delete(*(key for key in keys.all() if key not in room))  # the stock lost
     assert rebuild_stock(rt.inventory, rt.sessions, product_id)
@@ -98,7 +97,7 @@ def test_after_redis_lost_the_sale_old_passes_are_refused_and_new_ones_do_not_co
     unused = _admitted_pass(client, waiting, product_id)
     ticket = _bought(client, buyer, product_id, used)
     _settled(client, buyer, ticket, settings)
-    rt.inventory_redis.delete(*rt.inventory.keys(Stock(product_id, 0)).all())  # Redis lost the sale
+    rt.inventory_redis.delete(*rt.inventory.keys(product_id).all())  # Redis lost the sale
     assert rebuild_stock(rt.inventory, rt.sessions, product_id)
     # A new room: its places start again from 1, and the old room's passes buy no more.
     assert_error(_buy(client, buyer, product_id, used), 403, "queue_pass_invalid")
@@ -115,7 +114,7 @@ def test_a_split_sale_rebuilt_checks_passes_against_the_new_room_in_every_bucket
     buyers = _one_per_bucket(app, 2)
     old = {b.id: _admitted_pass(client, b, product_id) for b in buyers}
     for bucket in (0, 1):
-        rt.inventory_redis.delete(*rt.inventory.keys(Stock(product_id, bucket)).all())
+        rt.inventory_redis.delete(*rt.inventory.keys(product_id, bucket).all())
     assert rebuild_stock(rt.inventory, rt.sessions, product_id)
     for buyer in buyers:  # each buys in its own bucket: both know the new room
         assert_error(_buy(client, buyer, product_id, old[buyer.id]), 403, "queue_pass_invalid")

@@ -9,7 +9,6 @@ import httpx
 import pytest
 from sqlalchemy import func, select
 
-from core.inventory.buckets import Stock
 from core.models import Order
 from core.stock import reconcile_product
 from tests.helpers import create_product, make_user, make_users, run_workers, rush
@@ -64,7 +63,7 @@ def test_rush_sells_exactly_the_stock(server, app, settings, rt, capsys):
             body = http.get(f"/orders/{ticket_id}", headers=buyer.headers).json()
             assert body["status"] == "confirmed"
         assert http.get(f"/products/{product['id']}").json()["available"] == 0
-    figures = rt.inventory.figures(Stock(product["id"], 0))
+    figures = rt.inventory.figures(product["id"])
     assert (figures.available, figures.held, figures.sold) == (0, 0, UNITS)
     assert reconcile_product(rt.inventory, rt.sessions, product["id"]).result == "consistent"
     with capsys.disabled():

@@ -18,7 +18,7 @@ from sqlalchemy import event, update
 from core.db import snapshot as sql_snapshot
 from core.db import transaction
 from core.inventory import Ending, Inventory
-from core.inventory.buckets import BucketRouter, Stock
+from core.keys import new_ticket_id
 from core.models import Order, Product
 from core.orders import confirmed_quantity, get_order, get_payment
 from core.refunds import RefundDeferred
@@ -38,7 +38,7 @@ from tests.servers import wait_until
 
 
 def _reserve(rt, product_id: int, user: int, method: str = "pm_card_visa", **kw) -> str:  # type: ignore[no-untyped-def]
-    ticket = BucketRouter.new_ticket_id(Stock(product_id, 0))
+    ticket = new_ticket_id(product_id)
     outcome = rt.inventory.reserve(product_id, user, 1, ticket, method, **kw)
     assert outcome.result == "reserved", outcome
     return ticket
@@ -87,11 +87,11 @@ class _SessionsWithHook:
 
 def _sql_confirmed(rt, product_id: int) -> int:  # type: ignore[no-untyped-def]
     with rt.sessions() as session:
-        return confirmed_quantity(session, Stock(product_id, 0))
+        return confirmed_quantity(session, product_id)
 
 
 def _balanced(rt, product_id: int, initial: int) -> None:  # type: ignore[no-untyped-def]
-    figures = rt.inventory.figures(Stock(product_id, 0))
+    figures = rt.inventory.figures(product_id)
     assert figures.available + figures.held + figures.sold == initial, figures
     assert min(figures.available, figures.held, figures.sold) >= 0, figures
 
@@ -117,9 +117,7 @@ def test_a_batch_committed_while_reconciliation_reads_sql_is_counted_once(
         _record_finals(rt, product_id, works)
     assert result.result in ("consistent", "busy"), result
     for user in users[3:]:  # three more buyers: the stock is gone
-        outcome = rt.inventory.reserve(
-            product_id, user, 1, BucketRouter.new_ticket_id(Stock(product_id, 0)), "x"
-        )
+        outcome = rt.inventory.reserve(product_id, user, 1, new_ticket_id(product_id), "x")
         assert outcome.result == "sold_out", outcome
     assert reconcile_product(rt.inventory, rt.sessions, product_id).result == "consistent"
     assert _sql_confirmed(rt, product_id) == 3
@@ -129,9 +127,9 @@ def test_a_batch_committed_while_reconciliation_reads_sql_is_counted_once(
 def test_forgetting_a_settled_hold_moves_the_stock_version(rt):
     product_id, [user] = stocked_product(rt), buyer_ids(rt, 1)
     works = _confirmed_in_redis_only(rt, product_id, [_reserve(rt, product_id, user)])
-    before = rt.inventory.figures(Stock(product_id, 0)).version
+    before = rt.inventory.figures(product_id).version
     _record_finals(rt, product_id, works)  # SQL, then the hold leaves Redis
-    assert rt.inventory.figures(Stock(product_id, 0)).version > before
+    assert rt.inventory.figures(product_id).version > before
 
 
 # --- 2. an admin refund racing reconciliation ----------------------------------------------------
@@ -175,12 +173,10 @@ def test_an_admin_refund_racing_reconciliation_returns_the_units_once(rt):
     settler = Settler(rt.inventory, hooked, rt.gateways, rt.settings)
     settler.refunds.refund_confirmed(ticket)
     assert hooked.results, "no reconciliation ran between the refund's steps"
-    figures = rt.inventory.figures(Stock(product_id, 0))
+    figures = rt.inventory.figures(product_id)
     assert (figures.available, figures.held, figures.sold) == (1, 0, 0), figures
     assert _settled(rt, product_id, second)  # the returned unit sells once, not twice
-    refused = rt.inventory.reserve(
-        product_id, third, 1, BucketRouter.new_ticket_id(Stock(product_id, 0)), "x"
-    )
+    refused = rt.inventory.reserve(product_id, third, 1, new_ticket_id(product_id), "x")
     assert refused.result == "sold_out"
     assert reconcile_product(rt.inventory, rt.sessions, product_id).result == "consistent"
 
@@ -195,7 +191,7 @@ def test_a_refund_stopped_after_sql_is_finished_by_reconciliation_once(rt):
         session.execute(update(Order).where(Order.ticket_id == ticket).values(status="refunded"))
     assert reconcile_product(rt.inventory, rt.sessions, product_id).result == "repaired"
     assert rt.inventory.return_units(product_id, [ticket]) == 0  # a late retry changes nothing
-    figures = rt.inventory.figures(Stock(product_id, 0))
+    figures = rt.inventory.figures(product_id)
     assert (figures.available, figures.sold) == (2, 0), figures
     assert reconcile_product(rt.inventory, rt.sessions, product_id).result == "consistent"
 
@@ -206,7 +202,7 @@ def test_a_second_refund_of_the_same_order_is_refused_and_returns_nothing(rt):
     rt.settler.refunds.refund_confirmed(ticket)
     with pytest.raises(Exception, match="refunded"):
         rt.settler.refunds.refund_confirmed(ticket)
-    assert rt.inventory.figures(Stock(product_id, 0)).available == 2
+    assert rt.inventory.figures(product_id).available == 2
 
 
 def test_an_admin_refund_waits_while_the_stock_awaits_its_rebuild(rt):
@@ -215,7 +211,7 @@ def test_an_admin_refund_waits_while_the_stock_awaits_its_rebuild(rt):
     (found by the stateful test): no money moves until the stock is back."""
     product_id, [buyer] = stocked_product(rt, stock=1), buyer_ids(rt, 1)
     ticket = _settled(rt, product_id, buyer)
-    rt.inventory_redis.delete(rt.inventory.keys(Stock(product_id, 0)).stock)
+    rt.inventory_redis.delete(rt.inventory.keys(product_id).stock)
     with pytest.raises(RefundDeferred):
         rt.settler.refunds.refund_confirmed(ticket)
     with rt.sessions() as session:
@@ -223,7 +219,7 @@ def test_an_admin_refund_waits_while_the_stock_awaits_its_rebuild(rt):
         assert get_payment(session, ticket).amount_refunded_minor == 0
     assert rebuild_stock(rt.inventory, rt.sessions, product_id)
     rt.settler.refunds.refund_confirmed(ticket)
-    figures = rt.inventory.figures(Stock(product_id, 0))
+    figures = rt.inventory.figures(product_id)
     assert (figures.available, figures.held, figures.sold) == (1, 0, 0), figures
     assert reconcile_product(rt.inventory, rt.sessions, product_id).result == "consistent"
 
@@ -235,11 +231,9 @@ def test_a_rebuild_counts_a_surviving_3d_secure_hold_against_the_per_user_limit(
     product_id, [buyer] = stocked_product(rt, stock=3, max_per_user=1), buyer_ids(rt, 1)
     ticket = _reserve(rt, product_id, buyer, "pm_card_authenticationRequired")
     assert rt.settler.settle_batch(product_id, [(None, ticket)]).settled == {"requires_action": 1}
-    rt.inventory_redis.delete(rt.inventory.keys(Stock(product_id, 0)).stock)
+    rt.inventory_redis.delete(rt.inventory.keys(product_id).stock)
     assert rebuild_stock(rt.inventory, rt.sessions, product_id)
-    again = rt.inventory.reserve(
-        product_id, buyer, 1, BucketRouter.new_ticket_id(Stock(product_id, 0)), "pm_card_visa"
-    )
+    again = rt.inventory.reserve(product_id, buyer, 1, new_ticket_id(product_id), "pm_card_visa")
     assert again.result == "per_user_limit", again
 
 
@@ -248,11 +242,11 @@ def test_a_rebuilt_hold_keeps_its_deadline_and_expires_at_it(rt):
     inventory = Inventory(rt.inventory_redis, short)
     settler = Settler(inventory, rt.sessions, rt.gateways, short)
     product_id, [buyer] = stocked_product(rt, stock=2), buyer_ids(rt, 1)
-    ticket = BucketRouter.new_ticket_id(Stock(product_id, 0))
+    ticket = new_ticket_id(product_id)
     inventory.reserve(product_id, buyer, 1, ticket, "pm_card_authenticationRequired")
     assert settler.settle_batch(product_id, [(None, ticket)]).settled == {"requires_action": 1}
     deadline = inventory.get_hold(ticket).deadline_ms
-    rt.inventory_redis.delete(*inventory.keys(Stock(product_id, 0)).all())  # Redis lost the product
+    rt.inventory_redis.delete(*inventory.keys(product_id).all())  # Redis lost the product
     assert rebuild_stock(inventory, rt.sessions, product_id)
     assert inventory.get_hold(ticket).deadline_ms == deadline
     wait_until(lambda: inventory.clock.now_ms() > deadline, 5, "the hold's deadline to pass")
@@ -260,7 +254,7 @@ def test_a_rebuilt_hold_keeps_its_deadline_and_expires_at_it(rt):
     with rt.sessions() as session:
         order, payment = get_order(session, ticket), get_payment(session, ticket)
     assert (order.status, payment.status) == ("expired", "canceled")
-    assert inventory.figures(Stock(product_id, 0)).available == 2
+    assert inventory.figures(product_id).available == 2
 
 
 def test_a_rebuild_that_read_before_a_later_one_cannot_restore_its_old_figures(rt):
@@ -268,9 +262,9 @@ def test_a_rebuild_that_read_before_a_later_one_cannot_restore_its_old_figures(r
     restored the stock, sales settled and Redis lost the product again, restored its old figures
     (and per-user counts) over the new ones."""
     product_id, [first, second] = stocked_product(rt, stock=2), buyer_ids(rt, 2)
-    keys = rt.inventory.keys(Stock(product_id, 0))
+    keys = rt.inventory.keys(product_id)
     rt.inventory_redis.delete(*keys.all())
-    stalled = rt.inventory.begin_rebuild(Stock(product_id, 0))
+    stalled = rt.inventory.begin_rebuild(product_id)
     assert stalled is not None
     with sql_snapshot(rt.sessions) as session:
         plan = plan_rebuild(session, product_id, stalled, rt.inventory.clock.now_ms())
@@ -281,10 +275,10 @@ def test_a_rebuild_that_read_before_a_later_one_cannot_restore_its_old_figures(r
     rt.inventory_redis.delete(*keys.all())  # Redis loses the product again
     assert not apply_rebuild(rt.inventory, rt.sessions, product_id, plan, stalled.token)
     assert rebuild_stock(rt.inventory, rt.sessions, product_id)
-    figures = rt.inventory.figures(Stock(product_id, 0))
+    figures = rt.inventory.figures(product_id)
     assert (figures.available, figures.sold) == (1, 1), figures
     _settled(rt, product_id, second)
-    assert rt.inventory.figures(Stock(product_id, 0)).available == 0
+    assert rt.inventory.figures(product_id).available == 0
 
 
 def test_a_hold_redis_released_and_resold_does_not_come_back_open_after_redis_lost_it(rt):
@@ -295,18 +289,18 @@ def test_a_hold_redis_released_and_resold_does_not_come_back_open_after_redis_lo
     inventory = Inventory(rt.inventory_redis, fast)
     settler = Settler(inventory, rt.sessions, rt.gateways, fast)
     product_id, [late_buyer, buyer] = stocked_product(rt, stock=3), buyer_ids(rt, 2)
-    late = BucketRouter.new_ticket_id(Stock(product_id, 0))
+    late = new_ticket_id(product_id)
     inventory.reserve(product_id, late_buyer, 2, late, "pm_card_authenticationRequired")
     assert settler.settle_batch(product_id, [(None, late)]).settled == {"requires_action": 1}
     deadline = inventory.get_hold(late).deadline_ms
     wait_until(lambda: inventory.clock.now_ms() > deadline + 300, 5, "the deadline and lease")
-    assert inventory.expire_holds(Stock(product_id, 0)) == 2  # Redis released it; SQL still waits
-    sold = BucketRouter.new_ticket_id(Stock(product_id, 0))
+    assert inventory.expire_holds(product_id) == 2  # Redis released it; SQL still waits
+    sold = new_ticket_id(product_id)
     assert inventory.reserve(product_id, buyer, 2, sold, "pm_card_visa").result == "reserved"
     assert settler.settle_batch(product_id, [(None, sold)]).settled == {"confirmed": 1}
-    rt.inventory_redis.delete(*inventory.keys(Stock(product_id, 0)).all())  # Redis lost the product
+    rt.inventory_redis.delete(*inventory.keys(product_id).all())  # Redis lost the product
     assert rebuild_stock(inventory, rt.sessions, product_id)
-    figures = inventory.figures(Stock(product_id, 0))
+    figures = inventory.figures(product_id)
     assert (figures.available, figures.held, figures.sold) == (1, 0, 2), figures
     with rt.sessions() as session:
         intent_id = get_payment(session, late).intent_id
@@ -316,7 +310,7 @@ def test_a_hold_redis_released_and_resold_does_not_come_back_open_after_redis_lo
     assert _sql_confirmed(rt, product_id) == 2
     with rt.sessions() as session:
         assert get_order(session, late).status == "refunded"
-    assert inventory.figures(Stock(product_id, 0)).available == 1
+    assert inventory.figures(product_id).available == 1
 
 
 # --- 5. product terms ----------------------------------------------------------------------------
@@ -337,16 +331,12 @@ def test_reconciliation_applies_terms_that_never_reached_redis(rt):
     ended = datetime.now(UTC) - timedelta(minutes=1)
     _change_terms_in_sql_only(rt, product_id, sale_ends_at=ended, max_per_user=1)
     assert reconcile_product(rt.inventory, rt.sessions, product_id).result == "repaired"
-    late = rt.inventory.reserve(
-        product_id, users[0], 1, BucketRouter.new_ticket_id(Stock(product_id, 0)), "x"
-    )
+    late = rt.inventory.reserve(product_id, users[0], 1, new_ticket_id(product_id), "x")
     assert late.result == "sale_ended"
     _change_terms_in_sql_only(rt, product_id, sale_ends_at=None)
     assert reconcile_product(rt.inventory, rt.sessions, product_id).result == "repaired"
     _reserve(rt, product_id, users[1])
-    over = rt.inventory.reserve(
-        product_id, users[1], 1, BucketRouter.new_ticket_id(Stock(product_id, 0)), "x"
-    )
+    over = rt.inventory.reserve(product_id, users[1], 1, new_ticket_id(product_id), "x")
     assert over.result == "per_user_limit"
     assert reconcile_product(rt.inventory, rt.sessions, product_id).result == "consistent"
 
@@ -358,14 +348,14 @@ def test_the_sweep_applies_lost_terms_and_older_terms_never_overwrite_newer(rt):
         product = session.get(Product, product_id)
     assert sync_terms(rt.inventory, [product]) == 1
     _reserve(rt, product_id, buyer)
-    assert rt.inventory.reserve(
-        product_id, buyer, 1, BucketRouter.new_ticket_id(Stock(product_id, 0)), "x"
-    ).result == ("per_user_limit")
+    assert rt.inventory.reserve(product_id, buyer, 1, new_ticket_id(product_id), "x").result == (
+        "per_user_limit"
+    )
     older = dataclasses.replace(
-        rt.inventory.snapshot(Stock(product_id, 0)).terms, max_per_user=0, terms_version=1
+        rt.inventory.snapshot(product_id).terms, max_per_user=0, terms_version=1
     )
     assert rt.inventory.update_terms(older) == "stale"
-    assert rt.inventory.snapshot(Stock(product_id, 0)).terms.max_per_user == 1
+    assert rt.inventory.snapshot(product_id).terms.max_per_user == 1
 
 
 # --- 6. idempotency keys outlive a Redis restart -------------------------------------------------
@@ -377,20 +367,13 @@ def test_a_retried_idempotency_key_after_redis_lost_everything_finds_the_first_o
     assert rt.settler.settle_batch(product_id, [(None, ticket)]).settled == {"confirmed": 1}
     with rt.sessions() as session:
         assert get_order(session, ticket).idempotency_key == "retry-me"
-    rt.inventory_redis.delete(
-        *rt.inventory.keys(Stock(product_id, 0)).all()
-    )  # a restart without persistence
+    rt.inventory_redis.delete(*rt.inventory.keys(product_id).all())  # a restart without persistence
     assert rebuild_stock(rt.inventory, rt.sessions, product_id)
     again = rt.inventory.reserve(
-        product_id,
-        buyer,
-        1,
-        BucketRouter.new_ticket_id(Stock(product_id, 0)),
-        "pm_card_visa",
-        "retry-me",
+        product_id, buyer, 1, new_ticket_id(product_id), "pm_card_visa", "retry-me"
     )
     assert (again.result, again.ticket_id) == ("duplicate", ticket)
-    assert rt.inventory.figures(Stock(product_id, 0)).sold == 1
+    assert rt.inventory.figures(product_id).sold == 1
 
 
 # --- 8. one rebuild job, however many buyers ask -------------------------------------------------
@@ -398,7 +381,7 @@ def test_a_retried_idempotency_key_after_redis_lost_everything_finds_the_first_o
 
 def test_a_crowd_during_a_rebuild_queues_one_rebuild_job(rt, client, buyer):
     product_id = stocked_product(rt, stock=3)
-    rt.inventory_redis.delete(rt.inventory.keys(Stock(product_id, 0)).stock)
+    rt.inventory_redis.delete(rt.inventory.keys(product_id).stock)
     for _ in range(40):
         response = client.post(
             f"/purchase/{product_id}",
@@ -423,7 +406,7 @@ def test_a_late_failure_event_leaves_a_payment_that_still_waits_for_the_buyer(rt
     result = rt.settler.settle_payment_event("simulated", intent_id, "failed", "payment_failed")
     assert result in ("requires_action", "no_change")
     assert rt.inventory.get_hold(ticket).status == "requires_action"
-    assert rt.inventory.figures(Stock(product_id, 0)).held == 1
+    assert rt.inventory.figures(product_id).held == 1
     rt.gateway.complete_action(intent_id, ticket, success=True)  # the buyer authenticates
     assert rt.settler.settle_payment_event("simulated", intent_id, "confirmed", "") == "confirmed"
     with rt.sessions() as session:
@@ -439,9 +422,7 @@ def test_a_process_whose_clock_runs_fast_cannot_open_the_sale_early(rt, monkeypa
     real_time = time.time
     monkeypatch.setattr(time, "time", lambda: real_time() + 120)  # this node is 2 minutes ahead
     fast = Inventory(rt.inventory_redis, rt.settings)
-    outcome = fast.reserve(
-        product_id, buyer, 1, BucketRouter.new_ticket_id(Stock(product_id, 0)), "pm_card_visa"
-    )
+    outcome = fast.reserve(product_id, buyer, 1, new_ticket_id(product_id), "pm_card_visa")
     assert outcome.result == "sale_not_started"
     redis_ms = int(rt.inventory_redis.time()[0]) * 1000
     assert abs(fast.clock.now_ms() - redis_ms) < 2000  # deadlines are judged by Redis' clock
@@ -466,19 +447,13 @@ def test_every_key_a_script_touches_is_in_keys_and_in_one_slot(rt):
     expiring = Inventory(rt.inventory_redis, short)
     product_id, users = stocked_product(rt, stock=4), buyer_ids(rt, 3)
     with monitored_service(rt.settings) as log:
-        expiring.reserve(
-            product_id,
-            users[0],
-            1,
-            BucketRouter.new_ticket_id(Stock(product_id, 0)),
-            "pm_card_visa",
-        )
+        expiring.reserve(product_id, users[0], 1, new_ticket_id(product_id), "pm_card_visa")
         ticket = _reserve(rt, product_id, users[1])  # reclaims the expired hold on the way
         rt.settler.settle_batch(product_id, [(None, ticket)])  # simulated provider included
         rt.settler.refunds.refund_confirmed(ticket)
-        rt.inventory.expire_holds(Stock(product_id, 0))
+        rt.inventory.expire_holds(product_id)
         reconcile_product(rt.inventory, rt.sessions, product_id)
-        rt.inventory_redis.delete(rt.inventory.keys(Stock(product_id, 0)).stock)
+        rt.inventory_redis.delete(rt.inventory.keys(product_id).stock)
         rebuild_stock(rt.inventory, rt.sessions, product_id)
     runs = _script_runs(log)
     assert len(runs) >= 8, runs

@@ -47,7 +47,7 @@ from core.config import Settings
 from core.db import snapshot as sql_snapshot
 from core.db import transaction
 from core.inventory import Ending, Hold, Inventory, RebuildView, Settled, Snapshot, now_ms
-from core.inventory.buckets import BucketRouter, Stock
+from core.keys import new_ticket_id
 from core.locks import locked
 from core.models import Order, Payment, Product, User
 from core.orders import confirmed_quantity, get_order, get_payment, transition
@@ -81,7 +81,7 @@ METHODS = ["pm_card_visa", "pm_card_chargeDeclined", "pm_card_authenticationRequ
 
 def reserve(inventory: Inventory, product_id: int, user: int, quantity: int, method: str) -> str:
     """A buyer's purchase request; the ticket id, or '' when refused."""
-    ticket = BucketRouter.new_ticket_id(Stock(product_id, 0))
+    ticket = new_ticket_id(product_id)
     outcome = inventory.reserve(product_id, user, quantity, ticket, method)
     return ticket if outcome.result == "reserved" else ""
 
@@ -95,7 +95,7 @@ def buyer_cancel(inventory: Inventory, product_id: int, ticket: str) -> str:
 
 
 def expiry_sweep(inventory: Inventory, product_id: int) -> int:
-    return inventory.expire_holds(Stock(product_id, 0))
+    return inventory.expire_holds(product_id)
 
 
 @dataclass
@@ -265,7 +265,7 @@ class Reconciliation:
 
 
 def reconcile_snapshot(inventory: Inventory, product_id: int) -> Reconciliation | None:
-    snapshot = inventory.snapshot(Stock(product_id, 0))
+    snapshot = inventory.snapshot(product_id)
     return None if snapshot is None else Reconciliation(product_id, snapshot)
 
 
@@ -284,7 +284,7 @@ def reconcile_read_recorded(run: Reconciliation) -> None:
     """The rest of the SQL reads, in the same snapshot."""
     if run.phase != "read_sold" or run.session is None:
         return
-    run.books = books_in(run.session, Stock(run.product_id, 0), tickets_named(run.snapshot))
+    run.books = books_in(run.session, run.product_id, tickets_named(run.snapshot))
     run.close()
     run.phase = "read_recorded"
 
@@ -301,12 +301,12 @@ def reconcile_whole(inventory: Inventory, sessions: sessionmaker[Session], produ
 
 
 def lose_stock_key(inventory: Inventory, product_id: int) -> None:
-    inventory.redis.delete(inventory.keys(Stock(product_id, 0)).stock)
+    inventory.redis.delete(inventory.keys(product_id).stock)
 
 
 def flush_product(inventory: Inventory, product_id: int) -> None:
     """Redis loses everything of the product: stock, holds, streams, locks, final states."""
-    keys = inventory.keys(Stock(product_id, 0))
+    keys = inventory.keys(product_id)
     doomed = set(keys.all()) | set(inventory.redis.scan_iter(match=f"{keys.tag}:*", count=500))
     inventory.redis.delete(*doomed)
 
@@ -338,7 +338,7 @@ class Rebuild:
 
 
 def rebuild_read_redis(inventory: Inventory, product_id: int) -> Rebuild | None:
-    view = inventory.begin_rebuild(Stock(product_id, 0))
+    view = inventory.begin_rebuild(product_id)
     return None if view is None else Rebuild(product_id, view, inventory.clock.now_ms())
 
 
@@ -381,7 +381,7 @@ def _shifted(hold: Hold, ms: int) -> Hold:
 def time_passes(inventory: Inventory, sessions: sessionmaker[Session], pid: int, ms: int) -> None:
     """Every deadline of the product moves `ms` into the past: in the holds, in the deadline
     index and in SQL, as if the clock had jumped."""
-    keys = inventory.keys(Stock(pid, 0))
+    keys = inventory.keys(pid)
     redis = inventory.redis
     for ticket, raw in redis.hgetall(keys.holds).items():
         record = json.loads(raw)
@@ -659,7 +659,7 @@ class PurchasePipeline(RuleBasedStateMachine):
 
     @rule(target=rebuild_reads)
     def rebuild_a_redis(self) -> Any:
-        if self.inventory.figures(Stock(self.pid, 0)) is not None:
+        if self.inventory.figures(self.pid) is not None:
             return multiple()
         run = rebuild_read_redis(self.inventory, self.pid)
         if run is None:  # another rebuild holds the lease
@@ -689,7 +689,7 @@ class PurchasePipeline(RuleBasedStateMachine):
 
     # --- reading the state ----------------------------------------------------------------------
     def _redis_holds(self) -> dict[str, Hold]:
-        raw = self.inventory.redis.hgetall(self.inventory.keys(Stock(self.pid, 0)).holds)
+        raw = self.inventory.redis.hgetall(self.inventory.keys(self.pid).holds)
         return {t: Hold.from_json(r) for t, r in raw.items()}
 
     def _sql_orders(self) -> dict[str, Order]:
@@ -718,7 +718,7 @@ class PurchasePipeline(RuleBasedStateMachine):
         return order is not None and to_ms(order.expires_at) <= now_ms()
 
     def _final_state(self, ticket: str) -> str | None:
-        raw = self.inventory.redis.get(self.inventory.keys(Stock(self.pid, 0)).final(ticket))
+        raw = self.inventory.redis.get(self.inventory.keys(self.pid).final(ticket))
         return Hold.from_json(raw).status if raw else None
 
     def _busy_tickets(self) -> set[str]:
@@ -732,7 +732,7 @@ class PurchasePipeline(RuleBasedStateMachine):
 
     def _refunds_awaiting_unsell(self) -> list[Refund]:
         """Refunds SQL recorded whose units Redis still counts (marked, not yet returned)."""
-        marks = self.inventory.redis.hgetall(self.inventory.keys(Stock(self.pid, 0)).returns)
+        marks = self.inventory.redis.hgetall(self.inventory.keys(self.pid).returns)
         if not marks:
             return []
         sql = self._sql_orders()
@@ -757,7 +757,7 @@ class PurchasePipeline(RuleBasedStateMachine):
     def sql_never_oversells(self) -> None:
         def check() -> None:
             with self.sessions() as session:
-                sold = confirmed_quantity(session, Stock(self.pid, 0))
+                sold = confirmed_quantity(session, self.pid)
             assert sold <= self.initial, f"SQL confirmed {sold} units of {self.initial}"
 
         self._guarded(check)
@@ -765,7 +765,7 @@ class PurchasePipeline(RuleBasedStateMachine):
     @invariant()
     def redis_stock_balanced(self) -> None:
         def check() -> None:
-            figures = self.inventory.figures(Stock(self.pid, 0))
+            figures = self.inventory.figures(self.pid)
             if figures is None:
                 return
             holds = self._redis_holds()
@@ -877,7 +877,7 @@ class PurchasePipeline(RuleBasedStateMachine):
         the holds, SQL and the refunds in flight."""
 
         def check() -> None:
-            figures = self.inventory.figures(Stock(self.pid, 0))
+            figures = self.inventory.figures(self.pid)
             if figures is None or self.flushed:
                 return
             holds, sql = self._redis_holds(), self._sql_orders()
@@ -901,7 +901,7 @@ class PurchasePipeline(RuleBasedStateMachine):
                     users[user] = users.get(user, 0) + (hold or sql[ticket]).quantity
             for r in unsold:
                 users[str(r.user_id)] = users.get(str(r.user_id), 0) + r.quantity
-            counts = self.inventory.redis.hgetall(self.inventory.keys(Stock(self.pid, 0)).users)
+            counts = self.inventory.redis.hgetall(self.inventory.keys(self.pid).users)
             assert {u: int(q) for u, q in counts.items()} == users, (
                 f"per-user counts in Redis {counts}, held or bought {users}"
             )
@@ -946,7 +946,7 @@ class PurchasePipeline(RuleBasedStateMachine):
                 rebuild_restore(self.inventory, self.sessions, run)
             self.inflight.remove(run)
             self._check_all()
-        if self.inventory.figures(Stock(self.pid, 0)) is None:
+        if self.inventory.figures(self.pid) is None:
             rebuild_whole(self.inventory, self.sessions, self.pid)
         for event in list(self.pending_webhooks):
             self._deliver(event)
@@ -974,7 +974,7 @@ class PurchasePipeline(RuleBasedStateMachine):
         assert not holds, f"holds left in Redis after settling: {sorted(holds)}"
         stuck = sorted(t for t, o in sql.items() if o.status in OPEN)
         assert not stuck, f"orders left open in SQL: {stuck}"
-        figures = self.inventory.figures(Stock(self.pid, 0))
+        figures = self.inventory.figures(self.pid)
         assert figures is not None
         sold = sum(o.quantity for o in sql.values() if o.status == "confirmed")
         assert sold <= self.initial, f"SQL confirmed {sold} units of {self.initial}"

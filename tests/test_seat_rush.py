@@ -12,7 +12,6 @@ import httpx
 import pytest
 from sqlalchemy import select
 
-from core.inventory.buckets import Stock
 from core.models import Product
 from core.orders import live_seats
 from tests.helpers import make_users, run_workers, seat_blocks, seated_hall
@@ -88,16 +87,16 @@ def test_a_rush_on_named_seats_never_sells_one_twice(server, app, settings, rt):
 
     def settled() -> bool:
         run_workers(settings)
-        if rt.inventory_redis.hlen(rt.inventory.keys(Stock(product_id, 0)).holds):
+        if rt.inventory_redis.hlen(rt.inventory.keys(product_id).holds):
             return False
         with rt.sessions() as session:
             return live_seats(session, event["id"]) == owner
 
     wait_until(settled, 120, "every accepted ticket to be settled")
-    states = rt.inventory_redis.hgetall(rt.inventory.keys(Stock(product_id, 0)).seats)
+    states = rt.inventory_redis.hgetall(rt.inventory.keys(product_id).seats)
     assert {seat for seat, state in states.items() if state != "f"} == set(owner)
     assert all(states[seat] == f"s:{ticket}" for seat, ticket in owner.items())
-    figures = rt.inventory.figures(Stock(product_id, 0))
+    figures = rt.inventory.figures(product_id)
     assert (figures.sold, figures.held, figures.available) == (
         len(owner),
         0,
@@ -141,7 +140,7 @@ def test_a_rush_for_best_seats_together_gets_adjacent_seats_never_worse(server, 
     assert set(refusals) <= {"not_enough_adjacent", "sold_out"}, set(refusals)
 
     product_id = _product(rt, event["id"])
-    keys = rt.inventory.keys(Stock(product_id, 0))
+    keys = rt.inventory.keys(product_id)
     ranks = {
         seat: float(score) for seat, score in rt.inventory_redis.hgetall(keys.seat_ranks).items()
     }

@@ -22,7 +22,7 @@ from core.inventory import (
     Inventory,
     SeatPlan,
 )
-from core.inventory.buckets import BucketRouter, Stock
+from core.keys import new_ticket_id
 from tests.helpers import make_user, seat_blocks, seated_stock, striped_section
 from tests.redis_monitor import CommandLog, monitored
 from tests.servers import RedisProcess
@@ -52,8 +52,8 @@ def slowlog_redis() -> Iterator[Redis]:
 def _together(inventory: Inventory, product_id: int, user: int, quantity: int) -> list[str] | str:
     """The seats a purchase of `quantity` together got, or the refusal's code."""
     reservation = inventory.reserve(
-        product_id, user, quantity, BucketRouter.new_ticket_id(Stock(product_id, 0)),
-        "pm_card_visa", best=BestAvailable("A", True),
+        product_id, user, quantity, new_ticket_id(product_id), "pm_card_visa",
+        best=BestAvailable("A", True),
     )  # fmt: skip
     if reservation.result != "reserved":
         return reservation.result
@@ -97,7 +97,7 @@ def test_a_search_looks_at_no_more_seats_than_its_budget(inventory, settings):
     seated_stock(inventory, 1, striped_section(100, 50, 9))
     with monitored(settings.inventory_url) as log:
         assert _together(inventory, 1, 1, 10) == "not_enough_adjacent"
-    looked = _seats_looked_at(log, inventory.keys(Stock(1, 0)).seat_keys)
+    looked = _seats_looked_at(log, inventory.keys(1).seat_keys)
     assert TOGETHER_SEARCH_SEATS // 2 < looked <= TOGETHER_SEARCH_SEATS, looked
 
 
@@ -170,7 +170,7 @@ def test_no_search_for_more_seats_together_than_any_row_has(client, admin, app, 
     hall = {"sections": [{"name": "A", "price": 10, "rows": rows}]}
     event_id = _on_sale(client, admin, hall)["id"]
     buyer = make_user(app)
-    keys = rt.inventory.keys(Stock(_product(rt, event_id), 0)).seat_keys
+    keys = rt.inventory.keys(_product(rt, event_id)).seat_keys
     with monitored(settings.inventory_url) as log:
         refused = _best(client, buyer, event_id, "A", 6, together=True)
     assert_error(refused, 409, "not_enough_adjacent")

@@ -12,7 +12,6 @@ from typing import Any
 import pytest
 from sqlalchemy import select
 
-from core.inventory.buckets import Stock
 from core.models import EventSection, Product
 from core.orders import live_seats
 from core.settlement import SettleReport
@@ -58,7 +57,7 @@ def _product(rt: Any, event_id: int) -> int:
 
 
 def _states(rt: Any, event_id: int) -> dict[str, str]:
-    return rt.inventory_redis.hgetall(rt.inventory.keys(Stock(_product(rt, event_id), 0)).seats)
+    return rt.inventory_redis.hgetall(rt.inventory.keys(_product(rt, event_id)).seats)
 
 
 def _status(client: Any, buyer: Account, ticket: str) -> dict[str, Any]:
@@ -111,7 +110,7 @@ def test_settlement_sells_the_seats_and_sql_agrees_seat_by_seat(client, app, adm
     assert states["A-1-1"] == states["A-1-2"] == f"s:{ticket}"
     with rt.sessions() as session:
         assert live_seats(session, event_id) == {"A-1-1": ticket, "A-1-2": ticket}
-    figures = rt.inventory.figures(Stock(_product(rt, event_id), 0))
+    figures = rt.inventory.figures(_product(rt, event_id))
     assert (figures.initial, figures.sold, figures.held) == (12, 2, 0)
 
 
@@ -131,7 +130,7 @@ def test_a_ticket_that_ends_unpaid_gives_back_exactly_its_seats(
         assert client.post(f"/orders/{ticket}/cancel", headers=buyer.headers).status_code == 200
     elif ending == "expired":
         _past_deadline(rt, product_id, ticket)
-        assert rt.inventory.expire_holds(Stock(product_id, 0)) == 2
+        assert rt.inventory.expire_holds(product_id) == 2
     final = _settled(client, settings, buyer, ticket)
     assert final["status"] == {"declined": "failed"}.get(ending, ending)
     states = _states(rt, event_id)
@@ -144,7 +143,7 @@ def test_a_ticket_that_ends_unpaid_gives_back_exactly_its_seats(
 
 
 def _past_deadline(rt: Any, product_id: int, ticket: str) -> None:
-    keys = rt.inventory.keys(Stock(product_id, 0))
+    keys = rt.inventory.keys(product_id)
     record = json.loads(rt.inventory_redis.hget(keys.holds, ticket))
     record["d"] = 1
     rt.inventory_redis.hset(keys.holds, ticket, json.dumps(record))
@@ -163,7 +162,7 @@ def test_a_rebuild_after_redis_lost_the_event_gives_the_same_seat_states(
     works = rt.settler.prepare(SettleReport(), product_id, "USD", [(None, open_ticket)])
     assert [w.hold.ticket_id for w in works] == [open_ticket]  # recorded in SQL, still open
     before = _states(rt, event_id)
-    keys = rt.inventory.keys(Stock(product_id, 0))
+    keys = rt.inventory.keys(product_id)
     rt.inventory_redis.delete(*keys.all())
     assert rebuild_stock(rt.inventory, rt.sessions, product_id)
     assert _states(rt, event_id) == before
@@ -296,11 +295,11 @@ def test_best_available_together_under_concurrency_is_adjacent_and_never_worse(
     ranks = {
         label: float(score)
         for label, score in rt.inventory_redis.hgetall(
-            rt.inventory.keys(Stock(product_id, 0)).seat_ranks
+            rt.inventory.keys(product_id).seat_ranks
         ).items()
     }
     free = set(ranks)
-    reserves = rt.inventory_redis.xrange(rt.inventory.keys(Stock(product_id, 0)).events)
+    reserves = rt.inventory_redis.xrange(rt.inventory.keys(product_id).events)
     order = [fields["ticket"] for _, fields in reserves if fields.get("action") == "reserve"]
     assert sorted(order) == sorted(answers)
     for ticket in order:  # replayed in the order Redis held them
@@ -383,7 +382,7 @@ def test_a_bad_seat_purchase_is_refused_and_holds_nothing(client, app, admin, rt
     response = client.post(f"/events/{event_id}/purchase", json=request, headers=buyer.headers)
     assert_error(response, 400)
     assert set(_states(rt, event_id).values()) == {"f"}
-    figures = rt.inventory.figures(Stock(_product(rt, event_id), 0))
+    figures = rt.inventory.figures(_product(rt, event_id))
     assert (figures.available, figures.held) == (12, 0)
 
 
@@ -440,14 +439,14 @@ def test_a_new_map_before_the_sale_replaces_the_standing_places_too(client, app,
             .join(EventSection, Product.section_id == EventSection.id)
             .where(EventSection.event_id == event_id)
         )
-    assert rt.inventory.figures(Stock(floor, 0)).initial == 50
+    assert rt.inventory.figures(floor).initial == 50
     seated_only = {"sections": HALL["sections"][:2]}
     replaced = client.put(f"/events/{event_id}/seatmap", json=seated_only, headers=admin.headers)
     assert replaced.status_code == 200, replaced.get_json()
     with rt.sessions() as session:
         assert session.get(Product, floor) is None
-    assert rt.inventory.figures(Stock(floor, 0)) is None
-    assert rt.inventory.figures(Stock(_product(rt, event_id), 0)).initial == 12
+    assert rt.inventory.figures(floor) is None
+    assert rt.inventory.figures(_product(rt, event_id)).initial == 12
 
 
 # HALL with its standing section Floor replaced by Balcony.
@@ -502,7 +501,7 @@ def test_reconciliation_puts_seats_back_as_sql_has_them(client, app, admin, rt, 
     product_id = _product(rt, event_id)
     assert reconcile_product(rt.inventory, rt.sessions, product_id).result == "consistent"
 
-    keys = rt.inventory.keys(Stock(product_id, 0))
+    keys = rt.inventory.keys(product_id)
     rt.inventory_redis.hset(keys.seats, "A-1-2", "f")  # a sold seat that Redis lost track of
     rt.inventory_redis.zadd(
         keys.free_seats, {"A-1-2": rt.inventory_redis.hget(keys.seat_ranks, "A-1-2")}

@@ -20,7 +20,7 @@ import pytest
 import stripe
 
 from core.inventory import Inventory
-from core.inventory.buckets import BucketRouter, Stock
+from core.keys import new_ticket_id
 from core.orders import get_order, get_payment
 from core.settlement import Settler
 from tests.helpers import create_product, make_user
@@ -51,7 +51,7 @@ def settler(rt, localstripe):  # type: ignore[no-untyped-def]
 
 
 def reserve(rt, product_id, user_id, payment_method, inventory=None):  # type: ignore[no-untyped-def]
-    ticket = BucketRouter.new_ticket_id(Stock(product_id, 0))
+    ticket = new_ticket_id(product_id)
     outcome = (inventory or rt.inventory).reserve(product_id, user_id, 1, ticket, payment_method)
     assert outcome.result == "reserved", outcome
     return ticket
@@ -103,7 +103,7 @@ def test_a_card_payment_succeeds_with_our_metadata(client, app, rt, settler, str
         "product_id": str(product["id"]),
         "user_id": str(buyer.id),
     }
-    assert rt.inventory.figures(Stock(product["id"], 0)).sold == 1
+    assert rt.inventory.figures(product["id"]).sold == 1
 
 
 def test_zero_decimal_currencies_are_not_multiplied(client, app, rt, settler, stripe_client):
@@ -132,7 +132,7 @@ def test_a_declined_card_fails_the_order_and_returns_the_stock(
     assert settler.settle_batch(product["id"], [(None, ticket)]).settled == {"failed": 1}
     order, _ = order_and_payment(rt, ticket)
     assert (order.status, order.failure_reason) == ("failed", reason)
-    figures = rt.inventory.figures(Stock(product["id"], 0))
+    figures = rt.inventory.figures(product["id"])
     assert (figures.available, figures.held, figures.sold) == (2, 0, 0)
 
 
@@ -152,7 +152,7 @@ def test_a_retried_settlement_makes_one_intent_and_one_charge(
     [intent] = intents_of(stripe_client, ticket)
     charges = stripe_client.v1.charges.list(params={"limit": 100}).data
     assert len([c for c in charges if c.payment_intent == intent.id]) == 1
-    assert rt.inventory.figures(Stock(product["id"], 0)).sold == 1
+    assert rt.inventory.figures(product["id"]).sold == 1
 
 
 def settler_report():  # type: ignore[no-untyped-def]
@@ -179,7 +179,7 @@ def test_admin_cancel_of_a_confirmed_order_refunds_once_and_returns_the_stock(
         payment.intent_id, params={"expand": ["latest_charge"]}
     )
     assert intent.latest_charge.amount_refunded == 4000
-    figures = rt.inventory.figures(Stock(product["id"], 0))
+    figures = rt.inventory.figures(product["id"])
     assert (figures.available, figures.sold) == (2, 0)
     assert reserve(rt, product["id"], buyer.id, "pm_card_visa")  # the allowance came back
 
@@ -212,7 +212,7 @@ def test_a_duplicated_webhook_is_acknowledged_and_ignored(client, app, rt, settl
     assert second.get_json() == {"received": True, "duplicate": True}
     order, _ = order_and_payment(rt, ticket)
     assert order.status == "confirmed"
-    assert rt.inventory.figures(Stock(product["id"], 0)).sold == 1
+    assert rt.inventory.figures(product["id"]).sold == 1
 
 
 def three_d_secure_method(stripe_client) -> str:  # type: ignore[no-untyped-def]
@@ -253,7 +253,7 @@ def test_an_authentication_failure_reported_by_webhook_fails_the_order(
         "failed",
         "payment_intent_authentication_failure",
     )
-    assert rt.inventory.figures(Stock(product["id"], 0)).available == 2
+    assert rt.inventory.figures(product["id"]).available == 2
 
 
 def test_a_payment_that_succeeds_after_its_hold_expired_is_refunded(
@@ -267,9 +267,7 @@ def test_a_payment_that_succeeds_after_its_hold_expired_is_refunded(
     ticket = reserve(rt, product["id"], buyer.id, "pm_card_visa", inventory=inventory)
     work = short.prepare(settler_report(), product["id"], "USD", [(None, ticket)])[0]
     short.pay(work.product_id, [work])  # charged; the settler dies before it confirms the hold
-    wait_until(
-        lambda: inventory.expire_holds(Stock(product["id"], 0)) == 1, 10, "the lease to lapse"
-    )
+    wait_until(lambda: inventory.expire_holds(product["id"]) == 1, 10, "the lease to lapse")
     assert short.settle_batch(product["id"], [(None, ticket)]).settled == {"refunded": 1}
     order, payment = order_and_payment(rt, ticket)
     assert order.status == "refunded" and payment.amount_refunded_minor == 1000
@@ -277,7 +275,7 @@ def test_a_payment_that_succeeds_after_its_hold_expired_is_refunded(
         payment.intent_id, params={"expand": ["latest_charge"]}
     )
     assert intent.latest_charge.amount_refunded == 1000
-    figures = rt.inventory.figures(Stock(product["id"], 0))
+    figures = rt.inventory.figures(product["id"])
     assert (figures.available, figures.sold) == (2, 0)
 
 
@@ -325,7 +323,7 @@ def test_three_d_secure_completed_at_stripe_settles_by_the_emulators_webhook(
         15,
         "the confirmation recorded in SQL",
     )
-    assert rt.inventory.figures(Stock(product["id"], 0)).sold == 1
+    assert rt.inventory.figures(product["id"]).sold == 1
 
 
 @pytest.mark.slow
@@ -343,7 +341,7 @@ def test_stripe_unreachable_orders_wait_then_settle_once(
         for ticket in tickets:
             order, _ = order_and_payment(rt, ticket)
             assert order.status == "processing"
-        assert rt.inventory.figures(Stock(product["id"], 0)).held == len(tickets)
+        assert rt.inventory.figures(product["id"]).held == len(tickets)
     finally:
         localstripe.start()
     report = settler.settle_batch(product["id"], [(None, t) for t in tickets])
@@ -351,7 +349,7 @@ def test_stripe_unreachable_orders_wait_then_settle_once(
     for ticket in tickets:
         assert order_and_payment(rt, ticket)[0].status == "confirmed"
         assert len(intents_of(stripe_client, ticket)) == 1
-    figures = rt.inventory.figures(Stock(product["id"], 0))
+    figures = rt.inventory.figures(product["id"])
     assert (figures.held, figures.sold) == (0, len(tickets))
 
 

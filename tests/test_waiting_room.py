@@ -12,8 +12,6 @@ from typing import Any
 import pytest
 from itsdangerous import URLSafeTimedSerializer
 
-from core.inventory.buckets import Stock
-from core.inventory.calls import RoomBoardCall, bucket_keys
 from core.rooms import BOARD_MAX_AGE_S, PASS_SALT, issue_pass
 from core.stock import rebuild_stock
 from tests.helpers import Account, create_product, make_user, make_users, run_workers
@@ -74,7 +72,7 @@ def test_places_after_the_opening_are_first_come_first_served_and_admitted_at_th
     assert all("position" in body for body in joined.values()), list(joined.values())[:3]
     positions = {buyer_id: body["position"] for buyer_id, body in joined.items()}
     assert sorted(positions.values()) == list(range(1, len(buyers) + 1))
-    keys = rt.inventory.keys(Stock(product_id, 0))
+    keys = rt.inventory.keys(product_id)
     recorded = {
         int(b): int(p) for b, p in rt.inventory_redis.zrange(keys.queue, 0, -1, withscores=True)
     }
@@ -171,7 +169,7 @@ def test_those_who_came_before_the_opening_are_drawn_at_random_and_reproducibly(
     later = make_user(app)
     assert _join(client, later, product_id).get_json()["position"] == n + 2  # behind them
 
-    seed = int(rt.inventory_redis.hget(rt.inventory.keys(Stock(product_id, 0)).room, "seed"))
+    seed = int(rt.inventory_redis.hget(rt.inventory.keys(product_id).room, "seed"))
     order = _xorshift_order([str(b.id) for b in buyers], seed)
     assert [order.index(str(b.id)) + 1 for b in buyers] == positions
 
@@ -207,16 +205,16 @@ def test_a_pass_buys_once_for_its_buyer_and_sale_and_nothing_else_does(
     )
     forged = issue_pass("not-the-secret-" * 3, product_id, buyer.id, 1, "")
     tampered = good[:-2] + ("AA" if good[-2:] != "AA" else "BB")
-    held_before = rt.inventory.figures(Stock(product_id, 0)).held
+    held_before = rt.inventory.figures(product_id).held
 
     assert_error(_buy(client, buyer, product_id), 403, "queue_pass_required")
     for refused in (others, elsewhere, expired, forged, tampered):
         assert_error(_buy(client, buyer, product_id, refused), 403, "queue_pass_invalid")
-    assert rt.inventory.figures(Stock(product_id, 0)).held == held_before  # nothing held
+    assert rt.inventory.figures(product_id).held == held_before  # nothing held
 
     assert _buy(client, buyer, product_id, good).status_code == 202
     assert_error(_buy(client, buyer, product_id, good), 403, "queue_pass_invalid")  # used
-    assert rt.inventory.figures(Stock(product_id, 0)).held == held_before + 1
+    assert rt.inventory.figures(product_id).held == held_before + 1
 
 
 def test_admission_pauses_while_nothing_is_left_and_owes_no_burst_when_a_unit_comes_back(
@@ -231,11 +229,10 @@ def test_admission_pauses_while_nothing_is_left_and_owes_no_burst_when_a_unit_co
     for buyer in later:
         _join(client, buyer, product_id)
     ticket = _buy(client, first, product_id, good).get_json()["ticket_id"]  # nothing left
-    keys = rt.inventory.keys(Stock(product_id, 0))
+    keys = rt.inventory.keys(product_id)
 
     def served() -> int:  # as a web process reads the board, admitting what the clock allows
-        call = RoomBoardCall(bucket_keys(keys, RoomBoardCall.KEYS), {"other_buckets": ""})
-        return int(call.run(rt.inventory.scripts)[2])
+        return int(rt.inventory.scripts.room_board(keys=[keys.stock, *keys.room_keys])[2])
 
     def redis_ms() -> int:
         seconds, micros = rt.inventory_redis.time()
@@ -356,7 +353,7 @@ def test_a_room_redis_lost_answers_503_until_rebuilt_as_a_new_room(client, app, 
     product_id = _room(client, admin, 1000)
     buyer, late = make_user(app), make_user(app)
     good = _admitted_pass(client, buyer, product_id)
-    keys = rt.inventory.keys(Stock(product_id, 0))
+    keys = rt.inventory.keys(product_id)
     rt.inventory_redis.delete(*keys.all())  # Redis lost the sale
     assert_error(_join(client, late, product_id), 503, "queue_unavailable")
     assert_error(

@@ -9,7 +9,6 @@ import asyncio
 import httpx
 import pytest
 
-from core.inventory.buckets import Stock
 from tests.helpers import create_product, make_user, make_users
 from tests.servers import Gunicorn, clean_env, wait_until
 
@@ -50,7 +49,7 @@ def test_five_thousand_joins_get_places_in_order_and_admission_keeps_the_rate(se
     assert {a.status_code for a in answers} == {200}
     positions = {b.id: a.json()["position"] for b, a in zip(buyers, answers, strict=True)}
     assert sorted(positions.values()) == list(range(1, BUYERS + 1))
-    keys = rt.inventory.keys(Stock(product["id"], 0))
+    keys = rt.inventory.keys(product["id"])
     taken = {
         int(b): int(p) for b, p in rt.inventory_redis.zrange(keys.queue, 0, -1, withscores=True)
     }

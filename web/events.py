@@ -27,7 +27,6 @@ from core.events.seatmap import (
     replace_seat_map,
 )
 from core.inventory import BestAvailable
-from core.inventory.buckets import Stock
 from core.models import Event
 from web.answers import (
     EventAnswer,
@@ -248,7 +247,7 @@ def _sell(event: Event, *, anew: bool, dropped: list[int] | None = None) -> None
     try:
         catalogue_changed()
         for product_id in dropped or []:
-            runtime().inventory.drop_stock(Stock(product_id, 0))
+            runtime().inventory.drop_stock(product_id)
         put_on_sale(runtime().inventory, runtime().sessions, products, anew=anew)
     except RedisError:
         raise ApiError(

@@ -6,7 +6,7 @@ from __future__ import annotations
 from flask import Blueprint, Response, request
 from flask_jwt_extended import jwt_required
 
-from core.inventory.buckets import BucketRouter
+from core.keys import product_of_ticket
 from core.locks import LockTimeout
 from core.metrics import PURCHASES, STATUS_POLLS
 from core.orders import list_orders
@@ -148,5 +148,5 @@ def cancel(ticket_id: str) -> Response:
     finally:
         end_read()
     if outcome == OrderStatus.CANCELLED:
-        kicker().kick(BucketRouter.product_of_ticket(ticket_id) or 0)
+        kicker().kick(product_of_ticket(ticket_id) or 0)
     return answer(Cancelled(ticket_id=ticket_id, status=outcome.value))

@@ -12,7 +12,6 @@ from rq import Worker
 
 from core.catalog import list_products
 from core.inventory import StockFigures
-from core.inventory.buckets import Stock
 from core.models import Product
 from core.money import to_decimal_string
 from core.stock import last_reconciliations, product_report, read_books
@@ -48,8 +47,7 @@ def settle_backlog(product_id: int) -> int:
     """Tickets waiting in the product's settle streams (each bucket's)."""
     inventory = runtime().inventory
     return sum(
-        inventory.settle_backlog(Stock(product_id, b))
-        for b in range(inventory.bucket_count(product_id))
+        inventory.settle_backlog(product_id, b) for b in range(inventory.bucket_count(product_id))
     )
 
 

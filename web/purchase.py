@@ -15,7 +15,7 @@ from redis.exceptions import RedisError
 
 from core.failover import HoldNotDurable, record_unreplicated
 from core.inventory import BestAvailable, Hold
-from core.inventory.buckets import BucketRouter, Stock
+from core.keys import new_ticket_id
 from core.models import Product
 from core.orders import get_order
 from core.rooms import PassRefused, read_pass
@@ -85,7 +85,7 @@ def reserve_and_answer(
             product_id,
             current_user_id(),
             quantity,
-            BucketRouter.new_ticket_id(Stock(product_id, 0)),
+            new_ticket_id(product_id),
             payment_method,
             idempotency_key or "",
             purchase_rate(),

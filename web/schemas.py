@@ -22,7 +22,7 @@ from pydantic import (
     model_validator,
 )
 
-from core.inventory.buckets import MAX_BUCKETS
+from core.keys import MAX_BUCKETS
 
 IDEMPOTENCY_KEY_PATTERN = r"^[A-Za-z0-9_.:-]{1,100}$"
 MAX_SEATS_PER_PURCHASE = 10

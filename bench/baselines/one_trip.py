@@ -13,8 +13,7 @@ import jwt
 from flask import Flask, jsonify, request
 from redis import BlockingConnectionPool, Redis
 
-from core.inventory import CLAIM_MS, RECLAIM_PER_CALL, TOGETHER_SEARCH_SEATS
-from core.inventory.calls import ReserveCall, reserve_key_map
+from core.inventory import CLAIM_MS, RECLAIM_PER_CALL, reserve_keys
 from core.keys import ProductKeys
 from core.scripts import source
 
@@ -37,17 +36,15 @@ def create_app() -> Flask:
         token = request.headers["Authorization"].removeprefix("Bearer ")
         user = int(jwt.decode(token, secret, algorithms=["HS256"])["sub"])
         body = request.get_json()
-        k = ProductKeys(prefix, product_id, 0)
+        k = ProductKeys(prefix, product_id)
         ticket = f"{product_id}-{secrets.token_hex(12)}"
-        # No idempotency key, seats, pass or request id; one bucket.
-        args = {"user": user, "quantity": body["quantity"], "ticket": ticket, "hold_ms": HOLD_MS,
-                "idempotency_key": "", "payment_method": body["payment_method"],
-                "reclaim_limit": RECLAIM_PER_CALL, "rate_limit": RATE_LIMIT,
-                "rate_window_ms": RATE_WINDOW_MS, "seats": "", "best": "", "pass": "",
-                "request_id": "", "buckets": 1, "place": "", "claim_ms": CLAIM_MS,
-                "together_search": TOGETHER_SEARCH_SEATS}  # fmt: skip
-        call = ReserveCall(reserve_key_map(k, user), args)
-        reply = reserve(keys=call.keys(), args=call.argv())
+        # reserve.lua's ARGV: no idempotency key, seats, pass or request id; one bucket.
+        reply = reserve(
+            keys=reserve_keys(k, user),
+            args=[user, body["quantity"], ticket, HOLD_MS, "", body["payment_method"],
+                  RECLAIM_PER_CALL, RATE_LIMIT, RATE_WINDOW_MS, "", "", "", "", 1, "",
+                  CLAIM_MS],
+        )  # fmt: skip
         if reply[0] != "reserved":
             return jsonify({"error": reply[0], "message": reply[0]}), 409
         hold = json.loads(reply[2])

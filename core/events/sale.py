@@ -10,7 +10,6 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from core.catalog import terms_of
 from core.inventory import Inventory
-from core.inventory.buckets import Stock
 from core.models import Event, EventSection, Order, Product, utcnow
 from core.stock import rebuild_stock
 
@@ -69,7 +68,7 @@ def event_has_orders(session: Session, event_id: int, inventory: Inventory | Non
 
 def _has_units_out(inventory: Inventory, product_id: int) -> bool:
     for bucket in range(inventory.bucket_count(product_id)):
-        figures = inventory.figures(Stock(product_id, bucket))
+        figures = inventory.figures(product_id, bucket)
         if figures is not None and (figures.held or figures.sold):
             return True
     return False
@@ -114,7 +113,7 @@ def put_on_sale(
     stock in Redis is left alone and only its terms follow SQL's."""
     for product in products:
         if anew:
-            inventory.drop_stock(Stock(product.id, 0))
+            inventory.drop_stock(product.id)
         rebuild_stock(inventory, sessions, product.id)
         inventory.update_terms(terms_of(product))
 

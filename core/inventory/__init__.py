@@ -9,7 +9,7 @@ from core.inventory.clock import RedisClock, now_ms
 from core.inventory.hold import Hold
 from core.inventory.holds import Holds
 from core.inventory.outcomes import PurchaseOutcome
-from core.inventory.purchase import RECLAIM_PER_CALL, TOGETHER_SEARCH_SEATS, Purchases
+from core.inventory.purchase import RECLAIM_PER_CALL, TOGETHER_SEARCH_SEATS, Purchases, reserve_keys
 from core.inventory.rebuild import REBUILD_LEASE_MS, Rebuild
 from core.inventory.records import (
     SECTION_SCORE,
@@ -62,4 +62,5 @@ __all__ = [
     "Snapshot",
     "StockFigures",
     "now_ms",
+    "reserve_keys",
 ]

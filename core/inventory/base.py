@@ -6,9 +6,8 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from core.config import Settings
-from core.inventory.buckets import BucketRouter, Stock
 from core.inventory.clock import RedisClock
-from core.keys import ProductKeys
+from core.keys import ProductKeys, bucket_of_ticket
 from core.scripts import RedisClient, Scripts
 
 
@@ -20,14 +19,14 @@ class InventoryBase:
         self.settings = settings
         self.scripts = Scripts(redis)
         self.clock = RedisClock(redis)
-        self.router = BucketRouter()
+        self._buckets: dict[int, int] = {}  # product -> its buckets, once a reserve learnt them
 
-    def keys(self, stock: Stock) -> ProductKeys:
-        return ProductKeys(self.settings.key_prefix, stock.product_id, stock.bucket)
+    def keys(self, product_id: int, bucket: int = 0) -> ProductKeys:
+        return ProductKeys(self.settings.key_prefix, product_id, bucket)
 
     def ticket_keys(self, product_id: int, ticket_ids: Iterable[str]) -> ProductKeys:
         """The keys of the bucket holding these tickets (a batch is one bucket's)."""
-        buckets = {BucketRouter.bucket_of_ticket(t) for t in ticket_ids}
+        buckets = {bucket_of_ticket(t) for t in ticket_ids}
         if len(buckets) > 1:
             raise ValueError(f"tickets of several buckets in one batch: {sorted(buckets)}")
-        return self.keys(Stock(product_id, buckets.pop() if buckets else 0))
+        return self.keys(product_id, buckets.pop() if buckets else 0)

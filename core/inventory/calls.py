@@ -1,15 +1,43 @@
-"""The inventory's script calls: each names its script's KEYS and ARGV in order, the one place
-that order is written (see core/script_call.py). Key names are ProductKeys' where they can be,
-so `bucket_keys` builds a call's keys from a bucket's."""
+"""The inventory's script calls whose KEYS and ARGV are long enough to get wrong: each names
+them in order here, the one place that order is written. Python builds the lists by name
+(`keys()`, `argv()`), and the script reads them by name too: core/scripts.py prepends
+`KEY` and `ARG` (name -> position) to it."""
 
 from __future__ import annotations
 
-from core.keys import ProductKeys
-from core.script_call import ScriptCall
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import ClassVar
 
-SEAT_KEYS = ("seats", "seat_ranks", "free_seats")  # lib.lua's seat_keys(KEY.seats) reads them
-ROOM_KEYS = ("room", "queue", "early", "admits")  # lib.lua's room_keys(KEY.room) reads them
-HOLD_KEYS = ("stock", "holds", "deadlines", "users", "events", *SEAT_KEYS)
+from core.keys import ProductKeys
+
+
+@dataclass(frozen=True)
+class ScriptCall:
+    """One call: its keys and arguments by name."""
+
+    script: ClassVar[str]
+    KEYS: ClassVar[tuple[str, ...]]
+    ARGV: ClassVar[tuple[str, ...]]
+
+    keys_by_name: Mapping[str, str]
+    args: Mapping[str, object]
+
+    def keys(self) -> list[str]:
+        return self.ordered_keys(self.keys_by_name)
+
+    @classmethod
+    def ordered_keys(cls, keys_by_name: Mapping[str, str]) -> list[str]:
+        """KEYS, in the script's order; keys a call does not have may only be the last ones."""
+        present = [name in keys_by_name for name in cls.KEYS]
+        if sorted(present, reverse=True) != present or set(keys_by_name) - set(cls.KEYS):
+            raise ValueError(f"{cls.script}: keys {sorted(keys_by_name)} out of its order")
+        return [keys_by_name[name] for name in cls.KEYS if name in keys_by_name]
+
+    def argv(self) -> list[object]:
+        if set(self.args) != set(self.ARGV):
+            raise ValueError(f"{self.script}: arguments {sorted(set(self.args) ^ set(self.ARGV))}")
+        return [self.args[name] for name in self.ARGV]
 
 
 class ReserveCall(ScriptCall):
@@ -41,113 +69,6 @@ class RestoreCall(ScriptCall):
     )  # fmt: skip
 
 
-class AdoptHoldCall(ScriptCall):
-    script = "adopt_hold"
-    KEYS = ("stock", "holds", "deadlines", "users", "settle", "events", "final", "idempotency",
-            *SEAT_KEYS, "passes_used")  # fmt: skip
-    ARGV = ("record", "placement")  # the hold's JSON record; 'own' or 'away' (its buyer's bucket)
-
-
-class AwaitActionCall(ScriptCall):
-    script = "await_action"
-    KEYS = ("holds",)
-    ARGV = ("ticket", "client_secret")
-
-
-class BeginReturnCall(ScriptCall):
-    script = "begin_return"
-    KEYS = ("stock", "returns")
-    ARGV = ("ticket", "user", "quantity", "seats")  # seats: a JSON list, or ''
-
-
-class BeginSettlementCall(ScriptCall):
-    script = "begin_settlement"
-    KEYS = HOLD_KEYS
-    ARGV = ("ticket", "lease_ms")
-
-
-class ExpireHoldsCall(ScriptCall):
-    script = "expire_holds"
-    KEYS = HOLD_KEYS
-    ARGV = ("limit",)
-
-
-class FinishHoldCall(ScriptCall):
-    script = "finish_hold"
-    KEYS = HOLD_KEYS
-    ARGV = ("ticket", "outcome", "reason", "only_from")  # '' for none (reason, only_from)
-
-
-class ForgetHoldCall(ScriptCall):
-    script = "forget_hold"
-    KEYS = ("stock", "holds", "settle", "final")
-    # entry_id, status, reason, payment_status: '' for none
-    ARGV = ("ticket", "entry_id", "group", "status", "reason", "final_ttl", "payment_status")
-
-
-class InventorySnapshotCall(ScriptCall):
-    script = "inventory_snapshot"
-    KEYS = ("stock", "holds", "returns")
-
-
-class RepairSeatsCall(ScriptCall):
-    script = "repair_seats"
-    KEYS = ("stock", "events", *SEAT_KEYS)
-    ARGV = ("version", "fixes")  # fixes: a JSON object, seat -> state
-
-
-class RepairStockCall(ScriptCall):
-    script = "repair_stock"
-    KEYS = ("stock", "events")
-    ARGV = ("version", "initial", "sold", "held")
-
-
-class ResolveClaimsCall(ScriptCall):
-    script = "resolve_claims"
-    KEYS = ("stock", "claims", "users", "passes_used")
-    ARGV_EACH = ("ticket", "action", "counted")  # counted: 'user:quantity' (for returned)
-
-
-class ReturnUnitsCall(ScriptCall):
-    script = "return_units"
-    KEYS = ("stock", "returns", "users", "events", *SEAT_KEYS)
-    ARGV = ("ticket",)
-
-
-class RoomBoardCall(ScriptCall):
-    script = "room_board"
-    KEYS = ("stock", *ROOM_KEYS)
-    ARGV = ("other_buckets",)  # a split product's other buckets' 'available:held', or ''
-
-
-class RoomJoinCall(ScriptCall):
-    script = "room_join"
-    KEYS = RoomBoardCall.KEYS
-    ARGV = ("buyer", "other_buckets")
-
-
-class RoomStatusCall(ScriptCall):
-    script = "room_status"
-    KEYS = RoomBoardCall.KEYS
-    ARGV = ("buyer", "other_buckets")
-
-
-class TicketViewCall(ScriptCall):
-    script = "ticket_view"
-    KEYS = ("holds", "final")
-    ARGV = ("ticket",)
-
-
-class UpdateProductCall(ScriptCall):
-    script = "update_product"
-    KEYS = ("stock", "events", *ROOM_KEYS)  # the room's: the first bucket's only
-    ARGV = (
-        "initial", "starts_ms", "ends_ms", "max_per_user", "price", "terms_version", "currency",
-        "waiting_room", "admit_per_second", "room_epoch",
-    )  # fmt: skip
-    # waiting_room: '1' or '0'; room_epoch: a later bucket's ('' while the first's is unknown)
-
-
 def bucket_keys(k: ProductKeys, names: tuple[str, ...]) -> dict[str, str]:
     """The keys of those names that are the bucket's own (ProductKeys' properties)."""
     return {name: getattr(k, name) for name in names if isinstance(getattr(k, name, None), str)}
@@ -160,9 +81,9 @@ def reserve_key_map(k: ProductKeys, user_id: int) -> dict[str, str]:
 
 def restore_key_map(k: ProductKeys, with_room: bool) -> dict[str, str]:
     """restore_stock.lua's keys, by name; the room's for the first bucket only."""
-    return room_key_map(k, RestoreCall, with_room)
+    room = ("room", "queue", "early", "admits")
+    names = tuple(n for n in RestoreCall.KEYS if with_room or n not in room)
+    return bucket_keys(k, names)
 
 
-def room_key_map(k: ProductKeys, call: type[ScriptCall], with_room: bool) -> dict[str, str]:
-    """The keys of a call that sets the room (the first bucket's only: `with_room`), by name."""
-    return bucket_keys(k, tuple(n for n in call.KEYS if with_room or n not in ROOM_KEYS))
+LAYOUTS: dict[str, type[ScriptCall]] = {c.script: c for c in (ReserveCall, RestoreCall)}

@@ -7,9 +7,8 @@ import json
 from collections.abc import Sequence
 
 from core.inventory.base import InventoryBase
-from core.inventory.buckets import BucketRouter, Stock
-from core.inventory.calls import ResolveClaimsCall, bucket_keys
 from core.inventory.records import Claim
+from core.keys import bucket_of_ticket, ticket_in_bucket
 
 # An open claim older than this belongs to a purchase that ended without saying how (its web
 # process died between two buckets): the sweep looks at where it went (core.stock.sweep_claims).
@@ -24,16 +23,15 @@ class Claims(InventoryBase):
         (none while the bucket's stock is missing: the sweep ends them after its rebuild)."""
         if not claims:
             return 0
-        k = self.keys(Stock(product_id, bucket))
-        items = [{"ticket": c.ticket_id, "action": c.action, "counted": f"{c.user_id}:{c.quantity}"}
-                 for c in claims]  # fmt: skip
-        call = ResolveClaimsCall(bucket_keys(k, ResolveClaimsCall.KEYS), {}, items)
-        ended = call.run(self.scripts)
+        k = self.keys(product_id, bucket)
+        args = [x for c in claims for x in (c.ticket_id, c.action, f"{c.user_id}:{c.quantity}")]
+        keys = [k.stock, k.claims, k.users, k.passes_used]
+        ended = self.scripts.resolve_claims(keys=keys, args=args)
         return max(0, int(ended))
 
     def open_claims(self, product_id: int, bucket: int) -> dict[str, tuple[int, int, int]]:
         """The bucket's open claims: ticket (its id there) -> (user, quantity, lasts until)."""
-        raw = self.redis.hgetall(self.keys(Stock(product_id, bucket)).claims)
+        raw = self.redis.hgetall(self.keys(product_id, bucket).claims)
         claims = {t: json.loads(v) for t, v in raw.items()}
         return {
             t: (int(c["u"]), int(c["q"]), int(c["d"]))
@@ -44,9 +42,9 @@ class Claims(InventoryBase):
     def holding(self, product_id: int, ticket_ids: list[str]) -> set[str]:
         """Those of the tickets (of any buckets) that have a hold record now."""
         found: set[str] = set()
-        for bucket in sorted({BucketRouter.bucket_of_ticket(t) for t in ticket_ids}):
-            mine = [t for t in ticket_ids if BucketRouter.bucket_of_ticket(t) == bucket]
-            held = self.redis.hmget(self.keys(Stock(product_id, bucket)).holds, mine)
+        for bucket in sorted({bucket_of_ticket(t) for t in ticket_ids}):
+            mine = [t for t in ticket_ids if bucket_of_ticket(t) == bucket]
+            held = self.redis.hmget(self.keys(product_id, bucket).holds, mine)
             found |= {t for t, raw in zip(mine, held, strict=True) if raw is not None}
         return found
 
@@ -56,11 +54,9 @@ class Claims(InventoryBase):
         each in the buyer's own bucket, under the ticket's id there."""
         by_home: dict[int, list[Claim]] = {}
         for ending in endings:
-            home = BucketRouter.home(ending.user_id, buckets)
-            if buckets > 1 and BucketRouter.bucket_of_ticket(ending.ticket_id) != home:
-                at_home = ending._replace(
-                    ticket_id=BucketRouter.ticket_in_bucket(ending.ticket_id, home)
-                )
+            home = ending.user_id % buckets
+            if buckets > 1 and bucket_of_ticket(ending.ticket_id) != home:
+                at_home = ending._replace(ticket_id=ticket_in_bucket(ending.ticket_id, home))
                 by_home.setdefault(home, []).append(at_home)
         for home, claims in by_home.items():
             self.resolve_claims(product_id, home, claims)

@@ -6,37 +6,35 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from core.inventory.base import InventoryBase
-from core.inventory.buckets import Stock
-from core.inventory.calls import InventorySnapshotCall, bucket_keys
 from core.inventory.records import ProductTerms, Snapshot, StockFigures
 
 
 class Figures(InventoryBase):
     """Reads of the stock."""
 
+    def known_buckets(self, product_id: int) -> int:
+        """The product's number of buckets, read once a process (it never changes) from its
+        first bucket's stock (while that is missing, from the second's, each time)."""
+        if product_id in self._buckets:
+            return self._buckets[product_id]
+        initial, buckets = self.redis.hmget(self.keys(product_id).stock, "initial", "buckets")
+        if initial is None:
+            return self.bucket_count(product_id)
+        self._buckets[product_id] = int(buckets or 1)
+        return self._buckets[product_id]
+
     def bucket_count(self, product_id: int) -> int:
-        """The product's number of buckets, read once a process (it never changes): as its first
-        bucket's stock says, or its second's while the first is missing (1 without either, read
-        again next time: SQL has the last word, see rebuild)."""
-        return self.router.count(product_id, self._bucket_count_in_redis) or 1
+        """The product's number of buckets, as its first bucket's stock says, or its second's
+        while the first is missing (1 without either: SQL has the last word, see rebuild)."""
+        for bucket in (0, 1):
+            found = self.redis.hget(self.keys(product_id, bucket).stock, "buckets")
+            if found is not None:
+                return int(found)
+        return 1
 
-    def _bucket_count_in_redis(self, product_id: int) -> int | None:
-        initial, buckets = self.redis.hmget(
-            self.keys(Stock(product_id, 0)).stock, "initial", "buckets"
-        )
-        if initial is not None:
-            return int(buckets or 1)
-        second = self.redis.hget(self.keys(Stock(product_id, 1)).stock, "buckets")
-        return None if second is None else int(second)
-
-    def figures(self, stock: Stock) -> StockFigures | None:
+    def figures(self, product_id: int, bucket: int = 0) -> StockFigures | None:
         values = self.redis.hmget(
-            self.keys(stock).stock,
-            "initial",
-            "available",
-            "held",
-            "sold",
-            "version",
+            self.keys(product_id, bucket).stock, "initial", "available", "held", "sold", "version"
         )
         if values[0] is None:
             return None
@@ -51,7 +49,7 @@ class Figures(InventoryBase):
         pipe = self.redis.pipeline(transaction=False)
         for product_id, n in counts.items():
             for bucket in range(n):
-                pipe.hget(self.keys(Stock(product_id, bucket)).stock, "available")
+                pipe.hget(self.keys(product_id, bucket).stock, "available")
         values = iter(pipe.execute())
         found: dict[int, int | None] = {}
         for product_id, n in counts.items():
@@ -59,27 +57,26 @@ class Figures(InventoryBase):
             found[product_id] = None if None in parts else sum(int(v) for v in parts)
         return {pid: found[pid] for pid in product_ids}
 
-    def snapshot(self, stock: Stock) -> Snapshot | None:
-        k = self.keys(stock)
-        keys = bucket_keys(k, InventorySnapshotCall.KEYS)
-        reply = InventorySnapshotCall(keys, {}).run(self.scripts)
+    def snapshot(self, product_id: int, bucket: int = 0) -> Snapshot | None:
+        k = self.keys(product_id, bucket)
+        reply = self.scripts.inventory_snapshot(keys=[k.stock, k.holds, k.returns])
         if not reply:
             return None
-        fields, open_quantity, confirmed, returning = reply
-        initial, available, held, sold, version = (int(v) for v in fields[:5])
-        max_per_user, starts_ms, ends_ms, price = (int(v or 0) for v in fields[5:9])
+        stock, open_quantity, confirmed, returning = reply
+        initial, available, held, sold, version = (int(v) for v in stock[:5])
+        max_per_user, starts_ms, ends_ms, price = (int(v or 0) for v in stock[5:9])
         terms = ProductTerms(
-            product_id=stock.product_id,
+            product_id=product_id,
             initial_stock=initial,
             max_per_user=max_per_user,
             starts_ms=starts_ms,
             ends_ms=ends_ms,
             price_minor=price,
-            currency=fields[9] or "",
-            terms_version=int(fields[10] or 0),
+            currency=stock[9] or "",
+            terms_version=int(stock[10] or 0),
             # A room is applied with its epoch (reserve.lua checks passes against it): a room
             # flag without one is not applied yet, and the reconciliation applies SQL's terms.
-            waiting_room=fields[11] == "1" and bool(fields[12]),
+            waiting_room=stock[11] == "1" and bool(stock[12]),
         )
         return Snapshot(
             StockFigures(initial, available, held, sold, version),
@@ -87,16 +84,14 @@ class Figures(InventoryBase):
             int(open_quantity),
             _pairs(confirmed),
             _pairs(returning),
-            stock.bucket,
+            bucket,
         )
 
     def recent_events(self, product_id: int, count: int = 100) -> list[dict[str, str]]:
         """The newest stock events, newest first (a split product's buckets' together)."""
         entries = []
         for bucket in range(self.bucket_count(product_id)):
-            entries += self.redis.xrevrange(
-                self.keys(Stock(product_id, bucket)).events, count=count
-            )
+            entries += self.redis.xrevrange(self.keys(product_id, bucket).events, count=count)
         entries.sort(key=lambda entry: _stream_position(entry[0]), reverse=True)
         return [
             {k: v for k, v in fields.items()} | {"id": entry_id}

@@ -5,30 +5,18 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from core.inventory.buckets import BucketRouter, Stock
-from core.inventory.calls import (
-    AwaitActionCall,
-    BeginReturnCall,
-    BeginSettlementCall,
-    ExpireHoldsCall,
-    FinishHoldCall,
-    ForgetHoldCall,
-    ReturnUnitsCall,
-    TicketViewCall,
-    bucket_keys,
-)
 from core.inventory.claims import Claims
 from core.inventory.figures import Figures
 from core.inventory.hold import Hold, json_list
 from core.inventory.records import Claim, Ending, Settled
-from core.keys import SETTLE_GROUP
+from core.keys import SETTLE_GROUP, product_of_ticket
 
 
 class Holds(Claims, Figures):
     """Each step takes a batch of tickets of one bucket (one is a batch of one)."""
 
     def get_hold(self, ticket_id: str) -> Hold | None:
-        product_id = BucketRouter.product_of_ticket(ticket_id)
+        product_id = product_of_ticket(ticket_id)
         if product_id is None:
             return None
         raw = self.redis.hget(self.ticket_keys(product_id, [ticket_id]).holds, ticket_id)
@@ -37,12 +25,11 @@ class Holds(Claims, Figures):
     def get_ticket(self, ticket_id: str) -> Hold | None:
         """The ticket as Redis knows it: its open hold, or its final state for a while after
         settlement (one round trip)."""
-        product_id = BucketRouter.product_of_ticket(ticket_id)
+        product_id = product_of_ticket(ticket_id)
         if product_id is None:
             return None
         k = self.ticket_keys(product_id, [ticket_id])
-        keys = {"holds": k.holds, "final": k.final(ticket_id)}
-        raw = TicketViewCall(keys, {"ticket": ticket_id}).run(self.scripts)
+        raw = self.scripts.ticket_view(keys=[k.holds, k.final(ticket_id)], args=[ticket_id])
         return Hold.from_json(raw) if raw else None
 
     def begin_settlements(
@@ -51,11 +38,13 @@ class Holds(Claims, Figures):
         """reserved -> processing, the deadline extended by the settlement lease."""
         k = self.ticket_keys(product_id, ticket_ids)
         lease_ms = int(self.settings.settle_lease_seconds * 1000)
-        keys = bucket_keys(k, BeginSettlementCall.KEYS)
         pipe = self.scripts.pipeline(k.tag)
         for ticket in ticket_ids:
-            args = {"ticket": ticket, "lease_ms": lease_ms}
-            BeginSettlementCall(keys, args).run(self.scripts, client=pipe)
+            self.scripts.begin_settlement(
+                keys=[k.stock, k.holds, k.deadlines, k.users, k.events, *k.seat_keys],
+                args=[ticket, lease_ms],
+                client=pipe,
+            )
         replies = pipe.execute()
         return {t: _state_and_hold(r) for t, r in zip(ticket_ids, replies, strict=True)}
 
@@ -65,12 +54,13 @@ class Holds(Claims, Figures):
         """Moves open holds to their outcome: ticket -> (ok, already, conflict, missing or
         unavailable; the hold after)."""
         k = self.ticket_keys(product_id, [e.ticket_id for e in endings])
-        keys = bucket_keys(k, FinishHoldCall.KEYS)
         pipe = self.scripts.pipeline(k.tag)
         for ending in endings:
-            args = {"ticket": ending.ticket_id, "outcome": ending.outcome,
-                    "reason": ending.reason, "only_from": ending.only_from}  # fmt: skip
-            FinishHoldCall(keys, args).run(self.scripts, client=pipe)
+            self.scripts.finish_hold(
+                keys=[k.stock, k.holds, k.deadlines, k.users, k.events, *k.seat_keys],
+                args=[ending.ticket_id, ending.outcome, ending.reason, ending.only_from],
+                client=pipe,
+            )
         replies = pipe.execute()
         return {e.ticket_id: _state_and_hold(r) for e, r in zip(endings, replies, strict=True)}
 
@@ -83,18 +73,19 @@ class Holds(Claims, Figures):
         ttl = self.settings.final_status_ttl_seconds
         pipe = self.scripts.pipeline(k.tag)
         for one in settled:
-            keys = bucket_keys(k, ForgetHoldCall.KEYS) | {"final": k.final(one.ticket_id)}
-            args = {"ticket": one.ticket_id, "entry_id": one.entry_id or "", "group": SETTLE_GROUP,
-                    "status": one.status, "reason": one.reason or "", "final_ttl": ttl,
-                    "payment_status": one.payment_status}  # fmt: skip
-            ForgetHoldCall(keys, args).run(self.scripts, client=pipe)
+            args = [one.ticket_id, one.entry_id or "", SETTLE_GROUP, one.status, one.reason or ""]
+            self.scripts.forget_hold(
+                keys=[k.stock, k.holds, k.settle, k.final(one.ticket_id)],
+                args=[*args, ttl, one.payment_status],
+                client=pipe,
+            )
         pipe.execute()
 
     def await_action(self, product_id: int, ticket_id: str, client_secret: str) -> bool:
         """Marks a hold whose payment waits for the buyer's authentication."""
-        keys = {"holds": self.ticket_keys(product_id, [ticket_id]).holds}
-        args = {"ticket": ticket_id, "client_secret": client_secret}
-        reply = AwaitActionCall(keys, args).run(self.scripts)
+        reply = self.scripts.await_action(
+            keys=[self.ticket_keys(product_id, [ticket_id]).holds], args=[ticket_id, client_secret]
+        )
         return reply[0] == "ok"
 
     def begin_return(
@@ -109,8 +100,9 @@ class Holds(Claims, Figures):
         the stock is missing in Redis, whose rebuild then takes SQL's word."""
         k = self.ticket_keys(product_id, [ticket_id])
         seat_list = json_list(list(seats)) if seats else ""
-        args = {"ticket": ticket_id, "user": user_id, "quantity": quantity, "seats": seat_list}
-        reply = BeginReturnCall(bucket_keys(k, BeginReturnCall.KEYS), args).run(self.scripts)
+        reply = self.scripts.begin_return(
+            keys=[k.stock, k.returns], args=[ticket_id, user_id, quantity, seat_list]
+        )
         return reply == "marked"
 
     def return_units(self, product_id: int, ticket_ids: list[str]) -> int:
@@ -119,10 +111,13 @@ class Holds(Claims, Figures):
         if not ticket_ids:
             return 0
         k = self.ticket_keys(product_id, ticket_ids)
-        keys = bucket_keys(k, ReturnUnitsCall.KEYS)
         pipe = self.scripts.pipeline(k.tag)
         for ticket in ticket_ids:
-            ReturnUnitsCall(keys, {"ticket": ticket}).run(self.scripts, client=pipe)
+            self.scripts.return_units(
+                keys=[k.stock, k.returns, k.users, k.events, *k.seat_keys],
+                args=[ticket],
+                client=pipe,
+            )
         returned = [
             Claim(ticket, "returned", int(reply[1]), int(reply[2]))
             for ticket, reply in zip(ticket_ids, pipe.execute(), strict=True)
@@ -132,10 +127,13 @@ class Holds(Claims, Figures):
             self.end_claims(product_id, self.bucket_count(product_id), returned)
         return len(returned)
 
-    def expire_holds(self, stock: Stock, limit: int = 1000) -> int:
-        k = self.keys(stock)
-        call = ExpireHoldsCall(bucket_keys(k, ExpireHoldsCall.KEYS), {"limit": limit})
-        return int(call.run(self.scripts))
+    def expire_holds(self, product_id: int, limit: int = 1000, bucket: int = 0) -> int:
+        k = self.keys(product_id, bucket)
+        return int(
+            self.scripts.expire_holds(
+                keys=[k.stock, k.holds, k.deadlines, k.users, k.events, *k.seat_keys], args=[limit]
+            )
+        )
 
     def drop_final(self, product_id: int, ticket_id: str) -> None:
         """The order changed after settlement (say, refunded): polls go to SQL again."""

@@ -6,7 +6,7 @@ import secrets
 import time
 
 from core.inventory.base import InventoryBase
-from core.locks import RedisLock, TakeLocksCall, release_locks_call, retry_with_backoff
+from core.locks import RedisLock, retry_with_backoff
 from core.metrics import LOCK_WAIT_SECONDS, LOCKS
 
 
@@ -73,8 +73,7 @@ class Locks(InventoryBase):
         if not ticket_ids:
             return {}
         tokens = [secrets.token_hex(16) for _ in ticket_ids]
-        items = [{"lock": key, "token": token} for key, token in zip(keys, tokens, strict=True)]
-        taken = TakeLocksCall({}, {"ttl_ms": ttl_ms}, items).run(self.scripts)
+        taken = self.scripts.take_locks(keys=keys, args=[ttl_ms, *tokens])
         got = {t: token for t, token, ok in zip(ticket_ids, tokens, taken, strict=True) if ok}
         LOCKS.labels(kind, "acquired").inc(len(got))
         LOCKS.labels(kind, "busy").inc(len(ticket_ids) - len(got))
@@ -82,4 +81,4 @@ class Locks(InventoryBase):
 
     def _release(self, tokens_by_key: dict[str, str]) -> None:
         if tokens_by_key:
-            release_locks_call(tokens_by_key).run(self.scripts)
+            self.scripts.release_locks(keys=list(tokens_by_key), args=list(tokens_by_key.values()))

@@ -10,19 +10,24 @@ from dataclasses import dataclass, field, replace
 
 from redis.exceptions import RedisError
 
-from core.inventory.buckets import BucketRouter, Stock
-from core.inventory.calls import AdoptHoldCall, ReserveCall, bucket_keys, reserve_key_map
+from core.inventory.calls import ReserveCall, reserve_key_map
 from core.inventory.claims import CLAIM_MS, Claims
 from core.inventory.hold import Hold, json_list
 from core.inventory.outcomes import BucketStep, PurchaseOutcome
 from core.inventory.records import BestAvailable, Claim, PurchaseRate, Reservation
 from core.inventory.replicas import Replicas
+from core.keys import ProductKeys, bucket_order, ticket_in_bucket
 from core.metrics import PURCHASES, RESERVE_SECONDS
 
 RECLAIM_PER_CALL = 20
 # Seats a search for seats together looks at, at most (reserve.lua's best_together): about a
 # millisecond of Redis whatever the hall; a block past that is not offered.
 TOGETHER_SEARCH_SEATS = 2000
+
+
+def reserve_keys(k: ProductKeys, user_id: int) -> list[str]:
+    """The reserve script's KEYS, in its order (ReserveCall's)."""
+    return ReserveCall.ordered_keys(reserve_key_map(k, user_id))
 
 
 class Purchases(Claims, Replicas):
@@ -71,13 +76,12 @@ class Purchases(Claims, Replicas):
         return reservation
 
     def _reserve_across(self, product_id: int, call: _Purchase) -> Reservation:
-        buckets = self.router.known_count(product_id) or 1
-        home = BucketRouter.home(call.user_id, buckets)
+        buckets = self._buckets.get(product_id, 1)
+        home = call.user_id % buckets
         reply = self._reserve_in(product_id, home, buckets, call)
         if reply[0] == BucketStep.BUCKETS:  # this process's first purchase of a split product
-            buckets = int(reply[1])
-            self.router.learn_count(product_id, buckets)
-            home = BucketRouter.home(call.user_id, buckets)
+            buckets = self._buckets[product_id] = int(reply[1])
+            home = call.user_id % buckets
             reply = self._reserve_in(product_id, home, buckets, call)
         # The buyer's own bucket answers alone but when it sends the purchase on: a bucket it
         # cannot reach cannot count the buyer's units either.
@@ -98,7 +102,7 @@ class Purchases(Claims, Replicas):
         self, product_id: int, buckets: int, call: _Purchase, replies: list[list]
     ) -> Reservation:
         """The buckets after the buyer's own, in the buyer's order, until one has the units."""
-        for bucket in BucketRouter.order(call.user_id, buckets)[1:]:
+        for bucket in bucket_order(call.user_id, buckets)[1:]:
             reply = self._reserve_in(product_id, bucket, buckets, call)
             if reply[0] not in _MOVE_ON:
                 return _reservation(reply)
@@ -113,14 +117,14 @@ class Purchases(Claims, Replicas):
 
     def _reserve_in(self, product_id: int, bucket: int, buckets: int, call: _Purchase) -> list:
         """One reserve call, in `bucket`; the purchase rate counts in the buyer's own only."""
-        home = bucket == BucketRouter.home(call.user_id, buckets)
+        home = bucket == call.user_id % buckets
         place = "" if buckets == 1 else "home" if home else "away"
-        k = self.keys(Stock(product_id, bucket))
+        k = self.keys(product_id, bucket)
         rate = call.rate if home else None
         args = {
             "user": call.user_id,
             "quantity": call.quantity,
-            "ticket": BucketRouter.ticket_in_bucket(call.ticket_id, bucket),
+            "ticket": ticket_in_bucket(call.ticket_id, bucket),
             "hold_ms": int(self.settings.hold_seconds * 1000),
             "idempotency_key": call.idempotency_key,
             "payment_method": call.payment_method,
@@ -149,10 +153,10 @@ class Purchases(Claims, Replicas):
         held, settled, unavailable, lapsed or taken. `own`: the hold is in its buyer's own
         bucket (always, for a product of one bucket)."""
         k = self.ticket_keys(product_id, [hold.ticket_id])
-        keys = bucket_keys(k, AdoptHoldCall.KEYS) | {"final": k.final(hold.ticket_id)}
+        keys = [k.stock, k.holds, k.deadlines, k.users, k.settle, k.events,
+                k.final(hold.ticket_id), k.idempotency, *k.seat_keys, k.passes_used]  # fmt: skip
         record = json.dumps(hold.to_record(), separators=(",", ":"))
-        args = {"record": record, "placement": "own" if own else "away"}
-        return AdoptHoldCall(keys, args).run(self.scripts)
+        return self.scripts.adopt_hold(keys=keys, args=[record, "own" if own else "away"])
 
 
 # A later bucket's answers that send the purchase on.
@@ -178,7 +182,7 @@ class _Purchase:
 
     def home_ticket(self, home: int) -> str:
         """The purchase's ticket id in the buyer's own bucket (where its claim is kept)."""
-        return BucketRouter.ticket_in_bucket(self.ticket_id, home)
+        return ticket_in_bucket(self.ticket_id, home)
 
 
 def _reservation(reply: list) -> Reservation:

@@ -7,8 +7,7 @@ import json
 import secrets
 from collections.abc import Collection, Mapping
 
-from core.inventory.buckets import BucketRouter, Stock
-from core.inventory.calls import RepairStockCall, RestoreCall, bucket_keys, restore_key_map
+from core.inventory.calls import RestoreCall, restore_key_map
 from core.inventory.hold import Hold, json_list
 from core.inventory.locks import Locks
 from core.inventory.records import HeldElsewhere, ProductTerms, RebuildView, SeatPlan
@@ -21,12 +20,12 @@ REBUILD_LEASE_MS = 30_000
 class Rebuild(Locks, Rooms):
     """The rebuild lease, what survives of a product, and the restore."""
 
-    def begin_rebuild(self, stock: Stock) -> RebuildView | None:
+    def begin_rebuild(self, product_id: int, bucket: int = 0) -> RebuildView | None:
         """Takes the product's rebuild lease and reads what survives in Redis, atomically; None
         when the stock exists or another rebuild holds the lease. A rebuild that outlives its
         lease, or whose Redis lost the lease with everything else, cannot restore (a fencing
         token): its reads may be older than what a later rebuild restored since."""
-        k = self.keys(stock)
+        k = self.keys(product_id, bucket)
         token = secrets.token_hex(8)
         pipe = self.scripts.pipeline(k.tag, transaction=True)
         pipe.set(k.rebuild_lease, token, nx=True, px=REBUILD_LEASE_MS)
@@ -46,7 +45,7 @@ class Rebuild(Locks, Rooms):
 
     def abandon_rebuild(self, product_id: int, bucket: int, token: str) -> None:
         """Gives the rebuild lease back unused."""
-        self._release({self.keys(Stock(product_id, bucket)).rebuild_lease: token})
+        self._release({self.keys(product_id, bucket).rebuild_lease: token})
 
     def held_elsewhere(self, product_id: int, home: int, buckets: int) -> HeldElsewhere:
         """A split product's holds and refunds under way in the buckets other than `home`, of
@@ -57,26 +56,25 @@ class Rebuild(Locks, Rooms):
         for bucket in range(buckets):
             if bucket == home:
                 continue
-            k = self.keys(Stock(product_id, bucket))
+            k = self.keys(product_id, bucket)
             pipe = self.scripts.pipeline(k.tag, transaction=True)
             pipe.hvals(k.holds)
             pipe.hgetall(k.returns)
             raw_holds, marks = pipe.execute()
-            holds += [
-                h
-                for h in map(Hold.from_json, raw_holds)
-                if BucketRouter.home(h.user_id, buckets) == home
-            ]
+            holds += [h for h in map(Hold.from_json, raw_holds) if h.user_id % buckets == home]
             for ticket, raw in marks.items():
                 mark = json.loads(raw)
-                if BucketRouter.home(int(mark["u"]), buckets) == home:
+                if int(mark["u"]) % buckets == home:
                     returning[ticket] = (int(mark["u"]), int(mark["q"]))
         return HeldElsewhere(holds, returning)
 
-    def repair(self, stock: Stock, version: int, initial: int, sold: int, held: int) -> bool:
-        k = self.keys(stock)
-        args = {"version": version, "initial": initial, "sold": sold, "held": held}
-        reply = RepairStockCall(bucket_keys(k, RepairStockCall.KEYS), args).run(self.scripts)
+    def repair(
+        self, product_id: int, version: int, initial: int, sold: int, held: int, bucket: int = 0
+    ) -> bool:
+        k = self.keys(product_id, bucket)
+        reply = self.scripts.repair_stock(
+            keys=[k.stock, k.events], args=[version, initial, sold, held]
+        )
         return reply[0] == "repaired"
 
     def restore(
@@ -100,7 +98,7 @@ class Rebuild(Locks, Rooms):
         its share of the units (`terms` are the product's), and its `claims` (they replace
         what survived: ticket here -> claim, see reserve.lua); `passes_used`, the waiting room
         passes that bought (the bucket's buyers')."""
-        k = self.keys(Stock(terms.product_id, bucket))
+        k = self.keys(terms.product_id, bucket)
         room_keys, room_epoch = self.room_call(terms.product_id, bucket)
         args = {
             "initial": terms.share(bucket),
@@ -135,8 +133,8 @@ class Rebuild(Locks, Rooms):
         reply = self.scripts.restore_stock(keys=call.keys(), args=call.argv())
         return reply[0] == "created"
 
-    def drop_stock(self, stock: Stock) -> None:
+    def drop_stock(self, product_id: int, bucket: int = 0) -> None:
         """Forgets a product's stock and seats, so that its next set-up writes them anew: only
         while it has no order (its holds, and each buyer's count, are left for the rebuild)."""
-        k = self.keys(stock)
+        k = self.keys(product_id, bucket)
         self.redis.delete(k.stock, *k.seat_keys)

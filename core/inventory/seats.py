@@ -5,8 +5,6 @@ from __future__ import annotations
 import json
 
 from core.inventory.base import InventoryBase
-from core.inventory.buckets import Stock
-from core.inventory.calls import RepairSeatsCall, bucket_keys
 from core.inventory.records import SeatSnapshot
 
 
@@ -16,7 +14,7 @@ class Seats(InventoryBase):
     def seat_states(self, product_id: int) -> tuple[int, dict[str, str]] | None:
         """The stock's version and every seat's state ('f', 'h:<ticket>', 's:<ticket>'), read
         together (MULTI); None while the stock is missing."""
-        k = self.keys(Stock(product_id, 0))
+        k = self.keys(product_id)
         pipe = self.scripts.pipeline(k.tag, transaction=True)
         pipe.hget(k.stock, "version")
         pipe.hgetall(k.seats)
@@ -26,7 +24,7 @@ class Seats(InventoryBase):
     def seat_snapshot(self, product_id: int) -> SeatSnapshot | None:
         """The stock's version, every seat's state and the tickets with a hold, read together
         (MULTI); None while the stock is missing."""
-        k = self.keys(Stock(product_id, 0))
+        k = self.keys(product_id)
         pipe = self.scripts.pipeline(k.tag, transaction=True)
         pipe.hget(k.stock, "version")
         pipe.hgetall(k.seats)
@@ -36,7 +34,9 @@ class Seats(InventoryBase):
 
     def repair_seats(self, product_id: int, version: int, fixes: dict[str, str]) -> bool:
         """Sets those seats' states if the stock has not moved since `version`."""
-        k = self.keys(Stock(product_id, 0))
-        args = {"version": version, "fixes": json.dumps(fixes, separators=(",", ":"))}
-        reply = RepairSeatsCall(bucket_keys(k, RepairSeatsCall.KEYS), args).run(self.scripts)
+        k = self.keys(product_id)
+        reply = self.scripts.repair_seats(
+            keys=[k.stock, k.events, *k.seat_keys],
+            args=[version, json.dumps(fixes, separators=(",", ":"))],
+        )
         return reply == "repaired"

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from core.inventory.buckets import Stock
-from core.inventory.calls import UpdateProductCall, room_key_map
 from core.inventory.records import ProductTerms
 from core.inventory.rooms import Rooms
 
@@ -22,7 +20,7 @@ class Terms(Rooms):
         pipe = self.redis.pipeline(transaction=False)
         for product_id, n in counts.items():
             for bucket in range(n):
-                pipe.hmget(self.keys(Stock(product_id, bucket)).stock, "initial", "terms_version")
+                pipe.hmget(self.keys(product_id, bucket).stock, "initial", "terms_version")
         values = iter(pipe.execute())
         found: dict[int, int | None] = {}
         for product_id, n in counts.items():
@@ -40,19 +38,20 @@ class Terms(Rooms):
 
     def update_bucket_terms(self, terms: ProductTerms, bucket: int) -> str:
         """One bucket's terms (`ProductTerms.of_bucket`: its share of the units) applied."""
-        k = self.keys(Stock(terms.product_id, bucket))
+        k = self.keys(terms.product_id, bucket)
         room_keys, room_epoch = self.room_call(terms.product_id, bucket)
-        keys = room_key_map(k, UpdateProductCall, with_room=bool(room_keys))
-        args = {
-            "initial": terms.initial_stock,
-            "starts_ms": terms.starts_ms,
-            "ends_ms": terms.ends_ms,
-            "max_per_user": terms.max_per_user,
-            "price": terms.price_minor,
-            "terms_version": terms.terms_version,
-            "currency": terms.currency,
-            "waiting_room": "1" if terms.waiting_room else "0",
-            "admit_per_second": terms.admit_per_second,
-            "room_epoch": room_epoch,
-        }
-        return UpdateProductCall(keys, args).run(self.scripts)
+        return self.scripts.update_product(
+            keys=[k.stock, k.events, *room_keys],
+            args=[
+                terms.initial_stock,
+                terms.starts_ms,
+                terms.ends_ms,
+                terms.max_per_user,
+                terms.price_minor,
+                terms.terms_version,
+                terms.currency,
+                "1" if terms.waiting_room else "0",
+                terms.admit_per_second,
+                room_epoch,
+            ],
+        )

@@ -1,8 +1,9 @@
 -- uses: lib
 -- The payment needs the buyer's authentication (3-D Secure): processing -> requires_action, with
 -- the client secret the buyer's page needs. The hold stays until its deadline.
--- KEY and ARG (read by name) are AwaitActionCall's (core/inventory/calls.py).
-local raw = redis.call('HGET', KEYS[KEY.holds], ARGV[ARG.ticket])
+-- KEYS: holds
+-- ARGV: ticket, client_secret
+local raw = redis.call('HGET', KEYS[1], ARGV[1])
 if not raw then
   return {'missing', ''}
 end
@@ -11,8 +12,8 @@ if hold.s ~= STATUS.processing and hold.s ~= STATUS.requires_action then
   return {'conflict', raw}
 end
 hold.s = STATUS.requires_action
-hold.cs = ARGV[ARG.client_secret]
+hold.cs = ARGV[2]
 hold.m = now_ms()
 local encoded = cjson.encode(hold)
-redis.call('HSET', KEYS[KEY.holds], ARGV[ARG.ticket], encoded)
+redis.call('HSET', KEYS[1], ARGV[1], encoded)
 return {'ok', encoded}

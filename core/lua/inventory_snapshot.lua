@@ -1,14 +1,14 @@
 -- One consistent view of a product in Redis, for comparing with SQL: the stock figures, the terms
 -- the reserve script enforces, the quantity of holds still open, the confirmed holds whose order
 -- SQL may not have recorded yet, and the refunds whose units are not back on sale yet.
--- KEY and ARG (read by name) are InventorySnapshotCall's (core/inventory/calls.py).
-local stock = redis.call('HMGET', KEYS[KEY.stock], 'initial', 'available', 'held', 'sold',
-  'version', 'max_per_user', 'starts_ms', 'ends_ms', 'price', 'currency', 'terms_version', 'room', 'room_epoch')
+-- KEYS: stock, holds, returns
+local stock = redis.call('HMGET', KEYS[1], 'initial', 'available', 'held', 'sold', 'version',
+  'max_per_user', 'starts_ms', 'ends_ms', 'price', 'currency', 'terms_version', 'room', 'room_epoch')
 if not stock[1] then
   return {}
 end
 local open_qty, confirmed = 0, {}
-local entries = redis.call('HGETALL', KEYS[KEY.holds])
+local entries = redis.call('HGETALL', KEYS[2])
 for i = 1, #entries, 2 do
   local hold = cjson.decode(entries[i + 1])
   if OPEN[hold.s] then
@@ -19,7 +19,7 @@ for i = 1, #entries, 2 do
   end
 end
 local returning = {}
-local marks = redis.call('HGETALL', KEYS[KEY.returns])
+local marks = redis.call('HGETALL', KEYS[3])
 for i = 1, #marks, 2 do
   table.insert(returning, marks[i])
   table.insert(returning, cjson.decode(marks[i + 1]).q)

@@ -1,16 +1,15 @@
 -- uses: lib
 -- Sets initial, sold and held from SQL's figures and derives available, if nothing changed since
 -- the snapshot they were computed against.
--- KEY and ARG (read by name) are RepairStockCall's (core/inventory/calls.py).
-local version = redis.call('HGET', KEYS[KEY.stock], 'version')
-if version ~= ARGV[ARG.version] then
+-- KEYS: stock, events
+-- ARGV: expected_version, initial, sold, held
+local version = redis.call('HGET', KEYS[1], 'version')
+if version ~= ARGV[1] then
   return {'changed'}
 end
-local initial, sold = tonumber(ARGV[ARG.initial]), tonumber(ARGV[ARG.sold])
-local held = tonumber(ARGV[ARG.held])
+local initial, sold, held = tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
 local available = initial - sold - held
-redis.call('HSET', KEYS[KEY.stock], 'initial', initial, 'sold', sold, 'held', held,
-  'available', available)
-redis.call('HINCRBY', KEYS[KEY.stock], 'version', 1)
-emit(KEYS[KEY.events], 'repair', '', available, '', now_ms())
+redis.call('HSET', KEYS[1], 'initial', initial, 'sold', sold, 'held', held, 'available', available)
+redis.call('HINCRBY', KEYS[1], 'version', 1)
+emit(KEYS[2], 'repair', '', available, '', now_ms())
 return {'repaired', tostring(available)}

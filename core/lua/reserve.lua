@@ -20,7 +20,7 @@
 --       for a later one), how long an open claim lasts (ms), and how many seats a search for
 --       seats together may look at
 -- A product split across buckets: every bucket is a stock of its own, tried in the buyer's order
--- (BucketRouter.order). A bucket that sends a purchase with an idempotency key on marks the
+-- (core.keys.bucket_order). A bucket that sends a purchase with an idempotency key on marks the
 -- key '>' (moved on; the buyer's own bucket adds the ticket whose claim counts the purchase), so a
 -- retry of it passes this bucket too, even with units back, and ends where the first attempt
 -- did: one ticket for one key, whichever bucket has it.

@@ -7,37 +7,38 @@
 -- asks once per ticket), and the claim goes.
 -- While the bucket's stock is missing nothing moves (its rebuild counts the units from what it
 -- reads): the claims stay as they are, for the sweep to end later.
--- KEY and ARG (read by name) are ResolveClaimsCall's (core/inventory/calls.py).
+-- KEYS: stock, claims, users, passes used
+-- ARGV: triples of ticket (its id in this bucket), action, 'user:quantity' (for returned)
 -- Answers how many open claims ended (-1: the stock is missing).
-if redis.call('EXISTS', KEYS[KEY.stock]) == 0 then
+if redis.call('EXISTS', KEYS[1]) == 0 then
   return -1
 end
 local ended = 0
 local function uncount(user, qty)
-  if redis.call('HINCRBY', KEYS[KEY.users], user, -tonumber(qty)) <= 0 then
-    redis.call('HDEL', KEYS[KEY.users], user)
+  if redis.call('HINCRBY', KEYS[3], user, -tonumber(qty)) <= 0 then
+    redis.call('HDEL', KEYS[3], user)
   end
 end
-for at = ARG_HEAD, #ARGV - 1, ARG_WIDTH do
-  local ticket, action = ARGV[at + ARG_EACH.ticket], ARGV[at + ARG_EACH.action]
-  local raw = redis.call('HGET', KEYS[KEY.claims], ticket)
+for i = 1, #ARGV, 3 do
+  local ticket, action = ARGV[i], ARGV[i + 1]
+  local raw = redis.call('HGET', KEYS[2], ticket)
   local claim = raw and cjson.decode(raw)
   local open = claim and claim.s ~= 'kept'
   if open then
     ended = ended + 1
   end
   if action == 'returned' then
-    redis.call('HDEL', KEYS[KEY.claims], ticket)
-    uncount(string.match(ARGV[at + ARG_EACH.counted], '^(.*):(%d+)$'))
+    redis.call('HDEL', KEYS[2], ticket)
+    uncount(string.match(ARGV[i + 2], '^(.*):(%d+)$'))
   elseif (action == 'released' or action == 'withdrawn') and open then
-    redis.call('HDEL', KEYS[KEY.claims], ticket)
+    redis.call('HDEL', KEYS[2], ticket)
     uncount(claim.u, claim.q)
     if action == 'withdrawn' and claim.p then
-      redis.call('SREM', KEYS[KEY.passes_used], claim.p)
+      redis.call('SREM', KEYS[4], claim.p)
     end
   elseif action == 'kept' and open then
     claim.s = 'kept'
-    redis.call('HSET', KEYS[KEY.claims], ticket, cjson.encode(claim))
+    redis.call('HSET', KEYS[2], ticket, cjson.encode(claim))
   end
 end
 return ended

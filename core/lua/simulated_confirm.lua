@@ -1,7 +1,8 @@
 -- The simulated provider confirms an intent: the outcome fixed at creation (from the payment
 -- method) is applied once; a charge is counted when it succeeds.
--- KEY and ARG (read by name) are SimulatedConfirmCall's (core/payments/simulated.py).
-local raw = redis.call('HGET', KEYS[KEY.intents], ARGV[ARG.intent])
+-- KEYS: intents hash, charges hash
+-- ARGV: intent_id, ticket
+local raw = redis.call('HGET', KEYS[1], ARGV[1])
 if not raw then
   return false
 end
@@ -13,8 +14,8 @@ for field, value in pairs(record.on_confirm) do
   record[field] = value
 end
 if record.status == 'succeeded' then
-  redis.call('HINCRBY', KEYS[KEY.charges], ARGV[ARG.ticket], 1)
+  redis.call('HINCRBY', KEYS[2], ARGV[2], 1)
 end
 raw = cjson.encode(record)
-redis.call('HSET', KEYS[KEY.intents], ARGV[ARG.intent], raw)
+redis.call('HSET', KEYS[1], ARGV[1], raw)
 return raw

@@ -1,8 +1,8 @@
 -- The simulated provider creates an intent once per idempotency key (the ticket id).
--- KEY and ARG (read by name) are SimulatedCreateCall's (core/payments/simulated.py).
-if redis.call('HSETNX', KEYS[KEY.idempotency], ARGV[ARG.ticket], ARGV[ARG.intent]) == 0 then
-  local earlier = redis.call('HGET', KEYS[KEY.idempotency], ARGV[ARG.ticket])
-  return redis.call('HGET', KEYS[KEY.intents], earlier)
+-- KEYS: idempotency hash, intents hash
+-- ARGV: ticket, intent_id, record_json
+if redis.call('HSETNX', KEYS[1], ARGV[1], ARGV[2]) == 0 then
+  return redis.call('HGET', KEYS[2], redis.call('HGET', KEYS[1], ARGV[1]))
 end
-redis.call('HSET', KEYS[KEY.intents], ARGV[ARG.intent], ARGV[ARG.record])
-return ARGV[ARG.record]
+redis.call('HSET', KEYS[2], ARGV[2], ARGV[3])
+return ARGV[3]

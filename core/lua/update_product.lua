@@ -5,36 +5,38 @@
 -- Redis has are refused. The room is the sale's first bucket's: its call names the room's keys
 -- and starts a new room when the room is switched on (see lib.lua's apply_room); a later
 -- bucket's stock carries the room's flag and the epoch the first bucket answered.
--- KEY and ARG (read by name) are UpdateProductCall's (core/inventory/calls.py).
-if redis.call('EXISTS', KEYS[KEY.stock]) == 0 then
+-- KEYS: stock, events, and for the first bucket: room, queue, early, admits
+-- ARGV: initial, starts_ms, ends_ms, max_per_user, price, terms_version, currency, room ('1' or
+--       '0'), admit_per_second, the room's epoch (a later bucket's; '' while unknown: no pass
+--       buys there until the first bucket's is known)
+if redis.call('EXISTS', KEYS[1]) == 0 then
   return 'missing'
 end
-local current = tonumber(redis.call('HGET', KEYS[KEY.stock], 'terms_version') or '0')
-local given = tonumber(ARGV[ARG.terms_version])
+local current = tonumber(redis.call('HGET', KEYS[1], 'terms_version') or '0')
+local given = tonumber(ARGV[6])
 if given < current then
   return 'stale'
 end
-local stored = redis.call('HMGET', KEYS[KEY.stock], 'initial', 'starts_ms', 'ends_ms',
-  'max_per_user', 'price', 'currency', 'room')
-local added = tonumber(ARGV[ARG.initial]) - tonumber(stored[1])
+local stored = redis.call('HMGET', KEYS[1], 'initial', 'starts_ms', 'ends_ms', 'max_per_user', 'price',
+  'currency', 'room')
+local added = tonumber(ARGV[1]) - tonumber(stored[1])
 if added ~= 0 then
-  redis.call('HINCRBY', KEYS[KEY.stock], 'initial', added)
-  redis.call('HINCRBY', KEYS[KEY.stock], 'available', added)
-  emit(KEYS[KEY.events], 'restock', '', added, '', now_ms())
+  redis.call('HINCRBY', KEYS[1], 'initial', added)
+  redis.call('HINCRBY', KEYS[1], 'available', added)
+  emit(KEYS[2], 'restock', '', added, '', now_ms())
 end
-local changed = added ~= 0 or stored[6] ~= ARGV[ARG.currency]
-for i, name in ipairs({'starts_ms', 'ends_ms', 'max_per_user', 'price'}) do
-  changed = changed or stored[i + 1] ~= ARGV[ARG[name]]
+local changed = added ~= 0 or stored[6] ~= ARGV[7]
+for i = 2, 5 do
+  changed = changed or stored[i] ~= ARGV[i]
 end
-local epoch = ARGV[ARG.room_epoch]
-if KEYS[KEY.room] then
-  epoch = apply_room(room_keys(KEY.room), stored[7], ARGV[ARG.waiting_room],
-    ARGV[ARG.admit_per_second], now_ms())
+local epoch = ARGV[10]
+if #KEYS > 2 then
+  epoch = apply_room(room_keys(3), stored[7], ARGV[8], ARGV[9], now_ms())
 end
-redis.call('HSET', KEYS[KEY.stock], 'starts_ms', ARGV[ARG.starts_ms], 'ends_ms', ARGV[ARG.ends_ms],
-  'max_per_user', ARGV[ARG.max_per_user], 'price', ARGV[ARG.price], 'currency', ARGV[ARG.currency],
-  'terms_version', given, 'room', ARGV[ARG.waiting_room], 'room_epoch', epoch)
+redis.call('HSET', KEYS[1], 'starts_ms', ARGV[2], 'ends_ms', ARGV[3], 'max_per_user', ARGV[4],
+  'price', ARGV[5], 'currency', ARGV[7], 'terms_version', given, 'room', ARGV[8],
+  'room_epoch', epoch)
 if changed then
-  redis.call('HINCRBY', KEYS[KEY.stock], 'version', 1)
+  redis.call('HINCRBY', KEYS[1], 'version', 1)
 end
 return 'applied'

@@ -11,7 +11,6 @@ from redis import Redis
 
 from core.keys import SimulatedProviderKeys
 from core.payments import IntentRequest, PaymentIntent
-from core.script_call import ScriptCall
 from core.scripts import Scripts
 
 SUCCEEDS = {"pm_card_visa", "pm_card_mastercard", "pm_card_amex", "pm_card_us"}
@@ -24,18 +23,6 @@ DECLINES = {
     "pm_card_chargeCustomerFail": "generic_decline",
 }
 NEEDS_ACTION = {"pm_card_authenticationRequired", "pm_card_threeDSecure2Required"}
-
-
-class SimulatedCreateCall(ScriptCall):
-    script = "simulated_create"
-    KEYS = ("idempotency", "intents")
-    ARGV = ("ticket", "intent", "record")  # record: the intent's JSON
-
-
-class SimulatedConfirmCall(ScriptCall):
-    script = "simulated_confirm"
-    KEYS = ("intents", "charges")
-    ARGV = ("intent", "ticket")
 
 
 class SimulatedGateway:
@@ -74,13 +61,11 @@ class SimulatedGateway:
                     "payment_method": request.payment_method, "metadata": request.metadata,
                     "refunded": 0, "on_confirm": _outcome_for(request.payment_method, intent_id),
                 }  # fmt: skip
-                keys = {"idempotency": self.idempotency_key, "intents": self.intents_key}
-                args = {
-                    "ticket": request.ticket_id,
-                    "intent": intent_id,
-                    "record": json.dumps(record),
-                }
-                SimulatedCreateCall(keys, args).run(self.scripts, client=pipe)
+                self.scripts.simulated_create(
+                    keys=[self.idempotency_key, self.intents_key],
+                    args=[request.ticket_id, intent_id, json.dumps(record)],
+                    client=pipe,
+                )
             return [_intent(json.loads(raw)) for raw in pipe.execute()]
 
     def confirm_intent(self, intent_id: str, ticket_id: str) -> PaymentIntent:
@@ -92,9 +77,11 @@ class SimulatedGateway:
         self._wait()
         with self.scripts.pipeline(self.intents_key) as pipe:
             for intent_id, ticket_id in pairs:
-                keys = {"intents": self.intents_key, "charges": self.charges_key}
-                args = {"intent": intent_id, "ticket": ticket_id}
-                SimulatedConfirmCall(keys, args).run(self.scripts, client=pipe)
+                self.scripts.simulated_confirm(
+                    keys=[self.intents_key, self.charges_key],
+                    args=[intent_id, ticket_id],
+                    client=pipe,
+                )
             answers = pipe.execute()
         for (intent_id, _), raw in zip(pairs, answers, strict=True):
             if raw is None:

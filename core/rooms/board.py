@@ -16,8 +16,6 @@ import time
 from dataclasses import dataclass
 
 from core.inventory import Inventory
-from core.inventory.buckets import Stock
-from core.inventory.calls import RoomBoardCall, RoomJoinCall, RoomStatusCall, bucket_keys
 
 BOARD_MAX_AGE_S = 0.25
 MAX_PLACES = 200_000  # places kept per process (about 200 bytes each); then it starts again
@@ -88,13 +86,13 @@ class RoomBoard:
 
     def join(self, product_id: int, user_id: int) -> RoomPlace:
         """Takes the buyer's place (joining again keeps it): one round trip."""
-        return self._ask(RoomJoinCall, product_id, user_id)
+        return self._ask("room_join", product_id, user_id)
 
     def status(self, product_id: int, user_id: int) -> RoomPlace:
         """Where the buyer stands: from this process's copy when it knows the buyer's place,
         else one round trip."""
         return self.known_place(product_id, user_id) or self._ask(
-            RoomStatusCall, product_id, user_id
+            "room_status", product_id, user_id
         )
 
     def known_place(self, product_id: int, user_id: int) -> RoomPlace | None:
@@ -118,10 +116,9 @@ class RoomBoard:
         if read is None:
             self._reading.acquire()
         try:
-            k = self._inventory.keys(Stock(product_id, 0))
+            k = self._inventory.keys(product_id)
             others = self._inventory.other_buckets_stock(product_id)
-            call = RoomBoardCall(bucket_keys(k, RoomBoardCall.KEYS), {"other_buckets": others})
-            reply = call.run(self._inventory.scripts)
+            reply = self._inventory.scripts.room_board(keys=[k.stock, *k.room_keys], args=[others])
             return self._keep(product_id, reply)
         finally:
             self._reading.release()
@@ -154,12 +151,12 @@ class RoomBoard:
             self._read_drawn(product_id, board.epoch)
         return board
 
-    def _ask(
-        self, call: type[RoomJoinCall | RoomStatusCall], product_id: int, user_id: int
-    ) -> RoomPlace:
-        k = self._inventory.keys(Stock(product_id, 0))
-        args = {"buyer": user_id, "other_buckets": self._inventory.other_buckets_stock(product_id)}
-        reply = call(bucket_keys(k, call.KEYS), args).run(self._inventory.scripts)
+    def _ask(self, script: str, product_id: int, user_id: int) -> RoomPlace:
+        k = self._inventory.keys(product_id)
+        others = self._inventory.other_buckets_stock(product_id)
+        reply = getattr(self._inventory.scripts, script)(
+            keys=[k.stock, *k.room_keys], args=[user_id, others]
+        )
         board = self._keep(product_id, reply)
         if board is None:
             return RoomPlace(reply[0])

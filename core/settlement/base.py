@@ -39,6 +39,7 @@ class SettlerBase:
         self._pool: ThreadPoolExecutor | None = None
         self._pool_guard = threading.Lock()
         self._event_of: dict[int, int | None] = {}  # a product's event never changes
+        self._buckets_of: dict[int, int] = {}
 
     def event_of(self, product_id: int) -> int | None:
         """The event whose seats the product sells, if any."""
@@ -50,11 +51,13 @@ class SettlerBase:
 
     def buckets_of(self, product_id: int) -> int:
         """The product's number of buckets (1 when its stock is not split, or it is unknown)."""
-        return self.inventory.router.count(product_id, self._buckets_in_sql) or 1
-
-    def _buckets_in_sql(self, product_id: int) -> int | None:
-        with self.sessions() as session:
-            return session.scalar(select(Product.buckets).where(Product.id == product_id))
+        if product_id not in self._buckets_of:
+            with self.sessions() as session:
+                buckets = session.scalar(select(Product.buckets).where(Product.id == product_id))
+            if buckets is None:
+                return 1
+            self._buckets_of[product_id] = buckets  # never changes
+        return self._buckets_of[product_id]
 
     def _late(self, hold: Hold) -> bool:
         """Past the hold's deadline, by the clock the scripts decide deadlines by (Redis')."""

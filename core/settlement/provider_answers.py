@@ -6,7 +6,7 @@ from __future__ import annotations
 import logging
 
 from core.db import transaction
-from core.inventory.buckets import BucketRouter
+from core.keys import product_of_ticket
 from core.locks import LOCK_WAIT_S
 from core.models import Order
 from core.orders import get_order, get_payment, get_payment_by_intent, store_payments, transition
@@ -31,7 +31,7 @@ class ProviderAnswers(SettlerBase):
             order = get_order(session, payment.ticket_id) if payment else None
         if payment is None or order is None:
             return "unknown_payment_intent"
-        product_id = BucketRouter.product_of_ticket(order.ticket_id)
+        product_id = product_of_ticket(order.ticket_id)
         if product_id is None:
             return "unknown_payment_intent"
         report = SettleReport()
@@ -80,7 +80,7 @@ class ProviderAnswers(SettlerBase):
         if self.refunds.refund_if_paid(ticket_id):
             with transaction(self.sessions) as session:
                 transition(session, [ticket_id], OrderStatus.REFUNDED, f"refunded:{order.status}")
-            product_id = BucketRouter.product_of_ticket(ticket_id)
+            product_id = product_of_ticket(ticket_id)
             if product_id is not None:
                 self.inventory.drop_final(product_id, ticket_id)
             report.count(OrderStatus.REFUNDED.value)

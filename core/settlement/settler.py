@@ -11,7 +11,7 @@ from sqlalchemy import select
 
 from core.db import transaction
 from core.inventory import Claim, Ending, Hold, Settled
-from core.inventory.buckets import BucketRouter, Stock
+from core.keys import bucket_of_ticket
 from core.locks import locked
 from core.metrics import SETTLE_BATCH_SIZE, SETTLEMENT_LAG
 from core.models import Product
@@ -239,8 +239,8 @@ class Settler(Paying, ProviderAnswers):
         confirmed = [f for f in finals if f[0].status == OrderStatus.CONFIRMED.value]
         if not confirmed:
             return finals, 0
-        bucket = BucketRouter.bucket_of_ticket(confirmed[0][0].ticket_id)  # a batch is one bucket's
-        if self.inventory.replicated(Stock(product_id, bucket)):
+        bucket = bucket_of_ticket(confirmed[0][0].ticket_id)  # a batch is one bucket's
+        if self.inventory.replicated(product_id, bucket):
             return finals, 0
         log.warning("settle: %s confirmations wait for a replica", len(confirmed))
         return [f for f in finals if f[0].status != OrderStatus.CONFIRMED.value], len(confirmed)

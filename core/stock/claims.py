@@ -7,7 +7,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from core.db import snapshot as sql_snapshot
 from core.inventory import Claim, Inventory
-from core.inventory.buckets import BucketRouter
+from core.keys import ticket_in_bucket
 from core.orders import statuses_of
 from core.stock.report import CONFIRMED, REFUNDED
 from core.tickets import OPEN_STATUSES
@@ -28,10 +28,7 @@ def sweep_claims(
                  if until <= now]  # fmt: skip
         if not stale:
             continue
-        away = {
-            t: [BucketRouter.ticket_in_bucket(t, b) for b in range(buckets) if b != home]
-            for t in stale
-        }
+        away = {t: [ticket_in_bucket(t, b) for b in range(buckets) if b != home] for t in stale}
         elsewhere = [ticket for tickets in away.values() for ticket in tickets]
         held = inventory.holding(product_id, elsewhere)
         with sql_snapshot(sessions) as session:

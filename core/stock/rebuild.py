@@ -21,7 +21,7 @@ from core.inventory import (
     RebuildView,
     SeatPlan,
 )
-from core.inventory.buckets import BucketRouter, Stock
+from core.keys import bucket_of_ticket, ticket_in_bucket
 from core.models import Product
 from core.orders import (
     counted_orders,
@@ -41,11 +41,11 @@ log = logging.getLogger(__name__)
 
 def setup_stock(inventory: Inventory, product: Product, seats: SeatPlan | None = None) -> None:
     """A new product's stock in Redis, each bucket's (and a seated product's seats, all free)."""
-    for stock in BucketRouter.stocks(product.id, product.buckets or 1):
-        view = inventory.begin_rebuild(stock)
+    for bucket in range(product.buckets or 1):
+        view = inventory.begin_rebuild(product.id, bucket)
         if view is not None:
             terms = terms_of(product)
-            inventory.restore(terms, 0, [], {}, lease=view.token, seats=seats, bucket=stock.bucket)
+            inventory.restore(terms, 0, [], {}, lease=view.token, seats=seats, bucket=bucket)
 
 
 @dataclass(frozen=True)
@@ -75,9 +75,9 @@ def _units_per_user(
     buckets = terms.buckets
     away = elsewhere or HeldElsewhere([], {})
     known = [*redis_holds, *away.holds]
-    mine = [h for h in known if buckets == 1 or BucketRouter.home(h.user_id, buckets) == bucket]
+    mine = [h for h in known if buckets == 1 or h.user_id % buckets == bucket]
     in_redis = {h.ticket_id for h in known} | lapsed | set(away.returning)
-    sql = counted_orders(session, Stock(terms.product_id, bucket), buckets)
+    sql = counted_orders(session, terms.product_id, bucket, buckets)
     # ticket -> (user, quantity, status): each purchase the bucket counts, by whoever has its word
     counted = {t: order for t, order in sql.items() if t not in in_redis}
     counted |= {h.ticket_id: (h.user_id, h.quantity, h.status) for h in mine if h.status in LIVE}
@@ -87,7 +87,7 @@ def _units_per_user(
         users[user_id] = users.get(user_id, 0) + quantity
     if buckets == 1:
         return Counted(users, {})
-    seen = {BucketRouter.ticket_in_bucket(h.ticket_id, bucket) for h in mine}
+    seen = {ticket_in_bucket(h.ticket_id, bucket) for h in mine}
     kept = _claims_after_rebuild(
         session, bucket, buckets, counted, seen, claims or {}, now_ms + CLAIM_MS
     )
@@ -119,12 +119,10 @@ def _claims_after_rebuild(
     a purchase found nowhere (on its way, or dead: the sweep ends it) keeps its claim, whose
     units are counted. A counted open purchase held elsewhere without a claim gets one. `seen`:
     the tickets (their ids here) Redis holds a record of."""
-    live = {BucketRouter.ticket_in_bucket(t, bucket) for t in counted}
+    live = {ticket_in_bucket(t, bucket) for t in counted}
     unknown = [t for t, c in claims.items() if t not in live and t not in seen]
-    elsewhere = [
-        BucketRouter.ticket_in_bucket(t, b) for t in unknown for b in range(buckets) if b != bucket
-    ]
-    recorded = {BucketRouter.ticket_in_bucket(t, bucket) for t in statuses_of(session, elsewhere)}
+    elsewhere = [ticket_in_bucket(t, b) for t in unknown for b in range(buckets) if b != bucket]
+    recorded = {ticket_in_bucket(t, bucket) for t in statuses_of(session, elsewhere)}
     kept: dict[str, dict] = {}
     uncounted: list[tuple[int, int]] = []
     for ticket, claim in claims.items():
@@ -134,8 +132,8 @@ def _claims_after_rebuild(
             kept[ticket] = claim
             uncounted.append((int(claim["u"]), int(claim["q"])))
     for ticket_id, (user_id, quantity, status) in counted.items():
-        at_home = BucketRouter.ticket_in_bucket(ticket_id, bucket)
-        away = BucketRouter.bucket_of_ticket(ticket_id) != bucket
+        at_home = ticket_in_bucket(ticket_id, bucket)
+        away = bucket_of_ticket(ticket_id) != bucket
         if away and status in OPEN_STATUSES and at_home not in kept:
             kept[at_home] = {"u": str(user_id), "q": quantity, "d": until, "s": "open"}
     return RebuiltClaims(kept, uncounted)
@@ -210,7 +208,7 @@ def _rebuild_bucket(
     has is read first, then SQL in one snapshot. So are a split product's holds in the other
     buckets of the buyers whose own bucket this is: they can only end meanwhile (a new one
     needs a claim here), and settlement writes SQL before it forgets a hold."""
-    view = inventory.begin_rebuild(Stock(product_id, bucket))
+    view = inventory.begin_rebuild(product_id, bucket)
     if view is None:
         return False, None  # the stock exists, or another rebuild is at work
     away = inventory.held_elsewhere(product_id, bucket, buckets) if buckets > 1 else None
@@ -232,11 +230,11 @@ def plan_rebuild(
     elsewhere: HeldElsewhere | None = None,
 ) -> RebuildPlan | None:
     confirmed = {h.ticket_id: h.quantity for h in view.holds if h.status == CONFIRMED}
-    books = books_in(session, Stock(product_id, bucket), [*confirmed, *view.returning])
+    books = books_in(session, product_id, [*confirmed, *view.returning], bucket)
     if books is None:
         return None
     pending = sum(q for t, q in confirmed.items() if books.statuses.get(t) != CONFIRMED)
-    orders = open_orders(session, Stock(product_id, bucket))
+    orders = open_orders(session, product_id, bucket)
     seats = order_seats(session, [o.ticket_id for o in orders])
     holds = [restored_hold(o, now_ms, seats.get(o.ticket_id, ())) for o in orders]
     lapsed = {h.ticket_id for h in holds if h.status not in OPEN_STATUSES}
@@ -253,7 +251,7 @@ def plan_rebuild(
         holds=holds,
         users=counted.users,
         claims=counted.claims,
-        idempotency=idempotency_keys(session, Stock(product_id, bucket), books.terms.buckets),
+        idempotency=idempotency_keys(session, product_id, bucket, books.terms.buckets),
         # A refund SQL recorded has no units in SQL's sold figure: its mark must not return them.
         refunded_marks=[t for t in view.returning if books.statuses.get(t) == REFUNDED],
         seats=seat_plan(session, event_id, holds, redis_confirmed) if event_id else None,
@@ -273,12 +271,10 @@ def _passes_used(
     and what Redis still holds (holds SQL may not have recorded yet, and claims)."""
     buckets = terms.buckets
     held = [*view.holds, *(elsewhere.holds if elsewhere else [])]
-    mine = [h for h in held if buckets == 1 or BucketRouter.home(h.user_id, buckets) == bucket]
+    mine = [h for h in held if buckets == 1 or h.user_id % buckets == bucket]
     live = {h.queue_pass for h in mine if h.status in LIVE and h.queue_pass}
     claimed = {c["p"] for c in claims.values() if c.get("p")}
-    return frozenset(
-        used_passes(session, Stock(terms.product_id, bucket), buckets) | live | claimed
-    )
+    return frozenset(used_passes(session, terms.product_id, bucket, buckets) | live | claimed)
 
 
 def apply_rebuild(

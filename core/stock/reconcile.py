@@ -14,7 +14,6 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from core.catalog import terms_of
 from core.inventory import Inventory, Snapshot, StockFigures
-from core.inventory.buckets import BucketRouter, Stock
 from core.keys import ServiceKeys
 from core.metrics import RECONCILIATIONS
 from core.models import Product
@@ -55,32 +54,33 @@ def reconcile_product(
     """Checks Redis against SQL (figures, held units, terms) and repairs Redis from SQL, each
     bucket of a split product on its own (each is a stock of its own); the product's outcome
     is the worst of its buckets', with their figures added up."""
-    snapshot = inventory.snapshot(Stock(product_id, 0))
+    snapshot = inventory.snapshot(product_id)
     if snapshot is None:
         rebuilt = rebuild_stock(inventory, sessions, product_id)
         result = "rebuilt" if rebuilt else "unknown_product"
         return _recorded(inventory, Reconciliation(product_id, result, None, 0, 0))
-    first, *later = BucketRouter.stocks(product_id, inventory.bucket_count(product_id))
-    outcomes = [reconcile_bucket(inventory, sessions, first, attempts, snapshot)]
-    outcomes += [reconcile_bucket(inventory, sessions, stock, attempts) for stock in later]
+    buckets = inventory.bucket_count(product_id)
+    outcomes = [reconcile_bucket(inventory, sessions, product_id, 0, attempts, snapshot)]
+    for bucket in range(1, buckets):
+        outcomes.append(reconcile_bucket(inventory, sessions, product_id, bucket, attempts))
     return _recorded(inventory, _combined(product_id, outcomes))
 
 
 def reconcile_bucket(
     inventory: Inventory,
     sessions: sessionmaker[Session],
-    stock: Stock,
+    product_id: int,
+    bucket: int = 0,
     attempts: int = 5,
     first: Snapshot | None = None,
 ) -> Reconciliation:
-    product_id, bucket = stock.product_id, stock.bucket
     repaired = False
     for attempt in range(attempts):
-        snapshot = first if attempt == 0 and first else inventory.snapshot(stock)
+        snapshot = first if attempt == 0 and first else inventory.snapshot(product_id, bucket)
         if snapshot is None:
             rebuilt = rebuild_stock(inventory, sessions, product_id)
             return Reconciliation(product_id, "rebuilt" if rebuilt else "busy", None, 0, 0)
-        books = read_books(sessions, stock, tickets_named(snapshot))
+        books = read_books(sessions, product_id, tickets_named(snapshot), bucket)
         if books is None:
             return Reconciliation(product_id, "unknown_product", None, 0, 0)
         outcome = reconcile_step(inventory, product_id, snapshot, books)
@@ -88,10 +88,10 @@ def reconcile_bucket(
             outcome = reconcile_seats(inventory, sessions, product_id)
         repaired = repaired or outcome in ("repaired", "set_right")
         if outcome in ("consistent", "repaired"):
-            found = report(snapshot, books)
+            stock = report(snapshot, books)
             result = "repaired" if repaired else "consistent"
             return Reconciliation(
-                product_id, result, snapshot.figures, found.sold_in_db, found.expected_sold
+                product_id, result, snapshot.figures, stock.sold_in_db, stock.expected_sold
             )
     return Reconciliation(product_id, "busy", None, 0, 0)
 
@@ -131,11 +131,12 @@ def reconcile_step(inventory: Inventory, product_id: int, snapshot: Snapshot, bo
         return "consistent"
     figures = snapshot.figures
     if inventory.repair(
-        Stock(product_id, snapshot.bucket),
+        product_id,
         figures.version,
         books.terms.initial_stock,
         stock.expected_sold,
         stock.expected_held,
+        snapshot.bucket,
     ):
         log.warning(
             "stock of product %s (bucket %s) repaired from SQL: %s, expected sold %s held %s",

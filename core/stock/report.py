@@ -13,7 +13,6 @@ from sqlalchemy.orm import Session, sessionmaker
 from core.catalog import terms_of
 from core.db import snapshot as sql_snapshot
 from core.inventory import Inventory, ProductTerms, Snapshot, StockFigures
-from core.inventory.buckets import BucketRouter, Stock
 from core.models import Product
 from core.orders import confirmed_quantity, statuses_of
 from core.tickets import OrderStatus
@@ -62,20 +61,24 @@ class StockReport:
         )
 
 
-def read_books(sessions: sessionmaker[Session], stock: Stock, tickets: list[str]) -> Books | None:
+def read_books(
+    sessions: sessionmaker[Session], product_id: int, tickets: list[str], bucket: int = 0
+) -> Books | None:
     with sql_snapshot(sessions) as session:
-        return books_in(session, stock, tickets)
+        return books_in(session, product_id, tickets, bucket)
 
 
-def books_in(session: Session, stock: Stock, tickets: list[str]) -> Books | None:
+def books_in(
+    session: Session, product_id: int, tickets: list[str], bucket: int = 0
+) -> Books | None:
     """Books read in a session the caller holds (one snapshot: see core.db.snapshot); a split
     product's are one bucket's: its share of the units, its confirmed ones."""
-    product = session.get(Product, stock.product_id)
+    product = session.get(Product, product_id)
     if product is None:
         return None
     return Books(
-        terms_of(product).of_bucket(stock.bucket),
-        confirmed_quantity(session, stock),
+        terms_of(product).of_bucket(bucket),
+        confirmed_quantity(session, product_id, bucket),
         statuses_of(session, tickets),
     )
 
@@ -103,10 +106,10 @@ def product_report(
     bucket's stock is missing in Redis."""
     reports: list[StockReport] = []
     first: Books | None = None
-    for stock in BucketRouter.stocks(product_id, inventory.bucket_count(product_id)):
-        snapshot = inventory.snapshot(stock)
+    for bucket in range(inventory.bucket_count(product_id)):
+        snapshot = inventory.snapshot(product_id, bucket)
         tickets = tickets_named(snapshot) if snapshot else []
-        books = read_books(sessions, stock, tickets)
+        books = read_books(sessions, product_id, tickets, bucket)
         first = first or books
         if books is None or snapshot is None:
             return first, None

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from sqlalchemy.orm import Session
 
 from core.inventory import Ending, Inventory
-from core.inventory.buckets import BucketRouter, Stock
+from core.keys import bucket_of_ticket, product_of_ticket
 from core.locks import LockTimeout, locked
 from core.settlement import Settler
 from core.tickets.status import OrderStatus
@@ -34,7 +34,7 @@ def cancel_ticket(
     """CANCELLED (the hold is released; the workers record it) or REFUNDED. Raises
     TicketNotFound, CancelRefused, CancelNotDurable (asking again is safe), and from a refund
     RefundRefused, RefundDeferred, PaymentUnavailable or LockTimeout."""
-    product_id = BucketRouter.product_of_ticket(ticket_id)
+    product_id = product_of_ticket(ticket_id)
     if product_id is None:
         raise TicketNotFound(ticket_id)
     hold = inventory.get_hold(ticket_id)
@@ -56,7 +56,7 @@ def cancel_ticket(
     except LockTimeout:
         raise CancelRefused("payment_in_progress", "the order is being settled") from None
     if state in ("ok", "already"):
-        if not inventory.replicated(Stock(product_id, BucketRouter.bucket_of_ticket(ticket_id))):
+        if not inventory.replicated(product_id, bucket_of_ticket(ticket_id)):
             raise CancelNotDurable(ticket_id)
         return OrderStatus.CANCELLED
     current = after.status if after else "settled"

@@ -12,7 +12,7 @@ from redis.exceptions import RedisError
 from sqlalchemy.orm import Session
 
 from core.inventory import Hold, Inventory
-from core.inventory.buckets import BucketRouter
+from core.keys import product_of_ticket
 from core.models import Order, Payment
 from core.money import AmountText, to_decimal_string
 from core.orders import get_order, get_payment, order_seats
@@ -108,7 +108,7 @@ def view_ticket(
     inventory: Inventory, session: Session, ticket_id: str, viewer: Viewer
 ) -> TicketView:
     """The status answer: the open (or recently final) hold from Redis, else the SQL record."""
-    if BucketRouter.product_of_ticket(ticket_id) is None:
+    if product_of_ticket(ticket_id) is None:
         raise TicketNotFound(ticket_id)
     try:
         hold = inventory.get_ticket(ticket_id)
@@ -226,7 +226,7 @@ def recorded_receipt(ticket_id: str, order: Order | None) -> Receipt:
 
 
 def _product_of(ticket_id: str) -> int:
-    product_id = BucketRouter.product_of_ticket(ticket_id)
+    product_id = product_of_ticket(ticket_id)
     if product_id is None:  # ticket ids are made by new_ticket_id: never for a real one
         raise TicketNotFound(ticket_id)
     return product_id
